@@ -1,0 +1,112 @@
+"""The one in-memory shape every data source returns."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+
+Modality = Literal["image", "text", "tabular"]
+
+UNLABELED = -1
+"""Label value of an item that has no label yet (an unlabeled pool item)."""
+
+
+@dataclass
+class LabeledDataset:
+    """Items with integer labels, class names and, where it exists, a group per class.
+
+    ``items`` is a uint8 array ``[N, H, W]`` (grey) or ``[N, H, W, C]`` for images,
+    a list of ``str`` for text, and a float32 array ``[N, D]`` for tabular rows.
+    ``labels[i]`` indexes ``class_names``; ``UNLABELED`` (-1) marks pool items.
+    ``uris`` says where each item came from (a file, or ``source:split/index``).
+    ``skipped`` lists ``(where, why)`` for items left out when the caller asked to skip bad ones.
+    """
+
+    name: str
+    modality: Modality
+    items: np.ndarray | list[str]
+    labels: np.ndarray
+    class_names: list[str]
+    uris: list[str]
+    groups: list[str] | None = None
+    feature_names: list[str] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        n = len(self.items)
+        if len(self.labels) != n or len(self.uris) != n:
+            raise ValueError(
+                f"{self.name}: {n} items but {len(self.labels)} labels and {len(self.uris)} uris"
+            )
+        if self.groups is not None and len(self.groups) != len(self.class_names):
+            raise ValueError(f"{self.name}: one group per class is needed")
+        if n and (self.labels.max(initial=UNLABELED) >= len(self.class_names) or self.labels.min() < UNLABELED):
+            raise ValueError(f"{self.name}: a label is outside 0..{len(self.class_names) - 1}")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __repr__(self) -> str:
+        return (
+            f"LabeledDataset({self.name!r}, {self.modality}, {len(self)} items, "
+            f"{self.num_classes} classes, {int((self.labels == UNLABELED).sum())} unlabeled)"
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def labeled_mask(self) -> np.ndarray:
+        return self.labels != UNLABELED
+
+    def class_indices(self) -> list[np.ndarray]:
+        """Item indices of each class, in class order."""
+        order = np.argsort(self.labels, kind="stable")
+        sorted_labels = self.labels[order]
+        starts = np.searchsorted(sorted_labels, np.arange(self.num_classes), side="left")
+        ends = np.searchsorted(sorted_labels, np.arange(self.num_classes), side="right")
+        return [order[s:e] for s, e in zip(starts, ends)]
+
+    def class_counts(self) -> dict[str, int]:
+        counts = Counter(int(label) for label in self.labels if label != UNLABELED)
+        return {name: counts.get(i, 0) for i, name in enumerate(self.class_names)}
+
+    def subset(self, indices: Sequence[int] | np.ndarray, *, name: str | None = None) -> "LabeledDataset":
+        """The same data set restricted to ``indices`` (classes are kept as they are)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        items = self.items[idx] if isinstance(self.items, np.ndarray) else [self.items[i] for i in idx]
+        return LabeledDataset(
+            name=name or self.name,
+            modality=self.modality,
+            items=items,
+            labels=self.labels[idx],
+            class_names=list(self.class_names),
+            uris=[self.uris[i] for i in idx],
+            groups=None if self.groups is None else list(self.groups),
+            feature_names=self.feature_names,
+        )
+
+    def summary(self) -> dict:
+        """Counts a person wants to see first: items, classes, groups, per-class spread."""
+        counts = np.array(list(self.class_counts().values()) or [0])
+        out = {
+            "name": self.name,
+            "modality": self.modality,
+            "items": len(self),
+            "labeled": int(self.labeled_mask.sum()),
+            "unlabeled": int((~self.labeled_mask).sum()),
+            "classes": self.num_classes,
+            "per_class_min": int(counts.min()),
+            "per_class_max": int(counts.max()),
+            "skipped": len(self.skipped),
+        }
+        if self.groups is not None:
+            out["groups"] = len(set(self.groups))
+        if isinstance(self.items, np.ndarray):
+            out["item_shape"] = list(self.items.shape[1:])
+        return out

@@ -1,0 +1,61 @@
+"""The data set registry: ``metalabel.datasets.load(name, ...)`` and readers for user data.
+
+Each built-in source lives in ``metalabel.data.sources.<module>`` and exposes
+``load(*, split, root, seed, **options) -> LabeledDataset``; it is imported only
+when asked for, so loading one source never pays for another's dependencies.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from metalabel.data.dataset import LabeledDataset
+from metalabel.errors import UnknownDatasetError
+
+# name -> (module under metalabel.data.sources, default split, splits)
+_SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "kanji": ("kanji", "background", ("background", "evaluation")),
+    "omniglot": ("omniglot", "background", ("background", "evaluation")),
+    "fashion-mnist": ("fashion_mnist", "train", ("train", "test")),
+    "20newsgroups": ("newsgroups", "train", ("train", "test")),
+}
+
+
+def available() -> list[str]:
+    """Names ``load`` accepts."""
+    return sorted(_SOURCES)
+
+
+def load(
+    name: str,
+    *,
+    split: str | None = None,
+    root: str | Path | None = None,
+    seed: int = 0,
+    **options,
+) -> LabeledDataset:
+    """Load a built-in data source by name, e.g. ``load("kanji", split="evaluation")``.
+
+    ``root`` points at data the user already has on disk (required for ``omniglot``);
+    ``seed`` fixes every random choice the source makes (kanji rendering).
+    """
+    key = name.lower().replace("_", "-")
+    if key not in _SOURCES:
+        raise UnknownDatasetError(
+            f"no data set named {name!r}; known: {', '.join(available())}. "
+            "For your own data use metalabel.datasets.imagefolder / read_text / read_table."
+        )
+    module_name, default_split, splits = _SOURCES[key]
+    split = split or default_split
+    if split not in splits:
+        raise UnknownDatasetError(f"{key} has no split {split!r}; choose one of {', '.join(splits)}")
+    module = importlib.import_module(f"metalabel.data.sources.{module_name}")
+    return module.load(split=split, root=root, seed=seed, **options)
+
+
+def __getattr__(attr: str):
+    # The user-data readers are re-exported lazily so `import metalabel` stays light.
+    if attr in {"imagefolder", "read_text", "read_table"}:
+        return getattr(importlib.import_module("metalabel.data.sources.user"), attr)
+    raise AttributeError(attr)

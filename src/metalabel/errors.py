@@ -1,0 +1,73 @@
+"""Typed errors. Each names the file, row or class at fault and says what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MetalabelError(Exception):
+    """Base of every error metalabel raises on purpose."""
+
+
+class BadInputError(MetalabelError, ValueError):
+    """Input the user gave cannot be used as it is.
+
+    The message always carries where (file, row, class) and a hint on what to do.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        path: str | Path | None = None,
+        row: int | None = None,
+        cls: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.problem = problem
+        self.path = None if path is None else str(path)
+        self.row = row
+        self.cls = cls
+        self.hint = hint
+        where = []
+        if self.path is not None:
+            where.append(f"file {self.path}")
+        if row is not None:
+            where.append(f"row {row}")
+        if cls is not None:
+            where.append(f"class {cls!r}")
+        message = problem if not where else f"{', '.join(where)}: {problem}"
+        if hint:
+            message += f" -> {hint}"
+        super().__init__(message)
+
+
+class DataNotFoundError(BadInputError, FileNotFoundError):
+    """A path or data set that does not exist where it was looked for."""
+
+
+class UnreadableItemError(BadInputError):
+    """One item (image, text row, table row) could not be read."""
+
+
+class EmptyClassError(BadInputError):
+    """A class that has no usable examples."""
+
+
+class UnknownLabelError(BadInputError):
+    """A label name that is not one of the known classes."""
+
+
+class UnknownDatasetError(MetalabelError, KeyError):
+    """A data set name that is not in the registry."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class StoreError(MetalabelError):
+    """The project store cannot do what was asked."""
+
+
+class SchemaVersionError(StoreError):
+    """The project store was written by a newer metalabel."""
