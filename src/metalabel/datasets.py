@@ -11,7 +11,7 @@ import importlib
 from pathlib import Path
 
 from metalabel.data.dataset import LabeledDataset
-from metalabel.errors import UnknownDatasetError
+from metalabel.errors import DataNotFoundError, UnknownDatasetError
 
 # name -> (module under metalabel.data.sources, default split, splits)
 _SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -59,3 +59,38 @@ def __getattr__(attr: str):
     if attr in {"imagefolder", "read_text", "read_table"}:
         return getattr(importlib.import_module("metalabel.data.sources.user"), attr)
     raise AttributeError(attr)
+
+
+def from_spec(spec: str | Path, *, seed: int = 0, **options) -> LabeledDataset:
+    """Resolve what a user typed on the command line into a data set.
+
+    A folder is an image folder; ``.jsonl`` or a CSV with a ``text`` column is text;
+    ``.parquet`` or another CSV is a table; anything else is ``name[:split]`` of a
+    built-in source, e.g. ``fashion-mnist:test``.
+    """
+    path = Path(spec)
+    user = importlib.import_module("metalabel.data.sources.user")
+    if path.is_dir():
+        return user.imagefolder(path, **options)
+    suffix = path.suffix.lower()
+    if path.is_file():
+        if suffix == ".jsonl" or (suffix == ".csv" and _csv_has_column(path, "text")):
+            return user.read_text(path, **options)
+        if suffix in {".csv", ".parquet"}:
+            return user.read_table(path, **options)
+        raise UnknownDatasetError(
+            f"{path}: cannot tell what kind of data this is; use a folder of images, "
+            ".csv/.jsonl text with a 'text' column, or a .csv/.parquet table"
+        )
+    if suffix in {".csv", ".jsonl", ".parquet"} or "/" in str(spec):
+        raise DataNotFoundError("does not exist", path=path, hint="check the path")
+    name, _, split = str(spec).partition(":")
+    return load(name, split=split or None, seed=seed, **options)
+
+
+def _csv_has_column(path: Path, column: str) -> bool:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle), [])
+    return column in [h.strip() for h in header]

@@ -31,7 +31,7 @@ class BadInputError(MetalabelError, ValueError):
         self.hint = hint
         where = []
         if self.path is not None:
-            where.append(f"file {self.path}")
+            where.append(f"{'folder' if Path(self.path).is_dir() else 'file'} {self.path}")
         if row is not None:
             where.append(f"row {row}")
         if cls is not None:
@@ -63,6 +63,10 @@ class UnknownDatasetError(MetalabelError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""
+
+
+class MissingDependencyError(MetalabelError, ImportError):
+    """An optional dependency is needed for what was asked; the message says how to install it."""
 
 
 class StoreError(MetalabelError):

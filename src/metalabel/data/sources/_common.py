@@ -1,0 +1,329 @@
+"""Helpers the readers share: bad-item policy, class names, paths, CSV rows, images, text, downloads."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Callable, Iterable, Literal, NamedTuple, Sequence
+from urllib.request import urlopen
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from metalabel.data.dataset import UNLABELED, LabeledDataset
+from metalabel.errors import (
+    BadInputError,
+    DataNotFoundError,
+    EmptyClassError,
+    UnknownLabelError,
+    UnreadableItemError,
+)
+
+OnError = Literal["raise", "skip"]
+
+# What "row N" means in an error, per kind of file, said in the error's hint.
+ROW_IS_LINE = "row N is line N of the file, counting from 1 as an editor does"
+ROW_IS_RECORD = "row N is the N-th data row, counting from 1"
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+# PIL modes that carry no colour: read as one grey channel unless told otherwise.
+_GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
+
+
+def location(path: str | Path | None, row: int | None = None) -> str:
+    """``path:row`` for a row of a file, ``path`` for a whole file: the form uris and skip notes use."""
+    return f"{path}:{row}" if row is not None else str(path)
+
+
+class BadItems:
+    """What a reader does with an item it cannot use: raise its error, or note it and go on.
+
+    ``on_error="skip"`` keeps ``(where, why)`` for each item left out, for ``LabeledDataset.skipped``.
+    """
+
+    def __init__(self, on_error: str) -> None:
+        if on_error not in ("raise", "skip"):
+            raise BadInputError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+        self.skip = on_error == "skip"
+        self.skipped: list[tuple[str, str]] = []
+
+    def handle(self, error: BadInputError) -> None:
+        """Raise ``error``, or in skip mode record it; the caller then moves to the next item."""
+        if not self.skip:
+            raise error
+        self.skipped.append((location(error.path, error.row), error.problem))
+
+
+def sorted_class_names(names: Iterable[str]) -> list[str]:
+    """Unique names sorted; numerically when every name is an integer, so class "10" follows "9"."""
+    unique = set(names)
+    try:
+        return sorted(unique, key=int)
+    except ValueError:
+        return sorted(unique)
+
+
+def label_name(value: object) -> str | None:
+    """A raw label cell as a class name; ``None`` for a missing one (the item is unlabeled)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    name = str(value).strip()
+    return name or None
+
+
+class ClassNames:
+    """Maps label names to class indices: the ``classes`` given, else the sorted labels seen."""
+
+    def __init__(self, classes: Sequence[str] | None) -> None:
+        self.fixed = None if classes is None else [str(name) for name in classes]
+        if self.fixed is not None and len(set(self.fixed)) != len(self.fixed):
+            duplicates = sorted({name for name in self.fixed if self.fixed.count(name) > 1})
+            raise BadInputError(f"classes lists {', '.join(map(repr, duplicates))} more than once")
+        self._known = None if self.fixed is None else set(self.fixed)
+
+    def check(self, label: str | None, *, path: str | Path, row: int) -> None:
+        """Raise ``UnknownLabelError`` for a label outside the fixed classes."""
+        if self._known is not None and label is not None and label not in self._known:
+            raise UnknownLabelError(
+                f"label {label!r} is not one of the classes",
+                path=path,
+                row=row,
+                hint=f"known classes: {', '.join(self.fixed)}; fix the label or add it to classes",
+            )
+
+    def encode(self, labels: Sequence[str | None]) -> tuple[np.ndarray, list[str]]:
+        """Class indices (``UNLABELED`` for ``None``) and the class names they index."""
+        seen = (label for label in labels if label is not None)
+        names = self.fixed if self.fixed is not None else sorted_class_names(seen)
+        index = {name: i for i, name in enumerate(names)}
+        encoded = np.array([UNLABELED if label is None else index[label] for label in labels], dtype=np.int64)
+        return encoded, names
+
+
+def existing_path(path: str | Path, *, folder: bool, suffixes: Iterable[str] = ()) -> Path:
+    """``path`` made absolute, or ``DataNotFoundError``/``BadInputError`` saying what is wrong with it."""
+    resolved = Path(path).expanduser().resolve()
+    kind = "folder" if folder else "file"
+    if not (resolved.is_dir() if folder else resolved.is_file()):
+        raise DataNotFoundError(f"no such {kind}", path=resolved, hint=f"check the path; it must be a {kind}")
+    suffixes = sorted(suffixes)
+    if suffixes and resolved.suffix.lower() not in suffixes:
+        raise BadInputError(
+            f"cannot tell the format from the extension {resolved.suffix!r}",
+            path=resolved,
+            hint=f"use one of {', '.join(suffixes)}",
+        )
+    return resolved
+
+
+def read_csv(path: Path, *, bad_items: BadItems) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Header and ``(line, {column: cell})`` per data row of a CSV (TSV for ``.tsv``).
+
+    ``line`` is where the row starts in the file counting the header as line 1, as an
+    editor shows it. Short rows get no cells for the missing columns; a row with more
+    cells than the header (an unquoted delimiter, usually) is a bad item.
+    """
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    rows: list[tuple[int, dict[str, str]]] = []
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as stream:
+            reader = csv.reader(stream, delimiter=delimiter)
+            header = [name.strip() for name in next(reader, [])]
+            if not header:
+                raise BadInputError("is empty; the first line must name the columns", path=path)
+            if len(set(header)) != len(header):
+                raise BadInputError(f"the header names a column twice: {header}", path=path, row=1)
+            line = reader.line_num + 1
+            for cells in reader:
+                if cells:  # csv yields [] for a blank line
+                    if len(cells) > len(header):
+                        bad_items.handle(
+                            UnreadableItemError(
+                                f"has {len(cells)} cells but the header has {len(header)}",
+                                path=path,
+                                row=line,
+                                hint=f"quote cells that contain the delimiter; {ROW_IS_LINE}",
+                            )
+                        )
+                    else:
+                        rows.append((line, dict(zip(header, cells))))
+                line = reader.line_num + 1
+    except UnicodeDecodeError as error:
+        raise UnreadableItemError("is not UTF-8 text", path=path, hint="save the file as UTF-8") from error
+    except csv.Error as error:
+        raise UnreadableItemError(f"is not valid CSV: {error}", path=path, row=reader.line_num) from error
+    return header, rows
+
+
+class TextRow(NamedTuple):
+    """One raw text item: where it is (for errors), its text and label cells, and its uri."""
+
+    path: Path
+    row: int
+    text: object
+    label: object
+    uri: str | None = None  # None: "path:row"
+
+
+def text_dataset(
+    name: str,
+    rows: Iterable[TextRow],
+    *,
+    text_column: str,
+    classes: ClassNames,
+    bad_items: BadItems,
+    group_of: Callable[[str], str] | None = None,
+) -> LabeledDataset:
+    """A text data set from raw rows; ``group_of(class_name)`` gives each class's group."""
+    texts: list[str] = []
+    labels: list[str | None] = []
+    uris: list[str] = []
+    for path, row, text, raw_label, uri in rows:
+        label = label_name(raw_label)
+        try:
+            if not isinstance(text, str) or not text.strip():
+                raise UnreadableItemError(
+                    f"has no text (column {text_column!r} is missing or empty)", path=path, row=row, hint=ROW_IS_LINE
+                )
+            classes.check(label, path=path, row=row)
+        except (UnreadableItemError, UnknownLabelError) as error:
+            bad_items.handle(error)
+            continue
+        texts.append(text)
+        labels.append(label)
+        uris.append(uri or location(path, row))
+    encoded, class_names = classes.encode(labels)
+    return LabeledDataset(
+        name=name,
+        modality="text",
+        items=texts,
+        labels=encoded,
+        class_names=class_names,
+        uris=uris,
+        groups=None if group_of is None else [group_of(c) for c in class_names],
+        skipped=bad_items.skipped,
+    )
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """One image to read: where it is (uri and error messages), its class index, how to open it."""
+
+    uri: str
+    label: int
+    open: Callable[[], IO[bytes]]
+
+
+def _height_width(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    height, width = (size, size) if isinstance(size, int) else size
+    if height < 1 or width < 1:
+        raise BadInputError(f"size must be positive, not {size!r}")
+    return height, width
+
+
+def decode_image(file: ImageFile, *, size: tuple[int, int] | None, grayscale: bool | None) -> np.ndarray:
+    """uint8 ``[H, W]`` (grey) or ``[H, W, 3]``; ``UnreadableItemError`` naming the file if it won't decode."""
+    try:
+        with file.open() as stream, Image.open(stream) as image:
+            image = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
+            grey = image.mode in _GREY_MODES if grayscale is None else grayscale
+            image = image.convert("L" if grey else "RGB")
+            if size is not None and image.size != (size[1], size[0]):
+                image = image.resize((size[1], size[0]), Image.Resampling.LANCZOS)
+            return np.asarray(image, dtype=np.uint8)
+    except UnidentifiedImageError as error:  # its message repeats the stream's repr; say it plainly
+        raise UnreadableItemError(
+            "is not in an image format PIL can read", path=file.uri, hint="replace or remove the file"
+        ) from error
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise UnreadableItemError(
+            f"cannot be decoded as an image: {error}", path=file.uri, hint="replace or remove the file"
+        ) from error
+
+
+def image_dataset(
+    name: str,
+    files: Sequence[ImageFile],
+    class_names: list[str],
+    *,
+    where: str | Path,
+    size: int | tuple[int, int] | None,
+    grayscale: bool | None,
+    bad_items: BadItems,
+    groups: list[str] | None = None,
+) -> LabeledDataset:
+    """Decode ``files`` into one uint8 array; ``where`` names the data set's folder in errors.
+
+    ``size`` is an int (square) or ``(height, width)``; without it every image must
+    already have one size. ``grayscale=None`` keeps grey images grey unless any
+    image has colour, in which case all become RGB.
+    """
+    target = _height_width(size)
+    files_per_class = np.bincount([f.label for f in files if f.label != UNLABELED], minlength=len(class_names))
+    for class_name, count in zip(class_names, files_per_class):
+        if count == 0:
+            raise EmptyClassError("has no images", path=where, cls=class_name, hint="add images or remove the class")
+
+    images: list[np.ndarray] = []
+    kept: list[ImageFile] = []
+    for file in files:
+        try:
+            image = decode_image(file, size=target, grayscale=grayscale)
+        except UnreadableItemError as error:
+            bad_items.handle(error)
+            continue
+        if images and image.shape[:2] != images[0].shape[:2]:
+            (height, width), (first_height, first_width) = image.shape[:2], images[0].shape[:2]
+            raise BadInputError(
+                f"image is {width}x{height} but {kept[0].uri} is {first_width}x{first_height}",
+                path=file.uri,
+                hint="pass size=... to resize every image to one size",
+            )
+        images.append(image)
+        kept.append(file)
+
+    labels = np.array([f.label for f in kept], dtype=np.int64)
+    kept_per_class = np.bincount(labels[labels != UNLABELED], minlength=len(class_names))
+    for class_name, count in zip(class_names, kept_per_class):
+        if count == 0:
+            raise EmptyClassError(
+                "has no readable images; every one was skipped", path=where, cls=class_name,
+                hint="see the skipped files",
+            )
+    if any(image.ndim == 3 for image in images):  # mixed grey and colour: promote grey to RGB
+        images = [np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image for image in images]
+    items = np.stack(images) if images else np.zeros((0, *(target or (0, 0))), dtype=np.uint8)
+    return LabeledDataset(
+        name=name,
+        modality="image",
+        items=items,
+        labels=labels,
+        class_names=class_names,
+        uris=[f.uri for f in kept],
+        groups=groups,
+        skipped=bad_items.skipped,
+    )
+
+
+def download(url: str, destination: Path, *, md5: str, timeout: float = 20.0) -> None:
+    """Fetch ``url`` into ``destination`` if its MD5 matches; a partial or wrong file never lands there.
+
+    Raises ``OSError`` (``urllib.error.URLError`` and timeouts included) when it fails.
+    """
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(destination.name + ".part")
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with urlopen(url, timeout=timeout) as response, partial.open("wb") as out:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != md5:
+            raise OSError(f"{url} sent a file with MD5 {digest.hexdigest()}, expected {md5}")
+        partial.replace(destination)
+    finally:
+        partial.unlink(missing_ok=True)

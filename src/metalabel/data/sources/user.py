@@ -1,0 +1,228 @@
+"""Readers for the user's own data: a folder of images, a text file, a table.
+
+Each returns a ``LabeledDataset``. Items without a label get ``UNLABELED``. Class
+names are the sorted labels seen (numerically when all are integers) unless
+``classes`` fixes them. A bad item raises a typed error naming the file and row;
+``on_error="skip"`` leaves it out instead and lists it in ``dataset.skipped``.
+Row numbers are line numbers in the file counting the header as line 1 (what an
+editor shows), except for Parquet, where they count data rows from 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from metalabel.data.dataset import UNLABELED, LabeledDataset
+from metalabel.data.sources._common import (
+    IMAGE_SUFFIXES,
+    ROW_IS_LINE,
+    ROW_IS_RECORD,
+    BadItems,
+    ClassNames,
+    ImageFile,
+    OnError,
+    TextRow,
+    existing_path,
+    image_dataset,
+    label_name,
+    location,
+    read_csv,
+    sorted_class_names,
+    text_dataset,
+)
+from metalabel.errors import (
+    BadInputError,
+    DataNotFoundError,
+    MissingDependencyError,
+    UnknownLabelError,
+    UnreadableItemError,
+)
+
+_CSV_SUFFIXES = {".csv", ".tsv"}
+_JSONL_SUFFIXES = {".jsonl", ".ndjson"}
+_PARQUET_SUFFIXES = {".parquet", ".pq"}
+
+
+def imagefolder(
+    path: str | Path,
+    *,
+    size: int | tuple[int, int] | None = None,
+    unlabeled_dir: str | None = "unlabeled",
+    grayscale: bool | None = None,
+    on_error: OnError = "raise",
+) -> LabeledDataset:
+    """Images in one folder per class (the folder name is the class), searched recursively.
+
+    Images in ``path/<unlabeled_dir>/`` or directly in ``path`` are unlabeled, so a
+    flat folder of images reads as a pool. ``size`` (an int, or ``(height, width)``)
+    resizes every image; without it all images must have one size. ``grayscale``:
+    ``True`` gives ``[N, H, W]``, ``False`` ``[N, H, W, 3]``, ``None`` grey only if
+    every image is grey. uris are the absolute file paths.
+    """
+    folder = existing_path(path, folder=True)
+    bad_items = BadItems(on_error)
+    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_names = sorted_class_names(p.name for p in subfolders if p.name != unlabeled_dir)
+    label_of_folder = {name: label for label, name in enumerate(class_names)}
+
+    def image_files(under: Path, label: int, *, recursive: bool = True) -> list[ImageFile]:
+        candidates = under.rglob("*") if recursive else under.iterdir()
+        return [
+            ImageFile(uri=str(p), label=label, open=functools.partial(p.open, "rb"))
+            for p in sorted(candidates)
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(under).parts)
+        ]
+
+    files = [file for name in class_names for file in image_files(folder / name, label_of_folder[name])]
+    if unlabeled_dir is not None and (folder / unlabeled_dir).is_dir():
+        files += image_files(folder / unlabeled_dir, UNLABELED)
+    files += image_files(folder, UNLABELED, recursive=False)
+    if not files:
+        raise DataNotFoundError(
+            "holds no images",
+            path=folder,
+            hint=f"put one folder of images per class, unlabeled images directly in {folder.name}/; "
+            f"images end in {', '.join(sorted(IMAGE_SUFFIXES))}",
+        )
+    return image_dataset(
+        folder.name, files, class_names, where=folder, size=size, grayscale=grayscale, bad_items=bad_items
+    )
+
+
+def read_text(
+    path: str | Path,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    classes: Sequence[str] | None = None,
+    on_error: OnError = "raise",
+) -> LabeledDataset:
+    """Text items from a CSV/TSV (header row) or JSONL file (one JSON object per line).
+
+    A row without text is a bad item; a row without a label (or a file without the
+    label column) is unlabeled. With ``classes``, a label outside them raises
+    ``UnknownLabelError`` (or is skipped).
+    """
+    file = existing_path(path, folder=False, suffixes=_CSV_SUFFIXES | _JSONL_SUFFIXES)
+    bad_items = BadItems(on_error)
+    class_names = ClassNames(classes)  # checks classes before the file is read
+    if file.suffix.lower() in _JSONL_SUFFIXES:
+        rows = _jsonl_rows(file, text_column, label_column, bad_items)
+    else:
+        header, records = read_csv(file, bad_items=bad_items)
+        if text_column not in header:
+            raise BadInputError(
+                f"has no column {text_column!r}",
+                path=file,
+                row=1,
+                hint=f"its columns are {', '.join(header)}; pass text_column=...",
+            )
+        rows = (TextRow(file, line, cells.get(text_column), cells.get(label_column)) for line, cells in records)
+    return text_dataset(file.stem, rows, text_column=text_column, classes=class_names, bad_items=bad_items)
+
+
+def _jsonl_rows(path: Path, text_column: str, label_column: str, bad_items: BadItems) -> Iterator[TextRow]:
+    try:
+        with path.open(encoding="utf-8-sig") as stream:
+            for line_number, line in enumerate(stream, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    if not isinstance(record, dict):
+                        raise ValueError(f"it is a {type(record).__name__}")
+                except ValueError as error:  # json.JSONDecodeError is a ValueError
+                    bad_items.handle(
+                        UnreadableItemError(
+                            f"is not a JSON object: {error}", path=path, row=line_number, hint=ROW_IS_LINE
+                        )
+                    )
+                    continue
+                yield TextRow(path, line_number, record.get(text_column), record.get(label_column))
+    except UnicodeDecodeError as error:
+        raise UnreadableItemError("is not UTF-8 text", path=path, hint="save the file as UTF-8") from error
+
+
+def read_table(
+    path: str | Path,
+    *,
+    label_column: str = "label",
+    classes: Sequence[str] | None = None,
+    on_error: OnError = "raise",
+) -> LabeledDataset:
+    """Numeric rows from a CSV/TSV (header row) or Parquet file as float32 ``[N, D]`` features.
+
+    Every column but ``label_column`` is a feature (``feature_names``); each cell must
+    be a number. The label column is optional; rows without a label are unlabeled.
+    Parquet needs pyarrow (``pip install metalabel[tabular]``).
+    """
+    file = existing_path(path, folder=False, suffixes=_CSV_SUFFIXES | _PARQUET_SUFFIXES)
+    bad_items = BadItems(on_error)
+    class_names = ClassNames(classes)
+    if file.suffix.lower() in _PARQUET_SUFFIXES:
+        columns, records = _parquet_records(file)
+        row_meaning = ROW_IS_RECORD
+    else:
+        columns, records = read_csv(file, bad_items=bad_items)
+        row_meaning = ROW_IS_LINE
+    feature_names = [column for column in columns if column != label_column]
+    if not feature_names:
+        raise BadInputError("has no feature columns", path=file, hint=f"every column but {label_column!r} is a feature")
+
+    features: list[list[float]] = []
+    labels: list[str | None] = []
+    uris: list[str] = []
+    for row, cells in records:
+        label = label_name(cells.get(label_column))
+        try:
+            values = [_number(cells.get(column), file, row, column, row_meaning) for column in feature_names]
+            class_names.check(label, path=file, row=row)
+        except (UnreadableItemError, UnknownLabelError) as error:
+            bad_items.handle(error)
+            continue
+        features.append(values)
+        labels.append(label)
+        uris.append(location(file, row))
+    encoded, names = class_names.encode(labels)
+    return LabeledDataset(
+        name=file.stem,
+        modality="tabular",
+        items=np.array(features, dtype=np.float32).reshape(len(features), len(feature_names)),
+        labels=encoded,
+        class_names=names,
+        uris=uris,
+        feature_names=feature_names,
+        skipped=bad_items.skipped,
+    )
+
+
+def _number(value: object, path: Path, row: int, column: str, row_meaning: str) -> float:
+    """One feature cell as a float, or ``UnreadableItemError`` naming file, row and column."""
+    hint = f"fix the cell, drop the column, or name it as the label_column; {row_meaning}"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise UnreadableItemError(f"column {column!r} is empty", path=path, row=row, hint=hint)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        problem = f"column {column!r} holds {value!r}, not a number"
+        raise UnreadableItemError(problem, path=path, row=row, hint=hint) from None
+
+
+def _parquet_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, object]]]]:
+    """Column names and ``(row, {column: value})`` per row, rows counted from 1."""
+    try:  # optional: only Parquet needs pyarrow
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as error:
+        raise MissingDependencyError("reading Parquet needs pyarrow: pip install 'metalabel[tabular]'") from error
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as error:
+        raise UnreadableItemError(f"is not a readable Parquet file: {error}", path=path) from error
+    return table.column_names, list(enumerate(table.to_pylist(), start=1))
