@@ -1,0 +1,407 @@
+"""A labeling project on disk: the front door behind `metalabel init` and `metalabel status`.
+
+A project is a folder holding ``project.db`` (see ``metalabel.store``). ``Project.create``
+checks every input before it writes anything, builds the project in a hidden staging
+folder and renames it into place at the end, so a bad input or a crash never leaves a
+half-made project behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import secrets
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metalabel.data.dataset import UNLABELED, LabeledDataset
+from metalabel.errors import BadInputError, DataNotFoundError, EmptyClassError, UnknownLabelError
+from metalabel.store import DB_FILENAME, ItemRecord, ProjectStore, content_hash
+
+SeedLabels = str | Path | Mapping[str | int, str] | None
+"""A CSV file (columns ``uri,label`` or ``item,label``), a dict ``{uri or pool index: class}``,
+or None for the pool's own labels."""
+
+
+class Project:
+    """A labeling project: its items, classes and every label with its provenance."""
+
+    def __init__(self, store: ProjectStore, *, warnings: Sequence[str] = ()) -> None:
+        """Internal: use ``Project.create`` or ``Project.open``."""
+        self.store = store
+        self.warnings = tuple(warnings)
+        """What ``create`` noticed but accepted (duplicate items, repeated seed labels, ...)."""
+
+    @classmethod
+    def create(
+        cls,
+        folder: str | Path,
+        *,
+        pool: LabeledDataset,
+        labels: SeedLabels = None,
+        classes: Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> Project:
+        """Start a project in a new ``folder`` from a pool of items and a few seed labels.
+
+        Seed labels (written with source "imported") come from ``labels``: a CSV file with
+        columns ``uri,label`` (or ``item,label``), a dict ``{uri or pool index: class}``, or,
+        when None, the pool's own labels. A uri may be written in full or as a unique
+        trailing part of the pool's uri (``cat/1.png`` for ``/data/pool/cat/1.png``).
+
+        ``classes`` fixes the class list and its order; without it the classes are the
+        pool's class names (pool labels) or the seed labels' names, sorted. Every class
+        needs at least one seed label, since a few-shot model cannot learn a class it has
+        never seen (``EmptyClassError``). The project is named after the folder unless
+        ``name`` is given.
+        """
+        folder = Path(folder)
+        _check_folder_free(folder)
+        _check_pool(pool)
+        warnings: list[str] = []
+        if pool.skipped:
+            warnings.append(f"{len(pool.skipped)} items were skipped while reading the pool (first: {pool.skipped[0]})")
+
+        seed_file = Path(labels) if isinstance(labels, (str, Path)) else None
+        seeds = _one_seed_per_item(_read_seeds(labels, pool), warnings)
+        class_names = _resolve_classes(classes, list(pool.class_names) if labels is None else None, seeds)
+        _check_every_class_seeded(class_names, seeds, seed_file=seed_file)
+
+        hashes = [content_hash(item) for item in pool.items]
+        _warn_of_duplicate_content(pool.uris, hashes, warnings)
+
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = folder.parent / f".{folder.name}.creating-{secrets.token_hex(4)}"
+        try:
+            with ProjectStore.create(staging, name=name or folder.name) as store, store.batch():
+                store.set_classes(class_names)
+                item_ids = store.add_items(
+                    ItemRecord(uri, item_hash, pool.modality) for uri, item_hash in zip(pool.uris, hashes, strict=True)
+                )
+                for seed in seeds:
+                    store.add_label(item_ids[seed.index], seed.class_name, source="imported")
+                store.set_meta("pool", pool.name)
+                store.set_meta("modality", pool.modality)
+                if seed_file is not None:
+                    # Provenance of the seed: which file, and its hash, in case it changes later.
+                    store.add_artifact("seed-labels", seed_file, meta={"labels": len(seeds)})
+            _move_into_place(staging, folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return cls(ProjectStore.open(folder), warnings=warnings)
+
+    @classmethod
+    def open(cls, folder: str | Path) -> Project:
+        """An existing project; a missing one is a ``DataNotFoundError`` that says to run `metalabel init`."""
+        return cls(ProjectStore.open(folder))
+
+    @property
+    def folder(self) -> Path:
+        return self.store.folder
+
+    @property
+    def name(self) -> str:
+        return self.store.name
+
+    def status(self) -> dict[str, Any]:
+        """Items, classes, labels by source and class, open questions, rounds, disagreements (JSON-ready)."""
+        meta = self.store.meta()
+        return {
+            "folder": str(self.folder),
+            "pool": meta.get("pool"),
+            "modality": meta.get("modality"),
+            **self.store.summary(),
+        }
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Project({self.name!r}, folder={str(self.folder)!r})"
+
+
+@dataclass(frozen=True)
+class _Seed:
+    """One seed label, with where it was written for error messages."""
+
+    index: int  # the item's position in the pool
+    class_name: str
+    uri: str
+    place: str  # "row 7", "labels['a.png']", "the pool's labels"
+    path: Path | None = None
+    row: int | None = None
+
+
+class _PoolIndex:
+    """Finds pool items by uri, or by a unique trailing part of one (``cat/1.png``)."""
+
+    def __init__(self, uris: Sequence[str]) -> None:
+        self.uris = uris
+        self._exact = {uri: index for index, uri in enumerate(uris)}
+        self._by_suffix: dict[str, list[int]] | None = None  # built on the first miss only
+
+    def find(self, written: str) -> list[int]:
+        """Indices of the items ``written`` names: one, none, or several if ambiguous."""
+        if written in self._exact:
+            return [self._exact[written]]
+        if self._by_suffix is None:
+            self._by_suffix = {}
+            for index, uri in enumerate(self.uris):
+                parts = uri.replace("\\", "/").split("/")
+                for start in range(1, len(parts)):
+                    self._by_suffix.setdefault("/".join(parts[start:]), []).append(index)
+        return self._by_suffix.get(written.replace("\\", "/").removeprefix("./"), [])
+
+
+def _check_folder_free(folder: Path) -> None:
+    if not folder.exists():
+        return
+    if (folder / DB_FILENAME).exists():
+        raise BadInputError(
+            "a metalabel project already lives here",
+            path=folder,
+            hint=f"open it with Project.open (`metalabel status {folder}`), or choose another folder",
+        )
+    if not folder.is_dir() or any(folder.iterdir()):
+        raise BadInputError(
+            "already exists and is not an empty folder",
+            path=folder,
+            hint="choose a new folder for the project (or Project.open it if it is one)",
+        )
+
+
+def _check_pool(pool: LabeledDataset) -> None:
+    if not isinstance(pool, LabeledDataset):
+        raise BadInputError(
+            f"pool must be a LabeledDataset, got {type(pool).__name__}",
+            hint="read one with metalabel.datasets.imagefolder, read_text or read_table",
+        )
+    if len(pool) < 2:
+        raise BadInputError(
+            f"the pool {pool.name!r} holds {len(pool)} item(s); a project needs at least 2 to label",
+            hint="point the pool at the folder or file that holds the items to label",
+        )
+    first_index: dict[str, int] = {}
+    for index, uri in enumerate(pool.uris):
+        if uri in first_index:
+            raise BadInputError(
+                f"the pool {pool.name!r} has uri {uri!r} twice (items {first_index[uri]} and {index})",
+                hint="each item needs its own uri",
+            )
+        first_index[uri] = index
+
+
+def _read_seeds(labels: SeedLabels, pool: LabeledDataset) -> list[_Seed]:
+    if labels is None:
+        return _seeds_from_pool(pool)
+    if isinstance(labels, (str, Path)):
+        return _seeds_from_csv(Path(labels), _PoolIndex(pool.uris))
+    if isinstance(labels, Mapping):
+        return _seeds_from_mapping(labels, _PoolIndex(pool.uris))
+    raise BadInputError(
+        f"labels must be a CSV path, a dict or None, got {type(labels).__name__}",
+        hint="pass labels='seed.csv' (columns uri,label) or a dict {uri: class}",
+    )
+
+
+def _seeds_from_pool(pool: LabeledDataset) -> list[_Seed]:
+    return [
+        _Seed(int(index), pool.class_names[pool.labels[index]], pool.uris[index], "the pool's labels")
+        for index in np.flatnonzero(pool.labels != UNLABELED)
+    ]
+
+
+def _seeds_from_csv(path: Path, pool_index: _PoolIndex) -> list[_Seed]:
+    if not path.is_file():
+        raise DataNotFoundError("seed label file not found", path=path, hint="give a CSV file with columns uri,label")
+    seeds = []
+    try:
+        # utf-8-sig: spreadsheets often save a byte-order mark before the header.
+        with path.open(newline="", encoding="utf-8-sig") as file:
+            reader = csv.reader(file)
+            header = [column.strip().lower() for column in next(reader, [])]
+            item_column = "uri" if "uri" in header else "item"
+            if item_column not in header or "label" not in header:
+                raise BadInputError(
+                    "the header must name the columns uri,label (or item,label); "
+                    f"found {','.join(header) or 'nothing'}",
+                    path=path,
+                    row=1,
+                    hint="put a header line 'uri,label' above the rows",
+                )
+            item_at, label_at = header.index(item_column), header.index("label")
+            for cells in reader:
+                row = reader.line_num
+                cells = [cell.strip() for cell in cells]
+                if not any(cells):
+                    continue
+                written = cells[item_at] if item_at < len(cells) else ""
+                class_name = cells[label_at] if label_at < len(cells) else ""
+                if not written:
+                    raise BadInputError(
+                        f"no {item_column} in this row", path=path, row=row, hint="fill it in or delete the row"
+                    )
+                if not class_name:
+                    raise BadInputError(
+                        f"item {written!r} has no label", path=path, row=row, hint="fill in the label or delete the row"
+                    )
+                index = _find_item(pool_index, written, path=path, row=row, place=f"row {row}")
+                seeds.append(_Seed(index, class_name, pool_index.uris[index], f"row {row}", path, row))
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"not UTF-8 text ({exc.reason})", path=path, hint="save the CSV as UTF-8") from exc
+    except csv.Error as exc:
+        raise BadInputError(
+            f"not a readable CSV file ({exc})", path=path, hint="save it as comma-separated values"
+        ) from exc
+    return seeds
+
+
+def _seeds_from_mapping(labels: Mapping[str | int, str], pool_index: _PoolIndex) -> list[_Seed]:
+    seeds = []
+    for key, class_name in labels.items():
+        place = f"labels[{key!r}]"
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            if not 0 <= key < len(pool_index.uris):
+                raise BadInputError(
+                    f"{place}: pool index {key} is out of range 0..{len(pool_index.uris) - 1}",
+                    hint="use a pool index or the item's uri as the key",
+                )
+            index = int(key)
+        elif isinstance(key, str):
+            index = _find_item(pool_index, key, place=place)
+        else:
+            raise BadInputError(f"{place}: a key must be an item's uri or pool index, not {type(key).__name__}")
+        if not isinstance(class_name, str) or not class_name.strip():
+            raise BadInputError(f"{place}: the label must be a class name, got {class_name!r}")
+        seeds.append(_Seed(index, class_name.strip(), pool_index.uris[index], place))
+    return seeds
+
+
+def _find_item(
+    pool_index: _PoolIndex, written: str, *, place: str, path: Path | None = None, row: int | None = None
+) -> int:
+    matches = pool_index.find(written)
+    where = "" if row is not None else f"{place}: "
+    if not matches:
+        raise BadInputError(
+            f"{where}item {written!r} is not in the pool",
+            path=path,
+            row=row,
+            hint=f"check its path; pool uris look like {pool_index.uris[0]!r}",
+        )
+    if len(matches) > 1:
+        examples = ", ".join(repr(pool_index.uris[index]) for index in matches[:3])
+        raise BadInputError(
+            f"{where}item {written!r} matches {len(matches)} pool items ({examples}, ...)",
+            path=path,
+            row=row,
+            hint="write more of its path so that it names one item",
+        )
+    return matches[0]
+
+
+def _one_seed_per_item(seeds: list[_Seed], warnings: list[str]) -> list[_Seed]:
+    """Drop repeats of the same label; two different labels for one item are an error."""
+    first_seed: dict[int, _Seed] = {}
+    repeats = 0
+    for seed in seeds:
+        earlier = first_seed.setdefault(seed.index, seed)
+        if earlier is seed:
+            continue
+        if earlier.class_name != seed.class_name:
+            here = "here" if seed.row is not None else f"at {seed.place}"  # the row is already in the message
+            raise BadInputError(
+                f"item {seed.uri!r} is labeled {seed.class_name!r} {here} "
+                f"but {earlier.class_name!r} at {earlier.place}",
+                path=seed.path,
+                row=seed.row,
+                hint="keep one label per item",
+            )
+        repeats += 1
+    if repeats:
+        warnings.append(f"{repeats} seed labels repeat an earlier label for the same item; each was kept once")
+    return list(first_seed.values())
+
+
+def _resolve_classes(classes: Sequence[str] | None, default_classes: list[str] | None, seeds: list[_Seed]) -> list[str]:
+    if classes is None:
+        names = default_classes or sorted({seed.class_name for seed in seeds})
+        if not names:
+            raise BadInputError(
+                "no classes: there are no seed labels to take them from, and classes= was not given",
+                hint="pass labels='seed.csv' (columns uri,label) or a dict {uri: class}",
+            )
+    else:
+        if isinstance(classes, str):
+            raise BadInputError("classes must be a list of names, not one string", hint="e.g. classes=['cat', 'dog']")
+        names = list(classes)
+        for position, name in enumerate(names):
+            if not isinstance(name, str) or not name.strip():
+                raise BadInputError(f"classes[{position}] must be a non-empty name, got {name!r}")
+            if name in names[:position]:
+                raise BadInputError("this class is listed twice in classes=", cls=name, hint="list each class once")
+        for seed in seeds:
+            if seed.class_name not in names:
+                where = "" if seed.row is not None else f"{seed.place}: "
+                raise UnknownLabelError(
+                    f"{where}the label of {seed.uri!r} is not one of the given classes",
+                    path=seed.path,
+                    row=seed.row,
+                    cls=seed.class_name,
+                    hint=f"known classes: {', '.join(names)}; fix the label or add the class to classes=",
+                )
+    if len(names) < 2:
+        raise BadInputError(
+            "the only class; labeling needs at least 2",
+            cls=names[0],
+            hint="add seed labels for the other classes, or list them all in classes=",
+        )
+    return names
+
+
+def _check_every_class_seeded(class_names: list[str], seeds: list[_Seed], *, seed_file: Path | None) -> None:
+    seeded = {seed.class_name for seed in seeds}
+    empty = [name for name in class_names if name not in seeded]
+    if empty:
+        others = f" (nor for {', '.join(map(repr, empty[1:]))})" if len(empty) > 1 else ""
+        raise EmptyClassError(
+            f"no seed label for this class{others}; a few-shot model cannot learn a class it has never seen",
+            path=seed_file,
+            cls=empty[0],
+            hint="label at least one item of each class, or leave the class out of classes=",
+        )
+
+
+def _warn_of_duplicate_content(uris: Sequence[str], hashes: list[str], warnings: list[str]) -> None:
+    # Same content under two uris is often a copied file, but may be meant: warn, keep both.
+    first_uri: dict[str, str] = {}
+    pairs = [(first_uri[h], uri) for uri, h in zip(uris, hashes, strict=True) if first_uri.setdefault(h, uri) != uri]
+    if pairs:
+        warnings.append(
+            f"{len(pairs)} pool items have the same content as an earlier item (e.g. {pairs[0][1]!r} "
+            f"repeats {pairs[0][0]!r}); all were kept"
+        )
+
+
+def _move_into_place(staging: Path, folder: Path) -> None:
+    # One rename: the project appears whole or not at all.
+    try:
+        if folder.is_dir():
+            folder.rmdir()  # _check_folder_free let it through only if empty
+        os.rename(staging, folder)
+    except OSError as exc:
+        raise BadInputError(
+            "appeared while the project was being made", path=folder, hint="choose another folder"
+        ) from exc

@@ -1,0 +1,35 @@
+"""The project store: one SQLite file per labeling project, every label with its provenance."""
+
+from metalabel.store.hashing import content_hash, path_sha256
+from metalabel.store.records import (
+    Artifact,
+    Disagreement,
+    Item,
+    ItemRecord,
+    Label,
+    LabelWrite,
+    Outcome,
+    Question,
+    Round,
+)
+from metalabel.store.schema import MODALITIES, SOURCES
+from metalabel.store.store import DB_FILENAME, TRUST, ProjectStore
+
+__all__ = [
+    "Artifact",
+    "DB_FILENAME",
+    "Disagreement",
+    "Item",
+    "ItemRecord",
+    "Label",
+    "LabelWrite",
+    "MODALITIES",
+    "Outcome",
+    "ProjectStore",
+    "Question",
+    "Round",
+    "SOURCES",
+    "TRUST",
+    "content_hash",
+    "path_sha256",
+]

@@ -1,0 +1,138 @@
+"""The plain records the project store takes and returns (no database handles inside)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRecord:
+    """An item to add: where it came from, its content hash and its kind."""
+
+    uri: str
+    content_hash: str
+    modality: str
+    split: str = "pool"
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    id: int
+    uri: str
+    content_hash: str
+    split: str
+    modality: str
+    created_at: str
+
+
+class Outcome(StrEnum):
+    """What a label write did."""
+
+    WRITTEN = "written"
+    """The label is now the item's active label (an older one, if any, is superseded, not deleted)."""
+    DISAGREEMENT = "disagreement"
+    """A more trusted label (human, imported) says otherwise: recorded as a disagreement, not applied."""
+    UNCHANGED = "unchanged"
+    """A more trusted label already says the same; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class LabelWrite:
+    """The result of one label write."""
+
+    outcome: Outcome
+    label_id: int
+    """The item's active label after the write: the new one if written, else the one kept."""
+    superseded_label_id: int | None = None
+    disagreement_id: int | None = None
+
+    @property
+    def applied(self) -> bool:
+        return self.outcome is Outcome.WRITTEN
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """One label row with its full provenance."""
+
+    id: int
+    item_id: int
+    uri: str
+    class_name: str
+    source: str
+    raw_confidence: float | None
+    calibrated_confidence: float | None
+    threshold: float | None
+    round_id: int | None
+    model_hash: str | None
+    query_strategy: str | None
+    question_id: int | None
+    created_at: str
+    superseded_by: int | None
+
+    @property
+    def active(self) -> bool:
+        return self.superseded_by is None
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    id: int
+    item_id: int
+    uri: str
+    round_id: int | None
+    strategy: str
+    score: float | None
+    asked_at: str
+    answered_at: str | None
+    answer: str | None
+    """The class the oracle gave; None while open or when the question was dismissed."""
+    oracle: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Disagreement:
+    """A label from a less trusted source that contradicts the item's trusted label."""
+
+    id: int
+    item_id: int
+    uri: str
+    kept_label_id: int
+    kept_class: str
+    kept_source: str
+    proposed_class: str
+    source: str
+    raw_confidence: float | None
+    calibrated_confidence: float | None
+    threshold: float | None
+    round_id: int | None
+    model_hash: str | None
+    query_strategy: str | None
+    created_at: str
+    resolved_by_label_id: int | None
+    """A later human label on the item settles the disagreement."""
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    id: int
+    started_at: str
+    finished_at: str | None
+    status: str
+    config: dict[str, Any]
+    metrics: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    id: int
+    kind: str
+    path: Path
+    """Absolute: resolved against the project folder when stored relative to it."""
+    sha256: str
+    round_id: int | None
+    created_at: str
+    meta: dict[str, Any]

@@ -1,0 +1,205 @@
+"""The project database's tables, connection settings and migrations.
+
+``PRAGMA user_version`` counts the migrations a database has had. ``MIGRATIONS[v]``
+takes a database from version ``v`` to ``v + 1`` inside its own transaction, so a crash
+mid-migration leaves the database at the last whole version. To change the schema,
+append one function to ``MIGRATIONS``; never edit a migration that has shipped (its DDL
+is spelled out literally for that reason, not built from Python constants that may move).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from metalabel.errors import SchemaVersionError, StoreError
+
+SOURCES = ("human", "imported", "generated", "augmented", "model")
+"""Where a label came from. Must match the CHECK constraints below."""
+
+MODALITIES = ("image", "text", "tabular")
+ROUND_STATUSES = ("running", "finished", "failed")
+
+BUSY_TIMEOUT_S = 10.0
+"""How long a write waits for another process's write lock before giving up."""
+
+CONNECTION_PRAGMAS = (
+    # WAL: readers (`metalabel status`) never block the writer, and a commit is one append.
+    "PRAGMA journal_mode = WAL",
+    # FULL fsyncs the WAL at every commit, so a committed label survives power loss and OS
+    # crashes, not only a killed process (NORMAL in WAL mode promises only the latter).
+    # Decisions are committed at human speed or in batches, so one fsync each is cheap.
+    "PRAGMA synchronous = FULL",
+    # SQLite leaves foreign keys off unless asked, per connection.
+    "PRAGMA foreign_keys = ON",
+)
+
+NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+"""SQL for the current UTC time, ISO 8601 with milliseconds (sorts as text)."""
+
+
+def _create_tables(connection: sqlite3.Connection) -> None:
+    """Version 1: the whole first schema."""
+    statements = [
+        """
+        CREATE TABLE meta (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )""",
+        """
+        CREATE TABLE items (
+            id           INTEGER PRIMARY KEY,
+            uri          TEXT NOT NULL UNIQUE,
+            content_hash TEXT NOT NULL,                  -- sha256 of the item's bytes
+            split        TEXT NOT NULL DEFAULT 'pool',   -- pool, generated, augmented, holdout, ...
+            modality     TEXT NOT NULL CHECK (modality IN ('image', 'text', 'tabular')),
+            created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        )""",
+        "CREATE INDEX items_by_content_hash ON items (content_hash)",
+        """
+        CREATE TABLE classes (
+            id       INTEGER PRIMARY KEY,
+            name     TEXT NOT NULL UNIQUE CHECK (length(trim(name)) > 0),
+            position INTEGER NOT NULL
+        )""",
+        """
+        CREATE TABLE rounds (
+            id          INTEGER PRIMARY KEY,
+            started_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+            finished_at TEXT,
+            status      TEXT NOT NULL DEFAULT 'running'
+                        CHECK (status IN ('running', 'finished', 'failed')),
+            config      TEXT NOT NULL DEFAULT '{}',      -- JSON
+            metrics     TEXT                             -- JSON, set when the round ends
+        )""",
+        """
+        CREATE TABLE questions (
+            id              INTEGER PRIMARY KEY,
+            item_id         INTEGER NOT NULL REFERENCES items (id),
+            round_id        INTEGER REFERENCES rounds (id),
+            strategy        TEXT NOT NULL,
+            score           REAL,
+            asked_at        TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+            answered_at     TEXT,
+            answer_class_id INTEGER REFERENCES classes (id),  -- NULL when dismissed
+            oracle          TEXT,                             -- who answered
+            CHECK (answered_at IS NOT NULL OR (answer_class_id IS NULL AND oracle IS NULL))
+        )""",
+        # An item waits on at most one question, so it is never asked twice at once.
+        "CREATE UNIQUE INDEX questions_one_open_per_item ON questions (item_id) WHERE answered_at IS NULL",
+        """
+        CREATE TABLE labels (
+            id                    INTEGER PRIMARY KEY,
+            item_id               INTEGER NOT NULL REFERENCES items (id),
+            class_id              INTEGER NOT NULL REFERENCES classes (id),
+            source                TEXT NOT NULL
+                                  CHECK (source IN ('human', 'imported', 'generated', 'augmented', 'model')),
+            raw_confidence        REAL CHECK (raw_confidence BETWEEN 0 AND 1),
+            calibrated_confidence REAL CHECK (calibrated_confidence BETWEEN 0 AND 1),
+            threshold             REAL,
+            round_id              INTEGER REFERENCES rounds (id),
+            model_hash            TEXT,
+            query_strategy        TEXT,
+            question_id           INTEGER UNIQUE REFERENCES questions (id),  -- one label per answer
+            created_at            TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+            -- NULL while active. Deferred: the old label points at the new one before it is inserted.
+            superseded_by         INTEGER REFERENCES labels (id) DEFERRABLE INITIALLY DEFERRED
+        )""",
+        "CREATE UNIQUE INDEX labels_one_active_per_item ON labels (item_id) WHERE superseded_by IS NULL",
+        """
+        CREATE TABLE disagreements (
+            id                    INTEGER PRIMARY KEY,
+            item_id               INTEGER NOT NULL REFERENCES items (id),
+            kept_label_id         INTEGER NOT NULL REFERENCES labels (id),  -- the trusted label left in place
+            class_id              INTEGER NOT NULL REFERENCES classes (id), -- what the less trusted source said
+            source                TEXT NOT NULL
+                                  CHECK (source IN ('human', 'imported', 'generated', 'augmented', 'model')),
+            raw_confidence        REAL,
+            calibrated_confidence REAL,
+            threshold             REAL,
+            round_id              INTEGER REFERENCES rounds (id),
+            model_hash            TEXT,
+            query_strategy        TEXT,
+            created_at            TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+            resolved_by_label_id  INTEGER REFERENCES labels (id)  -- a later human label on the item
+        )""",
+        "CREATE INDEX disagreements_by_item ON disagreements (item_id)",
+        """
+        CREATE TABLE artifacts (
+            id         INTEGER PRIMARY KEY,
+            kind       TEXT NOT NULL,        -- checkpoint, report, seed-labels, ...
+            path       TEXT NOT NULL,        -- relative to the project folder when inside it
+            sha256     TEXT NOT NULL,
+            round_id   INTEGER REFERENCES rounds (id),
+            created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+            meta       TEXT NOT NULL DEFAULT '{}'  -- JSON
+        )""",
+    ]
+    # One execute per statement: executescript() would COMMIT the migration's transaction.
+    for statement in statements:
+        connection.execute(statement)
+
+
+Migration = Callable[[sqlite3.Connection], None]
+
+MIGRATIONS: list[Migration] = [_create_tables]
+
+
+def current_version() -> int:
+    """The schema version this code writes."""
+    return len(MIGRATIONS)
+
+
+def user_version(connection: sqlite3.Connection) -> int:
+    return connection.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(connection: sqlite3.Connection, *, db_path: Path) -> int:
+    """Bring the database up to ``current_version()``, one transaction per migration.
+
+    Raises ``SchemaVersionError`` for a database written by a newer metalabel. Returns the version.
+    """
+    target = current_version()
+    _refuse_newer(user_version(connection), target, db_path)
+    # The common case, an up-to-date database, takes no write lock: opening one to read
+    # (`metalabel status`) never waits for a process that is busy writing.
+    if user_version(connection) == target:
+        return target
+    while True:
+        # IMMEDIATE takes the write lock first, so two processes opening an old database
+        # at once migrate it once: the second re-reads the version after the first commits.
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            version = user_version(connection)
+            _refuse_newer(version, target, db_path)
+            if version == target:
+                connection.execute("COMMIT")
+                return version
+            if version == 0 and connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise StoreError(
+                    f"{db_path} is an SQLite database but not a metalabel project; "
+                    "move it away or point metalabel at the project folder"
+                )
+            try:
+                MIGRATIONS[version](connection)
+            except sqlite3.Error as exc:
+                raise StoreError(
+                    f"{db_path}: migrating the schema from version {version} to {version + 1} failed "
+                    f"({exc}); the database was left at version {version}"
+                ) from exc
+            # user_version lives in the database header, so it commits or rolls back with the DDL.
+            connection.execute(f"PRAGMA user_version = {version + 1}")
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+
+
+def _refuse_newer(version: int, target: int, db_path: Path) -> None:
+    if version > target:
+        raise SchemaVersionError(
+            f"{db_path} has schema version {version}, but this metalabel reads versions "
+            f"up to {target}; upgrade metalabel (pip install -U metalabel) to open it"
+        )

@@ -1,0 +1,697 @@
+"""The project store: ``project.db``, one SQLite file that keeps every decision of a project.
+
+Each write method is one transaction: when it returns, the decision is on disk (see
+``schema.CONNECTION_PRAGMAS`` for why that survives a crash). ``batch()`` groups many
+writes into one transaction for bulk work. All SQL lives in this package.
+
+Trust decides which label an item shows. A label from a source at least as trusted as
+the item's active label supersedes it (the old row stays, pointing at the new one); a
+label from a less trusted source never replaces it: if it disagrees it is recorded in
+``disagreements``, if it agrees nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from metalabel.errors import BadInputError, DataNotFoundError, StoreError, UnknownLabelError
+from metalabel.store import schema
+from metalabel.store.hashing import path_sha256
+from metalabel.store.records import (
+    Artifact,
+    Disagreement,
+    Item,
+    ItemRecord,
+    Label,
+    LabelWrite,
+    Outcome,
+    Question,
+    Round,
+)
+
+DB_FILENAME = "project.db"
+
+TRUST = {"human": 3, "imported": 2, "generated": 1, "augmented": 1, "model": 0}
+"""Higher wins. Human and imported (seed) labels are never replaced by a model."""
+
+_LABEL_SELECT = """
+    SELECT labels.id, labels.item_id, items.uri, classes.name AS class_name, labels.source,
+           labels.raw_confidence, labels.calibrated_confidence, labels.threshold, labels.round_id,
+           labels.model_hash, labels.query_strategy, labels.question_id, labels.created_at,
+           labels.superseded_by
+    FROM labels JOIN items ON items.id = labels.item_id JOIN classes ON classes.id = labels.class_id
+"""
+
+_QUESTION_SELECT = """
+    SELECT questions.id, questions.item_id, items.uri, questions.round_id, questions.strategy,
+           questions.score, questions.asked_at, questions.answered_at, classes.name AS answer,
+           questions.oracle
+    FROM questions JOIN items ON items.id = questions.item_id
+    LEFT JOIN classes ON classes.id = questions.answer_class_id
+"""
+
+_DISAGREEMENT_SELECT = """
+    SELECT disagreements.id, disagreements.item_id, items.uri, disagreements.kept_label_id,
+           kept_class.name AS kept_class, kept.source AS kept_source,
+           proposed_class.name AS proposed_class, disagreements.source,
+           disagreements.raw_confidence, disagreements.calibrated_confidence, disagreements.threshold,
+           disagreements.round_id, disagreements.model_hash, disagreements.query_strategy,
+           disagreements.created_at, disagreements.resolved_by_label_id
+    FROM disagreements
+    JOIN items ON items.id = disagreements.item_id
+    JOIN labels AS kept ON kept.id = disagreements.kept_label_id
+    JOIN classes AS kept_class ON kept_class.id = kept.class_id
+    JOIN classes AS proposed_class ON proposed_class.id = disagreements.class_id
+"""
+
+
+class ProjectStore:
+    """A labeling project's database. Open with ``create`` or ``open``; use as a context manager."""
+
+    def __init__(self, connection: sqlite3.Connection, folder: Path) -> None:
+        """Internal: use ``ProjectStore.create`` or ``ProjectStore.open``."""
+        self._connection = connection
+        self.folder = folder
+        self._batch_depth = 0
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def create(cls, folder: str | Path, *, name: str) -> ProjectStore:
+        """A new, empty project database in ``folder`` (made if missing)."""
+        folder = Path(folder)
+        db_path = folder / DB_FILENAME
+        if not isinstance(name, str) or not name.strip():
+            raise BadInputError("a project needs a non-empty name", path=folder)
+        if db_path.exists():
+            raise StoreError(f"{folder} already holds a metalabel project; open it with ProjectStore.open")
+        folder.mkdir(parents=True, exist_ok=True)
+        # Imported here: metalabel/__init__ may import the store before it defines __version__.
+        from metalabel import __version__
+
+        store = cls(_connect(db_path, create=True), folder)
+        try:
+            store._migrate()
+            with store.batch():
+                store._connection.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [("name", name), ("metalabel_version", __version__)],
+                )
+                store._connection.execute(f"INSERT INTO meta (key, value) VALUES ('created_at', {schema.NOW})")
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @classmethod
+    def open(cls, folder: str | Path) -> ProjectStore:
+        """The project database in ``folder``, migrated to this metalabel's schema."""
+        folder = Path(folder)
+        db_path = folder / DB_FILENAME
+        if not db_path.is_file():
+            raise DataNotFoundError(
+                f"no metalabel project here ({DB_FILENAME} is missing)",
+                path=folder,
+                hint=f"create one with `metalabel init {folder} --pool ...` (metalabel.Project.create)",
+            )
+        store = cls(_connect(db_path, create=False), folder)
+        try:
+            store._migrate()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _migrate(self) -> None:
+        try:
+            schema.migrate(self._connection, db_path=self.path)
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from exc
+
+    @property
+    def path(self) -> Path:
+        return self.folder / DB_FILENAME
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> ProjectStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ProjectStore({str(self.folder)!r})"
+
+    # ------------------------------------------------------------- transactions
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every write inside is one transaction: all of it is committed, or none of it.
+
+        Outside a batch each write is its own transaction. Batches nest as savepoints,
+        so a failed inner batch undoes only its own writes if the caller catches the error.
+        """
+        outermost = self._batch_depth == 0
+        savepoint = f"batch_{self._batch_depth}"
+        if outermost:
+            self._begin()
+        else:
+            self._connection.execute(f"SAVEPOINT {savepoint}")
+        self._batch_depth += 1
+        try:
+            yield
+            self._connection.execute("COMMIT" if outermost else f"RELEASE {savepoint}")
+        except BaseException:
+            # SQLite may have rolled the whole transaction back itself (disk full, I/O error).
+            if self._connection.in_transaction:
+                if outermost:
+                    self._connection.execute("ROLLBACK")
+                else:
+                    self._connection.execute(f"ROLLBACK TO {savepoint}")
+                    self._connection.execute(f"RELEASE {savepoint}")
+            raise
+        finally:
+            self._batch_depth -= 1
+
+    def _begin(self) -> None:
+        # IMMEDIATE takes the write lock before the first read, so no other process can
+        # change an item's active label between our read and our write.
+        try:
+            self._connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from exc
+
+    # -------------------------------------------------------------------- meta
+
+    def meta(self) -> dict[str, str]:
+        """Project facts: name, created_at, metalabel_version, and whatever ``set_meta`` wrote."""
+        return dict(self._connection.execute("SELECT key, value FROM meta ORDER BY key").fetchall())
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.batch():
+            self._connection.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, str(value)),
+            )
+
+    @property
+    def name(self) -> str:
+        return self.meta().get("name", self.folder.name)
+
+    # ------------------------------------------------------------------- items
+
+    def add_items(self, records: Iterable[ItemRecord]) -> list[int]:
+        """Add items in one transaction; returns their ids in order. A uri already present is an error."""
+        ids = []
+        with self.batch():
+            for position, record in enumerate(records):
+                if not (isinstance(record.uri, str) and record.uri and isinstance(record.content_hash, str)):
+                    raise BadInputError(f"item record {position} needs a uri and a content hash, got {record!r}")
+                if record.modality not in schema.MODALITIES:
+                    raise BadInputError(
+                        f"item {record.uri!r} has modality {record.modality!r}",
+                        hint=f"use one of {', '.join(schema.MODALITIES)}",
+                    )
+                try:
+                    cursor = self._connection.execute(
+                        "INSERT INTO items (uri, content_hash, split, modality) VALUES (?, ?, ?, ?)",
+                        (record.uri, record.content_hash, record.split, record.modality),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise BadInputError(
+                        f"item {record.uri!r} (record {position}) is already in the project",
+                        hint="each item needs its own uri",
+                    ) from exc
+                ids.append(cursor.lastrowid)
+        return ids
+
+    def items(self) -> list[Item]:
+        rows = self._connection.execute("SELECT * FROM items ORDER BY id").fetchall()
+        return [Item(**row) for row in rows]
+
+    def item_ids(self, uris: Iterable[str]) -> list[int]:
+        """The id of each uri, in order; an unknown uri is an error naming it."""
+        ids = []
+        for uri in uris:
+            row = self._connection.execute("SELECT id FROM items WHERE uri = ?", (uri,)).fetchone()
+            if row is None:
+                raise BadInputError(f"no item with uri {uri!r} in the project", hint="add it with add_items first")
+            ids.append(row["id"])
+        return ids
+
+    # ----------------------------------------------------------------- classes
+
+    def set_classes(self, names: Sequence[str]) -> None:
+        """Make ``names`` the project's classes, in this order.
+
+        New names are added; existing classes keep their id and may be reordered, but
+        not removed (labels point at them).
+        """
+        names = list(names)
+        seen = set()
+        for name in names:
+            if not isinstance(name, str) or not name.strip():
+                raise BadInputError(f"class names must be non-empty text, got {name!r}")
+            if name in seen:
+                raise BadInputError("class is listed twice", cls=name, hint="list each class once")
+            seen.add(name)
+        with self.batch():
+            dropped = [name for name in self.classes() if name not in seen]
+            if dropped:
+                raise BadInputError(
+                    "a class cannot be removed once it exists (labels may point at it)",
+                    cls=dropped[0],
+                    hint="pass every existing class, in the order you want",
+                )
+            self._connection.executemany(
+                "INSERT INTO classes (name, position) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                [(name, position) for position, name in enumerate(names)],
+            )
+
+    def classes(self) -> list[str]:
+        """Class names in their order (a model's output index ``i`` is ``classes()[i]``)."""
+        rows = self._connection.execute("SELECT name FROM classes ORDER BY position, id").fetchall()
+        return [row["name"] for row in rows]
+
+    def _class_id(self, class_name: str) -> int:
+        row = self._connection.execute("SELECT id FROM classes WHERE name = ?", (class_name,)).fetchone()
+        if row is None:
+            known = ", ".join(self.classes()) or "none yet"
+            raise UnknownLabelError(
+                "not one of the project's classes",
+                cls=class_name,
+                hint=f"known classes: {known}; add new ones with set_classes",
+            )
+        return row["id"]
+
+    # ------------------------------------------------------------------ labels
+
+    def add_label(
+        self,
+        item_id: int,
+        class_name: str,
+        *,
+        source: str,
+        raw_confidence: float | None = None,
+        calibrated_confidence: float | None = None,
+        threshold: float | None = None,
+        round_id: int | None = None,
+        model_hash: str | None = None,
+        query_strategy: str | None = None,
+    ) -> LabelWrite:
+        """Label one item, in one transaction. See ``LabelWrite.outcome`` for what happened.
+
+        A model label never replaces a human or imported one: a different class is recorded
+        as a disagreement (and surfaced), the same class leaves everything unchanged.
+        """
+        if source not in schema.SOURCES:
+            raise BadInputError(f"unknown label source {source!r}", hint=f"use one of {', '.join(schema.SOURCES)}")
+        provenance = _provenance(
+            raw_confidence=raw_confidence,
+            calibrated_confidence=calibrated_confidence,
+            threshold=threshold,
+            round_id=round_id,
+            model_hash=model_hash,
+            query_strategy=query_strategy,
+        )
+        item_id = operator.index(item_id)  # numpy integers cannot be bound as SQL parameters
+        with self.batch():
+            self._require_item(item_id)
+            if provenance["round_id"] is not None:
+                self._require_round(provenance["round_id"])
+            return self._write_label(item_id, self._class_id(class_name), source, provenance)
+
+    def _write_label(
+        self, item_id: int, class_id: int, source: str, provenance: dict[str, Any], *, question_id: int | None = None
+    ) -> LabelWrite:
+        """The trust rule. Runs inside the caller's transaction."""
+        active = self._connection.execute(
+            "SELECT id, class_id, source FROM labels WHERE item_id = ? AND superseded_by IS NULL", (item_id,)
+        ).fetchone()
+        if active is not None and TRUST[source] < TRUST[active["source"]]:
+            if active["class_id"] == class_id:
+                return LabelWrite(Outcome.UNCHANGED, label_id=active["id"])
+            cursor = self._connection.execute(
+                "INSERT INTO disagreements (item_id, kept_label_id, class_id, source, raw_confidence, "
+                "calibrated_confidence, threshold, round_id, model_hash, query_strategy) "
+                "VALUES (:item_id, :kept_label_id, :class_id, :source, :raw_confidence, "
+                ":calibrated_confidence, :threshold, :round_id, :model_hash, :query_strategy)",
+                {"item_id": item_id, "kept_label_id": active["id"], "class_id": class_id, "source": source}
+                | provenance,
+            )
+            return LabelWrite(Outcome.DISAGREEMENT, label_id=active["id"], disagreement_id=cursor.lastrowid)
+
+        # The new id is taken up front (safe: we hold the write lock) so the old label can point
+        # at it before it exists; the unique "one active label per item" index forbids the other order.
+        label_id = self._connection.execute("SELECT coalesce(max(id), 0) + 1 FROM labels").fetchone()[0]
+        if active is not None:
+            self._connection.execute("UPDATE labels SET superseded_by = ? WHERE id = ?", (label_id, active["id"]))
+        self._connection.execute(
+            "INSERT INTO labels (id, item_id, class_id, source, raw_confidence, calibrated_confidence, "
+            "threshold, round_id, model_hash, query_strategy, question_id) "
+            "VALUES (:id, :item_id, :class_id, :source, :raw_confidence, :calibrated_confidence, "
+            ":threshold, :round_id, :model_hash, :query_strategy, :question_id)",
+            {
+                "id": label_id,
+                "item_id": item_id,
+                "class_id": class_id,
+                "source": source,
+                "question_id": question_id,
+                **provenance,
+            },
+        )
+        if source == "human":  # a person looked at the item again: that settles its open disagreements
+            self._connection.execute(
+                "UPDATE disagreements SET resolved_by_label_id = ? WHERE item_id = ? AND resolved_by_label_id IS NULL",
+                (label_id, item_id),
+            )
+        return LabelWrite(
+            Outcome.WRITTEN, label_id=label_id, superseded_label_id=None if active is None else active["id"]
+        )
+
+    def active_labels(self) -> list[Label]:
+        """Each labeled item's one active label, by item id."""
+        rows = self._connection.execute(_LABEL_SELECT + " WHERE labels.superseded_by IS NULL ORDER BY labels.item_id")
+        return [Label(**row) for row in rows]
+
+    def label_history(self, item_id: int) -> list[Label]:
+        """Every label the item ever had, oldest first."""
+        rows = self._connection.execute(
+            _LABEL_SELECT + " WHERE labels.item_id = ? ORDER BY labels.id", (operator.index(item_id),)
+        )
+        return [Label(**row) for row in rows]
+
+    def label_counts(self) -> dict[str, int]:
+        """Active labels per source (every source is a key)."""
+        counts = dict.fromkeys(schema.SOURCES, 0)
+        rows = self._connection.execute(
+            "SELECT source, count(*) AS n FROM labels WHERE superseded_by IS NULL GROUP BY source"
+        )
+        counts.update({row["source"]: row["n"] for row in rows})
+        return counts
+
+    def disagreements(self, *, include_resolved: bool = False) -> list[Disagreement]:
+        """Labels that contradicted a more trusted one; by default only those no human has settled."""
+        where = "" if include_resolved else " WHERE disagreements.resolved_by_label_id IS NULL"
+        rows = self._connection.execute(_DISAGREEMENT_SELECT + where + " ORDER BY disagreements.id")
+        return [Disagreement(**row) for row in rows]
+
+    # --------------------------------------------------------------- questions
+
+    def ask(self, item_id: int, *, strategy: str, round_id: int | None = None, score: float | None = None) -> int:
+        """Record that a person is asked about an item; returns the question id.
+
+        An item with an open question is not asked again: its open question's id is returned.
+        """
+        item_id = operator.index(item_id)
+        if not isinstance(strategy, str) or not strategy:
+            raise BadInputError(
+                "a question needs the name of the strategy that chose it", hint="e.g. strategy='margin'"
+            )
+        with self.batch():
+            self._require_item(item_id)
+            if round_id is not None:
+                self._require_round(operator.index(round_id))
+            open_question = self._connection.execute(
+                "SELECT id FROM questions WHERE item_id = ? AND answered_at IS NULL", (item_id,)
+            ).fetchone()
+            if open_question is not None:
+                return open_question["id"]
+            cursor = self._connection.execute(
+                "INSERT INTO questions (item_id, round_id, strategy, score) VALUES (?, ?, ?, ?)",
+                (item_id, round_id, strategy, _finite(score, "score")),
+            )
+            return cursor.lastrowid
+
+    def answer(self, question_id: int, class_name: str, *, oracle: str) -> LabelWrite:
+        """Write the human label and close the question, in one transaction.
+
+        So an answer is never lost and never written twice: answering a closed question
+        raises ``StoreError`` and writes nothing.
+        """
+        _require_oracle(oracle)
+        with self.batch():
+            question = self._open_question(operator.index(question_id))
+            class_id = self._class_id(class_name)
+            provenance = _provenance(round_id=question["round_id"], query_strategy=question["strategy"])
+            write = self._write_label(question["item_id"], class_id, "human", provenance, question_id=question["id"])
+            self._close_question(question["id"], class_id=class_id, oracle=oracle)
+            return write
+
+    def dismiss(self, question_id: int, *, oracle: str) -> None:
+        """Close a question the oracle could not answer, writing no label."""
+        _require_oracle(oracle)
+        with self.batch():
+            question = self._open_question(operator.index(question_id))
+            self._close_question(question["id"], class_id=None, oracle=oracle)
+
+    def open_questions(self) -> list[Question]:
+        """Questions still waiting for an answer, in the order they were asked."""
+        rows = self._connection.execute(_QUESTION_SELECT + " WHERE questions.answered_at IS NULL ORDER BY questions.id")
+        return [Question(**row) for row in rows]
+
+    def question(self, question_id: int) -> Question:
+        row = self._connection.execute(
+            _QUESTION_SELECT + " WHERE questions.id = ?", (operator.index(question_id),)
+        ).fetchone()
+        if row is None:
+            raise BadInputError(f"no question with id {question_id}")
+        return Question(**row)
+
+    def _open_question(self, question_id: int) -> sqlite3.Row:
+        """The question's row, if it is still open; a closed one is an error that writes nothing."""
+        row = self._connection.execute("SELECT * FROM questions WHERE id = ?", (question_id,)).fetchone()
+        if row is None or row["answered_at"] is not None:
+            question = self.question(question_id)  # raises for an unknown id
+            said = "dismissed it" if question.answer is None else f"answered {question.answer!r}"
+            raise StoreError(
+                f"question {question_id} about {question.uri!r} is already closed: {question.oracle} "
+                f"{said} at {question.answered_at}; nothing was written (ask again to get a new answer)"
+            )
+        return row
+
+    def _close_question(self, question_id: int, *, class_id: int | None, oracle: str) -> None:
+        self._connection.execute(
+            f"UPDATE questions SET answered_at = {schema.NOW}, answer_class_id = ?, oracle = ? "
+            "WHERE id = ? AND answered_at IS NULL",
+            (class_id, oracle, question_id),
+        )
+
+    # ------------------------------------------------------------------ rounds
+
+    def start_round(self, config: dict[str, Any] | None = None) -> int:
+        """Open a labeling round with the settings it runs under; returns its id."""
+        with self.batch():
+            cursor = self._connection.execute(
+                "INSERT INTO rounds (config) VALUES (?)", (_to_json(config or {}, "round config"),)
+            )
+            return cursor.lastrowid
+
+    def finish_round(self, round_id: int, metrics: dict[str, Any], *, status: str = "finished") -> None:
+        """Close a running round with its metrics; ``status`` is "finished" or "failed"."""
+        if status not in ("finished", "failed"):
+            raise BadInputError(f"a round ends as 'finished' or 'failed', not {status!r}")
+        with self.batch():
+            cursor = self._connection.execute(
+                f"UPDATE rounds SET finished_at = {schema.NOW}, status = ?, metrics = ? "
+                "WHERE id = ? AND status = 'running'",
+                (status, _to_json(metrics, "round metrics"), operator.index(round_id)),
+            )
+            if cursor.rowcount == 0:
+                self._require_round(round_id)
+                raise StoreError(f"round {round_id} is not running; it was already closed")
+
+    def rounds(self) -> list[Round]:
+        rows = self._connection.execute("SELECT * FROM rounds ORDER BY id").fetchall()
+        return [
+            Round(**{**row, "config": json.loads(row["config"]), "metrics": _from_json(row["metrics"])})
+            for row in map(dict, rows)
+        ]
+
+    # --------------------------------------------------------------- artifacts
+
+    def add_artifact(
+        self, kind: str, path: str | Path, *, round_id: int | None = None, meta: dict[str, Any] | None = None
+    ) -> int:
+        """Record a file or folder (checkpoint, report, ...) with its sha256; returns its id.
+
+        A path inside the project folder is stored relative to it, so the project can move.
+        """
+        if not isinstance(kind, str) or not kind:
+            raise BadInputError("an artifact needs a kind", hint="e.g. kind='checkpoint'")
+        path = Path(path).resolve()
+        sha256 = path_sha256(path)
+        folder = self.folder.resolve()
+        stored_path = path.relative_to(folder).as_posix() if path.is_relative_to(folder) else str(path)
+        with self.batch():
+            if round_id is not None:
+                self._require_round(operator.index(round_id))
+            cursor = self._connection.execute(
+                "INSERT INTO artifacts (kind, path, sha256, round_id, meta) VALUES (?, ?, ?, ?, ?)",
+                (kind, stored_path, sha256, round_id, _to_json(meta or {}, "artifact meta")),
+            )
+            return cursor.lastrowid
+
+    def artifacts(self, *, kind: str | None = None) -> list[Artifact]:
+        rows = self._connection.execute(
+            "SELECT * FROM artifacts WHERE ? IS NULL OR kind = ? ORDER BY id", (kind, kind)
+        ).fetchall()
+        return [
+            Artifact(**{**row, "path": self.folder.resolve() / row["path"], "meta": json.loads(row["meta"])})
+            for row in map(dict, rows)
+        ]
+
+    # ----------------------------------------------------------------- summary
+
+    def summary(self) -> dict[str, Any]:
+        """What ``metalabel status`` shows: counts of everything, JSON-ready."""
+
+        def one(sql: str) -> int:
+            return self._connection.execute(sql).fetchone()[0]
+
+        meta = self.meta()
+        labels_by_class = {name: 0 for name in self.classes()}
+        labels_by_class.update(
+            self._connection.execute(
+                "SELECT classes.name, count(*) FROM labels JOIN classes ON classes.id = labels.class_id "
+                "WHERE labels.superseded_by IS NULL GROUP BY classes.name"
+            ).fetchall()
+        )
+        last_round = self._connection.execute("SELECT id, status FROM rounds ORDER BY id DESC LIMIT 1").fetchone()
+        items = one("SELECT count(*) FROM items")
+        labeled = one("SELECT count(*) FROM labels WHERE superseded_by IS NULL")
+        return {
+            "name": meta.get("name", self.folder.name),
+            "created_at": meta.get("created_at"),
+            "schema_version": schema.user_version(self._connection),
+            "items": items,
+            # Same content under another uri: counted, not refused (the user may mean it).
+            "duplicate_items": items - one("SELECT count(DISTINCT content_hash) FROM items"),
+            "labeled_items": labeled,
+            "unlabeled_items": items - labeled,
+            "classes": list(labels_by_class),
+            "labels_by_source": self.label_counts(),
+            "labels_by_class": labels_by_class,
+            "open_questions": one("SELECT count(*) FROM questions WHERE answered_at IS NULL"),
+            "answered_questions": one("SELECT count(*) FROM questions WHERE answered_at IS NOT NULL"),
+            "open_disagreements": one("SELECT count(*) FROM disagreements WHERE resolved_by_label_id IS NULL"),
+            "rounds": one("SELECT count(*) FROM rounds"),
+            "last_round": None if last_round is None else dict(last_round),
+            "artifacts": one("SELECT count(*) FROM artifacts"),
+        }
+
+    # ------------------------------------------------------------------ checks
+
+    def _require_item(self, item_id: int) -> None:
+        if self._connection.execute("SELECT 1 FROM items WHERE id = ?", (item_id,)).fetchone() is None:
+            raise BadInputError(f"no item with id {item_id} in the project", hint="add it with add_items first")
+
+    def _require_round(self, round_id: int) -> None:
+        if self._connection.execute("SELECT 1 FROM rounds WHERE id = ?", (round_id,)).fetchone() is None:
+            raise BadInputError(f"no round with id {round_id} in the project", hint="open one with start_round")
+
+
+def _connect(db_path: Path, *, create: bool) -> sqlite3.Connection:
+    # mode=rw never creates a file, so opening a mistyped folder cannot leave an empty database behind.
+    uri = f"{db_path.resolve().as_uri()}?mode={'rwc' if create else 'rw'}"
+    try:
+        # isolation_level=None: the store issues BEGIN/COMMIT itself, one transaction per decision.
+        connection = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=schema.BUSY_TIMEOUT_S)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open {db_path} ({exc})") from exc
+    connection.row_factory = sqlite3.Row
+    try:
+        for pragma in schema.CONNECTION_PRAGMAS:
+            connection.execute(pragma)
+    except sqlite3.Error as exc:
+        connection.close()
+        raise _store_error(exc, db_path) from exc
+    return connection
+
+
+def _store_error(exc: sqlite3.Error, db_path: Path) -> StoreError:
+    """A StoreError that says what went wrong with the database file, in words."""
+    primary_code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # extended codes keep it in the low byte
+    if primary_code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreError(
+            f"{db_path} is busy: another metalabel process has been writing for over "
+            f"{schema.BUSY_TIMEOUT_S:g} s; wait for it to finish and try again"
+        )
+    if primary_code == sqlite3.SQLITE_NOTADB:
+        return StoreError(f"{db_path} is not an SQLite database, so not a metalabel project; move it away")
+    if primary_code == sqlite3.SQLITE_READONLY:
+        return StoreError(f"{db_path} cannot be written (read-only file or folder); check its permissions")
+    return StoreError(f"{db_path}: {exc}")
+
+
+def _provenance(
+    *,
+    raw_confidence: float | None = None,
+    calibrated_confidence: float | None = None,
+    threshold: float | None = None,
+    round_id: int | None = None,
+    model_hash: str | None = None,
+    query_strategy: str | None = None,
+) -> dict[str, Any]:
+    """The checked provenance columns a label or disagreement row carries."""
+    return {
+        "raw_confidence": _probability(raw_confidence, "raw_confidence"),
+        "calibrated_confidence": _probability(calibrated_confidence, "calibrated_confidence"),
+        "threshold": _finite(threshold, "threshold"),
+        "round_id": None if round_id is None else operator.index(round_id),
+        "model_hash": model_hash,
+        "query_strategy": query_strategy,
+    }
+
+
+def _require_oracle(oracle: str) -> None:
+    if not isinstance(oracle, str) or not oracle:
+        raise BadInputError("an answer needs the oracle that gave it", hint="e.g. oracle='terminal:alice'")
+
+
+def _finite(value: float | None, what: str) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    if not math.isfinite(number):  # SQLite would store NaN as NULL, silently
+        raise BadInputError(f"{what} must be a finite number, got {value!r}")
+    return number
+
+
+def _probability(value: float | None, what: str) -> float | None:
+    number = _finite(value, what)
+    if number is not None and not 0.0 <= number <= 1.0:
+        raise BadInputError(f"{what} must lie in [0, 1], got {value!r}")
+    return number
+
+
+def _to_json(value: dict[str, Any], what: str) -> str:
+    def plain(obj: Any) -> Any:
+        if hasattr(obj, "tolist"):  # numpy scalars and arrays, torch tensors
+            return obj.tolist()
+        if isinstance(obj, Path):
+            return str(obj)
+        raise TypeError(type(obj).__name__)
+
+    if not isinstance(value, dict):
+        raise BadInputError(f"{what} must be a dict, got {type(value).__name__}")
+    try:
+        return json.dumps(value, sort_keys=True, default=plain)
+    except (TypeError, ValueError) as exc:
+        raise BadInputError(
+            f"{what} cannot be stored as JSON ({exc})", hint="use numbers, text, lists and dicts"
+        ) from exc
+
+
+def _from_json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)

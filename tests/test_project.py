@@ -1,0 +1,206 @@
+"""Project.create / open / status: seed labels in, clear errors for bad input, never a half-made project."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from metalabel.data.dataset import UNLABELED, LabeledDataset
+from metalabel.errors import BadInputError, DataNotFoundError, EmptyClassError, UnknownLabelError
+from metalabel.project import Project
+from metalabel.store import ProjectStore, path_sha256
+
+POOL_URIS = [f"/data/pool/{folder}/{n}.txt" for folder in ("cats", "dogs") for n in range(4)]
+
+
+def make_pool(uris=POOL_URIS, *, texts=None, labels=None, class_names=()) -> LabeledDataset:
+    texts = texts or [f"text of {uri}" for uri in uris]
+    labels = [UNLABELED] * len(uris) if labels is None else labels
+    return LabeledDataset("pool", "text", texts, np.array(labels), list(class_names), list(uris))
+
+
+def write_csv(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def seed_csv(tmp_path):
+    return write_csv(tmp_path / "seed.csv", "uri,label\ncats/0.txt,cat\n/data/pool/dogs/1.txt,dog\n\ndogs/2.txt,dog\n")
+
+
+def leftovers(tmp_path):
+    """Anything in tmp_path but the input files: a project folder or a staging folder."""
+    return sorted(path.name for path in tmp_path.iterdir() if path.suffix != ".csv")
+
+
+def test_create_from_a_csv_of_seed_labels(tmp_path, seed_csv):
+    with Project.create(tmp_path / "shoes", pool=make_pool(), labels=seed_csv) as project:
+        assert project.warnings == ()
+        assert project.name == "shoes" and project.folder == tmp_path / "shoes"
+        status = project.status()
+    assert leftovers(tmp_path) == ["shoes"]
+    assert status["items"] == 8 and status["classes"] == ["cat", "dog"]
+    assert status["labels_by_source"]["imported"] == 3 and status["unlabeled_items"] == 5
+    assert status["labels_by_class"] == {"cat": 1, "dog": 2}
+    assert (status["pool"], status["modality"], status["folder"]) == ("pool", "text", str(tmp_path / "shoes"))
+    assert (status["open_questions"], status["rounds"], status["open_disagreements"]) == (0, 0, 0)
+
+    with Project.open(tmp_path / "shoes") as project:
+        labels = project.store.active_labels()
+        assert [(label.uri, label.class_name, label.source) for label in labels] == [
+            ("/data/pool/cats/0.txt", "cat", "imported"),
+            ("/data/pool/dogs/1.txt", "dog", "imported"),
+            ("/data/pool/dogs/2.txt", "dog", "imported"),
+        ]
+        (seed_file,) = project.store.artifacts(kind="seed-labels")
+        assert seed_file.path == seed_csv.resolve() and seed_file.sha256 == path_sha256(seed_csv)
+
+
+def test_create_from_an_item_label_csv_with_given_class_order(tmp_path):
+    seed = write_csv(tmp_path / "seed.csv", "\ufeffItem,Label\ncats/0.txt,cat\ndogs/0.txt,dog\ncats/1.txt,cat\n")
+    with Project.create(tmp_path / "p", pool=make_pool(), labels=seed, classes=["dog", "cat"], name="pets") as project:
+        assert project.name == "pets"
+        assert project.store.classes() == ["dog", "cat"]
+        assert project.store.label_counts()["imported"] == 3
+
+
+def test_create_from_the_pools_own_labels(tmp_path):
+    labels = [0, UNLABELED, UNLABELED, UNLABELED, 1, UNLABELED, UNLABELED, 1]
+    pool = make_pool(labels=labels, class_names=["cat", "dog"])
+    with Project.create(tmp_path / "p", pool=pool) as project:
+        status = project.status()
+    assert status["classes"] == ["cat", "dog"] and status["labels_by_class"] == {"cat": 1, "dog": 2}
+
+
+def test_create_from_a_dict_keyed_by_uri_or_pool_index(tmp_path):
+    with Project.create(tmp_path / "p", pool=make_pool(), labels={0: "cat", "dogs/3.txt": "dog"}) as project:
+        uris = [label.uri for label in project.store.active_labels()]
+        assert uris == ["/data/pool/cats/0.txt", "/data/pool/dogs/3.txt"]
+
+
+def test_duplicate_items_and_repeated_seed_labels_are_warnings(tmp_path):
+    texts = [f"text {n}" for n in range(7)] + ["text 0"]
+    seed = write_csv(tmp_path / "seed.csv", "uri,label\ncats/0.txt,cat\ncats/0.txt,cat\ndogs/0.txt,dog\n")
+    with Project.create(tmp_path / "p", pool=make_pool(texts=texts), labels=seed) as project:
+        duplicate_warning, repeat_warning = sorted(project.warnings)
+        assert "1 pool items have the same content" in duplicate_warning and "dogs/3.txt" in duplicate_warning
+        assert "1 seed labels repeat" in repeat_warning
+        assert project.status()["duplicate_items"] == 1 and project.status()["items"] == 8
+
+
+def test_an_existing_empty_folder_may_be_used(tmp_path, seed_csv):
+    (tmp_path / "p").mkdir()
+    with Project.create(tmp_path / "p", pool=make_pool(), labels=seed_csv) as project:
+        assert project.status()["items"] == 8
+
+
+BAD_INPUTS = {
+    # name: (seed CSV text or None, create() keyword arguments, error, message pattern)
+    "seed item not in pool": (
+        "uri,label\ncats/0.txt,cat\ncats/missing.txt,dog\n",
+        {},
+        BadInputError,
+        r"seed\.csv, row 3: item 'cats/missing.txt' is not in the pool",
+    ),
+    "ambiguous seed item": ("uri,label\n0.txt,cat\n", {}, BadInputError, r"row 2: item '0.txt' matches 2 pool items"),
+    "unknown class": (
+        "uri,label\ncats/0.txt,cat\ndogs/0.txt,cow\n",
+        {"classes": ["cat", "dog"]},
+        UnknownLabelError,
+        r"seed\.csv, row 3, class 'cow'.*known classes: cat, dog",
+    ),
+    "class with no seed label": (
+        "uri,label\ncats/0.txt,cat\ndogs/0.txt,dog\n",
+        {"classes": ["cat", "dog", "bird"]},
+        EmptyClassError,
+        r"class 'bird': no seed label",
+    ),
+    "only one class": (
+        "uri,label\ncats/0.txt,cat\n",
+        {},
+        BadInputError,
+        r"class 'cat': the only class; labeling needs at least 2",
+    ),
+    "conflicting seed labels": (
+        "uri,label\ncats/0.txt,cat\n/data/pool/cats/0.txt,dog\n",
+        {},
+        BadInputError,
+        r"row 3: item '/data/pool/cats/0.txt' is labeled 'dog' here but 'cat' at row 2",
+    ),
+    "empty label": ("uri,label\ncats/0.txt,\n", {}, BadInputError, r"row 2: item 'cats/0.txt' has no label"),
+    "bad header": (
+        "path,class\ncats/0.txt,cat\n",
+        {},
+        BadInputError,
+        r"row 1: the header must name the columns uri,label",
+    ),
+    "missing seed file": (
+        None,
+        {"labels": "nowhere.csv"},
+        DataNotFoundError,
+        r"nowhere\.csv: seed label file not found",
+    ),
+    "no labels at all": (None, {}, BadInputError, r"no classes"),
+    "unlabeled pool with classes": (None, {"classes": ["cat", "dog"]}, EmptyClassError, r"class 'cat'"),
+    "pool of one item": (
+        None,
+        {"pool": make_pool(POOL_URIS[:1], labels=[0], class_names=["cat"])},
+        BadInputError,
+        r"holds 1 item\(s\); a project needs at least 2",
+    ),
+    "duplicate uri in pool": (
+        None,
+        {"pool": make_pool(POOL_URIS[:2] + POOL_URIS[:1])},
+        BadInputError,
+        r"uri '/data/pool/cats/0.txt' twice",
+    ),
+    "dict key out of range": (
+        None,
+        {"labels": {99: "cat"}},
+        BadInputError,
+        r"labels\[99\]: pool index 99 is out of range",
+    ),
+    "pool is not a data set": (None, {"pool": ["a.txt", "b.txt"]}, BadInputError, r"pool must be a LabeledDataset"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gives_a_typed_error_and_leaves_nothing(tmp_path, monkeypatch, case):
+    seed_text, kwargs, error, pattern = BAD_INPUTS[case]
+    monkeypatch.chdir(tmp_path)
+    if seed_text is not None:
+        kwargs = {"labels": write_csv(tmp_path / "seed.csv", seed_text), **kwargs}
+    kwargs = {"pool": make_pool(), **kwargs}
+    with pytest.raises(error, match=pattern):
+        Project.create(tmp_path / "p", **kwargs)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_failure_while_writing_leaves_nothing(tmp_path, seed_csv, monkeypatch):
+    def disk_trouble(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ProjectStore, "add_label", disk_trouble)
+    with pytest.raises(OSError, match="disk full"):
+        Project.create(tmp_path / "p", pool=make_pool(), labels=seed_csv)
+    assert leftovers(tmp_path) == []
+
+
+def test_creating_over_an_existing_project_says_to_open_it(tmp_path, seed_csv):
+    Project.create(tmp_path / "p", pool=make_pool(), labels=seed_csv).close()
+    with pytest.raises(BadInputError, match="already lives here.*Project.open"):
+        Project.create(tmp_path / "p", pool=make_pool(), labels={0: "a", 1: "b"})
+    with Project.open(tmp_path / "p") as project:
+        assert project.status()["labels_by_source"]["imported"] == 3  # untouched
+
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(BadInputError, match="not an empty folder"):
+        Project.create(tmp_path / "taken", pool=make_pool(), labels=seed_csv)
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
+
+
+def test_opening_a_missing_project_says_to_init_one(tmp_path):
+    with pytest.raises(DataNotFoundError, match="no metalabel project here.*metalabel init"):
+        Project.open(tmp_path / "nowhere")
