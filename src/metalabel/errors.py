@@ -9,6 +9,12 @@ class MetalabelError(Exception):
     """Base of every error metalabel raises on purpose."""
 
 
+def _kind_of_path(path: Path) -> str:
+    if path.is_dir():
+        return "folder"
+    return "file" if path.exists() or path.suffix else "path"
+
+
 class BadInputError(MetalabelError, ValueError):
     """Input the user gave cannot be used as it is.
 
@@ -31,7 +37,7 @@ class BadInputError(MetalabelError, ValueError):
         self.hint = hint
         where = []
         if self.path is not None:
-            where.append(f"{'folder' if Path(self.path).is_dir() else 'file'} {self.path}")
+            where.append(f"{_kind_of_path(Path(self.path))} {self.path}")
         if row is not None:
             where.append(f"row {row}")
         if cls is not None:
