@@ -1,0 +1,103 @@
+"""Learner checkpoints: ``model.safetensors`` (weights and buffers) + ``config.json`` (how to rebuild). No pickle.
+
+``config.json``::
+
+    {"format": 1, "metalabel_version": "0.1.0", "algo": "maml",
+     "backbone": {"name": "conv4", "kwargs": {...}},
+     "learner": {<hyper-parameters: type(learner)(backbone, **learner)>}}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from metalabel.errors import BadInputError, DataNotFoundError
+from metalabel.meta.backbones import backbone_spec, build_backbone
+from metalabel.meta.functional import TaskLearner
+from metalabel.meta.maml import MAML
+from metalabel.meta.protonet import ProtoNet
+from metalabel.meta.reptile import Reptile
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+LEARNERS: dict[str, type[TaskLearner]] = {cls.algo: cls for cls in (ProtoNet, MAML, Reptile)}
+
+
+def _metalabel_version() -> str:
+    try:
+        return version("metalabel")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def learner_config(learner: TaskLearner) -> dict[str, Any]:
+    """The JSON that :func:`load_learner` rebuilds ``learner`` from (weights aside)."""
+    return {
+        "format": FORMAT_VERSION,
+        "metalabel_version": _metalabel_version(),
+        "algo": learner.algo,
+        "backbone": backbone_spec(learner.backbone),
+        "learner": learner.config(),
+    }
+
+
+def _write_atomically(path: Path, write) -> None:
+    # write beside the target and rename, so an interrupted save never leaves half a file
+    partial = path.with_name(path.name + ".partial")
+    write(partial)
+    os.replace(partial, path)
+
+
+def save_learner(learner: TaskLearner, folder: str | Path) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``folder`` (created if needed); returns the folder."""
+    folder = Path(folder)
+    config = learner_config(learner)
+    folder.mkdir(parents=True, exist_ok=True)
+    # safetensors wants dense, row-major tensors; channels-last weights are re-laid out on load
+    tensors = {name: t.detach().contiguous() for name, t in learner.state_dict().items()}
+    _write_atomically(folder / WEIGHTS_FILE, lambda path: save_file(tensors, str(path), metadata={"format": "pt"}))
+    _write_atomically(folder / CONFIG_FILE, lambda path: path.write_text(json.dumps(config, indent=2) + "\n"))
+    return folder
+
+
+def load_learner(folder: str | Path, *, device: str | torch.device = "cpu") -> TaskLearner:
+    """Rebuild a learner saved by :func:`save_learner`, with its weights' dtype, on ``device``."""
+    folder = Path(folder)
+    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise DataNotFoundError("checkpoint file missing", path=path,
+                                    hint="point at a folder written by save_learner")
+    try:
+        config = json.loads(config_path.read_text())
+        algo, spec, hyperparameters = config["algo"], config["backbone"], config["learner"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise BadInputError(f"not a learner config ({error})", path=config_path,
+                            hint="point at a folder written by save_learner") from error
+    if config.get("format", 0) > FORMAT_VERSION:
+        raise BadInputError(f"checkpoint format {config['format']} is newer than this metalabel reads",
+                            path=config_path, hint="upgrade metalabel")
+    if algo not in LEARNERS:
+        raise BadInputError(f"unknown algo {algo!r}", path=config_path, hint=f"expected one of {sorted(LEARNERS)}")
+    try:
+        state = load_file(str(weights_path), device=str(device))
+    except SafetensorError as error:
+        raise BadInputError(f"unreadable weights ({error})", path=weights_path) from error
+    learner = LEARNERS[algo](build_backbone(spec["name"], **spec["kwargs"]), **hyperparameters)
+    floating = [t.dtype for t in state.values() if t.is_floating_point()]
+    learner.to(device=device, dtype=floating[0] if floating else None)
+    try:
+        learner.load_state_dict(state)
+    except RuntimeError as error:
+        raise BadInputError(f"weights do not fit the configured learner ({error})", path=weights_path,
+                            hint="the config and weights come from different saves") from error
+    return learner
