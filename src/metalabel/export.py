@@ -1,0 +1,706 @@
+"""Exports: a project's labeled items, each with its label's full provenance, in four formats.
+
+``export_project`` writes one folder:
+
+- ``parquet``: ``labels.parquet``, one row per labeled item (columns in ``COLUMNS``;
+  text projects add ``text``, the item itself).
+- ``csv``: ``labels.csv``, the same rows.
+- ``imagefolder``: ``<class>/<file>`` per labeled image (the original file copied, or a PNG
+  written from the pool's pixels) and ``labels.csv``, the rows with a ``path`` column first.
+- ``labelstudio``: ``tasks.json`` (Label Studio's import format, a choices task per item)
+  and ``label_config.xml``; image projects also get ``images/``, which the tasks point at.
+
+Each export also holds ``export.json``: the project, its classes, the filters used and
+counts by source and class, so a data set can be traced back to how it was made.
+
+Filters: ``sources`` keeps labels from those sources only; ``min_confidence`` drops
+model labels whose calibrated confidence is below it or unknown. It applies to source
+"model" only: human and imported labels carry no confidence and always pass, and so do
+generated and augmented ones, whose label comes from how the item was made.
+
+The folder is written under a hidden name beside ``out`` and renamed into place at the
+end, so a crash never leaves a half export where ``out`` should be.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import numbers
+import os
+import re
+import secrets
+import shutil
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+
+from metalabel import __version__
+from metalabel.data.dataset import LabeledDataset
+from metalabel.datasets import from_spec
+from metalabel.errors import BadInputError, MissingDependencyError, UnknownDatasetError
+from metalabel.project import Project
+from metalabel.store import SOURCES, Disagreement, Item, Label, ProjectStore, content_hash
+
+ExportFormat = Literal["parquet", "csv", "imagefolder", "labelstudio"]
+FORMATS: tuple[ExportFormat, ...] = ("parquet", "csv", "imagefolder", "labelstudio")
+
+COLUMNS = (
+    "uri",
+    "content_hash",
+    "split",
+    "label",
+    "source",
+    "raw_confidence",
+    "calibrated_confidence",
+    "threshold",
+    "round",
+    "model_hash",
+    "query_strategy",
+    "created_at",
+    "disagreement",
+)
+"""Provenance columns of every tabular export, in order. ``disagreement`` is true while a
+less trusted source (a model) contradicts the item's label and no person has settled it."""
+
+SIDECAR_FILENAME = "export.json"
+LABELS_PARQUET = "labels.parquet"
+LABELS_CSV = "labels.csv"
+LABELSTUDIO_TASKS = "tasks.json"
+LABELSTUDIO_CONFIG = "label_config.xml"
+LABELSTUDIO_IMAGES = "images"
+
+# A person gave or vouched for these labels, so Label Studio gets them as annotations; the
+# rest were never reviewed by a person and arrive as predictions for a reviewer to confirm.
+_PERSON_SOURCES = frozenset({"human", "imported"})
+
+# An `out` with one of these suffixes reads as a file name, but an export is a folder.
+_FILE_SUFFIXES = frozenset({".parquet", ".csv", ".json", ".jsonl"})
+
+_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+_UNSAFE_CHARACTERS = re.compile(r'[<>:"/\\|?*\x00-\x1f]')  # not allowed in a name on Windows (or "/" anywhere)
+_WINDOWS_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL", *(f"COM{n}" for n in range(1, 10)), *(f"LPT{n}" for n in range(1, 10))}
+)
+_MAX_NAME_BYTES = 200  # file systems allow 255; this leaves room for a "-2" and a suffix
+
+# Names an ImageFolder export's class folders must not take: its own files, and the folder
+# that metalabel's imagefolder reader treats as unlabeled items.
+_IMAGEFOLDER_RESERVED = (LABELS_CSV, SIDECAR_FILENAME, "unlabeled")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    """The export folder."""
+    rows: int
+    """Labeled items written."""
+    skipped: dict[str, int]
+    """Labeled items left out, by reason: ``sources`` and ``min_confidence`` (the filters),
+    ``no_content`` (an image or text to write that could not be found: an item outside the
+    pool, such as a generated one, that is no file on disk)."""
+
+
+def export_project(
+    store_or_project: ProjectStore | Project | str | Path,
+    out: str | Path,
+    *,
+    format: ExportFormat,
+    min_confidence: float | None = None,
+    sources: Sequence[str] | str | None = None,
+    pool: LabeledDataset | None = None,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Write the project's labeled items, each with its label's provenance, into the folder ``out``.
+
+    ``store_or_project`` is an open store or project, or a project folder. ``sources`` (a
+    list, or a comma-separated string such as ``"human,model"``) keeps labels from those
+    sources; ``min_confidence`` drops model labels below that calibrated confidence (other
+    sources always pass, see the module docstring).
+
+    The store keeps uris and content hashes, not items. Where an export needs an item's
+    content (text, or an image that is no file on disk), it comes from ``pool`` or else
+    from the spec ``metalabel init`` recorded (meta ``pool_source``), and must hash as it
+    did when the project was made. An existing non-empty ``out`` is replaced only with
+    ``overwrite=True``.
+    """
+    if format not in FORMATS:
+        raise BadInputError(f"unknown export format {format!r}", hint=f"choose one of {', '.join(FORMATS)}")
+    wanted_sources = _checked_sources(sources)
+    _check_min_confidence(min_confidence)
+    if format == "parquet":
+        _import_pyarrow()  # fail before any work if it is missing
+    out = Path(out)
+    with _opened_store(store_or_project) as store:
+        _check_target(out, store, overwrite=overwrite)
+        modality = _modality(store)
+        _check_format_fits(format, modality)
+        rows, skipped = _select_rows(store, sources=wanted_sources, min_confidence=min_confidence)
+        job = _Job(rows, _PoolContent(store, pool), modality, store.classes(), out.resolve(), skipped)
+
+        with _staged_folder(out) as staging:
+            written = _WRITERS[format](job, staging)
+            sidecar = _sidecar(
+                store, job, written, format=format, min_confidence=min_confidence, sources=wanted_sources
+            )
+            _write_json(staging / SIDECAR_FILENAME, sidecar, indent=2)
+    return ExportResult(path=out, rows=len(written.rows), skipped=dict(job.skipped))
+
+
+# ----------------------------------------------------------------- what to export
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One labeled item on its way out."""
+
+    item: Item
+    label: Label
+    disagreement: Disagreement | None
+    """The item's latest open disagreement, if any."""
+
+    def columns(self) -> dict[str, Any]:
+        label = self.label
+        return {
+            "uri": self.item.uri,
+            "content_hash": self.item.content_hash,
+            "split": self.item.split,
+            "label": label.class_name,
+            "source": label.source,
+            "raw_confidence": label.raw_confidence,
+            "calibrated_confidence": label.calibrated_confidence,
+            "threshold": label.threshold,
+            "round": label.round_id,
+            "model_hash": label.model_hash,
+            "query_strategy": label.query_strategy,
+            "created_at": label.created_at,
+            "disagreement": self.disagreement is not None,
+        }
+
+
+@dataclass
+class _Job:
+    """Everything a format writer needs."""
+
+    rows: list[_Row]
+    content: _PoolContent
+    modality: str
+    classes: list[str]
+    out: Path
+    """Where the export will live once renamed into place (absolute)."""
+    skipped: Counter[str]
+
+
+@dataclass
+class _Written:
+    """What a format writer wrote: the rows, and facts about them for ``export.json``."""
+
+    rows: list[_Row]
+    sidecar: dict[str, Any] = field(default_factory=dict)
+
+
+def _checked_sources(sources: Sequence[str] | str | None) -> tuple[str, ...] | None:
+    if sources is None:
+        return None
+    names = sources.split(",") if isinstance(sources, str) else [str(name) for name in sources]
+    names = [name.strip() for name in names if name.strip()]
+    unknown = [name for name in names if name not in SOURCES]
+    if unknown:
+        raise BadInputError(
+            f"unknown label source {', '.join(map(repr, unknown))}", hint=f"choose from {', '.join(SOURCES)}"
+        )
+    if not names:
+        raise BadInputError(
+            "no label source given, so nothing would be exported", hint=f"name some of {', '.join(SOURCES)}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def _check_min_confidence(min_confidence: float | None) -> None:
+    if min_confidence is None:
+        return
+    if isinstance(min_confidence, bool) or not isinstance(min_confidence, numbers.Real):
+        raise BadInputError(f"min_confidence must be a number in [0, 1], got {min_confidence!r}")
+    if not (math.isfinite(min_confidence) and 0.0 <= min_confidence <= 1.0):
+        raise BadInputError(f"min_confidence must lie in [0, 1], got {min_confidence!r}", hint="e.g. 0.9")
+
+
+def _select_rows(
+    store: ProjectStore, *, sources: tuple[str, ...] | None, min_confidence: float | None
+) -> tuple[list[_Row], Counter[str]]:
+    items = {item.id: item for item in store.items()}
+    # Ordered by id, so an item's latest open disagreement is the one kept.
+    open_disagreements = {disagreement.item_id: disagreement for disagreement in store.disagreements()}
+    rows: list[_Row] = []
+    skipped: Counter[str] = Counter()
+    for label in store.active_labels():
+        if sources is not None and label.source not in sources:
+            skipped["sources"] += 1
+        elif not _confident_enough(label, min_confidence):
+            skipped["min_confidence"] += 1
+        else:
+            rows.append(_Row(items[label.item_id], label, open_disagreements.get(label.item_id)))
+    return rows, skipped
+
+
+def _confident_enough(label: Label, min_confidence: float | None) -> bool:
+    if min_confidence is None or label.source != "model":
+        return True
+    # A model label with no calibrated confidence cannot show that it clears the bar.
+    return label.calibrated_confidence is not None and label.calibrated_confidence >= min_confidence
+
+
+def _modality(store: ProjectStore) -> str:
+    modality = store.meta().get("modality")
+    if modality is None:
+        modalities = {item.modality for item in store.items()}
+        modality = modalities.pop() if len(modalities) == 1 else "no items"
+    return modality
+
+
+def _check_format_fits(format: ExportFormat, modality: str) -> None:
+    if format == "imagefolder" and modality != "image":
+        raise BadInputError(
+            f"an ImageFolder export needs an image project, and this one holds {modality}",
+            hint="export it with format 'parquet', 'csv' or 'labelstudio'",
+        )
+    if format == "labelstudio" and modality == "tabular":
+        raise BadInputError(
+            "Label Studio has no labeling view for table rows", hint="export it with format 'parquet' or 'csv'"
+        )
+
+
+@contextmanager
+def _opened_store(store_or_project: ProjectStore | Project | str | Path) -> Iterator[ProjectStore]:
+    """The store to read; one opened here from a folder is closed again."""
+    if isinstance(store_or_project, ProjectStore):
+        yield store_or_project
+    elif isinstance(store_or_project, Project):
+        yield store_or_project.store
+    else:
+        with ProjectStore.open(store_or_project) as store:
+            yield store
+
+
+# ------------------------------------------------------------------ item content
+
+
+class _PoolContent:
+    """Items' content from the pool the project was made from, checked against the stored hashes.
+
+    The pool is loaded on first use only, so exports that need no content never pay for it.
+    """
+
+    def __init__(self, store: ProjectStore, pool: LabeledDataset | None) -> None:
+        self._store = store
+        self._pool = pool
+        self._index_of_uri: dict[str, int] | None = None
+
+    def of(self, item: Item) -> str | np.ndarray | None:
+        """The item's text or pixels; None for an item outside the pool (e.g. generated)."""
+        pool = self._loaded_pool()
+        index = self._index_of_uri.get(item.uri)
+        if index is None:
+            if item.split != "pool":
+                return None
+            raise BadInputError(
+                f"item {item.uri!r} is not in the pool {pool.name!r}: the pool changed since the project was made",
+                hint="export with the pool the project was made from (pool=...)",
+            )
+        content = pool.items[index]
+        if content_hash(content) != item.content_hash:
+            raise BadInputError(
+                f"item {item.uri!r} differs from what it was when the project was made: "
+                f"the pool {pool.name!r} changed since init",
+                hint="export with the pool the project was made from (pool=...), or make a new project",
+            )
+        return content
+
+    def _loaded_pool(self) -> LabeledDataset:
+        if self._pool is None:
+            meta = self._store.meta()
+            spec = meta.get("pool_source")
+            if spec is None:
+                raise BadInputError(
+                    "this export needs the items' content, but the project does not record where its "
+                    "pool was loaded from (it keeps uris and hashes, not items)",
+                    hint="pass pool= (the LabeledDataset the project was made from)",
+                )
+            try:
+                # The same seed as at init: some sources (kanji) render their items from it.
+                self._pool = from_spec(spec, seed=int(meta.get("pool_seed", 0)))
+            except (BadInputError, UnknownDatasetError) as error:
+                raise BadInputError(
+                    f"cannot reload the pool {spec!r} the project was made from ({error})",
+                    hint="restore it there, or pass pool= (the LabeledDataset the project was made from)",
+                ) from error
+        if self._index_of_uri is None:
+            self._index_of_uri = {uri: index for index, uri in enumerate(self._pool.uris)}
+        return self._pool
+
+
+def _image_source(row: _Row, content: _PoolContent) -> Path | np.ndarray | None:
+    """The original file when it is still on disk, else the pool's pixels (None if neither)."""
+    path = Path(row.item.uri)
+    if path.is_file():
+        return path
+    pixels = content.of(row.item)
+    return None if pixels is None else np.asarray(pixels)
+
+
+def _put_image(image: Path | np.ndarray, folder: Path, names: _UniqueNames, uri: str) -> str:
+    """Copy the file, or write the pixels as PNG, into ``folder``; returns the file name used."""
+    folder.mkdir(exist_ok=True)
+    if isinstance(image, Path):
+        name = names.claim(image.stem, image.suffix)
+        shutil.copy2(image, folder / name)
+        return name
+    # A uri naming an image file keeps that file's name; "fashion-mnist:train/12" becomes one.
+    stem = Path(uri).stem if Path(uri).suffix.lower() in _IMAGE_SUFFIXES else uri
+    name = names.claim(stem, ".png")
+    _save_png(image, folder / name)
+    return name
+
+
+def _save_png(pixels: np.ndarray, path: Path) -> None:
+    from PIL import Image  # imported here: only image exports need it
+
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    Image.fromarray(np.ascontiguousarray(pixels)).save(path, format="PNG")
+
+
+# ------------------------------------------------------------------------ names
+
+
+class _UniqueNames:
+    """Safe, distinct names within one folder, also on case-insensitive file systems."""
+
+    def __init__(self, reserved: Sequence[str] = ()) -> None:
+        self._taken = {name.casefold() for name in reserved}
+
+    def claim(self, wanted: str, suffix: str = "") -> str:
+        base = _safe_name(wanted)
+        name, copy = base + suffix, 2
+        while name.casefold() in self._taken:
+            name, copy = f"{base}-{copy}{suffix}", copy + 1
+        self._taken.add(name.casefold())
+        return name
+
+
+def _safe_name(name: str) -> str:
+    """A file or folder name that is valid on Linux, macOS and Windows, and not hidden."""
+    cleaned = _UNSAFE_CHARACTERS.sub("_", name)
+    cleaned = cleaned.encode("utf-8")[:_MAX_NAME_BYTES].decode("utf-8", errors="ignore")
+    cleaned = cleaned.strip().rstrip(". ")  # Windows drops trailing dots and spaces
+    # A leading dot hides the folder, and data readers (metalabel's too) skip hidden ones.
+    cleaned = re.sub(r"^\.+", lambda dots: "_" * len(dots.group()), cleaned)
+    if not cleaned:
+        return "_"
+    if cleaned.split(".")[0].upper() in _WINDOWS_RESERVED:
+        cleaned = f"_{cleaned}"
+    return cleaned
+
+
+# ---------------------------------------------------------------------- writers
+
+
+def _write_parquet(job: _Job, folder: Path) -> _Written:
+    pa, pq = _import_pyarrow()
+    records = _tabular_records(job)
+    for record in records:
+        # A real timestamp column, so readers can filter and sort by time.
+        record["created_at"] = datetime.fromisoformat(record["created_at"])
+    fields = [
+        ("uri", pa.string()),
+        ("content_hash", pa.string()),
+        ("split", pa.string()),
+        ("label", pa.string()),
+        ("source", pa.string()),
+        ("raw_confidence", pa.float64()),
+        ("calibrated_confidence", pa.float64()),
+        ("threshold", pa.float64()),
+        ("round", pa.int64()),
+        ("model_hash", pa.string()),
+        ("query_strategy", pa.string()),
+        ("created_at", pa.timestamp("ms", tz="UTC")),
+        ("disagreement", pa.bool_()),
+    ]
+    if job.modality == "text":
+        fields.append(("text", pa.string()))
+    pq.write_table(pa.Table.from_pylist(records, schema=pa.schema(fields)), folder / LABELS_PARQUET)
+    return _Written(job.rows)
+
+
+def _write_csv_format(job: _Job, folder: Path) -> _Written:
+    records = _tabular_records(job)
+    _write_csv(folder / LABELS_CSV, records, [*COLUMNS, "text"] if job.modality == "text" else list(COLUMNS))
+    return _Written(job.rows)
+
+
+def _tabular_records(job: _Job) -> list[dict[str, Any]]:
+    """The provenance columns of each row; text projects add the text (empty outside the pool)."""
+    records = [row.columns() for row in job.rows]
+    if job.modality == "text":
+        for record, row in zip(records, job.rows, strict=True):
+            record["text"] = job.content.of(row.item)
+    return records
+
+
+def _write_imagefolder(job: _Job, folder: Path) -> _Written:
+    class_folders = _UniqueNames(reserved=_IMAGEFOLDER_RESERVED)
+    folder_of_class = {name: class_folders.claim(name) for name in job.classes}
+    file_names = {class_folder: _UniqueNames() for class_folder in folder_of_class.values()}
+    written, records = [], []
+    for row in job.rows:
+        image = _image_source(row, job.content)
+        if image is None:
+            job.skipped["no_content"] += 1
+            continue
+        # Folders appear only for classes with images: ImageFolder readers reject empty ones.
+        class_folder = folder_of_class[row.label.class_name]
+        name = _put_image(image, folder / class_folder, file_names[class_folder], row.item.uri)
+        records.append({"path": f"{class_folder}/{name}", **row.columns()})
+        written.append(row)
+    _write_csv(folder / LABELS_CSV, records, ["path", *COLUMNS])
+    return _Written(written, {"class_folders": folder_of_class})
+
+
+def _write_labelstudio(job: _Job, folder: Path) -> _Written:
+    object_name = "image" if job.modality == "image" else "text"
+    image_names = _UniqueNames()
+    tasks, written = [], []
+    for row in job.rows:
+        if object_name == "image":
+            image = _image_source(row, job.content)
+            value = None
+            if image is not None:
+                name = _put_image(image, folder / LABELSTUDIO_IMAGES, image_names, row.item.uri)
+                # Served by Label Studio's local-files storage, rooted at the export folder.
+                value = f"/data/local-files/?d={LABELSTUDIO_IMAGES}/{quote(name)}"
+        else:
+            value = job.content.of(row.item)
+        if value is None:
+            job.skipped["no_content"] += 1
+            continue
+        tasks.append(_labelstudio_task(row, object_name, value))
+        written.append(row)
+    _write_json(folder / LABELSTUDIO_TASKS, tasks)
+    (folder / LABELSTUDIO_CONFIG).write_text(_labelstudio_config(object_name, job.classes), encoding="utf-8")
+    if object_name == "image":
+        return _Written(written, {"label_studio_setup": _labelstudio_image_setup(job.out)})
+    return _Written(written)
+
+
+def _labelstudio_task(row: _Row, object_name: str, value: str) -> dict[str, Any]:
+    label = row.label
+    task: dict[str, Any] = {
+        "data": {
+            object_name: value,
+            "uri": row.item.uri,
+            "content_hash": row.item.content_hash,
+            "label_source": label.source,
+            "disagreement": row.disagreement is not None,
+        }
+    }
+    choice = _choice_result(label.class_name, object_name)
+    if label.source in _PERSON_SOURCES:
+        task["annotations"] = [{"result": [choice]}]
+    else:
+        task["predictions"] = [_prediction(choice, label.model_hash or label.source, label.calibrated_confidence)]
+    if row.disagreement is not None:
+        # The contradicting label goes along as a prediction, so a reviewer sees both.
+        disagreement = row.disagreement
+        task.setdefault("predictions", []).append(
+            _prediction(
+                _choice_result(disagreement.proposed_class, object_name),
+                disagreement.model_hash or disagreement.source,
+                disagreement.calibrated_confidence,
+            )
+        )
+    return task
+
+
+def _choice_result(class_name: str, object_name: str) -> dict[str, Any]:
+    return {"from_name": "label", "to_name": object_name, "type": "choices", "value": {"choices": [class_name]}}
+
+
+def _prediction(result: dict[str, Any], model_version: str, score: float | None) -> dict[str, Any]:
+    prediction: dict[str, Any] = {"model_version": model_version, "result": [result]}
+    if score is not None:
+        prediction["score"] = score
+    return prediction
+
+
+def _labelstudio_config(object_name: str, classes: Sequence[str]) -> str:
+    tag = "Image" if object_name == "image" else "Text"
+    choices = "".join(f"    <Choice value={quoteattr(name)}/>\n" for name in classes)
+    return (
+        "<View>\n"
+        f'  <{tag} name="{object_name}" value="${object_name}"/>\n'
+        f'  <Choices name="label" toName="{object_name}" choice="single" showInline="true">\n'
+        f"{choices}"
+        "  </Choices>\n"
+        "</View>\n"
+    )
+
+
+def _labelstudio_image_setup(out: Path) -> list[str]:
+    """How to let Label Studio show the exported images (it serves local files only when told to)."""
+    return [
+        f"start Label Studio with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true "
+        f"and LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={out}",
+        f"create a project with the labeling config in {LABELSTUDIO_CONFIG}",
+        f"add a Local Files source storage with the absolute path {out / LABELSTUDIO_IMAGES} (do not sync it)",
+        f"import {LABELSTUDIO_TASKS}",
+    ]
+
+
+_WRITERS = {
+    "parquet": _write_parquet,
+    "csv": _write_csv_format,
+    "imagefolder": _write_imagefolder,
+    "labelstudio": _write_labelstudio,
+}
+
+
+def _sidecar(
+    store: ProjectStore,
+    job: _Job,
+    written: _Written,
+    *,
+    format: ExportFormat,
+    min_confidence: float | None,
+    sources: tuple[str, ...] | None,
+) -> dict[str, Any]:
+    by_source = dict.fromkeys(SOURCES, 0) | Counter(row.label.source for row in written.rows)
+    by_class = dict.fromkeys(job.classes, 0) | Counter(row.label.class_name for row in written.rows)
+    return {
+        "project": store.name,
+        "project_folder": str(store.folder.resolve()),
+        "format": format,
+        "modality": job.modality,
+        "classes": job.classes,
+        "filters": {"sources": None if sources is None else list(sources), "min_confidence": min_confidence},
+        "rows": len(written.rows),
+        "skipped": dict(job.skipped),
+        "counts_by_source": by_source,
+        "counts_by_class": by_class,
+        "open_disagreements": sum(row.disagreement is not None for row in written.rows),
+        "metalabel_version": __version__,
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **written.sidecar,
+    }
+
+
+def _write_csv(path: Path, records: list[dict[str, Any]], columns: list[str]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)  # writes None as an empty cell
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def _write_json(path: Path, value: Any, *, indent: int | None = None) -> None:
+    with path.open("w", encoding="utf-8") as file:
+        json.dump(value, file, ensure_ascii=False, indent=indent, allow_nan=False)
+        file.write("\n")
+
+
+def _import_pyarrow() -> tuple[Any, Any]:
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError as error:
+        raise MissingDependencyError(
+            "writing Parquet needs pyarrow: pip install 'metalabel[tabular]' (or export with format 'csv')"
+        ) from error
+    return pyarrow, pyarrow.parquet
+
+
+# ------------------------------------------------------------- the target folder
+
+
+def _check_target(out: Path, store: ProjectStore, *, overwrite: bool) -> None:
+    if out.suffix.lower() in _FILE_SUFFIXES:
+        raise BadInputError(
+            "an export is a folder (the data plus export.json), not a single file",
+            path=out,
+            hint=f"pass a folder path, e.g. {out.with_suffix('')}",
+        )
+    target, project = out.resolve(), store.folder.resolve()
+    if project == target or project.is_relative_to(target):
+        raise BadInputError(
+            "exporting here would replace the project itself",
+            path=out,
+            hint="export into a folder of its own, e.g. PROJECT/exports/v1",
+        )
+    if not (out.exists() or out.is_symlink()) or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not overwrite:
+        raise BadInputError(
+            "already exists and is not an empty folder",
+            path=out,
+            hint="choose a new folder, or pass overwrite=True to replace it",
+        )
+    _refuse_to_delete_project_data(out, store)
+
+
+def _refuse_to_delete_project_data(out: Path, store: ProjectStore) -> None:
+    """Replacing ``out`` must not delete the pool's files (the very images an export copies)."""
+    target = out.resolve()
+    spec = store.meta().get("pool_source")
+    paths = [Path(item.uri) for item in store.items()] + ([Path(spec)] if spec else [])
+    for path in paths:
+        # A uri that is no path ("fashion-mnist:train/3") is relative and does not exist: skipped.
+        if (path.is_absolute() or path.exists()) and path.resolve().is_relative_to(target):
+            raise BadInputError(
+                f"replacing this folder would delete {path}, which the project's items come from",
+                path=out,
+                hint="export into another folder",
+            )
+
+
+@contextmanager
+def _staged_folder(out: Path) -> Iterator[Path]:
+    """A hidden folder beside ``out`` to write into; renamed to ``out`` if the block succeeds."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.exporting-{secrets.token_hex(4)}"
+    staging.mkdir()
+    try:
+        yield staging
+        _move_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
+        out.rmdir()
+    if not (out.exists() or out.is_symlink()):
+        try:
+            os.rename(staging, out)
+        except OSError as error:
+            raise BadInputError("appeared while the export was being written", path=out) from error
+        return
+    # Overwriting: the old export steps aside first, so `out` is never half old and half new.
+    aside = out.parent / f".{out.name}.replaced-{secrets.token_hex(4)}"
+    os.rename(out, aside)
+    try:
+        os.rename(staging, out)
+    except BaseException:
+        os.rename(aside, out)
+        raise
+    if aside.is_dir() and not aside.is_symlink():
+        shutil.rmtree(aside)
+    else:
+        aside.unlink()

@@ -1,0 +1,409 @@
+"""export_project: every format carries the provenance, filters work, and an export is all or nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from metalabel import datasets
+from metalabel.data.dataset import UNLABELED, LabeledDataset
+from metalabel.errors import BadInputError, MissingDependencyError
+from metalabel.export import COLUMNS, export_project
+from metalabel.project import Project
+
+MODEL_HASH = "ckpt-3f2a"
+
+
+def add_model_label(project: Project, uri: str, class_name: str, confidence: float, *, round_id: int):
+    (item_id,) = project.store.item_ids([uri])
+    return project.store.add_label(
+        item_id,
+        class_name,
+        source="model",
+        raw_confidence=min(1.0, confidence + 0.05),
+        calibrated_confidence=confidence,
+        threshold=0.8,
+        round_id=round_id,
+        model_hash=MODEL_HASH,
+        query_strategy="margin",
+    )
+
+
+def answer_as_human(project: Project, uri: str, class_name: str):
+    (item_id,) = project.store.item_ids([uri])
+    question_id = project.store.ask(item_id, strategy="margin")
+    return project.store.answer(question_id, class_name, oracle="test")
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Hidden staging or set-aside folders an export might have left behind."""
+    return sorted(path.name for path in folder.iterdir() if path.name.startswith("."))
+
+
+# ---------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def text_project(tmp_path):
+    """Six texts: two seed labels (imported), three model labels, one unlabeled item."""
+    pool_file = tmp_path / "reviews.csv"
+    pool_file.write_text(
+        "text,label\n"
+        "great phone,pos\n"
+        "broke in a day,neg\n"
+        "love the screen,\n"
+        "battery died,\n"
+        "works fine,\n"
+        "meh,\n",
+        encoding="utf-8",
+    )
+    pool = datasets.read_text(pool_file)
+    project = Project.create(tmp_path / "reviews-project", pool=pool)
+    project.store.set_meta("pool_source", str(pool_file))  # what `metalabel init` records
+    round_id = project.store.start_round({"strategy": "margin"})
+    add_model_label(project, pool.uris[2], "pos", 0.97, round_id=round_id)
+    add_model_label(project, pool.uris[3], "neg", 0.91, round_id=round_id)
+    add_model_label(project, pool.uris[4], "pos", 0.62, round_id=round_id)
+    with project:
+        yield project, pool
+
+
+@pytest.fixture
+def image_folder_project(tmp_path):
+    """PNG files on disk: cat/ and dog/ seeded, three unlabeled images the model labels."""
+    pool_folder = tmp_path / "pets"
+    shades = {"cat/a.png": 10, "cat/b.png": 20, "dog/a.png": 30, "unlabeled/c.png": 40, "unlabeled/d.png": 50}
+    for name, shade in shades.items():
+        (pool_folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((4, 4), shade, np.uint8)).save(pool_folder / name)
+    pool = datasets.imagefolder(pool_folder)
+    project = Project.create(tmp_path / "pets-project", pool=pool)
+    round_id = project.store.start_round({})
+    add_model_label(project, str(pool_folder / "unlabeled/c.png"), "cat", 0.95, round_id=round_id)
+    add_model_label(project, str(pool_folder / "unlabeled/d.png"), "dog", 0.85, round_id=round_id)
+    with project:
+        yield project, pool_folder
+
+
+def in_memory_image_pool(class_names: list[str]) -> LabeledDataset:
+    """Images that are no files: uris like a built-in source's ("toy:train/3")."""
+    rng = np.random.default_rng(0)
+    count = 2 * len(class_names) + 2
+    labels = [index % len(class_names) for index in range(2 * len(class_names))] + [UNLABELED, UNLABELED]
+    return LabeledDataset(
+        name="toy",
+        modality="image",
+        items=rng.integers(0, 256, size=(count, 5, 5, 3), dtype=np.uint8),
+        labels=np.array(labels),
+        class_names=class_names,
+        uris=[f"toy:train/{index}" for index in range(count)],
+    )
+
+
+# ------------------------------------------------------------------ parquet, csv
+
+
+def test_parquet_round_trips_the_provenance(text_project, tmp_path):
+    project, pool = text_project
+    result = export_project(project, tmp_path / "out", format="parquet")
+
+    assert result.path == tmp_path / "out" and result.rows == 5 and result.skipped == {}
+    assert sorted(path.name for path in result.path.iterdir()) == ["export.json", "labels.parquet"]
+    table = pq.read_table(result.path / "labels.parquet")
+    assert table.column_names == [*COLUMNS, "text"]
+    rows = {row["uri"]: row for row in table.to_pylist()}
+
+    model_row = rows[pool.uris[2]]
+    assert model_row["label"] == "pos" and model_row["source"] == "model"
+    assert model_row["calibrated_confidence"] == pytest.approx(0.97)
+    assert model_row["raw_confidence"] == pytest.approx(1.0)
+    assert (model_row["threshold"], model_row["model_hash"], model_row["query_strategy"]) == (0.8, MODEL_HASH, "margin")
+    assert model_row["round"] == 1 and model_row["disagreement"] is False
+    assert model_row["text"] == "love the screen" and model_row["split"] == "pool"
+    assert model_row["created_at"].tzinfo is not None  # a real UTC timestamp, not text
+
+    (item,) = [item for item in project.store.items() if item.uri == pool.uris[0]]
+    seed_row = rows[pool.uris[0]]
+    assert (seed_row["label"], seed_row["source"], seed_row["content_hash"]) == ("pos", "imported", item.content_hash)
+    assert seed_row["calibrated_confidence"] is None and seed_row["round"] is None
+
+    sidecar = json.loads((result.path / "export.json").read_text())
+    assert sidecar["project"] == "reviews-project" and sidecar["classes"] == ["neg", "pos"]
+    assert sidecar["format"] == "parquet" and sidecar["rows"] == 5
+    assert sidecar["filters"] == {"sources": None, "min_confidence": None}
+    assert sidecar["counts_by_source"] == {"human": 0, "imported": 2, "generated": 0, "augmented": 0, "model": 3}
+    assert sidecar["counts_by_class"] == {"neg": 2, "pos": 3}
+    assert {"metalabel_version", "exported_at"} <= set(sidecar)
+
+
+def test_csv_round_trips_the_provenance_and_opens_a_project_by_its_folder(text_project, tmp_path):
+    project, pool = text_project
+    result = export_project(str(project.folder), tmp_path / "out", format="csv")
+
+    rows = read_csv_rows(result.path / "labels.csv")
+    assert list(rows[0]) == [*COLUMNS, "text"]
+    assert [row["uri"] for row in rows] == pool.uris[:5]
+    model_row = rows[3]
+    assert (model_row["label"], model_row["source"], model_row["text"]) == ("neg", "model", "battery died")
+    assert float(model_row["calibrated_confidence"]) == pytest.approx(0.91)
+    assert (model_row["model_hash"], model_row["round"], model_row["threshold"]) == (MODEL_HASH, "1", "0.8")
+    seed_row = rows[1]
+    assert (seed_row["source"], seed_row["calibrated_confidence"], seed_row["model_hash"]) == ("imported", "", "")
+
+
+def test_a_human_label_beats_the_model_and_a_disagreement_is_flagged(text_project, tmp_path):
+    project, pool = text_project
+    answer_as_human(project, pool.uris[2], "neg")  # overrules the model's "pos"
+    round_id = project.store.start_round({})
+    add_model_label(project, pool.uris[1], "pos", 0.99, round_id=round_id)  # contradicts the seed "neg"
+
+    table = pq.read_table(export_project(project, tmp_path / "out", format="parquet").path / "labels.parquet")
+    rows = {row["uri"]: row for row in table.to_pylist()}
+    overruled = rows[pool.uris[2]]
+    assert (overruled["label"], overruled["source"], overruled["query_strategy"]) == ("neg", "human", "margin")
+    assert overruled["disagreement"] is False
+    contradicted = rows[pool.uris[1]]
+    assert (contradicted["label"], contradicted["source"], contradicted["disagreement"]) == ("neg", "imported", True)
+    assert sum(row["disagreement"] for row in rows.values()) == 1
+
+
+def test_filters_by_source_and_by_model_confidence(text_project, tmp_path):
+    project, pool = text_project
+    answer_as_human(project, pool.uris[4], "neg")
+
+    only_model = export_project(project, tmp_path / "model", format="csv", sources="model")
+    assert [row["source"] for row in read_csv_rows(only_model.path / "labels.csv")] == ["model", "model"]
+    assert only_model.skipped == {"sources": 3}
+
+    confident = export_project(project, tmp_path / "confident", format="csv", min_confidence=0.95)
+    rows = read_csv_rows(confident.path / "labels.csv")
+    # Imported and human labels have no confidence and always pass; the 0.91 model label does not.
+    assert [(row["uri"], row["source"]) for row in rows] == [
+        (pool.uris[0], "imported"),
+        (pool.uris[1], "imported"),
+        (pool.uris[2], "model"),
+        (pool.uris[4], "human"),
+    ]
+    assert confident.skipped == {"min_confidence": 1}
+
+    both = export_project(project, tmp_path / "both", format="csv", sources=["human", "model"], min_confidence=0.95)
+    assert both.rows == 2 and both.skipped == {"sources": 2, "min_confidence": 1}
+    sidecar = json.loads((both.path / "export.json").read_text())
+    assert sidecar["filters"] == {"sources": ["human", "model"], "min_confidence": 0.95}
+    assert sidecar["skipped"] == {"sources": 2, "min_confidence": 1}
+
+
+def test_bad_filters_are_refused_with_the_valid_choices(text_project, tmp_path):
+    project, _ = text_project
+    with pytest.raises(BadInputError, match="'robot'.*human, imported, generated, augmented, model"):
+        export_project(project, tmp_path / "out", format="csv", sources="human,robot")
+    with pytest.raises(BadInputError, match=r"\[0, 1\]"):
+        export_project(project, tmp_path / "out", format="csv", min_confidence=1.5)
+    with pytest.raises(BadInputError, match="parquet, csv, imagefolder, labelstudio"):
+        export_project(project, tmp_path / "out", format="xlsx")
+    assert not (tmp_path / "out").exists()
+
+
+def test_parquet_without_pyarrow_says_how_to_install_it(text_project, tmp_path, monkeypatch):
+    project, _ = text_project
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # makes `import pyarrow` fail
+    with pytest.raises(MissingDependencyError, match=r"pip install 'metalabel\[tabular\]'"):
+        export_project(project, tmp_path / "out", format="parquet")
+
+
+def test_text_content_needs_the_pool_and_the_pool_unchanged(tmp_path):
+    pool_file = tmp_path / "pool.csv"
+    pool_file.write_text("text,label\nyes,a\nno,b\nmaybe,\n", encoding="utf-8")
+    pool = datasets.read_text(pool_file)
+    with Project.create(tmp_path / "project", pool=pool) as project:  # made in Python: no pool_source
+        with pytest.raises(BadInputError, match="pass pool="):
+            export_project(project, tmp_path / "out", format="csv")
+        result = export_project(project, tmp_path / "out", format="csv", pool=pool)
+        assert [row["text"] for row in read_csv_rows(result.path / "labels.csv")] == ["yes", "no"]
+
+        pool_file.write_text("text,label\nyes,a\nNO!,b\nmaybe,\n", encoding="utf-8")
+        with pytest.raises(BadInputError, match=f"{pool.uris[1]}.*changed since init"):
+            export_project(project, tmp_path / "again", format="csv", pool=datasets.read_text(pool_file))
+    assert not (tmp_path / "again").exists() and leftovers(tmp_path) == []
+
+
+# ------------------------------------------------------------------ imagefolder
+
+
+def test_imagefolder_copies_the_original_files_into_class_folders(image_folder_project, tmp_path):
+    project, pool_folder = image_folder_project
+    result = export_project(project, tmp_path / "out", format="imagefolder")
+
+    assert result.rows == 5
+    files = sorted(path.relative_to(result.path).as_posix() for path in result.path.rglob("*.png"))
+    assert files == ["cat/a.png", "cat/b.png", "cat/c.png", "dog/a.png", "dog/d.png"]
+    assert (result.path / "cat/c.png").read_bytes() == (pool_folder / "unlabeled/c.png").read_bytes()
+    assert (result.path / "dog/a.png").read_bytes() == (pool_folder / "dog/a.png").read_bytes()
+
+    rows = {row["path"]: row for row in read_csv_rows(result.path / "labels.csv")}
+    assert list(next(iter(rows.values()))) == ["path", *COLUMNS]
+    assert rows["dog/d.png"]["uri"] == str(pool_folder / "unlabeled/d.png")
+    assert (rows["dog/d.png"]["source"], rows["dog/d.png"]["model_hash"]) == ("model", MODEL_HASH)
+    assert rows["cat/a.png"]["source"] == "imported"
+
+    reread = datasets.imagefolder(result.path)  # the tree reads back as a labeled image folder
+    assert reread.class_counts() == {"cat": 3, "dog": 2}
+
+
+def test_imagefolder_writes_pngs_for_in_memory_images_with_safe_distinct_class_folders(tmp_path):
+    class_names = ["T-shirt/top", "t-shirt_top", "unlabeled", ".hidden"]
+    pool = in_memory_image_pool(class_names)
+    with Project.create(tmp_path / "project", pool=pool) as project:
+        result = export_project(project, tmp_path / "out", format="imagefolder", pool=pool)
+        sidecar = json.loads((result.path / "export.json").read_text())
+
+    folders = sidecar["class_folders"]
+    assert folders == {
+        "T-shirt/top": "T-shirt_top",
+        "t-shirt_top": "t-shirt_top-2",
+        "unlabeled": "unlabeled-2",
+        ".hidden": "_hidden",
+    }
+    assert sorted(path.name for path in result.path.iterdir() if path.is_dir()) == sorted(folders.values())
+    for row in read_csv_rows(result.path / "labels.csv"):
+        index = pool.uris.index(row["uri"])
+        assert row["path"].split("/")[0] == folders[class_names[pool.labels[index]]]
+        assert row["path"].endswith("toy_train_%d.png" % index)
+        np.testing.assert_array_equal(np.asarray(Image.open(result.path / row["path"])), pool.items[index])
+
+
+def test_imagefolder_needs_the_pool_for_images_that_are_no_files_and_refuses_a_changed_one(tmp_path):
+    pool_folder = tmp_path / "pool"
+    for name, shade in {"a/1.png": 1, "b/2.png": 2, "c/3.png": 3}.items():
+        (pool_folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((3, 3), shade, np.uint8)).save(pool_folder / name)
+    pool = datasets.imagefolder(pool_folder)
+    # Pretend the uris are not files (like "fashion-mnist:train/12"): pixels must come from the pool.
+    uris = [f"moved:{n}" for n in range(3)]
+    moved = LabeledDataset("moved", "image", pool.items, pool.labels, pool.class_names, uris)
+    with Project.create(tmp_path / "project", pool=moved) as project:
+        with pytest.raises(BadInputError, match="pass pool="):
+            export_project(project, tmp_path / "out", format="imagefolder")
+        project.store.set_meta("pool_source", str(tmp_path / "gone"))
+        with pytest.raises(BadInputError, match="cannot reload the pool .*gone"):
+            export_project(project, tmp_path / "out", format="imagefolder")
+
+        changed = LabeledDataset("moved", "image", pool.items[::-1].copy(), pool.labels, pool.class_names, uris)
+        with pytest.raises(BadInputError, match="'moved:0'.*changed since init"):
+            export_project(project, tmp_path / "out", format="imagefolder", pool=changed)
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+def test_imagefolder_refuses_a_text_project(text_project, tmp_path):
+    project, _ = text_project
+    with pytest.raises(BadInputError, match="needs an image project.*parquet', 'csv' or 'labelstudio'"):
+        export_project(project, tmp_path / "out", format="imagefolder")
+
+
+# ------------------------------------------------------------------ labelstudio
+
+
+def test_labelstudio_text_tasks_carry_annotations_predictions_and_disagreements(text_project, tmp_path):
+    project, pool = text_project
+    answer_as_human(project, pool.uris[4], "neg")
+    round_id = project.store.start_round({})
+    add_model_label(project, pool.uris[1], "pos", 0.99, round_id=round_id)  # contradicts the seed "neg"
+
+    result = export_project(project, tmp_path / "out", format="labelstudio")
+    assert sorted(path.name for path in result.path.iterdir()) == ["export.json", "label_config.xml", "tasks.json"]
+    tasks = {task["data"]["uri"]: task for task in json.loads((result.path / "tasks.json").read_text())}
+    assert len(tasks) == 5
+
+    model_task = tasks[pool.uris[2]]
+    assert model_task["data"]["text"] == "love the screen" and "annotations" not in model_task
+    (prediction,) = model_task["predictions"]
+    assert prediction["model_version"] == MODEL_HASH and prediction["score"] == pytest.approx(0.97)
+    assert prediction["result"] == [
+        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": ["pos"]}}
+    ]
+
+    human_task = tasks[pool.uris[4]]
+    assert human_task["data"]["label_source"] == "human" and "predictions" not in human_task
+    assert human_task["annotations"][0]["result"][0]["value"] == {"choices": ["neg"]}
+
+    disputed = tasks[pool.uris[1]]
+    assert disputed["data"]["disagreement"] is True
+    assert disputed["annotations"][0]["result"][0]["value"] == {"choices": ["neg"]}
+    assert disputed["predictions"][0]["result"][0]["value"] == {"choices": ["pos"]}
+
+    config = ElementTree.fromstring((result.path / "label_config.xml").read_text())
+    assert config.find("Text").attrib == {"name": "text", "value": "$text"}
+    choices = config.find("Choices")
+    assert (choices.get("name"), choices.get("toName")) == ("label", "text")
+    assert [choice.get("value") for choice in choices] == ["neg", "pos"]
+
+
+def test_labelstudio_image_tasks_point_at_images_inside_the_export(image_folder_project, tmp_path):
+    project, pool_folder = image_folder_project
+    result = export_project(project, tmp_path / "out", format="labelstudio", sources=["model"])
+
+    tasks = json.loads((result.path / "tasks.json").read_text())
+    assert [task["data"]["image"] for task in tasks] == [
+        "/data/local-files/?d=images/c.png",
+        "/data/local-files/?d=images/d.png",
+    ]
+    assert (result.path / "images/c.png").read_bytes() == (pool_folder / "unlabeled/c.png").read_bytes()
+    assert tasks[0]["predictions"][0]["result"][0]["to_name"] == "image"
+    assert ElementTree.fromstring((result.path / "label_config.xml").read_text()).find("Image") is not None
+    setup = json.loads((result.path / "export.json").read_text())["label_studio_setup"]
+    assert any(str(result.path.resolve()) in step for step in setup)
+
+
+# ------------------------------------------------------------ the target folder
+
+
+def test_an_existing_export_is_replaced_only_when_asked(text_project, tmp_path):
+    project, _ = text_project
+    out = tmp_path / "out"
+    out.mkdir()  # an empty folder is fine to export into
+    export_project(project, out, format="csv")
+    with pytest.raises(BadInputError, match="already exists.*overwrite=True"):
+        export_project(project, out, format="parquet")
+    assert sorted(path.name for path in out.iterdir()) == ["export.json", "labels.csv"]
+
+    export_project(project, out, format="parquet", sources="model", overwrite=True)
+    assert sorted(path.name for path in out.iterdir()) == ["export.json", "labels.parquet"]
+    assert pq.read_table(out / "labels.parquet").num_rows == 3
+    assert leftovers(tmp_path) == []
+
+
+def test_a_failed_export_leaves_the_old_one_in_place(tmp_path):
+    pool_file = tmp_path / "pool.csv"
+    pool_file.write_text("text,label\nyes,a\nno,b\n", encoding="utf-8")
+    pool = datasets.read_text(pool_file)
+    with Project.create(tmp_path / "project", pool=pool) as project:
+        out = export_project(project, tmp_path / "out", format="csv", pool=pool).path
+        before = (out / "labels.csv").read_bytes()
+        changed = LabeledDataset("pool", "text", ["yes", "NO"], pool.labels, pool.class_names, pool.uris)
+        with pytest.raises(BadInputError, match="changed since init"):
+            export_project(project, out, format="csv", pool=changed, overwrite=True)
+    assert (out / "labels.csv").read_bytes() == before and leftovers(tmp_path) == []
+
+
+def test_refuses_targets_that_would_lose_data(image_folder_project, tmp_path):
+    project, pool_folder = image_folder_project
+    with pytest.raises(BadInputError, match="a folder.*not a single file"):
+        export_project(project, tmp_path / "labels.parquet", format="parquet")
+    with pytest.raises(BadInputError, match="replace the project itself"):
+        export_project(project, project.folder, format="csv", overwrite=True)
+    with pytest.raises(BadInputError, match="would delete"):
+        export_project(project, pool_folder, format="imagefolder", overwrite=True)
+    assert (pool_folder / "cat/a.png").is_file() and (project.folder / "project.db").is_file()
