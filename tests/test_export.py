@@ -72,7 +72,6 @@ def text_project(tmp_path):
     )
     pool = datasets.read_text(pool_file)
     project = Project.create(tmp_path / "reviews-project", pool=pool)
-    project.store.set_meta("pool_source", str(pool_file))  # what `metalabel init` records
     round_id = project.store.start_round({"strategy": "margin"})
     add_model_label(project, pool.uris[2], "pos", 0.97, round_id=round_id)
     add_model_label(project, pool.uris[3], "neg", 0.91, round_id=round_id)
@@ -228,7 +227,8 @@ def test_text_content_needs_the_pool_and_the_pool_unchanged(tmp_path):
     pool_file = tmp_path / "pool.csv"
     pool_file.write_text("text,label\nyes,a\nno,b\nmaybe,\n", encoding="utf-8")
     pool = datasets.read_text(pool_file)
-    with Project.create(tmp_path / "project", pool=pool) as project:  # made in Python: no pool_source
+    pool.reload_spec = None  # as if built in memory: the project cannot load it again by itself
+    with Project.create(tmp_path / "project", pool=pool) as project:
         with pytest.raises(BadInputError, match="pass pool="):
             export_project(project, tmp_path / "out", format="csv")
         result = export_project(project, tmp_path / "out", format="csv", pool=pool)
@@ -297,7 +297,7 @@ def test_imagefolder_needs_the_pool_for_images_that_are_no_files_and_refuses_a_c
     with Project.create(tmp_path / "project", pool=moved) as project:
         with pytest.raises(BadInputError, match="pass pool="):
             export_project(project, tmp_path / "out", format="imagefolder")
-        project.store.set_meta("pool_source", str(tmp_path / "gone"))
+        project.store.set_meta("pool_spec", json.dumps({"reader": "imagefolder", "path": str(tmp_path / "gone")}))
         with pytest.raises(BadInputError, match="cannot reload the pool .*gone"):
             export_project(project, tmp_path / "out", format="imagefolder")
 

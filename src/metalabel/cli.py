@@ -58,8 +58,6 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     pool = datasets.from_spec(args.pool, seed=args.seed)
     with Project.create(args.project, pool=pool, labels=args.labels) as project:
-        # the store keeps uris and hashes, not content: remember how to reload the pool
-        project.store.set_meta("pool_source", str(args.pool))
         for warning in project.warnings:
             err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
         _print_mapping(f"project {args.project}", project.status())
@@ -115,6 +113,17 @@ def cmd_meta_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from metalabel.export import export_project
+
+    out = args.out or Path(args.project) / "exports" / args.format
+    result = export_project(args.project, out, format=args.format, min_confidence=args.min_confidence,
+                            sources=args.sources, overwrite=args.overwrite)
+    skipped = ", ".join(f"{count} by {reason}" for reason, count in result.skipped.items() if count)
+    console.print(f"exported {result.rows} labeled items to {result.path}" + (f" (left out: {skipped})" if skipped else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metalabel", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -143,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project", type=Path)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("export", parents=[common], help="write the labeled data set with provenance")
+    p.add_argument("project", type=Path)
+    p.add_argument("--format", required=True, choices=["parquet", "csv", "imagefolder", "labelstudio"])
+    p.add_argument("--out", type=Path, default=None, help="export folder (default PROJECT/exports/FORMAT)")
+    p.add_argument("--min-confidence", type=float, default=None, help="drop model labels below this calibrated confidence")
+    p.add_argument("--sources", default=None, help="comma list of human,model,imported,generated,augmented")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("meta-train", parents=[common], help="meta-train a learner on episodes of a data source")
     p.add_argument("--source", default="kanji", help="built-in name[:split] or a path (kanji: background split)")

@@ -51,14 +51,33 @@ def load(
     if split not in splits:
         raise UnknownDatasetError(f"{key} has no split {split!r}; choose one of {', '.join(splits)}")
     module = importlib.import_module(f"metalabel.data.sources.{module_name}")
-    return module.load(split=split, root=root, seed=seed, **options)
+    dataset = module.load(split=split, root=root, seed=seed, **options)
+    dataset.reload_spec = {"source": key, "split": split, "root": None if root is None else str(Path(root).resolve()),
+                           "seed": seed, "options": options}
+    return dataset
 
 
-def __getattr__(attr: str):
-    # The user-data readers are re-exported lazily so `import metalabel` stays light.
-    if attr in {"imagefolder", "read_text", "read_table"}:
-        return getattr(importlib.import_module("metalabel.data.sources.user"), attr)
-    raise AttributeError(attr)
+def _read_user_data(reader: str, path: str | Path, options: dict) -> LabeledDataset:
+    # imported on use so `import metalabel` stays light
+    user = importlib.import_module("metalabel.data.sources.user")
+    dataset = getattr(user, reader)(path, **options)
+    dataset.reload_spec = {"reader": reader, "path": str(Path(path).resolve()), "options": options}
+    return dataset
+
+
+def imagefolder(path: str | Path, **options) -> LabeledDataset:
+    """Images in one folder per class, plus an optional ``unlabeled/`` folder; see ``sources.user.imagefolder``."""
+    return _read_user_data("imagefolder", path, options)
+
+
+def read_text(path: str | Path, **options) -> LabeledDataset:
+    """Text rows from CSV or JSONL (``text``, optional ``label``); see ``sources.user.read_text``."""
+    return _read_user_data("read_text", path, options)
+
+
+def read_table(path: str | Path, **options) -> LabeledDataset:
+    """Numeric rows from CSV or Parquet (optional ``label``); see ``sources.user.read_table``."""
+    return _read_user_data("read_table", path, options)
 
 
 def from_spec(spec: str | Path, *, seed: int = 0, **options) -> LabeledDataset:
@@ -69,23 +88,34 @@ def from_spec(spec: str | Path, *, seed: int = 0, **options) -> LabeledDataset:
     built-in source, e.g. ``fashion-mnist:test``.
     """
     path = Path(spec)
-    user = importlib.import_module("metalabel.data.sources.user")
-    if path.is_dir():
-        return user.imagefolder(path, **options)
+    reader = None
     suffix = path.suffix.lower()
-    if path.is_file():
+    if path.is_dir():
+        reader = "imagefolder"
+    elif path.is_file():
         if suffix == ".jsonl" or (suffix == ".csv" and _csv_has_column(path, "text")):
-            return user.read_text(path, **options)
-        if suffix in {".csv", ".parquet"}:
-            return user.read_table(path, **options)
-        raise UnknownDatasetError(
-            f"{path}: cannot tell what kind of data this is; use a folder of images, "
-            ".csv/.jsonl text with a 'text' column, or a .csv/.parquet table"
-        )
+            reader = "read_text"
+        elif suffix in {".csv", ".parquet"}:
+            reader = "read_table"
+        else:
+            raise UnknownDatasetError(
+                f"{path}: cannot tell what kind of data this is; use a folder of images, "
+                ".csv/.jsonl text with a 'text' column, or a .csv/.parquet table"
+            )
+    if reader is not None:
+        return _read_user_data(reader, path, options)
     if suffix in {".csv", ".jsonl", ".parquet"} or "/" in str(spec):
         raise DataNotFoundError("does not exist", path=path, hint="check the path")
     name, _, split = str(spec).partition(":")
     return load(name, split=split or None, seed=seed, **options)
+
+
+def reload(spec: dict) -> LabeledDataset:
+    """Load a data set again from its ``reload_spec`` (what a project records about its pool)."""
+    if "reader" in spec:
+        return _read_user_data(spec["reader"], spec["path"], spec.get("options", {}))
+    return load(spec["source"], split=spec.get("split"), root=spec.get("root"), seed=spec.get("seed", 0),
+                **spec.get("options", {}))
 
 
 def _csv_has_column(path: Path, column: str) -> bool:

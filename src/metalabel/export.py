@@ -129,7 +129,7 @@ def export_project(
 
     The store keeps uris and content hashes, not items. Where an export needs an item's
     content (text, or an image that is no file on disk), it comes from ``pool`` or else
-    from the spec ``metalabel init`` recorded (meta ``pool_source``), and must hash as it
+    from the spec the project recorded (meta ``pool_spec``), and must hash as it
     did when the project was made. An existing non-empty ``out`` is replaced only with
     ``overwrite=True``.
     """
@@ -327,22 +327,9 @@ class _PoolContent:
 
     def _loaded_pool(self) -> LabeledDataset:
         if self._pool is None:
-            meta = self._store.meta()
-            spec = meta.get("pool_source")
-            if spec is None:
-                raise BadInputError(
-                    "this export needs the items' content, but the project does not record where its "
-                    "pool was loaded from (it keeps uris and hashes, not items)",
-                    hint="pass pool= (the LabeledDataset the project was made from)",
-                )
-            try:
-                # The same seed as at init: some sources (kanji) render their items from it.
-                self._pool = from_spec(spec, seed=int(meta.get("pool_seed", 0)))
-            except (BadInputError, UnknownDatasetError) as error:
-                raise BadInputError(
-                    f"cannot reload the pool {spec!r} the project was made from ({error})",
-                    hint="restore it there, or pass pool= (the LabeledDataset the project was made from)",
-                ) from error
+            from metalabel.project import Project
+
+            self._pool = Project(self._store).load_pool()
         if self._index_of_uri is None:
             self._index_of_uri = {uri: index for index, uri in enumerate(self._pool.uris)}
         return self._pool
@@ -657,8 +644,8 @@ def _check_target(out: Path, store: ProjectStore, *, overwrite: bool) -> None:
 def _refuse_to_delete_project_data(out: Path, store: ProjectStore) -> None:
     """Replacing ``out`` must not delete the pool's files (the very images an export copies)."""
     target = out.resolve()
-    spec = store.meta().get("pool_source")
-    paths = [Path(item.uri) for item in store.items()] + ([Path(spec)] if spec else [])
+    spec = json.loads(store.meta().get("pool_spec") or "{}")
+    paths = [Path(item.uri) for item in store.items()] + ([Path(spec["path"])] if "path" in spec else [])
     for path in paths:
         # A uri that is no path ("fashion-mnist:train/3") is relative and does not exist: skipped.
         if (path.is_absolute() or path.exists()) and path.resolve().is_relative_to(target):

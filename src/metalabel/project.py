@@ -9,6 +9,7 @@ half-made project behind.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import secrets
 import shutil
@@ -20,7 +21,13 @@ from typing import Any
 import numpy as np
 
 from metalabel.data.dataset import UNLABELED, LabeledDataset
-from metalabel.errors import BadInputError, DataNotFoundError, EmptyClassError, UnknownLabelError
+from metalabel.errors import (
+    BadInputError,
+    DataNotFoundError,
+    EmptyClassError,
+    UnknownDatasetError,
+    UnknownLabelError,
+)
 from metalabel.store import DB_FILENAME, ItemRecord, ProjectStore, content_hash
 
 SeedLabels = str | Path | Mapping[str | int, str] | None
@@ -36,6 +43,7 @@ class Project:
         self.store = store
         self.warnings = tuple(warnings)
         """What ``create`` noticed but accepted (duplicate items, repeated seed labels, ...)."""
+        self._pool: LabeledDataset | None = None
 
     @classmethod
     def create(
@@ -87,6 +95,9 @@ class Project:
                     store.add_label(item_ids[seed.index], seed.class_name, source="imported")
                 store.set_meta("pool", pool.name)
                 store.set_meta("modality", pool.modality)
+                if pool.reload_spec is not None:
+                    # the store keeps uris and hashes, not content: remember how to load the pool again
+                    store.set_meta("pool_spec", json.dumps(pool.reload_spec))
                 if seed_file is not None:
                     # Provenance of the seed: which file, and its hash, in case it changes later.
                     store.add_artifact("seed-labels", seed_file, meta={"labels": len(seeds)})
@@ -94,12 +105,20 @@ class Project:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return cls(ProjectStore.open(folder), warnings=warnings)
+        project = cls(ProjectStore.open(folder), warnings=warnings)
+        project._pool = pool
+        return project
 
     @classmethod
-    def open(cls, folder: str | Path) -> Project:
-        """An existing project; a missing one is a ``DataNotFoundError`` that says to run `metalabel init`."""
-        return cls(ProjectStore.open(folder))
+    def open(cls, folder: str | Path, *, pool: LabeledDataset | None = None) -> Project:
+        """An existing project; a missing one is a ``DataNotFoundError`` that says to run `metalabel init`.
+
+        ``pool`` gives the items again for a project made from an in-memory data set.
+        """
+        project = cls(ProjectStore.open(folder))
+        if pool is not None:
+            project._pool = project._checked_pool(pool)
+        return project
 
     @property
     def folder(self) -> Path:
@@ -108,6 +127,37 @@ class Project:
     @property
     def name(self) -> str:
         return self.store.name
+
+    def load_pool(self) -> LabeledDataset:
+        """The pool this project was made from, loaded again and checked against the stored content hashes."""
+        if self._pool is not None:
+            return self._pool
+        spec = self.store.meta().get("pool_spec")
+        if spec is None:
+            raise BadInputError(
+                f"project {self.name!r} does not record how to load its pool (it was made from a data set "
+                "built in memory)", hint="pass pool= (the same LabeledDataset), e.g. Project.open(folder, pool=...)")
+        from metalabel.datasets import reload
+
+        try:
+            pool = reload(json.loads(spec))
+        except (BadInputError, UnknownDatasetError) as error:
+            raise BadInputError(f"cannot reload the pool of project {self.name!r} ({error})",
+                                hint="restore the pool where it was, or pass pool= to Project.open") from error
+        self._pool = self._checked_pool(pool)
+        return self._pool
+
+    def _checked_pool(self, pool: LabeledDataset) -> LabeledDataset:
+        stored = {item.uri: item.content_hash for item in self.store.items()}
+        missing = [uri for uri in stored if uri not in set(pool.uris)]
+        if missing:
+            raise BadInputError(f"{len(missing)} items of project {self.name!r} are not in the pool any more "
+                                f"(first: {missing[0]})", hint="restore the pool the project was made from")
+        for uri, item in zip(pool.uris, pool.items):
+            if uri in stored and content_hash(item) != stored[uri]:
+                raise BadInputError(f"item {uri!r} changed since the project was made",
+                                    hint="restore the original, or make a new project")
+        return pool
 
     def status(self) -> dict[str, Any]:
         """Items, classes, labels by source and class, open questions, rounds, disagreements (JSON-ready)."""

@@ -34,6 +34,8 @@ class LabeledDataset:
     groups: list[str] | None = None
     feature_names: list[str] | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    reload_spec: dict | None = None
+    """How to load this data set again (``metalabel.datasets.reload``); set by the registry's loaders."""
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
