@@ -39,6 +39,8 @@ def train_and_eval(algo: str, ways: int, shots: int, args: argparse.Namespace) -
              "--shots", str(shots), "--queries", str(args.queries), "--steps", str(args.max_steps),
              "--time-budget-s", str(args.budget_s), "--val-every", str(args.val_every),
              "--val-episodes", str(args.val_episodes), "--seed", str(args.seed), "--out", str(run), "--quiet"]
+    if algo in ("maml", "fomaml", "anil") and args.maml_meta_batch:
+        train += ["--meta-batch", str(args.maml_meta_batch)]
     if algo == "protonet":
         train += ["--train-ways", str(max(ways, 20))]  # Snell et al. train with more ways than they test
     started = time.perf_counter()
@@ -85,6 +87,8 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=1800.0, help="training seconds per model")
     parser.add_argument("--max-steps", type=int, default=100000)
     parser.add_argument("--queries", type=int, default=5)
+    parser.add_argument("--maml-meta-batch", type=int, default=None,
+                        help="tasks per MAML/FOMAML/ANIL update (default: the paper's 32, or 16 at 20-way)")
     parser.add_argument("--val-every", type=int, default=100)
     parser.add_argument("--val-episodes", type=int, default=100)
     parser.add_argument("--episodes", type=int, default=600)

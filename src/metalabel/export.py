@@ -46,8 +46,7 @@ import numpy as np
 
 from metalabel import __version__
 from metalabel.data.dataset import LabeledDataset
-from metalabel.datasets import from_spec
-from metalabel.errors import BadInputError, MissingDependencyError, UnknownDatasetError
+from metalabel.errors import BadInputError, MissingDependencyError
 from metalabel.project import Project
 from metalabel.store import SOURCES, Disagreement, Item, Label, ProjectStore, content_hash
 
