@@ -1,0 +1,13 @@
+"""Labeling: calibrate the model's confidence, accept pseudo-labels at a target precision,
+refine prototypes with the unlabeled pool, and choose what to ask a person."""
+
+from metalabel.label.accept import AcceptDecision, ClassAcceptance, accept_at_precision, audit_precision
+from metalabel.label.calibrate import (
+    ClassTemperatureScaling,
+    OutOfFoldLogits,
+    TemperatureScaling,
+    cross_validated_logits,
+    expected_calibration_error,
+    reliability_curve,
+)
+from metalabel.label.transductive import prototype_logits, refine_prototypes, soft_assignments
