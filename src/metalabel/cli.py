@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from metalabel.errors import MetalabelError
+from metalabel.errors import BadInputError, MetalabelError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -57,10 +57,83 @@ def cmd_init(args: argparse.Namespace) -> int:
     from metalabel.project import Project
 
     pool = datasets.from_spec(args.pool, seed=args.seed)
-    with Project.create(args.project, pool=pool, labels=args.labels) as project:
+    labels = args.labels
+    if args.seed_per_class is not None:
+        if labels is not None:
+            raise BadInputError("give either --labels or --seed-per-class, not both")
+        labels = seed_labels_from_pool(pool, per_class=args.seed_per_class, seed=args.seed)
+    with Project.create(args.project, pool=pool, labels=labels) as project:
         for warning in project.warnings:
             err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
         _print_mapping(f"project {args.project}", project.status())
+    return 0
+
+
+def seed_labels_from_pool(pool, *, per_class: int, seed: int) -> dict[int, str]:
+    """``per_class`` random labeled items of each class as seeds (for simulations on labeled data)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    seeds: dict[int, str] = {}
+    for cls, members in enumerate(pool.class_indices()):
+        if len(members) < per_class:
+            raise BadInputError(f"only {len(members)} labeled items, fewer than --seed-per-class {per_class}",
+                                cls=pool.class_names[cls])
+        for index in rng.choice(members, size=per_class, replace=False):
+            seeds[int(index)] = pool.class_names[cls]
+    return seeds
+
+
+def _gold_labels(pool) -> dict[str, str]:
+    return {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels) if label >= 0}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from metalabel.label.oracle import LabelStudioQueue, SimulatedOracle, TerminalOracle
+    from metalabel.project import Project
+
+    with Project.open(args.project) as project:
+        pool = project.load_pool()
+        gold = _gold_labels(pool)
+        if args.oracle == "simulated":
+            if not gold:
+                raise BadInputError("the simulated oracle answers from the pool's own labels, and this pool has none",
+                                    hint="use --oracle terminal or --oracle labelstudio")
+            oracle = SimulatedOracle(gold, noise_rate=args.noise, seed=args.seed)
+        elif args.oracle == "terminal":
+            oracle = TerminalOracle()
+        else:
+            oracle = LabelStudioQueue(project.folder / "labelstudio")
+        learner = None
+        if args.model and args.model != "none":
+            from metalabel.meta.checkpoint import load_learner
+
+            model = Path(args.model)
+            learner = load_learner(model / "best" if (model / "best").is_dir() else model)
+        table = Table("round", "human", "model labels", "coverage", "est. precision (95% CI)", "ECE",
+                      "asked", "pool acc." if gold else "", "achieved prec." if gold else "", "s",
+                      title=f"labeling {project.name}", title_justify="left")
+        live_rows: list = []
+
+        def show(report) -> None:
+            lo, hi = report.precision_ci
+            row = [str(report.round_id), str(report.human_labels), str(report.model_labels),
+                   f"{100 * report.coverage:.1f}%", f"{100 * report.estimated_precision:.1f}% ({100 * lo:.1f}-{100 * hi:.1f})",
+                   "-" if report.calibration_ece is None else f"{report.calibration_ece:.3f}", str(report.questions),
+                   f"{100 * report.gold['pool_accuracy']:.1f}%" if "pool_accuracy" in report.gold else "",
+                   f"{100 * report.gold['achieved_precision']:.1f}%" if "achieved_precision" in report.gold else "",
+                   f"{report.seconds:.1f}"]
+            live_rows.append(row)
+            table.add_row(*row)
+            if not args.quiet:
+                console.print("round " + " | ".join(row), highlight=False)
+
+        result = project.run(learner, oracle=oracle, target_precision=args.target_precision, budget=args.budget,
+                             per_round=args.per_round, max_rounds=args.max_rounds, strategy=args.strategy,
+                             seed=args.seed, encoder=args.encoder, gold=gold or None, progress=not args.quiet,
+                             on_round=show)
+        console.print(table)
+        console.print(f"stopped: {result.stopped_because}")
     return 0
 
 
@@ -145,8 +218,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project", type=Path, help="project folder to create")
     p.add_argument("--pool", required=True, help="image folder, text/table file, or built-in name[:split]")
     p.add_argument("--labels", type=Path, default=None, help="seed labels CSV (uri,label)")
+    p.add_argument("--seed-per-class", type=int, default=None,
+                   help="take this many of the pool's own labels per class as seeds (simulation on labeled data)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("run", parents=[common], help="label the pool: adapt, calibrate, accept, ask, repeat")
+    p.add_argument("project", type=Path)
+    p.add_argument("--model", default=None, help="meta-trained run or checkpoint folder; default: nearest class "
+                   "mean in a pretrained encoder's space")
+    p.add_argument("--encoder", default=None, help="minilm, efficientnet-lite0 or pixels (when --model is not a CNN)")
+    p.add_argument("--target-precision", type=float, default=0.95)
+    p.add_argument("--budget", type=int, default=100, help="questions to the oracle over the whole project")
+    p.add_argument("--per-round", type=int, default=None)
+    p.add_argument("--max-rounds", type=int, default=10)
+    p.add_argument("--strategy", default="auto", help="auto, margin, entropy, least-confidence, coreset, badge, "
+                   "typiclust, random")
+    p.add_argument("--oracle", choices=["simulated", "terminal", "labelstudio"], default="terminal")
+    p.add_argument("--noise", type=float, default=0.0, help="error rate of the simulated oracle")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", parents=[common], help="summarize a project")
     p.add_argument("project", type=Path)

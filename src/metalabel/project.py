@@ -159,6 +159,18 @@ class Project:
                                     hint="restore the original, or make a new project")
         return pool
 
+    def run(self, learner=None, *, oracle, **options: Any):
+        """Label the pool: rounds of adapt, calibrate, accept at a target precision and ask ``oracle``.
+
+        ``learner`` is a meta-trained learner (``metalabel.meta_train`` or ``load_learner``);
+        None uses the nearest class mean in a pretrained encoder's space. ``options``:
+        see ``metalabel.pipeline.RunOptions`` (``target_precision``, ``budget``, ...),
+        plus ``encoder``, ``gold`` and ``progress``. Returns a ``RunResult``.
+        """
+        from metalabel.pipeline import run_labeling  # the loop sits above the project in the layering
+
+        return run_labeling(self, learner, oracle=oracle, **options)
+
     def status(self) -> dict[str, Any]:
         """Items, classes, labels by source and class, open questions, rounds, disagreements (JSON-ready)."""
         meta = self.store.meta()

@@ -11,3 +11,14 @@ from metalabel.label.calibrate import (
     reliability_curve,
 )
 from metalabel.label.transductive import prototype_logits, refine_prototypes, soft_assignments
+from metalabel.label.active import STRATEGIES, class_balanced, select
+from metalabel.label.oracle import (
+    Answer,
+    LabelStudioQueue,
+    Oracle,
+    OracleStopped,
+    Query,
+    SimulatedOracle,
+    TerminalOracle,
+    record_answers,
+)

@@ -176,6 +176,12 @@ class ResNet12(nn.Module):
         return self.pool(self.blocks(x))
 
 
+@register_backbone("identity")
+def identity() -> nn.Module:
+    """No learned embedding: a ProtoNet over it is the nearest class mean in the input (encoder) space."""
+    return nn.Identity()
+
+
 @register_backbone("mlp")
 class MLP(nn.Module):
     """Linear-ReLU layers over fixed feature vectors (e.g. frozen text or image encoder embeddings)."""

@@ -1,0 +1,432 @@
+"""The labeling loop: adapt, predict and calibrate, accept at a target precision, ask a person, repeat.
+
+Every step is committed to the project store as it happens, so a run killed at any
+point (SIGKILL included) continues where it stopped: a round left "running" is
+closed as failed and redone, a question asked but not answered is asked again
+first, and an answer, once given, is never lost or asked for twice.
+
+The model of a round works in an embedding space. With a meta-learned
+prototype learner (ProtoNet) the pool is embedded once per round and everything
+after that (prototypes from the trusted labels, soft k-means refinement with the
+unlabeled pool, calibration folds) is cheap arithmetic on those embeddings. Other
+learners (MAML, Reptile) adapt with gradient steps and are calibrated the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metalabel.data.dataset import UNLABELED, LabeledDataset
+from metalabel.errors import BadInputError
+from metalabel.label.accept import accept_at_precision
+from metalabel.label.active import select
+from metalabel.label.calibrate import (
+    TemperatureScaling,
+    cross_validated_logits,
+    expected_calibration_error,
+)
+from metalabel.label.oracle import Oracle, OracleStopped, Query, record_answers
+from metalabel.label.transductive import prototype_logits, refine_prototypes
+from metalabel.meta.functional import TaskLearner
+from metalabel.meta.protonet import ProtoNet
+from metalabel.project import Project
+
+TRUSTED_SOURCES = ("human", "imported")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a labeling run behaves; recorded with every round.
+
+    ``budget`` counts the oracle's answers over the whole project, so a resumed run
+    asks only what is left. ``per_round`` defaults to a fifth of the budget (at
+    least one question per class). ``strategy="auto"`` starts with TypiClust
+    (typical items of unlabeled clusters, for when the model's uncertainty means
+    little) while there are fewer than two human labels per class, then margin.
+    A run stops when the budget is spent, after ``max_rounds``, when the accepted
+    coverage and estimated precision meet the target on the whole pool, or when a
+    round raised coverage by less than ``min_gain`` twice in a row.
+    """
+
+    target_precision: float = 0.95
+    budget: int = 100
+    per_round: int | None = None
+    max_rounds: int = 10
+    strategy: str = "auto"
+    pseudo_weight: float = 0.5
+    refine_steps: int = 1
+    calibration_folds: int = 5
+    min_gain: float = 0.002
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target_precision < 1:
+            raise BadInputError(f"target_precision must lie in (0, 1), got {self.target_precision}")
+        if self.budget < 0 or (self.per_round is not None and self.per_round < 1):
+            raise BadInputError("budget must be >= 0 and per_round >= 1")
+        if not 0 <= self.pseudo_weight <= 1:
+            raise BadInputError(f"pseudo_weight must lie in [0, 1], got {self.pseudo_weight}")
+
+
+@dataclass
+class RoundReport:
+    """What one round did, as stored in the round's metrics."""
+
+    round_id: int
+    human_labels: int
+    model_labels: int
+    coverage: float
+    estimated_precision: float
+    precision_ci: tuple[float, float]
+    temperature: float
+    calibration_ece: float | None
+    questions: int
+    answered_total: int
+    seconds: float
+    disagreements: int = 0
+    gold: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    rounds: list[RoundReport]
+    stopped_because: str
+
+    def summary(self) -> dict[str, Any]:
+        last = self.rounds[-1] if self.rounds else None
+        return {"rounds": len(self.rounds), "stopped_because": self.stopped_because,
+                **({} if last is None else asdict(last))}
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def pool_inputs(pool: LabeledDataset, learner: TaskLearner | None, *, encoder: str | None,
+                progress: bool) -> Tensor:
+    """What the learner reads for every pool item.
+
+    A learner with a convolutional backbone reads the images themselves; otherwise
+    the items go through a frozen pretrained encoder (text: MiniLM; images:
+    EfficientNet-Lite0, or raw pixels for ``encoder="pixels"``; tables: the numbers).
+    """
+    takes_images = learner is not None and _reads_images(learner)
+    if takes_images:
+        if pool.modality != "image":
+            raise BadInputError(f"the model reads images but the pool holds {pool.modality}",
+                                hint="use a model meta-trained on embeddings, or no model (--model none)")
+        images = torch.from_numpy(np.asarray(pool.items)).float().div_(255)
+        return images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)
+    if pool.modality == "tabular":
+        features = torch.from_numpy(np.asarray(pool.items, dtype=np.float32))
+        # standardize so no column dominates the distances by its unit alone
+        return (features - features.mean(0)) / features.std(0).clamp_min(1e-6)
+    from metalabel.data.encoders import embed_dataset
+
+    name = encoder or ("minilm" if pool.modality == "text" else "efficientnet-lite0")
+    return torch.from_numpy(embed_dataset(pool, name, progress=progress))
+
+
+def _reads_images(learner: TaskLearner) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) for m in learner.backbone.modules())
+
+
+def default_learner() -> ProtoNet:
+    """Nearest class mean in the encoder's space: a ProtoNet whose embedding is the identity."""
+    from metalabel.meta.backbones import build_backbone
+
+    return ProtoNet(build_backbone("identity"))
+
+
+def learner_hash(learner: TaskLearner) -> str:
+    """A short content hash of the learner's weights and config: the provenance of a model label."""
+    digest = hashlib.sha256(json.dumps(learner.config(), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(learner.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- the model of a round
+
+
+class RoundModel:
+    """The learner adapted to the project's trusted labels, and its calibrated predictions for the pool."""
+
+    def __init__(self, learner: TaskLearner, x: Tensor, *, options: RunOptions) -> None:
+        self.learner = learner.eval()
+        self.x = x
+        self.options = options
+        self.prototype_space = isinstance(learner, ProtoNet)
+        if self.prototype_space:
+            with torch.no_grad():
+                self.pool_embeddings = _in_chunks(lambda chunk: _embed(learner, chunk), x)
+
+    def logits(self, support: np.ndarray, y: np.ndarray, weights: np.ndarray, ways: int,
+               targets: np.ndarray | None = None) -> np.ndarray:
+        """Logits [len(targets) or N, ways] after adapting to ``support`` items with labels ``y``."""
+        targets = np.arange(len(self.x)) if targets is None else targets
+        weight_tensor = torch.as_tensor(weights, dtype=torch.float32)
+        label_tensor = torch.as_tensor(y, dtype=torch.long)
+        if self.prototype_space:
+            emb = self.pool_embeddings
+            unlabeled = torch.ones(len(emb), dtype=torch.bool)
+            unlabeled[torch.as_tensor(support)] = False
+            with torch.no_grad():
+                prototypes = refine_prototypes(emb[support], label_tensor, emb[unlabeled], ways=ways,
+                                               steps=self.options.refine_steps, support_weights=weight_tensor)
+                return prototype_logits(emb[targets], prototypes).numpy()
+        adapted = self.learner.adapt(self.x[support], label_tensor, weights=weight_tensor)
+        with torch.no_grad():
+            return _in_chunks(lambda chunk: adapted.predict_proba(chunk).clamp_min(1e-12).log(),
+                              self.x[targets]).numpy()
+
+    def embeddings(self) -> np.ndarray:
+        if self.prototype_space:
+            return self.pool_embeddings.numpy()
+        return self.x.flatten(1).numpy()
+
+
+def _embed(learner: TaskLearner, x: Tensor) -> Tensor:
+    from metalabel.meta.functional import evaluating
+
+    with evaluating(learner):
+        return learner.backbone(x)
+
+
+def _in_chunks(function: Callable[[Tensor], Tensor], x: Tensor, size: int = 2048) -> Tensor:
+    return torch.cat([function(x[start:start + size]) for start in range(0, len(x), size)])
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class LabelingRun:
+    """One call of ``Project.run``: rounds until the budget, the target or the gains run out."""
+
+    def __init__(self, project: Project, learner: TaskLearner | None, *, oracle: Oracle, options: RunOptions,
+                 encoder: str | None = None, gold: dict[str, str] | None = None, progress: bool = True,
+                 on_round: Callable[[RoundReport], None] | None = None) -> None:
+        self.project, self.store, self.oracle, self.options = project, project.store, oracle, options
+        self.pool = project.load_pool()
+        self.learner = learner if learner is not None else default_learner()
+        self.model_hash = learner_hash(self.learner)
+        self.x = pool_inputs(self.pool, self.learner, encoder=encoder, progress=progress)
+        self.classes = self.store.classes()
+        self.class_index = {name: c for c, name in enumerate(self.classes)}
+        self.position = {uri: i for i, uri in enumerate(self.pool.uris)}
+        items = self.store.items()
+        self.item_ids = np.full(len(self.pool), -1, dtype=np.int64)
+        for item in items:
+            self.item_ids[self.position[item.uri]] = item.id
+        self.position_of_item = {item.id: self.position[item.uri] for item in items}
+        self.gold = gold
+        self.on_round = on_round
+        self.rng = np.random.default_rng(options.seed)
+
+    # -- state read from the store
+    def _answered_total(self) -> int:
+        return int(self.store.summary()["answered_questions"])
+
+    def _labels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Pool positions, class indices, weights and trust (human or seed) of the labels the model learns from."""
+        positions, classes, weights, trusted = [], [], [], []
+        for label in self.store.active_labels():
+            is_trusted = label.source in TRUSTED_SOURCES
+            weight = 1.0 if is_trusted else self.options.pseudo_weight if label.source == "model" else 0.0
+            if weight > 0:
+                positions.append(self.position_of_item[label.item_id])
+                classes.append(self.class_index[label.class_name])
+                weights.append(weight)
+                trusted.append(is_trusted)
+        return (np.array(positions, dtype=np.int64), np.array(classes, dtype=np.int64), np.array(weights),
+                np.array(trusted, dtype=bool))
+
+    def _human_positions(self) -> set[int]:
+        return {self.position_of_item[label.item_id] for label in self.store.active_labels()
+                if label.source in TRUSTED_SOURCES}
+
+    # -- one round
+    def _calibrate(self, model: RoundModel, positions, classes, weights,
+                   trusted) -> tuple[TemperatureScaling, float | None]:
+        """Temperature from out-of-fold logits of the human labels (each predicted by a model that never saw it)."""
+        human_positions, human_classes = positions[trusted], classes[trusted]
+        pseudo = ~trusted
+        ways = len(self.classes)
+
+        def fit_predict(train):
+            support = np.concatenate([human_positions[train], positions[pseudo]])
+            y = np.concatenate([human_classes[train], classes[pseudo]])
+            w = np.concatenate([np.ones(len(train)), weights[pseudo]])
+            return lambda test: model.logits(support, y, w, ways, targets=human_positions[test])
+
+        try:
+            folds = cross_validated_logits(fit_predict, human_classes, folds=self.options.calibration_folds,
+                                           seed=self.options.seed)
+        except BadInputError:
+            return TemperatureScaling(), None  # one label per class: nothing to hold out yet
+        held = folds.held_out
+        calibrator = TemperatureScaling().fit(folds.logits[held], human_classes[held])
+        ece = expected_calibration_error(calibrator.predict_proba(folds.logits[held]), human_classes[held])
+        return calibrator, float(ece)
+
+    def _round(self, round_id: int, *, ask: int) -> RoundReport:
+        started = time.perf_counter()
+        positions, classes, weights, trusted = self._labels()
+        missing = sorted(set(range(len(self.classes))) - set(classes[trusted].tolist()))
+        if missing:
+            raise BadInputError(f"class {self.classes[missing[0]]!r} has no human or seed label",
+                                hint="label at least one example of every class before running")
+        model = RoundModel(self.learner, self.x, options=self.options)
+        calibrator, ece = self._calibrate(model, positions, classes, weights, trusted)
+        logits = model.logits(positions, classes, weights, len(self.classes))
+        probs = calibrator.predict_proba(logits)
+
+        human = self._human_positions()
+        candidates = np.array([i for i in range(len(self.pool)) if i not in human], dtype=np.int64)
+        decision = accept_at_precision(probs[candidates], target_precision=self.options.target_precision,
+                                       calibrated=ece is not None)
+        raw = torch.softmax(torch.from_numpy(logits), 1).numpy()
+        with self.store.batch():  # a round's pseudo-labels land together or not at all
+            for k in np.flatnonzero(decision.mask):
+                position = candidates[k]
+                predicted = int(decision.predicted[k])
+                self.store.add_label(
+                    int(self.item_ids[position]), self.classes[predicted], source="model",
+                    raw_confidence=float(raw[position, predicted]),
+                    calibrated_confidence=float(probs[position, predicted]),
+                    threshold=float(decision.thresholds[predicted]), round_id=round_id, model_hash=self.model_hash)
+
+        asked = self._ask(round_id, probs, model.embeddings(), candidates, count=ask) if ask else 0
+        report = RoundReport(
+            round_id=round_id, human_labels=len(human), model_labels=int(decision.mask.sum()),
+            coverage=float(decision.mask.sum() / max(len(candidates), 1)),
+            estimated_precision=float(decision.estimated_precision),
+            precision_ci=tuple(float(v) for v in decision.precision_ci),
+            temperature=float(calibrator.temperature), calibration_ece=ece, questions=asked,
+            answered_total=self._answered_total(), seconds=round(time.perf_counter() - started, 2),
+            disagreements=len(self.store.disagreements()),
+            gold=self._gold_metrics(probs, candidates, decision.mask),
+        )
+        return report
+
+    def _gold_metrics(self, probs: np.ndarray, candidates: np.ndarray, accepted: np.ndarray) -> dict[str, float]:
+        """Against the true labels, where the user has them (simulations and benchmarks)."""
+        if not self.gold:
+            return {}
+        truth = np.array([self.class_index.get(self.gold.get(uri, ""), UNLABELED) for uri in self.pool.uris])
+        predicted = probs.argmax(1)
+        known = truth != UNLABELED
+        out = {"pool_accuracy": float((predicted[known] == truth[known]).mean())}
+        chosen = candidates[accepted]
+        chosen = chosen[truth[chosen] != UNLABELED]
+        if len(chosen):
+            out["achieved_precision"] = float((predicted[chosen] == truth[chosen]).mean())
+        labels = predicted.copy()
+        for label in self.store.active_labels():
+            labels[self.position_of_item[label.item_id]] = self.class_index[label.class_name]
+        out["label_accuracy"] = float((labels[known] == truth[known]).mean())
+        return out
+
+    def _ask(self, round_id: int, probs: np.ndarray, embeddings: np.ndarray, candidates: np.ndarray,
+             *, count: int) -> int:
+        open_items = {question.item_id for question in self.store.open_questions()}
+        candidates = np.array([c for c in candidates if self.item_ids[c] not in open_items], dtype=np.int64)
+        if not len(candidates):
+            return 0
+        human = sorted(self._human_positions())
+        strategy = self.options.strategy
+        if strategy == "auto":
+            strategy = "typiclust" if len(human) < 2 * len(self.classes) else "margin"
+        chosen = select(strategy, probs[candidates], embeddings[candidates], budget=min(count, len(candidates)),
+                        labeled_embeddings=embeddings[human] if human else None, rng=self.rng)
+        positions = candidates[chosen]
+        with self.store.batch():
+            for position in positions:
+                self.store.ask(int(self.item_ids[position]), strategy=strategy, round_id=round_id,
+                               score=float(probs[position].max()))
+        self._put_open_questions(probs)
+        return len(positions)
+
+    def _put_open_questions(self, probs: np.ndarray | None) -> None:
+        """Give every open question to the oracle and commit each answer as it comes."""
+        questions = self.store.open_questions()
+        if not questions:
+            return
+        queries = []
+        for question in questions:
+            position = self.position_of_item[question.item_id]
+            item = self.pool.items[position]
+            suggestion = confidence = None
+            if probs is not None:
+                suggestion = self.classes[int(probs[position].argmax())]
+                confidence = float(probs[position].max())
+            queries.append(Query(question.id, question.item_id, question.uri,
+                                 item if self.pool.modality != "image" or _is_array(item) else None,
+                                 self.classes, suggestion, confidence))
+        try:
+            answers = self.oracle.answer(queries)
+        except OracleStopped as stop:
+            record_answers(self.store, stop.answers)
+            raise
+        record_answers(self.store, answers)  # one transaction per answer: none is lost if we die mid-way
+
+    # -- the loop
+    def run(self) -> RunResult:
+        for stale in (r for r in self.store.rounds() if r.status == "running"):
+            self.store.finish_round(stale.id, {"interrupted": True}, status="failed")
+        self._put_open_questions(None)  # questions a killed run asked but never got answers for
+        options = self.options
+        per_round = options.per_round or max(len(self.classes), options.budget // 5, 1)
+        reports: list[RoundReport] = []
+        stop_reason: str | None = None
+        small_gains = 0
+        while True:
+            remaining = max(options.budget - self._answered_total(), 0)
+            if remaining == 0 and stop_reason is None:
+                stop_reason = "budget spent"
+            if len(reports) + 1 >= options.max_rounds and stop_reason is None:
+                stop_reason = "max_rounds"
+            # the last round asks nothing: its model learns from every answer given before it
+            ask = 0 if stop_reason else min(per_round, remaining)
+            round_id = self.store.start_round({**asdict(options), "model_hash": self.model_hash, "ask": ask})
+            try:
+                report = self._round(round_id, ask=ask)
+            except OracleStopped:
+                self.store.finish_round(round_id, {"stopped_by_oracle": True}, status="failed")
+                return RunResult(reports, "stopped by the oracle")
+            except BaseException:
+                self.store.finish_round(round_id, {"error": True}, status="failed")
+                raise
+            self.store.finish_round(round_id, asdict(report))
+            gain = report.coverage - (reports[-1].coverage if reports else 0.0)
+            reports.append(report)
+            if self.on_round:
+                self.on_round(report)
+            if ask == 0:
+                return RunResult(reports, stop_reason or "nothing left to ask")
+            if report.questions == 0:
+                stop_reason = "nothing left to ask"
+            small_gains = small_gains + 1 if len(reports) > 1 and gain < options.min_gain else 0
+            if small_gains >= 2:
+                stop_reason = "another round no longer pays (coverage gain below min_gain twice)"
+
+
+def _is_array(item: Any) -> bool:
+    return isinstance(item, np.ndarray)
+
+
+def run_labeling(project: Project, learner: TaskLearner | None = None, *, oracle: Oracle,
+                 encoder: str | None = None, gold: dict[str, str] | None = None, progress: bool = True,
+                 on_round: Callable[[RoundReport], None] | None = None, **options: Any) -> RunResult:
+    """Label ``project``'s pool with ``learner`` (default: nearest class mean in an encoder's space)."""
+    run = LabelingRun(project, learner, oracle=oracle, options=RunOptions(**options), encoder=encoder, gold=gold,
+                      progress=progress, on_round=on_round)
+    return run.run()

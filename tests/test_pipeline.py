@@ -1,0 +1,128 @@
+"""The labeling loop end to end on real kanji images: provenance, budget, calibration, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import metalabel as ml
+from metalabel.cli import seed_labels_from_pool
+from metalabel.errors import BadInputError
+from metalabel.label.oracle import SimulatedOracle
+from metalabel.project import Project
+
+POOL = dict(split="evaluation", max_classes=5, samples_per_class=20)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("METALABEL_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def make_project(folder, *, per_class=2, seed=0):
+    pool = ml.datasets.load("kanji", **POOL)
+    gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
+    project = Project.create(folder, pool=pool, labels=seed_labels_from_pool(pool, per_class=per_class, seed=seed))
+    return project, gold
+
+
+def test_a_run_spends_the_budget_and_labels_with_provenance(cache, tmp_path):
+    project, gold = make_project(tmp_path / "p")
+    with project:
+        result = project.run(oracle=SimulatedOracle(gold), encoder="pixels", budget=15, per_round=5,
+                             target_precision=0.9, gold=gold, progress=False, seed=1)
+        store = project.store
+        assert store.summary()["answered_questions"] == 15
+        assert [r.questions for r in result.rounds] == [5, 5, 5, 0]  # the last round learns from every answer
+        labels = store.active_labels()
+        human = [label for label in labels if label.source == "human"]
+        assert len(human) == 15 and all(label.question_id is not None for label in human)
+        assert all(gold[label.uri] == label.class_name for label in human)  # noise-free oracle
+        for label in (label for label in labels if label.source == "model"):
+            assert label.round_id is not None and label.model_hash and label.threshold is not None
+            assert 0 <= label.raw_confidence <= 1 and label.calibrated_confidence >= label.threshold - 1e-9
+        asked_items = [row[0] for row in sqlite3.connect(store.path).execute("SELECT item_id FROM questions")]
+        assert len(asked_items) == len(set(asked_items)) == 15
+        last = result.rounds[-1]
+        assert last.calibration_ece is not None and last.gold["pool_accuracy"] > 0.5
+        if last.model_labels:
+            assert last.gold["achieved_precision"] >= 0.75
+
+
+def test_same_seed_same_labels(cache, tmp_path):
+    outcomes = []
+    for name in ("a", "b"):
+        project, gold = make_project(tmp_path / name)
+        with project:
+            project.run(oracle=SimulatedOracle(gold), encoder="pixels", budget=6, per_round=3, progress=False)
+            outcomes.append(sorted((label.uri, label.class_name, label.source) for label in project.store.active_labels()))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_a_class_without_seed_labels_is_named(cache, tmp_path):
+    pool = ml.datasets.load("kanji", **POOL)
+    first = {int(i): pool.class_names[pool.labels[i]] for i in np.flatnonzero(pool.labels < 4)[:8]}
+    with pytest.raises(BadInputError, match="class"):
+        Project.create(tmp_path / "p", pool=pool, labels=first)
+
+
+WRITER = textwrap.dedent("""
+    import sys, time
+    from metalabel.label.oracle import Answer, SimulatedOracle
+    from metalabel.project import Project
+
+    class SlowOracle(SimulatedOracle):
+        def answer(self, questions):
+            answers = []
+            for query in questions:       # a person answering one question after the other
+                time.sleep(0.05)
+                answers.append(super().answer([query])[0])
+            return answers
+
+    with Project.open(sys.argv[1]) as project:
+        pool = project.load_pool()
+        gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
+        project.run(oracle=SlowOracle(gold), encoder="pixels", budget=int(sys.argv[2]), per_round=4,
+                    progress=False, seed=3)
+""")
+
+
+def answered(folder):
+    with sqlite3.connect(folder / "project.db") as db:
+        return dict(db.execute("SELECT q.id, c.name FROM questions q JOIN classes c ON c.id = q.answer_class_id"))
+
+
+def test_sigkill_mid_run_then_resume_loses_no_answer_and_asks_nothing_twice(cache, tmp_path):
+    project, _ = make_project(tmp_path / "p")
+    project.close()
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    env = {**os.environ, "METALABEL_CACHE": str(cache)}
+    writer = subprocess.Popen([sys.executable, str(script), str(tmp_path / "p"), "12"], env=env)
+    deadline = time.monotonic() + 120
+    while len(answered(tmp_path / "p")) < 5 and time.monotonic() < deadline and writer.poll() is None:
+        time.sleep(0.02)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    before = answered(tmp_path / "p")
+    assert 5 <= len(before) < 12
+
+    subprocess.run([sys.executable, str(script), str(tmp_path / "p"), "12"], env=env, check=True, timeout=300)
+    after = answered(tmp_path / "p")
+    assert len(after) == 12  # the budget, not more: nothing was asked twice
+    assert all(after[qid] == label for qid, label in before.items())  # nothing committed was lost
+    with sqlite3.connect(tmp_path / "p" / "project.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        asked = [row[0] for row in db.execute("SELECT item_id FROM questions WHERE answered_at IS NOT NULL")]
+        assert len(asked) == len(set(asked))
+        statuses = [row[0] for row in db.execute("SELECT status FROM rounds")]
+    assert "failed" in statuses and statuses[-1] == "finished"
