@@ -17,6 +17,7 @@ import metalabel as ml
 from metalabel.cli import seed_labels_from_pool
 from metalabel.errors import BadInputError
 from metalabel.label.oracle import SimulatedOracle
+from metalabel.pipeline import LabelingRun, RunOptions
 from metalabel.project import Project
 
 POOL = dict(split="evaluation", max_classes=5, samples_per_class=20)
@@ -39,7 +40,7 @@ def test_a_run_spends_the_budget_and_labels_with_provenance(cache, tmp_path):
     project, gold = make_project(tmp_path / "p")
     with project:
         result = project.run(oracle=SimulatedOracle(gold), encoder="pixels", budget=15, per_round=5,
-                             target_precision=0.9, gold=gold, progress=False, seed=1)
+                             target_precision=0.9, gold=gold, progress=False, seed=1, project_meta_steps=0)
         store = project.store
         assert store.summary()["answered_questions"] == 15
         assert [r.questions for r in result.rounds] == [5, 5, 5, 0]  # the last round learns from every answer
@@ -63,9 +64,23 @@ def test_same_seed_same_labels(cache, tmp_path):
     for name in ("a", "b"):
         project, gold = make_project(tmp_path / name)
         with project:
-            project.run(oracle=SimulatedOracle(gold), encoder="pixels", budget=6, per_round=3, progress=False)
+            project.run(oracle=SimulatedOracle(gold), encoder="pixels", budget=6, per_round=3, progress=False,
+                        project_meta_steps=20)
             outcomes.append(sorted((label.uri, label.class_name, label.source) for label in project.store.active_labels()))
     assert outcomes[0] == outcomes[1]
+
+
+def test_project_meta_learning_competes_with_the_encoder_space(cache, tmp_path):
+    pool = ml.datasets.load("kanji", split="evaluation", max_classes=20, samples_per_class=20)
+    gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
+    with Project.create(tmp_path / "p", pool=pool, labels=seed_labels_from_pool(pool, per_class=3, seed=0)) as project:
+        run = LabelingRun(project, None, oracle=SimulatedOracle(gold), encoder="pixels", gold=gold, progress=False,
+                          options=RunOptions(budget=0, project_meta_steps=30))
+        assert set(run.learners) == {"encoder space", "project meta-learned"}
+        [report] = run.run().rounds
+        models = {label.model_hash for label in project.store.active_labels() if label.source == "model"}
+    assert report.model in run.learners and 0 <= report.held_out_accuracy <= 1
+    assert models <= {run.hashes[report.model]}
 
 
 def test_a_class_without_seed_labels_is_named(cache, tmp_path):
@@ -92,7 +107,7 @@ WRITER = textwrap.dedent("""
         pool = project.load_pool()
         gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
         project.run(oracle=SlowOracle(gold), encoder="pixels", budget=int(sys.argv[2]), per_round=4,
-                    progress=False, seed=3)
+                    project_meta_steps=0, progress=False, seed=3)
 """)
 
 

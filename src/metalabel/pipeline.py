@@ -54,6 +54,9 @@ class RunOptions:
     A run stops when the budget is spent, after ``max_rounds``, when the accepted
     coverage and estimated precision meet the target on the whole pool, or when a
     round raised coverage by less than ``min_gain`` twice in a row.
+    Without a given learner, ``project_meta_steps`` > 0 also meta-trains an embedding on
+    pseudo-tasks from the project's own pool (CACTUs) and labeled classes; each round
+    keeps whichever of it and the plain encoder space predicts held-out human labels better.
     """
 
     target_precision: float = 0.95
@@ -65,6 +68,7 @@ class RunOptions:
     refine_steps: int = 1
     calibration_folds: int = 5
     min_gain: float = 0.002
+    project_meta_steps: int = 500
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -91,6 +95,8 @@ class RoundReport:
     questions: int
     answered_total: int
     seconds: float
+    model: str = ""
+    held_out_accuracy: float | None = None
     disagreements: int = 0
     gold: dict[str, float] = field(default_factory=dict)
 
@@ -216,9 +222,8 @@ class LabelingRun:
                  on_round: Callable[[RoundReport], None] | None = None) -> None:
         self.project, self.store, self.oracle, self.options = project, project.store, oracle, options
         self.pool = project.load_pool()
-        self.learner = learner if learner is not None else default_learner()
-        self.model_hash = learner_hash(self.learner)
-        self.x = pool_inputs(self.pool, self.learner, encoder=encoder, progress=progress)
+        self.x = pool_inputs(self.pool, learner, encoder=encoder, progress=progress)
+        self.learners = {"given": learner} if learner is not None else {"encoder space": default_learner()}
         self.classes = self.store.classes()
         self.class_index = {name: c for c, name in enumerate(self.classes)}
         self.position = {uri: i for i, uri in enumerate(self.pool.uris)}
@@ -230,6 +235,33 @@ class LabelingRun:
         self.gold = gold
         self.on_round = on_round
         self.rng = np.random.default_rng(options.seed)
+        if learner is None and options.project_meta_steps > 0:
+            meta_learned = self._meta_learn_on_project()
+            if meta_learned is not None:
+                self.learners["project meta-learned"] = meta_learned
+        self.hashes = {name: learner_hash(model) for name, model in self.learners.items()}
+
+    def _meta_learn_on_project(self) -> TaskLearner | None:
+        """A ProtoNet embedding meta-trained on the pool's clusters and the labeled classes (CACTUs).
+
+        None when the pool is too small to make enough pseudo-classes for episodes.
+        """
+        from metalabel.meta.train import meta_train
+        from metalabel.meta.unsupervised import pseudo_task_dataset
+
+        shots, queries, ways = 1, 5, 10
+        positions, classes, _, trusted = self._labels()
+        features = self.x.flatten(1).numpy()
+        tasks = pseudo_task_dataset(features, clusters=int(np.clip(len(features) // 50, ways * 2, 200)),
+                                    min_per_cluster=shots + queries, labeled=(positions[trusted], classes[trusted]),
+                                    seed=self.options.seed)
+        if tasks.num_classes < 2 * 4:  # training and validation classes need a few ways each
+            return None
+        return meta_train(tasks, algo="protonet", backbone="mlp",
+                          backbone_kwargs={"in_features": features.shape[1], "hidden": [512], "out_features": 128},
+                          ways=min(ways, tasks.num_classes // 4), val_fraction=0.25, shots=shots, queries=queries,
+                          steps=self.options.project_meta_steps, val_every=self.options.project_meta_steps,
+                          val_episodes=50, seed=self.options.seed, progress=False)
 
     # -- state read from the store
     def _answered_total(self) -> int:
@@ -255,7 +287,7 @@ class LabelingRun:
 
     # -- one round
     def _calibrate(self, model: RoundModel, positions, classes, weights,
-                   trusted) -> tuple[TemperatureScaling, float | None]:
+                   trusted) -> tuple[TemperatureScaling, float | None, float | None]:
         """Temperature from out-of-fold logits of the human labels (each predicted by a model that never saw it)."""
         human_positions, human_classes = positions[trusted], classes[trusted]
         pseudo = ~trusted
@@ -271,11 +303,12 @@ class LabelingRun:
             folds = cross_validated_logits(fit_predict, human_classes, folds=self.options.calibration_folds,
                                            seed=self.options.seed)
         except BadInputError:
-            return TemperatureScaling(), None  # one label per class: nothing to hold out yet
+            return TemperatureScaling(), None, None  # one label per class: nothing to hold out yet
         held = folds.held_out
         calibrator = TemperatureScaling().fit(folds.logits[held], human_classes[held])
         ece = expected_calibration_error(calibrator.predict_proba(folds.logits[held]), human_classes[held])
-        return calibrator, float(ece)
+        accuracy = float((folds.logits[held].argmax(1) == human_classes[held]).mean())
+        return calibrator, float(ece), accuracy
 
     def _round(self, round_id: int, *, ask: int) -> RoundReport:
         started = time.perf_counter()
@@ -284,8 +317,16 @@ class LabelingRun:
         if missing:
             raise BadInputError(f"class {self.classes[missing[0]]!r} has no human or seed label",
                                 hint="label at least one example of every class before running")
-        model = RoundModel(self.learner, self.x, options=self.options)
-        calibrator, ece = self._calibrate(model, positions, classes, weights, trusted)
+        # feedback on the model itself: keep the learner that predicts held-out human labels best
+        # (ties and rounds without held-out labels keep the first: the given or plain-encoder one)
+        best = None
+        for name, learner in self.learners.items():
+            model = RoundModel(learner, self.x, options=self.options)
+            calibrator, ece, accuracy = self._calibrate(model, positions, classes, weights, trusted)
+            if best is None or (accuracy is not None and best[4] is not None and accuracy > best[4]):
+                best = (name, model, calibrator, ece, accuracy)
+        name, model, calibrator, ece, accuracy = best
+        model_hash = self.hashes[name]
         logits = model.logits(positions, classes, weights, len(self.classes))
         probs = calibrator.predict_proba(logits)
 
@@ -302,7 +343,7 @@ class LabelingRun:
                     int(self.item_ids[position]), self.classes[predicted], source="model",
                     raw_confidence=float(raw[position, predicted]),
                     calibrated_confidence=float(probs[position, predicted]),
-                    threshold=float(decision.thresholds[predicted]), round_id=round_id, model_hash=self.model_hash)
+                    threshold=float(decision.thresholds[predicted]), round_id=round_id, model_hash=model_hash)
 
         asked = self._ask(round_id, probs, model.embeddings(), candidates, count=ask) if ask else 0
         report = RoundReport(
@@ -312,6 +353,7 @@ class LabelingRun:
             precision_ci=tuple(float(v) for v in decision.precision_ci),
             temperature=float(calibrator.temperature), calibration_ece=ece, questions=asked,
             answered_total=self._answered_total(), seconds=round(time.perf_counter() - started, 2),
+            model=name, held_out_accuracy=accuracy,
             disagreements=len(self.store.disagreements()),
             gold=self._gold_metrics(probs, candidates, decision.mask),
         )
@@ -396,7 +438,7 @@ class LabelingRun:
                 stop_reason = "max_rounds"
             # the last round asks nothing: its model learns from every answer given before it
             ask = 0 if stop_reason else min(per_round, remaining)
-            round_id = self.store.start_round({**asdict(options), "model_hash": self.model_hash, "ask": ask})
+            round_id = self.store.start_round({**asdict(options), "models": self.hashes, "ask": ask})
             try:
                 report = self._round(round_id, ask=ask)
             except OracleStopped:
