@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# The main job on bundled real data: build the kanji set, meta-train a ProtoNet on its
-# background characters, and test it on held-out characters and on Fashion-MNIST.
-# Sets up .venv first (idempotent). Outputs go to out/demo/.
+# The main job on bundled real data:
+#  1. build the kanji set (KanjiVG strokes rendered as handwriting) and write sample grids;
+#  2. meta-train a ProtoNet on its background alphabets and test it on held-out characters;
+#  3. label a pool of 30 kanji characters the model has never seen, from ONE label per class,
+#     asking a simulated person 60 questions, then export the data set with provenance;
+#  4. where Fashion-MNIST is installed, label its test set from 5 labels per class through
+#     a pretrained image encoder.
+# Sets up .venv first (idempotent). Everything lands in out/demo/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-env.sh
@@ -12,11 +17,22 @@ mkdir -p "$out"
 
 $ml show kanji --split background --grid "$out/kanji-background.png"
 $ml show kanji --split evaluation --grid "$out/kanji-evaluation.png"
+
 $ml meta-train --source kanji --algo protonet --ways 5 --shots 1 --train-ways 20 --queries 5 \
-    --steps "${DEMO_STEPS:-600}" --val-every 200 --out "$out/kanji-protonet" "$@"
-$ml meta-eval --model "$out/kanji-protonet" --source kanji --ways 5 20 --shots 1 5 --json "$out/eval-kanji.json"
+    --steps "${DEMO_STEPS:-600}" --val-every 200 --out "$out/kanji-protonet"
+$ml meta-eval --model "$out/kanji-protonet" --source kanji --ways 5 20 --shots 1 --episodes 300 \
+    --json "$out/eval-kanji.json"
+
+rm -rf "$out/kanji-project" "$out/kanji-export"
+$ml init "$out/kanji-project" --pool kanji:evaluation --source-option max_classes=30 --seed-per-class 1
+$ml run "$out/kanji-project" --model "$out/kanji-protonet" --oracle simulated --budget 60 --per-round 20 \
+    --target-precision 0.95
+$ml export "$out/kanji-project" --format parquet --out "$out/kanji-export"
+$ml status "$out/kanji-project"
+
 if $ml show fashion-mnist:test >/dev/null 2>&1; then
-    $ml meta-eval --model "$out/kanji-protonet" --source fashion-mnist:test --ways 5 --shots 1 5 \
-        --json "$out/eval-fashion-mnist.json"
+    rm -rf "$out/fashion-project"
+    $ml init "$out/fashion-project" --pool fashion-mnist:test --seed-per-class 5
+    $ml run "$out/fashion-project" --oracle simulated --budget 100 --target-precision 0.95
 fi
-echo "grids, checkpoint and results are in $out/"
+echo "grids, checkpoint, projects and exports are in $out/"

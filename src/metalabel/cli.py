@@ -56,7 +56,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from metalabel import datasets
     from metalabel.project import Project
 
-    pool = datasets.from_spec(args.pool, seed=args.seed)
+    pool = datasets.from_spec(args.pool, seed=args.seed, **_parse_options(args.source_option))
     labels = args.labels
     if args.seed_per_class is not None:
         if labels is not None:
@@ -67,6 +67,20 @@ def cmd_init(args: argparse.Namespace) -> int:
             err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
         _print_mapping(f"project {args.project}", project.status())
     return 0
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` pairs for a data source; values are read as JSON when they can be (numbers, true)."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise BadInputError(f"--source-option {pair!r} is not KEY=VALUE", hint="e.g. --source-option max_classes=30")
+        try:
+            options[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.replace("-", "_")] = value
+    return options
 
 
 def seed_labels_from_pool(pool, *, per_class: int, seed: int) -> dict[int, str]:
@@ -218,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project", type=Path, help="project folder to create")
     p.add_argument("--pool", required=True, help="image folder, text/table file, or built-in name[:split]")
     p.add_argument("--labels", type=Path, default=None, help="seed labels CSV (uri,label)")
+    p.add_argument("--source-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the pool's reader, e.g. max_classes=30 for kanji or size=64 for images")
     p.add_argument("--seed-per-class", type=int, default=None,
                    help="take this many of the pool's own labels per class as seeds (simulation on labeled data)")
     p.add_argument("--seed", type=int, default=0)

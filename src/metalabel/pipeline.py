@@ -14,6 +14,7 @@ learners (MAML, Reptile) adapt with gradient steps and are calibrated the same w
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -28,11 +29,7 @@ from metalabel.data.dataset import UNLABELED, LabeledDataset
 from metalabel.errors import BadInputError
 from metalabel.label.accept import accept_at_precision
 from metalabel.label.active import select
-from metalabel.label.calibrate import (
-    TemperatureScaling,
-    cross_validated_logits,
-    expected_calibration_error,
-)
+from metalabel.label.calibrate import TemperatureScaling, cross_validated_logits, expected_calibration_error
 from metalabel.label.oracle import Oracle, OracleStopped, Query, record_answers
 from metalabel.label.transductive import prototype_logits, refine_prototypes
 from metalabel.meta.functional import TaskLearner
@@ -166,14 +163,22 @@ def learner_hash(learner: TaskLearner) -> str:
 class RoundModel:
     """The learner adapted to the project's trusted labels, and its calibrated predictions for the pool."""
 
-    def __init__(self, learner: TaskLearner, x: Tensor, *, options: RunOptions) -> None:
+    def __init__(self, learner: TaskLearner, x: Tensor, *, refine_steps: int = 0) -> None:
         self.learner = learner.eval()
         self.x = x
-        self.options = options
+        self.refine_steps = refine_steps
         self.prototype_space = isinstance(learner, ProtoNet)
         if self.prototype_space:
             with torch.no_grad():
-                self.pool_embeddings = _in_chunks(lambda chunk: _embed(learner, chunk), x)
+                self.pool_embeddings = _in_chunks(learner.embed, x)
+
+    def variants(self, refine_steps: int) -> list["RoundModel"]:
+        """This model without and with soft k-means refinement (one embedding pass serves both)."""
+        if not self.prototype_space or refine_steps == 0:
+            return [self]
+        refined = copy.copy(self)
+        refined.refine_steps = refine_steps
+        return [self, refined]
 
     def logits(self, support: np.ndarray, y: np.ndarray, weights: np.ndarray, ways: int,
                targets: np.ndarray | None = None) -> np.ndarray:
@@ -187,7 +192,7 @@ class RoundModel:
             unlabeled[torch.as_tensor(support)] = False
             with torch.no_grad():
                 prototypes = refine_prototypes(emb[support], label_tensor, emb[unlabeled], ways=ways,
-                                               steps=self.options.refine_steps, support_weights=weight_tensor)
+                                               steps=self.refine_steps, support_weights=weight_tensor)
                 return prototype_logits(emb[targets], prototypes).numpy()
         adapted = self.learner.adapt(self.x[support], label_tensor, weights=weight_tensor)
         with torch.no_grad():
@@ -198,13 +203,6 @@ class RoundModel:
         if self.prototype_space:
             return self.pool_embeddings.numpy()
         return self.x.flatten(1).numpy()
-
-
-def _embed(learner: TaskLearner, x: Tensor) -> Tensor:
-    from metalabel.meta.functional import evaluating
-
-    with evaluating(learner):
-        return learner.backbone(x)
 
 
 def _in_chunks(function: Callable[[Tensor], Tensor], x: Tensor, size: int = 2048) -> Tensor:
@@ -287,7 +285,7 @@ class LabelingRun:
 
     # -- one round
     def _calibrate(self, model: RoundModel, positions, classes, weights,
-                   trusted) -> tuple[TemperatureScaling, float | None, float | None]:
+                   trusted) -> tuple[TemperatureScaling | None, float | None, float | None]:
         """Temperature from out-of-fold logits of the human labels (each predicted by a model that never saw it)."""
         human_positions, human_classes = positions[trusted], classes[trusted]
         pseudo = ~trusted
@@ -303,7 +301,7 @@ class LabelingRun:
             folds = cross_validated_logits(fit_predict, human_classes, folds=self.options.calibration_folds,
                                            seed=self.options.seed)
         except BadInputError:
-            return TemperatureScaling(), None, None  # one label per class: nothing to hold out yet
+            return None, None, None  # one label per class: nothing to hold out yet
         held = folds.held_out
         calibrator = TemperatureScaling().fit(folds.logits[held], human_classes[held])
         ece = expected_calibration_error(calibrator.predict_proba(folds.logits[held]), human_classes[held])
@@ -321,22 +319,27 @@ class LabelingRun:
         # (ties and rounds without held-out labels keep the first: the given or plain-encoder one)
         best = None
         for name, learner in self.learners.items():
-            model = RoundModel(learner, self.x, options=self.options)
-            calibrator, ece, accuracy = self._calibrate(model, positions, classes, weights, trusted)
-            if best is None or (accuracy is not None and best[4] is not None and accuracy > best[4]):
-                best = (name, model, calibrator, ece, accuracy)
+            for model in RoundModel(learner, self.x).variants(self.options.refine_steps):
+                calibrator, ece, accuracy = self._calibrate(model, positions, classes, weights, trusted)
+                if best is None or (accuracy is not None and best[4] is not None and accuracy > best[4]):
+                    best = (name, model, calibrator, ece, accuracy)
         name, model, calibrator, ece, accuracy = best
         model_hash = self.hashes[name]
         logits = model.logits(positions, classes, weights, len(self.classes))
-        probs = calibrator.predict_proba(logits)
+        raw = torch.softmax(torch.from_numpy(logits), 1).numpy()
+        # Without held-out labels to calibrate on, a meta-learned model's own probabilities are the
+        # best estimate there is (it was trained on episodes to make them right), accepted item by
+        # item at the target; distances in a plain encoder space mean nothing yet, so nothing is accepted.
+        probs = calibrator.predict_proba(logits) if calibrator is not None else raw
+        may_accept = calibrator is not None or name != "encoder space"
 
         human = self._human_positions()
         candidates = np.array([i for i in range(len(self.pool)) if i not in human], dtype=np.int64)
         decision = accept_at_precision(probs[candidates], target_precision=self.options.target_precision,
-                                       calibrated=ece is not None)
-        raw = torch.softmax(torch.from_numpy(logits), 1).numpy()
+                                       calibrated=calibrator is not None)
+        accepted = np.flatnonzero(decision.mask) if may_accept else np.array([], dtype=np.int64)
         with self.store.batch():  # a round's pseudo-labels land together or not at all
-            for k in np.flatnonzero(decision.mask):
+            for k in accepted:
                 position = candidates[k]
                 predicted = int(decision.predicted[k])
                 self.store.add_label(
@@ -347,19 +350,20 @@ class LabelingRun:
 
         asked = self._ask(round_id, probs, model.embeddings(), candidates, count=ask) if ask else 0
         report = RoundReport(
-            round_id=round_id, human_labels=len(human), model_labels=int(decision.mask.sum()),
-            coverage=float(decision.mask.sum() / max(len(candidates), 1)),
-            estimated_precision=float(decision.estimated_precision),
-            precision_ci=tuple(float(v) for v in decision.precision_ci),
-            temperature=float(calibrator.temperature), calibration_ece=ece, questions=asked,
+            round_id=round_id, human_labels=len(human), model_labels=len(accepted),
+            coverage=float(len(accepted) / max(len(candidates), 1)),
+            estimated_precision=float(decision.estimated_precision) if may_accept else float("nan"),
+            precision_ci=tuple(float(v) for v in decision.precision_ci) if may_accept else (float("nan"),) * 2,
+            temperature=float(calibrator.temperature) if calibrator is not None else 1.0,
+            calibration_ece=ece, questions=asked,
             answered_total=self._answered_total(), seconds=round(time.perf_counter() - started, 2),
-            model=name, held_out_accuracy=accuracy,
+            model=name + (" + soft k-means" if model.refine_steps else ""), held_out_accuracy=accuracy,
             disagreements=len(self.store.disagreements()),
-            gold=self._gold_metrics(probs, candidates, decision.mask),
+            gold=self._gold_metrics(probs, candidates[accepted]),
         )
         return report
 
-    def _gold_metrics(self, probs: np.ndarray, candidates: np.ndarray, accepted: np.ndarray) -> dict[str, float]:
+    def _gold_metrics(self, probs: np.ndarray, accepted: np.ndarray) -> dict[str, float]:
         """Against the true labels, where the user has them (simulations and benchmarks)."""
         if not self.gold:
             return {}
@@ -367,8 +371,7 @@ class LabelingRun:
         predicted = probs.argmax(1)
         known = truth != UNLABELED
         out = {"pool_accuracy": float((predicted[known] == truth[known]).mean())}
-        chosen = candidates[accepted]
-        chosen = chosen[truth[chosen] != UNLABELED]
+        chosen = accepted[truth[accepted] != UNLABELED]
         if len(chosen):
             out["achieved_precision"] = float((predicted[chosen] == truth[chosen]).mean())
         labels = predicted.copy()

@@ -41,6 +41,15 @@ class ProtoNet(TaskLearner):
         logits = -squared_distances(self._embed(params, buffers, query_x), prototypes)
         return F.cross_entropy(logits, query_y)
 
+    def embed(self, x: Tensor) -> Tensor:
+        """The meta-learned embedding of ``x``, with BatchNorm as this learner is configured.
+
+        Under ``batch_norm="transductive"`` the statistics are those of ``x`` itself, so
+        embed a pool in large batches, not one item at a time.
+        """
+        with evaluating(self):
+            return self._embed(detached(dict(self.named_parameters())), self._call_buffers(), x)
+
     def adapt(self, x: Tensor, y: Tensor, *, weights: Tensor | None = None) -> "PrototypeClassifier":
         """Prototypes from the labeled ``x, y``; ``weights`` make an example count less (0 = absent)."""
         ways = support_ways(x, y, weights)
