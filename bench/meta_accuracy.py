@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,6 +34,16 @@ SETTINGS = [(5, 1), (5, 5), (20, 1), (20, 5)]
 
 def train_and_eval(algo: str, ways: int, shots: int, args: argparse.Namespace) -> dict:
     run = ROOT / "runs" / f"kanji-{algo}-{ways}w{shots}s"
+    result_file = run / "test.json"
+    if not result_file.exists():  # a finished model is kept; an unfinished one resumes from its checkpoint
+        train_model(run, algo, ways, shots, args)
+    [result] = json.loads(result_file.read_text())
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    return {"algo": algo, "ways": ways, "shots": shots, "accuracy": result["accuracy"], "ci95": result["ci95"],
+            "episodes": result["episodes"], "steps": history[-1]["step"], "train_s": round(history[-1]["elapsed_s"])}
+
+
+def train_model(run: Path, algo: str, ways: int, shots: int, args: argparse.Namespace) -> None:
     train = [*METALABEL, "meta-train", "--source", "kanji", "--algo", algo, "--ways", str(ways),
              "--shots", str(shots), "--queries", str(args.queries), "--steps", str(args.max_steps),
              "--time-budget-s", str(args.budget_s), "--val-every", str(args.val_every),
@@ -43,18 +52,12 @@ def train_and_eval(algo: str, ways: int, shots: int, args: argparse.Namespace) -
         train += ["--meta-batch", str(args.maml_meta_batch)]
     if algo == "protonet":
         train += ["--train-ways", str(max(ways, 20))]  # Snell et al. train with more ways than they test
-    started = time.perf_counter()
     subprocess.run(train, check=True, env=args.env)
-    trained_s = time.perf_counter() - started
-    result_file = run / "test.json"
+    partial = run / "test.json.partial"
     subprocess.run([*METALABEL, "meta-eval", "--model", str(run), "--source", "kanji", "--ways", str(ways),
-                    "--shots", str(shots), "--episodes", str(args.episodes), "--json", str(result_file)],
+                    "--shots", str(shots), "--episodes", str(args.episodes), "--json", str(partial)],
                    check=True, env=args.env)
-    [result] = json.loads(result_file.read_text())
-    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
-    return {"algo": algo, "ways": ways, "shots": shots, "accuracy": result["accuracy"], "ci95": result["ci95"],
-            "episodes": result["episodes"], "steps": history[-1]["step"], "train_s": round(history[-1]["elapsed_s"]),
-            "wall_s": round(trained_s)}
+    partial.replace(run / "test.json")
 
 
 def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str:
@@ -102,8 +105,15 @@ def main() -> None:
         args.env["OMP_NUM_THREADS"] = "1"
     settings = [tuple(int(v) for v in s.rstrip("s").split("w")) for s in args.settings]
     jobs = list(itertools.product(args.algos, settings))
+    def attempt(job):
+        try:
+            return train_and_eval(job[0], *job[1], args)
+        except subprocess.CalledProcessError as error:  # one failed model must not lose the others' results
+            print(f"{job}: failed ({error})", file=sys.stderr)
+            return None
+
     with ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda job: train_and_eval(job[0], *job[1], args), jobs))
+        results = [r for r in pool.map(attempt, jobs) if r is not None]
     command = "python bench/meta_accuracy.py " + " ".join(sys.argv[1:])
     (ROOT / "results").mkdir(exist_ok=True)
     (ROOT / "results" / f"{args.name}.json").write_text(json.dumps(results, indent=2))
