@@ -59,3 +59,26 @@ def test_status_of_a_missing_project_says_how_to_make_one(tmp_path, capsys):
 def test_unknown_source_lists_known_ones(capsys):
     assert main(["show", "cifar"]) == 2
     assert "kanji" in capsys.readouterr().err
+
+
+def test_label_studio_round_trip_through_the_cli(pool, tmp_path, capsys):
+    folder, seed = pool
+    project = tmp_path / "proj"
+    assert main(["init", str(project), "--pool", str(folder), "--labels", str(seed)]) == 0
+    assert main(["run", str(project), "--oracle", "labelstudio", "--encoder", "pixels", "--budget", "2",
+                 "--per-round", "2", "--quiet"]) == 0
+    assert "waiting for the oracle" in capsys.readouterr().out
+    [tasks_file] = (project / "labelstudio").glob("tasks-*.json")
+    tasks = json.loads(tasks_file.read_text())
+    assert len(tasks) == 2
+    # what Label Studio's JSON export holds after a person labeled both tasks "cat"
+    exported = [{**task, "id": i, "annotations": [{"was_cancelled": False, "completed_by": {"email": "a@b.c"},
+                 "result": [{"from_name": "label", "to_name": "image", "type": "choices",
+                             "value": {"choices": ["cat"]}}]}]} for i, task in enumerate(tasks)]
+    export_file = tmp_path / "export.json"
+    export_file.write_text(json.dumps(exported))
+    assert main(["import-answers", str(project), str(export_file)]) == 0
+    assert "2 answers recorded" in capsys.readouterr().out
+    assert main(["status", str(project), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["labels_by_source"]["human"] == 2 and status["open_questions"] == 0

@@ -151,6 +151,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_answers(args: argparse.Namespace) -> int:
+    from metalabel.label.oracle import LabelStudioQueue, record_answers
+    from metalabel.project import Project
+
+    with Project.open(args.project) as project:
+        answers = LabelStudioQueue(project.folder / "labelstudio").import_annotations(args.file)
+        recorded = record_answers(project.store, answers)
+    console.print(f"{recorded.answered} answers recorded, {recorded.dismissed} skipped by the annotator, "
+                  f"{len(recorded.already_closed)} already answered before")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from metalabel.project import Project
 
@@ -259,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project", type=Path)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("import-answers", parents=[common], help="record answers from a Label Studio JSON export")
+    p.add_argument("project", type=Path)
+    p.add_argument("file", type=Path, help="the JSON (or JSON-MIN) export of the Label Studio project")
+    p.set_defaults(func=cmd_import_answers)
 
     p = sub.add_parser("export", parents=[common], help="write the labeled data set with provenance")
     p.add_argument("project", type=Path)

@@ -250,6 +250,8 @@ class LabelingRun:
         shots, queries, ways = 1, 5, 10
         positions, classes, _, trusted = self._labels()
         features = self.x.flatten(1).numpy()
+        if len(features) < 4 * ways * (shots + queries):
+            return None
         tasks = pseudo_task_dataset(features, clusters=int(np.clip(len(features) // 50, ways * 2, 200)),
                                     min_per_cluster=shots + queries, labeled=(positions[trusted], classes[trusted]),
                                     seed=self.options.seed)
@@ -434,7 +436,8 @@ class LabelingRun:
         stop_reason: str | None = None
         small_gains = 0
         while True:
-            remaining = max(options.budget - self._answered_total(), 0)
+            # questions still open count against the budget: they are asked, only not yet answered
+            remaining = max(options.budget - self._answered_total() - len(self.store.open_questions()), 0)
             if remaining == 0 and stop_reason is None:
                 stop_reason = "budget spent"
             if len(reports) + 1 >= options.max_rounds and stop_reason is None:
@@ -459,6 +462,8 @@ class LabelingRun:
                 return RunResult(reports, stop_reason or "nothing left to ask")
             if report.questions == 0:
                 stop_reason = "nothing left to ask"
+            if self.store.open_questions():  # an asynchronous oracle (a Label Studio queue) answers later
+                return RunResult(reports, "waiting for the oracle's answers (metalabel import-answers)")
             small_gains = small_gains + 1 if len(reports) > 1 and gain < options.min_gain else 0
             if small_gains >= 2:
                 stop_reason = "another round no longer pays (coverage gain below min_gain twice)"

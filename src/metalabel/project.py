@@ -171,6 +171,12 @@ class Project:
 
         return run_labeling(self, learner, oracle=oracle, **options)
 
+    def export(self, out: str | Path, *, format: str = "parquet", **options: Any):
+        """Write the labeled data set with provenance; see ``metalabel.export.export_project``."""
+        from metalabel.export import export_project
+
+        return export_project(self, out, format=format, pool=self._pool, **options)
+
     def status(self) -> dict[str, Any]:
         """Items, classes, labels by source and class, open questions, rounds, disagreements (JSON-ready)."""
         meta = self.store.meta()
