@@ -141,3 +141,29 @@ def test_sigkill_mid_run_then_resume_loses_no_answer_and_asks_nothing_twice(cach
         assert len(asked) == len(set(asked))
         statuses = [row[0] for row in db.execute("SELECT status FROM rounds")]
     assert "failed" in statuses and statuses[-1] == "finished"
+
+
+def test_text_end_to_end_with_minilm(cache, tmp_path):
+    pytest.importorskip("sentence_transformers")
+    import csv
+
+    news = ml.datasets.load("20newsgroups", split="test")
+    topics = ["rec.sport.hockey", "sci.space", "comp.graphics"]
+    rows = []
+    for topic in topics:
+        members = np.flatnonzero(news.labels == news.class_names.index(topic))[:15]
+        rows += [(news.items[i][:600], topic) for i in members]
+    pool_file = tmp_path / "posts.csv"
+    with open(pool_file, "w", newline="") as handle:
+        csv.writer(handle).writerows([("text", "label"), *rows])
+    pool = ml.datasets.read_text(pool_file)
+    gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
+    with Project.create(tmp_path / "p", pool=pool, labels=seed_labels_from_pool(pool, per_class=2, seed=0)) as project:
+        result = project.run(oracle=SimulatedOracle(gold), encoder="minilm", budget=6, per_round=3,
+                             target_precision=0.9, gold=gold, progress=False, project_meta_steps=0)
+        exported = project.export(tmp_path / "out", format="csv")
+    assert result.rounds[-1].gold["pool_accuracy"] > 0.8  # MiniLM separates these topics well
+    with open(exported.path / "labels.csv", newline="") as handle:
+        labels = list(csv.DictReader(handle))
+    assert {row["source"] for row in labels} >= {"imported", "human"}
+    assert all(row["text"] for row in labels)
