@@ -40,13 +40,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
-from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
 from metalabel import __version__
 from metalabel.data.dataset import LabeledDataset
 from metalabel.errors import BadInputError, MissingDependencyError
+from metalabel.label.oracle import labeling_config
 from metalabel.project import Project
 from metalabel.store import SOURCES, Disagreement, Item, Label, ProjectStore, content_hash
 
@@ -481,7 +481,7 @@ def _write_labelstudio(job: _Job, folder: Path) -> _Written:
         tasks.append(_labelstudio_task(row, object_name, value))
         written.append(row)
     _write_json(folder / LABELSTUDIO_TASKS, tasks)
-    (folder / LABELSTUDIO_CONFIG).write_text(_labelstudio_config(object_name, job.classes), encoding="utf-8")
+    (folder / LABELSTUDIO_CONFIG).write_text(labeling_config(job.classes, kind=object_name), encoding="utf-8")
     if object_name == "image":
         return _Written(written, {"label_studio_setup": _labelstudio_image_setup(job.out)})
     return _Written(written)
@@ -525,19 +525,6 @@ def _prediction(result: dict[str, Any], model_version: str, score: float | None)
     if score is not None:
         prediction["score"] = score
     return prediction
-
-
-def _labelstudio_config(object_name: str, classes: Sequence[str]) -> str:
-    tag = "Image" if object_name == "image" else "Text"
-    choices = "".join(f"    <Choice value={quoteattr(name)}/>\n" for name in classes)
-    return (
-        "<View>\n"
-        f'  <{tag} name="{object_name}" value="${object_name}"/>\n'
-        f'  <Choices name="label" toName="{object_name}" choice="single" showInline="true">\n'
-        f"{choices}"
-        "  </Choices>\n"
-        "</View>\n"
-    )
 
 
 def _labelstudio_image_setup(out: Path) -> list[str]:

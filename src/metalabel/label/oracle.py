@@ -559,7 +559,7 @@ def labeling_config(class_names: Sequence[str], *, kind: str) -> str:
     return (
         "<View>\n"
         f"  {shown}\n"
-        f'  <Choices name="{CHOICES_NAME}" toName="{kind}" choice="single" showInLine="true">\n'
+        f'  <Choices name="{CHOICES_NAME}" toName="{kind}" choice="single" showInline="true">\n'
         f"{choices}\n"
         "  </Choices>\n"
         "</View>\n"
