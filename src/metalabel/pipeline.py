@@ -161,24 +161,40 @@ def learner_hash(learner: TaskLearner) -> str:
 
 
 class RoundModel:
-    """The learner adapted to the project's trusted labels, and its calibrated predictions for the pool."""
+    """The learner adapted to the project's trusted labels, and its predictions for the pool.
 
-    def __init__(self, learner: TaskLearner, x: Tensor, *, refine_steps: int = 0) -> None:
+    In a prototype learner's embedding space three heads compete each round (the
+    round keeps the one that predicts held-out human labels best): class prototypes,
+    prototypes refined with the unlabeled pool (soft k-means), and a linear probe
+    (logistic regression), which tends to win once there are several labels per class.
+    """
+
+    HEADS = ("prototypes", "soft k-means", "linear probe")
+    LINEAR_PROBE_MAX_ROWS = 5000  # pseudo-labels beyond this are subsampled: the fit stays a second or two
+
+    def __init__(self, learner: TaskLearner, x: Tensor, *, head: str = "prototypes", refine_steps: int = 1,
+                 seed: int = 0) -> None:
         self.learner = learner.eval()
         self.x = x
+        self.head = head
         self.refine_steps = refine_steps
+        self.seed = seed
         self.prototype_space = isinstance(learner, ProtoNet)
         if self.prototype_space:
             with torch.no_grad():
                 self.pool_embeddings = _in_chunks(learner.embed, x)
 
-    def variants(self, refine_steps: int) -> list["RoundModel"]:
-        """This model without and with soft k-means refinement (one embedding pass serves both)."""
-        if not self.prototype_space or refine_steps == 0:
+    def variants(self) -> list["RoundModel"]:
+        """One model per head (one embedding pass serves them all); learners without an embedding space: itself."""
+        if not self.prototype_space:
             return [self]
-        refined = copy.copy(self)
-        refined.refine_steps = refine_steps
-        return [self, refined]
+        heads = [h for h in self.HEADS if h != "soft k-means" or self.refine_steps > 0]
+        return [self._with_head(head) for head in heads]
+
+    def _with_head(self, head: str) -> "RoundModel":
+        model = copy.copy(self)
+        model.head = head
+        return model
 
     def logits(self, support: np.ndarray, y: np.ndarray, weights: np.ndarray, ways: int,
                targets: np.ndarray | None = None) -> np.ndarray:
@@ -186,18 +202,35 @@ class RoundModel:
         targets = np.arange(len(self.x)) if targets is None else targets
         weight_tensor = torch.as_tensor(weights, dtype=torch.float32)
         label_tensor = torch.as_tensor(y, dtype=torch.long)
-        if self.prototype_space:
-            emb = self.pool_embeddings
-            unlabeled = torch.ones(len(emb), dtype=torch.bool)
-            unlabeled[torch.as_tensor(support)] = False
+        if not self.prototype_space:
+            adapted = self.learner.adapt(self.x[support], label_tensor, weights=weight_tensor)
             with torch.no_grad():
-                prototypes = refine_prototypes(emb[support], label_tensor, emb[unlabeled], ways=ways,
-                                               steps=self.refine_steps, support_weights=weight_tensor)
-                return prototype_logits(emb[targets], prototypes).numpy()
-        adapted = self.learner.adapt(self.x[support], label_tensor, weights=weight_tensor)
+                return _in_chunks(lambda chunk: adapted.predict_proba(chunk).clamp_min(1e-12).log(),
+                                  self.x[targets]).numpy()
+        emb = self.pool_embeddings
+        if self.head == "linear probe":
+            return self._linear_probe_logits(support, y, weights, ways, targets)
+        unlabeled = torch.ones(len(emb), dtype=torch.bool)
+        unlabeled[torch.as_tensor(support)] = False
+        steps = self.refine_steps if self.head == "soft k-means" else 0
         with torch.no_grad():
-            return _in_chunks(lambda chunk: adapted.predict_proba(chunk).clamp_min(1e-12).log(),
-                              self.x[targets]).numpy()
+            prototypes = refine_prototypes(emb[support], label_tensor, emb[unlabeled], ways=ways, steps=steps,
+                                           support_weights=weight_tensor)
+            return prototype_logits(emb[targets], prototypes).numpy()
+
+    def _linear_probe_logits(self, support, y, weights, ways, targets) -> np.ndarray:
+        from sklearn.linear_model import LogisticRegression
+
+        rows = np.arange(len(support))
+        pseudo = np.flatnonzero(weights < 1)
+        if len(pseudo) > self.LINEAR_PROBE_MAX_ROWS:
+            keep = np.random.default_rng(self.seed).choice(pseudo, self.LINEAR_PROBE_MAX_ROWS, replace=False)
+            rows = np.concatenate([np.flatnonzero(weights >= 1), keep])
+        emb = self.pool_embeddings.numpy()
+        probe = LogisticRegression(max_iter=300).fit(emb[support[rows]], y[rows], sample_weight=weights[rows])
+        logits = np.full((len(targets), ways), -1e4)  # a class the fold lacks gets (almost) no probability
+        logits[:, probe.classes_] = probe.predict_log_proba(emb[targets])
+        return logits
 
     def embeddings(self) -> np.ndarray:
         if self.prototype_space:
@@ -321,7 +354,8 @@ class LabelingRun:
         # (ties and rounds without held-out labels keep the first: the given or plain-encoder one)
         best = None
         for name, learner in self.learners.items():
-            for model in RoundModel(learner, self.x).variants(self.options.refine_steps):
+            for model in RoundModel(learner, self.x, refine_steps=self.options.refine_steps,
+                                    seed=self.options.seed).variants():
                 calibrator, ece, accuracy = self._calibrate(model, positions, classes, weights, trusted)
                 if best is None or (accuracy is not None and best[4] is not None and accuracy > best[4]):
                     best = (name, model, calibrator, ece, accuracy)
@@ -359,7 +393,7 @@ class LabelingRun:
             temperature=float(calibrator.temperature) if calibrator is not None else 1.0,
             calibration_ece=ece, questions=asked,
             answered_total=self._answered_total(), seconds=round(time.perf_counter() - started, 2),
-            model=name + (" + soft k-means" if model.refine_steps else ""), held_out_accuracy=accuracy,
+            model=f"{name} + {model.head}" if model.prototype_space else name, held_out_accuracy=accuracy,
             disagreements=len(self.store.disagreements()),
             gold=self._gold_metrics(probs, candidates[accepted]),
         )
