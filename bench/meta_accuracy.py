@@ -98,6 +98,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="models trained at once (one thread each if > 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="meta_accuracy")
+    parser.add_argument("--collect", action="store_true",
+                        help="train nothing: tabulate the models that already finished (e.g. after a time limit)")
     args = parser.parse_args()
     args.env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TOP_PAD_": "268435456",
                 "MALLOC_TRIM_THRESHOLD_": "4294967295"}
@@ -106,6 +108,8 @@ def main() -> None:
     settings = [tuple(int(v) for v in s.rstrip("s").split("w")) for s in args.settings]
     jobs = list(itertools.product(args.algos, settings))
     def attempt(job):
+        if args.collect and not (ROOT / "runs" / f"kanji-{job[0]}-{job[1][0]}w{job[1][1]}s" / "test.json").exists():
+            return None
         try:
             return train_and_eval(job[0], *job[1], args)
         except subprocess.CalledProcessError as error:  # one failed model must not lose the others' results
