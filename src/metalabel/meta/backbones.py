@@ -10,6 +10,9 @@ record ``{"name", "kwargs"}`` and rebuild the same network; register your own wi
 The CPU convolution then runs channels-last whatever the input's layout (and BN,
 ReLU and pooling keep it), which measured 1.5-2x faster for Conv-4 on 28x28 images
 here. Inputs are not converted: ``torch.func.vmap`` cannot query memory formats.
+Use it for ProtoNet and first-order methods only: bench/meta_speed.py measured
+second-order MAML gradients through channels-last convolutions off by 1e-3 (one
+inner step) to 0.15 (five steps) relative to float64, against 1e-5 for NCHW.
 """
 
 from __future__ import annotations
