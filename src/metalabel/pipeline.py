@@ -290,11 +290,14 @@ class LabelingRun:
                                     seed=self.options.seed)
         if tasks.num_classes < 2 * 4:  # training and validation classes need a few ways each
             return None
-        return meta_train(tasks, algo="protonet", backbone="mlp",
-                          backbone_kwargs={"in_features": features.shape[1], "hidden": [512], "out_features": 128},
-                          ways=min(ways, tasks.num_classes // 4), val_fraction=0.25, shots=shots, queries=queries,
-                          steps=self.options.project_meta_steps, val_every=self.options.project_meta_steps,
-                          val_episodes=50, seed=self.options.seed, progress=False)
+        try:
+            return meta_train(tasks, algo="protonet", backbone="mlp",
+                              backbone_kwargs={"in_features": features.shape[1], "hidden": [512], "out_features": 128},
+                              ways=min(ways, tasks.num_classes // 4), val_fraction=0.25, shots=shots, queries=queries,
+                              steps=self.options.project_meta_steps, val_every=self.options.project_meta_steps,
+                              val_episodes=50, seed=self.options.seed, progress=False)
+        except BadInputError:  # too few pseudo-classes of the needed size for episodes
+            return None
 
     # -- state read from the store
     def _answered_total(self) -> int:
@@ -384,6 +387,7 @@ class LabelingRun:
                     calibrated_confidence=float(probs[position, predicted]),
                     threshold=float(decision.thresholds[predicted]), round_id=round_id, model_hash=model_hash)
 
+        gold = self._gold_metrics(probs, candidates[accepted])  # before asking: this round's answers not counted
         asked = self._ask(round_id, probs, model.embeddings(), candidates, count=ask) if ask else 0
         report = RoundReport(
             round_id=round_id, human_labels=len(human), model_labels=len(accepted),
@@ -395,7 +399,7 @@ class LabelingRun:
             answered_total=self._answered_total(), seconds=round(time.perf_counter() - started, 2),
             model=f"{name} + {model.head}" if model.prototype_space else name, held_out_accuracy=accuracy,
             disagreements=len(self.store.disagreements()),
-            gold=self._gold_metrics(probs, candidates[accepted]),
+            gold=gold,
         )
         return report
 
