@@ -25,7 +25,7 @@ How it is measured:
   before the update (the loaded batch, torch and the model are in the "before").
 
     python bench/meta_speed.py                 # 15-25 minutes on the 2-core CPU, depending on its load
-    python bench/meta_speed.py --quick         # smoke test, 2-3 minutes
+    python bench/meta_speed.py --quick         # smoke test, about 5 minutes
 """
 
 from __future__ import annotations
@@ -45,6 +45,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+import metalabel
+from metalabel.data.episodes import Episode, EpisodeSampler
+from metalabel.meta import MAML, Conv4, ProtoNet, Reptile
+
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 
@@ -61,7 +69,7 @@ ALGORITHM_TITLES = {"maml": "MAML (second order)", "fomaml": "FOMAML", "reptile"
 
 
 # ============================================================================ implementations
-# Everything below up to the "orchestration" part runs inside a child process.
+# Everything from here to the "orchestration" part runs inside a child process.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,8 +96,6 @@ class Variant:
 
 def conv4_features(params, x):
     """Functional Conv-4: 4 x [conv3x3 without bias, BatchNorm on the batch's statistics, ReLU, maxpool 2], flattened."""
-    import torch.nn.functional as F
-
     hidden = x
     for layer in range(4):
         conv_weight, norm_weight, norm_bias = params[3 * layer : 3 * layer + 3]
@@ -100,16 +106,11 @@ def conv4_features(params, x):
 
 
 def conv4_logits(params, x):
-    import torch.nn.functional as F
-
     return F.linear(conv4_features(params, x), params[12], params[13])
 
 
 def baseline_maml(params, batch, *, steps, second_order):
     """The classic hand-written MAML: loop over tasks, autograd.grad inner steps, mean query loss, one backward."""
-    import torch
-    import torch.nn.functional as F
-
     query_losses = []
     for task in range(batch.support_x.shape[0]):
         fast = params
@@ -123,9 +124,6 @@ def baseline_maml(params, batch, *, steps, second_order):
 
 def baseline_reptile(params, batch, *, steps):
     """Classic Reptile: per task, a copy of the weights trained by torch.optim.Adam; meta-gradient theta - mean(phi)."""
-    import torch
-    import torch.nn.functional as F
-
     tasks = batch.support_x.shape[0]
     trained_sum = [torch.zeros_like(p) for p in params]
     for task in range(tasks):
@@ -144,9 +142,6 @@ def baseline_reptile(params, batch, *, steps):
 
 def baseline_protonet(params, batch):
     """Classic ProtoNet: per task, embed support and query, class means, squared distances, cross-entropy."""
-    import torch
-    import torch.nn.functional as F
-
     losses = []
     for task in range(batch.support_x.shape[0]):
         support = conv4_features(params, batch.support_x[task])
@@ -165,9 +160,6 @@ def grouped_conv4_logits(task_params, x):
     are kept as ``[n, T*C, H, W]``: a grouped convolution (groups=T) applies task t's filters to task
     t's channels, and ``F.batch_norm`` then computes per-task statistics by itself.
     """
-    import torch
-    import torch.nn.functional as F
-
     tasks, items = x.shape[:2]
     hidden = x.transpose(0, 1).reshape(items, tasks * x.shape[2], *x.shape[3:])
     for layer in range(4):
@@ -181,8 +173,6 @@ def grouped_conv4_logits(task_params, x):
 
 
 def per_task_cross_entropy(logits, labels):
-    import torch.nn.functional as F
-
     losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
     return losses.view(labels.shape).mean(1)
 
@@ -193,8 +183,6 @@ def grouped_maml(params, batch, *, steps, second_order):
     The per-task fast weights start as an ``expand`` of the shared weights; the gradient of the summed
     support losses with respect to them is, slice by slice, each task's own gradient.
     """
-    import torch
-
     tasks = batch.support_x.shape[0]
     fast = [p.expand(tasks, *p.shape) for p in params]
     for _ in range(steps):
@@ -207,8 +195,6 @@ def grouped_maml(params, batch, *, steps, second_order):
 
 def build_learner(algo: str, steps: int | None, variant: Variant, *, task_parallel: str | None = None):
     """The library learner for ``algo``, with the variant's backbone layout and task parallelism."""
-    from metalabel.meta import MAML, Conv4, ProtoNet, Reptile
-
     backbone = Conv4(channels_last=variant.channels_last)
     parallel = {"task_parallel": task_parallel or variant.task_parallel, "chunk_size": variant.chunk_size}
     if algo in ("maml", "fomaml"):
@@ -233,8 +219,6 @@ class Implementation:
 
     def __init__(self, algo: str, steps: int | None, variant: Variant, reference_state: dict, batch,
                  *, resolved_mode: str | None = None) -> None:
-        import torch
-
         self.variant, self.batch = variant, batch
         self.learner = None
         if variant.kind == "library":
@@ -272,24 +256,16 @@ class Implementation:
 
 def reference_state(algo: str) -> dict:
     """The weights every implementation starts from: a freshly built learner, seed 0, as an ordered dict."""
-    import torch
-
     torch.manual_seed(0)
     learner = build_learner(algo, 1, Variant("library"))
     return {name: value.detach().clone() for name, value in learner.named_parameters()}
 
 
 def load_batch(path: str):
-    import torch
-
-    from metalabel.data.episodes import Episode
-
     return Episode(**torch.load(path, weights_only=True))
 
 
 def flat(gradients) -> Any:
-    import torch
-
     return torch.cat([g.detach().reshape(-1) for g in gradients])
 
 
@@ -299,8 +275,6 @@ def relative_difference(gradient, reference) -> float:
 
 def float64_reference(algo: str, steps: int | None, state: dict, batch):
     """The baseline's meta-gradient computed in float64: the yardstick for float32 rounding."""
-    import torch
-
     batch64 = dataclasses.replace(batch, support_x=batch.support_x.double(), query_x=batch.query_x.double())
     params = [value.double().requires_grad_() for value in state.values()]
     return flat(baseline_function(algo, steps)(params, batch64))
@@ -316,8 +290,6 @@ PROFILE_CATEGORIES = {  # aten op name fragments -> the part of the network they
 
 def profile_categories(implementation: Implementation) -> dict[str, float]:
     """Share of self CPU time per kind of op in one meta-update (torch.profiler)."""
-    from torch.profiler import ProfilerActivity, profile
-
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
         implementation.meta_gradient()
     totals = dict.fromkeys([*PROFILE_CATEGORIES, "other"], 0.0)
@@ -331,8 +303,6 @@ def profile_categories(implementation: Implementation) -> dict[str, float]:
 
 def run_timing(job: dict) -> dict:
     """Round-robin timing of the job's variants, gradient checks, and optionally a profile."""
-    import torch
-
     algo, steps = job["algo"], job["steps"]
     batch = load_batch(job["batch_path"])
     state = reference_state(algo)
@@ -411,8 +381,6 @@ def run_memory(job: dict) -> dict:
 
 
 def child_main(job: dict) -> None:
-    import torch
-
     torch.set_num_threads(1)
     result = run_timing(job) if job["measure"] == "timing" else run_memory(job)
     print("RESULT " + json.dumps(result))
@@ -505,11 +473,6 @@ def run_child(job: dict, batch_path: str) -> dict:
 
 def save_batch(path: str) -> dict:
     """Sample the one meta-batch every implementation uses; returns how it was made."""
-    import torch
-
-    import metalabel
-    from metalabel.data.episodes import EpisodeSampler
-
     dataset = metalabel.datasets.load("kanji", max_classes=200)
     sampler = EpisodeSampler.from_dataset(dataset, ways=WAYS, shots=SHOTS, queries=QUERIES, seed=0)
     start = time.perf_counter()
@@ -753,8 +716,6 @@ def main() -> None:
     if args.child:
         child_main(json.loads(args.child))
         return
-
-    import torch
 
     command = "python bench/meta_speed.py" + "".join(
         f" {shlex.quote(a)}" for a in sys.argv[1:])

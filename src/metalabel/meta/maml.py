@@ -50,7 +50,7 @@ class MAML(FastWeightLearner):
         adapt_steps: int | None = None,
         zero_init_head: bool = False,
         batch_norm: BatchNormMode = "transductive",
-        task_parallel: TaskParallel = "auto",
+        task_parallel: TaskParallel = "loop",
         chunk_size: int | None = None,
     ) -> None:
         super().__init__(
