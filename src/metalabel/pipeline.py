@@ -100,13 +100,10 @@ class RoundReport:
 
 @dataclass
 class RunResult:
+    """Every round's report, and why the run stopped."""
+
     rounds: list[RoundReport]
     stopped_because: str
-
-    def summary(self) -> dict[str, Any]:
-        last = self.rounds[-1] if self.rounds else None
-        return {"rounds": len(self.rounds), "stopped_because": self.stopped_because,
-                **({} if last is None else asdict(last))}
 
 
 # ----------------------------------------------------------------------------- features
