@@ -158,7 +158,7 @@ def test_too_few_classes_for_the_ways_is_an_error():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"ways": 0}, "ways must be an integer >= 1"),
+        ({"ways": 0}, "ways must be a whole number >= 1"),
         ({"shots": 0}, "shots must be"),
         ({"queries": 1.5}, "queries must be"),
         ({"distractors": 1}, "distractors=1 but unlabeled=0"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from numbers import Integral  # numpy integers count too
 from pathlib import Path
 
 
@@ -46,6 +47,12 @@ class BadInputError(MetalabelError, ValueError):
         if hint:
             message += f" -> {hint}"
         super().__init__(message)
+
+
+def check_whole_number(name: str, value: object, *, minimum: int) -> None:
+    """Raise BadInputError unless ``value`` is an integer (not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise BadInputError(f"{name} must be a whole number >= {minimum}, got {value!r}")
 
 
 class DataNotFoundError(BadInputError, FileNotFoundError):

@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from metalabel.data.dataset import UNLABELED, LabeledDataset
-from metalabel.errors import BadInputError, EmptyClassError
+from metalabel.errors import BadInputError, EmptyClassError, check_whole_number
 
 
 @dataclass(frozen=True)
@@ -95,14 +95,14 @@ class EpisodeSampler(Dataset):
         seed: int = 0,
         length: int | None = None,
     ) -> None:
-        _check_count("ways", ways, minimum=1)
-        _check_count("shots", shots, minimum=1)
-        _check_count("queries", queries, minimum=0)
-        _check_count("unlabeled", unlabeled, minimum=0)
-        _check_count("distractors", distractors, minimum=0)
-        _check_count("seed", seed, minimum=0)
+        check_whole_number("ways", ways, minimum=1)
+        check_whole_number("shots", shots, minimum=1)
+        check_whole_number("queries", queries, minimum=0)
+        check_whole_number("unlabeled", unlabeled, minimum=0)
+        check_whole_number("distractors", distractors, minimum=0)
+        check_whole_number("seed", seed, minimum=0)
         if length is not None:
-            _check_count("length", length, minimum=1)
+            check_whole_number("length", length, minimum=1)
         if distractors and not unlabeled:
             raise BadInputError(
                 f"distractors={distractors} but unlabeled=0: distractor classes only appear among unlabeled items",
@@ -185,7 +185,7 @@ class EpisodeSampler(Dataset):
 
         Training resumes where it stopped by passing the next unseen episode index as ``start``.
         """
-        _check_count("tasks", tasks, minimum=1)
+        check_whole_number("tasks", tasks, minimum=1)
         for first in range(start, self.length, tasks):
             yield self.batch(first, min(tasks, self.length - first))
 
@@ -341,10 +341,6 @@ def _student_t_critical_value(confidence: float, *, dof: int) -> float:
         low, high = (middle, high) if coverage(middle) < confidence else (low, middle)
     return math.sqrt(dof) * math.tan((low + high) / 2)
 
-
-def _check_count(name: str, value: int, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise BadInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _as_item_tensor(x: Tensor | np.ndarray) -> Tensor:

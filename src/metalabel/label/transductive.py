@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from metalabel.errors import BadInputError, EmptyClassError
+from metalabel.errors import BadInputError, EmptyClassError, check_whole_number
 from metalabel.meta.functional import squared_distances
 
 
@@ -93,10 +93,8 @@ def refine_prototypes(
     _check_matrix(support_emb, "support_emb")
     dims = support_emb.shape[1]
     _check_matrix(unlabeled_emb, "unlabeled_emb", dims=dims, allow_empty=True)
-    if int(ways) != ways or ways < 1:
-        raise BadInputError(f"ways must be a whole number >= 1, got {ways}")
-    if int(steps) != steps or steps < 0:
-        raise BadInputError(f"steps must be a whole number >= 0, got {steps}")
+    check_whole_number("ways", ways, minimum=1)
+    check_whole_number("steps", steps, minimum=0)
     _check_positive(temperature, "temperature")
     _check_positive(distractor_scale, "distractor_scale")
     if not isinstance(support_y, Tensor):

@@ -55,7 +55,7 @@ from PIL import Image, ImageDraw
 
 from metalabel.data.dataset import LabeledDataset
 from metalabel.data.paths import cache_dir
-from metalabel.errors import BadInputError, DataNotFoundError, UnreadableItemError
+from metalabel.errors import BadInputError, DataNotFoundError, UnreadableItemError, check_whole_number
 
 RENDERER_VERSION = 1
 """Bump whenever a change to this file changes the rendered bytes; it retires old caches."""
@@ -150,13 +150,13 @@ def load(
     the bytes are the same for any number. ``progress`` shows a bar while rendering.
     """
     _check_split(split)
-    _check_whole("samples_per_class", samples_per_class, minimum=1)
-    _check_whole("size", size, minimum=8)
-    _check_whole("seed", seed, minimum=0)
+    check_whole_number("samples_per_class", samples_per_class, minimum=1)
+    check_whole_number("size", size, minimum=8)
+    check_whole_number("seed", seed, minimum=0)
     if max_classes is not None:
-        _check_whole("max_classes", max_classes, minimum=1)
+        check_whole_number("max_classes", max_classes, minimum=1)
     if workers is not None:
-        _check_whole("workers", workers, minimum=1)
+        check_whole_number("workers", workers, minimum=1)
 
     source = _locate_svgs(root)
     settings = {
@@ -554,7 +554,3 @@ def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise BadInputError(f"kanji has no split {split!r}", hint=f"choose one of {', '.join(SPLITS)}")
 
-
-def _check_whole(name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise BadInputError(f"{name} must be a whole number of at least {minimum}, got {value!r}")
