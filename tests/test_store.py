@@ -18,6 +18,7 @@ from metalabel.errors import BadInputError, DataNotFoundError, SchemaVersionErro
 from metalabel.store import (
     DB_FILENAME,
     SOURCES,
+    SyntheticRecord,
     ItemRecord,
     Outcome,
     ProjectStore,
@@ -526,3 +527,67 @@ def test_a_database_that_is_not_a_project_is_refused(tmp_path):
     (garbage / DB_FILENAME).write_bytes(b"not a database at all" * 100)
     with pytest.raises(StoreError, match="not an SQLite database"):
         ProjectStore.open(garbage)
+
+
+# ------------------------------------------------------------- synthetic items
+
+
+def synthetic(uri: str, *, parents=(1,), kind="augmented", generator="augment", class_name="cat"):
+    return SyntheticRecord(uri, content_hash(uri), kind, class_name, generator, "v1", row_in_artifact=0,
+                           parents=parents)
+
+
+def test_synthetic_items_keep_their_parents_generator_and_round(store, tmp_path):
+    round_id = store.start_round()
+    content = tmp_path / "generated.npz"
+    np.savez(content, x=np.zeros((2, 4)))
+    artifact = store.add_artifact("generated", content, round_id=round_id)
+    ids = store.add_synthetic_items(
+        [synthetic("gen/1/augment/0", parents=(1, 2)), synthetic("gen/1/vae/0", parents=(), kind="generated",
+                                                                 generator="vae", class_name="dog")],
+        round_id=round_id, artifact_id=artifact)
+    first, second = store.synthetic_items()
+    assert [first.id, second.id] == ids
+    assert (first.parents, first.kind, first.generator, first.class_name, first.round_id, first.artifact_id) == (
+        (1, 2), "augmented", "augment", "cat", round_id, artifact)
+    assert second.class_name == "dog" and second.kept
+    assert store.summary()["synthetic_items"] == {"augment": 1, "vae": 1}
+    # synthetic items are not pool items and carry no pool labels
+    assert len(store.items()) == 6 and store.active_labels() == []
+
+
+def test_dropping_a_generator_marks_its_items_and_keeps_the_rows(store):
+    round_id = store.start_round()
+    store.add_synthetic_items([synthetic("a"), synthetic("b", generator="vae", kind="generated")], round_id=round_id)
+    assert store.drop_synthetic_items(round_id=round_id, generator="augment") == 1
+    assert [item.uri for item in store.synthetic_items(kept_only=True)] == ["b"]
+    assert len(store.synthetic_items()) == 2
+    assert store.summary()["synthetic_items"] == {"vae": 1}
+
+
+@pytest.mark.parametrize(
+    ("record", "match"),
+    [
+        (synthetic("x", parents=(99,)), "no item with id 99"),
+        (synthetic("x", kind="imagined"), "kind 'imagined'"),
+        (synthetic("x", class_name="fish"), "fish"),
+    ],
+)
+def test_bad_synthetic_items_are_refused_and_nothing_written(store, record, match):
+    with pytest.raises(BadInputError, match=match):
+        store.add_synthetic_items([synthetic("fine"), record])
+    assert store.synthetic_items() == []
+
+
+def test_a_version_1_project_gains_synthetic_items_and_keeps_its_labels(tmp_path, monkeypatch):
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+    with ProjectStore.create(tmp_path, name="old") as store:
+        store.set_classes(["a", "b"])
+        (item,) = store.add_items([ItemRecord("x.txt", content_hash("x"), "text")])
+        store.add_label(item, "a", source="human")
+    monkeypatch.undo()
+    with ProjectStore.open(tmp_path) as store:
+        assert schema.user_version(store._connection) == 2
+        assert [label.class_name for label in store.active_labels()] == ["a"]
+        store.add_synthetic_items([SyntheticRecord("g", "h", "generated", "b", "vae", "v", 0, (item,))])
+        assert store.synthetic_items()[0].parents == (item,)

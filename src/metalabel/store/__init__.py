@@ -11,6 +11,8 @@ from metalabel.store.records import (
     Outcome,
     Question,
     Round,
+    SyntheticItem,
+    SyntheticRecord,
 )
 from metalabel.store.schema import MODALITIES, SOURCES
 from metalabel.store.store import DB_FILENAME, TRUST, ProjectStore
@@ -29,6 +31,8 @@ __all__ = [
     "Question",
     "Round",
     "SOURCES",
+    "SyntheticItem",
+    "SyntheticRecord",
     "TRUST",
     "content_hash",
     "path_sha256",

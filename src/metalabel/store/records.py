@@ -136,3 +136,34 @@ class Artifact:
     round_id: int | None
     created_at: str
     meta: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticRecord:
+    """A generated or augmented item to add; its content is row ``row_in_artifact`` of an artifact file."""
+
+    uri: str
+    content_hash: str
+    kind: str  # "generated" (a generator made it) or "augmented" (a policy transformed a real item)
+    class_name: str
+    generator: str
+    generator_version: str
+    row_in_artifact: int
+    parents: tuple[int, ...] = ()  # item ids of the pool items it was made from
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticItem:
+    id: int
+    uri: str
+    content_hash: str
+    kind: str
+    class_name: str
+    generator: str
+    generator_version: str
+    round_id: int | None
+    artifact_id: int | None
+    row_in_artifact: int
+    parents: tuple[int, ...]
+    kept: bool
+    created_at: str

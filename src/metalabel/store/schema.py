@@ -19,6 +19,7 @@ SOURCES = ("human", "imported", "generated", "augmented", "model")
 """Where a label came from. Must match the CHECK constraints below."""
 
 MODALITIES = ("image", "text", "tabular")
+SYNTHETIC_KINDS = ("generated", "augmented")
 ROUND_STATUSES = ("running", "finished", "failed")
 
 BUSY_TIMEOUT_S = 10.0
@@ -141,9 +142,39 @@ def _create_tables(connection: sqlite3.Connection) -> None:
         connection.execute(statement)
 
 
+def _add_synthetic_items(connection: sqlite3.Connection) -> None:
+    """Version 2: items a generator made (augmented copies, synthetic samples), with their provenance.
+
+    They live apart from ``items``: they are not part of the pool a person labels, their
+    label is the class they were made for, and their content sits in an artifact file
+    (``artifact_id``) since the pool's own files do not hold it.
+    """
+    statements = [
+        """
+        CREATE TABLE synthetic_items (
+            id                INTEGER PRIMARY KEY,
+            uri               TEXT NOT NULL UNIQUE,            -- generated/<round>/<generator>/<n>
+            content_hash      TEXT NOT NULL,
+            kind              TEXT NOT NULL CHECK (kind IN ('generated', 'augmented')),
+            class_id          INTEGER NOT NULL REFERENCES classes (id),
+            generator         TEXT NOT NULL,                   -- augment, hallucinator, vae, ...
+            generator_version TEXT NOT NULL,                   -- hash of the policy or the weights
+            round_id          INTEGER REFERENCES rounds (id),
+            artifact_id       INTEGER REFERENCES artifacts (id),  -- the file that holds the content
+            row_in_artifact   INTEGER NOT NULL,
+            parents           TEXT NOT NULL DEFAULT '[]',      -- JSON list of item ids it was made from
+            kept              INTEGER NOT NULL DEFAULT 1 CHECK (kept IN (0, 1)),  -- 0: feedback dropped it
+            created_at        TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        )""",
+        "CREATE INDEX synthetic_items_by_round ON synthetic_items (round_id, generator)",
+    ]
+    for statement in statements:
+        connection.execute(statement)
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: list[Migration] = [_create_tables]
+MIGRATIONS: list[Migration] = [_create_tables, _add_synthetic_items]
 
 
 def current_version() -> int:

@@ -34,6 +34,8 @@ from metalabel.store.records import (
     Outcome,
     Question,
     Round,
+    SyntheticItem,
+    SyntheticRecord,
 )
 
 DB_FILENAME = "project.db"
@@ -551,6 +553,82 @@ class ProjectStore:
             for row in map(dict, rows)
         ]
 
+    # ---------------------------------------------------------- synthetic items
+
+    def add_synthetic_items(
+        self, records: Iterable[SyntheticRecord], *, round_id: int | None = None, artifact_id: int | None = None
+    ) -> list[int]:
+        """Add generated or augmented items in one transaction; returns their ids in order.
+
+        Each names the pool items it was made from (``parents``) and the generator and
+        version that made it, so any synthetic item can be traced back and dropped with
+        its generator.
+        """
+        ids = []
+        with self.batch():
+            if round_id is not None:
+                self._require_round(operator.index(round_id))
+            if artifact_id is not None and self._connection.execute(
+                "SELECT 1 FROM artifacts WHERE id = ?", (operator.index(artifact_id),)
+            ).fetchone() is None:
+                raise BadInputError(f"no artifact with id {artifact_id}", hint="record the file with add_artifact first")
+            for position, record in enumerate(records):
+                if record.kind not in schema.SYNTHETIC_KINDS:
+                    raise BadInputError(
+                        f"synthetic item {record.uri!r} has kind {record.kind!r}",
+                        hint=f"use one of {', '.join(schema.SYNTHETIC_KINDS)}",
+                    )
+                if not (record.generator and record.generator_version):
+                    raise BadInputError(f"synthetic item {record.uri!r} needs its generator and version")
+                parents = [operator.index(parent) for parent in record.parents]
+                for parent in parents:
+                    self._require_item(parent)
+                try:
+                    cursor = self._connection.execute(
+                        "INSERT INTO synthetic_items (uri, content_hash, kind, class_id, generator, generator_version, "
+                        "round_id, artifact_id, row_in_artifact, parents) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (record.uri, record.content_hash, record.kind, self._class_id(record.class_name),
+                         record.generator, record.generator_version, round_id, artifact_id,
+                         operator.index(record.row_in_artifact), json.dumps(parents)),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise BadInputError(
+                        f"synthetic item {record.uri!r} (record {position}) is already in the project",
+                        hint="each synthetic item needs its own uri",
+                    ) from exc
+                ids.append(cursor.lastrowid)
+        return ids
+
+    def synthetic_items(
+        self, *, round_id: int | None = None, generator: str | None = None, kept_only: bool = False
+    ) -> list[SyntheticItem]:
+        """Synthetic items, oldest first, optionally of one round or generator, or only those still kept."""
+        rows = self._connection.execute(
+            "SELECT synthetic_items.*, classes.name AS class_name FROM synthetic_items "
+            "JOIN classes ON classes.id = synthetic_items.class_id "
+            "WHERE (? IS NULL OR round_id = ?) AND (? IS NULL OR generator = ?) AND (kept = 1 OR NOT ?) "
+            "ORDER BY synthetic_items.id",
+            (round_id, round_id, generator, generator, kept_only),
+        ).fetchall()
+        return [
+            SyntheticItem(
+                id=row["id"], uri=row["uri"], content_hash=row["content_hash"], kind=row["kind"],
+                class_name=row["class_name"], generator=row["generator"], generator_version=row["generator_version"],
+                round_id=row["round_id"], artifact_id=row["artifact_id"], row_in_artifact=row["row_in_artifact"],
+                parents=tuple(json.loads(row["parents"])), kept=bool(row["kept"]), created_at=row["created_at"],
+            )
+            for row in rows
+        ]
+
+    def drop_synthetic_items(self, *, round_id: int, generator: str) -> int:
+        """Mark a round's items of ``generator`` as dropped by feedback (kept, not deleted); returns how many."""
+        with self.batch():
+            cursor = self._connection.execute(
+                "UPDATE synthetic_items SET kept = 0 WHERE round_id = ? AND generator = ? AND kept = 1",
+                (operator.index(round_id), generator),
+            )
+            return cursor.rowcount
+
     # ----------------------------------------------------------------- summary
 
     def summary(self) -> dict[str, Any]:
@@ -588,6 +666,11 @@ class ProjectStore:
             "rounds": one("SELECT count(*) FROM rounds"),
             "last_round": None if last_round is None else dict(last_round),
             "artifacts": one("SELECT count(*) FROM artifacts"),
+            "synthetic_items": dict(
+                self._connection.execute(
+                    "SELECT generator, count(*) FROM synthetic_items WHERE kept = 1 GROUP BY generator ORDER BY generator"
+                ).fetchall()
+            ),
         }
 
     # ------------------------------------------------------------------ checks
