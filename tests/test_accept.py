@@ -5,6 +5,7 @@ import pytest
 
 from metalabel.errors import BadInputError
 from metalabel.label import accept_at_precision, audit_precision
+from metalabel.label.accept import MAX_ACCEPTANCE_TARGET, adjust_target
 
 
 def calibrated_pool(
@@ -194,3 +195,38 @@ def test_the_balance_rule_takes_the_largest_set_it_allows() -> None:
         accepted = [decision.per_class[c].accepted for c in range(classes)]
         expected = largest_balanced_counts(predicted, eligible, min_per_class=min_per_class, max_share=max_share)
         assert accepted == expected.tolist()
+
+
+# ------------------------------------------------------------- target feedback
+
+
+def test_overconfident_audits_raise_the_target_by_the_gap():
+    claimed = np.full(40, 0.92)
+    correct = np.arange(40) % 5 != 0  # 80% where 92% was claimed: a 12-point gap
+    adjustment = adjust_target(0.85, claimed, correct)
+    assert adjustment.target == pytest.approx(0.85 + 0.12)
+    assert "raised 0.850 -> 0.970" in adjustment.reason and adjustment.audit_ci[1] < 0.92
+
+
+def test_the_raised_target_is_capped_where_accepting_would_stop():
+    adjustment = adjust_target(0.95, np.full(20, 0.96), np.arange(20) < 15)  # 75% where 96% was claimed
+    assert adjustment.target == MAX_ACCEPTANCE_TARGET
+
+
+@pytest.mark.parametrize(
+    ("claimed", "correct", "why"),
+    [
+        (np.full(20, 0.96), np.ones(20, dtype=bool), "as asked"),  # clean audits
+        (np.full(3, 0.96), np.zeros(3, dtype=bool), "too few audits"),
+        (np.array([]), np.array([], dtype=bool), "no audits"),
+        (np.full(10, 0.96), np.arange(10) > 0, "as asked"),  # 9/10: interval still reaches the claim
+    ],
+)
+def test_the_target_stays_as_asked_without_evidence_of_overconfidence(claimed, correct, why):
+    adjustment = adjust_target(0.95, claimed, correct)
+    assert adjustment.target == 0.95 and why in adjustment.reason
+
+
+def test_target_adjustment_names_mismatched_inputs():
+    with pytest.raises(BadInputError, match="one claimed confidence per audited label"):
+        adjust_target(0.95, np.full(6, 0.9), np.ones(5, dtype=bool))

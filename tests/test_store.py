@@ -591,3 +591,14 @@ def test_a_version_1_project_gains_synthetic_items_and_keeps_its_labels(tmp_path
         assert [label.class_name for label in store.active_labels()] == ["a"]
         store.add_synthetic_items([SyntheticRecord("g", "h", "generated", "b", "vae", "v", 0, (item,))])
         assert store.synthetic_items()[0].parents == (item,)
+
+
+def test_answered_questions_by_strategy(store):
+    audit = store.ask(1, strategy="audit")
+    margin = store.ask(2, strategy="margin")
+    dismissed = store.ask(3, strategy="audit")
+    store.answer(audit, "cat", oracle="ann")
+    store.answer(margin, "dog", oracle="ann")
+    store.dismiss(dismissed, oracle="ann")
+    assert [q.id for q in store.answered_questions()] == [audit, margin]
+    assert [(q.id, q.answer) for q in store.answered_questions(strategy="audit")] == [(audit, "cat")]

@@ -18,7 +18,7 @@ import copy
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -27,7 +27,7 @@ from torch import Tensor
 
 from metalabel.data.dataset import UNLABELED, LabeledDataset
 from metalabel.errors import BadInputError
-from metalabel.label.accept import accept_at_precision
+from metalabel.label.accept import TargetAdjustment, accept_at_precision, adjust_target
 from metalabel.label.active import select
 from metalabel.label.calibrate import TemperatureScaling, cross_validated_logits, expected_calibration_error
 from metalabel.label.oracle import Oracle, OracleStopped, Query, record_answers
@@ -54,6 +54,9 @@ class RunOptions:
     Without a given learner, ``project_meta_steps`` > 0 also meta-trains an embedding on
     pseudo-tasks from the project's own pool (CACTUs) and labeled classes; each round
     keeps whichever of it and the plain encoder space predicts held-out human labels better.
+    ``audit_fraction`` of each round's questions audit a random sample of the labels the
+    round accepted; with ``feedback`` the audits raise the acceptance target when they
+    show the model overclaiming (``metalabel.label.accept.adjust_target``).
     """
 
     target_precision: float = 0.95
@@ -66,6 +69,8 @@ class RunOptions:
     calibration_folds: int = 5
     min_gain: float = 0.002
     project_meta_steps: int = 500
+    audit_fraction: float = 0.2
+    feedback: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -75,6 +80,8 @@ class RunOptions:
             raise BadInputError("budget must be >= 0 and per_round >= 1")
         if not 0 <= self.pseudo_weight <= 1:
             raise BadInputError(f"pseudo_weight must lie in [0, 1], got {self.pseudo_weight}")
+        if not 0 <= self.audit_fraction < 1:
+            raise BadInputError(f"audit_fraction must lie in [0, 1), got {self.audit_fraction}")
 
 
 @dataclass
@@ -96,6 +103,11 @@ class RoundReport:
     held_out_accuracy: float | None = None
     disagreements: int = 0
     gold: dict[str, float] = field(default_factory=dict)
+    acceptance_target: float = float("nan")
+    audits: int = 0
+    audit_precision: float | None = None
+    audit_ci: tuple[float, float] | None = None
+    feedback: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -371,7 +383,9 @@ class LabelingRun:
 
         human = self._human_positions()
         candidates = np.array([i for i in range(len(self.pool)) if i not in human], dtype=np.int64)
-        decision = accept_at_precision(probs[candidates], target_precision=self.options.target_precision,
+        adjustment = self._acceptance_target()
+        feedback = [adjustment.reason] if adjustment.audited else []
+        decision = accept_at_precision(probs[candidates], target_precision=adjustment.target,
                                        calibrated=calibrator is not None)
         accepted = np.flatnonzero(decision.mask) if may_accept else np.array([], dtype=np.int64)
         with self.store.batch():  # a round's pseudo-labels land together or not at all
@@ -385,7 +399,8 @@ class LabelingRun:
                     threshold=float(decision.thresholds[predicted]), round_id=round_id, model_hash=model_hash)
 
         gold = self._gold_metrics(probs, candidates[accepted])  # before asking: this round's answers not counted
-        asked = self._ask(round_id, probs, model.embeddings(), candidates, count=ask) if ask else 0
+        asked = self._ask(round_id, probs, model.embeddings(), candidates, count=ask,
+                          accepted=candidates[accepted]) if ask else 0
         report = RoundReport(
             round_id=round_id, human_labels=len(human), model_labels=len(accepted),
             coverage=float(len(accepted) / max(len(candidates), 1)),
@@ -397,8 +412,34 @@ class LabelingRun:
             model=f"{name} + {model.head}" if model.prototype_space else name, held_out_accuracy=accuracy,
             disagreements=len(self.store.disagreements()),
             gold=gold,
+            acceptance_target=adjustment.target,
+            audits=adjustment.audited,
+            audit_precision=adjustment.audit_precision if adjustment.audited else None,
+            audit_ci=adjustment.audit_ci if adjustment.audited else None,
+            feedback=feedback,
         )
         return report
+
+    def _acceptance_target(self) -> TargetAdjustment:
+        """The round's acceptance target: as asked, or raised where audits caught the model overclaiming."""
+        claimed, correct = self._audit_results()
+        adjustment = adjust_target(self.options.target_precision, claimed, correct)
+        if self.options.feedback or adjustment.target == self.options.target_precision:
+            return adjustment
+        return replace(adjustment, target=self.options.target_precision,
+                       reason=f"feedback off, target kept at {self.options.target_precision}; "
+                              f"{adjustment.reason.split(': ')[0]}")
+
+    def _audit_results(self) -> tuple[np.ndarray, np.ndarray]:
+        """Claimed confidence and the person's verdict for every answered audit of an accepted model label."""
+        claimed, correct = [], []
+        for question in self.store.answered_questions(strategy="audit"):
+            audited = next((label for label in self.store.label_history(question.item_id)
+                            if label.source == "model" and label.round_id == question.round_id), None)
+            if audited is not None and question.score is not None:
+                claimed.append(question.score)
+                correct.append(audited.class_name == question.answer)
+        return np.array(claimed, dtype=np.float64), np.array(correct, dtype=bool)
 
     def _gold_metrics(self, probs: np.ndarray, accepted: np.ndarray) -> dict[str, float]:
         """Against the true labels, where the user has them (simulations and benchmarks)."""
@@ -418,24 +459,30 @@ class LabelingRun:
         return out
 
     def _ask(self, round_id: int, probs: np.ndarray, embeddings: np.ndarray, candidates: np.ndarray,
-             *, count: int) -> int:
+             *, count: int, accepted: np.ndarray) -> int:
+        """Audit a random sample of this round's accepted labels, then ask the most useful unlabeled items."""
         open_items = {question.item_id for question in self.store.open_questions()}
-        candidates = np.array([c for c in candidates if self.item_ids[c] not in open_items], dtype=np.int64)
-        if not len(candidates):
-            return 0
-        human = sorted(self._human_positions())
-        strategy = self.options.strategy
-        if strategy == "auto":
-            strategy = "typiclust" if len(human) < 2 * len(self.classes) else "margin"
-        chosen = select(strategy, probs[candidates], embeddings[candidates], budget=min(count, len(candidates)),
-                        labeled_embeddings=embeddings[human] if human else None, rng=self.rng)
-        positions = candidates[chosen]
+        accepted = np.array([a for a in accepted if self.item_ids[a] not in open_items], dtype=np.int64)
+        audits = self.rng.permutation(accepted)[:min(round(count * self.options.audit_fraction), len(accepted))]
+        asked_now = open_items | {int(self.item_ids[a]) for a in audits}
+        candidates = np.array([c for c in candidates if self.item_ids[c] not in asked_now], dtype=np.int64)
+        questions = [(int(position), "audit") for position in audits]
+        if len(candidates) and count > len(audits):
+            human = sorted(self._human_positions())
+            strategy = self.options.strategy
+            if strategy == "auto":
+                strategy = "typiclust" if len(human) < 2 * len(self.classes) else "margin"
+            chosen = select(strategy, probs[candidates], embeddings[candidates],
+                            budget=min(count - len(audits), len(candidates)),
+                            labeled_embeddings=embeddings[human] if human else None, rng=self.rng)
+            questions += [(int(position), strategy) for position in candidates[chosen]]
         with self.store.batch():
-            for position in positions:
+            for position, strategy in questions:
+                # an audit's score is the calibrated confidence the label was accepted with: what the model claimed
                 self.store.ask(int(self.item_ids[position]), strategy=strategy, round_id=round_id,
                                score=float(probs[position].max()))
         self._put_open_questions(probs)
-        return len(positions)
+        return len(questions)
 
     def _put_open_questions(self, probs: np.ndarray | None) -> None:
         """Give every open question to the oracle and commit each answer as it comes."""

@@ -246,3 +246,55 @@ def _check_open_unit(value: float, name: str) -> float:
     if not 0 < value < 1:
         raise BadInputError(f"{name} must lie strictly between 0 and 1, got {value}", hint="e.g. 0.95")
     return float(value)
+
+
+MAX_ACCEPTANCE_TARGET = 0.995
+"""Raising the target further would accept (almost) nothing; ask people instead."""
+
+
+@dataclass(frozen=True)
+class TargetAdjustment:
+    """The acceptance target for the next round, set from what audits found."""
+
+    target: float
+    audited: int  # audited labels behind the decision
+    audit_precision: float  # NaN without audits
+    audit_ci: tuple[float, float]
+    claimed_precision: float  # mean calibrated confidence of the audited labels; NaN without audits
+    reason: str
+
+
+def adjust_target(
+    target_precision: float, claimed: ArrayLike, correct: ArrayLike, *, min_audits: int = 5, confidence: float = 0.95
+) -> TargetAdjustment:
+    """Raise the acceptance target by how much audits show the calibrated confidences overclaim.
+
+    ``claimed`` is the calibrated confidence each audited label was accepted with and
+    ``correct`` whether the person agreed. When the audited precision is below
+    ``target_precision`` and its Wilson interval lies wholly below what was claimed, the
+    model is overconfident by ``claimed - audited``; the target is raised by that gap
+    (capped at ``MAX_ACCEPTANCE_TARGET``) so the labels accepted next meet the real
+    target. Otherwise the target stays what the user asked for, so a run whose audits
+    come back clean is never held to a stricter bar than requested.
+    """
+    target_precision = _check_open_unit(target_precision, "target_precision")
+    claimed_values = np.asarray(claimed, dtype=np.float64)
+    if claimed_values.size == 0:
+        return TargetAdjustment(target_precision, 0, float("nan"), (float("nan"),) * 2, float("nan"),
+                                "no audits yet: target as asked")
+    precision, low, high = audit_precision(correct, confidence=confidence)
+    if claimed_values.shape != np.asarray(correct).shape:
+        raise BadInputError(f"claimed has {claimed_values.size} values but correct has {np.asarray(correct).size}",
+                            hint="give one claimed confidence per audited label")
+    claimed_mean = float(claimed_values.mean())
+    found = f"audits found {int(round(precision * claimed_values.size))}/{claimed_values.size} correct " \
+            f"({precision:.0%}, CI {low:.0%}-{high:.0%}) where the model claimed {claimed_mean:.0%}"
+    if claimed_values.size < min_audits:
+        return TargetAdjustment(target_precision, claimed_values.size, precision, (low, high), claimed_mean,
+                                f"{found}: too few audits to act on, target as asked")
+    if precision < target_precision and high < claimed_mean:
+        raised = min(target_precision + (claimed_mean - precision), MAX_ACCEPTANCE_TARGET)
+        return TargetAdjustment(raised, claimed_values.size, precision, (low, high), claimed_mean,
+                                f"{found}: acceptance target raised {target_precision:.3f} -> {raised:.3f}")
+    return TargetAdjustment(target_precision, claimed_values.size, precision, (low, high), claimed_mean,
+                            f"{found}: target as asked")

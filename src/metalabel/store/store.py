@@ -462,6 +462,15 @@ class ProjectStore:
         rows = self._connection.execute(_QUESTION_SELECT + " WHERE questions.answered_at IS NULL ORDER BY questions.id")
         return [Question(**row) for row in rows]
 
+    def answered_questions(self, *, strategy: str | None = None) -> list[Question]:
+        """Questions the oracle answered with a class (not dismissed), oldest first; optionally of one strategy."""
+        rows = self._connection.execute(
+            _QUESTION_SELECT + " WHERE questions.answer_class_id IS NOT NULL AND (? IS NULL OR questions.strategy = ?) "
+            "ORDER BY questions.id",
+            (strategy, strategy),
+        )
+        return [Question(**row) for row in rows]
+
     def question(self, question_id: int) -> Question:
         row = self._connection.execute(
             _QUESTION_SELECT + " WHERE questions.id = ?", (operator.index(question_id),)
