@@ -19,8 +19,8 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("METALABEL_CACHE", str(tmp_path / "cache"))
 
 
-def kanji_project(folder, *, per_class):
-    pool = ml.datasets.load("kanji", **POOL)
+def kanji_project(folder, *, per_class, **pool_options):
+    pool = ml.datasets.load("kanji", **{**POOL, **pool_options})
     gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
     return Project.create(folder, pool=pool, labels=seed_labels_from_pool(pool, per_class=per_class, seed=0)), gold
 
@@ -47,3 +47,23 @@ def test_audits_raise_a_too_low_threshold(cache, tmp_path, feedback):
         assert second.gold.get("achieved_precision", 1.0) > first.gold["achieved_precision"]
     else:
         assert second.acceptance_target == 0.9 and second.feedback[0].startswith("feedback off")
+
+
+def test_the_meta_learner_continues_on_the_grown_data_set_and_is_kept_only_when_better(cache, tmp_path):
+    # pseudo-tasks need a pool of a few hundred items (enough k-means clusters for episodes)
+    project, gold = kanji_project(tmp_path / "p", per_class=3, max_classes=8, samples_per_class=40)
+    with project:
+        result = project.run(oracle=SimulatedOracle(gold), encoder="pixels", budget=10, per_round=5, max_rounds=3,
+                             project_meta_steps=60, meta_continue_steps=30, progress=False)
+        checkpoints = project.store.artifacts(kind="checkpoint")
+    lines = [line for report in result.rounds for line in report.feedback if line.startswith("meta-learner")]
+    assert len(lines) == len(result.rounds)  # every round had held-out labels to judge by
+    kept = 0
+    for line in lines:
+        numbers = line.split("held-out accuracy ")[1].split(",")[0]
+        before, after = (float(v.rstrip("%")) for v in numbers.split(" -> "))
+        kept += "kept" in line
+        assert ("kept" in line) == (after >= before)
+    # the first learner and every kept continuation are saved in the project, under their hash
+    assert len(checkpoints) == 1 + kept
+    assert all((artifact.path / "config.json").exists() or any(artifact.path.iterdir()) for artifact in checkpoints)

@@ -56,7 +56,9 @@ class RunOptions:
     keeps whichever of it and the plain encoder space predicts held-out human labels better.
     ``audit_fraction`` of each round's questions audit a random sample of the labels the
     round accepted; with ``feedback`` the audits raise the acceptance target when they
-    show the model overclaiming (``metalabel.label.accept.adjust_target``).
+    show the model overclaiming (``metalabel.label.accept.adjust_target``), and the
+    project's meta-learner continues ``meta_continue_steps`` on tasks from the grown
+    data set each round, kept only when it predicts held-out human labels better.
     """
 
     target_precision: float = 0.95
@@ -70,6 +72,7 @@ class RunOptions:
     min_gain: float = 0.002
     project_meta_steps: int = 500
     audit_fraction: float = 0.2
+    meta_continue_steps: int = 100
     feedback: bool = True
     seed: int = 0
 
@@ -280,33 +283,70 @@ class LabelingRun:
             if meta_learned is not None:
                 self.learners["project meta-learned"] = meta_learned
         self.hashes = {name: learner_hash(model) for name, model in self.learners.items()}
+        if "project meta-learned" in self.learners:
+            self._save_checkpoint("project meta-learned", None)
 
-    def _meta_learn_on_project(self) -> TaskLearner | None:
+    def _meta_learn_on_project(self, *, steps: int | None = None, init: TaskLearner | None = None,
+                               seed: int | None = None) -> TaskLearner | None:
         """A ProtoNet embedding meta-trained on the pool's clusters and the labeled classes (CACTUs).
 
-        None when the pool is too small to make enough pseudo-classes for episodes.
+        The labeled classes are those of every active label, pseudo-labels included, so a
+        later call (``init`` = the current learner) continues on tasks from the grown data
+        set. None when the pool is too small to make enough pseudo-classes for episodes.
         """
         from metalabel.meta.train import meta_train
         from metalabel.meta.unsupervised import pseudo_task_dataset
 
         shots, queries, ways = 1, 5, 10
-        positions, classes, _, trusted = self._labels()
+        steps = self.options.project_meta_steps if steps is None else steps
+        seed = self.options.seed if seed is None else seed
+        positions, classes, _, _ = self._labels()
         features = self.x.flatten(1).numpy()
         if len(features) < 4 * ways * (shots + queries):
             return None
         tasks = pseudo_task_dataset(features, clusters=int(np.clip(len(features) // 50, ways * 2, 200)),
-                                    min_per_cluster=shots + queries, labeled=(positions[trusted], classes[trusted]),
-                                    seed=self.options.seed)
+                                    min_per_cluster=shots + queries, labeled=(positions, classes), seed=seed)
         if tasks.num_classes < 2 * 4:  # training and validation classes need a few ways each
             return None
         try:
             return meta_train(tasks, algo="protonet", backbone="mlp",
                               backbone_kwargs={"in_features": features.shape[1], "hidden": [512], "out_features": 128},
                               ways=min(ways, tasks.num_classes // 4), val_fraction=0.25, shots=shots, queries=queries,
-                              steps=self.options.project_meta_steps, val_every=self.options.project_meta_steps,
-                              val_episodes=50, seed=self.options.seed, progress=False)
+                              steps=steps, val_every=steps, val_episodes=50, seed=seed, progress=False, init=init)
         except BadInputError:  # too few pseudo-classes of the needed size for episodes
             return None
+
+    def _continue_meta_learning(self, round_id: int, labels: tuple[np.ndarray, ...], feedback: list[str]) -> None:
+        """Continue the project's meta-learner on tasks from the grown data set; keep it only if it predicts better."""
+        name = "project meta-learned"
+        current = self.learners.get(name)
+        if current is None or not self.options.meta_continue_steps or not self.options.feedback:
+            return
+        before = self._calibrate(RoundModel(current, self.x, seed=self.options.seed), *labels)[2]
+        if before is None:
+            return  # no held-out human labels yet: no evidence to keep or drop a change by
+        continued = self._meta_learn_on_project(steps=self.options.meta_continue_steps, init=current,
+                                                seed=self.options.seed + round_id)
+        if continued is None:
+            return
+        after = self._calibrate(RoundModel(continued, self.x, seed=self.options.seed), *labels)[2]
+        verdict = "kept" if after >= before else "dropped, the previous one stays"
+        feedback.append(f"meta-learner continued {self.options.meta_continue_steps} steps on tasks from the grown "
+                        f"data set: held-out accuracy {before:.1%} -> {after:.1%}, {verdict}")
+        if after >= before:
+            self.learners[name] = continued
+            self.hashes[name] = learner_hash(continued)
+            self._save_checkpoint(name, round_id)
+
+    def _save_checkpoint(self, name: str, round_id: int | None) -> None:
+        """Keep a learner the project made, in its folder, so every model label's model_hash can be reloaded."""
+        from metalabel.meta.checkpoint import save_learner
+
+        folder = self.project.folder / "models" / self.hashes[name]
+        if not folder.exists():
+            save_learner(self.learners[name], folder)
+            self.store.add_artifact("checkpoint", folder, round_id=round_id,
+                                    meta={"learner": name, "model_hash": self.hashes[name]})
 
     # -- state read from the store
     def _answered_total(self) -> int:
@@ -362,6 +402,8 @@ class LabelingRun:
         if missing:
             raise BadInputError(f"class {self.classes[missing[0]]!r} has no human or seed label",
                                 hint="label at least one example of every class before running")
+        feedback: list[str] = []
+        self._continue_meta_learning(round_id, (positions, classes, weights, trusted), feedback)
         # feedback on the model itself: keep the learner that predicts held-out human labels best
         # (ties and rounds without held-out labels keep the first: the given or plain-encoder one)
         best = None
@@ -384,7 +426,8 @@ class LabelingRun:
         human = self._human_positions()
         candidates = np.array([i for i in range(len(self.pool)) if i not in human], dtype=np.int64)
         adjustment = self._acceptance_target()
-        feedback = [adjustment.reason] if adjustment.audited else []
+        if adjustment.audited:
+            feedback.insert(0, adjustment.reason)
         decision = accept_at_precision(probs[candidates], target_precision=adjustment.target,
                                        calibrated=calibrator is not None)
         accepted = np.flatnonzero(decision.mask) if may_accept else np.array([], dtype=np.int64)

@@ -196,6 +196,7 @@ def meta_train(
     resume: bool = True,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    init: TaskLearner | None = None,
     **options: Any,
 ) -> TaskLearner:
     """Meta-train a learner on episodes of ``source`` and return the best one by validation accuracy.
@@ -205,7 +206,9 @@ def meta_train(
     ``shots``, ``steps``, ``seed``, ...). With ``out``, checkpoints go there and a
     later call with the same options continues from the last one (saved at every
     validation and on Ctrl-C); ``steps`` may grow between calls, which for Reptile
-    also stretches its learning-rate annealing.
+    also stretches its learning-rate annealing. ``init`` starts from a learner's
+    weights (same algorithm and backbone) instead of a fresh initialization, to
+    continue meta-training on new tasks.
     """
     unknown = set(options) - set(TrainConfig.__dataclass_fields__)
     if unknown:
@@ -224,6 +227,13 @@ def meta_train(
                                              length=config.val_episodes)
     in_channels = sampler[0].support_x.shape[1]
     learner = build_learner(config, in_channels=in_channels).to(device)
+    if init is not None:
+        try:
+            learner.load_state_dict(init.state_dict())
+        except RuntimeError as error:
+            raise BadInputError(f"init's weights do not fit a {config.algo} learner with backbone "
+                                f"{config.backbone!r} ({error})",
+                                hint="continue with the same algo, backbone and backbone_kwargs") from error
     is_reptile = config.algo == "reptile"
     optimizer = (torch.optim.SGD(learner.parameters(), lr=config.lr) if is_reptile
                  else torch.optim.Adam(learner.parameters(), lr=config.lr))
