@@ -1,0 +1,128 @@
+"""Held-out evidence for a generator: does adding what it makes raise accuracy on data it never saw?
+
+A generator here is an ``Expander``: given training rows ``(x, y)`` and a seed it returns
+new rows ``(x_new, y_new)``. Two judges:
+
+- ``held_out_accuracy``: stratified k-fold over labeled rows (the project's human labels);
+  only the training folds are expanded, the held-out fold is real.
+- ``episode_accuracy``: few-shot episodes over many classes (pseudo-classes of a pool, say),
+  for when there are too few labels per class to hold any out: each episode's support is
+  expanded and its real queries are classified. This is the meta-learning view: a
+  generator is good if it helps on new tasks.
+
+Both fix their folds or episodes by ``seed``, so every candidate is judged on the same data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from metalabel.errors import BadInputError, check_whole_number
+
+Expander = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+"""(train_x [N, D], train_y [N], seed) -> (new_x [M, D], new_y [M])."""
+
+CLASSIFIERS = ("logistic", "prototype")
+
+
+def assign_folds(labels: np.ndarray, *, folds: int, seed: int) -> tuple[np.ndarray, int]:
+    """A fold number per item (-1: never held out) and the number of folds.
+
+    Only classes with at least 2 examples are held out, and a class never gives its
+    last training example to a fold, so every class trains in every fold.
+    """
+    classes, class_of, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    if len(classes) < 2:
+        raise BadInputError(f"held-out scoring needs at least 2 classes, got {len(classes)}",
+                            hint="label examples of a second class")
+    if sizes.max() < 2:
+        raise BadInputError("every class has a single example, so none can be held out while its class still trains",
+                            hint="label a second example of at least one class, or score on episodes instead")
+    fold_count = min(folds, int(sizes.max()))
+    rng = np.random.default_rng(seed)
+    fold_of = np.full(len(labels), -1, dtype=np.int64)
+    for class_number in np.flatnonzero(sizes >= 2):
+        members = rng.permutation(np.flatnonzero(class_of == class_number))
+        # consecutive folds from a random start: a class smaller than the fold count gives at most one
+        # item to each fold (so it keeps a training example), and small classes spread over all folds
+        fold_of[members] = (rng.integers(fold_count) + np.arange(len(members))) % fold_count
+    return fold_of, fold_count
+
+
+def fit_predict(classifier: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                train_weights: np.ndarray | None = None) -> np.ndarray:
+    """Predicted classes of ``test_x`` from a fresh ``classifier`` ("logistic" or "prototype": nearest class mean)."""
+    if classifier not in CLASSIFIERS:
+        raise BadInputError(f"unknown classifier {classifier!r}", hint=f"use one of: {', '.join(CLASSIFIERS)}")
+    if classifier == "logistic" and np.unique(train_y).size >= 2:
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(max_iter=1000).fit(train_x, train_y, sample_weight=train_weights).predict(test_x)
+    classes = np.unique(train_y)
+    weights = np.ones(len(train_y)) if train_weights is None else train_weights
+    means = np.stack([np.average(train_x[train_y == c], axis=0, weights=weights[train_y == c]) for c in classes])
+    distances = ((test_x[:, None, :] - means[None]) ** 2).sum(-1)
+    return classes[distances.argmin(1)]
+
+
+def held_out_accuracy(x: np.ndarray, y: np.ndarray, *, expand: Expander | None, folds: int = 5, seed: int = 0,
+                      classifier: str = "logistic", generated_weight: float = 1.0) -> float:
+    """Cross-validated accuracy of ``classifier`` trained on training folds plus ``expand``'s rows for them."""
+    check_whole_number("folds", folds, minimum=2)
+    labels = np.asarray(y)
+    fold_of, fold_count = assign_folds(labels, folds=folds, seed=seed)
+    correct = 0
+    for fold in range(fold_count):
+        held_out = fold_of == fold
+        # one seed per fold, the same for every generator: differences come from the generator, not the draw
+        train_x, train_y, weights = _grown(x[~held_out], labels[~held_out], expand, generated_weight,
+                                           int(np.random.SeedSequence([seed, fold]).generate_state(1)[0]))
+        predicted = fit_predict(classifier, train_x, train_y, x[held_out], weights)
+        correct += int((predicted == labels[held_out]).sum())
+    return correct / int((fold_of >= 0).sum())
+
+
+def episode_accuracy(x: np.ndarray, y: np.ndarray, *, expand: Expander | None, ways: int, shots: int,
+                     queries: int = 5, episodes: int = 50, seed: int = 0, classifier: str = "prototype",
+                     generated_weight: float = 1.0) -> float:
+    """Mean query accuracy over fixed few-shot episodes of ``(x, y)`` whose support ``expand`` grows."""
+    for name, value in (("ways", ways), ("shots", shots), ("queries", queries), ("episodes", episodes)):
+        check_whole_number(name, value, minimum=1)
+    labels = np.asarray(y)
+    classes, counts = np.unique(labels[labels >= 0], return_counts=True)
+    usable = classes[counts >= shots + queries]
+    if len(usable) < max(ways, 2):
+        raise BadInputError(f"episodes need {ways} classes with {shots + queries} examples each; "
+                            f"{len(usable)} have that many", hint="lower ways, shots or queries")
+    rng = np.random.default_rng(seed)
+    members = {c: np.flatnonzero(labels == c) for c in usable}
+    accuracies = []
+    for episode in range(episodes):
+        chosen = rng.choice(usable, ways, replace=False)
+        picks = [rng.choice(members[c], shots + queries, replace=False) for c in chosen]
+        support = np.concatenate([p[:shots] for p in picks])
+        query = np.concatenate([p[shots:] for p in picks])
+        support_y = np.repeat(np.arange(ways), shots)
+        query_y = np.repeat(np.arange(ways), queries)
+        train_x, train_y, weights = _grown(x[support], support_y, expand, generated_weight,
+                                           int(np.random.SeedSequence([seed, episode]).generate_state(1)[0]))
+        accuracies.append(float((fit_predict(classifier, train_x, train_y, x[query], weights) == query_y).mean()))
+    return float(np.mean(accuracies))
+
+
+def _grown(x: np.ndarray, y: np.ndarray, expand: Expander | None, generated_weight: float,
+           seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training rows plus the generated ones, weighted to the real rows' total.
+
+    Generated rows weigh ``generated_weight`` against a real row's 1, then all weights are
+    scaled so they sum to the number of real rows: growing the training set adds variety,
+    never, through sheer row count, a weaker regularization the real-only baseline lacks.
+    """
+    if expand is None:
+        return x, y, np.ones(len(y))
+    new_x, new_y = expand(x, y, seed)
+    weights = np.concatenate([np.ones(len(y)), np.full(len(new_y), generated_weight)])
+    return (np.concatenate([x, np.asarray(new_x).astype(x.dtype, copy=False)]), np.concatenate([y, new_y]),
+            weights * (len(y) / weights.sum()))
