@@ -1,0 +1,121 @@
+"""Label quality: accuracy with a Wilson interval, confusion, and label issues found by cleanlab."""
+
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_predict
+
+from metalabel.errors import BadInputError, MissingDependencyError
+from metalabel.evaluate import LabelIssues, accuracy_with_ci, confusion, label_issues, per_class_accuracy
+
+
+def test_accuracy_with_ci_matches_the_known_wilson_interval() -> None:
+    result = accuracy_with_ci(np.array([True] * 8 + [False] * 2))
+    # Wilson 95% interval for 8 of 10 (Newcombe 1998, method 3): 0.4902 to 0.9433.
+    assert result["accuracy"] == 0.8 and result["count"] == 10
+    assert result["low"] == pytest.approx(0.4902, abs=1e-4)
+    assert result["high"] == pytest.approx(0.9433, abs=1e-4)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3, 0.97, 1.0])
+def test_the_interval_contains_the_accuracy_and_narrows_with_more_checks(rate: float) -> None:
+    widths = []
+    for count in (20, 200, 2000):
+        correct = np.arange(count) < round(rate * count)
+        result = accuracy_with_ci(correct, confidence=0.9)
+        assert 0 <= result["low"] <= result["accuracy"] <= result["high"] <= 1
+        widths.append(result["high"] - result["low"])
+    assert widths[0] > widths[1] > widths[2]
+
+
+def test_accuracy_with_ci_refuses_no_checks() -> None:
+    with pytest.raises(BadInputError, match="non-empty"):
+        accuracy_with_ci(np.array([], dtype=bool))
+
+
+def test_confusion_counts_true_by_row_and_predicted_by_column() -> None:
+    true = np.array([0, 0, 0, 1, 1, 2])
+    predicted = np.array([0, 0, 1, 1, 0, 1])
+    expected = np.array([[2, 1, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(confusion(true, predicted, classes=4), expected)
+    np.testing.assert_allclose(per_class_accuracy(expected), [2 / 3, 1 / 2, 0.0, np.nan])
+
+
+def test_confusion_and_per_class_accuracy_refuse_bad_input() -> None:
+    with pytest.raises(BadInputError, match="not a class index in 0..2"):
+        confusion(np.array([0, 3]), np.array([0, 1]), classes=3)
+    with pytest.raises(BadInputError, match="must match"):
+        confusion(np.array([0, 1]), np.array([0]), classes=3)
+    with pytest.raises(BadInputError, match="square"):
+        per_class_accuracy(np.zeros((2, 3), dtype=int))
+
+
+CENTERS = np.array([[0.0, 0.0], [8.0, 0.0], [4.0, 7.0], [0.0, 8.0]])
+
+
+def noisy_blobs(classes: list[int], *, per_class: int = 200, flip_share: float = 0.05, seed: int = 0):
+    """Well-separated blobs of ``classes`` with a share of labels flipped to another of them, and out-of-fold
+    probabilities over all 4 columns of CENTERS. Returns (noisy labels, probs, flipped indices, true labels)."""
+    rng = np.random.default_rng(seed)
+    true = np.repeat(classes, per_class)
+    x = CENTERS[true] + rng.normal(size=(len(true), 2))
+    flipped = rng.choice(len(true), size=int(flip_share * len(true)), replace=False)
+    noisy = true.copy()
+    others = np.array([[c for c in classes if c != t] for t in true[flipped]])
+    noisy[flipped] = others[np.arange(len(flipped)), rng.integers(0, len(classes) - 1, size=len(flipped))]
+    present_probs = cross_val_predict(LogisticRegression(), x, noisy, cv=5, method="predict_proba")
+    probs = np.zeros((len(true), len(CENTERS)))
+    probs[:, classes] = present_probs  # columns follow the sorted classes, as cross_val_predict orders them
+    return noisy, probs, flipped, true
+
+
+def test_label_issues_finds_flipped_labels_and_ranks_them() -> None:
+    labels, probs, flipped, true = noisy_blobs([0, 1, 2, 3])
+    issues = label_issues(labels, probs)
+    found = set(issues.indices.tolist())
+    caught = found & set(flipped.tolist())
+    assert len(caught) / len(flipped) >= 0.9  # recall
+    assert len(caught) / len(found) >= 0.7  # precision
+    assert np.all(np.diff(issues.self_confidence) >= 0)  # most likely wrong first
+    np.testing.assert_array_equal(issues.given, labels[issues.indices])
+    np.testing.assert_array_equal(issues.suggested, probs[issues.indices].argmax(axis=1))
+    np.testing.assert_allclose(issues.self_confidence, probs[issues.indices, issues.given])
+    caught_rows = np.isin(issues.indices, flipped)
+    assert np.mean(issues.suggested[caught_rows] == true[issues.indices[caught_rows]]) > 0.9
+
+    top = label_issues(labels, probs, max_issues=5)
+    assert isinstance(top, LabelIssues) and len(top) == 5
+    np.testing.assert_array_equal(top.indices, issues.indices[:5])
+
+
+def test_label_issues_with_a_class_no_label_uses() -> None:
+    labels, probs, flipped, _ = noisy_blobs([0, 1, 3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the absent class is expected, not warned about
+        issues = label_issues(labels, probs)
+    assert len(set(issues.indices.tolist()) & set(flipped.tolist())) / len(flipped) >= 0.9
+    assert not np.isin(issues.given, [2]).any()
+
+
+@pytest.mark.parametrize("only_class", [0, 2])
+def test_label_issues_with_fewer_than_two_classes_present_finds_none(only_class: int) -> None:
+    probs = np.random.default_rng(0).dirichlet(np.ones(3), size=20)
+    issues = label_issues(np.full(20, only_class), probs)
+    assert len(issues) == 0 and issues.indices.dtype == np.int64
+
+
+def test_label_issues_refuses_logits_and_mismatched_labels() -> None:
+    with pytest.raises(BadInputError, match="out_of_fold_probs"):
+        label_issues(np.array([0, 1]), np.array([[2.0, -1.0], [0.5, 3.0]]))
+    with pytest.raises(BadInputError, match="3 labels for 2 items"):
+        label_issues(np.array([0, 1, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]))
+
+
+def test_label_issues_without_cleanlab_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cleanlab", None)
+    monkeypatch.setitem(sys.modules, "cleanlab.filter", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'metalabel\[evaluate\]'"):
+        label_issues(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]))
