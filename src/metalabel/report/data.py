@@ -1,0 +1,257 @@
+"""What a report shows: plain frozen records that ``collect`` fills from a project store.
+
+The HTML renderer reads only these records, so a report can be built (and tested)
+without a store. Fractions are in 0..1; ``None`` means "not measured".
+Records holding arrays or dicts compare by identity (``eq=False``): comparing
+numpy images field by field has no single truth value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from metalabel.errors import BadInputError
+
+SOURCES = ("human", "imported", "model", "generated", "augmented")
+"""Where a label or item came from, as the store records it."""
+
+MODALITIES = ("image", "text", "tabular")
+
+SECTION_KEYS = (
+    "scorecard", "rounds", "log", "reliability", "confusion",
+    "samples", "generated", "similarity", "downstream", "label_issues",
+)
+"""Keys of ``ReportData.why_missing``: one per section that can be empty."""
+
+
+def _check_fraction(name: str, value: float | None, where: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, (int, float, np.floating, np.integer)) or not 0.0 <= float(value) <= 1.0:
+        raise BadInputError(
+            f"{where}: {name} must be a fraction between 0 and 1, got {value!r}",
+            hint="pass fractions (0.95), not percentages (95)",
+        )
+
+
+def _check_interval(name: str, interval: tuple[float, float] | None, where: str) -> None:
+    if interval is None:
+        return
+    if len(interval) != 2:
+        raise BadInputError(f"{where}: {name} must be a (low, high) pair, got {interval!r}")
+    low, high = interval
+    _check_fraction(f"{name} low", low, where)
+    _check_fraction(f"{name} high", high, where)
+    if low > high:
+        raise BadInputError(f"{where}: {name} has low {low} above high {high}", hint="give (low, high)")
+
+
+def _lines(name: str, value: Any, where: str) -> tuple[str, ...]:
+    # a bare string would otherwise be split into one "line" per character
+    if isinstance(value, str):
+        raise BadInputError(f"{where}: {name} must be a sequence of lines, got one string",
+                            hint=f"wrap it: {name}=({value!r},)")
+    return tuple(str(line) for line in value)
+
+
+def _check_image(image: np.ndarray | None, where: str, cls: str | None = None) -> None:
+    if image is None:
+        return
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or not (
+        image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)
+    ) or 0 in image.shape:
+        described = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise BadInputError(
+            f"{where}: image must be a non-empty uint8 array [H, W] or [H, W, 3], got {described}",
+            cls=cls,
+            hint="convert with numpy.clip(x * 255, 0, 255).astype(numpy.uint8) for 0..1 floats",
+        )
+
+
+@dataclass(frozen=True)
+class RoundPoint:
+    """One labeling round as it ended: how many labels of each kind, and how good they look."""
+
+    round_id: int
+    human_labels: int
+    model_labels: int
+    generated_items: int
+    augmented_items: int
+    coverage: float
+    estimated_precision: float | None = None
+    precision_ci: tuple[float, float] | None = None
+    held_out_accuracy: float | None = None
+    audit_accuracy: float | None = None
+    audit_ci: tuple[float, float] | None = None
+    gold_label_accuracy: float | None = None
+    achieved_precision: float | None = None
+    downstream_real: float | None = None
+    downstream_with_generated: float | None = None
+    model: str = ""
+    feedback: tuple[str, ...] = ()
+    """What this round changed and why, one line each."""
+
+    def __post_init__(self) -> None:
+        where = f"round {self.round_id}"
+        for name in ("human_labels", "model_labels", "generated_items", "augmented_items"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise BadInputError(f"{where}: {name} must be a whole number >= 0, got {value!r}")
+        for name in ("coverage", "estimated_precision", "held_out_accuracy", "audit_accuracy",
+                     "gold_label_accuracy", "achieved_precision", "downstream_real", "downstream_with_generated"):
+            _check_fraction(name, getattr(self, name), where)
+        _check_interval("precision_ci", self.precision_ci, where)
+        _check_interval("audit_ci", self.audit_ci, where)
+        object.__setattr__(self, "feedback", _lines("feedback", self.feedback, where))
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    """One item shown in the report, with where its label came from."""
+
+    class_name: str
+    uri: str
+    source: str
+    image: np.ndarray | None = None
+    text: str | None = None
+    confidence: float | None = None
+    round_id: int | None = None
+    generator: str | None = None
+    """Name and version of the generator or augmentation that made the item."""
+    parents: tuple[str, ...] = ()
+    """URIs of the real items a generated item was made from."""
+
+    def __post_init__(self) -> None:
+        where = f"sample {self.uri}"
+        if self.source not in SOURCES:
+            raise BadInputError(f"{where}: unknown source {self.source!r}", cls=self.class_name,
+                                hint=f"use one of {', '.join(SOURCES)}")
+        _check_image(self.image, where, self.class_name)
+        _check_fraction("confidence", self.confidence, where)
+        object.__setattr__(self, "parents", _lines("parents", self.parents, where))
+
+
+@dataclass(frozen=True, eq=False)
+class LabelIssue:
+    """A label that looks wrong: the given class, the class the evidence suggests."""
+
+    uri: str
+    given: str
+    suggested: str
+    self_confidence: float
+    """The model's probability for the given label; low means likely wrong."""
+    image: np.ndarray | None = None
+    text: str | None = None
+
+    def __post_init__(self) -> None:
+        where = f"label issue {self.uri}"
+        _check_fraction("self_confidence", self.self_confidence, where)
+        _check_image(self.image, where, self.given)
+
+
+@dataclass(frozen=True)
+class ScorecardRow:
+    """One line of the scorecard, already formatted for people."""
+
+    section: str
+    metric: str
+    value: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class ReportData:
+    """Everything one report shows. Empty tuples and ``None`` render as "not measured yet".
+
+    ``counts`` keys the header understands: ``items`` (pool size), ``labeled``
+    (items with a label), one per source in ``SOURCES``, ``open_questions`` and
+    ``disagreements``; other keys are shown as they are.
+    ``reliability``: per confidence bin, lists ``confidence`` (mean), ``accuracy``,
+    ``count``, plus ``ece``. ``confusion``: ``classes``, ``matrix`` (rows: the
+    reference labels, columns: metalabel's) and ``against`` (what the reference is).
+    ``similarity``: generator -> ``mmd``, ``frechet``, ``precision``, ``recall``,
+    ``real``, ``generated``. ``downstream``: ``real_only``, ``with_generated``,
+    ``gain``, ``tstr``, ``test_size``, ``test``.
+    ``why_missing``: section key (``SECTION_KEYS``) -> why it is empty, said better
+    than the default.
+    """
+
+    project: str
+    pool: str
+    modality: str
+    classes: tuple[str, ...]
+    created: str
+    counts: dict[str, int] = field(default_factory=dict)
+    rounds: tuple[RoundPoint, ...] = ()
+    reliability: dict[str, Any] | None = None
+    confusion: dict[str, Any] | None = None
+    samples: tuple[Sample, ...] = ()
+    generated: tuple[Sample, ...] = ()
+    similarity: dict[str, dict[str, float]] = field(default_factory=dict)
+    downstream: dict[str, Any] | None = None
+    label_issues: tuple[LabelIssue, ...] = ()
+    scorecard: tuple[ScorecardRow, ...] = ()
+    parent_images: dict[str, np.ndarray] = field(default_factory=dict)
+    """uri -> image of the real items that generated items were made from."""
+    parent_texts: dict[str, str] = field(default_factory=dict)
+    """uri -> text of the real items that generated text was made from."""
+    target_precision: float | None = None
+    why_missing: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        where = f"report for {self.project!r}"
+        if self.modality not in MODALITIES:
+            raise BadInputError(f"{where}: unknown modality {self.modality!r}",
+                                hint=f"use one of {', '.join(MODALITIES)}")
+        object.__setattr__(self, "classes", _lines("classes", self.classes, where))
+        for name, kind in (("rounds", RoundPoint), ("samples", Sample), ("generated", Sample),
+                           ("label_issues", LabelIssue), ("scorecard", ScorecardRow)):
+            entries = tuple(getattr(self, name))  # lists from collect become tuples, like the fields say
+            for entry in entries:
+                if not isinstance(entry, kind):
+                    raise BadInputError(f"{where}: {name} holds a {type(entry).__name__}, not a {kind.__name__}",
+                                        hint=f"build each entry with metalabel.report.{kind.__name__}(...)")
+            object.__setattr__(self, name, entries)
+        _check_fraction("target_precision", self.target_precision, where)
+        for uri, image in self.parent_images.items():
+            _check_image(image, f"{where}, parent image {uri}")
+        unknown = set(self.why_missing) - set(SECTION_KEYS)
+        if unknown:
+            raise BadInputError(f"{where}: why_missing has unknown sections {sorted(unknown)}",
+                                hint=f"use {', '.join(SECTION_KEYS)}")
+        self._check_reliability(where)
+        self._check_confusion(where)
+
+    def _check_reliability(self, where: str) -> None:
+        if self.reliability is None:
+            return
+        missing = {"confidence", "accuracy", "count"} - set(self.reliability)
+        if missing:
+            raise BadInputError(f"{where}: reliability lacks {', '.join(sorted(missing))}",
+                                hint="give per-bin lists 'confidence', 'accuracy' and 'count'")
+        lengths = {len(self.reliability[key]) for key in ("confidence", "accuracy", "count")}
+        if len(lengths) != 1:
+            raise BadInputError(f"{where}: reliability lists have different lengths {sorted(lengths)}",
+                                hint="give one confidence, accuracy and count per bin")
+        for key in ("confidence", "accuracy"):
+            for value in self.reliability[key]:
+                _check_fraction(f"reliability {key}", value, where)
+
+    def _check_confusion(self, where: str) -> None:
+        if self.confusion is None:
+            return
+        if not {"classes", "matrix"} <= set(self.confusion):
+            raise BadInputError(f"{where}: confusion needs 'classes' and 'matrix'",
+                                hint="give {'classes': [...], 'matrix': [[...]], 'against': 'gold labels'}")
+        matrix = np.asarray(self.confusion["matrix"])
+        size = len(self.confusion["classes"])
+        if matrix.shape != (size, size) or (matrix.size and (not np.issubdtype(matrix.dtype, np.number)
+                                                             or matrix.min() < 0)):
+            raise BadInputError(
+                f"{where}: confusion matrix must be {size} x {size} counts >= 0 "
+                f"(one row and column per class), got shape {matrix.shape}",
+                hint="rows are the reference labels, columns metalabel's labels",
+            )
