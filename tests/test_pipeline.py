@@ -75,7 +75,7 @@ def test_project_meta_learning_competes_with_the_encoder_space(cache, tmp_path):
     gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
     with Project.create(tmp_path / "p", pool=pool, labels=seed_labels_from_pool(pool, per_class=3, seed=0)) as project:
         run = LabelingRun(project, None, oracle=SimulatedOracle(gold), encoder="pixels", gold=gold, progress=False,
-                          options=RunOptions(budget=0, project_meta_steps=30))
+                          options=RunOptions(budget=0, project_meta_steps=30, generate=False))
         assert set(run.learners) == {"encoder space", "project meta-learned"}
         [report] = run.run().rounds
         models = {label.model_hash for label in project.store.active_labels() if label.source == "model"}
@@ -107,7 +107,7 @@ WRITER = textwrap.dedent("""
         pool = project.load_pool()
         gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
         project.run(oracle=SlowOracle(gold), encoder="pixels", budget=int(sys.argv[2]), per_round=4,
-                    project_meta_steps=0, progress=False, seed=3)
+                    project_meta_steps=0, progress=False, seed=3, generate=False)
 """)
 
 

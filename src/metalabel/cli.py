@@ -118,12 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             oracle = TerminalOracle()
         else:
             oracle = LabelStudioQueue(project.folder / "labelstudio")
-        learner = None
-        if args.model and args.model != "none":
-            from metalabel.meta.checkpoint import load_learner
-
-            model = Path(args.model)
-            learner = load_learner(model / "best" if (model / "best").is_dir() else model)
+        learner = _load_model(args.model)
         table = Table("round", "human", "model labels", "coverage", "est. precision (95% CI)", "ECE",
                       "asked", "pool acc." if gold else "", "achieved prec." if gold else "", "s",
                       title=f"labeling {project.name}", title_justify="left")
@@ -145,9 +140,55 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = project.run(learner, oracle=oracle, target_precision=args.target_precision, budget=args.budget,
                              per_round=args.per_round, max_rounds=args.max_rounds, strategy=args.strategy,
                              seed=args.seed, encoder=args.encoder, gold=gold or None, progress=not args.quiet,
-                             on_round=show)
+                             on_round=show, audit_fraction=args.audit_fraction, generate=not args.no_generate,
+                             feedback=not args.no_feedback)
         console.print(table)
+        if not args.quiet:
+            for report in result.rounds:
+                for line in report.feedback:
+                    console.print(f"round {report.round_id}: {line}", highlight=False, soft_wrap=True)
         console.print(f"stopped: {result.stopped_because}")
+    return 0
+
+
+def _load_model(name: str | None):
+    if not name or name == "none":
+        return None
+    from metalabel.meta.checkpoint import load_learner
+
+    model = Path(name)
+    return load_learner(model / "best" if (model / "best").is_dir() else model)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from metalabel.evaluate.scorecard import scorecard_rows
+    from metalabel.project import Project
+
+    with Project.open(args.project) as project:
+        gold = _gold_labels(project.load_pool()) if args.gold_from_pool else None
+        scorecard = project.evaluate(_load_model(args.model), encoder=args.encoder, gold=gold,
+                                     progress=not args.quiet, seed=args.seed)
+        if args.json:
+            print(json.dumps(scorecard, indent=2, default=float))
+            return 0
+        table = Table("section", "metric", "value", "detail", title=f"scorecard of {project.name}",
+                      title_justify="left")
+        for row in scorecard_rows(scorecard):
+            table.add_row(*row)
+        console.print(table)
+        for issue in scorecard["label_issues"][:10]:
+            console.print(f"label issue: {issue['uri']} labeled {issue['given']!r} ({issue['source']}), "
+                          f"looks like {issue['suggested']!r} (p={issue['self_confidence']:.2f})", highlight=False)
+        console.print(f"written: {project.folder / 'scorecard.json'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from metalabel.project import Project
+
+    with Project.open(args.project) as project:
+        path = project.report(args.out)
+    console.print(f"report: {path}")
     return 0
 
 
@@ -264,8 +305,28 @@ def build_parser() -> argparse.ArgumentParser:
                    "typiclust, random")
     p.add_argument("--oracle", choices=["simulated", "terminal", "labelstudio"], default="terminal")
     p.add_argument("--noise", type=float, default=0.0, help="error rate of the simulated oracle")
+    p.add_argument("--audit-fraction", type=float, default=0.2,
+                   help="share of each round's questions that audit a random sample of its accepted labels")
+    p.add_argument("--no-generate", action="store_true", help="no augmentation, hallucination or synthesis")
+    p.add_argument("--no-feedback", action="store_true",
+                   help="fixed target and hand-set policy, generators unjudged (a baseline to compare with)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("evaluate", parents=[common], help="the scorecard of a project's labels as they stand")
+    p.add_argument("project", type=Path)
+    p.add_argument("--model", default=None, help="meta-trained run or checkpoint folder (as for run)")
+    p.add_argument("--encoder", default=None)
+    p.add_argument("--gold-from-pool", action="store_true",
+                   help="score against the pool's own labels (a simulation on labeled data)")
+    p.add_argument("--json", action="store_true", help="print the scorecard as JSON")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", parents=[common], help="write a self-contained HTML report of a project")
+    p.add_argument("project", type=Path)
+    p.add_argument("--out", type=Path, default=None, help="HTML file (default PROJECT/report.html)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("status", parents=[common], help="summarize a project")
     p.add_argument("project", type=Path)

@@ -19,7 +19,7 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from metalabel.label.transductive import prototype_logits, refine_prototypes
 from metalabel.meta.functional import TaskLearner
 from metalabel.meta.protonet import ProtoNet
 from metalabel.project import Project
+
+if TYPE_CHECKING:  # the generators load on first use
+    from metalabel.generate.engine import DataGenerator, GenerationStep
 
 TRUSTED_SOURCES = ("human", "imported")
 
@@ -59,6 +62,12 @@ class RunOptions:
     show the model overclaiming (``metalabel.label.accept.adjust_target``), and the
     project's meta-learner continues ``meta_continue_steps`` on tasks from the grown
     data set each round, kept only when it predicts held-out human labels better.
+    With ``generate``, each round runs the generators (``metalabel.generate.engine``:
+    a searched augmentation policy, a meta-trained feature hallucinator, a VAE for
+    28x28 grayscale images); what they make counts ``generated_weight`` in the round's
+    model, and only while it raises held-out accuracy. ``feedback=False`` turns every
+    evidence-driven change off (fixed target, fixed policy, generators unjudged): the
+    baseline for measuring what feedback is worth.
     """
 
     target_precision: float = 0.95
@@ -73,6 +82,8 @@ class RunOptions:
     project_meta_steps: int = 500
     audit_fraction: float = 0.2
     meta_continue_steps: int = 100
+    generate: bool = True
+    generated_weight: float = 0.5
     feedback: bool = True
     seed: int = 0
 
@@ -111,6 +122,20 @@ class RoundReport:
     audit_precision: float | None = None
     audit_ci: tuple[float, float] | None = None
     feedback: list[str] = field(default_factory=list)
+    scorecard: dict[str, Any] = field(default_factory=dict)
+    generation: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class Calibration:
+    """A round model's calibration on out-of-fold human labels; empty while no label can be held out."""
+
+    calibrator: TemperatureScaling | None = None
+    ece: float | None = None
+    accuracy: float | None = None  # out-of-fold accuracy on the human labels
+    probs: np.ndarray | None = None  # calibrated out-of-fold probabilities [H, C]
+    labels: np.ndarray | None = None  # [H] the human labels they predict
+    positions: np.ndarray | None = None  # [H] pool positions of those items
 
 
 @dataclass
@@ -191,6 +216,8 @@ class RoundModel:
         self.head = head
         self.refine_steps = refine_steps
         self.seed = seed
+        self.expand: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None
+        self.generated_weight = 0.5
         self.prototype_space = isinstance(learner, ProtoNet)
         if self.prototype_space:
             with torch.no_grad():
@@ -208,6 +235,13 @@ class RoundModel:
         model.head = head
         return model
 
+    def with_generated(self, expand: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+                       *, weight: float) -> "RoundModel":
+        """This model, with every support set grown by ``expand`` (generated rows from the human-labeled ones)."""
+        model = copy.copy(self)
+        model.expand, model.generated_weight = expand, weight
+        return model
+
     def logits(self, support: np.ndarray, y: np.ndarray, weights: np.ndarray, ways: int,
                targets: np.ndarray | None = None) -> np.ndarray:
         """Logits [len(targets) or N, ways] after adapting to ``support`` items with labels ``y``."""
@@ -220,28 +254,39 @@ class RoundModel:
                 return _in_chunks(lambda chunk: adapted.predict_proba(chunk).clamp_min(1e-12).log(),
                                   self.x[targets]).numpy()
         emb = self.pool_embeddings
+        support_emb = emb[support]
+        if self.expand is not None:
+            real = np.flatnonzero(weights >= 1)  # generators grow the human-labeled rows, not the pseudo-labels
+            new_x, new_y = self.expand(support_emb[real].numpy(), y[real], self.seed)
+            if len(new_y):
+                support_emb = torch.cat([support_emb, torch.as_tensor(new_x, dtype=support_emb.dtype)])
+                y = np.concatenate([y, new_y])
+                # together the generated rows weigh generated_weight times the real ones, however many there are
+                weights = np.concatenate([weights, np.full(len(new_y), self.generated_weight * len(real) / len(new_y))])
+                label_tensor = torch.as_tensor(y, dtype=torch.long)
+                weight_tensor = torch.as_tensor(weights, dtype=torch.float32)
         if self.head == "linear probe":
-            return self._linear_probe_logits(support, y, weights, ways, targets)
+            return self._linear_probe_logits(support_emb.numpy(), y, weights, ways, emb[targets].numpy())
         unlabeled = torch.ones(len(emb), dtype=torch.bool)
         unlabeled[torch.as_tensor(support)] = False
         steps = self.refine_steps if self.head == "soft k-means" else 0
         with torch.no_grad():
-            prototypes = refine_prototypes(emb[support], label_tensor, emb[unlabeled], ways=ways, steps=steps,
+            prototypes = refine_prototypes(support_emb, label_tensor, emb[unlabeled], ways=ways, steps=steps,
                                            support_weights=weight_tensor)
             return prototype_logits(emb[targets], prototypes).numpy()
 
-    def _linear_probe_logits(self, support, y, weights, ways, targets) -> np.ndarray:
+    def _linear_probe_logits(self, support_emb: np.ndarray, y: np.ndarray, weights: np.ndarray, ways: int,
+                             target_emb: np.ndarray) -> np.ndarray:
         from sklearn.linear_model import LogisticRegression
 
-        rows = np.arange(len(support))
+        rows = np.arange(len(y))
         pseudo = np.flatnonzero(weights < 1)
         if len(pseudo) > self.LINEAR_PROBE_MAX_ROWS:
             keep = np.random.default_rng(self.seed).choice(pseudo, self.LINEAR_PROBE_MAX_ROWS, replace=False)
             rows = np.concatenate([np.flatnonzero(weights >= 1), keep])
-        emb = self.pool_embeddings.numpy()
-        probe = LogisticRegression(max_iter=300).fit(emb[support[rows]], y[rows], sample_weight=weights[rows])
-        logits = np.full((len(targets), ways), -1e4)  # a class the fold lacks gets (almost) no probability
-        logits[:, probe.classes_] = probe.predict_log_proba(emb[targets])
+        probe = LogisticRegression(max_iter=300).fit(support_emb[rows], y[rows], sample_weight=weights[rows])
+        logits = np.full((len(target_emb), ways), -1e4)  # a class the fold lacks gets (almost) no probability
+        logits[:, probe.classes_] = probe.predict_log_proba(target_emb)
         return logits
 
     def embeddings(self) -> np.ndarray:
@@ -279,10 +324,13 @@ class LabelingRun:
         self.on_round = on_round
         self.rng = np.random.default_rng(options.seed)
         if learner is None and options.project_meta_steps > 0:
-            meta_learned = self._meta_learn_on_project()
+            # a resumed or re-opened project continues with the meta-learner it made last
+            meta_learned = self._saved_project_learner() or self._meta_learn_on_project()
             if meta_learned is not None:
                 self.learners["project meta-learned"] = meta_learned
         self.hashes = {name: learner_hash(model) for name, model in self.learners.items()}
+        self.encoder = encoder or ("minilm" if self.pool.modality == "text" else "efficientnet-lite0")
+        self.generator = self._resume_generator() if options.generate else None
         if "project meta-learned" in self.learners:
             self._save_checkpoint("project meta-learned", None)
 
@@ -316,20 +364,26 @@ class LabelingRun:
         except BadInputError:  # too few pseudo-classes of the needed size for episodes
             return None
 
+    def _saved_project_learner(self) -> TaskLearner | None:
+        from metalabel.meta.checkpoint import load_learner
+
+        saved = [a for a in self.store.artifacts(kind="checkpoint") if a.meta.get("learner") == "project meta-learned"]
+        return load_learner(saved[-1].path) if saved and saved[-1].path.is_dir() else None
+
     def _continue_meta_learning(self, round_id: int, labels: tuple[np.ndarray, ...], feedback: list[str]) -> None:
         """Continue the project's meta-learner on tasks from the grown data set; keep it only if it predicts better."""
         name = "project meta-learned"
         current = self.learners.get(name)
         if current is None or not self.options.meta_continue_steps or not self.options.feedback:
             return
-        before = self._calibrate(RoundModel(current, self.x, seed=self.options.seed), *labels)[2]
+        before = self._calibrate(RoundModel(current, self.x, seed=self.options.seed), *labels).accuracy
         if before is None:
             return  # no held-out human labels yet: no evidence to keep or drop a change by
         continued = self._meta_learn_on_project(steps=self.options.meta_continue_steps, init=current,
                                                 seed=self.options.seed + round_id)
         if continued is None:
             return
-        after = self._calibrate(RoundModel(continued, self.x, seed=self.options.seed), *labels)[2]
+        after = self._calibrate(RoundModel(continued, self.x, seed=self.options.seed), *labels).accuracy
         verdict = "kept" if after >= before else "dropped, the previous one stays"
         feedback.append(f"meta-learner continued {self.options.meta_continue_steps} steps on tasks from the grown "
                         f"data set: held-out accuracy {before:.1%} -> {after:.1%}, {verdict}")
@@ -371,8 +425,7 @@ class LabelingRun:
                 if label.source in TRUSTED_SOURCES}
 
     # -- one round
-    def _calibrate(self, model: RoundModel, positions, classes, weights,
-                   trusted) -> tuple[TemperatureScaling | None, float | None, float | None]:
+    def _calibrate(self, model: RoundModel, positions, classes, weights, trusted) -> Calibration:
         """Temperature from out-of-fold logits of the human labels (each predicted by a model that never saw it)."""
         human_positions, human_classes = positions[trusted], classes[trusted]
         pseudo = ~trusted
@@ -388,12 +441,13 @@ class LabelingRun:
             folds = cross_validated_logits(fit_predict, human_classes, folds=self.options.calibration_folds,
                                            seed=self.options.seed)
         except BadInputError:
-            return None, None, None  # one label per class: nothing to hold out yet
+            return Calibration()  # one label per class: nothing to hold out yet
         held = folds.held_out
         calibrator = TemperatureScaling().fit(folds.logits[held], human_classes[held])
-        ece = expected_calibration_error(calibrator.predict_proba(folds.logits[held]), human_classes[held])
-        accuracy = float((folds.logits[held].argmax(1) == human_classes[held]).mean())
-        return calibrator, float(ece), accuracy
+        probs = calibrator.predict_proba(folds.logits[held])
+        return Calibration(calibrator, float(expected_calibration_error(probs, human_classes[held])),
+                           float((folds.logits[held].argmax(1) == human_classes[held]).mean()),
+                           probs, human_classes[held], human_positions[held])
 
     def _round(self, round_id: int, *, ask: int) -> RoundReport:
         started = time.perf_counter()
@@ -404,16 +458,14 @@ class LabelingRun:
                                 hint="label at least one example of every class before running")
         feedback: list[str] = []
         self._continue_meta_learning(round_id, (positions, classes, weights, trusted), feedback)
-        # feedback on the model itself: keep the learner that predicts held-out human labels best
-        # (ties and rounds without held-out labels keep the first: the given or plain-encoder one)
-        best = None
-        for name, learner in self.learners.items():
-            for model in RoundModel(learner, self.x, refine_steps=self.options.refine_steps,
-                                    seed=self.options.seed).variants():
-                calibrator, ece, accuracy = self._calibrate(model, positions, classes, weights, trusted)
-                if best is None or (accuracy is not None and best[4] is not None and accuracy > best[4]):
-                    best = (name, model, calibrator, ece, accuracy)
-        name, model, calibrator, ece, accuracy = best
+        name, model, calibration = self._best_model(positions, classes, weights, trusted)
+        generation = None
+        if self.generator is not None and model.prototype_space:
+            generation = self._generate(round_id, model, positions, classes, weights, trusted)
+            feedback.extend(generation.feedback)
+            model, calibration = self._use_generated(generation, model, calibration,
+                                                     (positions, classes, weights, trusted), feedback)
+        calibrator = calibration.calibrator
         model_hash = self.hashes[name]
         logits = model.logits(positions, classes, weights, len(self.classes))
         raw = torch.softmax(torch.from_numpy(logits), 1).numpy()
@@ -441,18 +493,26 @@ class LabelingRun:
                     calibrated_confidence=float(probs[position, predicted]),
                     threshold=float(decision.thresholds[predicted]), round_id=round_id, model_hash=model_hash)
 
+        if generation is not None:
+            self._store_generated(round_id, generation, positions[trusted])
         gold = self._gold_metrics(probs, candidates[accepted])  # before asking: this round's answers not counted
+        scorecard = self._scorecard(model, calibration, decision if may_accept else None,
+                                    coverage=float(len(accepted) / max(len(candidates), 1)), generation=generation,
+                                    feedback=feedback)
+        issues = [self.position_of_item[issue["item_id"]] for issue in scorecard["label_issues"]
+                  if issue["source"] == "imported"]
         asked = self._ask(round_id, probs, model.embeddings(), candidates, count=ask,
-                          accepted=candidates[accepted]) if ask else 0
+                          accepted=candidates[accepted], issues=issues) if ask else 0
         report = RoundReport(
             round_id=round_id, human_labels=len(human), model_labels=len(accepted),
             coverage=float(len(accepted) / max(len(candidates), 1)),
             estimated_precision=float(decision.estimated_precision) if may_accept else float("nan"),
             precision_ci=tuple(float(v) for v in decision.precision_ci) if may_accept else (float("nan"),) * 2,
             temperature=float(calibrator.temperature) if calibrator is not None else 1.0,
-            calibration_ece=ece, questions=asked,
+            calibration_ece=calibration.ece, questions=asked,
             answered_total=self._answered_total(), seconds=round(time.perf_counter() - started, 2),
-            model=f"{name} + {model.head}" if model.prototype_space else name, held_out_accuracy=accuracy,
+            model=f"{name} + {model.head}" if model.prototype_space else name,
+            held_out_accuracy=calibration.accuracy,
             disagreements=len(self.store.disagreements()),
             gold=gold,
             acceptance_target=adjustment.target,
@@ -460,8 +520,199 @@ class LabelingRun:
             audit_precision=adjustment.audit_precision if adjustment.audited else None,
             audit_ci=adjustment.audit_ci if adjustment.audited else None,
             feedback=feedback,
+            scorecard=scorecard,
+            generation=generation.summary() if generation is not None else {},
         )
         return report
+
+    def _best_model(self, positions, classes, weights, trusted) -> tuple[str, RoundModel, Calibration]:
+        """Feedback on the model itself: the learner and head that predict held-out human labels best.
+
+        Ties and rounds without held-out labels keep the first: the given or plain-encoder one.
+        """
+        best = None
+        for name, learner in self.learners.items():
+            for candidate in RoundModel(learner, self.x, refine_steps=self.options.refine_steps,
+                                        seed=self.options.seed).variants():
+                calibration = self._calibrate(candidate, positions, classes, weights, trusted)
+                if best is None or (calibration.accuracy is not None and best[2].accuracy is not None
+                                    and calibration.accuracy > best[2].accuracy):
+                    best = (name, candidate, calibration)
+        return best
+
+    def scorecard(self) -> dict[str, Any]:
+        """The scorecard of the labels as they stand now: nothing is written, nothing asked."""
+        positions, classes, weights, trusted = self._labels()
+        _, model, calibration = self._best_model(positions, classes, weights, trusted)
+        human = self._human_positions()
+        candidates = np.array([i for i in range(len(self.pool)) if i not in human], dtype=np.int64)
+        model_labeled = sum(label.source == "model" for label in self.store.active_labels())
+        return self._scorecard(model, calibration, None, coverage=model_labeled / max(len(candidates), 1),
+                               generation=None, feedback=[])
+
+    # -- generation
+    def _resume_generator(self) -> DataGenerator:
+        """The generators, continuing from the augmentation policies the last finished round kept."""
+        from metalabel.generate.augment import AugmentationPolicy
+        from metalabel.generate.engine import DataGenerator, GeneratorOptions
+
+        policies: dict[str, AugmentationPolicy | None] = {"policy": None, "image_policy": None}
+        for past in reversed(self.store.rounds()):
+            summary = (past.metrics or {}).get("generation") if past.status == "finished" else None
+            if summary:
+                policies = {key: AugmentationPolicy.from_dict(summary[key]) if summary.get(key) else None
+                            for key in policies}
+                break
+        return DataGenerator(GeneratorOptions(learn=self.options.feedback,
+                                              generated_weight=self.options.generated_weight), **policies)
+
+    def _generate(self, round_id: int, model: RoundModel, positions, classes, weights, trusted) -> GenerationStep:
+        """Run the generators in the round model's embedding space, from the human-labeled items."""
+        from metalabel.generate.engine import ImageInputs
+        from metalabel.meta.unsupervised import cluster_pseudo_labels
+
+        embeddings = model.embeddings()
+        # the pool's own clusters are the many tasks a generator is meta-trained and judged on
+        clusters = min(int(np.clip(len(embeddings) // 50, 10, 200)), len(embeddings) // 6)  # ~6+ items each
+        pseudo = (cluster_pseudo_labels(embeddings, clusters=clusters, seed=self.options.seed + round_id)
+                  if clusters >= 2 else np.full(len(embeddings), UNLABELED))
+        images = None
+        items = self.pool.items
+        if self.pool.modality == "image" and _is_array(items) and items.ndim == 3:
+            accepted = ~trusted  # the VAE learns from accepted labels; the human ones stay held-out evidence
+            images = ImageInputs(labeled=items[positions[trusted]], featurize=self._image_featurizer(model),
+                                 train_images=items[positions[accepted]], train_labels=classes[accepted],
+                                 train_weights=None, search_policy=_reads_images(model.learner))
+        return self.generator.step(embeddings[positions[trusted]], classes[trusted], classes=len(self.classes),
+                                   pool_x=embeddings, pool_y=pseudo, images=images,
+                                   seed=self.options.seed + round_id)
+
+    def _image_featurizer(self, model: RoundModel) -> Callable[[np.ndarray], np.ndarray]:
+        """uint8 images -> the round model's embedding, the way pool items get there."""
+        def featurize(images: np.ndarray) -> np.ndarray:
+            if _reads_images(model.learner):
+                inputs = torch.from_numpy(np.asarray(images)).float().div_(255).unsqueeze(1)
+            else:
+                from metalabel.data.encoders import get_encoder
+
+                inputs = torch.from_numpy(get_encoder(self.encoder).encode(np.asarray(images), progress=False))
+            with torch.no_grad():
+                return _in_chunks(model.learner.embed, inputs).numpy()
+        return featurize
+
+    def _use_generated(self, generation: GenerationStep, model: RoundModel, calibration: Calibration,
+                       labels: tuple[np.ndarray, ...], feedback: list[str]) -> tuple[RoundModel, Calibration]:
+        """The round model trains on the kept generated rows too, unless that lowers held-out accuracy."""
+        if not generation.expanders:
+            return model, calibration
+        grown = model.with_generated(generation.expand, weight=self.options.generated_weight)
+        grown_calibration = self._calibrate(grown, *labels)
+        if calibration.accuracy is None or grown_calibration.accuracy is None:
+            return grown, grown_calibration  # nothing to judge by yet: the generators' own evidence stands
+        if grown_calibration.accuracy > calibration.accuracy or not self.options.feedback:
+            feedback.append(f"the round's model trains on the kept generated data: held-out accuracy "
+                            f"{grown_calibration.accuracy:.1%} vs {calibration.accuracy:.1%} without")
+            return grown, grown_calibration
+        feedback.append(f"generated data left out of the round's model: held-out accuracy "
+                        f"{grown_calibration.accuracy:.1%} with vs {calibration.accuracy:.1%} without")
+        return model, calibration
+
+    def _store_generated(self, round_id: int, generation: GenerationStep, labeled_positions: np.ndarray) -> None:
+        """Keep what each generator made this round: content in an .npz artifact, provenance in the store."""
+        if not generation.batches:
+            return
+        from metalabel.store import SyntheticRecord, content_hash
+
+        folder = self.project.folder / "generated"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"round-{round_id}.npz"
+        arrays = {}
+        for batch in generation.batches:
+            key = batch.generator.replace(" ", "_")
+            arrays[f"{key}.content"], arrays[f"{key}.features"], arrays[f"{key}.y"] = batch.content, batch.x, batch.y
+        staging = path.with_suffix(".partial.npz")
+        np.savez_compressed(staging, **arrays)
+        staging.replace(path)  # a killed run never leaves a half-written file under the real name
+        with self.store.batch():
+            artifact = self.store.add_artifact("generated", path, round_id=round_id,
+                                               meta={"generators": [b.generator for b in generation.batches]})
+            for batch in generation.batches:
+                key = batch.generator.replace(" ", "_")
+                records = [SyntheticRecord(
+                    uri=f"generated/round-{round_id}/{key}/{row:05d}", content_hash=content_hash(batch.content[row]),
+                    kind=batch.kind, class_name=self.classes[int(batch.y[row])], generator=batch.generator,
+                    generator_version=batch.version, row_in_artifact=row,
+                    parents=() if batch.parents[row] < 0 else (int(self.item_ids[labeled_positions[batch.parents[row]]]),))
+                    for row in range(len(batch.y))]
+                self.store.add_synthetic_items(records, round_id=round_id, artifact_id=artifact)
+                if not batch.kept:
+                    self.store.drop_synthetic_items(round_id=round_id, generator=batch.generator)
+
+    # -- the scorecard
+    def _scorecard(self, model: RoundModel, calibration: Calibration, decision, *,
+                   coverage: float, generation: GenerationStep | None, feedback: list[str]) -> dict[str, Any]:
+        from metalabel.evaluate import scorecard as card
+
+        labels = self.store.active_labels()
+        _, audit_correct = self._audit_results()
+        truth = self._gold_classes()
+        gold_correct = None
+        label_positions = np.array([self.position_of_item[label.item_id] for label in labels], dtype=np.int64)
+        label_classes = np.array([self.class_index[label.class_name] for label in labels], dtype=np.int64)
+        if truth is not None:
+            known = truth[label_positions] >= 0
+            gold_correct = label_classes[known] == truth[label_positions][known]
+        held_out = None if calibration.probs is None else (calibration.probs, calibration.labels)
+        quality = card.label_quality(
+            coverage=coverage,
+            estimated_precision=None if decision is None else decision.estimated_precision,
+            precision_ci=None if decision is None else decision.precision_ci,
+            audit_correct=audit_correct, held_out=held_out, gold_correct=gold_correct)
+        if truth is not None:
+            known = truth[label_positions] >= 0
+            confusion = card.confusion_section(truth[label_positions][known], label_classes[known],
+                                               classes=self.classes, against="gold labels")
+        elif calibration.probs is not None:
+            confusion = card.confusion_section(calibration.labels, calibration.probs.argmax(1), classes=self.classes,
+                                               against="held-out human labels")
+        else:
+            confusion = None
+        issues = []
+        if calibration.probs is not None:
+            trusted_by_position = {self.position_of_item[label.item_id]: label for label in labels
+                                   if label.source in TRUSTED_SOURCES}
+            rows = [trusted_by_position[p] for p in calibration.positions]
+            issues = card.issues_section(calibration.labels, calibration.probs, uris=[r.uri for r in rows],
+                                         item_ids=[r.item_id for r in rows], sources=[r.source for r in rows],
+                                         classes=self.classes)
+        embeddings = model.embeddings()
+        trusted = np.array([label.source in TRUSTED_SOURCES for label in labels], dtype=bool)
+        kept = [b for b in (generation.batches if generation else ()) if b.kept]
+        generated_x = np.concatenate([b.x for b in kept]) if kept else np.zeros((0, embeddings.shape[1]))
+        generated_y = np.concatenate([b.y for b in kept]) if kept else np.zeros(0, dtype=np.int64)
+        # a generated row's parent, as a row of the built set (generators number the human-labeled rows)
+        row_of_position = {int(p): row for row, p in enumerate(label_positions)}
+        all_positions, _, _, is_trusted = self._labels()
+        human_positions = all_positions[is_trusted]  # the rows the generators numbered, in the same order
+        generated_parents = np.array([row_of_position.get(int(human_positions[p]), -1) if p >= 0 else -1
+                                      for b in kept for p in b.parents], dtype=np.int64)
+        weights = np.where(trusted, 1.0, self.options.pseudo_weight)
+        downstream = card.downstream_section(embeddings[label_positions], label_classes, weights, trusted,
+                                             generated_x, generated_y, generated_parents,
+                                             generated_weight=self.options.generated_weight,
+                                             seed=self.options.seed) if len(labels) else None
+        similarity = card.similarity_section(embeddings[label_positions[trusted]],
+                                             {b.generator: b.x for b in (generation.batches if generation else ())},
+                                             seed=self.options.seed)
+        return {"label_quality": quality, "confusion": confusion, "label_issues": issues,
+                "similarity": similarity, "downstream": downstream,
+                "generators": generation.summary()["generators"] if generation else {}, "feedback": list(feedback)}
+
+    def _gold_classes(self) -> np.ndarray | None:
+        """The true class of every pool item (-1: unknown), where the user gave gold labels."""
+        if not self.gold:
+            return None
+        return np.array([self.class_index.get(self.gold.get(uri, ""), UNLABELED) for uri in self.pool.uris])
 
     def _acceptance_target(self) -> TargetAdjustment:
         """The round's acceptance target: as asked, or raised where audits caught the model overclaiming."""
@@ -486,9 +737,9 @@ class LabelingRun:
 
     def _gold_metrics(self, probs: np.ndarray, accepted: np.ndarray) -> dict[str, float]:
         """Against the true labels, where the user has them (simulations and benchmarks)."""
-        if not self.gold:
+        truth = self._gold_classes()
+        if truth is None:
             return {}
-        truth = np.array([self.class_index.get(self.gold.get(uri, ""), UNLABELED) for uri in self.pool.uris])
         predicted = probs.argmax(1)
         known = truth != UNLABELED
         out = {"pool_accuracy": float((predicted[known] == truth[known]).mean())}
@@ -502,21 +753,26 @@ class LabelingRun:
         return out
 
     def _ask(self, round_id: int, probs: np.ndarray, embeddings: np.ndarray, candidates: np.ndarray,
-             *, count: int, accepted: np.ndarray) -> int:
-        """Audit a random sample of this round's accepted labels, then ask the most useful unlabeled items."""
+             *, count: int, accepted: np.ndarray, issues: list[int]) -> int:
+        """Ask about seed labels that look wrong, audit a random sample of this round's accepted labels,
+        then ask the most useful unlabeled items."""
         open_items = {question.item_id for question in self.store.open_questions()}
+        asked_before = {question.item_id for question in self.store.answered_questions(strategy="label-issue")}
+        issues = [p for p in issues if self.item_ids[p] not in open_items | asked_before][:max(count // 10, 1)]
+        questions = [(int(position), "label-issue") for position in issues[:count]]
         accepted = np.array([a for a in accepted if self.item_ids[a] not in open_items], dtype=np.int64)
-        audits = self.rng.permutation(accepted)[:min(round(count * self.options.audit_fraction), len(accepted))]
-        asked_now = open_items | {int(self.item_ids[a]) for a in audits}
+        audit_count = min(round(count * self.options.audit_fraction), len(accepted), count - len(questions))
+        audits = self.rng.permutation(accepted)[:audit_count]
+        questions += [(int(position), "audit") for position in audits]
+        asked_now = open_items | {int(self.item_ids[p]) for p, _ in questions}
         candidates = np.array([c for c in candidates if self.item_ids[c] not in asked_now], dtype=np.int64)
-        questions = [(int(position), "audit") for position in audits]
-        if len(candidates) and count > len(audits):
+        if len(candidates) and count > len(questions):
             human = sorted(self._human_positions())
             strategy = self.options.strategy
             if strategy == "auto":
                 strategy = "typiclust" if len(human) < 2 * len(self.classes) else "margin"
             chosen = select(strategy, probs[candidates], embeddings[candidates],
-                            budget=min(count - len(audits), len(candidates)),
+                            budget=min(count - len(questions), len(candidates)),
                             labeled_embeddings=embeddings[human] if human else None, rng=self.rng)
             questions += [(int(position), strategy) for position in candidates[chosen]]
         with self.store.batch():
@@ -605,3 +861,22 @@ def run_labeling(project: Project, learner: TaskLearner | None = None, *, oracle
     run = LabelingRun(project, learner, oracle=oracle, options=RunOptions(**options), encoder=encoder, gold=gold,
                       progress=progress, on_round=on_round)
     return run.run()
+
+
+def evaluate_project(project: Project, learner: TaskLearner | None = None, *, encoder: str | None = None,
+                     gold: dict[str, str] | None = None, progress: bool = True, **options: Any) -> dict[str, Any]:
+    """The scorecard of ``project``'s labels as they stand, saved as ``scorecard.json`` in the project.
+
+    Label quality (gold, audits, held-out human labels, calibration), confusion, label
+    issues and the downstream classifier; generation is a part of runs, so its similarity
+    figures come from the rounds (``metalabel report``).
+    """
+    run = LabelingRun(project, learner, oracle=None, options=RunOptions(**{"generate": False, **options}),
+                      encoder=encoder, gold=gold, progress=progress)
+    scorecard = run.scorecard()
+    path = project.folder / "scorecard.json"
+    staging = path.with_suffix(".partial")
+    staging.write_text(json.dumps(scorecard, indent=2, default=float))
+    staging.replace(path)
+    project.store.add_artifact("scorecard", path, meta={"labels": project.store.summary()["labeled_items"]})
+    return scorecard

@@ -171,6 +171,18 @@ class Project:
 
         return run_labeling(self, learner, oracle=oracle, **options)
 
+    def evaluate(self, learner=None, **options: Any) -> dict[str, Any]:
+        """The scorecard of the labels as they stand; see ``metalabel.pipeline.evaluate_project``."""
+        from metalabel.pipeline import evaluate_project
+
+        return evaluate_project(self, learner, **options)
+
+    def report(self, out: str | Path | None = None) -> Path:
+        """Write the HTML report (default ``PROJECT/report.html``); see ``metalabel.report.collect``."""
+        from metalabel.report.collect import write_project_report
+
+        return write_project_report(self, out)
+
     def export(self, out: str | Path, *, format: str = "parquet", **options: Any):
         """Write the labeled data set with provenance; see ``metalabel.export.export_project``."""
         from metalabel.export import export_project

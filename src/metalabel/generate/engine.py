@@ -1,0 +1,322 @@
+"""One round of data generation in a model's embedding space, each part kept or dropped on held-out evidence.
+
+Three generators, each judged by whether adding its output raises held-out accuracy
+(``evidence``): an augmentation policy (searched each round, starting from the last
+round's, so operations that stop helping are dropped), a feature hallucinator
+meta-trained through a prototype classifier's query loss on many tasks (the pool's
+pseudo-classes and the labeled classes), and a class-conditional VAE for 28x28
+grayscale images. The judge is k-fold accuracy on the human labels when enough classes
+have two or more; before that, few-shot episodes over the pool's pseudo-classes.
+
+With ``learn=False`` (feedback off) a fixed hand-set policy is used and every generator
+is kept unjudged: the baseline the benchmark compares feedback against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from metalabel.errors import check_whole_number
+from metalabel.generate.augment import AugmentationPolicy, Operation, expand
+from metalabel.generate.evidence import Expander, episode_accuracy, held_out_accuracy
+from metalabel.generate.policy_search import search_policy
+
+FIXED_POLICY = AugmentationPolicy("embedding", (Operation("gaussian_noise", 0.5, 0.5),
+                                                Operation("mix_within_class", 0.5, 0.5)))
+"""A reasonable hand-set policy: what a person might pick without feedback."""
+
+POLICY_CANDIDATES = tuple(Operation(name, 0.5, magnitude)
+                          for name in ("gaussian_noise", "dropout", "mix_within_class", "class_direction")
+                          for magnitude in (0.3, 0.7))
+MIN_GAIN = 0.005
+"""An operation must raise held-out accuracy by more than half a point to join: smaller gains are noise."""
+IMAGE_POLICY_CANDIDATES = tuple(Operation(name, 0.5, magnitude)
+                                for name in ("rotate", "scale", "translate", "elastic", "contrast", "noise")
+                                for magnitude in (0.3, 0.6)) + (Operation("hflip", 0.5, 0.5),)
+
+
+@dataclass(frozen=True)
+class GeneratorOptions:
+    """What a round may generate and how it is judged."""
+
+    augment: bool = True
+    hallucinate: bool = True
+    synthesize: bool = True  # the VAE; used only for 28x28 grayscale image pools
+    learn: bool = True
+    copies: int = 4  # augmented copies of each human-labeled item
+    per_class: int = 5  # hallucinated or synthesized items per class
+    hallucinator_steps: int = 300
+    vae_steps: int = 1000
+    vae_regrowth: float = 1.25  # retrain the VAE once its training set has grown by a quarter
+    generated_weight: float = 0.5  # a generated row counts this much next to a real one
+    episodes: int = 40
+
+    def __post_init__(self) -> None:
+        for name in ("copies", "per_class", "hallucinator_steps", "vae_steps", "episodes"):
+            check_whole_number(name, getattr(self, name), minimum=1)
+
+
+@dataclass(frozen=True, eq=False)
+class SyntheticBatch:
+    """What one generator made from the human-labeled items this round, and the verdict on it."""
+
+    generator: str  # "augment", "image augment", "hallucinator", "vae"
+    kind: str  # "augmented" or "generated"
+    version: str
+    x: np.ndarray  # [M, D] features in the round's embedding space
+    y: np.ndarray  # [M] class indices
+    parents: np.ndarray  # [M] row of the human-labeled items each came from; -1 when made from a whole class
+    content: np.ndarray  # what is stored: the features, or uint8 images
+    kept: bool
+    evidence: str
+
+
+@dataclass(frozen=True, eq=False)
+class GenerationStep:
+    """A round's generators: the kept ones expand the support of the round's model."""
+
+    policy: AugmentationPolicy | None
+    batches: tuple[SyntheticBatch, ...]
+    feedback: tuple[str, ...]
+    judge: str
+    expanders: tuple[Expander, ...] = field(default=())
+
+    def expand(self, x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows every kept generator adds to a support set ``(x, y)``."""
+        if not self.expanders:
+            return x[:0], y[:0]
+        return _combined(list(self.expanders))(x, y, seed)
+
+    def summary(self) -> dict:
+        """JSON-ready: what was generated, kept or dropped, and why."""
+        return {"judge": self.judge, "policy": None if self.policy is None else self.policy.to_dict(),
+                "generators": {b.generator: {"kept": b.kept, "count": int(len(b.y)), "version": b.version,
+                                             "evidence": b.evidence} for b in self.batches}}
+
+
+@dataclass(frozen=True, eq=False)
+class ImageInputs:
+    """Images behind the features, for image policies and the VAE. ``featurize`` maps uint8 images to features."""
+
+    labeled: np.ndarray  # uint8 [N, H, W] of the human-labeled items, aligned with their features
+    featurize: Callable[[np.ndarray], np.ndarray]
+    # uint8 [M, 28, 28] for the VAE. Not the human-labeled items: they are the held-out evidence the
+    # VAE is judged by, and a VAE trained on them would hand their labels back to the judge.
+    train_images: np.ndarray | None = None
+    train_labels: np.ndarray | None = None
+    train_weights: np.ndarray | None = None
+    search_policy: bool = False  # search kornia image policies (only when featurize is cheap)
+
+
+class DataGenerator:
+    """Runs the generators each round and remembers the augmentation policy between rounds."""
+
+    def __init__(self, options: GeneratorOptions = GeneratorOptions(), *, policy: AugmentationPolicy | None = None,
+                 image_policy: AugmentationPolicy | None = None) -> None:
+        self.options = options
+        self.policy = policy
+        self.image_policy = image_policy
+        self._vae = None  # (trained VAE, how many images it was trained on): retrained only when the set grew
+
+    def step(self, x: np.ndarray, y: np.ndarray, *, classes: int, pool_x: np.ndarray, pool_y: np.ndarray,
+             images: ImageInputs | None = None, seed: int = 0) -> GenerationStep:
+        """Generate from the human-labeled items ``(x, y)``; ``(pool_x, pool_y)`` are tasks to learn and judge on.
+
+        ``pool_y`` labels the pool's rows with pseudo-classes (clusters, accepted labels; -1: none).
+        """
+        options = self.options
+        judge_name, judge = self._judge(x, y, pool_x, pool_y, seed=seed)
+        baseline = judge(None) if judge else None
+        reference = baseline
+        feedback: list[str] = []
+        batches: list[SyntheticBatch] = []
+        expanders: list[Expander] = []
+
+        def consider(batch: SyntheticBatch, expander: Expander, score: float | None) -> None:
+            nonlocal reference
+            batches.append(batch)
+            if batch.kept:
+                expanders.append(expander)
+                if score is not None:
+                    reference = score
+
+        def judge_with(expander: Expander) -> float:
+            """Held-out accuracy with the generators kept so far plus ``expander``."""
+            return judge(_combined([*expanders, expander]))
+
+        if options.augment:
+            self.policy, augment_batch, augment_expander, score = self._augment(x, y, judge, baseline, feedback, seed)
+            if augment_batch is not None:
+                consider(augment_batch, augment_expander, score)
+        human_judge = judge if judge_name.startswith("held-out human") else None
+        if options.augment and options.learn and images is not None and images.search_policy and human_judge:
+            batch, expander, score = self._augment_images(x, y, images, judge_with, reference, feedback, seed)
+            if batch is not None:
+                consider(batch, expander, score)
+        if options.hallucinate:
+            made = self._hallucinate(x, y, pool_x, pool_y, judge and judge_with, reference, seed)
+            if made is not None:
+                batch, expander, score = made
+                feedback.append(f"hallucinator {'kept' if batch.kept else 'dropped'}: {batch.evidence}")
+                consider(batch, expander, score)
+        if options.synthesize and images is not None and images.train_images is not None:
+            made = self._synthesize(x, y, classes, images, human_judge and judge_with, reference, seed)
+            if made is not None:
+                batch, expander, score = made
+                feedback.append(f"VAE {'kept' if batch.kept else 'dropped'}: {batch.evidence}")
+                consider(batch, expander, score)
+        return GenerationStep(self.policy, tuple(batches), tuple(feedback), judge_name, tuple(expanders))
+
+    # -- judging
+    def _judge(self, x, y, pool_x, pool_y, *, seed):
+        counts = np.bincount(y)
+        options = self.options
+        if (counts >= 2).sum() >= max(2, (counts > 0).sum() // 2):
+            return "held-out human labels", lambda expander: held_out_accuracy(
+                x, y, expand=expander, seed=seed, classifier="logistic", generated_weight=options.generated_weight)
+        pseudo_counts = np.bincount(pool_y[pool_y >= 0]) if (pool_y >= 0).any() else np.zeros(0, dtype=np.int64)
+        shots = max(1, int(counts[counts > 0].min()))
+        ways = min(5, int((pseudo_counts >= shots + 5).sum()))
+        if ways < 2:
+            return "nothing to judge by yet", None
+        return "held-out episodes of the pool's pseudo-classes", lambda expander: episode_accuracy(
+            pool_x, pool_y, expand=expander, ways=ways, shots=shots, episodes=options.episodes, seed=seed,
+            generated_weight=options.generated_weight)
+
+    # -- the generators
+    def _augment(self, x, y, judge, baseline, feedback, seed):
+        options = self.options
+        if not options.learn:
+            policy = FIXED_POLICY
+            evidence = "hand-set policy, not judged (feedback off)"
+        elif judge is None:
+            return self.policy, None, None, None
+        else:
+            search = search_policy(lambda p: judge(_policy_expander(p, options.copies)), modality="embedding",
+                                   candidates=POLICY_CANDIDATES, start=self.policy, min_gain=MIN_GAIN)
+            policy = search.best
+            feedback.extend(f"augmentation: {change}" for change in search.changes)
+            evidence = (f"{policy.describe()}: {search.best_score:.1%} vs {search.baseline_score:.1%} "
+                        f"without augmentation")
+            if not search.changes and policy.operations:
+                feedback.append(f"augmentation kept as it was: {evidence}")
+        if not policy.operations:
+            return policy, None, None, None
+        expander = _policy_expander(policy, options.copies)
+        new_x, new_y = expander(x, y, seed)
+        parents = np.tile(np.arange(len(y)), options.copies)
+        batch = SyntheticBatch("augment", "augmented", policy.version, new_x, new_y, parents, new_x, True, evidence)
+        return policy, batch, expander, (None if not options.learn else search.best_score)
+
+    def _augment_images(self, x, y, images, judge, reference, feedback, seed):
+        copies = max(1, self.options.copies // 2)
+
+        def image_expander(policy: AugmentationPolicy) -> Expander:
+            # the judge hands over feature rows; the images behind them are found by value
+            def make(train_x, train_y, fold_seed):
+                rows = _rows_of(train_x, x)
+                made = expand(images.labeled[rows], train_y, policy, copies=copies, seed=fold_seed)
+                return images.featurize(made.x), made.y
+            return make
+
+        search = search_policy(lambda p: judge(image_expander(p)), modality="image",
+                               candidates=IMAGE_POLICY_CANDIDATES, start=self.image_policy, min_gain=MIN_GAIN)
+        self.image_policy = search.best
+        feedback.extend(f"image augmentation: {change}" for change in search.changes)
+        if not search.best.operations:
+            return None, None, None
+        made = expand(images.labeled, y, search.best, copies=copies, seed=seed)
+        evidence = f"{search.best.describe()}: {search.best_score:.1%} vs {search.baseline_score:.1%} without"
+        kept = search.best_score > reference
+        batch = SyntheticBatch("image augment", "augmented", search.best.version, images.featurize(made.x), made.y,
+                               made.parents, made.x, kept, evidence)
+        return batch, image_expander(search.best), search.best_score
+
+    def _hallucinate(self, x, y, pool_x, pool_y, judge, reference, seed):
+        from metalabel.errors import BadInputError
+        from metalabel.generate.hallucinate import hallucinate, train_hallucinator
+
+        options = self.options
+        # Trained on the pool's pseudo-classes only: were the human labels its tasks too, the judge
+        # (held-out human labels) would score a generator that had seen the held-out labels.
+        try:
+            trained = train_hallucinator(pool_x, pool_y, ways=5, shots=1, queries=5, extra_per_class=options.per_class,
+                                         steps=options.hallucinator_steps, seed=seed, val_episodes=50)
+        except BadInputError:
+            return None  # too few classes with enough examples for episodes yet
+
+        def expander(train_x, train_y, fold_seed):
+            made = hallucinate(trained, train_x, train_y, per_class=options.per_class, seed=fold_seed)
+            return made.x, made.y
+
+        made = hallucinate(trained, x, y, per_class=options.per_class, seed=seed)
+        meta = (f"meta-validation {trained.val_accuracy_with:.1%} with vs {trained.val_accuracy_without:.1%} "
+                f"without")
+        if not options.learn:
+            kept, score, evidence = True, None, f"{meta}; kept unjudged (feedback off)"
+        elif judge is None:
+            kept, score = trained.val_accuracy_with > trained.val_accuracy_without, None
+            evidence = meta
+        else:
+            score = judge(expander)
+            kept = score > reference and trained.val_accuracy_with > trained.val_accuracy_without
+            evidence = f"{meta}; held-out {score:.1%} vs {reference:.1%} without it"
+        batch = SyntheticBatch("hallucinator", "generated", trained.version, made.x, made.y, made.parents, made.x,
+                               kept, evidence)
+        return batch, expander, score
+
+    def _synthesize(self, x, y, classes, images, judge, reference, seed):
+        from metalabel.generate.vae import sample_images, train_vae
+
+        options = self.options
+        present = np.unique(images.train_labels)
+        if len(present) < classes or images.train_images.shape[1:] != (28, 28):
+            return None  # the VAE needs training images of every class
+        if self._vae is None or len(images.train_labels) >= options.vae_regrowth * self._vae[1]:
+            self._vae = (train_vae(images.train_images, images.train_labels, classes=classes, steps=options.vae_steps,
+                                   seed=seed, sample_weight=images.train_weights), len(images.train_labels))
+        trained = self._vae[0]
+        labels = np.repeat(np.arange(classes), options.per_class)
+        samples = sample_images(trained, labels, seed=seed)
+        features = images.featurize(samples)
+
+        def expander(train_x, train_y, fold_seed):
+            wanted = np.isin(labels, np.unique(train_y))
+            return features[wanted], labels[wanted]
+
+        if not options.learn:
+            kept, score, evidence = True, None, "kept unjudged (feedback off)"
+        elif judge is None:
+            kept, score, evidence = False, None, "no held-out human labels to judge it by yet"
+        else:
+            score = judge(expander)
+            kept = score > reference
+            evidence = f"held-out {score:.1%} vs {reference:.1%} without it"
+        batch = SyntheticBatch("vae", "generated", trained.version, features, labels, np.full(len(labels), -1),
+                               samples, kept, evidence)
+        return batch, expander, score
+
+
+def _combined(expanders: list[Expander]) -> Expander:
+    def make(train_x, train_y, seed):
+        made = [expander(train_x, train_y, seed) for expander in expanders]
+        return np.concatenate([m[0] for m in made]), np.concatenate([m[1] for m in made])
+    return make
+
+
+def _policy_expander(policy: AugmentationPolicy, copies: int) -> Expander:
+    def make(train_x, train_y, seed):
+        if not policy.operations:
+            return train_x[:0], train_y[:0]
+        made = expand(train_x, train_y, policy, copies=copies, seed=seed)
+        return made.x, made.y
+    return make
+
+
+def _rows_of(subset: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """Row numbers in ``whole`` of each row of ``subset`` (the judge passes rows of the labeled features)."""
+    index = {row.tobytes(): i for i, row in enumerate(whole)}
+    return np.array([index[row.tobytes()] for row in subset], dtype=np.int64)

@@ -1,0 +1,191 @@
+"""Gather a project's report from its store: rounds, the last scorecard, samples with provenance, generated items.
+
+Only reads: the store, the pool (for pictures and texts; a pool that cannot be reloaded
+leaves them out, nothing else) and the round artifacts holding generated content.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metalabel.errors import BadInputError
+from metalabel.evaluate.scorecard import scorecard_rows
+from metalabel.report.data import LabelIssue, ReportData, RoundPoint, Sample, ScorecardRow
+from metalabel.report.html import write_report
+
+SAMPLES_PER_CLASS = 6
+GENERATED_SHOWN = 24
+
+
+def write_project_report(project, out: str | Path | None = None) -> Path:
+    """Write ``project``'s HTML report (default ``PROJECT/report.html``) and record it as an artifact."""
+    path = Path(out) if out is not None else project.folder / "report.html"
+    written = write_report(collect(project), path)
+    project.store.add_artifact("report", written)
+    return written
+
+
+def collect(project) -> ReportData:
+    """Everything the report shows, from ``project`` (a ``metalabel.Project``)."""
+    store = project.store
+    meta = store.meta()
+    summary = store.summary()
+    pool = _pool_or_none(project)
+    content = _Content(pool)
+    finished = [r for r in store.rounds() if r.status == "finished" and r.metrics]
+    synthetic = store.synthetic_items()
+    synthetic_by_round: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for item in synthetic:
+        if item.kept:
+            synthetic_by_round[item.round_id][item.kind] += 1
+    rounds = tuple(_round_point(r.id, r.metrics, synthetic_by_round[r.id]) for r in finished)
+    card = _latest_scorecard(project, finished)
+    quality = card.get("label_quality") or {}
+    reliability = None
+    if quality.get("reliability"):
+        reliability = {**quality["reliability"], "ece": quality.get("ece")}
+    issues = tuple(LabelIssue(uri=issue["uri"], given=issue["given"], suggested=issue["suggested"],
+                              self_confidence=issue["self_confidence"], **content.of(issue["uri"]))
+                   for issue in card.get("label_issues") or ())
+    counts = {"items": summary["items"], "labeled": summary["labeled_items"], **summary["labels_by_source"],
+              "open_questions": summary["open_questions"], "disagreements": summary["open_disagreements"]}
+    counts["generated"] = sum(1 for item in synthetic if item.kept and item.kind == "generated")
+    counts["augmented"] = sum(1 for item in synthetic if item.kept and item.kind == "augmented")
+    generated, parent_images = _generated_samples(project, synthetic, content)
+    why_missing = {}
+    if pool is None:
+        why_missing["samples"] = "the pool could not be reloaded, so its items cannot be shown"
+    if not finished:
+        why_missing["rounds"] = "no round has finished yet: run `metalabel run`"
+    return ReportData(
+        project=project.name, pool=meta.get("pool", ""), modality=meta.get("modality", "image"),
+        classes=tuple(store.classes()), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        counts=counts, rounds=rounds, reliability=reliability, confusion=card.get("confusion"),
+        samples=_samples(store, content), generated=generated, similarity=card.get("similarity") or {},
+        downstream=card.get("downstream"), label_issues=issues,
+        scorecard=tuple(ScorecardRow(*row) for row in scorecard_rows(card)), parent_images=parent_images,
+        target_precision=(finished[-1].config.get("target_precision") if finished else None),
+        why_missing=why_missing,
+    )
+
+
+def _pool_or_none(project):
+    try:
+        return project.load_pool()
+    except BadInputError:
+        return None
+
+
+class _Content:
+    """Pictures and texts of pool items by uri (nothing when the pool is not at hand)."""
+
+    def __init__(self, pool) -> None:
+        self.pool = pool
+        self.index = {} if pool is None else {uri: i for i, uri in enumerate(pool.uris)}
+
+    def of(self, uri: str) -> dict[str, Any]:
+        if uri not in self.index:
+            return {}
+        item = self.pool.items[self.index[uri]]
+        if self.pool.modality == "image":
+            return {"image": np.asarray(item, dtype=np.uint8)}
+        if self.pool.modality == "text":
+            return {"text": str(item)}
+        return {"text": ", ".join(f"{value:.3g}" for value in np.asarray(item).ravel()[:8])}
+
+
+def _fraction(value: Any) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _interval(values: Any) -> tuple[float, float] | None:
+    if not values or any(_fraction(v) is None for v in values):
+        return None
+    return (float(values[0]), float(values[1]))
+
+
+def _round_point(round_id: int, metrics: dict[str, Any], synthetic: dict[str, int]) -> RoundPoint:
+    gold = metrics.get("gold") or {}
+    downstream = (metrics.get("scorecard") or {}).get("downstream") or {}
+    return RoundPoint(
+        round_id=round_id, human_labels=int(metrics.get("human_labels", 0)),
+        model_labels=int(metrics.get("model_labels", 0)), generated_items=synthetic.get("generated", 0),
+        augmented_items=synthetic.get("augmented", 0), coverage=float(metrics.get("coverage", 0.0)),
+        estimated_precision=_fraction(metrics.get("estimated_precision")),
+        precision_ci=_interval(metrics.get("precision_ci")),
+        held_out_accuracy=_fraction(metrics.get("held_out_accuracy")),
+        audit_accuracy=_fraction(metrics.get("audit_precision")), audit_ci=_interval(metrics.get("audit_ci")),
+        gold_label_accuracy=_fraction(gold.get("label_accuracy")),
+        achieved_precision=_fraction(gold.get("achieved_precision")),
+        downstream_real=_fraction(downstream.get("real_only")),
+        downstream_with_generated=_fraction(downstream.get("with_generated")),
+        model=str(metrics.get("model", "")), feedback=tuple(metrics.get("feedback") or ()),
+    )
+
+
+def _latest_scorecard(project, finished) -> dict[str, Any]:
+    """The newer of the last round's scorecard and one made on demand (``metalabel evaluate``)."""
+    import json
+
+    on_demand = project.store.artifacts(kind="scorecard")
+    round_card = (finished[-1].metrics.get("scorecard") or {}) if finished else {}
+    if on_demand and on_demand[-1].path.is_file() and (
+            not finished or on_demand[-1].created_at > (finished[-1].finished_at or "")):
+        return json.loads(on_demand[-1].path.read_text())
+    return round_card
+
+
+def _samples(store, content: _Content) -> tuple[Sample, ...]:
+    """A few labeled items per class: human and seed labels first, then the most confident model labels."""
+    order = {"human": 0, "imported": 1, "model": 2}
+    by_class: dict[str, list] = defaultdict(list)
+    for label in store.active_labels():
+        by_class[label.class_name].append(label)
+    samples = []
+    for class_name in store.classes():
+        labels = sorted(by_class[class_name], key=lambda label: (order.get(label.source, 3),
+                                                                  -(label.calibrated_confidence or 0), label.item_id))
+        humans = [label for label in labels if label.source != "model"][:SAMPLES_PER_CLASS // 2]
+        models = [label for label in labels if label.source == "model"][:SAMPLES_PER_CLASS - len(humans)]
+        for label in humans + models:
+            samples.append(Sample(class_name=class_name, uri=label.uri, source=label.source,
+                                  confidence=label.calibrated_confidence, round_id=label.round_id,
+                                  **content.of(label.uri)))
+    return tuple(samples)
+
+
+def _generated_samples(project, synthetic, content: _Content) -> tuple[tuple[Sample, ...], dict[str, np.ndarray]]:
+    """Kept synthetic items whose content is a picture (VAE samples, augmented images), beside their parents."""
+    artifacts = {a.id: a for a in project.store.artifacts(kind="generated")}
+    uri_of_item = {item.id: item.uri for item in project.store.items()}
+    loaded: dict[int, Any] = {}
+    shown: list[Sample] = []
+    parents: dict[str, np.ndarray] = {}
+    per_generator: dict[str, int] = defaultdict(int)
+    for item in reversed(synthetic):  # the latest round first
+        if not item.kept or item.artifact_id not in artifacts or per_generator[item.generator] >= GENERATED_SHOWN // 2:
+            continue
+        if item.artifact_id not in loaded:
+            path = artifacts[item.artifact_id].path
+            loaded[item.artifact_id] = np.load(path) if path.is_file() else None
+        arrays = loaded[item.artifact_id]
+        key = f"{item.generator.replace(' ', '_')}.content"
+        if arrays is None or key not in arrays.files or arrays[key].ndim < 3:
+            continue  # feature vectors (hallucinated, augmented embeddings) have no picture
+        parent_uris = tuple(uri_of_item[p] for p in item.parents if p in uri_of_item)
+        for uri in parent_uris:
+            image = content.of(uri).get("image")
+            if image is not None:
+                parents[uri] = image
+        shown.append(Sample(class_name=item.class_name, uri=item.uri, source=item.kind,
+                            image=np.asarray(arrays[key][item.row_in_artifact], dtype=np.uint8),
+                            round_id=item.round_id, generator=f"{item.generator} {item.generator_version}",
+                            parents=parent_uris))
+        per_generator[item.generator] += 1
+    return tuple(shown), parents
