@@ -69,14 +69,15 @@ def search_policy(
     start: AugmentationPolicy | None = None,
     no_flip_classes: frozenset[int] = frozenset(),
 ) -> PolicySearch:
-    """Greedy forward selection, then a backward pass that drops what does not help.
+    """A backward pass over ``start``, greedy forward selection, then a backward pass again.
 
     ``score(policy)`` returns held-out accuracy in ``[0, 1]`` (higher is better), e.g.
     ``lambda p: held_out_score(x, y, p, copies=4, seed=0)``. Forward: while the policy has
     fewer than ``max_operations`` operations, add the candidate (of a name not yet used)
     that scores best, if it beats the current score by more than ``min_gain``. Backward:
     while some operation's removal lowers the score by no more than ``min_gain``, remove the
-    one whose removal scores best; ops from ``start`` are dropped the same way. Each policy
+    one whose removal scores best. ``start`` (last round's policy) gets a backward pass
+    before anything is added, so a new operation cannot prop up one that now harms. Each policy
     is scored once, so a deterministic ``score`` makes the search deterministic. Searched
     policies keep ``start``'s no-flip classes plus ``no_flip_classes``.
     """
@@ -121,6 +122,25 @@ def search_policy(
     current_score = evaluate(current)
     changes: list[str] = []
 
+    started_with = set() if start is None else {operation.name for operation in start.operations}
+
+    def drop_what_does_not_help() -> None:
+        nonlocal current, current_score
+        while current.operations:
+            tries = [current.without(operation.name) for operation in current.operations]
+            scores = [evaluate(policy) for policy in tries]
+            best = int(np.argmax(scores))
+            loss = current_score - scores[best]
+            if loss > min_gain:
+                break
+            dropped = current.operations[best]
+            origin = " from the starting policy" if dropped.name in started_with else ""
+            changes.append(f"dropped {dropped.describe(probability=False)}{origin} ({_removal_effect(loss)})")
+            current, current_score = tries[best], scores[best]
+
+    # the starting policy (last round's) is judged again first, so new operations cannot prop up a harmful one
+    drop_what_does_not_help()
+
     while len(current.operations) < max_operations:
         used = {operation.name for operation in current.operations}
         tries = [current.with_operation(c) for c in candidates if c.name not in used]
@@ -135,19 +155,8 @@ def search_policy(
         changes.append(f"added {added.describe(probability=False)} ({100 * gain:+.1f} pts held-out accuracy)")
         current, current_score = tries[best], scores[best]
 
-    started_with = set() if start is None else {operation.name for operation in start.operations}
-    while current.operations:
-        tries = [current.without(operation.name) for operation in current.operations]
-        scores = [evaluate(policy) for policy in tries]
-        best = int(np.argmax(scores))
-        loss = current_score - scores[best]
-        if loss > min_gain:
-            break
-        dropped = current.operations[best]
-        origin = " from the starting policy" if dropped.name in started_with else ""
-        changes.append(f"dropped {dropped.describe(probability=False)}{origin} ({_removal_effect(loss)})")
-        current, current_score = tries[best], scores[best]
 
+    drop_what_does_not_help()
     return PolicySearch(
         best=current,
         best_score=current_score,

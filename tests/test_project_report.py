@@ -1,0 +1,72 @@
+"""A real run with generation on, then `metalabel evaluate` and `metalabel report` on its project."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+
+import numpy as np
+import pytest
+
+import metalabel as ml
+from metalabel.cli import main, seed_labels_from_pool
+from metalabel.label.oracle import SimulatedOracle
+from metalabel.project import Project
+from metalabel.store import content_hash
+
+
+@pytest.fixture(scope="module")
+def labeled_project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    environment = pytest.MonkeyPatch()
+    environment.setenv("METALABEL_CACHE", str(root / "cache"))
+    pool = ml.datasets.load("kanji", split="evaluation", max_classes=5, samples_per_class=24)
+    gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
+    with Project.create(root / "p", pool=pool, labels=seed_labels_from_pool(pool, per_class=3, seed=0)) as project:
+        result = project.run(oracle=SimulatedOracle(gold), encoder="pixels", budget=8, per_round=4, gold=gold,
+                             progress=False, project_meta_steps=0)
+    yield root / "p", result
+    environment.undo()
+
+
+def test_every_synthetic_item_traces_back_to_its_parents_generator_and_file(labeled_project):
+    folder, result = labeled_project
+    with Project.open(folder) as project:
+        store = project.store
+        synthetic = store.synthetic_items()
+        labeled = {label.item_id for label in store.active_labels() if label.source in ("human", "imported")}
+        artifacts = {artifact.id: artifact for artifact in store.artifacts(kind="generated")}
+    assert synthetic, "the generators made nothing"
+    for item in synthetic:
+        assert item.generator_version and item.round_id is not None
+        assert set(item.parents) <= labeled  # made from human or seed labels only
+        stored = np.load(artifacts[item.artifact_id].path)
+        key = item.generator.replace(" ", "_")
+        assert content_hash(stored[f"{key}.content"][item.row_in_artifact]) == item.content_hash
+    for report in result.rounds:  # what the round log says was dropped is marked dropped in the store
+        for generator, verdict in report.generation.get("generators", {}).items():
+            rows = [item for item in synthetic if item.round_id == report.round_id and item.generator == generator]
+            assert rows and all(item.kept == verdict["kept"] for item in rows)
+
+
+def test_evaluate_scores_the_labels_against_gold_and_saves_the_scorecard(labeled_project, capsys):
+    folder, _ = labeled_project
+    assert main(["evaluate", str(folder), "--encoder", "pixels", "--gold-from-pool", "--json", "--quiet"]) == 0
+    scorecard = json.loads(capsys.readouterr().out)
+    gold = scorecard["label_quality"]["gold"]
+    assert 0 <= gold["low"] <= gold["accuracy"] <= gold["high"] <= 1
+    assert scorecard["confusion"]["against"] == "gold labels"
+    assert json.loads((folder / "scorecard.json").read_text()) == scorecard
+
+
+def test_report_is_one_self_contained_page_with_the_round_log(labeled_project, capsys):
+    folder, result = labeled_project
+    assert main(["report", str(folder)]) == 0
+    page = (folder / "report.html").read_text()
+    assert not re.search(r"""(src|href)=["']https?://""", page) and "<script src" not in page
+    for report in result.rounds:
+        for line in report.feedback:
+            assert html.escape(line) in page
+    with Project.open(folder) as project:
+        assert [a.kind for a in project.store.artifacts(kind="report")] == ["report"]
