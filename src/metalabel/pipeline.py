@@ -338,9 +338,9 @@ class LabelingRun:
                                seed: int | None = None) -> TaskLearner | None:
         """A ProtoNet embedding meta-trained on the pool's clusters and the labeled classes (CACTUs).
 
-        The labeled classes are those of every active label, pseudo-labels included, so a
-        later call (``init`` = the current learner) continues on tasks from the grown data
-        set. None when the pool is too small to make enough pseudo-classes for episodes.
+        Accepted pseudo-labels join as classes, so a later call (``init`` = the current
+        learner) continues on tasks from the grown data set. None when the pool is too
+        small to make enough pseudo-classes for episodes.
         """
         from metalabel.meta.train import meta_train
         from metalabel.meta.unsupervised import pseudo_task_dataset
@@ -348,12 +348,15 @@ class LabelingRun:
         shots, queries, ways = 1, 5, 10
         steps = self.options.project_meta_steps if steps is None else steps
         seed = self.options.seed if seed is None else seed
-        positions, classes, _, _ = self._labels()
+        # accepted labels join as classes; human labels never do: they are the held-out evidence every
+        # learner is judged and calibrated on, and a learner trained on them would be judged on its own lessons
+        positions, classes, _, trusted = self._labels()
         features = self.x.flatten(1).numpy()
         if len(features) < 4 * ways * (shots + queries):
             return None
         tasks = pseudo_task_dataset(features, clusters=int(np.clip(len(features) // 50, ways * 2, 200)),
-                                    min_per_cluster=shots + queries, labeled=(positions, classes), seed=seed)
+                                    min_per_cluster=shots + queries, labeled=(positions[~trusted], classes[~trusted]),
+                                    seed=seed)
         if tasks.num_classes < 2 * 4:  # training and validation classes need a few ways each
             return None
         try:

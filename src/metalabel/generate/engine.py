@@ -119,7 +119,7 @@ class DataGenerator:
         self.options = options
         self.policy = policy
         self.image_policy = image_policy
-        self._vae = None  # (trained VAE, how many images it was trained on): retrained only when the set grew
+        self._vae = None  # (trained VAE, images it learned from, their classes): retrained when the set grew
 
     def step(self, x: np.ndarray, y: np.ndarray, *, classes: int, pool_x: np.ndarray, pool_y: np.ndarray,
              images: ImageInputs | None = None, seed: int = 0) -> GenerationStep:
@@ -272,15 +272,18 @@ class DataGenerator:
         from metalabel.generate.vae import sample_images, train_vae
 
         options = self.options
-        present = np.unique(images.train_labels)
-        if len(present) < classes or images.train_images.shape[1:] != (28, 28):
-            return None  # the VAE needs training images of every class
-        if self._vae is None or len(images.train_labels) >= options.vae_regrowth * self._vae[1]:
-            self._vae = (train_vae(images.train_images, images.train_labels, classes=classes, steps=options.vae_steps,
-                                   seed=seed, sample_weight=images.train_weights), len(images.train_labels))
+        # the classes with training images (accepted labels may not reach every class yet), numbered 0..k-1
+        present, local_labels = np.unique(images.train_labels, return_inverse=True)
+        if len(present) < 2 or images.train_images.shape[1:] != (28, 28):
+            return None
+        known = self._vae is not None and np.array_equal(self._vae[2], present)
+        if not known or len(images.train_labels) >= options.vae_regrowth * self._vae[1]:
+            self._vae = (train_vae(images.train_images, local_labels, classes=len(present), steps=options.vae_steps,
+                                   seed=seed, sample_weight=images.train_weights), len(images.train_labels), present)
         trained = self._vae[0]
-        labels = np.repeat(np.arange(classes), options.per_class)
-        samples = sample_images(trained, labels, seed=seed)
+        local = np.repeat(np.arange(len(present)), options.per_class)
+        labels = present[local]
+        samples = sample_images(trained, local, seed=seed)
         features = images.featurize(samples)
 
         def expander(train_x, train_y, fold_seed):
