@@ -28,13 +28,7 @@ def accuracy_with_ci(correct: ArrayLike, *, confidence: float = 0.95) -> dict[st
     """
     # An audit of accepted labels is the same binomial question, so its checks and interval are reused.
     accuracy, low, high = audit_precision(correct, confidence=confidence)
-    # At a rate of exactly 0 or 1 the Wilson bound equals the rate, but round-off can put it an ulp inside.
-    return {
-        "accuracy": accuracy,
-        "low": min(low, accuracy),
-        "high": max(high, accuracy),
-        "count": int(np.asarray(correct).size),
-    }
+    return {"accuracy": accuracy, "low": low, "high": high, "count": int(np.asarray(correct).size)}
 
 
 def confusion(true: ArrayLike, predicted: ArrayLike, *, classes: int) -> IntArray:

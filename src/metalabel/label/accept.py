@@ -239,7 +239,8 @@ def _wilson_interval(rate: float, trials: int, *, confidence: float) -> tuple[fl
     denominator = 1 + z**2 / trials
     center = (rate + z**2 / (2 * trials)) / denominator
     half_width = z * np.sqrt(rate * (1 - rate) / trials + z**2 / (4 * trials**2)) / denominator
-    return float(max(center - half_width, 0.0)), float(min(center + half_width, 1.0))
+    # at a rate of exactly 0 or 1 a bound equals the rate, but round-off can put it an ulp inside
+    return float(max(min(center - half_width, rate), 0.0)), float(min(max(center + half_width, rate), 1.0))
 
 
 def _check_open_unit(value: float, name: str) -> float:
