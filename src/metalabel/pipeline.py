@@ -690,19 +690,10 @@ class LabelingRun:
                                          classes=self.classes)
         embeddings = model.embeddings()
         trusted = np.array([label.source in TRUSTED_SOURCES for label in labels], dtype=bool)
-        kept = [b for b in (generation.batches if generation else ()) if b.kept]
-        generated_x = np.concatenate([b.x for b in kept]) if kept else np.zeros((0, embeddings.shape[1]))
-        generated_y = np.concatenate([b.y for b in kept]) if kept else np.zeros(0, dtype=np.int64)
-        # a generated row's parent, as a row of the built set (generators number the human-labeled rows)
-        row_of_position = {int(p): row for row, p in enumerate(label_positions)}
-        all_positions, _, _, is_trusted = self._labels()
-        human_positions = all_positions[is_trusted]  # the rows the generators numbered, in the same order
-        generated_parents = np.array([row_of_position.get(int(human_positions[p]), -1) if p >= 0 else -1
-                                      for b in kept for p in b.parents], dtype=np.int64)
         weights = np.where(trusted, 1.0, self.options.pseudo_weight)
+        expand = generation.expand if generation is not None and generation.expanders else None
         downstream = card.downstream_section(embeddings[label_positions], label_classes, weights, trusted,
-                                             generated_x, generated_y, generated_parents,
-                                             generated_weight=self.options.generated_weight,
+                                             expand=expand, generated_weight=self.options.generated_weight,
                                              seed=self.options.seed) if len(labels) else None
         similarity = card.similarity_section(embeddings[label_positions[trusted]],
                                              {b.generator: b.x for b in (generation.batches if generation else ())},

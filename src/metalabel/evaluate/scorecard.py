@@ -13,8 +13,8 @@ Every section is computed from plain arrays the caller gathers (the pipeline eac
 - ``similarity``: each generator's output against the real labeled items, in the
   model's embedding space (MMD, Frechet distance, k-NN precision and recall).
 - ``downstream``: a fresh logistic regression trained on the built set with and without
-  the generated items, tested on held-out human labels (k-fold), and trained on the
-  generated items alone (TSTR).
+  the generated items, tested on held-out human labels (k-fold, the generators run again
+  on each training fold), and trained on the generated items alone (TSTR).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy as np
 from metalabel.evaluate.downstream import compare_with_generated
 from metalabel.evaluate.quality import accuracy_with_ci, confusion, label_issues, per_class_accuracy
 from metalabel.evaluate.similarity import similarity_report
+from metalabel.generate.evidence import Expander
 from metalabel.label.calibrate import expected_calibration_error, reliability_curve
 
 DOWNSTREAM_FOLDS = 5
@@ -96,20 +97,18 @@ def downstream_section(
     built_y: np.ndarray,
     built_weight: np.ndarray,
     human: np.ndarray,
-    generated_x: np.ndarray,
-    generated_y: np.ndarray,
-    generated_parents: np.ndarray,
     *,
+    expand: Expander | None,
     generated_weight: float = 0.5,
     seed: int = 0,
 ) -> dict[str, Any] | None:
     """A plain classifier trained on the built set, with and without generated items, tested on held-out humans.
 
     The human-labeled rows (``human``, a mask over the built set) are split into folds;
-    each fold is tested by a model trained on every other row of the built set, so no
-    test label is ever trained on, nor any item generated from a test item
-    (``generated_parents``: the built-set row each generated row came from, -1 for none).
-    Needs at least 2 classes among the human labels.
+    each fold is tested by a model trained on every other row of the built set. The
+    generators (``expand``: the round's kept ones) are run again in each fold on the
+    training fold's human rows only, so no test label reaches the training data, not
+    even through an item generated from it. Needs at least 2 classes among the human labels.
     """
     human_rows = np.flatnonzero(human)
     if np.unique(built_y[human_rows]).size < 2 or len(human_rows) < 2:
@@ -117,21 +116,27 @@ def downstream_section(
     rng = np.random.default_rng(seed)
     fold_of = np.full(len(built_y), -1)
     fold_of[rng.permutation(human_rows)] = np.arange(len(human_rows)) % min(DOWNSTREAM_FOLDS, len(human_rows))
-    totals = {"real_only": 0.0, "with_generated": 0.0, "tstr": 0.0}
-    tstr_available = np.unique(generated_y).size >= 2  # checked per fold too: compare_with_generated gives None
+    totals = {"real_only": 0.0, "with_generated": 0.0}
+    tstr_correct, tstr_tested, generated = 0.0, 0, 0
     for fold in range(fold_of.max() + 1):
         test, train = fold_of == fold, fold_of != fold
-        clean = ~np.isin(generated_parents, np.flatnonzero(test))
-        result = compare_with_generated(built_x[train], built_y[train], generated_x[clean], generated_y[clean],
-                                        built_x[test], built_y[test], real_weight=built_weight[train],
-                                        generated_weight=generated_weight, seed=seed)
+        train_humans = train & human
+        new_x, new_y = (expand(built_x[train_humans], built_y[train_humans], seed + fold) if expand is not None
+                        else (built_x[:0], built_y[:0]))
+        generated += len(new_y)
+        result = compare_with_generated(built_x[train], built_y[train], new_x, new_y, built_x[test], built_y[test],
+                                        real_weight=built_weight[train], generated_weight=generated_weight, seed=seed)
         for key in totals:
-            totals[key] += (result[key] or 0.0) * int(test.sum())
+            totals[key] += result[key] * int(test.sum())
+        if result["tstr"] is not None:
+            tstr_correct += result["tstr"] * int(test.sum())
+            tstr_tested += int(test.sum())
     tested = len(human_rows)
     real_only, with_generated = totals["real_only"] / tested, totals["with_generated"] / tested
     return {"real_only": real_only, "with_generated": with_generated, "gain": with_generated - real_only,
-            "tstr": totals["tstr"] / tested if tstr_available else None, "test_size": tested,
-            "generated": len(generated_y), "test": f"held-out human labels ({fold_of.max() + 1}-fold)"}
+            "tstr": tstr_correct / tstr_tested if tstr_tested else None, "test_size": tested,
+            "generated": generated // (fold_of.max() + 1),
+            "test": f"held-out human labels ({fold_of.max() + 1}-fold)"}
 
 
 def scorecard_rows(scorecard: dict[str, Any]) -> list[tuple[str, str, str, str]]:
