@@ -470,7 +470,7 @@ class LabelingRun:
                                                      (positions, classes, weights, trusted), feedback)
         calibrator = calibration.calibrator
         model_hash = self.hashes[name]
-        logits = model.logits(positions, classes, weights, len(self.classes))
+        logits = self._cross_fitted_logits(model, positions, classes, weights, trusted, round_id)
         raw = torch.softmax(torch.from_numpy(logits), 1).numpy()
         # Without held-out labels to calibrate on, a meta-learned model's own probabilities are the
         # best estimate there is (it was trained on episodes to make them right), accepted item by
@@ -527,6 +527,28 @@ class LabelingRun:
             generation=generation.summary() if generation is not None else {},
         )
         return report
+
+    def _cross_fitted_logits(self, model: RoundModel, positions, classes, weights, trusted,
+                             round_id: int) -> np.ndarray:
+        """Logits of every pool item, each pseudo-labeled item's from a model that did not train on its label.
+
+        The calibration is fitted on human labels predicted out of fold; a pseudo-labeled item
+        predicted by a model that trained on its own label would look surer than the
+        calibration allows for (measured: 97.5% claimed, 87% right), so pseudo-labels are
+        dealt into folds and each fold is predicted by a model trained without it.
+        """
+        logits = model.logits(positions, classes, weights, len(self.classes))
+        pseudo = np.flatnonzero(~trusted)
+        if not len(pseudo):
+            return logits
+        folds = max(self.options.calibration_folds, 2)
+        fold_of = np.random.default_rng([self.options.seed, round_id]).permutation(len(pseudo)) % folds
+        for fold in range(folds):
+            held = pseudo[fold_of == fold]
+            keep = np.setdiff1d(np.arange(len(positions)), held)
+            logits[positions[held]] = model.logits(positions[keep], classes[keep], weights[keep], len(self.classes),
+                                                   targets=positions[held])
+        return logits
 
     def _best_model(self, positions, classes, weights, trusted) -> tuple[str, RoundModel, Calibration]:
         """Feedback on the model itself: the learner and head that predict held-out human labels best.
