@@ -259,10 +259,14 @@ class RoundModel:
             real = np.flatnonzero(weights >= 1)  # generators grow the human-labeled rows, not the pseudo-labels
             new_x, new_y = self.expand(support_emb[real].numpy(), y[real], self.seed)
             if len(new_y):
+                from metalabel.generate.evidence import shared_weights
+
                 support_emb = torch.cat([support_emb, torch.as_tensor(new_x, dtype=support_emb.dtype)])
                 y = np.concatenate([y, new_y])
-                # together the generated rows weigh generated_weight times the real ones, however many there are
-                weights = np.concatenate([weights, np.full(len(new_y), self.generated_weight * len(real) / len(new_y))])
+                real_scale, generated = shared_weights(len(real), len(new_y), self.generated_weight)
+                weights = weights.copy()
+                weights[real] *= real_scale
+                weights = np.concatenate([weights, np.full(len(new_y), generated)])
                 label_tensor = torch.as_tensor(y, dtype=torch.long)
                 weight_tensor = torch.as_tensor(weights, dtype=torch.float32)
         if self.head == "linear probe":

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from metalabel.evaluate.downstream import compare_with_generated
+from metalabel.evaluate.downstream import downstream_accuracy
 from metalabel.evaluate.quality import accuracy_with_ci, confusion, label_issues, per_class_accuracy
 from metalabel.evaluate.similarity import similarity_report
-from metalabel.generate.evidence import Expander
+from metalabel.generate.evidence import Expander, shared_weights
 from metalabel.label.calibrate import expected_calibration_error, reliability_curve
 
 DOWNSTREAM_FOLDS = 5
@@ -124,13 +124,25 @@ def downstream_section(
         new_x, new_y = (expand(built_x[train_humans], built_y[train_humans], seed + fold) if expand is not None
                         else (built_x[:0], built_y[:0]))
         generated += len(new_y)
-        result = compare_with_generated(built_x[train], built_y[train], new_x, new_y, built_x[test], built_y[test],
-                                        real_weight=built_weight[train], generated_weight=generated_weight, seed=seed)
-        for key in totals:
-            totals[key] += result[key] * int(test.sum())
-        if result["tstr"] is not None:
-            tstr_correct += result["tstr"] * int(test.sum())
-            tstr_tested += int(test.sum())
+        fold_size = int(test.sum())
+
+        def accuracy(x, y, weights):
+            return downstream_accuracy(x, y, built_x[test], built_y[test], sample_weight=weights, seed=seed)
+
+        real_only = accuracy(built_x[train], built_y[train], built_weight[train])
+        totals["real_only"] += real_only * fold_size
+        if len(new_y):
+            # the human rows and what was generated from them share the human rows' weight
+            real_scale, per_row = shared_weights(int(train_humans.sum()), len(new_y), generated_weight)
+            weights = np.where(human, built_weight * real_scale, built_weight)[train]
+            totals["with_generated"] += fold_size * accuracy(np.concatenate([built_x[train], new_x]),
+                                                          np.concatenate([built_y[train], new_y]),
+                                                          np.concatenate([weights, np.full(len(new_y), per_row)]))
+            if np.unique(new_y).size >= 2:  # train on synthetic, test on real
+                tstr_correct += accuracy(new_x, new_y, None) * fold_size
+                tstr_tested += fold_size
+        else:
+            totals["with_generated"] += real_only * fold_size
     tested = len(human_rows)
     real_only, with_generated = totals["real_only"] / tested, totals["with_generated"] / tested
     return {"real_only": real_only, "with_generated": with_generated, "gain": with_generated - real_only,

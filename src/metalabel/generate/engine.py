@@ -31,6 +31,8 @@ FIXED_POLICY = AugmentationPolicy("embedding", (Operation("gaussian_noise", 0.5,
 POLICY_CANDIDATES = tuple(Operation(name, 0.5, magnitude)
                           for name in ("gaussian_noise", "dropout", "mix_within_class", "class_direction")
                           for magnitude in (0.3, 0.7))
+JUDGE_REPEATS = 3
+"""Cross-validation repeats of the held-out judge: one split of a few labels per class is too noisy."""
 MIN_GAIN = 0.005
 """An operation must raise held-out accuracy by more than half a point to join: smaller gains are noise."""
 IMAGE_POLICY_CANDIDATES = tuple(Operation(name, 0.5, magnitude)
@@ -128,7 +130,10 @@ class DataGenerator:
         ``pool_y`` labels the pool's rows with pseudo-classes (clusters, accepted labels; -1: none).
         """
         options = self.options
-        judge_name, judge = self._judge(x, y, pool_x, pool_y, seed=seed)
+        # a third of the pseudo-classes are kept for judging: a generator that learns from the
+        # pool's classes is then judged on classes it never learned from
+        judge_y = _judged_classes(pool_y, share=1 / 3, seed=seed)
+        judge_name, judge = self._judge(x, y, pool_x, judge_y, seed=seed)
         baseline = judge(None) if judge else None
         reference = baseline
         feedback: list[str] = []
@@ -157,13 +162,18 @@ class DataGenerator:
             if batch is not None:
                 consider(batch, expander, score)
         if options.hallucinate:
-            made = self._hallucinate(x, y, pool_x, pool_y, judge and judge_with, reference, seed)
+            made = self._hallucinate(x, y, pool_x, pool_y, np.unique(judge_y[judge_y >= 0]), judge and judge_with,
+                                     reference, seed)
             if made is not None:
                 batch, expander, score = made
                 feedback.append(f"hallucinator {'kept' if batch.kept else 'dropped'}: {batch.evidence}")
                 consider(batch, expander, score)
         if options.synthesize and images is not None and images.train_images is not None:
-            made = self._synthesize(x, y, classes, images, human_judge and judge_with, reference, seed)
+            made = None
+            if human_judge is None and options.learn:
+                feedback.append("VAE not trained: no held-out human labels to judge it by yet")
+            else:
+                made = self._synthesize(x, y, classes, images, human_judge and judge_with, reference, seed)
             if made is not None:
                 batch, expander, score = made
                 feedback.append(f"VAE {'kept' if batch.kept else 'dropped'}: {batch.evidence}")
@@ -176,7 +186,8 @@ class DataGenerator:
         options = self.options
         if (counts >= 2).sum() >= max(2, (counts > 0).sum() // 2):
             return "held-out human labels", lambda expander: held_out_accuracy(
-                x, y, expand=expander, seed=seed, classifier="logistic", generated_weight=options.generated_weight)
+                x, y, expand=expander, seed=seed, classifier="logistic", generated_weight=options.generated_weight,
+                repeats=JUDGE_REPEATS)
         pseudo_counts = np.bincount(pool_y[pool_y >= 0]) if (pool_y >= 0).any() else np.zeros(0, dtype=np.int64)
         shots = max(1, int(counts[counts > 0].min()))
         ways = min(5, int((pseudo_counts >= shots + 5).sum()))
@@ -235,16 +246,18 @@ class DataGenerator:
                                made.parents, made.x, kept, evidence)
         return batch, image_expander(search.best), search.best_score
 
-    def _hallucinate(self, x, y, pool_x, pool_y, judge, reference, seed):
+    def _hallucinate(self, x, y, pool_x, pool_y, val_classes, judge, reference, seed):
         from metalabel.errors import BadInputError
         from metalabel.generate.hallucinate import hallucinate, train_hallucinator
 
         options = self.options
         # Trained on the pool's pseudo-classes only: were the human labels its tasks too, the judge
-        # (held-out human labels) would score a generator that had seen the held-out labels.
+        # (held-out human labels) would score a generator that had seen the held-out labels. Its own
+        # validation runs on the pseudo-classes set aside for judging (train_hallucinator keeps them out).
         try:
             trained = train_hallucinator(pool_x, pool_y, ways=5, shots=1, queries=5, extra_per_class=options.per_class,
-                                         steps=options.hallucinator_steps, seed=seed, val_episodes=50)
+                                         steps=options.hallucinator_steps, seed=seed, val_episodes=50,
+                                         val_classes=val_classes if len(val_classes) >= 5 else None)
         except BadInputError:
             return None  # too few classes with enough examples for episodes yet
 
@@ -262,7 +275,8 @@ class DataGenerator:
             evidence = meta
         else:
             score = judge(expander)
-            kept = score > reference and trained.val_accuracy_with > trained.val_accuracy_without
+            # kept when it helps on classes it never learned from and does not harm on held-out labels
+            kept = score >= reference and trained.val_accuracy_with > trained.val_accuracy_without
             evidence = f"{meta}; held-out {score:.1%} vs {reference:.1%} without it"
         batch = SyntheticBatch("hallucinator", "generated", trained.version, made.x, made.y, made.parents, made.x,
                                kept, evidence)
@@ -301,6 +315,13 @@ class DataGenerator:
         batch = SyntheticBatch("vae", "generated", trained.version, features, labels, np.full(len(labels), -1),
                                samples, kept, evidence)
         return batch, expander, score
+
+
+def _judged_classes(pool_y: np.ndarray, *, share: float, seed: int) -> np.ndarray:
+    """The pseudo-labels of a random ``share`` of the pseudo-classes, -1 elsewhere: the classes kept for judging."""
+    classes = np.unique(pool_y[pool_y >= 0])
+    judged = np.random.default_rng(seed).permutation(classes)[:round(len(classes) * share)]
+    return np.where(np.isin(pool_y, judged), pool_y, -1)
 
 
 def _combined(expanders: list[Expander]) -> Expander:

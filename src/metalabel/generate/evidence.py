@@ -58,8 +58,14 @@ def fit_predict(classifier: str, train_x: np.ndarray, train_y: np.ndarray, test_
         raise BadInputError(f"unknown classifier {classifier!r}", hint=f"use one of: {', '.join(CLASSIFIERS)}")
     if classifier == "logistic" and np.unique(train_y).size >= 2:
         from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
 
-        return LogisticRegression(max_iter=1000).fit(train_x, train_y, sample_weight=train_weights).predict(test_x)
+        # standardized, as the scorecard's downstream classifier is: one judge, one classifier
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        model.fit(train_x, train_y, standardscaler__sample_weight=train_weights,
+                  logisticregression__sample_weight=train_weights)
+        return model.predict(test_x)
     classes = np.unique(train_y)
     weights = np.ones(len(train_y)) if train_weights is None else train_weights
     means = np.stack([np.average(train_x[train_y == c], axis=0, weights=weights[train_y == c]) for c in classes])
@@ -68,20 +74,28 @@ def fit_predict(classifier: str, train_x: np.ndarray, train_y: np.ndarray, test_
 
 
 def held_out_accuracy(x: np.ndarray, y: np.ndarray, *, expand: Expander | None, folds: int = 5, seed: int = 0,
-                      classifier: str = "logistic", generated_weight: float = 1.0) -> float:
-    """Cross-validated accuracy of ``classifier`` trained on training folds plus ``expand``'s rows for them."""
+                      classifier: str = "logistic", generated_weight: float = 1.0, repeats: int = 1) -> float:
+    """Cross-validated accuracy of ``classifier`` trained on training folds plus ``expand``'s rows for them.
+
+    ``repeats`` runs the whole cross-validation again on other fold splits and averages:
+    with a handful of labels per class one held-out item is several points, and a single
+    split decides more by which items it holds out than by the generator.
+    """
     check_whole_number("folds", folds, minimum=2)
+    check_whole_number("repeats", repeats, minimum=1)
     labels = np.asarray(y)
-    fold_of, fold_count = assign_folds(labels, folds=folds, seed=seed)
-    correct = 0
-    for fold in range(fold_count):
-        held_out = fold_of == fold
-        # one seed per fold, the same for every generator: differences come from the generator, not the draw
-        train_x, train_y, weights = _grown(x[~held_out], labels[~held_out], expand, generated_weight,
-                                           int(np.random.SeedSequence([seed, fold]).generate_state(1)[0]))
-        predicted = fit_predict(classifier, train_x, train_y, x[held_out], weights)
-        correct += int((predicted == labels[held_out]).sum())
-    return correct / int((fold_of >= 0).sum())
+    correct = tested = 0
+    for repeat in range(repeats):
+        fold_of, fold_count = assign_folds(labels, folds=folds, seed=seed + repeat)
+        for fold in range(fold_count):
+            held_out = fold_of == fold
+            # one seed per fold, the same for every generator: differences come from the generator, not the draw
+            train_x, train_y, weights = _grown(x[~held_out], labels[~held_out], expand, generated_weight,
+                                               int(np.random.SeedSequence([seed, repeat, fold]).generate_state(1)[0]))
+            predicted = fit_predict(classifier, train_x, train_y, x[held_out], weights)
+            correct += int((predicted == labels[held_out]).sum())
+        tested += int((fold_of >= 0).sum())
+    return correct / tested
 
 
 def episode_accuracy(x: np.ndarray, y: np.ndarray, *, expand: Expander | None, ways: int, shots: int,
@@ -112,17 +126,26 @@ def episode_accuracy(x: np.ndarray, y: np.ndarray, *, expand: Expander | None, w
     return float(np.mean(accuracies))
 
 
+def shared_weights(real_rows: int, generated_rows: int, generated_weight: float) -> tuple[float, float]:
+    """(scale of each real row's weight, weight of each generated row): the one rule for mixing them.
+
+    The real rows and the rows generated from them share the real rows' weight, the
+    generated part counting ``generated_weight`` times the real part. So the total weight,
+    and with it a classifier's regularization, stays what the real rows alone had; how
+    much generated data counts does not depend on how many rows a generator makes; and
+    exact copies change nothing. Used by the judges, the round's model and the scorecard.
+    """
+    if not generated_rows:
+        return 1.0, 0.0
+    return 1.0 / (1.0 + generated_weight), generated_weight / (1.0 + generated_weight) * real_rows / generated_rows
+
+
 def _grown(x: np.ndarray, y: np.ndarray, expand: Expander | None, generated_weight: float,
            seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Training rows plus the generated ones, weighted to the real rows' total.
-
-    Generated rows weigh ``generated_weight`` against a real row's 1, then all weights are
-    scaled so they sum to the number of real rows: growing the training set adds variety,
-    never, through sheer row count, a weaker regularization the real-only baseline lacks.
-    """
+    """Training rows plus the generated ones, weighted by ``shared_weights``."""
     if expand is None:
         return x, y, np.ones(len(y))
     new_x, new_y = expand(x, y, seed)
-    weights = np.concatenate([np.ones(len(y)), np.full(len(new_y), generated_weight)])
-    return (np.concatenate([x, np.asarray(new_x).astype(x.dtype, copy=False)]), np.concatenate([y, new_y]),
-            weights * (len(y) / weights.sum()))
+    real, generated = shared_weights(len(y), len(new_y), generated_weight)
+    weights = np.concatenate([np.full(len(y), real), np.full(len(new_y), generated)])
+    return np.concatenate([x, np.asarray(new_x).astype(x.dtype, copy=False)]), np.concatenate([y, new_y]), weights
