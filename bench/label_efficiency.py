@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _workers import run_workers  # bench/ is on the path when a script here runs
+
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 PARTS = ROOT / "logs" / "label_efficiency"
@@ -547,26 +549,8 @@ def main(argv: list[str] | None = None) -> None:
             extra["notes"] = args.notes.read_text().splitlines()
         report(args, extra)
         return
-    import subprocess
-
-    started = time.perf_counter()
-    env = {**os.environ, **{v: str(args.threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                           "MKL_NUM_THREADS")}}
-    base = [sys.executable, __file__] + [a for a in (sys.argv[1:] if argv is None else argv)]
-    pending = list(args.datasets)
-    running: list[tuple[str, subprocess.Popen]] = []
-    while pending or running:
-        while pending and len(running) < args.jobs:
-            name = pending.pop(0)
-            running.append((name, subprocess.Popen([*base, "--worker", name], env=env)))
-        time.sleep(5)
-        for name, process in list(running):
-            if process.poll() is not None:
-                running.remove((name, process))
-                if process.returncode:
-                    print(f"[{name}] worker failed with {process.returncode}", flush=True)
-        meta["run_time"] = f"{(time.perf_counter() - started) / 60:.1f} min wall (data sets in {args.jobs} processes)"
-        report(args, meta)
+    run_workers(__file__, sys.argv[1:] if argv is None else argv, args.datasets, jobs=args.jobs, threads=args.threads,
+                poll_seconds=5, on_poll=lambda run_time: report(args, {**meta, "run_time": run_time}))
 
 
 if __name__ == "__main__":

@@ -266,17 +266,22 @@ class TargetAdjustment:
 
 
 def adjust_target(
-    target_precision: float, claimed: ArrayLike, correct: ArrayLike, *, min_audits: int = 5, confidence: float = 0.95
+    target_precision: float, claimed: ArrayLike, correct: ArrayLike, *, min_audits: int = 5,
+    prior_audits: float = 10.0, confidence: float = 0.95
 ) -> TargetAdjustment:
     """Raise the acceptance target by how much audits show the calibrated confidences overclaim.
 
     ``claimed`` is the calibrated confidence each audited label was accepted with and
-    ``correct`` whether the person agreed. When the audited precision is below
-    ``target_precision`` and its Wilson interval lies wholly below what was claimed, the
-    model is overconfident by ``claimed - audited``; the target is raised by that gap
-    (capped at ``MAX_ACCEPTANCE_TARGET``) so the labels accepted next meet the real
-    target. Otherwise the target stays what the user asked for, so a run whose audits
-    come back clean is never held to a stricter bar than requested.
+    ``correct`` whether the person agreed. The model overclaims by ``claimed - audited``;
+    the target is raised by that gap shrunk toward zero by a prior worth ``prior_audits``
+    audits, ``gap * n / (n + prior_audits)``, so a handful of audits moves the target a
+    little and many audits move it by the whole gap (capped at ``MAX_ACCEPTANCE_TARGET``).
+    Waiting for an interval that excludes the claim would need some fifty audits to tell
+    87% from 95%, more than a labeling budget spends on checks. The target stays as asked
+    with fewer than ``min_audits`` audits, when the audits claim no less than they found,
+    or when their Wilson interval lies wholly above the target (the labels meet it).
+    The target is derived afresh from all audits each round, so clean audits bring it
+    back down.
     """
     target_precision = _check_open_unit(target_precision, "target_precision")
     claimed_values = np.asarray(claimed, dtype=np.float64)
@@ -287,15 +292,21 @@ def adjust_target(
     if claimed_values.shape != np.asarray(correct).shape:
         raise BadInputError(f"claimed has {claimed_values.size} values but correct has {np.asarray(correct).size}",
                             hint="give one claimed confidence per audited label")
+    audits = claimed_values.size
     claimed_mean = float(claimed_values.mean())
-    found = f"audits found {int(round(precision * claimed_values.size))}/{claimed_values.size} correct " \
+    found = f"audits found {int(round(precision * audits))}/{audits} correct " \
             f"({precision:.0%}, CI {low:.0%}-{high:.0%}) where the model claimed {claimed_mean:.0%}"
-    if claimed_values.size < min_audits:
-        return TargetAdjustment(target_precision, claimed_values.size, precision, (low, high), claimed_mean,
-                                f"{found}: too few audits to act on, target as asked")
-    if precision < target_precision and high < claimed_mean:
-        raised = min(target_precision + (claimed_mean - precision), MAX_ACCEPTANCE_TARGET)
-        return TargetAdjustment(raised, claimed_values.size, precision, (low, high), claimed_mean,
-                                f"{found}: acceptance target raised {target_precision:.3f} -> {raised:.3f}")
-    return TargetAdjustment(target_precision, claimed_values.size, precision, (low, high), claimed_mean,
-                            f"{found}: target as asked")
+
+    def as_asked(why: str) -> TargetAdjustment:
+        return TargetAdjustment(target_precision, audits, precision, (low, high), claimed_mean, f"{found}: {why}")
+
+    if audits < min_audits:
+        return as_asked("too few audits to act on, target as asked")
+    if low >= target_precision:
+        return as_asked("the labels meet the target, target as asked")
+    gap = (claimed_mean - precision) * audits / (audits + prior_audits)
+    if gap <= 0.005:
+        return as_asked("target as asked")
+    raised = min(target_precision + gap, MAX_ACCEPTANCE_TARGET)
+    return TargetAdjustment(raised, audits, precision, (low, high), claimed_mean,
+                            f"{found}: acceptance target raised {target_precision:.3f} -> {raised:.3f}")
