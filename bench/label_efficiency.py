@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _workers import run_workers  # bench/ is on the path when a script here runs
+from _workers import add_pool_options, run_workers  # bench/ is on the path when a script here runs
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -525,14 +525,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--downstream-cap", type=int, default=10000)
     parser.add_argument("--self-training-pool", type=int, default=10000,
                         help="unlabeled items SelfTraining sees (a random subset; it predicts the whole pool)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--jobs", type=int, default=1, help="data sets run in parallel processes")
-    parser.add_argument("--resume", action="store_true", help="keep finished cells of the partial files")
-    parser.add_argument("--report", action="store_true", help="only rebuild the JSON and table from partial files")
-    parser.add_argument("--notes", type=Path, help="with --report: a markdown file whose text ends the table")
-    parser.add_argument("--command", help="with --report: the command(s) that made the partial files")
-    parser.add_argument("--run-time", help="with --report: the wall time those commands took")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    add_pool_options(parser)
     args = parser.parse_args(argv)
     args.budgets = sorted(args.budgets)
     assert all(b % args.per_round == 0 for b in args.budgets), "budgets must be multiples of --per-round"

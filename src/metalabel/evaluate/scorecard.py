@@ -147,7 +147,7 @@ def downstream_section(
     real_only, with_generated = totals["real_only"] / tested, totals["with_generated"] / tested
     return {"real_only": real_only, "with_generated": with_generated, "gain": with_generated - real_only,
             "tstr": tstr_correct / tstr_tested if tstr_tested else None, "test_size": tested,
-            "generated": generated // (fold_of.max() + 1),
+            "generated": int(generated // (fold_of.max() + 1)),
             "test": f"held-out human labels ({fold_of.max() + 1}-fold)"}
 
 
@@ -183,8 +183,9 @@ def scorecard_rows(scorecard: dict[str, Any]) -> list[tuple[str, str, str, str]]
     downstream = scorecard.get("downstream")
     if downstream:
         rows.append(("downstream", "classifier on built set", f"{downstream['real_only']:.1%}", downstream["test"]))
-        rows.append(("downstream", "... with generated items", f"{downstream['with_generated']:.1%}",
-                     f"{downstream['gain'] * 100:+.1f} pts, {downstream['generated']} generated items"))
+        if downstream["generated"]:
+            rows.append(("downstream", "... with generated items", f"{downstream['with_generated']:.1%}",
+                         f"{downstream['gain'] * 100:+.1f} pts, {int(downstream['generated'])} generated items"))
         if downstream.get("tstr") is not None:
             rows.append(("downstream", "train on generated only (TSTR)", f"{downstream['tstr']:.1%}", "tested on real"))
     for name, batch in (scorecard.get("generators") or {}).items():

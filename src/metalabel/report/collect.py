@@ -59,6 +59,8 @@ def collect(project) -> ReportData:
     counts["augmented"] = sum(1 for item in synthetic if item.kept and item.kind == "augmented")
     generated, parent_images = _generated_samples(project, synthetic, content)
     why_missing = {}
+    if card.get("label_issues") == []:
+        why_missing["label_issues"] = "none found: confident learning flags no human or seed label"
     if pool is None:
         why_missing["samples"] = "the pool could not be reloaded, so its items cannot be shown"
     if not finished:
@@ -130,15 +132,19 @@ def _round_point(round_id: int, metrics: dict[str, Any], synthetic: dict[str, in
 
 
 def _latest_scorecard(project, finished) -> dict[str, Any]:
-    """The newer of the last round's scorecard and one made on demand (``metalabel evaluate``)."""
+    """The last round's scorecard, updated by a newer one made on demand (``metalabel evaluate``).
+
+    An on-demand scorecard runs no generators, so the generators' figures stay the round's.
+    """
     import json
 
     on_demand = project.store.artifacts(kind="scorecard")
-    round_card = (finished[-1].metrics.get("scorecard") or {}) if finished else {}
+    card = dict((finished[-1].metrics.get("scorecard") or {}) if finished else {})
     if on_demand and on_demand[-1].path.is_file() and (
             not finished or on_demand[-1].created_at > (finished[-1].finished_at or "")):
-        return json.loads(on_demand[-1].path.read_text())
-    return round_card
+        newer = json.loads(on_demand[-1].path.read_text())
+        card.update({key: value for key, value in newer.items() if value or key not in card})
+    return card
 
 
 def _samples(store, content: _Content) -> tuple[Sample, ...]:
