@@ -1,0 +1,178 @@
+"""The model of a labeling round: what the learner reads for every pool item, and the heads that adapt to labels.
+
+The model of a round works in an embedding space. With a meta-learned prototype
+learner (ProtoNet) the pool is embedded once per round and everything after that
+(prototypes from the trusted labels, soft k-means refinement with the unlabeled pool,
+calibration folds, generated rows) is cheap arithmetic on those embeddings. Other
+learners (MAML, Reptile) adapt with gradient steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metalabel.data.dataset import LabeledDataset
+from metalabel.errors import BadInputError
+from metalabel.label.transductive import prototype_logits, refine_prototypes
+from metalabel.meta.functional import TaskLearner
+from metalabel.meta.protonet import ProtoNet
+
+def pool_inputs(pool: LabeledDataset, learner: TaskLearner | None, *, encoder: str | None,
+                progress: bool) -> Tensor:
+    """What the learner reads for every pool item.
+
+    A learner with a convolutional backbone reads the images themselves; otherwise
+    the items go through a frozen pretrained encoder (text: MiniLM; images:
+    EfficientNet-Lite0, or raw pixels for ``encoder="pixels"``; tables: the numbers).
+    """
+    takes_images = learner is not None and reads_images(learner)
+    if takes_images:
+        if pool.modality != "image":
+            raise BadInputError(f"the model reads images but the pool holds {pool.modality}",
+                                hint="use a model meta-trained on embeddings, or no model (--model none)")
+        images = torch.from_numpy(np.asarray(pool.items)).float().div_(255)
+        return images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)
+    if pool.modality == "tabular":
+        features = torch.from_numpy(np.asarray(pool.items, dtype=np.float32))
+        # standardize so no column dominates the distances by its unit alone
+        return (features - features.mean(0)) / features.std(0).clamp_min(1e-6)
+    from metalabel.data.encoders import embed_dataset
+
+    name = encoder or ("minilm" if pool.modality == "text" else "efficientnet-lite0")
+    return torch.from_numpy(embed_dataset(pool, name, progress=progress))
+
+
+def reads_images(learner: TaskLearner) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) for m in learner.backbone.modules())
+
+
+def default_learner() -> ProtoNet:
+    """Nearest class mean in the encoder's space: a ProtoNet whose embedding is the identity."""
+    from metalabel.meta.backbones import build_backbone
+
+    return ProtoNet(build_backbone("identity"))
+
+
+def learner_hash(learner: TaskLearner) -> str:
+    """A short content hash of the learner's weights and config: the provenance of a model label."""
+    digest = hashlib.sha256(json.dumps(learner.config(), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(learner.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- the model of a round
+
+
+class RoundModel:
+    """The learner adapted to the project's trusted labels, and its predictions for the pool.
+
+    In a prototype learner's embedding space three heads compete each round (the
+    round keeps the one that predicts held-out human labels best): class prototypes,
+    prototypes refined with the unlabeled pool (soft k-means), and a linear probe
+    (logistic regression), which tends to win once there are several labels per class.
+    """
+
+    HEADS = ("prototypes", "soft k-means", "linear probe")
+    LINEAR_PROBE_MAX_ROWS = 5000  # pseudo-labels beyond this are subsampled: the fit stays a second or two
+
+    def __init__(self, learner: TaskLearner, x: Tensor, *, head: str = "prototypes", refine_steps: int = 1,
+                 seed: int = 0) -> None:
+        self.learner = learner.eval()
+        self.x = x
+        self.head = head
+        self.refine_steps = refine_steps
+        self.seed = seed
+        self.expand: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None
+        self.generated_weight = 0.5
+        self.prototype_space = isinstance(learner, ProtoNet)
+        if self.prototype_space:
+            with torch.no_grad():
+                self.pool_embeddings = in_chunks(learner.embed, x)
+
+    def variants(self) -> list["RoundModel"]:
+        """One model per head (one embedding pass serves them all); learners without an embedding space: itself."""
+        if not self.prototype_space:
+            return [self]
+        heads = [h for h in self.HEADS if h != "soft k-means" or self.refine_steps > 0]
+        return [self._with_head(head) for head in heads]
+
+    def _with_head(self, head: str) -> "RoundModel":
+        model = copy.copy(self)
+        model.head = head
+        return model
+
+    def with_generated(self, expand: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+                       *, weight: float) -> "RoundModel":
+        """This model, with every support set grown by ``expand`` (generated rows from the human-labeled ones)."""
+        model = copy.copy(self)
+        model.expand, model.generated_weight = expand, weight
+        return model
+
+    def logits(self, support: np.ndarray, y: np.ndarray, weights: np.ndarray, ways: int,
+               targets: np.ndarray | None = None) -> np.ndarray:
+        """Logits [len(targets) or N, ways] after adapting to ``support`` items with labels ``y``."""
+        targets = np.arange(len(self.x)) if targets is None else targets
+        weight_tensor = torch.as_tensor(weights, dtype=torch.float32)
+        label_tensor = torch.as_tensor(y, dtype=torch.long)
+        if not self.prototype_space:
+            adapted = self.learner.adapt(self.x[support], label_tensor, weights=weight_tensor)
+            with torch.no_grad():
+                return in_chunks(lambda chunk: adapted.predict_proba(chunk).clamp_min(1e-12).log(),
+                                  self.x[targets]).numpy()
+        emb = self.pool_embeddings
+        support_emb = emb[support]
+        if self.expand is not None:
+            real = np.flatnonzero(weights >= 1)  # generators grow the human-labeled rows, not the pseudo-labels
+            new_x, new_y = self.expand(support_emb[real].numpy(), y[real], self.seed)
+            if len(new_y):
+                from metalabel.generate.evidence import shared_weights
+
+                support_emb = torch.cat([support_emb, torch.as_tensor(new_x, dtype=support_emb.dtype)])
+                y = np.concatenate([y, new_y])
+                real_scale, generated = shared_weights(len(real), len(new_y), self.generated_weight)
+                weights = weights.copy()
+                weights[real] *= real_scale
+                weights = np.concatenate([weights, np.full(len(new_y), generated)])
+                label_tensor = torch.as_tensor(y, dtype=torch.long)
+                weight_tensor = torch.as_tensor(weights, dtype=torch.float32)
+        if self.head == "linear probe":
+            return self._linear_probe_logits(support_emb.numpy(), y, weights, ways, emb[targets].numpy())
+        unlabeled = torch.ones(len(emb), dtype=torch.bool)
+        unlabeled[torch.as_tensor(support)] = False
+        steps = self.refine_steps if self.head == "soft k-means" else 0
+        with torch.no_grad():
+            prototypes = refine_prototypes(support_emb, label_tensor, emb[unlabeled], ways=ways, steps=steps,
+                                           support_weights=weight_tensor)
+            return prototype_logits(emb[targets], prototypes).numpy()
+
+    def _linear_probe_logits(self, support_emb: np.ndarray, y: np.ndarray, weights: np.ndarray, ways: int,
+                             target_emb: np.ndarray) -> np.ndarray:
+        from sklearn.linear_model import LogisticRegression
+
+        rows = np.arange(len(y))
+        pseudo = np.flatnonzero(weights < 1)
+        if len(pseudo) > self.LINEAR_PROBE_MAX_ROWS:
+            keep = np.random.default_rng(self.seed).choice(pseudo, self.LINEAR_PROBE_MAX_ROWS, replace=False)
+            rows = np.concatenate([np.flatnonzero(weights >= 1), keep])
+        probe = LogisticRegression(max_iter=300).fit(support_emb[rows], y[rows], sample_weight=weights[rows])
+        logits = np.full((len(target_emb), ways), -1e4)  # a class the fold lacks gets (almost) no probability
+        logits[:, probe.classes_] = probe.predict_log_proba(target_emb)
+        return logits
+
+    def embeddings(self) -> np.ndarray:
+        if self.prototype_space:
+            return self.pool_embeddings.numpy()
+        return self.x.flatten(1).numpy()
+
+
+def in_chunks(function: Callable[[Tensor], Tensor], x: Tensor, size: int = 2048) -> Tensor:
+    return torch.cat([function(x[start:start + size]) for start in range(0, len(x), size)])
