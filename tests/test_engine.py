@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -51,14 +53,17 @@ def test_a_harmful_starting_policy_is_dropped_and_the_round_log_says_why(kanji):
     assert len(dropped) == 1 and "gaussian_noise m=1" in dropped[0]
 
 
-def test_every_kept_generator_raised_held_out_accuracy(kanji):
+def percentages(text: str) -> list[float]:
+    return [float(value) for value in re.findall(r"([\d.]+)%", text)]
+
+
+def test_a_generator_is_kept_only_where_the_evidence_says_it_helps(kanji):
     _, result = step(kanji, 4)
     assert result.batches
     for batch in result.batches:
-        if batch.generator == "hallucinator":
-            with_it, without = (float(v.rstrip("%")) for v in
-                                batch.evidence.split("held-out ")[1].split(" without")[0].split("% vs "))
-            assert batch.kept == (with_it > without)
+        if batch.generator == "hallucinator":  # helps on unseen pseudo-classes, no harm on held-out labels
+            meta_with, meta_without, held_with, held_without = percentages(batch.evidence)
+            assert batch.kept == (meta_with > meta_without and held_with >= held_without)
     kept = [b for b in result.batches if b.kept]
     assert len(result.expanders) == len(kept)
 

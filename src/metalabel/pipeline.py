@@ -526,6 +526,8 @@ class LabelingRun:
     def _scorecard(self, model: RoundModel, calibration: Calibration, decision, *,
                    coverage: float, generation: GenerationStep | None, feedback: list[str]) -> dict[str, Any]:
         from metalabel.evaluate import scorecard as card
+        from metalabel.generate.engine import JUDGE_DIMS
+        from metalabel.generate.evidence import principal_components
 
         labels = self.store.active_labels()
         _, audit_correct = self._audit_results()
@@ -563,12 +565,14 @@ class LabelingRun:
         trusted = np.array([label.source in TRUSTED_SOURCES for label in labels], dtype=bool)
         weights = np.where(trusted, 1.0, self.options.pseudo_weight)
         expand = generation.expand if generation is not None and generation.expanders else None
+        # the classifiers and distances work in the space's top principal components: a round stays quick
+        project = principal_components(embeddings, dims=JUDGE_DIMS, seed=self.options.seed)
         downstream = card.downstream_section(embeddings[label_positions], label_classes, weights, trusted,
                                              expand=expand, generated_weight=self.options.generated_weight,
-                                             seed=self.options.seed) if len(labels) else None
-        similarity = card.similarity_section(embeddings[label_positions[trusted]],
-                                             {b.generator: b.x for b in (generation.batches if generation else ())},
-                                             seed=self.options.seed)
+                                             seed=self.options.seed, featurize=project) if len(labels) else None
+        similarity = card.similarity_section(
+            project(embeddings[label_positions[trusted]]),
+            {b.generator: project(b.x) for b in (generation.batches if generation else ())}, seed=self.options.seed)
         return {"label_quality": quality, "confusion": confusion, "label_issues": issues,
                 "similarity": similarity, "downstream": downstream,
                 "generators": generation.summary()["generators"] if generation else {}, "feedback": list(feedback)}

@@ -11,7 +11,8 @@ Every section is computed from plain arrays the caller gathers (the pipeline eac
 - ``label_issues``: human and seed labels that confident learning (cleanlab) finds
   probably wrong, from out-of-fold probabilities.
 - ``similarity``: each generator's output against the real labeled items, in the
-  model's embedding space (MMD, Frechet distance, k-NN precision and recall).
+  model's embedding space reduced to 64 principal components (MMD, Frechet distance,
+  k-NN precision and recall).
 - ``downstream``: a fresh logistic regression trained on the built set with and without
   the generated items, tested on held-out human labels (k-fold, the generators run again
   on each training fold), and trained on the generated items alone (TSTR).
@@ -20,7 +21,7 @@ Every section is computed from plain arrays the caller gathers (the pipeline eac
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -101,6 +102,7 @@ def downstream_section(
     expand: Expander | None,
     generated_weight: float = 0.5,
     seed: int = 0,
+    featurize: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, Any] | None:
     """A plain classifier trained on the built set, with and without generated items, tested on held-out humans.
 
@@ -109,7 +111,9 @@ def downstream_section(
     generators (``expand``: the round's kept ones) are run again in each fold on the
     training fold's human rows only, so no test label reaches the training data, not
     even through an item generated from it. Needs at least 2 classes among the human labels.
+    ``featurize`` maps rows to what the classifier sees (the generators work on ``built_x``).
     """
+    featurize = featurize or (lambda rows: rows)
     human_rows = np.flatnonzero(human)
     if np.unique(built_y[human_rows]).size < 2 or len(human_rows) < 2:
         return None
@@ -127,7 +131,8 @@ def downstream_section(
         fold_size = int(test.sum())
 
         def accuracy(x, y, weights):
-            return downstream_accuracy(x, y, built_x[test], built_y[test], sample_weight=weights, seed=seed)
+            return downstream_accuracy(featurize(x), y, featurize(built_x[test]), built_y[test], sample_weight=weights,
+                                       seed=seed)
 
         real_only = accuracy(built_x[train], built_y[train], built_weight[train])
         totals["real_only"] += real_only * fold_size
@@ -177,7 +182,7 @@ def scorecard_rows(scorecard: dict[str, Any]) -> list[tuple[str, str, str, str]]
         rows.append(("labels", "label issues", str(len(issues)), "human or seed labels cleanlab finds suspect"))
     for name, metrics in (scorecard.get("similarity") or {}).items():
         rows.append(("generated", f"{name}: MMD / Frechet", f"{metrics['mmd']:.4f} / {metrics['frechet']:.2f}",
-                     f"{metrics['generated']} items against {metrics['real']} real, model's embedding space"))
+                     f"{metrics['generated']} items against {metrics['real']} real, in the model's space (64 principal components)"))
         rows.append(("generated", f"{name}: k-NN precision / recall",
                      f"{metrics['precision']:.2f} / {metrics['recall']:.2f}", "fidelity / diversity"))
     downstream = scorecard.get("downstream")

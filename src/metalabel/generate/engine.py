@@ -21,7 +21,7 @@ import numpy as np
 
 from metalabel.errors import check_whole_number
 from metalabel.generate.augment import AugmentationPolicy, Operation, expand
-from metalabel.generate.evidence import Expander, episode_accuracy, held_out_accuracy
+from metalabel.generate.evidence import Expander, episode_accuracy, held_out_accuracy, principal_components
 from metalabel.generate.policy_search import search_policy
 
 FIXED_POLICY = AugmentationPolicy("embedding", (Operation("gaussian_noise", 0.5, 0.5),
@@ -31,6 +31,8 @@ FIXED_POLICY = AugmentationPolicy("embedding", (Operation("gaussian_noise", 0.5,
 POLICY_CANDIDATES = tuple(Operation(name, 0.5, magnitude)
                           for name in ("gaussian_noise", "dropout", "mix_within_class", "class_direction")
                           for magnitude in (0.3, 0.7))
+JUDGE_DIMS = 64
+"""Judges classify in the pool's top principal components: quick enough for a policy search every round."""
 JUDGE_REPEATS = 3
 """Cross-validation repeats of the held-out judge: one split of a few labels per class is too noisy."""
 MIN_GAIN = 0.005
@@ -51,8 +53,8 @@ class GeneratorOptions:
     copies: int = 4  # augmented copies of each human-labeled item
     per_class: int = 5  # hallucinated or synthesized items per class
     hallucinator_steps: int = 300
-    vae_steps: int = 1000
-    vae_regrowth: float = 1.25  # retrain the VAE once its training set has grown by a quarter
+    vae_steps: int = 600
+    vae_regrowth: float = 1.5  # retrain the VAE once its training set has grown by half
     generated_weight: float = 0.5  # a generated row counts this much next to a real one
     episodes: int = 40
 
@@ -122,6 +124,7 @@ class DataGenerator:
         self.policy = policy
         self.image_policy = image_policy
         self._vae = None  # (trained VAE, images it learned from, their classes): retrained when the set grew
+        self.project: Callable[[np.ndarray], np.ndarray] | None = None  # the judges' projection, set each step
 
     def step(self, x: np.ndarray, y: np.ndarray, *, classes: int, pool_x: np.ndarray, pool_y: np.ndarray,
              images: ImageInputs | None = None, seed: int = 0) -> GenerationStep:
@@ -133,6 +136,7 @@ class DataGenerator:
         # a third of the pseudo-classes are kept for judging: a generator that learns from the
         # pool's classes is then judged on classes it never learned from
         judge_y = _judged_classes(pool_y, share=1 / 3, seed=seed)
+        self.project = principal_components(pool_x, dims=JUDGE_DIMS, seed=seed)
         judge_name, judge = self._judge(x, y, pool_x, judge_y, seed=seed)
         baseline = judge(None) if judge else None
         reference = baseline
@@ -187,7 +191,7 @@ class DataGenerator:
         if (counts >= 2).sum() >= max(2, (counts > 0).sum() // 2):
             return "held-out human labels", lambda expander: held_out_accuracy(
                 x, y, expand=expander, seed=seed, classifier="logistic", generated_weight=options.generated_weight,
-                repeats=JUDGE_REPEATS)
+                repeats=JUDGE_REPEATS, featurize=self.project)
         pseudo_counts = np.bincount(pool_y[pool_y >= 0]) if (pool_y >= 0).any() else np.zeros(0, dtype=np.int64)
         shots = max(1, int(counts[counts > 0].min()))
         ways = min(5, int((pseudo_counts >= shots + 5).sum()))
@@ -195,7 +199,7 @@ class DataGenerator:
             return "nothing to judge by yet", None
         return "held-out episodes of the pool's pseudo-classes", lambda expander: episode_accuracy(
             pool_x, pool_y, expand=expander, ways=ways, shots=shots, episodes=options.episodes, seed=seed,
-            generated_weight=options.generated_weight)
+            generated_weight=options.generated_weight, featurize=self.project)
 
     # -- the generators
     def _augment(self, x, y, judge, baseline, feedback, seed):

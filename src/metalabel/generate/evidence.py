@@ -74,13 +74,17 @@ def fit_predict(classifier: str, train_x: np.ndarray, train_y: np.ndarray, test_
 
 
 def held_out_accuracy(x: np.ndarray, y: np.ndarray, *, expand: Expander | None, folds: int = 5, seed: int = 0,
-                      classifier: str = "logistic", generated_weight: float = 1.0, repeats: int = 1) -> float:
+                      classifier: str = "logistic", generated_weight: float = 1.0, repeats: int = 1,
+                      featurize: Callable[[np.ndarray], np.ndarray] | None = None) -> float:
     """Cross-validated accuracy of ``classifier`` trained on training folds plus ``expand``'s rows for them.
 
     ``repeats`` runs the whole cross-validation again on other fold splits and averages:
     with a handful of labels per class one held-out item is several points, and a single
-    split decides more by which items it holds out than by the generator.
+    split decides more by which items it holds out than by the generator. ``featurize``
+    maps rows (real and generated) to what the classifier sees, e.g. a few principal
+    components, so judging many candidates stays quick; generators still work on ``x``.
     """
+    featurize = featurize or _identity
     check_whole_number("folds", folds, minimum=2)
     check_whole_number("repeats", repeats, minimum=1)
     labels = np.asarray(y)
@@ -92,7 +96,7 @@ def held_out_accuracy(x: np.ndarray, y: np.ndarray, *, expand: Expander | None, 
             # one seed per fold, the same for every generator: differences come from the generator, not the draw
             train_x, train_y, weights = _grown(x[~held_out], labels[~held_out], expand, generated_weight,
                                                int(np.random.SeedSequence([seed, repeat, fold]).generate_state(1)[0]))
-            predicted = fit_predict(classifier, train_x, train_y, x[held_out], weights)
+            predicted = fit_predict(classifier, featurize(train_x), train_y, featurize(x[held_out]), weights)
             correct += int((predicted == labels[held_out]).sum())
         tested += int((fold_of >= 0).sum())
     return correct / tested
@@ -100,8 +104,13 @@ def held_out_accuracy(x: np.ndarray, y: np.ndarray, *, expand: Expander | None, 
 
 def episode_accuracy(x: np.ndarray, y: np.ndarray, *, expand: Expander | None, ways: int, shots: int,
                      queries: int = 5, episodes: int = 50, seed: int = 0, classifier: str = "prototype",
-                     generated_weight: float = 1.0) -> float:
-    """Mean query accuracy over fixed few-shot episodes of ``(x, y)`` whose support ``expand`` grows."""
+                     generated_weight: float = 1.0, featurize: Callable[[np.ndarray], np.ndarray] | None = None
+                     ) -> float:
+    """Mean query accuracy over fixed few-shot episodes of ``(x, y)`` whose support ``expand`` grows.
+
+    ``featurize`` as for ``held_out_accuracy``.
+    """
+    featurize = featurize or _identity
     for name, value in (("ways", ways), ("shots", shots), ("queries", queries), ("episodes", episodes)):
         check_whole_number(name, value, minimum=1)
     labels = np.asarray(y)
@@ -122,7 +131,8 @@ def episode_accuracy(x: np.ndarray, y: np.ndarray, *, expand: Expander | None, w
         query_y = np.repeat(np.arange(ways), queries)
         train_x, train_y, weights = _grown(x[support], support_y, expand, generated_weight,
                                            int(np.random.SeedSequence([seed, episode]).generate_state(1)[0]))
-        accuracies.append(float((fit_predict(classifier, train_x, train_y, x[query], weights) == query_y).mean()))
+        predicted = fit_predict(classifier, featurize(train_x), train_y, featurize(x[query]), weights)
+        accuracies.append(float((predicted == query_y).mean()))
     return float(np.mean(accuracies))
 
 
@@ -138,6 +148,27 @@ def shared_weights(real_rows: int, generated_rows: int, generated_weight: float)
     if not generated_rows:
         return 1.0, 0.0
     return 1.0 / (1.0 + generated_weight), generated_weight / (1.0 + generated_weight) * real_rows / generated_rows
+
+
+def _identity(x: np.ndarray) -> np.ndarray:
+    return x
+
+
+def principal_components(x: np.ndarray, *, dims: int = 64, seed: int = 0,
+                         max_rows: int = 5000) -> Callable[[np.ndarray], np.ndarray]:
+    """A projection onto the top ``dims`` principal components of ``x`` (fitted on at most ``max_rows`` rows).
+
+    Judges fit hundreds of small classifiers a round; in 64 dimensions instead of an
+    encoder's 384-1280 each is several times quicker, and class structure survives.
+    """
+    from sklearn.decomposition import PCA
+
+    rows = x if len(x) <= max_rows else x[np.random.default_rng(seed).choice(len(x), max_rows, replace=False)]
+    dims = min(dims, x.shape[1], len(rows))
+    if dims == x.shape[1]:
+        return _identity
+    pca = PCA(dims, random_state=seed).fit(rows)
+    return lambda values: pca.transform(np.asarray(values, dtype=np.float64)).astype(np.float32)
 
 
 def _grown(x: np.ndarray, y: np.ndarray, expand: Expander | None, generated_weight: float,
