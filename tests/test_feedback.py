@@ -68,3 +68,20 @@ def test_the_meta_learner_continues_on_the_grown_data_set_and_is_kept_only_when_
     # the first learner and every kept continuation are saved in the project, under their hash
     assert len(checkpoints) == 1 + kept
     assert all((artifact.path / "config.json").exists() or any(artifact.path.iterdir()) for artifact in checkpoints)
+
+
+def test_a_wrong_seed_label_is_found_asked_again_and_corrected(cache, tmp_path):
+    pool = ml.datasets.load("kanji", split="evaluation", max_classes=5, samples_per_class=24)
+    gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
+    seeds = seed_labels_from_pool(pool, per_class=6, seed=0)
+    flipped = sorted(seeds)[0]
+    seeds[flipped] = next(name for name in pool.class_names if name != seeds[flipped])
+    with Project.create(tmp_path / "p", pool=pool, labels=seeds) as project:
+        result = project.run(oracle=SimulatedOracle(gold), encoder="pixels", budget=10, per_round=10, max_rounds=2,
+                             progress=False, generate=False, project_meta_steps=0)
+        issues = result.rounds[0].scorecard["label_issues"]
+        asked = project.store.answered_questions(strategy="label-issue")
+        label = next(label for label in project.store.active_labels() if label.uri == pool.uris[flipped])
+    assert issues[0]["uri"] == pool.uris[flipped] and issues[0]["given"] == seeds[flipped]  # the most suspect
+    assert pool.uris[flipped] in {question.uri for question in asked}
+    assert (label.source, label.class_name) == ("human", gold[pool.uris[flipped]])  # the person fixed it
