@@ -11,7 +11,6 @@ so the caller can keep or drop the generator on evidence rather than hope.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -23,14 +22,14 @@ import torch
 import torch.nn.functional as F
 from rich.progress import track
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from metalabel.data.dataset import UNLABELED
 from metalabel.data.episodes import EpisodeSampler
 from metalabel.errors import BadInputError, DataNotFoundError, check_whole_number
 from metalabel.label.transductive import prototype_logits
-from metalabel.meta.checkpoint import _write_atomically
+from metalabel.generate.weights import content_version, seeded_linear, write_generator
 
 GENERATOR_NAME = "hallucinator"
 FORMAT_VERSION = 1
@@ -39,12 +38,6 @@ CONFIG_FILE = "hallucinator.json"
 _VALIDATION_STREAM = 1  # keeps validation episodes and noise apart from the training ones drawn from the same seed
 
 
-def _seeded_linear(fan_in: int, fan_out: int, generator: torch.Generator) -> nn.Linear:
-    # skip_init leaves the global RNG alone; the weights come from the module's own generator
-    layer = nn.utils.skip_init(nn.Linear, fan_in, fan_out)
-    nn.init.kaiming_uniform_(layer.weight, a=0.2, nonlinearity="leaky_relu", generator=generator)
-    nn.init.zeros_(layer.bias)
-    return layer
 
 
 class Hallucinator(nn.Module):
@@ -64,11 +57,11 @@ class Hallucinator(nn.Module):
         self.dim, self.noise_dim, self.hidden, self.seed = int(dim), int(noise_dim), int(hidden), int(seed)
         generator = torch.Generator().manual_seed(self.seed)
         self.delta = nn.Sequential(
-            _seeded_linear(self.dim + self.noise_dim, self.hidden, generator),
+            seeded_linear(self.dim + self.noise_dim, self.hidden, generator, negative_slope=0.2),
             nn.LeakyReLU(0.2),
-            _seeded_linear(self.hidden, self.hidden, generator),
+            seeded_linear(self.hidden, self.hidden, generator, negative_slope=0.2),
             nn.LeakyReLU(0.2),
-            _seeded_linear(self.hidden, self.dim, generator),
+            seeded_linear(self.hidden, self.dim, generator, negative_slope=0.2),
         )
         nn.init.zeros_(self.delta[-1].weight)
 
@@ -199,7 +192,7 @@ def train_hallucinator(
                                                        seed=validation_seed)
     return TrainedHallucinator(model=model, mean=mean, scale=scale, losses=losses,
                                val_accuracy_with=with_hallucination, val_accuracy_without=without,
-                               version=_version(model.config(), _tensors(model, mean, scale)), config=config)
+                               version=content_version(model.config(), _tensors(model, mean, scale)), config=config)
 
 
 def hallucinate(
@@ -232,7 +225,6 @@ def hallucinate(
 def save_hallucinator(trained: TrainedHallucinator, folder: str | Path) -> Path:
     """Write ``hallucinator.safetensors`` and ``hallucinator.json`` into ``folder`` (created if needed)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     tensors = _tensors(trained.model, trained.mean, trained.scale)
     record = {
         "format": FORMAT_VERSION,
@@ -244,9 +236,7 @@ def save_hallucinator(trained: TrainedHallucinator, folder: str | Path) -> Path:
         "val_accuracy_with": trained.val_accuracy_with,
         "val_accuracy_without": trained.val_accuracy_without,
     }
-    _write_atomically(folder / WEIGHTS_FILE, lambda path: save_file(tensors, str(path), metadata={"format": "pt"}))
-    _write_atomically(folder / CONFIG_FILE, lambda path: path.write_text(json.dumps(record, indent=2) + "\n"))
-    return folder
+    return write_generator(folder, weights_file=WEIGHTS_FILE, tensors=tensors, config_file=CONFIG_FILE, record=record)
 
 
 def load_hallucinator(folder: str | Path, *, device: str | torch.device = "cpu") -> TrainedHallucinator:
@@ -274,7 +264,7 @@ def load_hallucinator(folder: str | Path, *, device: str | torch.device = "cpu")
         tensors = load_file(str(weights_path))
     except SafetensorError as error:
         raise BadInputError(f"unreadable weights ({error})", path=weights_path) from error
-    if _version(model.config(), tensors) != version:
+    if content_version(model.config(), tensors) != version:
         raise BadInputError(f"weights do not match the recorded version {version}", path=weights_path,
                             hint="the files come from different saves or were changed; save the hallucinator again")
     prefix = "model."
@@ -400,10 +390,3 @@ def _tensors(model: Hallucinator, mean: np.ndarray, scale: float) -> dict[str, T
     tensors["normalization.scale"] = torch.tensor(scale, dtype=torch.float32)
     return tensors
 
-
-def _version(model_config: dict, tensors: dict[str, Tensor]) -> str:
-    digest = hashlib.sha256(json.dumps(model_config, sort_keys=True).encode("utf-8"))
-    for name in sorted(tensors):
-        digest.update(name.encode("utf-8"))
-        digest.update(tensors[name].numpy().tobytes())
-    return digest.hexdigest()[:12]

@@ -12,7 +12,6 @@ with ``TrainedVAE.version`` naming the exact weights.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -23,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from rich.progress import track
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from metalabel.errors import BadInputError, DataNotFoundError, EmptyClassError, check_whole_number
-from metalabel.meta.checkpoint import _write_atomically
+from metalabel.generate.weights import content_version, seeded_linear, write_generator
 
 SIDE = 28
 PIXELS = SIDE * SIDE
@@ -36,12 +35,6 @@ WEIGHTS_FILE = "vae.safetensors"
 CONFIG_FILE = "vae.json"
 
 
-def _seeded_linear(fan_in: int, fan_out: int, generator: torch.Generator) -> nn.Linear:
-    # skip_init leaves the global RNG alone; the weights come from the module's own generator
-    layer = nn.utils.skip_init(nn.Linear, fan_in, fan_out)
-    nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu", generator=generator)
-    nn.init.zeros_(layer.bias)
-    return layer
 
 
 def _conditioned(hidden: nn.Linear, out: nn.Linear, x: Tensor, one_hot: Tensor) -> Tensor:
@@ -64,10 +57,10 @@ class ConditionalVAE(nn.Module):
         check_whole_number("seed", seed, minimum=0)
         self.classes, self.latent, self.hidden, self.seed = int(classes), int(latent), int(hidden), int(seed)
         generator = torch.Generator().manual_seed(self.seed)
-        self.encoder_hidden = _seeded_linear(PIXELS + self.classes, self.hidden, generator)
-        self.encoder_out = _seeded_linear(self.hidden + self.classes, 2 * self.latent, generator)
-        self.decoder_hidden = _seeded_linear(self.latent + self.classes, self.hidden, generator)
-        self.decoder_out = _seeded_linear(self.hidden + self.classes, PIXELS, generator)
+        self.encoder_hidden = seeded_linear(PIXELS + self.classes, self.hidden, generator)
+        self.encoder_out = seeded_linear(self.hidden + self.classes, 2 * self.latent, generator)
+        self.decoder_hidden = seeded_linear(self.latent + self.classes, self.hidden, generator)
+        self.decoder_out = seeded_linear(self.hidden + self.classes, PIXELS, generator)
         # A learned Gaussian prior per class: where the encoder puts a class in z, its prior follows, so
         # a prior draw for class c lands where the decoder draws c (a fixed N(0, I) mixes classes).
         self.prior_mean = nn.Parameter(torch.zeros(self.classes, self.latent))
@@ -179,7 +172,8 @@ def train_vae(
         loss.backward()
         optimizer.step()
         losses[step] = loss.item()
-    return TrainedVAE(model=model, losses=losses, version=_version(model), config=config)
+    return TrainedVAE(model=model, losses=losses, version=content_version(model.config(), _tensors(model)),
+                      config=config)
 
 
 def sample_images(trained: TrainedVAE, labels: np.ndarray, *, seed: int) -> np.ndarray:
@@ -197,7 +191,6 @@ def sample_images(trained: TrainedVAE, labels: np.ndarray, *, seed: int) -> np.n
 def save_vae(trained: TrainedVAE, folder: str | Path) -> Path:
     """Write ``vae.safetensors`` and ``vae.json`` into ``folder`` (created if needed)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     tensors = _tensors(trained.model)
     record = {
         "format": FORMAT_VERSION,
@@ -207,9 +200,7 @@ def save_vae(trained: TrainedVAE, folder: str | Path) -> Path:
         "training": asdict(trained.config),
         "losses": trained.losses.tolist(),
     }
-    _write_atomically(folder / WEIGHTS_FILE, lambda path: save_file(tensors, str(path), metadata={"format": "pt"}))
-    _write_atomically(folder / CONFIG_FILE, lambda path: path.write_text(json.dumps(record, indent=2) + "\n"))
-    return folder
+    return write_generator(folder, weights_file=WEIGHTS_FILE, tensors=tensors, config_file=CONFIG_FILE, record=record)
 
 
 def load_vae(folder: str | Path, *, device: str | torch.device = "cpu") -> TrainedVAE:
@@ -237,7 +228,7 @@ def load_vae(folder: str | Path, *, device: str | torch.device = "cpu") -> Train
         raise BadInputError(f"unreadable weights, or weights that do not fit the recorded model ({error})",
                             path=weights_path, hint="the files come from different saves; save the VAE again",
                             ) from error
-    if _version(model) != version:
+    if content_version(model.config(), _tensors(model)) != version:
         raise BadInputError(f"weights do not match the recorded version {version}", path=weights_path,
                             hint="the files come from different saves or were changed; save the VAE again")
     return TrainedVAE(model=model.to(device), losses=losses, version=version, config=training)
@@ -303,10 +294,3 @@ def _require_every_class(labels: np.ndarray, weights: np.ndarray, *, classes: in
 def _tensors(model: ConditionalVAE) -> dict[str, Tensor]:
     return {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
 
-
-def _version(model: ConditionalVAE) -> str:
-    digest = hashlib.sha256(json.dumps(model.config(), sort_keys=True).encode("utf-8"))
-    for name, tensor in sorted(_tensors(model).items()):
-        digest.update(name.encode("utf-8"))
-        digest.update(tensor.numpy().tobytes())
-    return digest.hexdigest()[:12]

@@ -50,7 +50,7 @@ def learner_config(learner: TaskLearner) -> dict[str, Any]:
     }
 
 
-def _write_atomically(path: Path, write) -> None:
+def write_atomically(path: Path, write) -> None:
     # write beside the target and rename, so an interrupted save never leaves half a file
     partial = path.with_name(path.name + ".partial")
     write(partial)
@@ -64,8 +64,8 @@ def save_learner(learner: TaskLearner, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     # safetensors wants dense, row-major tensors; channels-last weights are re-laid out on load
     tensors = {name: t.detach().contiguous() for name, t in learner.state_dict().items()}
-    _write_atomically(folder / WEIGHTS_FILE, lambda path: save_file(tensors, str(path), metadata={"format": "pt"}))
-    _write_atomically(folder / CONFIG_FILE, lambda path: path.write_text(json.dumps(config, indent=2) + "\n"))
+    write_atomically(folder / WEIGHTS_FILE, lambda path: save_file(tensors, str(path), metadata={"format": "pt"}))
+    write_atomically(folder / CONFIG_FILE, lambda path: path.write_text(json.dumps(config, indent=2) + "\n"))
     return folder
 
 
