@@ -458,10 +458,25 @@ def similarity_rows(part):
     return rows
 
 
+def judge_spaces(o: dict, parts: dict) -> str:
+    """Where the run's judges classify. Read from the engine's source when the partial files were made by it."""
+    import inspect
+
+    import metalabel.generate.engine as engine
+
+    pca = f"in the pool's top {o['judge_dims']} principal components" if o.get("judge_dims") else None
+    if pca is None:
+        return "both classify in the full feature space"
+    made_by = {part.get("engine_sha256", ["?"])[-1] for part in parts.values()}
+    if made_by == {source_hashes()["engine_sha256"]} and "featurize=None" in inspect.getsource(engine.DataGenerator.step):
+        return (f"the augmentation-policy searches classify {pca}; the keep-or-drop verdicts on the hallucinator "
+                "and the VAE classify in the full feature space")
+    return f"both classify {pca}"
+
+
 def markdown(parts: dict, meta: dict) -> str:
     o = next((part["options"] for part in parts.values() if "options" in part), {})
-    judge_space = (f"in the pool's top {o['judge_dims']} principal components" if o.get("judge_dims")
-                   else "in the full feature space")
+    judge_space = judge_spaces(o, parts)
     lines = [
         "# Generated data and downstream accuracy: augmentation, hallucinator, VAE, with and without feedback",
         "",
@@ -502,7 +517,7 @@ def markdown(parts: dict, meta: dict) -> str:
         "`metalabel run` does. The judge (`learn=True`): with two or more labels per class, held-out accuracy of a "
         f"standardized logistic regression over 5 folds of the labeled items, repeated on {o.get('judge_repeats', 1)} "
         "fold splits; at k=1, few-shot episodes over the third of the pool's pseudo-classes set aside for judging "
-        f"(the hallucinator trains on the other two thirds); both classify {judge_space}.",
+        f"(the hallucinator trains on the other two thirds); {judge_space}.",
         "",
         "Columns: test accuracy in %, mean ± 95% t-interval over seeds; gains are paired differences (same seed, "
         "same labeled items) in points, mean ± 95% t-interval; *rows* = generated rows added (mean); *kept* = how "

@@ -32,7 +32,8 @@ POLICY_CANDIDATES = tuple(Operation(name, 0.5, magnitude)
                           for name in ("gaussian_noise", "dropout", "mix_within_class", "class_direction")
                           for magnitude in (0.3, 0.7))
 JUDGE_DIMS = 64
-"""Judges classify in the pool's top principal components: quick enough for a policy search every round."""
+"""The policy searches' judge classifies in the pool's top principal components (quick enough for dozens of
+candidates a round); keep-or-drop decisions for the learned generators use the full feature space."""
 JUDGE_REPEATS = 3
 """Cross-validation repeats of the held-out judge: one split of a few labels per class is too noisy."""
 MIN_GAIN = 0.005
