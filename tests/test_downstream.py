@@ -80,3 +80,16 @@ def test_bad_input_is_named() -> None:
         downstream_accuracy(train_x, train_y, TEST_X, TEST_Y, classes=4)
     with pytest.raises(BadInputError, match="generated_weight"):
         compare_with_generated(train_x, train_y, train_x, train_y, TEST_X, TEST_Y, generated_weight=-1.0)
+
+
+def test_exact_copies_change_nothing_and_only_the_parents_share_their_weight() -> None:
+    real_x, real_y = blobs(4, seed=5)
+    copies = compare_with_generated(real_x, real_y, real_x, real_y, TEST_X, TEST_Y, generated_weight=1.0)
+    assert copies["with_generated"] == pytest.approx(copies["real_only"], abs=0.01)  # same objective, same weight
+    helpful_x, helpful_y = blobs(40, seed=6)
+    parents = real_y < 2  # generated rows made from the items of two classes only
+    narrow = compare_with_generated(real_x, real_y, helpful_x, helpful_y, TEST_X, TEST_Y, parents=parents)
+    broad = compare_with_generated(real_x, real_y, helpful_x, helpful_y, TEST_X, TEST_Y)
+    assert narrow["with_generated"] != broad["with_generated"]  # the weight they share differs
+    with pytest.raises(BadInputError, match="one bool per real item"):
+        compare_with_generated(real_x, real_y, helpful_x, helpful_y, TEST_X, TEST_Y, parents=parents[:3])

@@ -13,6 +13,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from metalabel.errors import BadInputError, check_whole_number
+from metalabel.generate.evidence import shared_weights
 from metalabel.label.calibrate import validate_labels
 
 FloatArray = NDArray[np.float64]
@@ -69,6 +70,7 @@ def compare_with_generated(
     *,
     real_weight: ArrayLike | None = None,
     generated_weight: float = 1.0,
+    parents: ArrayLike | None = None,
     seed: int = 0,
     max_iter: int = 500,
 ) -> dict[str, float | int | None]:
@@ -78,8 +80,11 @@ def compare_with_generated(
     ``gain``, and ``tstr``: the accuracy of a model trained on the generated items
     alone (train on synthetic, test on real). ``tstr`` shows whether the generated
     data carry the classes on their own. It is None when they cover fewer than 2
-    classes. ``test_size`` is the number of test items. Each generated item weighs
-    ``generated_weight``; real items weigh ``real_weight`` (default 1 each).
+    classes. ``test_size`` is the number of test items. Real items weigh
+    ``real_weight`` (default 1 each). The generated items share the weight of the real
+    items they were made from (``parents``, a mask over the real items; default all),
+    counting ``generated_weight`` times as much as those real items together
+    (``metalabel.generate.evidence.shared_weights``, the rule every judge uses).
     Generated data may be empty, with 0 rows.
     """
     x_real = _features(real_x, "real_x")
@@ -89,16 +94,21 @@ def compare_with_generated(
     if not 0 <= generated_weight < np.inf:
         raise BadInputError(f"generated_weight must be a finite number >= 0, got {generated_weight}")
     weights_real = np.ones(len(x_real)) if real_weight is None else _weights(real_weight, len(x_real), "real_weight")
+    sharing = np.ones(len(x_real), dtype=bool) if parents is None else np.asarray(parents, dtype=bool)
+    if sharing.shape != (len(x_real),):
+        raise BadInputError(f"parents must be one bool per real item ({len(x_real)}), got shape {sharing.shape}",
+                            hint="mark the real items the generated ones were made from")
 
     def accuracy(x: FloatArray, y: NDArray[np.int64], weights: FloatArray | None) -> float:
         return downstream_accuracy(x, y, test_x, test_y, sample_weight=weights, seed=seed, max_iter=max_iter)
 
     real_only = accuracy(x_real, y_real, weights_real)
+    real_scale, per_row = shared_weights(float(weights_real[sharing].sum()), len(x_generated), generated_weight)
     with_generated = accuracy(
         np.concatenate([x_real, x_generated]),
         np.concatenate([y_real, y_generated]),
-        np.concatenate([weights_real, np.full(len(x_generated), float(generated_weight))]),
-    )
+        np.concatenate([np.where(sharing, weights_real * real_scale, weights_real), np.full(len(x_generated), per_row)]),
+    ) if len(x_generated) else real_only
     tstr = accuracy(x_generated, y_generated, None) if np.unique(y_generated).size >= 2 else None
     return {
         "real_only": real_only,

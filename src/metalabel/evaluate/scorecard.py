@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from metalabel.evaluate.downstream import downstream_accuracy
+from metalabel.evaluate.downstream import compare_with_generated
 from metalabel.evaluate.quality import accuracy_with_ci, confusion, label_issues, per_class_accuracy
 from metalabel.evaluate.similarity import similarity_report
-from metalabel.generate.evidence import Expander, shared_weights
+from metalabel.generate.evidence import Expander
 from metalabel.label.calibrate import expected_calibration_error, reliability_curve
 
 DOWNSTREAM_FOLDS = 5
@@ -129,25 +129,16 @@ def downstream_section(
                         else (built_x[:0], built_y[:0]))
         generated += len(new_y)
         fold_size = int(test.sum())
-
-        def accuracy(x, y, weights):
-            return downstream_accuracy(featurize(x), y, featurize(built_x[test]), built_y[test], sample_weight=weights,
-                                       seed=seed)
-
-        real_only = accuracy(built_x[train], built_y[train], built_weight[train])
-        totals["real_only"] += real_only * fold_size
-        if len(new_y):
-            # the human rows and what was generated from them share the human rows' weight
-            real_scale, per_row = shared_weights(int(train_humans.sum()), len(new_y), generated_weight)
-            weights = np.where(human, built_weight * real_scale, built_weight)[train]
-            totals["with_generated"] += fold_size * accuracy(np.concatenate([built_x[train], new_x]),
-                                                          np.concatenate([built_y[train], new_y]),
-                                                          np.concatenate([weights, np.full(len(new_y), per_row)]))
-            if np.unique(new_y).size >= 2:  # train on synthetic, test on real
-                tstr_correct += accuracy(new_x, new_y, None) * fold_size
-                tstr_tested += fold_size
-        else:
-            totals["with_generated"] += real_only * fold_size
+        train_features = featurize(built_x[train])
+        new_features = featurize(new_x) if len(new_y) else train_features[:0]  # a projection wants rows
+        result = compare_with_generated(train_features, built_y[train], new_features, new_y, featurize(built_x[test]),
+                                        built_y[test], real_weight=built_weight[train],
+                                        generated_weight=generated_weight, parents=human[train], seed=seed)
+        totals["real_only"] += result["real_only"] * fold_size
+        totals["with_generated"] += result["with_generated"] * fold_size
+        if result["tstr"] is not None:  # train on synthetic, test on real
+            tstr_correct += result["tstr"] * fold_size
+            tstr_tested += fold_size
     tested = len(human_rows)
     real_only, with_generated = totals["real_only"] / tested, totals["with_generated"] / tested
     return {"real_only": real_only, "with_generated": with_generated, "gain": with_generated - real_only,
