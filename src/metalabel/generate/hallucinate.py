@@ -27,8 +27,9 @@ from torch import Tensor, nn
 
 from metalabel.data.dataset import UNLABELED
 from metalabel.data.episodes import EpisodeSampler
-from metalabel.errors import BadInputError, DataNotFoundError, check_whole_number
+from metalabel.errors import BadInputError, check_whole_number
 from metalabel.label.transductive import prototype_logits
+from metalabel.meta.checkpoint import required_files
 from metalabel.generate.weights import content_version, seeded_linear, write_generator
 
 GENERATOR_NAME = "hallucinator"
@@ -241,12 +242,8 @@ def save_hallucinator(trained: TrainedHallucinator, folder: str | Path) -> Path:
 
 def load_hallucinator(folder: str | Path, *, device: str | torch.device = "cpu") -> TrainedHallucinator:
     """Rebuild what :func:`save_hallucinator` wrote; the weights must still match the recorded version."""
-    folder = Path(folder)
-    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise DataNotFoundError("hallucinator file missing", path=path,
-                                    hint="point at a folder written by save_hallucinator")
+    config_path, weights_path = required_files(folder, CONFIG_FILE, WEIGHTS_FILE, what="hallucinator",
+                                               writer="save_hallucinator")
     try:
         record = json.loads(config_path.read_text())
         if record.get("format", 0) > FORMAT_VERSION:

@@ -25,7 +25,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from metalabel.errors import BadInputError, DataNotFoundError, EmptyClassError, check_whole_number
+from metalabel.errors import BadInputError, EmptyClassError, check_whole_number
+from metalabel.meta.checkpoint import required_files
 from metalabel.generate.weights import content_version, seeded_linear, write_generator
 
 SIDE = 28
@@ -205,11 +206,7 @@ def save_vae(trained: TrainedVAE, folder: str | Path) -> Path:
 
 def load_vae(folder: str | Path, *, device: str | torch.device = "cpu") -> TrainedVAE:
     """Rebuild what :func:`save_vae` wrote; the weights must still match the recorded version."""
-    folder = Path(folder)
-    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise DataNotFoundError("VAE file missing", path=path, hint="point at a folder written by save_vae")
+    config_path, weights_path = required_files(folder, CONFIG_FILE, WEIGHTS_FILE, what="VAE", writer="save_vae")
     try:
         record = json.loads(config_path.read_text())
         if record.get("format", 0) > FORMAT_VERSION:

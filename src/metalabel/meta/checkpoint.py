@@ -69,14 +69,19 @@ def save_learner(learner: TaskLearner, folder: str | Path) -> Path:
     return folder
 
 
+def required_files(folder: str | Path, *names: str, what: str, writer: str) -> list[Path]:
+    """``folder / name`` for each name, or a DataNotFoundError naming the first missing file and its writer."""
+    paths = [Path(folder) / name for name in names]
+    for path in paths:
+        if not path.is_file():
+            raise DataNotFoundError(f"{what} file missing", path=path, hint=f"point at a folder written by {writer}")
+    return paths
+
+
 def load_learner(folder: str | Path, *, device: str | torch.device = "cpu") -> TaskLearner:
     """Rebuild a learner saved by :func:`save_learner`, with its weights' dtype, on ``device``."""
-    folder = Path(folder)
-    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise DataNotFoundError("checkpoint file missing", path=path,
-                                    hint="point at a folder written by save_learner")
+    config_path, weights_path = required_files(folder, CONFIG_FILE, WEIGHTS_FILE, what="checkpoint",
+                                               writer="save_learner")
     try:
         config = json.loads(config_path.read_text())
         algo, spec, hyperparameters = config["algo"], config["backbone"], config["learner"]
