@@ -166,7 +166,6 @@ def run_cell(data: dict, drawn: dict, *, seed: int, k: int, featurize, args: arg
     from metalabel.evaluate import similarity_report
     from metalabel.generate.engine import DataGenerator, GeneratorOptions, ImageInputs
 
-    classes = len(data["class_names"])
     labeled_in_pool = np.concatenate([order[:k] for order in drawn["order"]])
     x, y = drawn["pool_x"][labeled_in_pool], drawn["pool_y"][labeled_in_pool]
     images = own_images = None
@@ -192,7 +191,7 @@ def run_cell(data: dict, drawn: dict, *, seed: int, k: int, featurize, args: arg
 
     def step(options, step_images):
         started = time.perf_counter()
-        made = DataGenerator(options).step(x, y, classes=classes, pool_x=drawn["pool_x"], pool_y=drawn["pseudo"],
+        made = DataGenerator(options).step(x, y, pool_x=drawn["pool_x"], pool_y=drawn["pseudo"],
                                            images=step_images, seed=seed)
         return made, time.perf_counter() - started
 

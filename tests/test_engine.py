@@ -36,7 +36,7 @@ def step(kanji, per_class, options=GeneratorOptions(hallucinator_steps=100), **k
     pool, _, features, pseudo = kanji
     rows = labeled(pool, per_class)
     generator = DataGenerator(options, **kwargs)
-    return generator, generator.step(features[rows], pool.labels[rows], classes=len(pool.class_names),
+    return generator, generator.step(features[rows], pool.labels[rows],
                                      pool_x=features, pool_y=pseudo, seed=0)
 
 
@@ -100,7 +100,7 @@ def test_the_vae_learns_from_accepted_labels_and_is_judged_on_held_out_human_one
     inputs = ImageInputs(labeled=images[rows], featurize=featurize, train_images=images[accepted],
                          train_labels=pool.labels[accepted])
     result = DataGenerator(GeneratorOptions(augment=False, hallucinate=False, vae_steps=200)).step(
-        features[rows], pool.labels[rows], classes=6, pool_x=features, pool_y=pseudo, images=inputs, seed=0)
+        features[rows], pool.labels[rows], pool_x=features, pool_y=pseudo, images=inputs, seed=0)
     (vae,) = result.batches
     assert vae.content.shape == (30, 28, 28) and vae.content.dtype == np.uint8
     assert (vae.parents == -1).all() and vae.kind == "generated"

@@ -457,9 +457,8 @@ class LabelingRun:
             images = ImageInputs(labeled=items[positions[trusted]], featurize=self._image_featurizer(model),
                                  train_images=items[positions[accepted]], train_labels=classes[accepted],
                                  train_weights=None, search_policy=reads_images(model.learner))
-        return self.generator.step(embeddings[positions[trusted]], classes[trusted], classes=len(self.classes),
-                                   pool_x=embeddings, pool_y=pseudo, images=images,
-                                   seed=self.options.seed + round_id)
+        return self.generator.step(embeddings[positions[trusted]], classes[trusted], pool_x=embeddings,
+                                   pool_y=pseudo, images=images, seed=self.options.seed + round_id)
 
     def _image_featurizer(self, model: RoundModel) -> Callable[[np.ndarray], np.ndarray]:
         """uint8 images -> the round model's embedding, the way pool items get there."""

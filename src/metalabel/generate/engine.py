@@ -4,9 +4,10 @@ Three generators, each judged by whether adding its output raises held-out accur
 (``evidence``): an augmentation policy (searched each round, starting from the last
 round's, so operations that stop helping are dropped), a feature hallucinator
 meta-trained through a prototype classifier's query loss on many tasks (the pool's
-pseudo-classes and the labeled classes), and a class-conditional VAE for 28x28
-grayscale images. The judge is k-fold accuracy on the human labels when enough classes
-have two or more; before that, few-shot episodes over the pool's pseudo-classes.
+pseudo-classes; a third of them are kept out for judging), and a class-conditional VAE
+for 28x28 grayscale images (learning from accepted labels). The judge is k-fold accuracy
+on the human labels when enough classes have two or more; before that, few-shot
+episodes over the judging pseudo-classes. Human labels never train a generator.
 
 With ``learn=False`` (feedback off) a fixed hand-set policy is used and every generator
 is kept unjudged: the baseline the benchmark compares feedback against.
@@ -127,7 +128,7 @@ class DataGenerator:
         self._vae = None  # (trained VAE, images it learned from, their classes): retrained when the set grew
         self.project: Callable[[np.ndarray], np.ndarray] | None = None  # the judges' projection, set each step
 
-    def step(self, x: np.ndarray, y: np.ndarray, *, classes: int, pool_x: np.ndarray, pool_y: np.ndarray,
+    def step(self, x: np.ndarray, y: np.ndarray, *, pool_x: np.ndarray, pool_y: np.ndarray,
              images: ImageInputs | None = None, seed: int = 0) -> GenerationStep:
         """Generate from the human-labeled items ``(x, y)``; ``(pool_x, pool_y)`` are tasks to learn and judge on.
 
@@ -179,7 +180,7 @@ class DataGenerator:
             if not human_judged and options.learn:
                 feedback.append("VAE not trained: no held-out human labels to judge it by yet")
             else:
-                made = self._synthesize(classes, images, with_kept(full), seed)
+                made = self._synthesize(images, with_kept(full), seed)
                 if made is not None:
                     feedback.append(f"VAE {'kept' if made[0].kept else 'dropped'}: {made[0].evidence}")
                 consider(made)
@@ -288,7 +289,7 @@ class DataGenerator:
                                kept, evidence)
         return batch, expander
 
-    def _synthesize(self, classes, images, judge, seed):
+    def _synthesize(self, images, judge, seed):
         from metalabel.generate.vae import sample_images, train_vae
 
         options = self.options
