@@ -88,3 +88,23 @@ class StoreError(MetalabelError):
 
 class SchemaVersionError(StoreError):
     """The project store was written by a newer metalabel."""
+
+
+class NotEnoughDataError(BadInputError):
+    """Too few labels or items for a step *yet* (e.g. nothing to hold out with one label per class).
+
+    Distinct from a configuration error: the loop skips a step on this signal and only on
+    this one, so a wrong option (``calibration_folds=1``) is never swallowed as "not enough data".
+    """
+
+
+class PoolChangedError(BadInputError):
+    """A pool item's content no longer matches the hash the project stored for it (or the item is gone)."""
+
+
+class ProjectLockedError(StoreError):
+    """Another process is writing to the project (one writer per project); the message names it."""
+
+
+class StoreCorruptError(StoreError):
+    """The project database is not a metalabel store or is damaged; the message says how to recover."""
