@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal, Sequence, get_args
 
 import numpy as np
 
+from metalabel.errors import BadInputError
+
 Modality = Literal["image", "text", "tabular"]
+
+_MODALITIES = get_args(Modality)
 
 UNLABELED = -1
 """Label value of an item that has no label yet (an unlabeled pool item)."""
@@ -38,16 +42,67 @@ class LabeledDataset:
     """How to load this data set again (``metalabel.datasets.reload``); set by the registry's loaders."""
 
     def __post_init__(self) -> None:
-        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if self.modality not in _MODALITIES:
+            raise BadInputError(
+                f"{self.name}: modality must be one of {', '.join(_MODALITIES)}, not {self.modality!r}",
+                hint="images are 'image', strings 'text', float rows 'tabular'",
+            )
+        try:
+            labels = np.asarray(self.labels)
+        except ValueError:  # ragged nested lists
+            labels = np.asarray(self.labels, dtype=object)
+        if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+            # floats or strings: usually class names or scores where class indices belong
+            raise BadInputError(
+                f"{self.name}: labels must be whole numbers (class indices) in one dimension, "
+                f"got {labels.dtype} values of shape {labels.shape}",
+                hint=f"give labels[i] as an index into class_names, or {UNLABELED} for no label",
+            )
+        self.labels = labels.astype(np.int64)
         n = len(self.items)
         if len(self.labels) != n or len(self.uris) != n:
-            raise ValueError(
-                f"{self.name}: {n} items but {len(self.labels)} labels and {len(self.uris)} uris"
+            raise BadInputError(
+                f"{self.name}: {n} items but {len(self.labels)} labels and {len(self.uris)} uris",
+                hint="give one label and one uri per item",
             )
+        if len(set(self.class_names)) != len(self.class_names):
+            twice = sorted({name for name in self.class_names if list(self.class_names).count(name) > 1})
+            raise BadInputError(f"{self.name}: class_names lists {', '.join(map(repr, twice))} more than once",
+                                hint="give each class once")
         if self.groups is not None and len(self.groups) != len(self.class_names):
-            raise ValueError(f"{self.name}: one group per class is needed")
-        if n and (self.labels.max(initial=UNLABELED) >= len(self.class_names) or self.labels.min() < UNLABELED):
-            raise ValueError(f"{self.name}: a label is outside 0..{len(self.class_names) - 1}")
+            raise BadInputError(
+                f"{self.name}: one group per class is needed; "
+                f"{len(self.class_names)} classes but {len(self.groups)} groups",
+                hint="give groups[i] for class_names[i], or groups=None",
+            )
+        outside = np.flatnonzero((self.labels < UNLABELED) | (self.labels >= len(self.class_names)))
+        if outside.size:
+            first = int(outside[0])
+            raise BadInputError(
+                f"{self.name}: item {first} ({self.uris[first]!r}) has label {self.labels[first]}, "
+                f"outside {UNLABELED}..{len(self.class_names) - 1}",
+                hint=f"labels index class_names; {UNLABELED} means unlabeled",
+            )
+        if self.modality == "tabular":
+            self._check_finite()
+
+    def _check_finite(self) -> None:
+        # NaN or inf rows would only fail later, deep inside training, naming no item
+        try:
+            finite = np.isfinite(np.asarray(self.items, dtype=np.float32 if isinstance(self.items, list) else None))
+        except (TypeError, ValueError):
+            finite = None
+        if finite is None or finite.ndim != 2:
+            raise BadInputError(f"{self.name}: tabular items must be a numeric array [N, D]",
+                                hint="give one row of float features per item, e.g. a float32 array")
+        if finite.all():
+            return
+        row, column = (int(i) for i in np.argwhere(~finite)[0])
+        feature = self.feature_names[column] if self.feature_names else f"#{column}"
+        raise BadInputError(
+            f"{self.name}: item {row} ({self.uris[row]!r}) has feature {feature!r} = {self.items[row][column]}",
+            hint="features must be finite numbers; fill in or drop the value before making the data set",
+        )
 
     def __len__(self) -> int:
         return len(self.items)
