@@ -8,10 +8,11 @@ when asked for, so loading one source never pays for another's dependencies.
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 
 from metalabel.data.dataset import LabeledDataset
-from metalabel.errors import DataNotFoundError, UnknownDatasetError
+from metalabel.errors import BadInputError, DataNotFoundError, UnknownDatasetError
 
 # name -> (module under metalabel.data.sources, default split, splits)
 _SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -60,7 +61,15 @@ def load(
 def _read_user_data(reader: str, path: str | Path, options: dict) -> LabeledDataset:
     # imported on use so `import metalabel` stays light
     user = importlib.import_module("metalabel.data.sources.user")
-    dataset = getattr(user, reader)(path, **options)
+    read = getattr(user, reader)
+    accepted = [name for name, p in inspect.signature(read).parameters.items() if p.kind is p.KEYWORD_ONLY]
+    if unknown := sorted(set(options) - set(accepted)):
+        raise BadInputError(
+            f"{reader} takes no option {', '.join(map(repr, unknown))}",
+            path=path,
+            hint=f"its options are {', '.join(accepted)}",
+        )
+    dataset = read(path, **options)
     dataset.reload_spec = {"reader": reader, "path": str(Path(path).resolve()), "options": options}
     return dataset
 
@@ -71,40 +80,40 @@ def imagefolder(path: str | Path, **options) -> LabeledDataset:
 
 
 def read_text(path: str | Path, **options) -> LabeledDataset:
-    """Text rows from CSV or JSONL (``text``, optional ``label``); see ``sources.user.read_text``."""
+    """Text rows from CSV/TSV or JSONL (``text``, optional ``label``); see ``sources.user.read_text``."""
     return _read_user_data("read_text", path, options)
 
 
 def read_table(path: str | Path, **options) -> LabeledDataset:
-    """Numeric rows from CSV or Parquet (optional ``label``); see ``sources.user.read_table``."""
+    """Numeric rows from CSV/TSV, JSONL or Parquet (optional ``label``); see ``sources.user.read_table``."""
     return _read_user_data("read_table", path, options)
 
 
 def from_spec(spec: str | Path, *, seed: int = 0, **options) -> LabeledDataset:
     """Resolve what a user typed on the command line into a data set.
 
-    A folder is an image folder; ``.jsonl`` or a CSV with a ``text`` column is text;
-    ``.parquet`` or another CSV is a table; anything else is ``name[:split]`` of a
-    built-in source, e.g. ``fashion-mnist:test``.
+    A folder is an image folder; a CSV/TSV with a ``text`` column or a JSONL file whose
+    first object has a ``text`` key is text; Parquet and any other CSV/TSV/JSONL is a
+    table; anything else is ``name[:split]`` of a built-in source, e.g. ``fashion-mnist:test``.
+    ``options`` go to the reader, e.g. ``encoding="cp1252"`` for a file not saved as UTF-8.
     """
+    user = importlib.import_module("metalabel.data.sources.user")
     path = Path(spec)
-    reader = None
     suffix = path.suffix.lower()
+    known_suffixes = user.CSV_SUFFIXES | user.JSONL_SUFFIXES | user.PARQUET_SUFFIXES
     if path.is_dir():
-        reader = "imagefolder"
-    elif path.is_file():
-        if suffix == ".jsonl" or (suffix == ".csv" and _csv_has_column(path, "text")):
-            reader = "read_text"
-        elif suffix in {".csv", ".parquet"}:
-            reader = "read_table"
-        else:
+        return _read_user_data("imagefolder", path, options)
+    if path.is_file():
+        if suffix not in known_suffixes:
             raise UnknownDatasetError(
                 f"{path}: cannot tell what kind of data this is; use a folder of images, "
-                ".csv/.jsonl text with a 'text' column, or a .csv/.parquet table"
+                f"or a file ending in {', '.join(sorted(known_suffixes))}"
             )
-    if reader is not None:
-        return _read_user_data(reader, path, options)
-    if suffix in {".csv", ".jsonl", ".parquet"} or "/" in str(spec):
+        is_text = suffix not in user.PARQUET_SUFFIXES and options.get("text_column", "text") in user.columns_of(
+            path, encoding=options.get("encoding", "utf-8")
+        )
+        return _read_user_data("read_text" if is_text else "read_table", path, options)
+    if suffix in known_suffixes or "/" in str(spec):
         raise DataNotFoundError("does not exist", path=path, hint="check the path")
     name, _, split = str(spec).partition(":")
     return load(name, split=split or None, seed=seed, **options)
@@ -116,11 +125,3 @@ def reload(spec: dict) -> LabeledDataset:
         return _read_user_data(spec["reader"], spec["path"], spec.get("options", {}))
     return load(spec["source"], split=spec.get("split"), root=spec.get("root"), seed=spec.get("seed", 0),
                 **spec.get("options", {}))
-
-
-def _csv_has_column(path: Path, column: str) -> bool:
-    import csv
-
-    with open(path, newline="", encoding="utf-8") as handle:
-        header = next(csv.reader(handle), [])
-    return column in [h.strip() for h in header]

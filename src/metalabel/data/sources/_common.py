@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Iterable, Literal, NamedTuple, Sequence
+from typing import IO, Callable, Iterable, Iterator, Literal, NamedTuple, Sequence
 from urllib.request import urlopen
 
 import numpy as np
@@ -118,43 +120,123 @@ def existing_path(path: str | Path, *, folder: bool, suffixes: Iterable[str] = (
     return resolved
 
 
-def read_csv(path: Path, *, bad_items: BadItems) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+# Python's csv module refuses cells over 128 KiB by default, less than a long article.
+# A cell larger than this is far more often an unmatched quote swallowing the rest of the file.
+CSV_CELL_LIMIT = 16 * 1024 * 1024
+
+
+def text_encoding(encoding: str) -> str:
+    """The codec to open a text file with: ``encoding`` checked, UTF-8 read as ``utf-8-sig`` to drop a BOM."""
+    try:
+        name = codecs.lookup(encoding).name
+    except (LookupError, TypeError) as error:
+        raise BadInputError(
+            f"encoding {encoding!r} is not one Python knows",
+            hint="use a codec name such as 'utf-8', 'cp1252' or 'latin-1'",
+        ) from error
+    # spreadsheets often save a byte-order mark before the header
+    return "utf-8-sig" if name in ("utf-8", "utf-8-sig") else name
+
+
+def undecodable(path: Path, *, encoding: str) -> UnreadableItemError:
+    """The error for a file that is not text in ``encoding``, naming the line and byte where it breaks."""
+    data = path.read_bytes()
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError as error:
+        where, problem = data.count(b"\n", 0, error.start) + 1, f"(byte 0x{data[error.start]:02x})"
+    else:  # the file changed between the two reads
+        where, problem = None, ""
+    try:  # what Excel on Windows saves; else latin-1, which decodes any byte
+        data.decode("cp1252")
+        guess = "cp1252"
+    except UnicodeDecodeError:
+        guess = "latin-1"
+    label = "UTF-8" if encoding == "utf-8-sig" else encoding
+    return UnreadableItemError(
+        f"is not {label} text {problem}".rstrip(),
+        path=path,
+        row=where,
+        hint=f"save it as UTF-8, or pass the encoding it was saved in, e.g. encoding={guess!r} "
+        f"(CLI: --source-option encoding={guess}); {ROW_IS_LINE}",
+    )
+
+
+@contextlib.contextmanager
+def _csv_cell_limit() -> Iterator[None]:
+    # the limit is process-wide: set ours for the read, then give the caller's back
+    previous = csv.field_size_limit(CSV_CELL_LIMIT)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _csv_rows(path: Path, *, encoding: str) -> Iterator[tuple[int, list[str]]]:
+    """``(line, cells)`` per non-blank row of a CSV (TSV for ``.tsv``), the header included.
+
+    ``line`` is where the row starts, counting from 1 as an editor does.
+    """
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    line = 1
+    try:
+        with _csv_cell_limit(), path.open(newline="", encoding=encoding) as stream:
+            reader = csv.reader(stream, delimiter=delimiter)
+            for cells in reader:
+                if cells:  # csv yields [] for a blank line
+                    yield line, cells
+                line = reader.line_num + 1
+    except UnicodeDecodeError as error:
+        raise undecodable(path, encoding=encoding) from error
+    except csv.Error as error:
+        if "field larger than field limit" in str(error):
+            raise UnreadableItemError(
+                f"a cell is longer than {CSV_CELL_LIMIT} characters",
+                path=path,
+                row=line,
+                hint=f"look for an unmatched quote (\") in or above this row, or shorten the cell; {ROW_IS_LINE}",
+            ) from error
+        raise UnreadableItemError(f"is not valid CSV: {error}", path=path, row=line, hint=ROW_IS_LINE) from error
+
+
+def read_csv_header(path: Path, *, encoding: str) -> list[str]:
+    """The column names of a CSV, stripped (empty for an empty file)."""
+    # closing: gives the csv cell limit back now, not when the generator is collected
+    with contextlib.closing(_csv_rows(path, encoding=text_encoding(encoding))) as rows:
+        _, header = next(rows, (1, []))
+    return [name.strip() for name in header]
+
+
+def read_csv(
+    path: Path, *, encoding: str, bad_items: BadItems
+) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """Header and ``(line, {column: cell})`` per data row of a CSV (TSV for ``.tsv``).
 
     ``line`` is where the row starts in the file counting the header as line 1, as an
     editor shows it. Short rows get no cells for the missing columns; a row with more
     cells than the header (an unquoted delimiter, usually) is a bad item.
     """
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    rows: list[tuple[int, dict[str, str]]] = []
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as stream:
-            reader = csv.reader(stream, delimiter=delimiter)
-            header = [name.strip() for name in next(reader, [])]
-            if not header:
-                raise BadInputError("is empty; the first line must name the columns", path=path)
-            if len(set(header)) != len(header):
-                raise BadInputError(f"the header names a column twice: {header}", path=path, row=1)
-            line = reader.line_num + 1
-            for cells in reader:
-                if cells:  # csv yields [] for a blank line
-                    if len(cells) > len(header):
-                        bad_items.handle(
-                            UnreadableItemError(
-                                f"has {len(cells)} cells but the header has {len(header)}",
-                                path=path,
-                                row=line,
-                                hint=f"quote cells that contain the delimiter; {ROW_IS_LINE}",
-                            )
-                        )
-                    else:
-                        rows.append((line, dict(zip(header, cells))))
-                line = reader.line_num + 1
-    except UnicodeDecodeError as error:
-        raise UnreadableItemError("is not UTF-8 text", path=path, hint="save the file as UTF-8") from error
-    except csv.Error as error:
-        raise UnreadableItemError(f"is not valid CSV: {error}", path=path, row=reader.line_num) from error
-    return header, rows
+    records: list[tuple[int, dict[str, str]]] = []
+    with contextlib.closing(_csv_rows(path, encoding=text_encoding(encoding))) as rows:
+        _, header = next(rows, (1, []))
+        header = [name.strip() for name in header]
+        if not header:
+            raise BadInputError("is empty; the first line must name the columns", path=path)
+        if len(set(header)) != len(header):
+            raise BadInputError(f"the header names a column twice: {header}", path=path, row=1)
+        for line, cells in rows:
+            if len(cells) > len(header):
+                bad_items.handle(
+                    UnreadableItemError(
+                        f"has {len(cells)} cells but the header has {len(header)}",
+                        path=path,
+                        row=line,
+                        hint=f"quote cells that contain the delimiter; {ROW_IS_LINE}",
+                    )
+                )
+            else:
+                records.append((line, dict(zip(header, cells))))
+    return header, records
 
 
 class TextRow(NamedTuple):

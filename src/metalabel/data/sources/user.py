@@ -10,8 +10,11 @@ editor shows), except for Parquet, where they count data rows from 1.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import math
+import reprlib
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -32,8 +35,11 @@ from metalabel.data.sources._common import (
     label_name,
     location,
     read_csv,
+    read_csv_header,
     sorted_class_names,
     text_dataset,
+    text_encoding,
+    undecodable,
 )
 from metalabel.errors import (
     BadInputError,
@@ -43,9 +49,9 @@ from metalabel.errors import (
     UnreadableItemError,
 )
 
-_CSV_SUFFIXES = {".csv", ".tsv"}
-_JSONL_SUFFIXES = {".jsonl", ".ndjson"}
-_PARQUET_SUFFIXES = {".parquet", ".pq"}
+CSV_SUFFIXES = frozenset({".csv", ".tsv"})
+JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
+PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
 
 
 def imagefolder(
@@ -101,21 +107,26 @@ def read_text(
     text_column: str = "text",
     label_column: str = "label",
     classes: Sequence[str] | None = None,
+    encoding: str = "utf-8",
     on_error: OnError = "raise",
 ) -> LabeledDataset:
     """Text items from a CSV/TSV (header row) or JSONL file (one JSON object per line).
 
     A row without text is a bad item; a row without a label (or a file without the
     label column) is unlabeled. With ``classes``, a label outside them raises
-    ``UnknownLabelError`` (or is skipped).
+    ``UnknownLabelError`` (or is skipped). ``encoding`` is the file's text encoding
+    (e.g. ``"cp1252"`` for a CSV Excel saved on Windows); a UTF-8 byte-order mark is dropped.
     """
-    file = existing_path(path, folder=False, suffixes=_CSV_SUFFIXES | _JSONL_SUFFIXES)
+    file = existing_path(path, folder=False, suffixes=CSV_SUFFIXES | JSONL_SUFFIXES)
     bad_items = BadItems(on_error)
     class_names = ClassNames(classes)  # checks classes before the file is read
-    if file.suffix.lower() in _JSONL_SUFFIXES:
-        rows = _jsonl_rows(file, text_column, label_column, bad_items)
+    if file.suffix.lower() in JSONL_SUFFIXES:
+        rows = (
+            TextRow(file, line, record.get(text_column), record.get(label_column))
+            for line, record in _jsonl_records(file, encoding=encoding, bad_items=bad_items)
+        )
     else:
-        header, records = read_csv(file, bad_items=bad_items)
+        header, records = read_csv(file, encoding=encoding, bad_items=bad_items)
         if text_column not in header:
             raise BadInputError(
                 f"has no column {text_column!r}",
@@ -127,9 +138,22 @@ def read_text(
     return text_dataset(file.stem, rows, text_column=text_column, classes=class_names, bad_items=bad_items)
 
 
-def _jsonl_rows(path: Path, text_column: str, label_column: str, bad_items: BadItems) -> Iterator[TextRow]:
+def columns_of(path: str | Path, *, encoding: str = "utf-8") -> list[str]:
+    """A CSV/TSV's header, or the keys of a JSONL file's first object: enough to tell text from a table."""
+    file = existing_path(path, folder=False, suffixes=CSV_SUFFIXES | JSONL_SUFFIXES)
+    if file.suffix.lower() in CSV_SUFFIXES:
+        return read_csv_header(file, encoding=encoding)
+    # skip: a broken first line is the reader's to report, with the rest of the file
+    with contextlib.closing(_jsonl_records(file, encoding=encoding, bad_items=BadItems("skip"))) as records:
+        _, first = next(records, (0, {}))
+    return list(first)
+
+
+def _jsonl_records(path: Path, *, encoding: str, bad_items: BadItems) -> Iterator[tuple[int, dict]]:
+    """``(line, object)`` per non-blank line of a JSONL file; a line that is not a JSON object is a bad item."""
+    encoding = text_encoding(encoding)
     try:
-        with path.open(encoding="utf-8-sig") as stream:
+        with path.open(encoding=encoding) as stream:
             for line_number, line in enumerate(stream, start=1):
                 if not line.strip():
                     continue
@@ -137,16 +161,17 @@ def _jsonl_rows(path: Path, text_column: str, label_column: str, bad_items: BadI
                     record = json.loads(line)
                     if not isinstance(record, dict):
                         raise ValueError(f"it is a {type(record).__name__}")
-                except ValueError as error:  # json.JSONDecodeError is a ValueError
+                # JSONDecodeError is a ValueError; RecursionError: nested thousands of levels deep
+                except (ValueError, RecursionError) as error:
                     bad_items.handle(
                         UnreadableItemError(
                             f"is not a JSON object: {error}", path=path, row=line_number, hint=ROW_IS_LINE
                         )
                     )
                     continue
-                yield TextRow(path, line_number, record.get(text_column), record.get(label_column))
+                yield line_number, record
     except UnicodeDecodeError as error:
-        raise UnreadableItemError("is not UTF-8 text", path=path, hint="save the file as UTF-8") from error
+        raise undecodable(path, encoding=encoding) from error
 
 
 def read_table(
@@ -154,23 +179,29 @@ def read_table(
     *,
     label_column: str = "label",
     classes: Sequence[str] | None = None,
+    encoding: str = "utf-8",
     on_error: OnError = "raise",
 ) -> LabeledDataset:
-    """Numeric rows from a CSV/TSV (header row) or Parquet file as float32 ``[N, D]`` features.
+    """Numeric rows from a CSV/TSV (header row), JSONL or Parquet file as float32 ``[N, D]`` features.
 
-    Every column but ``label_column`` is a feature (``feature_names``); each cell must
-    be a number. The label column is optional; rows without a label are unlabeled.
-    Parquet needs pyarrow (``pip install metalabel[tabular]``).
+    Every column but ``label_column`` is a feature (``feature_names``; for JSONL the keys
+    in the order they first appear); each cell must be a finite number that float32
+    holds, so NaN and inf are bad items. The label column is optional; rows without a
+    label are unlabeled. ``encoding`` is a CSV or JSONL file's text encoding. Parquet
+    needs pyarrow (``pip install metalabel[tabular]``).
     """
-    file = existing_path(path, folder=False, suffixes=_CSV_SUFFIXES | _PARQUET_SUFFIXES)
+    file = existing_path(path, folder=False, suffixes=CSV_SUFFIXES | JSONL_SUFFIXES | PARQUET_SUFFIXES)
     bad_items = BadItems(on_error)
     class_names = ClassNames(classes)
-    if file.suffix.lower() in _PARQUET_SUFFIXES:
+    suffix = file.suffix.lower()
+    row_meaning = ROW_IS_RECORD if suffix in PARQUET_SUFFIXES else ROW_IS_LINE
+    if suffix in PARQUET_SUFFIXES:
         columns, records = _parquet_records(file)
-        row_meaning = ROW_IS_RECORD
+    elif suffix in JSONL_SUFFIXES:
+        records = list(_jsonl_records(file, encoding=encoding, bad_items=bad_items))
+        columns = list(dict.fromkeys(key for _, record in records for key in record))
     else:
-        columns, records = read_csv(file, bad_items=bad_items)
-        row_meaning = ROW_IS_LINE
+        columns, records = read_csv(file, encoding=encoding, bad_items=bad_items)
     feature_names = [column for column in columns if column != label_column]
     if not feature_names:
         raise BadInputError("has no feature columns", path=file, hint=f"every column but {label_column!r} is a feature")
@@ -202,16 +233,31 @@ def read_table(
     )
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _number(value: object, path: Path, row: int, column: str, row_meaning: str) -> float:
-    """One feature cell as a float, or ``UnreadableItemError`` naming file, row and column."""
+    """One feature cell as a finite float32-sized float, or ``UnreadableItemError`` naming file, row and column."""
     hint = f"fix the cell, drop the column, or name it as the label_column; {row_meaning}"
     if value is None or (isinstance(value, str) and not value.strip()):
         raise UnreadableItemError(f"column {column!r} is empty", path=path, row=row, hint=hint)
+    shown = reprlib.repr(value)  # a cell can be megabytes long
     try:
-        return float(value)
+        number = float(value)
+    except OverflowError:  # a JSON integer hundreds of digits long
+        number = math.inf
     except (TypeError, ValueError):
-        problem = f"column {column!r} holds {value!r}, not a number"
-        raise UnreadableItemError(problem, path=path, row=row, hint=hint) from None
+        raise UnreadableItemError(f"column {column!r} holds {shown}, not a number", path=path, row=row, hint=hint) from None
+    # NaN or inf (or a number float32 turns into inf) would only fail later, deep inside training;
+    # the comparison is False for NaN too
+    if not abs(number) <= _FLOAT32_MAX:
+        raise UnreadableItemError(
+            f"column {column!r} holds {shown}, not a finite number",
+            path=path,
+            row=row,
+            hint=f"features must be finite and within ±{_FLOAT32_MAX:.2e} (float32); {hint}",
+        )
+    return number
 
 
 def _parquet_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, object]]]]:
