@@ -14,7 +14,14 @@ import time
 import numpy as np
 import pytest
 
-from metalabel.errors import BadInputError, DataNotFoundError, SchemaVersionError, StoreError, UnknownLabelError
+from metalabel.errors import (
+    BadInputError,
+    DataNotFoundError,
+    SchemaVersionError,
+    StoreCorruptError,
+    StoreError,
+    UnknownLabelError,
+)
 from metalabel.store import (
     DB_FILENAME,
     SOURCES,
@@ -363,7 +370,9 @@ def test_answer_with_an_unknown_class_leaves_the_question_open(store):
 
 def test_an_item_is_not_asked_twice_while_its_question_is_open(store):
     first = store.ask(1, strategy="margin", score=0.2)
-    assert store.ask(1, strategy="entropy", score=0.9) == first
+    with pytest.raises(StoreError, match="already waits on question"):
+        store.ask(1, strategy="entropy", score=0.9)
+    assert [q.id for q in store.open_questions()] == [first]
     store.dismiss(first, oracle="alice")  # closed without a label
     assert store.question(first).answer is None and store.active_labels() == []
     assert store.ask(1, strategy="margin") != first
@@ -467,13 +476,46 @@ def test_reopen_keeps_everything(store):
         assert [label.class_name for label in reopened.active_labels()] == ["cat"]
 
 
-def test_an_empty_version_0_database_is_migrated_to_the_current_schema(tmp_path):
-    tmp_path.joinpath(DB_FILENAME).touch()
-    with ProjectStore.open(tmp_path) as store:
-        assert schema.user_version(store._connection) == schema.current_version() >= 1
-        tables = {row[0] for row in store._connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert {"items", "classes", "labels", "disagreements", "questions", "rounds", "artifacts", "meta"} <= tables
+def test_a_zero_byte_database_is_refused_never_made_into_a_project(tmp_path):
+    # Before: a 0-byte project.db was silently migrated into a new, empty project.
+    db = tmp_path / DB_FILENAME
+    db.touch()
+    with pytest.raises(StoreCorruptError, match=r"empty \(0 bytes\).*backup.*integrity_check"):
+        ProjectStore.open(tmp_path)
+    assert db.read_bytes() == b"" and sorted(p.name for p in tmp_path.iterdir()) == [DB_FILENAME]
+
+
+def test_garbage_or_a_damaged_database_gives_a_typed_error_that_says_how_to_recover(tmp_path):
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, 8192, dtype=np.uint8).tobytes()
+    (garbage / DB_FILENAME).write_bytes(noise)
+    with pytest.raises(StoreCorruptError, match="not an SQLite database.*backup"):
+        ProjectStore.open(garbage)
+    assert (garbage / DB_FILENAME).read_bytes() == noise
+
+    # A real store whose pages after the header were overwritten: SQLite's own check is quoted.
+    damaged = tmp_path / "damaged"
+    with ProjectStore.create(damaged, name="p") as store:
         store.set_classes(["a", "b"])
+        store.add_items(ItemRecord(f"u{i}", "h", "text") for i in range(200))
+    data = bytearray((damaged / DB_FILENAME).read_bytes())
+    data[100:] = noise[: len(data) - 100] + noise[: max(0, len(data) - 100 - len(noise))]
+    (damaged / DB_FILENAME).write_bytes(bytes(data))
+    with pytest.raises(StoreCorruptError, match="integrity_check") as caught:
+        ProjectStore.open(damaged)
+    assert "Traceback" not in str(caught.value) and "backup" in str(caught.value)
+
+
+def test_an_sqlite_file_without_a_metalabel_schema_is_refused_untouched(tmp_path):
+    other = sqlite3.connect(tmp_path / DB_FILENAME)
+    other.execute("PRAGMA user_version = 0")
+    other.execute("VACUUM")  # a valid, empty database file
+    other.close()
+    before = (tmp_path / DB_FILENAME).read_bytes()
+    with pytest.raises(StoreCorruptError, match="not a metalabel store"):
+        ProjectStore.open(tmp_path)
+    assert (tmp_path / DB_FILENAME).read_bytes() == before
 
 
 def test_a_database_from_a_newer_metalabel_is_refused(tmp_path):
@@ -520,7 +562,7 @@ def test_a_database_that_is_not_a_project_is_refused(tmp_path):
     other.execute("CREATE TABLE something (x)")
     other.commit()
     other.close()
-    with pytest.raises(StoreError, match="not a metalabel project"):
+    with pytest.raises(StoreError, match="not a metalabel store"):
         ProjectStore.open(tmp_path)
     garbage = tmp_path / "garbage"
     garbage.mkdir()

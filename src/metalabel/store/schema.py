@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from metalabel.errors import SchemaVersionError, StoreError
+from metalabel.errors import SchemaVersionError, StoreCorruptError, StoreError
 
 SOURCES = ("human", "imported", "generated", "augmented", "model")
 """Where a label came from. Must match the CHECK constraints below."""
@@ -186,13 +186,22 @@ def user_version(connection: sqlite3.Connection) -> int:
     return connection.execute("PRAGMA user_version").fetchone()[0]
 
 
-def migrate(connection: sqlite3.Connection, *, db_path: Path) -> int:
+def migrate(connection: sqlite3.Connection, *, db_path: Path, new: bool = True) -> int:
     """Bring the database up to ``current_version()``, one transaction per migration.
 
-    Raises ``SchemaVersionError`` for a database written by a newer metalabel. Returns the version.
+    Raises ``SchemaVersionError`` for a database written by a newer metalabel. With
+    ``new=False`` (opening an existing project) a database at version 0 is not a metalabel
+    store at all, and is refused (``StoreCorruptError``) rather than made into one.
+    Returns the version.
     """
     target = current_version()
     _refuse_newer(user_version(connection), target, db_path)
+    if not new and user_version(connection) == 0:
+        raise StoreCorruptError(
+            f"{db_path} is an SQLite database but not a metalabel store (it has no metalabel schema); "
+            "metalabel left it as it is -> point metalabel at the project folder, or restore project.db "
+            "from a backup"
+        )
     # The common case, an up-to-date database, takes no write lock: opening one to read
     # (`metalabel status`) never waits for a process that is busy writing.
     if user_version(connection) == target:
@@ -226,6 +235,21 @@ def migrate(connection: sqlite3.Connection, *, db_path: Path) -> int:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             raise
+
+
+REQUIRED_TABLES = ("meta", "items", "classes", "rounds", "questions", "labels", "disagreements", "artifacts")
+"""Tables every metalabel store has had since version 1."""
+
+
+def check_tables(connection: sqlite3.Connection, *, db_path: Path) -> None:
+    """Raise ``StoreCorruptError`` if a migrated store lacks one of its tables (a damaged or doctored file)."""
+    present = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    missing = [table for table in REQUIRED_TABLES if table not in present]
+    if missing:
+        raise StoreCorruptError(
+            f"{db_path} says it is a metalabel store (schema version {user_version(connection)}) but has no "
+            f"table {missing[0]!r}; metalabel left it as it is -> restore project.db from a backup"
+        )
 
 
 def _refuse_newer(version: int, target: int, db_path: Path) -> None:

@@ -16,12 +16,13 @@ import json
 import math
 import operator
 import sqlite3
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from metalabel.errors import BadInputError, DataNotFoundError, StoreError, UnknownLabelError
+from metalabel.errors import BadInputError, DataNotFoundError, StoreCorruptError, StoreError, UnknownLabelError
 from metalabel.store import schema
 from metalabel.store.hashing import path_sha256
 from metalabel.store.records import (
@@ -123,17 +124,24 @@ class ProjectStore:
                 path=folder,
                 hint=f"create one with `metalabel init {folder} --pool ...` (metalabel.Project.create)",
             )
+        # Never create or migrate over a file that is not a metalabel store (a 0-byte file,
+        # garbage, someone else's database): look at it before SQLite writes anything to it.
+        _check_is_sqlite_file(db_path)
         store = cls(_connect(db_path, create=False), folder)
         try:
-            store._migrate()
+            store._migrate(new=False)
+            schema.check_tables(store._connection, db_path=db_path)
+        except sqlite3.Error as exc:
+            store.close()
+            raise _store_error(exc, db_path) from exc
         except BaseException:
             store.close()
             raise
         return store
 
-    def _migrate(self) -> None:
+    def _migrate(self, *, new: bool = True) -> None:
         try:
-            schema.migrate(self._connection, db_path=self.path)
+            schema.migrate(self._connection, db_path=self.path, new=new)
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
 
@@ -693,6 +701,22 @@ class ProjectStore:
             raise BadInputError(f"no round with id {round_id} in the project", hint="open one with start_round")
 
 
+def check_class_name(name: object, *, where: str = "") -> str:
+    """``name`` if it is usable as a class name; else a ``BadInputError`` saying why.
+
+    Control characters (NUL, newlines, terminal escapes) are refused: they break file
+    names, CSV rows and terminals wherever the class is shown.
+    """
+    prefix = f"{where}: " if where else ""
+    if not isinstance(name, str) or not name.strip():
+        raise BadInputError(f"{prefix}class names must be non-empty text, got {name!r}")
+    bad = [ch for ch in name if unicodedata.category(ch) == "Cc"]
+    if bad:
+        raise BadInputError(f"{prefix}the class name {name!r} holds a control character ({bad[0]!r})",
+                            hint="remove it (NUL, tab, newline and escape codes are not allowed in class names)")
+    return name
+
+
 def _connect(db_path: Path, *, create: bool) -> sqlite3.Connection:
     # mode=rw never creates a file, so opening a mistyped folder cannot leave an empty database behind.
     uri = f"{db_path.resolve().as_uri()}?mode={'rwc' if create else 'rw'}"
@@ -711,6 +735,68 @@ def _connect(db_path: Path, *, create: bool) -> sqlite3.Connection:
     return connection
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_is_sqlite_file(db_path: Path) -> None:
+    try:
+        with db_path.open("rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise StoreError(f"cannot read {db_path} ({exc.strerror}); check its permissions") from exc
+    if not header:
+        raise corrupt_store_error(db_path, "the file is empty (0 bytes), so it holds no project")
+    if header != _SQLITE_HEADER:
+        raise corrupt_store_error(db_path, "the file is not an SQLite database, so not a metalabel store")
+    # Read-only first: the read-write connection switches the file to WAL mode, which
+    # rewrites its header, and a file that is not ours must be left exactly as it was.
+    try:
+        peek = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=schema.BUSY_TIMEOUT_S)
+        try:
+            version = schema.user_version(peek)
+            tables = peek.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            peek.close()
+    except sqlite3.Error as exc:
+        raise _store_error(exc, db_path) from exc
+    if version == 0:
+        what = "holds other tables" if tables else "is empty"
+        raise StoreCorruptError(
+            f"{db_path} is an SQLite database but not a metalabel store (it {what} and has no metalabel schema); "
+            "metalabel left it as it is -> point metalabel at the project folder, or restore project.db "
+            "from a backup"
+        )
+
+
+def corrupt_store_error(db_path: Path, problem: str) -> StoreCorruptError:
+    """A ``StoreCorruptError`` about ``db_path``: what is wrong, what SQLite's integrity check says, how to recover."""
+    report = _integrity_report(db_path)
+    checked = f"; PRAGMA integrity_check says: {report}" if report else ""
+    return StoreCorruptError(
+        f"{db_path}: {problem}{checked}. metalabel left the file as it is -> restore {db_path.name} from a "
+        f"backup (copy it together with any {db_path.name}-wal beside it); to inspect or salvage a damaged one: "
+        f"sqlite3 {db_path} 'PRAGMA integrity_check' and sqlite3 {db_path} .recover > rows.sql"
+    )
+
+
+def _integrity_report(db_path: Path, *, lines: int = 5) -> str | None:
+    """The first lines of ``PRAGMA integrity_check`` on a read-only connection; None if it cannot run."""
+    try:
+        with db_path.open("rb") as file:
+            if file.read(len(_SQLITE_HEADER)) != _SQLITE_HEADER:
+                return None
+        connection = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=1.0)
+    except (OSError, sqlite3.Error):
+        return None
+    try:
+        rows = connection.execute(f"PRAGMA integrity_check({lines})").fetchall()
+        return "; ".join(str(row[0]) for row in rows)
+    except sqlite3.Error as exc:
+        return f"cannot run ({exc})"
+    finally:
+        connection.close()
+
+
 def _store_error(exc: sqlite3.Error, db_path: Path) -> StoreError:
     """A StoreError that says what went wrong with the database file, in words."""
     primary_code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # extended codes keep it in the low byte
@@ -719,8 +805,8 @@ def _store_error(exc: sqlite3.Error, db_path: Path) -> StoreError:
             f"{db_path} is busy: another metalabel process has been writing for over "
             f"{schema.BUSY_TIMEOUT_S:g} s; wait for it to finish and try again"
         )
-    if primary_code == sqlite3.SQLITE_NOTADB:
-        return StoreError(f"{db_path} is not an SQLite database, so not a metalabel project; move it away")
+    if primary_code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+        return corrupt_store_error(db_path, f"damaged or not an SQLite database ({exc})")
     if primary_code == sqlite3.SQLITE_READONLY:
         return StoreError(f"{db_path} cannot be written (read-only file or folder); check its permissions")
     return StoreError(f"{db_path}: {exc}")
