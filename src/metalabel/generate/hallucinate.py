@@ -224,7 +224,7 @@ def hallucinate(
 
 
 def save_hallucinator(trained: TrainedHallucinator, folder: str | Path) -> Path:
-    """Write ``hallucinator.safetensors`` and ``hallucinator.json`` into ``folder`` (created if needed)."""
+    """Write ``hallucinator.safetensors`` and ``hallucinator.json`` as ``folder``, whole or not at all (a previous save there is replaced)."""
     folder = Path(folder)
     tensors = _tensors(trained.model, trained.mean, trained.scale)
     record = {

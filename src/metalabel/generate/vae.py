@@ -190,7 +190,7 @@ def sample_images(trained: TrainedVAE, labels: np.ndarray, *, seed: int) -> np.n
 
 
 def save_vae(trained: TrainedVAE, folder: str | Path) -> Path:
-    """Write ``vae.safetensors`` and ``vae.json`` into ``folder`` (created if needed)."""
+    """Write ``vae.safetensors`` and ``vae.json`` as ``folder``, whole or not at all (a previous save there is replaced)."""
     folder = Path(folder)
     tensors = _tensors(trained.model)
     record = {

@@ -1,8 +1,8 @@
 """What the learned generators share: seeded layers, a content version, and files written whole.
 
 A generator's ``version`` is a hash of its config and weights, so every item it makes can
-name exactly the generator that made it; its files are safetensors plus JSON, each
-written to a temporary name and renamed, as learner checkpoints are.
+name exactly the generator that made it; its files are safetensors plus JSON, written
+into a staging folder that is renamed into place whole, as learner checkpoints are.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from metalabel.meta.checkpoint import write_atomically
+from metalabel.meta.checkpoint import write_folder_atomically
 
 
 def seeded_linear(fan_in: int, fan_out: int, generator: torch.Generator, *, negative_slope: float = 0.0) -> nn.Linear:
@@ -39,8 +39,14 @@ def content_version(config: dict[str, Any], tensors: dict[str, Tensor]) -> str:
 
 def write_generator(folder: Path, *, weights_file: str, tensors: dict[str, Tensor], config_file: str,
                     record: dict[str, Any]) -> Path:
-    """Write ``tensors`` (safetensors) and ``record`` (JSON) into ``folder``, each file whole or not at all."""
-    folder.mkdir(parents=True, exist_ok=True)
-    write_atomically(folder / weights_file, lambda path: save_file(tensors, str(path), metadata={"format": "pt"}))
-    write_atomically(folder / config_file, lambda path: path.write_text(json.dumps(record, indent=2) + "\n"))
-    return folder
+    """Write ``tensors`` (safetensors) and ``record`` (JSON) as ``folder``: the whole folder or none of it.
+
+    Staged beside ``folder`` and renamed into place (:func:`~metalabel.meta.checkpoint.write_folder_atomically`),
+    replacing a previous ``folder``.
+    """
+
+    def write(staging: Path) -> None:
+        save_file(tensors, str(staging / weights_file), metadata={"format": "pt"})
+        (staging / config_file).write_text(json.dumps(record, indent=2) + "\n")
+
+    return write_folder_atomically(folder, write)

@@ -24,7 +24,7 @@ from metalabel.data.dataset import LabeledDataset
 from metalabel.data.episodes import EpisodeSampler
 from metalabel.errors import BadInputError
 from metalabel.meta.backbones import build_backbone
-from metalabel.meta.checkpoint import load_learner, save_learner
+from metalabel.meta.checkpoint import load_learner, remove_stale_staging, save_learner
 from metalabel.meta.evaluation import EvalResult, meta_evaluate
 from metalabel.meta.functional import TaskLearner
 from metalabel.meta.maml import MAML
@@ -245,6 +245,8 @@ def meta_train(
     step, best_accuracy, elapsed = 0, -1.0, 0.0
     if run is not None:
         run.mkdir(parents=True, exist_ok=True)
+        for saved in ("last", "best"):  # finish or undo a save a kill interrupted
+            remove_stale_staging(run / saved)
         config_path = run / "train.json"
         if config_path.exists() and resume and (run / "last" / "state.json").exists():
             saved = json.loads(config_path.read_text())
@@ -283,10 +285,10 @@ def meta_train(
         return result
 
     def save_last() -> None:
-        save_learner(learner, run / "last")
-        _save_optimizer(optimizer, scheduler, run / "last",
-                        {"step": step, "best_accuracy": best_accuracy, "elapsed_s": elapsed,
-                         "task_parallel": learner.runner.resolved})
+        # the optimizer's state lands with the weights in one folder rename: a resume never mixes saves
+        state = {"step": step, "best_accuracy": best_accuracy, "elapsed_s": elapsed,
+                 "task_parallel": learner.runner.resolved}
+        save_learner(learner, run / "last", extra=lambda staging: _save_optimizer(optimizer, scheduler, staging, state))
 
     learner.train()
     loss_value = float("nan")
