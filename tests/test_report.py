@@ -8,6 +8,7 @@ are measured, not drawn by hand); the per-round numbers follow the README's demo
 from __future__ import annotations
 
 import base64
+import html
 import dataclasses
 import io
 import os
@@ -23,6 +24,7 @@ from PIL import Image
 import metalabel.datasets
 from metalabel.data.dataset import LabeledDataset
 from metalabel.errors import BadInputError, MissingDependencyError
+from metalabel.report import figures
 from metalabel.report import (
     SECTIONS, LabelIssue, ReportData, RoundPoint, Sample, ScorecardRow, render_report, write_report,
 )
@@ -285,3 +287,60 @@ def test_chromium_draws_the_page(kanji: LabeledDataset, tmp_path: Path) -> None:
     assert pixels.shape == (4000, 1280)
     assert pixels.std() > 20 and (pixels < 200).mean() > 0.02  # text, tables and plots, not a blank page
 
+
+
+MATHTEXT_NAMES = ("$\\alpha^$", "$x$", "a$b$c", "\\frac{1}{2}", "$$", "^_{}")
+
+
+def test_class_names_that_look_like_mathtext_are_drawn_literally(
+    kanji: LabeledDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matplotlib.text import Text
+
+    drawn: list[tuple[str, bool]] = []
+    real_png = figures._png
+
+    def recording_png(figure) -> bytes:
+        png = real_png(figure)  # draws the figure: the tick labels exist only after that
+        drawn.extend((text.get_text(), text.get_parse_math()) for text in figure.findobj(Text) if text.get_text())
+        return png
+
+    monkeypatch.setattr(figures, "_png", recording_png)
+    rename = dict(zip(kanji.class_names, MATHTEXT_NAMES))
+    page = render_report(dataclasses.replace(kanji_report(kanji, rename=rename), project="$\\beta_$ project"))
+    shown = {text for text, _ in drawn}
+    assert set(MATHTEXT_NAMES) <= shown  # the confusion matrix's ticks carry each name as typed
+    assert not any(parse_math for _, parse_math in drawn)
+    for name in MATHTEXT_NAMES:
+        assert f'<span class="chip">{html.escape(name)}</span>' in page
+    assert "The plot leaves out characters" not in page  # nothing had to be dropped or renamed
+
+
+def test_every_user_string_is_escaped_in_the_page(kanji: LabeledDataset) -> None:
+    def hostile(field: str) -> str:
+        return f'<script>{field}</script>"\'&$\\alpha^$'
+
+    report = kanji_report(kanji, rename={kanji.class_names[0]: hostile("class")})
+    first = report.samples[0]
+    rounds = list(report.rounds)
+    rounds[0] = dataclasses.replace(rounds[0], model=hostile("model"), feedback=(hostile("feedback"),))
+    generated = list(report.generated)
+    generated[0] = dataclasses.replace(generated[0], generator=hostile("generator"), uri=hostile("generated-uri"))
+    issues = list(report.label_issues)
+    issues[0] = dataclasses.replace(issues[0], uri=hostile("issue-uri"), suggested=hostile("class"))
+    report = dataclasses.replace(
+        report, project=hostile("project"), pool=hostile("pool"), created=hostile("created"),
+        rounds=tuple(rounds), generated=tuple(generated), label_issues=tuple(issues),
+        samples=(dataclasses.replace(first, uri=hostile("sample-uri")),) + report.samples[1:],
+        confusion={**report.confusion, "against": hostile("against")},
+        similarity={hostile("similarity"): next(iter(report.similarity.values()))},
+        downstream={**report.downstream, "test": hostile("test")},
+        scorecard=(ScorecardRow(hostile("section"), hostile("metric"), hostile("value"), hostile("detail")),),
+        why_missing={"scorecard": hostile("why")},
+    )
+    page = render_report(report)
+    assert "<script" not in page.lower()
+    fields = ("class", "model", "feedback", "generator", "generated-uri", "issue-uri", "project", "pool", "created",
+              "sample-uri", "against", "similarity", "test", "section", "metric", "value", "detail")
+    for field in fields:
+        assert html.escape(hostile(field), quote=True) in page, field

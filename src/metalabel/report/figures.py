@@ -49,6 +49,9 @@ _STYLE = {
     "legend.frameon": False,
     "legend.fontsize": 8,
     "figure.facecolor": "white",
+    # class names and other user text are shown as typed: "$\\alpha^$" is a name, not mathtext to parse
+    "text.parse_math": False,
+    "text.usetex": False,
 }
 
 
