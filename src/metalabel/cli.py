@@ -193,14 +193,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_import_answers(args: argparse.Namespace) -> int:
-    from metalabel.label.oracle import LabelStudioQueue, record_answers
+    from metalabel.label.oracle import LabelStudioQueue
     from metalabel.project import Project
 
     with Project.open(args.project) as project:
-        answers = LabelStudioQueue(project.folder / "labelstudio").import_annotations(args.file)
-        recorded = record_answers(project.store, answers)
+        # checks every task against the project first, then records all of it in one transaction
+        recorded = LabelStudioQueue(project.folder / "labelstudio").import_annotations(args.file, store=project.store)
     console.print(f"{recorded.answered} answers recorded, {recorded.dismissed} skipped by the annotator, "
-                  f"{len(recorded.already_closed)} already answered before")
+                  f"{len(recorded.already_closed)} already answered before", highlight=False)
+    if recorded.disagreements:
+        console.print(f"{recorded.disagreements} disagreements between annotators recorded (the most chosen class "
+                      "is the label; see `metalabel status`)", highlight=False)
     return 0
 
 

@@ -20,5 +20,6 @@ from metalabel.label.oracle import (
     Query,
     SimulatedOracle,
     TerminalOracle,
+    put_questions,
     record_answers,
 )

@@ -1,18 +1,22 @@
 """Oracles: whoever answers the questions active learning asks.
 
 An oracle takes ``Query`` records (the item, the model's suggestion, the classes)
-and returns ``Answer`` records (a class name, or ``None`` for "can't tell").
-``record_answers`` writes answers into the project store, one transaction each,
-so an answer given is an answer kept.
+and gives ``Answer`` records (a class name, or ``None`` for "can't tell"), one at a
+time if it likes: ``answer`` returns any iterable, and a generator's answers are
+committed as they come. ``put_questions`` is how the labeling loop asks: it commits
+each answer in its own transaction before the oracle shows the next question, and
+turns SIGTERM and SIGHUP into a clean stop, so an answer given is an answer kept.
 
 - ``SimulatedOracle``: answers from gold labels, with optional seeded noise
   (benchmarks and tests).
-- ``TerminalOracle``: asks a person at the keyboard; ``q`` (or Ctrl-C, or the end
-  of input) raises ``OracleStopped`` carrying the answers given so far.
+- ``TerminalOracle``: asks a person at the keyboard and yields each answer as it is
+  typed; ``q`` (or Ctrl-C, or the end of input) raises ``OracleStopped``. Text and
+  names are shown with terminal control codes escaped.
 - ``LabelStudioQueue``: asynchronous. ``answer`` exports the questions as a
   Label Studio task file and returns no answers; the questions stay open in the
-  store. Once they are labeled in Label Studio, ``import_annotations`` reads
-  Label Studio's JSON export back into answers.
+  store. Once they are labeled in Label Studio, ``import_annotations`` checks Label
+  Studio's JSON export against the project (each task's question, item, content
+  hash and project) and records it, all of it or nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ import hashlib
 import io
 import json
 import mimetypes
-from dataclasses import dataclass
+import re
+import signal
+import threading
+import unicodedata
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
@@ -35,7 +45,7 @@ from rich.console import Console
 from rich.style import Style
 from rich.text import Text
 
-from metalabel.errors import BadInputError, DataNotFoundError, MetalabelError, UnknownLabelError
+from metalabel.errors import BadInputError, DataNotFoundError, MetalabelError, StoreError, UnknownLabelError
 from metalabel.store import ProjectStore
 
 
@@ -53,6 +63,11 @@ class Query:
     suggestion: str | None = None
     """The model's predicted class, offered as the default answer."""
     suggestion_confidence: float | None = None
+    content_hash: str | None = None
+    """The item's content hash in the store; ``put_questions`` fills it in. A Label Studio task
+    carries it, so an answer is only recorded for the very content that was shown."""
+    project: str | None = None
+    """The asking project (``project_identity``); ``put_questions`` fills it in."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "class_names", tuple(self.class_names))
@@ -77,15 +92,22 @@ class Answer:
 
 @runtime_checkable
 class Oracle(Protocol):
-    def answer(self, questions: Sequence[Query]) -> list[Answer]: ...
+    def answer(self, questions: Sequence[Query]) -> Iterable[Answer]:
+        """The answers, in any order, each at most once; a generator may yield each as it is given."""
+        ...
 
 
 class OracleStopped(MetalabelError):
-    """The person asked to stop. ``answers`` holds what they answered before; commit those and stop."""
+    """The person (or a SIGTERM / SIGHUP) asked to stop. ``answers`` holds what was answered before.
 
-    def __init__(self, answers: list[Answer]) -> None:
+    Raised by an oracle, it carries the answers it has not handed over yet (commit those and
+    stop); raised by ``put_questions``, it carries every answer committed in that call.
+    """
+
+    def __init__(self, answers: list[Answer], *, reason: str = "by the oracle") -> None:
         self.answers = answers
-        super().__init__(f"labeling stopped by the oracle after {len(answers)} answer(s)")
+        self.reason = reason
+        super().__init__(f"labeling stopped {reason} after {len(answers)} answer(s); every answer given is kept")
 
 
 @dataclass(frozen=True)
@@ -94,25 +116,178 @@ class RecordedAnswers:
     dismissed: int
     already_closed: list[int]
     """Question ids that were closed before (e.g. an export imported twice): left as they were."""
+    disagreements: int = 0
+    """Answers that contradicted another person's answer about the same item: recorded as disagreements."""
 
 
-def record_answers(store: ProjectStore, answers: Sequence[Answer]) -> RecordedAnswers:
+class _Tally:
+    def __init__(self) -> None:
+        self.answered = self.dismissed = self.disagreements = 0
+        self.already_closed: list[int] = []
+
+    def result(self) -> RecordedAnswers:
+        return RecordedAnswers(self.answered, self.dismissed, self.already_closed, self.disagreements)
+
+    def record(self, store: ProjectStore, answer: Answer) -> None:
+        """One answer, in its own transaction: a class becomes a human label, ``None`` dismisses."""
+        if not isinstance(answer, Answer):
+            raise BadInputError(f"an oracle gave {type(answer).__name__}, not an Answer")
+        question = store.question(answer.question_id)
+        if answer.label is None:
+            if question.answered_at is not None:
+                self.already_closed.append(answer.question_id)
+                return
+            store.dismiss(answer.question_id, oracle=answer.oracle)
+            self.dismissed += 1
+        elif question.answer is not None:  # answered before: left as it was
+            self.already_closed.append(answer.question_id)
+        else:  # open, or dismissed before and answered now
+            write = store.answer(answer.question_id, answer.label, oracle=answer.oracle)
+            self.answered += 1
+            self.disagreements += write.disagreement_id is not None
+
+
+def record_answers(store: ProjectStore, answers: Iterable[Answer]) -> RecordedAnswers:
     """Write answers to the store: a class becomes a human label, ``None`` dismisses the question.
 
-    Each answer is its own transaction, so an error on one keeps the ones before it.
+    Each answer is its own transaction, committed before the next one is taken from
+    ``answers``, so an error (or a kill) on one keeps the ones before it. A question
+    dismissed before may still be answered; an answered one is left as it was.
     """
-    answered = dismissed = 0
-    already_closed: list[int] = []
+    tally = _Tally()
     for answer in answers:
-        if store.question(answer.question_id).answered_at is not None:
-            already_closed.append(answer.question_id)
-        elif answer.label is None:
-            store.dismiss(answer.question_id, oracle=answer.oracle)
-            dismissed += 1
-        else:
-            store.answer(answer.question_id, answer.label, oracle=answer.oracle)
-            answered += 1
-    return RecordedAnswers(answered=answered, dismissed=dismissed, already_closed=already_closed)
+        tally.record(store, answer)
+    return tally.result()
+
+
+def project_identity(store: ProjectStore) -> str:
+    """What names a project in an exported task: its name and creation time (two projects never share both)."""
+    meta = store.meta()
+    return f"{meta.get('name', store.folder.name)}@{meta.get('created_at', '?')}"
+
+
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class _Signalled(BaseException):
+    """Raised by our handler while the oracle waits (e.g. for a keypress); never escapes ``put_questions``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _StopOnSignal:
+    """SIGTERM and SIGHUP as a request to stop, honoured only where no answer can be half-written.
+
+    While the oracle is working (blocked on ``input()``, say), the handler raises, which
+    interrupts the wait; while an answer is being committed it only notes the request,
+    and ``put_questions`` stops right after the commit.
+    """
+
+    def __init__(self) -> None:
+        self.requested: int | None = None
+        self._waiting = False
+
+    def handle(self, signum: int, frame: Any) -> None:
+        self.requested = signum
+        if self._waiting:
+            self._waiting = False
+            raise _Signalled(signum)
+
+    @contextmanager
+    def waiting_for_the_oracle(self) -> Iterator[None]:
+        if self.requested is not None:
+            raise _Signalled(self.requested)
+        self._waiting = True
+        try:
+            yield
+        finally:
+            self._waiting = False
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # Python lets only the main thread set handlers: signals keep their meaning
+            return
+        previous = {signum: signal.signal(signum, self.handle) for signum in _STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+def put_questions(store: ProjectStore, oracle: Oracle, queries: Sequence[Query]) -> RecordedAnswers:
+    """Put ``queries`` to ``oracle`` and commit each answer the moment it is given.
+
+    Each answer is its own transaction, committed before the oracle is resumed to show
+    the next question, so a kill (even SIGKILL) loses at most the answer being typed.
+    While this runs (in the main thread), SIGTERM and SIGHUP stop labeling cleanly:
+    the answer being committed is finished, the previous handlers are restored and
+    ``OracleStopped`` is raised, as when the person types ``q``. ``OracleStopped``
+    (from the oracle or a signal) carries every answer this call committed.
+
+    The queries get the store's content hash and project identity (``Query.content_hash``,
+    ``Query.project``) so that an asynchronous oracle can tie its answers to them.
+    An answer to a question that was not put is refused.
+    """
+    queries = _with_identity(store, queries)
+    asked = {query.question_id for query in queries}
+    tally = _Tally()
+    committed: list[Answer] = []
+
+    def commit(answer: Answer) -> None:
+        if not isinstance(answer, Answer) or answer.question_id not in asked:
+            raise BadInputError(
+                f"the oracle answered question {getattr(answer, 'question_id', answer)!r}, which was not put to it",
+                hint="an oracle answers only the questions it is given",
+            )
+        tally.record(store, answer)
+        committed.append(answer)
+
+    stop = _StopOnSignal()
+    with stop.installed():
+        answers: Iterator[Answer] | None = None
+        try:
+            with stop.waiting_for_the_oracle():
+                answers = iter(oracle.answer(queries))
+            while True:
+                with stop.waiting_for_the_oracle():
+                    answer = next(answers, None)
+                if answer is None:
+                    break
+                commit(answer)
+            if stop.requested is not None:
+                raise _Signalled(stop.requested)
+        except OracleStopped as stopped:
+            for answer in stopped.answers:  # an oracle that hands over its answers only when it stops
+                if not any(answer.question_id == done.question_id for done in committed):
+                    commit(answer)
+            raise OracleStopped(committed, reason=stopped.reason) from None
+        except _Signalled as signalled:
+            raise OracleStopped(committed, reason=f"by {signal.Signals(signalled.signum).name}") from None
+        finally:
+            close = getattr(answers, "close", None)
+            if close is not None:
+                close()  # a generator oracle that was stopped mid-way tidies up (its finally blocks run)
+    return tally.result()
+
+
+def _with_identity(store: ProjectStore, queries: Sequence[Query]) -> list[Query]:
+    hashes = {item.id: item.content_hash for item in store.items()}
+    project = project_identity(store)
+    out = []
+    for query in queries:
+        question = store.question(query.question_id)
+        if question.item_id != query.item_id or question.uri != query.uri:
+            raise BadInputError(
+                f"question {query.question_id} is about item {question.item_id} ({question.uri!r}), "
+                f"not item {query.item_id} ({query.uri!r})",
+                hint="build each query from the store's question",
+            )
+        out.append(replace(query, content_hash=hashes[query.item_id], project=project))
+    return out
 
 
 # -------------------------------------------------------------------- simulated
@@ -183,8 +358,13 @@ class TerminalOracle:
     called ``s`` is still reachable; when a class name is itself a number (digit
     classes), classes are chosen by name only, so ``3`` always means class ``3``.
 
-    Stopping (``q``, Ctrl-C or the end of input) raises ``OracleStopped`` with the
-    answers given so far, so the caller can commit them and end cleanly.
+    ``answer`` is a generator: each answer is handed over as soon as it is typed, so
+    ``put_questions`` commits it before the next question is shown. Stopping (``q``,
+    Ctrl-C or the end of input) raises ``OracleStopped`` with the answers given so far.
+
+    Everything shown that came from the data (uris, text, class names) has terminal
+    control codes escaped (``\\x1b`` is shown, never sent), so a file name cannot clear
+    the screen or fake a prompt.
     """
 
     def __init__(
@@ -202,7 +382,7 @@ class TerminalOracle:
         self.preview_width = preview_width
         self.max_text_chars = max_text_chars
 
-    def answer(self, questions: Sequence[Query]) -> list[Answer]:
+    def answer(self, questions: Sequence[Query]) -> Iterator[Answer]:
         answers: list[Answer] = []
         for position, query in enumerate(questions, start=1):
             numbered = not any(_is_integer(name) for name in query.class_names)
@@ -221,16 +401,17 @@ class TerminalOracle:
                 break
             if choice is _Command.STOP:
                 raise OracleStopped(answers)
-            answers.append(Answer(query.question_id, None if choice is _Command.SKIP else choice, self.name))
-        return answers
+            answer = Answer(query.question_id, None if choice is _Command.SKIP else choice, self.name)
+            answers.append(answer)
+            yield answer
 
     def _show(self, query: Query, position: int, total: int, numbered: bool) -> None:
         console = self.console
         console.rule(Text(f"question {position} of {total}", style="bold"))
-        console.print(Text(query.uri, style="cyan"))
+        console.print(Text(escape_controls(query.uri), style="cyan"))
         item = query.item
         if isinstance(item, str):
-            console.print(Text(_shorten(item, self.max_text_chars)))
+            console.print(Text(escape_controls(_shorten(item, self.max_text_chars), keep_newlines=True)))
         elif isinstance(item, np.ndarray) and item.ndim == 1:
             console.print(Text("features: " + np.array2string(item, precision=3, threshold=24)))
         else:
@@ -243,7 +424,7 @@ class TerminalOracle:
         if query.suggestion is None:
             console.print(Text("no suggestion from the model", style="dim"))
         else:
-            line = Text("model suggests: ").append(query.suggestion, style="bold green")
+            line = Text("model suggests: ").append(escape_controls(query.suggestion), style="bold green")
             if query.suggestion_confidence is not None:
                 line.append(f" ({query.suggestion_confidence:.0%})")
             console.print(line.append("  [Enter accepts]", style="dim"))
@@ -252,7 +433,7 @@ class TerminalOracle:
         for number, class_name in enumerate(query.class_names, start=1):
             if numbered:
                 choices.append(f"{number}", style="bold").append(" ")
-            choices.append(class_name).append("   ")
+            choices.append(escape_controls(class_name)).append("   ")
         console.print(choices)
         console.print(Text(_HELP, style="dim"))
 
@@ -281,6 +462,28 @@ def _interpret(reply: str, query: Query, *, numbered: bool) -> str | _Command:
             return query.class_names[number - 1]
         raise _UnclearReply(f"{number} is not between 1 and {len(query.class_names)}.")
     raise _UnclearReply(f"{text!r} is not a class.")
+
+
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+"""Marks that reorder what follows on the line (a name can look like another)."""
+
+
+def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` safe to show on a terminal: C0 and C1 control characters (ESC, CSI, OSC, BEL,
+    carriage return, ...), DEL and bidirectional overrides appear as escapes like ``\\x1b``.
+
+    Rich passes ESC through as it is, so an item's text could otherwise clear the screen,
+    retitle the window or draw a fake prompt. ``keep_newlines`` keeps line breaks and tabs.
+    """
+    out = []
+    for char in text:
+        if keep_newlines and char in "\n\t":
+            out.append(char)
+        elif unicodedata.category(char) == "Cc" or char in _BIDI_CONTROLS:
+            out.append(char.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 def _is_integer(name: str) -> bool:
@@ -361,7 +564,11 @@ class LabelStudioQueue:
     2. create a Label Studio project with that labeling config and import the tasks:
        the model's suggestion shows as a pre-annotation with its score;
     3. label, export with the "JSON" (or "JSON-MIN") format, and pass the file to
-       ``import_annotations``; then ``record_answers(store, answers)``.
+       ``import_annotations(path, store=store)`` (``metalabel import-answers``), which
+       checks every task against the project and records the answers, all or nothing.
+
+    Each task carries its question id, the item's uri and content hash and the project's
+    identity (in ``meta`` and in ``data``), so an answer can only land on the item shown.
 
     Images are referenced by URL when ``uri`` is one; local files under
     ``local_files_root`` (Label Studio's ``LOCAL_FILES_DOCUMENT_ROOT``) as
@@ -397,6 +604,12 @@ class LabelStudioQueue:
         """Write a Label Studio import file of the questions and the labeling config; returns the task file."""
         if not questions:
             raise BadInputError("there are no questions to export")
+        for query in questions:
+            if query.content_hash is None or query.project is None:
+                raise BadInputError(
+                    f"question {query.question_id} carries no content hash or project, so its answer could not "
+                    "be checked on import", hint="put questions with put_questions(store, queue, queries), which adds them",
+                )
         class_names = questions[0].class_names
         for query in questions:
             if query.class_names != class_names:
@@ -421,8 +634,10 @@ class LabelStudioQueue:
     def _task(self, query: Query, kind: str, model_version: str) -> dict[str, Any]:
         content = self._image_value(query) if kind == "image" else _text_value(query)
         task: dict[str, Any] = {
-            "data": {kind: content, QUESTION_KEY: query.question_id, "metalabel_uri": query.uri},
-            "meta": {QUESTION_KEY: query.question_id, "item_id": query.item_id, "uri": query.uri},
+            "data": {kind: content, QUESTION_KEY: query.question_id, URI_KEY: query.uri,
+                     HASH_KEY: query.content_hash, PROJECT_KEY: query.project},
+            "meta": {QUESTION_KEY: query.question_id, "item_id": query.item_id, "uri": query.uri,
+                     "content_hash": query.content_hash, "project": query.project},
         }
         if query.suggestion is not None:
             prediction: dict[str, Any] = {
@@ -462,92 +677,291 @@ class LabelStudioQueue:
             hint="pass the image array as the query's item",
         )
 
-    def import_annotations(self, path: str | Path) -> list[Answer]:
-        """Answers from a Label Studio export ("JSON" or "JSON-MIN") of tasks this queue exported.
+    def import_annotations(self, path: str | Path, *, store: ProjectStore) -> RecordedAnswers:
+        """Record the answers in a Label Studio export ("JSON" or "JSON-MIN") of tasks this queue exported.
 
-        A task nobody annotated gives no answer (its question stays open); a task whose
-        annotations were all skipped (``was_cancelled``) or submitted without a choice gives
-        a ``None`` answer (can't tell). Of several annotations, the latest submitted wins.
+        All or nothing: every task is checked before anything is written, and everything is
+        written in one transaction. A task is refused, and with it the whole file (naming the
+        task; the store is left exactly as it was), when its question is not this project's,
+        its item (uri and content hash) is not the question's item, it comes from another
+        project, or its class is not one of the project's classes.
+
+        A task nobody annotated gives no answer (its question stays open). Annotations that
+        were skipped (``was_cancelled``) or submitted without a choice dismiss an open question
+        ("can't tell"); a dismissed question labeled in a later export is recorded then. Where
+        annotations (or two tasks of one question) disagree, the class most of them chose
+        (the first of them on a tie) becomes the label and each other class a recorded
+        disagreement, as does a class that contradicts the question's earlier answer.
         """
         path = Path(path)
+        votes = self._read_export(path)
+        _check_against_store(votes, store, path)
+        tally = _Tally()
         try:
-            tasks = json.loads(path.read_text(encoding="utf-8"))
+            with store.batch():
+                for question_id, vote in votes.items():
+                    _record_votes(store, question_id, vote, tally)
+        except BadInputError as error:
+            raise BadInputError(
+                f"{error}; nothing was imported (an import is all or nothing)", path=path,
+                hint="fix the export or the project and import the whole file again",
+            ) from error
+        except StoreError as error:
+            raise StoreError(f"{error}; nothing was imported from {path} (an import is all or nothing)") from error
+        return tally.result()
+
+    def _read_export(self, path: Path) -> dict[int, _Votes]:
+        try:
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise DataNotFoundError("does not exist", path=path, hint="check the export's path") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        except IsADirectoryError:
+            raise BadInputError("is a folder, not an export file", path=path) from None
+        except UnicodeDecodeError as error:
             raise BadInputError(
-                f"is not JSON ({error})", path=path, hint="export from Label Studio in the 'JSON' format"
+                f"is not UTF-8 text ({error.reason} at byte {error.start}); nothing was imported",
+                path=path, hint="export from Label Studio in the 'JSON' format",
+            ) from None
+        except OSError as error:
+            raise BadInputError(f"cannot be read ({error.strerror}); nothing was imported", path=path) from None
+        try:
+            tasks = json.loads(text)
+        except RecursionError:
+            raise BadInputError(
+                "is nested too deeply to be a Label Studio export; nothing was imported", path=path,
+                hint="export from Label Studio in the 'JSON' format",
+            ) from None
+        except ValueError as error:  # JSONDecodeError, and integers too long to convert
+            raise BadInputError(
+                f"is not JSON ({_brief(str(error), 200)}); nothing was imported", path=path,
+                hint="export from Label Studio in the 'JSON' format",
             ) from None
         if not isinstance(tasks, list):
             raise BadInputError(
-                "is not a Label Studio export: expected a list of tasks", path=path, hint="use the 'JSON' export format"
+                "is not a Label Studio export: expected a list of tasks; nothing was imported", path=path,
+                hint="use the 'JSON' export format",
             )
-        answers: dict[int, Answer] = {}
+        votes: dict[int, _Votes] = {}
         for index, task in enumerate(tasks):
-            answer = self._answer_from_task(task, index, path)
-            # A task imported twice into Label Studio: a real label beats a skip; otherwise the later task wins.
-            if answer is not None and (answer.label is not None or answer.question_id not in answers):
-                answers[answer.question_id] = answer
-        return list(answers.values())
+            try:
+                self._read_task(task, index, votes)
+            except _TaskProblem as problem:
+                raise BadInputError(
+                    f"task {index}{_task_id(task)}: {problem}; nothing was imported (an import is all or nothing)",
+                    path=path, hint="pass the export file as Label Studio wrote it, of tasks this project exported",
+                ) from None
+        return votes
 
-    def _answer_from_task(self, task: Any, index: int, path: Path) -> Answer | None:
-        def malformed(problem: str) -> BadInputError:
-            return BadInputError(
-                f"task {index}: {problem}", path=path, hint="pass the export file as Label Studio wrote it"
-            )
-
+    def _read_task(self, task: Any, index: int, votes: dict[int, _Votes]) -> None:
         if not isinstance(task, dict):
-            raise malformed("is not a JSON object")
-        raw_question_id = next(
-            (holder[QUESTION_KEY] for holder in (task.get("meta"), task.get("data"), task)
-             if isinstance(holder, dict) and holder.get(QUESTION_KEY) is not None),
-            None,
-        )
+            raise _TaskProblem("is not a JSON object")
+        holders = [task.get("meta"), task.get("data"), task]  # meta: full JSON; data: always; task: JSON-MIN
+        raw_question_id = _field(holders, (QUESTION_KEY,))
         if raw_question_id is None:
-            raise malformed(f"carries no {QUESTION_KEY} in 'meta' or 'data'; was it exported by metalabel?")
-        if isinstance(raw_question_id, bool) or not str(raw_question_id).strip().isdigit():
-            raise malformed(f"{QUESTION_KEY} is {raw_question_id!r}, not a question id")
-        question_id = int(str(raw_question_id).strip())
-
+            raise _TaskProblem(f"carries no {QUESTION_KEY} in 'meta' or 'data'; was it exported by metalabel?")
+        question_id = _question_id(raw_question_id)
+        vote = votes.setdefault(question_id, _Votes())
+        vote.tasks.append(
+            _TaskIdentity(
+                index=index,
+                uri=_text_field(holders, ("uri", URI_KEY)),
+                content_hash=_text_field(holders, ("content_hash", HASH_KEY)),
+                project=_text_field(holders, ("project", PROJECT_KEY)),
+            )
+        )
         if "annotations" in task:  # the full "JSON" export
             annotations = task["annotations"]
             if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
-                raise malformed("'annotations' is not a list of objects")
-            if not annotations:
-                return None
-            submitted = [a for a in annotations if not a.get("was_cancelled", False)]
-            if not submitted:
-                return Answer(question_id, None, self._annotator(annotations[-1].get("completed_by")))
-            latest = submitted[-1]
-            results = latest.get("result", [])
-            if not isinstance(results, list):
-                raise malformed("an annotation's 'result' is not a list")
-            choices = [
-                r for r in results
-                if isinstance(r, dict) and r.get("type") == "choices" and r.get("from_name") == CHOICES_NAME
-            ]
-            oracle = self._annotator(latest.get("completed_by"))
-            if not choices:
-                return Answer(question_id, None, oracle)
-            value = choices[-1].get("value")
-            chosen = value.get("choices") if isinstance(value, dict) else None
+                raise _TaskProblem("'annotations' is not a list of objects")
+            for annotation in annotations:
+                annotator = self._annotator(annotation.get("completed_by"))
+                if annotation.get("was_cancelled", False) is True:
+                    vote.skipped_by.append(annotator)
+                    continue
+                results = annotation.get("result", [])
+                if not isinstance(results, list):
+                    raise _TaskProblem("an annotation's 'result' is not a list")
+                choices = [
+                    r for r in results
+                    if isinstance(r, dict) and r.get("type") == "choices" and r.get("from_name") == CHOICES_NAME
+                ]
+                if not choices:
+                    vote.skipped_by.append(annotator)
+                    continue
+                value = choices[-1].get("value")
+                vote.add(_one_choice(value.get("choices") if isinstance(value, dict) else None), annotator, index)
         elif CHOICES_NAME in task:  # "JSON-MIN": the choice sits under the control's name
-            chosen = task[CHOICES_NAME]
-            oracle = self._annotator(task.get("annotator"))
-        else:
-            return None
-
-        if isinstance(chosen, str):
-            chosen = [chosen]
-        if not isinstance(chosen, list) or len(chosen) != 1 or not isinstance(chosen[0], str):
-            raise malformed(f"expected exactly one chosen class, got {chosen!r}")
-        return Answer(question_id, chosen[0], oracle)
+            vote.add(_one_choice(task[CHOICES_NAME]), self._annotator(task.get("annotator")), index)
 
     def _annotator(self, completed_by: Any) -> str:
         """``labelstudio:<email or user id>``: Label Studio writes either, or a user object."""
         if isinstance(completed_by, dict):
             completed_by = completed_by.get("email") or completed_by.get("id")
         return self.name if completed_by in (None, "") else f"{self.name}:{completed_by}"
+
+
+URI_KEY = "metalabel_uri"
+HASH_KEY = "metalabel_content_hash"
+PROJECT_KEY = "metalabel_project"
+_MAX_QUESTION_ID = 2**63 - 1  # SQLite's largest integer
+
+
+class _TaskProblem(Exception):
+    """What is wrong with one task; the importer names the file and the task."""
+
+
+@dataclass
+class _TaskIdentity:
+    index: int
+    uri: str | None
+    content_hash: str | None
+    project: str | None
+
+
+@dataclass
+class _Votes:
+    """Everything an export says about one question (over all its tasks and annotations)."""
+
+    tasks: list[_TaskIdentity] = field(default_factory=list)
+    labels: list[tuple[str, str, int]] = field(default_factory=list)  # (class, annotator, task index)
+    skipped_by: list[str] = field(default_factory=list)
+
+    def add(self, label: str, annotator: str, index: int) -> None:
+        self.labels.append((label, annotator, index))
+
+    def decision(self) -> tuple[str, str, list[str]] | None:
+        """The class most annotators chose (the first chosen on a tie), who chose it first, and the other classes."""
+        if not self.labels:
+            return None
+        counts: dict[str, int] = {}
+        for label, _, _ in self.labels:
+            counts[label] = counts.get(label, 0) + 1
+        winner = max(counts, key=lambda label: counts[label])  # dicts keep first-seen order: ties go to the first
+        annotator = next(who for label, who, _ in self.labels if label == winner)
+        return winner, annotator, [label for label in counts if label != winner]
+
+
+def _brief(value: Any, limit: int = 60) -> str:
+    """A short, safe rendering of a value from a file (no deep recursion, no huge output)."""
+    if isinstance(value, (dict, list)):
+        return f"a JSON {'object' if isinstance(value, dict) else 'list'}"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return "a very large number"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _task_id(task: Any) -> str:
+    label_studio_id = task.get("id") if isinstance(task, dict) else None
+    if isinstance(label_studio_id, int) and not isinstance(label_studio_id, bool):
+        return f" (Label Studio task {label_studio_id})"
+    return ""
+
+
+def _field(holders: list[Any], keys: tuple[str, ...]) -> Any:
+    """The one value ``keys`` have in the holders; holders that disagree are a problem."""
+    found = [holder[key] for holder in holders if isinstance(holder, dict)
+             for key in keys if key in holder and holder[key] is not None]
+    for value in found[1:]:
+        if type(value) is not type(found[0]) or value != found[0]:
+            raise _TaskProblem(f"'meta' and 'data' disagree about {keys[-1]}: {_brief(found[0])} vs {_brief(value)}")
+    return found[0] if found else None
+
+
+def _text_field(holders: list[Any], keys: tuple[str, ...]) -> str | None:
+    value = _field(holders, keys)
+    if value is not None and not isinstance(value, str):
+        raise _TaskProblem(f"{keys[-1]} is {_brief(value)}, not text")
+    return value
+
+
+def _question_id(raw: Any) -> int:
+    """A question id: a JSON integer, or ASCII digits (Label Studio may write data values as text)."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        number = raw
+    elif isinstance(raw, str) and re.fullmatch(r"[0-9]{1,19}", raw.strip()):  # not '²', not '١'
+        number = int(raw.strip())
+    else:
+        raise _TaskProblem(f"{QUESTION_KEY} is {_brief(raw)}, not a question id")
+    if not 1 <= number <= _MAX_QUESTION_ID:
+        raise _TaskProblem(f"{QUESTION_KEY} is {_brief(number)}, not a question id of any project")
+    return number
+
+
+def _one_choice(chosen: Any) -> str:
+    if isinstance(chosen, str):
+        chosen = [chosen]
+    if not isinstance(chosen, list) or len(chosen) != 1 or not isinstance(chosen[0], str):
+        raise _TaskProblem(f"expected exactly one chosen class, got {_brief(chosen)}")
+    return chosen[0]
+
+
+def _check_against_store(votes: dict[int, _Votes], store: ProjectStore, path: Path) -> None:
+    """Every task names a question of this project about the very item (uri and content) it showed."""
+    project = project_identity(store)
+    classes = set(store.classes())
+    hashes = {item.id: item.content_hash for item in store.items()}
+
+    def refuse(task: _TaskIdentity, problem: str, hint: str) -> BadInputError:
+        return BadInputError(
+            f"task {task.index}: {problem}; nothing was imported (an import is all or nothing)", path=path, hint=hint
+        )
+
+    for question_id, vote in votes.items():
+        for task in vote.tasks:
+            if task.project is None or task.content_hash is None or task.uri is None:
+                missing = [name for name, value in (("project", task.project), ("content hash", task.content_hash),
+                                                    ("uri", task.uri)) if value is None]
+                raise refuse(task, f"carries no {' and no '.join(missing)} of its item, so its answer cannot be "
+                             "checked against the question", "label the tasks file `metalabel run --oracle labelstudio` "
+                             "writes now (it carries them) and export that")
+            if task.project != project:
+                raise refuse(task, f"comes from project {task.project!r}, not this one ({project!r})",
+                             "import each export into the project that exported its tasks")
+            try:
+                question = store.question(question_id)
+            except BadInputError:
+                raise refuse(task, f"question {question_id} is not one of this project's questions",
+                             "import each export into the project that exported its tasks") from None
+            if task.uri != question.uri:
+                raise refuse(task, f"shows item {task.uri!r}, but question {question_id} is about item "
+                             f"{question.uri!r}", "the task was changed or belongs elsewhere; export the questions again")
+            if task.content_hash != hashes.get(question.item_id):
+                raise refuse(task, f"shows item {task.uri!r} with other content than the project holds "
+                             "(its content hash differs)", "the item changed since the task was exported; export "
+                             "the open questions again and label those")
+        for label, _, index in vote.labels:
+            if label not in classes:
+                raise BadInputError(
+                    f"task {index}: the class {label!r} is not one of the project's classes; nothing was imported "
+                    "(an import is all or nothing)", path=path, cls=label,
+                    hint=f"classes: {', '.join(sorted(classes))}; label with the exported labeling config",
+                )
+
+
+def _record_votes(store: ProjectStore, question_id: int, vote: _Votes, tally: _Tally) -> None:
+    """One question's answers, inside the import's transaction."""
+    question = store.question(question_id)
+    decision = vote.decision()
+    if decision is None:
+        if not vote.skipped_by:
+            return  # nobody annotated it yet: the question stays open
+        if question.answered_at is not None:
+            tally.already_closed.append(question_id)
+        else:
+            store.dismiss(question_id, oracle=vote.skipped_by[0])
+            tally.dismissed += 1
+        return
+    label, annotator, others = decision
+    if question.answer is None:  # open, or dismissed before: this is its answer
+        write = store.answer(question_id, label, oracle=annotator)
+        tally.answered += 1
+        tally.disagreements += write.disagreement_id is not None
+    else:
+        tally.already_closed.append(question_id)
+        others = [label] + others
+    for other in others:
+        tally.disagreements += store.add_human_disagreement(question_id, other) is not None
 
 
 def labeling_config(class_names: Sequence[str], *, kind: str) -> str:

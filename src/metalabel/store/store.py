@@ -421,7 +421,8 @@ class ProjectStore:
     def ask(self, item_id: int, *, strategy: str, round_id: int | None = None, score: float | None = None) -> int:
         """Record that a person is asked about an item; returns the question id.
 
-        An item with an open question is not asked again: its open question's id is returned.
+        A person is never asked twice: an item with an open question, or with an active
+        human label, is refused with ``StoreError`` and nothing is written.
         """
         item_id = operator.index(item_id)
         if not isinstance(strategy, str) or not strategy:
@@ -433,10 +434,24 @@ class ProjectStore:
             if round_id is not None:
                 self._require_round(operator.index(round_id))
             open_question = self._connection.execute(
-                "SELECT id FROM questions WHERE item_id = ? AND answered_at IS NULL", (item_id,)
+                "SELECT questions.id, items.uri FROM questions JOIN items ON items.id = questions.item_id "
+                "WHERE questions.item_id = ? AND questions.answered_at IS NULL",
+                (item_id,),
             ).fetchone()
             if open_question is not None:
-                return open_question["id"]
+                raise StoreError(
+                    f"item {item_id} ({open_question['uri']!r}) already waits on question {open_question['id']}; "
+                    "it is not asked twice -> leave out items with an open question (open_questions())"
+                )
+            human = self._connection.execute(
+                _LABEL_SELECT + " WHERE labels.item_id = ? AND labels.superseded_by IS NULL AND labels.source = 'human'",
+                (item_id,),
+            ).fetchone()
+            if human is not None:
+                raise StoreError(
+                    f"item {item_id} ({human['uri']!r}) already has a person's answer ({human['class_name']!r}, "
+                    f"label {human['id']}); a person is not asked twice -> leave out items with a human label"
+                )
             cursor = self._connection.execute(
                 "INSERT INTO questions (item_id, round_id, strategy, score) VALUES (?, ?, ?, ?)",
                 (item_id, round_id, strategy, _finite(score, "score")),
@@ -446,17 +461,86 @@ class ProjectStore:
     def answer(self, question_id: int, class_name: str, *, oracle: str) -> LabelWrite:
         """Write the human label and close the question, in one transaction.
 
-        So an answer is never lost and never written twice: answering a closed question
-        raises ``StoreError`` and writes nothing.
+        So an answer is never lost and never written twice: answering an answered question
+        raises ``StoreError`` and writes nothing. A dismissed question ("can't tell") can
+        still be answered later (a task skipped in one Label Studio export and labeled in
+        a later one); another open question on the same item is then closed, so the item
+        is not put to a person again. Where the item already has another person's answer,
+        a different class is recorded as a disagreement between the two, never written over it.
         """
         _require_oracle(oracle)
         with self.batch():
-            question = self._open_question(operator.index(question_id))
+            question = self._open_question(operator.index(question_id), allow_dismissed=True)
             class_id = self._class_id(class_name)
             provenance = _provenance(round_id=question["round_id"], query_strategy=question["strategy"])
-            write = self._write_label(question["item_id"], class_id, "human", provenance, question_id=question["id"])
+            active = self._connection.execute(
+                "SELECT id, class_id, source FROM labels WHERE item_id = ? AND superseded_by IS NULL",
+                (question["item_id"],),
+            ).fetchone()
+            if active is not None and active["source"] == "human":
+                write = self._human_disagreement(question, class_id, kept_label_id=active["id"],
+                                                 kept_class_id=active["class_id"])
+            else:
+                write = self._write_label(
+                    question["item_id"], class_id, "human", provenance, question_id=question["id"]
+                )
             self._close_question(question["id"], class_id=class_id, oracle=oracle)
+            if question["answered_at"] is not None:  # a late answer: the item is not to be asked again
+                for other in self._connection.execute(
+                    "SELECT id FROM questions WHERE item_id = ? AND answered_at IS NULL AND id != ?",
+                    (question["item_id"], question["id"]),
+                ).fetchall():
+                    self._close_question(other["id"], class_id=None, oracle=f"{oracle} (answered in question {question['id']})")
             return write
+
+    def add_human_disagreement(self, question_id: int, class_name: str) -> int | None:
+        """Record that another person answered an answered question with another class.
+
+        The answer already recorded stays the item's label; the other class becomes a
+        disagreement (source ``human``) that ``disagreements()`` surfaces until a person
+        settles it. Returns its id; ``None`` when the class is the one recorded or the
+        same disagreement is already on record (an export imported twice).
+        """
+        with self.batch():
+            question = self._connection.execute(
+                "SELECT * FROM questions WHERE id = ?", (operator.index(question_id),)
+            ).fetchone()
+            if question is None or question["answer_class_id"] is None:
+                self.question(question_id)  # raises for an unknown id
+                raise StoreError(
+                    f"question {question_id} has no recorded answer to disagree with; answer it with answer()"
+                )
+            class_id = self._class_id(class_name)
+            kept = self._connection.execute(
+                "SELECT id, class_id FROM labels WHERE question_id = ?", (question["id"],)
+            ).fetchone() or self._connection.execute(  # the answer agreed with, or disputed, an earlier one
+                "SELECT id, class_id FROM labels WHERE item_id = ? AND superseded_by IS NULL", (question["item_id"],)
+            ).fetchone()
+            if kept is None:
+                raise StoreError(f"question {question_id} was answered but its item has no label to keep")
+            return self._human_disagreement(
+                question, class_id, kept_label_id=kept["id"], kept_class_id=kept["class_id"]
+            ).disagreement_id
+
+    def _human_disagreement(
+        self, question: sqlite3.Row, class_id: int, *, kept_label_id: int, kept_class_id: int
+    ) -> LabelWrite:
+        """Two people's answers about one item: the kept one stays; another class is recorded, once."""
+        if class_id == kept_class_id:
+            return LabelWrite(Outcome.UNCHANGED, label_id=kept_label_id)
+        on_record = self._connection.execute(
+            "SELECT id FROM disagreements WHERE item_id = ? AND kept_label_id = ? AND class_id = ? "
+            "AND source = 'human' AND resolved_by_label_id IS NULL",
+            (question["item_id"], kept_label_id, class_id),
+        ).fetchone()
+        if on_record is not None:
+            return LabelWrite(Outcome.UNCHANGED, label_id=kept_label_id)
+        cursor = self._connection.execute(
+            "INSERT INTO disagreements (item_id, kept_label_id, class_id, source, round_id, query_strategy) "
+            "VALUES (?, ?, ?, 'human', ?, ?)",
+            (question["item_id"], kept_label_id, class_id, question["round_id"], question["strategy"]),
+        )
+        return LabelWrite(Outcome.DISAGREEMENT, label_id=kept_label_id, disagreement_id=cursor.lastrowid)
 
     def dismiss(self, question_id: int, *, oracle: str) -> None:
         """Close a question the oracle could not answer, writing no label."""
@@ -480,17 +564,24 @@ class ProjectStore:
         return [Question(**row) for row in rows]
 
     def question(self, question_id: int) -> Question:
-        row = self._connection.execute(
-            _QUESTION_SELECT + " WHERE questions.id = ?", (operator.index(question_id),)
-        ).fetchone()
+        try:
+            question_id = operator.index(question_id)
+        except TypeError:
+            raise BadInputError(f"a question id is a whole number, not {type(question_id).__name__}") from None
+        if not 0 <= question_id < 2**63:  # SQLite's integers: a larger one cannot name a question
+            raise BadInputError(f"no question with id {question_id}")
+        row = self._connection.execute(_QUESTION_SELECT + " WHERE questions.id = ?", (question_id,)).fetchone()
         if row is None:
             raise BadInputError(f"no question with id {question_id}")
         return Question(**row)
 
-    def _open_question(self, question_id: int) -> sqlite3.Row:
-        """The question's row, if it is still open; a closed one is an error that writes nothing."""
-        row = self._connection.execute("SELECT * FROM questions WHERE id = ?", (question_id,)).fetchone()
-        if row is None or row["answered_at"] is not None:
+    def _open_question(self, question_id: int, *, allow_dismissed: bool = False) -> sqlite3.Row:
+        """The question's row, if it is still open (or, with ``allow_dismissed``, closed without an
+        answer); otherwise an error that writes nothing."""
+        row = None
+        if 0 <= question_id < 2**63:
+            row = self._connection.execute("SELECT * FROM questions WHERE id = ?", (question_id,)).fetchone()
+        if row is None or (row["answered_at"] is not None and not (allow_dismissed and row["answer_class_id"] is None)):
             question = self.question(question_id)  # raises for an unknown id
             said = "dismissed it" if question.answer is None else f"answered {question.answer!r}"
             raise StoreError(
@@ -500,9 +591,10 @@ class ProjectStore:
         return row
 
     def _close_question(self, question_id: int, *, class_id: int | None, oracle: str) -> None:
+        # an open question, or a dismissed one answered late; never an answered one
         self._connection.execute(
             f"UPDATE questions SET answered_at = {schema.NOW}, answer_class_id = ?, oracle = ? "
-            "WHERE id = ? AND answered_at IS NULL",
+            "WHERE id = ? AND answer_class_id IS NULL",
             (class_id, oracle, question_id),
         )
 
