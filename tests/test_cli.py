@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import numpy as np
 import pytest
@@ -82,3 +83,87 @@ def test_label_studio_round_trip_through_the_cli(pool, tmp_path, capsys):
     assert main(["status", str(project), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["labels_by_source"]["human"] == 2 and status["open_questions"] == 0
+
+
+# ------------------------------------------------ export targets (issue 9 item 1)
+
+
+def test_export_never_targets_the_project_or_its_own_files_even_with_overwrite(pool, tmp_path, capsys):
+    folder, seed = pool
+    project = tmp_path / "proj"
+    assert main(["init", str(project), "--pool", str(folder), "--labels", str(seed), "--quiet"]) == 0
+    (project / "models" / "round-1").mkdir(parents=True)
+    (project / "models" / "round-1" / "weights.safetensors").write_bytes(b"weights")
+    (project / "generated").mkdir()
+    (project / "generated" / "round-1.npz").write_bytes(b"samples")
+    db_before = (project / "project.db").read_bytes()
+    capsys.readouterr()
+
+    for target in (project / "project.db", project / "models", project / "generated", project, tmp_path,
+                   project / "models" / "new", project / "exports", project / "exports" / ".."):
+        for overwrite in ([], ["--overwrite"]):
+            code = main(["export", str(project), "--format", "parquet", "--out", str(target), *overwrite])
+            err = " ".join(capsys.readouterr().err.split())
+            assert code == 2, (target, overwrite)
+            assert "project" in err and "Traceback" not in err, err
+    assert (project / "project.db").read_bytes() == db_before
+    assert (project / "models" / "round-1" / "weights.safetensors").read_bytes() == b"weights"
+    assert (project / "generated" / "round-1.npz").read_bytes() == b"samples"
+    assert not (project / "models" / "new").exists()
+
+    # PROJECT/exports/<name> is an export's place, and may be replaced when asked.
+    assert main(["export", str(project), "--format", "csv", "--out", str(project / "exports" / "v1")]) == 0
+    assert main(["export", str(project), "--format", "csv", "--out", str(project / "exports" / "v1"),
+                 "--overwrite"]) == 0
+    assert main(["export", str(project), "--format", "csv"]) == 0  # the default, PROJECT/exports/csv
+    assert (project / "exports" / "csv" / "labels.csv").is_file()
+
+
+# ---------------------------------------- a pool that grows after init (issue 9 item 12)
+
+
+def test_add_items_adds_images_the_pool_gained_after_init(pool, tmp_path, capsys):
+    folder, seed = pool
+    project = tmp_path / "proj"
+    assert main(["init", str(project), "--pool", str(folder), "--labels", str(seed), "--quiet"]) == 0
+    rng = np.random.default_rng(1)
+    for i in (7, 8):
+        Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(folder / "unlabeled" / f"new{i}.png")
+    capsys.readouterr()
+    assert main(["add-items", str(project)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "added 2 items" in out and "new7.png" in out and "11 items" in out
+    assert main(["add-items", str(project)]) == 0
+    assert "nothing to add" in capsys.readouterr().out
+
+
+def test_run_on_a_grown_pool_adds_the_new_items_and_says_so(pool, tmp_path, capsys):
+    folder, seed = pool
+    for image in (folder / "unlabeled").iterdir():  # the simulated oracle needs every item's class
+        image.unlink()
+    (folder / "unlabeled").rmdir()
+    project = tmp_path / "proj"
+    assert main(["init", str(project), "--pool", str(folder), "--labels", str(seed), "--quiet"]) == 0
+    rng = np.random.default_rng(2)
+    for i in range(4):  # new items, also in labeled folders (the simulated oracle knows their class)
+        Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(folder / "cat" / f"new{i}.png")
+    capsys.readouterr()
+    code = main(["run", str(project), "--oracle", "simulated", "--encoder", "pixels", "--budget", "4",
+                 "--per-round", "2", "--max-rounds", "3", "--no-generate", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "4 items the pool gained since init were added" in " ".join(captured.err.split())
+    assert main(["status", str(project), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["items"] == 10
+    with sqlite3.connect(project / "project.db") as db:
+        assert {row[0] for row in db.execute("SELECT status FROM rounds")} == {"finished"}
+
+
+def test_a_damaged_project_database_is_a_clear_error_not_a_traceback(pool, tmp_path, capsys):
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "project.db").write_bytes(b"")
+    assert main(["status", str(tmp_path / "proj")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "empty (0 bytes)" in err and "backup" in err and "Traceback" not in err
+    assert (tmp_path / "proj" / "project.db").read_bytes() == b""

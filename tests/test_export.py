@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
@@ -228,7 +229,8 @@ def test_text_content_needs_the_pool_and_the_pool_unchanged(tmp_path):
     pool_file.write_text("text,label\nyes,a\nno,b\nmaybe,\n", encoding="utf-8")
     pool = datasets.read_text(pool_file)
     pool.reload_spec = None  # as if built in memory: the project cannot load it again by itself
-    with Project.create(tmp_path / "project", pool=pool) as project:
+    Project.create(tmp_path / "project", pool=pool).close()
+    with Project.open(tmp_path / "project") as project:  # reopened: it no longer has the pool at hand
         with pytest.raises(BadInputError, match="pass pool="):
             export_project(project, tmp_path / "out", format="csv")
         result = export_project(project, tmp_path / "out", format="csv", pool=pool)
@@ -294,7 +296,8 @@ def test_imagefolder_needs_the_pool_for_images_that_are_no_files_and_refuses_a_c
     # Pretend the uris are not files (like "fashion-mnist:train/12"): pixels must come from the pool.
     uris = [f"moved:{n}" for n in range(3)]
     moved = LabeledDataset("moved", "image", pool.items, pool.labels, pool.class_names, uris)
-    with Project.create(tmp_path / "project", pool=moved) as project:
+    Project.create(tmp_path / "project", pool=moved).close()
+    with Project.open(tmp_path / "project") as project:  # reopened: it no longer has the pool at hand
         with pytest.raises(BadInputError, match="pass pool="):
             export_project(project, tmp_path / "out", format="imagefolder")
         project.store.set_meta("pool_spec", json.dumps({"reader": "imagefolder", "path": str(tmp_path / "gone")}))
@@ -407,3 +410,81 @@ def test_refuses_targets_that_would_lose_data(image_folder_project, tmp_path):
     with pytest.raises(BadInputError, match="would delete"):
         export_project(project, pool_folder, format="imagefolder", overwrite=True)
     assert (pool_folder / "cat/a.png").is_file() and (project.folder / "project.db").is_file()
+
+
+# ------------------------------------------------ pool content checks (issue 9 item 5)
+
+
+def test_imagefolder_and_labelstudio_refuse_an_image_file_that_changed_since_init(image_folder_project, tmp_path):
+    from metalabel.errors import PoolChangedError
+
+    project, pool_folder = image_folder_project
+    changed = pool_folder / "unlabeled/c.png"
+    Image.fromarray(np.full((4, 4), 99, np.uint8)).save(changed)  # the file now shows something else
+    for format in ("imagefolder", "labelstudio"):
+        with pytest.raises(PoolChangedError, match=f"{changed}.*changed since init"):
+            export_project(project, tmp_path / format, format=format)
+        assert not (tmp_path / format).exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_parquet_and_csv_refuse_a_pool_whose_files_are_gone(image_folder_project, tmp_path):
+    from metalabel.errors import PoolChangedError
+
+    project, pool_folder = image_folder_project
+    (pool_folder / "cat/b.png").unlink()
+    for format in ("parquet", "csv"):
+        with pytest.raises(PoolChangedError, match=f"not in the pool any more.*{pool_folder / 'cat/b.png'}"):
+            export_project(project, tmp_path / format, format=format)
+        assert not (tmp_path / format).exists()
+    shutil.rmtree(pool_folder)
+    with pytest.raises(BadInputError, match="cannot reload the pool"):
+        export_project(project, tmp_path / "csv", format="csv")
+
+
+def test_an_export_says_whether_it_checked_the_pool(image_folder_project, tmp_path):
+    project, _ = image_folder_project
+    result = export_project(project, tmp_path / "out", format="parquet")
+    assert json.loads((result.path / "export.json").read_text())["pool_checked"] is True
+
+
+def test_an_export_hashes_each_pool_item_once(text_project, tmp_path, monkeypatch):
+    import metalabel.export
+    import metalabel.project
+
+    project, pool = text_project
+    hashed = []
+    for module in (metalabel.project, metalabel.export):
+        if hasattr(module, "content_hash"):
+            real = module.content_hash
+            monkeypatch.setattr(module, "content_hash", lambda item, real=real: hashed.append(item) or real(item))
+    with Project.open(project.folder) as reopened:
+        export_project(reopened, tmp_path / "out", format="csv")
+    assert sorted(hashed) == sorted(pool.items)  # before: every exported item was hashed twice
+
+
+# ----------------------------------------------- spreadsheet formulas (issue 9 item 15)
+
+
+def test_csv_cells_that_start_like_a_formula_are_neutralised(tmp_path):
+    texts = ["=HYPERLINK(\"http://evil\",\"x\")", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tlead", "\rx", "fine"]
+    pool_file = tmp_path / "pool.csv"
+    with pool_file.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["text", "label"])
+        writer.writerows([(text, "=cls" if index % 2 else "ok") for index, text in enumerate(texts)])
+    pool = datasets.read_text(pool_file)
+    with Project.create(tmp_path / "project", pool=pool) as project:
+        result = export_project(project, tmp_path / "out", format="csv")
+    rows = read_csv_rows(result.path / "labels.csv")
+    by_uri = {row["uri"]: row for row in rows}
+    for uri, text in zip(pool.uris, pool.items, strict=True):
+        row = by_uri[uri]
+        if text == "fine":
+            assert row["text"] == "fine"
+        else:
+            assert row["text"] == "'" + text, row
+    assert {row["label"] for row in rows} == {"'=cls", "ok"}
+    for row in rows:
+        assert not any(value.startswith(("=", "+", "-", "@", "\t", "\r")) for value in row.values()), row
+    assert json.loads((result.path / "export.json").read_text())["csv_formula_guard"] is True

@@ -204,3 +204,94 @@ def test_creating_over_an_existing_project_says_to_open_it(tmp_path, seed_csv):
 def test_opening_a_missing_project_says_to_init_one(tmp_path):
     with pytest.raises(DataNotFoundError, match="no metalabel project here.*metalabel init"):
         Project.open(tmp_path / "nowhere")
+
+
+# ------------------------------------------------- class names (issue 9 item 15)
+
+
+def test_control_characters_in_class_names_are_refused_where_they_were_written(tmp_path):
+    seed = write_csv(tmp_path / "seed.csv", "uri,label\ncats/0.txt,ca\x00t\ndogs/1.txt,dog\n")
+    with pytest.raises(BadInputError, match=r"seed.csv, row 2: .*control character.*'\\x00'"):
+        Project.create(tmp_path / "p", pool=make_pool(), labels=seed)
+    with pytest.raises(BadInputError, match=r"classes\[1\].*control character"):
+        Project.create(tmp_path / "p", pool=make_pool(), labels={0: "cat", 5: "dog"}, classes=["cat", "dog\x1b[2J"])
+    with pytest.raises(BadInputError, match=r"labels\[0\].*control character"):
+        Project.create(tmp_path / "p", pool=make_pool(), labels={0: "c\nat", 5: "dog"})
+    assert leftovers(tmp_path) == []
+    with ProjectStore.create(tmp_path / "store", name="s") as store:
+        with pytest.raises(BadInputError, match="control character"):
+            store.set_classes(["a", "b\x00"])
+        assert store.classes() == []
+
+
+def test_a_case_variant_class_in_the_seed_labels_is_a_warning(tmp_path):
+    seed = write_csv(tmp_path / "seed.csv", "uri,label\ncats/0.txt,A\ncats/1.txt,a\ndogs/1.txt,dog\n")
+    with Project.create(tmp_path / "p", pool=make_pool(), labels=seed) as project:
+        assert project.store.classes() == ["A", "a", "dog"]  # kept as written
+        [warning] = project.warnings
+        assert "'A', 'a'" in warning and "differ only in case" in warning
+
+
+# ------------------------------------------- the pool check (issue 12), growth (issue 9 item 12)
+
+
+class CountingUris(list):
+    """A uri list that counts how often it is walked through."""
+
+    walks = 0
+
+    def __iter__(self):
+        CountingUris.walks += 1
+        return super().__iter__()
+
+
+def test_the_pool_check_is_linear_and_hashes_each_stored_item_once(tmp_path, monkeypatch):
+    count = 3000
+    uris = [f"/data/pool/{n}.txt" for n in range(count)]
+    pool = make_pool(uris, labels=[0, 1] + [UNLABELED] * (count - 2), class_names=("a", "b"))
+    Project.create(tmp_path / "p", pool=pool).close()
+
+    import metalabel.project as project_module
+
+    hashed = []
+    real_hash = project_module.content_hash
+    monkeypatch.setattr(project_module, "content_hash", lambda item: hashed.append(item) or real_hash(item))
+    CountingUris.walks = 0
+    counting = LabeledDataset("pool", "text", pool.items, pool.labels, pool.class_names, CountingUris(uris))
+    with Project.open(tmp_path / "p", pool=counting) as project:
+        assert project.load_pool() is counting
+    # Before: a set of the pool's uris was built once per stored item (3000 walks, quadratic time).
+    assert CountingUris.walks <= 2
+    assert len(hashed) == count
+
+
+def test_a_changed_or_missing_pool_item_is_a_pool_changed_error_naming_it(tmp_path):
+    from metalabel.errors import PoolChangedError
+
+    Project.create(tmp_path / "p", pool=make_pool(labels=[0, 1] + [UNLABELED] * 6, class_names=("a", "b"))).close()
+    texts = [f"text of {uri}" for uri in POOL_URIS]
+    texts[3] = "edited"
+    with pytest.raises(PoolChangedError, match=f"{POOL_URIS[3]}.*changed since init"):
+        Project.open(tmp_path / "p", pool=make_pool(texts=texts))
+    with pytest.raises(PoolChangedError, match=f"1 items .*not in the pool any more.*{POOL_URIS[-1]}"):
+        Project.open(tmp_path / "p", pool=make_pool(POOL_URIS[:-1]))
+
+
+def test_items_the_pool_gained_after_init_are_added_hashed_once_and_unlabeled(tmp_path):
+    from metalabel.store import content_hash
+
+    pool_file = tmp_path / "pool.csv"
+    pool_file.write_text("text,label\nyes,a\nno,b\nmaybe,\n", encoding="utf-8")
+    from metalabel import datasets
+
+    Project.create(tmp_path / "p", pool=datasets.read_text(pool_file)).close()
+    with pool_file.open("a", encoding="utf-8") as file:
+        file.write("perhaps,\nnever,\n")
+    with Project.open(tmp_path / "p") as project:
+        added = project.add_new_items()
+        grown = project.load_pool()
+        assert [item.uri for item in added] == grown.uris[3:]
+        assert [item.content_hash for item in added] == [content_hash("perhaps"), content_hash("never")]
+        assert {item.split for item in added} == {"pool"} and {item.modality for item in added} == {"text"}
+        assert project.status()["items"] == 5 and project.status()["labeled_items"] == 2
+        assert project.add_new_items() == []  # nothing new the second time

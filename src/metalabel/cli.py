@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -143,6 +144,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                              on_round=show, audit_fraction=args.audit_fraction, generate=not args.no_generate,
                              feedback=not args.no_feedback)
         console.print(table)
+        for warning in project.warnings:  # e.g. pool items added since init
+            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
         if not args.quiet:
             for report in result.rounds:
                 for line in report.feedback:
@@ -204,6 +207,20 @@ def cmd_import_answers(args: argparse.Namespace) -> int:
     if recorded.disagreements:
         console.print(f"{recorded.disagreements} disagreements between annotators recorded (the most chosen class "
                       "is the label; see `metalabel status`)", highlight=False)
+    return 0
+
+
+def cmd_add_items(args: argparse.Namespace) -> int:
+    from metalabel.project import Project
+
+    with Project.open(args.project) as project:
+        added = project.add_new_items()
+        total = project.status()["items"]
+    if added:
+        console.print(f"added {len(added)} items the pool gained since init (first: {added[0].uri}); "
+                      f"they start unlabeled; the project holds {total} items", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"nothing to add: every pool item is in the project ({total} items)", highlight=False)
     return 0
 
 
@@ -336,6 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
+    p = sub.add_parser("add-items", parents=[common],
+                       help="add the items the pool gained since init (rows appended, images added)")
+    p.add_argument("project", type=Path)
+    p.set_defaults(func=cmd_add_items)
+
     p = sub.add_parser("import-answers", parents=[common], help="record answers from a Label Studio JSON export")
     p.add_argument("project", type=Path)
     p.add_argument("file", type=Path, help="the JSON (or JSON-MIN) export of the Label Studio project")
@@ -394,6 +416,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except MetalabelError as error:
         err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        return 2
+    except sqlite3.DatabaseError as error:  # damage found mid-command, past the checks at open
+        err_console.print(f"[bold red]error:[/] the project database cannot be read ({error}); restore project.db "
+                          "from a backup, or inspect it with: sqlite3 PROJECT/project.db 'PRAGMA integrity_check'",
+                          highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted; everything committed so far is kept")

@@ -4,7 +4,11 @@
 
 - ``parquet``: ``labels.parquet``, one row per labeled item (columns in ``COLUMNS``;
   text projects add ``text``, the item itself).
-- ``csv``: ``labels.csv``, the same rows.
+- ``csv``: ``labels.csv``, the same rows. A text cell that a spreadsheet would read as a
+  formula (first character ``=``, ``+``, ``-``, ``@``, tab or carriage return) is written with
+  a ``'`` in front, so opening the file in Excel or LibreOffice runs nothing
+  (CSV/formula injection); ``export.json`` says so (``csv_formula_guard``). Parquet keeps
+  every value as it is.
 - ``imagefolder``: ``<class>/<file>`` per labeled image (the original file copied, or a PNG
   written from the pool's pixels) and ``labels.csv``, the rows with a ``path`` column first.
 - ``labelstudio``: ``tasks.json`` (Label Studio's import format, a choices task per item)
@@ -18,8 +22,16 @@ model labels whose calibrated confidence is below it or unknown. It applies to s
 "model" only: human and imported labels carry no confidence and always pass, and so do
 generated and augmented ones, whose label comes from how the item was made.
 
+Content is checked: every export that can reach the pool (``pool=``, or the spec the project
+recorded) first checks each stored item against the content hash it had at init, once per item,
+and refuses (``PoolChangedError``, naming the item) if one changed or is gone, also for formats
+that write no content (parquet, csv), so labels are never exported for items that are no longer
+what was labeled. ``export.json`` says whether the pool was checked (``pool_checked``).
+
 The folder is written under a hidden name beside ``out`` and renamed into place at the
-end, so a crash never leaves a half export where ``out`` should be.
+end, so a crash never leaves a half export where ``out`` should be. ``out`` may not be the
+project folder, lie inside it (except under ``PROJECT/exports/``) or contain it, with or
+without ``overwrite``.
 """
 
 from __future__ import annotations
@@ -47,8 +59,8 @@ from metalabel import __version__
 from metalabel.data.dataset import LabeledDataset
 from metalabel.errors import BadInputError, MissingDependencyError
 from metalabel.label.oracle import labeling_config
-from metalabel.project import Project
-from metalabel.store import SOURCES, Disagreement, Item, Label, ProjectStore, content_hash
+from metalabel.project import Project, check_pool
+from metalabel.store import SOURCES, Disagreement, Item, Label, ProjectStore
 
 ExportFormat = Literal["parquet", "csv", "imagefolder", "labelstudio"]
 FORMATS: tuple[ExportFormat, ...] = ("parquet", "csv", "imagefolder", "labelstudio")
@@ -144,7 +156,11 @@ def export_project(
         modality = _modality(store)
         _check_format_fits(format, modality)
         rows, skipped = _select_rows(store, sources=wanted_sources, min_confidence=min_confidence)
-        job = _Job(rows, _PoolContent(store, pool), modality, store.classes(), out.resolve(), skipped)
+        project = store_or_project if isinstance(store_or_project, Project) else None
+        content = _PoolContent(store, pool, project)
+        if format in ("parquet", "csv") and modality != "text":
+            content.check_if_reachable()  # no content written, but no labels for items that are gone either
+        job = _Job(rows, content, modality, store.classes(), out.resolve(), skipped)
 
         with _staged_folder(out) as staging:
             written = _WRITERS[format](job, staging)
@@ -296,51 +312,60 @@ def _opened_store(store_or_project: ProjectStore | Project | str | Path) -> Iter
 class _PoolContent:
     """Items' content from the pool the project was made from, checked against the stored hashes.
 
-    The pool is loaded on first use only, so exports that need no content never pay for it.
+    The pool is loaded and checked on first use only (each stored item hashed once), so
+    exports that need no content never pay for it. A pool the project already loaded (and
+    so checked) is used as it is.
     """
 
-    def __init__(self, store: ProjectStore, pool: LabeledDataset | None) -> None:
+    def __init__(self, store: ProjectStore, pool: LabeledDataset | None, project: Project | None = None) -> None:
         self._store = store
-        self._pool = pool
-        self._index_of_uri: dict[str, int] | None = None
+        self._given = pool
+        self._project = project
+        self._pool: LabeledDataset | None = None
+        self._index_of_uri: dict[str, int] = {}
+        self.checked = False
+        """Whether the pool was loaded and every stored item checked against its hash."""
 
     def of(self, item: Item) -> str | np.ndarray | None:
         """The item's text or pixels; None for an item outside the pool (e.g. generated)."""
         pool = self._loaded_pool()
         index = self._index_of_uri.get(item.uri)
-        if index is None:
-            if item.split != "pool":
-                return None
-            raise BadInputError(
-                f"item {item.uri!r} is not in the pool {pool.name!r}: the pool changed since the project was made",
-                hint="export with the pool the project was made from (pool=...)",
-            )
-        content = pool.items[index]
-        if content_hash(content) != item.content_hash:
-            raise BadInputError(
-                f"item {item.uri!r} differs from what it was when the project was made: "
-                f"the pool {pool.name!r} changed since init",
-                hint="export with the pool the project was made from (pool=...), or make a new project",
-            )
-        return content
+        if index is None:  # check_pool found every stored item; only synthetic ones get here
+            return None
+        return pool.items[index]
+
+    def check_if_reachable(self) -> None:
+        """Check the pool when there is one to check (given, recorded, or in memory); else note it was not."""
+        if (self._given is not None or self._store.meta().get("pool_spec") is not None
+                or (self._project is not None and self._project.can_load_pool())):
+            self._loaded_pool()
 
     def _loaded_pool(self) -> LabeledDataset:
         if self._pool is None:
-            from metalabel.project import Project
-
-            self._pool = Project(self._store).load_pool()
-        if self._index_of_uri is None:
-            self._index_of_uri = {uri: index for index, uri in enumerate(self._pool.uris)}
+            if self._given is not None:
+                pool = check_pool(self._store, self._given)
+            elif self._store.meta().get("pool_spec") is None and self._project is not None:
+                pool = self._project.load_pool()  # made in memory: the copy checked when it was given
+            else:
+                # Read afresh, not a copy loaded earlier: the files (which image exports copy) may
+                # have changed since that copy was checked. Checked there, each item hashed once.
+                pool = Project(self._store).load_pool()
+            self._index_of_uri = {uri: index for index, uri in enumerate(pool.uris)}
+            self._pool, self.checked = pool, True
         return self._pool
 
 
 def _image_source(row: _Row, content: _PoolContent) -> Path | np.ndarray | None:
-    """The original file when it is still on disk, else the pool's pixels (None if neither)."""
-    path = Path(row.item.uri)
-    if path.is_file():
-        return path
+    """The original file when it is still on disk, else the pool's pixels (None if neither).
+
+    The pool is checked first either way: a file that changed since init is refused
+    (``PoolChangedError``), never exported under the label its old content got.
+    """
     pixels = content.of(row.item)
-    return None if pixels is None else np.asarray(pixels)
+    if pixels is None:
+        return None
+    path = Path(row.item.uri)
+    return path if path.is_file() else np.asarray(pixels)
 
 
 def _put_image(image: Path | np.ndarray, folder: Path, names: _UniqueNames, uri: str) -> str:
@@ -569,17 +594,38 @@ def _sidecar(
         "counts_by_source": by_source,
         "counts_by_class": by_class,
         "open_disagreements": sum(row.disagreement is not None for row in written.rows),
+        "pool_checked": job.content.checked,
+        "csv_formula_guard": format in ("csv", "imagefolder"),
         "metalabel_version": __version__,
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **written.sidecar,
     }
 
 
+# A cell starting with one of these is run as a formula by Excel, LibreOffice and Google
+# Sheets (OWASP "CSV injection"): "=HYPERLINK(...)", "+cmd|' /C calc'!A0", "@SUM(...)".
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formula(value: Any) -> Any:
+    """``value`` made safe to open in a spreadsheet: text that starts like a formula gets a ``'`` in front.
+
+    The quote tells spreadsheets "this is text"; numbers are left alone (a negative number is
+    no formula). Readers of the CSV outside a spreadsheet see the quote: strip a leading
+    ``'`` from text cells that start with ``'=``, ``'+``, ``'-``, ``'@``, a quote and a tab,
+    or a quote and a carriage return to get the original.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _write_csv(path: Path, records: list[dict[str, Any]], columns: list[str]) -> None:
+    """Write ``records`` as CSV, every text cell passed through ``neutralise_formula``."""
     with path.open("w", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(file, fieldnames=columns)  # writes None as an empty cell
         writer.writeheader()
-        writer.writerows(records)
+        writer.writerows({key: neutralise_formula(value) for key, value in record.items()} for record in records)
 
 
 def _write_json(path: Path, value: Any, *, indent: int | None = None) -> None:
@@ -615,6 +661,15 @@ def _check_target(out: Path, store: ProjectStore, *, overwrite: bool) -> None:
             "exporting here would replace the project itself",
             path=out,
             hint="export into a folder of its own, e.g. PROJECT/exports/v1",
+        )
+    exports = project / "exports"
+    # Inside the project only PROJECT/exports/<name> is an export's place: anywhere else an
+    # export (or --overwrite) could replace project.db, checkpoints or generated data.
+    if target.is_relative_to(project) and not (target.is_relative_to(exports) and target != exports):
+        raise BadInputError(
+            "is inside the project folder, where an export could replace the project's own files",
+            path=out,
+            hint=f"export into {exports}/<name> (the default) or a folder outside the project",
         )
     if not (out.exists() or out.is_symlink()) or (out.is_dir() and not any(out.iterdir())):
         return

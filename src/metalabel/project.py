@@ -13,7 +13,8 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,13 @@ from metalabel.errors import (
     BadInputError,
     DataNotFoundError,
     EmptyClassError,
+    PoolChangedError,
     UnknownDatasetError,
     UnknownLabelError,
 )
-from metalabel.store import DB_FILENAME, ItemRecord, ProjectStore, content_hash
+from metalabel.store import DB_FILENAME, Item, ItemRecord, ProjectStore, content_hash
+from metalabel.store.store import check_class_name
+from metalabel.store.lock import WriterLock
 
 SeedLabels = str | Path | Mapping[str | int, str] | None
 """A CSV file (columns ``uri,label`` or ``item,label``), a dict ``{uri or pool index: class}``,
@@ -42,8 +46,10 @@ class Project:
         """Internal: use ``Project.create`` or ``Project.open``."""
         self.store = store
         self.warnings = tuple(warnings)
-        """What ``create`` noticed but accepted (duplicate items, repeated seed labels, ...)."""
+        """What ``create`` noticed but accepted (duplicate items, repeated seed labels, ...), and
+        what ``run`` did on its own (pool items added since init)."""
         self._pool: LabeledDataset | None = None
+        self._lock = WriterLock(store.folder)
 
     @classmethod
     def create(
@@ -79,6 +85,7 @@ class Project:
         seeds = _one_seed_per_item(_read_seeds(labels, pool), warnings)
         class_names = _resolve_classes(classes, list(pool.class_names) if labels is None else None, seeds)
         _check_every_class_seeded(class_names, seeds, seed_file=seed_file)
+        _warn_of_case_variants(class_names, warnings)
 
         hashes = [content_hash(item) for item in pool.items]
         _warn_of_duplicate_content(pool.uris, hashes, warnings)
@@ -129,7 +136,11 @@ class Project:
         return self.store.name
 
     def load_pool(self) -> LabeledDataset:
-        """The pool this project was made from, loaded again and checked against the stored content hashes."""
+        """The pool this project was made from, loaded again and checked against the stored content hashes.
+
+        Raises ``PoolChangedError`` naming an item whose content changed or that is gone.
+        Items the pool gained since init are allowed (see ``add_new_items``).
+        """
         if self._pool is not None:
             return self._pool
         spec = self.store.meta().get("pool_spec")
@@ -147,17 +158,53 @@ class Project:
         self._pool = self._checked_pool(pool)
         return self._pool
 
+    def can_load_pool(self) -> bool:
+        """Whether ``load_pool`` has a pool to load (one given or loaded already, or a recorded spec)."""
+        return self._pool is not None or self.store.meta().get("pool_spec") is not None
+
     def _checked_pool(self, pool: LabeledDataset) -> LabeledDataset:
-        stored = {item.uri: item.content_hash for item in self.store.items()}
-        missing = [uri for uri in stored if uri not in set(pool.uris)]
-        if missing:
-            raise BadInputError(f"{len(missing)} items of project {self.name!r} are not in the pool any more "
-                                f"(first: {missing[0]})", hint="restore the pool the project was made from")
-        for uri, item in zip(pool.uris, pool.items):
-            if uri in stored and content_hash(item) != stored[uri]:
-                raise BadInputError(f"item {uri!r} changed since the project was made",
-                                    hint="restore the original, or make a new project")
-        return pool
+        return check_pool(self.store, pool)
+
+    @contextmanager
+    def writer_lock(self, *, command: str | None = None) -> Iterator[None]:
+        """Hold the project's writer lock for the block: one writing process per project.
+
+        Raises ``ProjectLockedError`` at once, naming the other process, if another holds
+        it. Re-entrant for this ``Project`` object. ``run``, ``add_new_items`` and
+        ``evaluate`` take it themselves; take it around any other job that writes (an
+        import of answers). A killed holder's lock is free again by itself.
+        """
+        self._lock.acquire(command=command)
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def new_pool_items(self) -> list[int]:
+        """Positions in the pool of items the project does not hold yet (the pool grew since init)."""
+        stored = {item.uri for item in self.store.items()}
+        return [index for index, uri in enumerate(self.load_pool().uris) if uri not in stored]
+
+    def add_new_items(self) -> list[Item]:
+        """Add the items the pool gained since init (rows appended, images added); returns them.
+
+        They are content-hashed like the items ``create`` adds and start unlabeled. Items
+        already in the project are checked first (``PoolChangedError`` if one changed or is
+        gone). Holds the writer lock. Returns ``[]`` when the pool has nothing new.
+        """
+        with self.writer_lock():
+            pool = self.load_pool()
+            new = self.new_pool_items()
+            if not new:
+                return []
+            modality = self.store.meta().get("modality", pool.modality)
+            if pool.modality != modality:
+                raise PoolChangedError(f"the pool of project {self.name!r} now holds {pool.modality} items, "
+                                       f"not {modality}", hint="restore the pool the project was made from")
+            records = [ItemRecord(pool.uris[index], content_hash(pool.items[index]), pool.modality) for index in new]
+            ids = self.store.add_items(records)
+            added = set(ids)
+            return [item for item in self.store.items() if item.id in added]
 
     def run(self, learner=None, *, oracle, **options: Any):
         """Label the pool: rounds of adapt, calibrate, accept at a target precision and ask ``oracle``.
@@ -166,16 +213,29 @@ class Project:
         None uses the nearest class mean in a pretrained encoder's space. ``options``:
         see ``metalabel.pipeline.RunOptions`` (``target_precision``, ``budget``, ...),
         plus ``encoder``, ``gold`` and ``progress``. Returns a ``RunResult``.
+
+        The whole run holds the writer lock (``ProjectLockedError`` if another process
+        writes to the project). Items the pool gained since init are added first, and
+        ``warnings`` says how many.
         """
         from metalabel.pipeline import run_labeling  # the loop sits above the project in the layering
 
-        return run_labeling(self, learner, oracle=oracle, **options)
+        with self.writer_lock():
+            added = self.add_new_items()
+            if added:
+                self.warnings = (*self.warnings, f"{len(added)} items the pool gained since init were added to the "
+                                 f"project (first: {added[0].uri}); they start unlabeled")
+            return run_labeling(self, learner, oracle=oracle, **options)
 
     def evaluate(self, learner=None, **options: Any) -> dict[str, Any]:
-        """The scorecard of the labels as they stand; see ``metalabel.pipeline.evaluate_project``."""
+        """The scorecard of the labels as they stand; see ``metalabel.pipeline.evaluate_project``.
+
+        Holds the writer lock (it writes ``scorecard.json`` and may write a checkpoint).
+        """
         from metalabel.pipeline import evaluate_project
 
-        return evaluate_project(self, learner, **options)
+        with self.writer_lock():
+            return evaluate_project(self, learner, **options)
 
     def report(self, out: str | Path | None = None) -> Path:
         """Write the HTML report (default ``PROJECT/report.html``); see ``metalabel.report.collect``."""
@@ -187,7 +247,7 @@ class Project:
         """Write the labeled data set with provenance; see ``metalabel.export.export_project``."""
         from metalabel.export import export_project
 
-        return export_project(self, out, format=format, pool=self._pool, **options)
+        return export_project(self, out, format=format, **options)  # the pool, if loaded, is reused unhashed
 
     def status(self) -> dict[str, Any]:
         """Items, classes, labels by source and class, open questions, rounds, disagreements (JSON-ready)."""
@@ -200,6 +260,7 @@ class Project:
         }
 
     def close(self) -> None:
+        self._lock.release()
         self.store.close()
 
     def __enter__(self) -> Project:
@@ -222,6 +283,27 @@ class _Seed:
     place: str  # "row 7", "labels['a.png']", "the pool's labels"
     path: Path | None = None
     row: int | None = None
+
+
+def check_pool(store: ProjectStore, pool: LabeledDataset) -> LabeledDataset:
+    """``pool`` itself if every item ``store`` holds is in it with the content hash it had at init.
+
+    Each stored item is hashed once, and the lookups are by dict, so this is linear in the
+    pool. Items the pool has beyond the store's are allowed (``Project.add_new_items``).
+    Raises ``PoolChangedError`` naming the first item that is gone or changed.
+    """
+    position = {uri: index for index, uri in enumerate(pool.uris)}
+    items = store.items()
+    missing = [item.uri for item in items if item.uri not in position]
+    if missing:
+        raise PoolChangedError(f"{len(missing)} items of project {store.name!r} are not in the pool any more "
+                               f"(first: {missing[0]})", hint="restore the pool the project was made from")
+    for item in items:
+        if content_hash(pool.items[position[item.uri]]) != item.content_hash:
+            raise PoolChangedError(
+                f"item {item.uri!r} changed since init (its content no longer matches the hash stored when "
+                "the project was made)", hint="restore the original, or make a new project")
+    return pool
 
 
 class _PoolIndex:
@@ -337,6 +419,7 @@ def _seeds_from_csv(path: Path, pool_index: _PoolIndex) -> list[_Seed]:
                     raise BadInputError(
                         f"item {written!r} has no label", path=path, row=row, hint="fill in the label or delete the row"
                     )
+                _check_seed_class(class_name, path=path, row=row)
                 index = _find_item(pool_index, written, path=path, row=row, place=f"row {row}")
                 seeds.append(_Seed(index, class_name, pool_index.uris[index], f"row {row}", path, row))
     except UnicodeDecodeError as exc:
@@ -365,8 +448,16 @@ def _seeds_from_mapping(labels: Mapping[str | int, str], pool_index: _PoolIndex)
             raise BadInputError(f"{place}: a key must be an item's uri or pool index, not {type(key).__name__}")
         if not isinstance(class_name, str) or not class_name.strip():
             raise BadInputError(f"{place}: the label must be a class name, got {class_name!r}")
+        check_class_name(class_name.strip(), where=place)
         seeds.append(_Seed(index, class_name.strip(), pool_index.uris[index], place))
     return seeds
+
+
+def _check_seed_class(class_name: str, *, path: Path, row: int) -> None:
+    try:
+        check_class_name(class_name)
+    except BadInputError as error:
+        raise BadInputError(error.problem, path=path, row=row, hint=error.hint) from None
 
 
 def _find_item(
@@ -430,6 +521,7 @@ def _resolve_classes(classes: Sequence[str] | None, default_classes: list[str] |
         for position, name in enumerate(names):
             if not isinstance(name, str) or not name.strip():
                 raise BadInputError(f"classes[{position}] must be a non-empty name, got {name!r}")
+            check_class_name(name, where=f"classes[{position}]")
             if name in names[:position]:
                 raise BadInputError("this class is listed twice in classes=", cls=name, hint="list each class once")
         for seed in seeds:
@@ -462,6 +554,17 @@ def _check_every_class_seeded(class_names: list[str], seeds: list[_Seed], *, see
             cls=empty[0],
             hint="label at least one item of each class, or leave the class out of classes=",
         )
+
+
+def _warn_of_case_variants(class_names: Sequence[str], warnings: list[str]) -> None:
+    # "A" beside "a" is more often a typo than two classes: keep both (that is what was written), but say so.
+    by_folded: dict[str, list[str]] = {}
+    for name in class_names:
+        by_folded.setdefault(name.casefold(), []).append(name)
+    for variants in by_folded.values():
+        if len(variants) > 1:
+            warnings.append(f"classes {', '.join(map(repr, variants))} differ only in case and are kept as "
+                            "separate classes; if they are one class, write it one way in the seed labels")
 
 
 def _warn_of_duplicate_content(uris: Sequence[str], hashes: list[str], warnings: list[str]) -> None:

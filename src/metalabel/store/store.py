@@ -269,8 +269,7 @@ class ProjectStore:
         names = list(names)
         seen = set()
         for name in names:
-            if not isinstance(name, str) or not name.strip():
-                raise BadInputError(f"class names must be non-empty text, got {name!r}")
+            check_class_name(name)
             if name in seen:
                 raise BadInputError("class is listed twice", cls=name, hint="list each class once")
             seen.add(name)
