@@ -165,3 +165,10 @@ def test_two_runs_at_once_the_second_fails_clearly_and_the_first_finishes_untouc
     with sqlite3.connect(project_folder / "project.db") as db:
         asked = [row[0] for row in db.execute("SELECT item_id FROM questions")]
     assert len(asked) == len(set(asked)) == answered(project_folder) == 6
+
+
+def test_the_holders_name_is_shown_with_control_codes_escaped(tmp_path):
+    (tmp_path / LOCK_FILENAME).write_text('{"pid": 1, "command": "run \\u001b[2J evil", "since": "x"}')
+    from metalabel.store.lock import read_holder
+
+    assert read_holder(tmp_path / LOCK_FILENAME).command == "run \\x1b[2J evil"

@@ -143,7 +143,10 @@ def read_holder(path: Path) -> LockHolder:
 
 
 def _text_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) else None
+    # The file is anyone's to write: its text reaches a terminal, so control codes are shown escaped.
+    if not isinstance(value, str):
+        return None
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in value)[:300]
 
 
 def _this_command() -> str:
