@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -118,7 +120,7 @@ def test_readers_report_the_undecodable_row_and_reject_an_unknown_encoding(tmp_p
     with pytest.raises(UnreadableItemError, match=r"row 3: is not UTF-8 text"):
         ml.datasets.read_table(csv_file)
     assert ml.datasets.read_table(csv_file, encoding="latin-1").class_names == ["x", "été"]
-    with pytest.raises(BadInputError, match=r"encoding 'klingon' is not one Python knows"):
+    with pytest.raises(BadInputError, match=r"encoding 'klingon' is not a text encoding Python knows"):
         ml.datasets.read_text(csv_file, encoding="klingon")
 
 
@@ -183,3 +185,56 @@ def test_jsonl_nested_too_deep_is_a_typed_error(tmp_path):
     jsonl_file.write_text('{"text": "fine"}\n' + "[" * 100_000 + "\n")
     with pytest.raises(UnreadableItemError, match=r"row 2: is not a JSON object"):
         ml.datasets.read_text(jsonl_file)
+
+
+# --- found by tests/test_fuzz_readers.py --------------------------------------------
+
+
+def test_utf16_without_a_bom_and_a_non_text_codec_are_typed_errors(tmp_path):
+    csv_file = tmp_path / "t.csv"
+    csv_file.write_text("text\nhi\n")
+    with pytest.raises(UnreadableItemError, match=r"is not utf-16 text \(UTF-16 stream does not start with BOM\)"):
+        ml.datasets.read_text(csv_file, encoding="utf-16")
+    with pytest.raises(BadInputError, match=r"encoding 'base64' is not a text encoding"):
+        ml.datasets.read_text(csv_file, encoding="base64")
+
+
+def test_imagefolder_file_and_folder_names_that_are_not_utf8(tmp_path):
+    from PIL import Image
+
+    for folder in ("cat", "dog"):
+        (tmp_path / folder).mkdir()
+        Image.new("L", (4, 4)).save(tmp_path / folder / "ok.png")
+    bad_name = os.path.join(os.fsencode(tmp_path / "cat"), b"bad\xff.png")
+    with open(bad_name, "wb") as out:
+        out.write((tmp_path / "cat" / "ok.png").read_bytes())
+    with pytest.raises(UnreadableItemError, match=r"cat/bad\\xff\.png: the file's name is not UTF-8 text -> rename"):
+        ml.datasets.imagefolder(tmp_path)
+    dataset = ml.datasets.imagefolder(tmp_path, on_error="skip")
+    assert len(dataset) == 2 and dataset.skipped[0][0].endswith("bad\\xff.png")
+    os.mkdir(os.path.join(os.fsencode(tmp_path), b"bird\xff"))
+    with pytest.raises(BadInputError, match=r"bird\\xff: this folder's name is not UTF-8 text"):
+        ml.datasets.imagefolder(tmp_path, on_error="skip")
+
+
+def test_jsonl_lone_surrogate_escape_is_a_bad_item(tmp_path):
+    jsonl_file = tmp_path / "t.jsonl"
+    jsonl_file.write_text('{"text": "fine"}\n{"text": "half \\ud800 a pair"}\n{"text": "ok", "label": "\\uDFFF"}\n')
+    with pytest.raises(UnreadableItemError, match=r"row 2: holds an escaped lone surrogate"):
+        ml.datasets.read_text(jsonl_file)
+    assert ml.datasets.read_text(jsonl_file, on_error="skip").items == ["fine"]
+
+
+def test_parquet_with_values_python_cannot_convert_names_the_column(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    parquet_file = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"x": [1.0], "when": pa.array([2**40], pa.timestamp("s"))}), parquet_file)
+    with pytest.raises(UnreadableItemError, match=r"column 'when' holds values Python cannot read"):
+        ml.datasets.read_table(parquet_file)
+    pq.write_table(pa.table({"x\N{LATIN SMALL LETTER E WITH ACUTE}": [1.0]}), parquet_file)
+    data = parquet_file.read_bytes()
+    parquet_file.write_bytes(data.replace("x\N{LATIN SMALL LETTER E WITH ACUTE}".encode(), b"x\xff\xfe"))
+    with pytest.raises(UnreadableItemError, match=r"is not a readable Parquet file"):
+        ml.datasets.read_table(parquet_file)

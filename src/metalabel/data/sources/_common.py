@@ -6,6 +6,7 @@ import codecs
 import contextlib
 import csv
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator, Literal, NamedTuple, Sequence
@@ -129,24 +130,26 @@ def text_encoding(encoding: str) -> str:
     """The codec to open a text file with: ``encoding`` checked, UTF-8 read as ``utf-8-sig`` to drop a BOM."""
     try:
         name = codecs.lookup(encoding).name
+        io.TextIOWrapper(io.BytesIO(), encoding=name)  # refuses codecs that are not text (base64, rot13)
     except (LookupError, TypeError) as error:
         raise BadInputError(
-            f"encoding {encoding!r} is not one Python knows",
+            f"encoding {encoding!r} is not a text encoding Python knows",
             hint="use a codec name such as 'utf-8', 'cp1252' or 'latin-1'",
         ) from error
     # spreadsheets often save a byte-order mark before the header
     return "utf-8-sig" if name in ("utf-8", "utf-8-sig") else name
 
 
-def undecodable(path: Path, *, encoding: str) -> UnreadableItemError:
+def undecodable(path: Path, *, encoding: str, error: UnicodeError) -> UnreadableItemError:
     """The error for a file that is not text in ``encoding``, naming the line and byte where it breaks."""
     data = path.read_bytes()
     try:
         data.decode(encoding)
-    except UnicodeDecodeError as error:
-        where, problem = data.count(b"\n", 0, error.start) + 1, f"(byte 0x{data[error.start]:02x})"
-    else:  # the file changed between the two reads
-        where, problem = None, ""
+    except UnicodeDecodeError as whole_file_error:
+        at = whole_file_error.start
+        where, problem = data.count(b"\n", 0, at) + 1, f"(byte 0x{data[at]:02x})"
+    else:  # a stream decoder can refuse what a whole-file decode takes (UTF-16 without a BOM)
+        where, problem = None, f"({error})"
     try:  # what Excel on Windows saves; else latin-1, which decodes any byte
         data.decode("cp1252")
         guess = "cp1252"
@@ -154,7 +157,7 @@ def undecodable(path: Path, *, encoding: str) -> UnreadableItemError:
         guess = "latin-1"
     label = "UTF-8" if encoding == "utf-8-sig" else encoding
     return UnreadableItemError(
-        f"is not {label} text {problem}".rstrip(),
+        f"is not {label} text {problem}",
         path=path,
         row=where,
         hint=f"save it as UTF-8, or pass the encoding it was saved in, e.g. encoding={guess!r} "
@@ -186,8 +189,8 @@ def _csv_rows(path: Path, *, encoding: str) -> Iterator[tuple[int, list[str]]]:
                 if cells:  # csv yields [] for a blank line
                     yield line, cells
                 line = reader.line_num + 1
-    except UnicodeDecodeError as error:
-        raise undecodable(path, encoding=encoding) from error
+    except UnicodeError as error:  # UnicodeDecodeError, or a codec's own complaint (UTF-16's missing BOM)
+        raise undecodable(path, encoding=encoding, error=error) from error
     except csv.Error as error:
         if "field larger than field limit" in str(error):
             raise UnreadableItemError(

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import json
 import math
+import os
 import reprlib
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -73,17 +74,29 @@ def imagefolder(
     folder = existing_path(path, folder=True)
     bad_items = BadItems(on_error)
     subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for named in (folder, *subfolders):
+        if not _is_text(named):
+            raise BadInputError(
+                "this folder's name is not UTF-8 text", path=_shown(named),
+                hint="rename it; folder names become class names and uris, which are stored as text",
+            )
     class_names = sorted_class_names(p.name for p in subfolders if p.name != unlabeled_dir)
     label_of_folder = {name: label for label, name in enumerate(class_names)}
 
     def image_files(under: Path, label: int, *, recursive: bool = True) -> list[ImageFile]:
         candidates = under.rglob("*") if recursive else under.iterdir()
-        return [
-            ImageFile(uri=str(p), label=label, open=functools.partial(p.open, "rb"))
-            for p in sorted(candidates)
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-            and not any(part.startswith(".") for part in p.relative_to(under).parts)
-        ]
+        files = []
+        for p in sorted(candidates):
+            if (p.suffix.lower() not in IMAGE_SUFFIXES or not p.is_file()
+                    or any(part.startswith(".") for part in p.relative_to(under).parts)):
+                continue
+            if not _is_text(p):
+                bad_items.handle(UnreadableItemError(
+                    "the file's name is not UTF-8 text", path=_shown(p), hint="rename it; uris are stored as text"
+                ))
+                continue
+            files.append(ImageFile(uri=str(p), label=label, open=functools.partial(p.open, "rb")))
+        return files
 
     files = [file for name in class_names for file in image_files(folder / name, label_of_folder[name])]
     if unlabeled_dir is not None and (folder / unlabeled_dir).is_dir():
@@ -99,6 +112,20 @@ def imagefolder(
     return image_dataset(
         folder.name, files, class_names, where=folder, size=size, grayscale=grayscale, bad_items=bad_items
     )
+
+
+def _is_text(path: Path) -> bool:
+    # a name that is not UTF-8 reaches Python as lone surrogates, which no text store accepts
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(path: Path) -> str:
+    """``path`` with the bytes that are not UTF-8 written as ``\\xNN``, safe to print."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
 
 
 def read_text(
@@ -159,19 +186,27 @@ def _jsonl_records(path: Path, *, encoding: str, bad_items: BadItems) -> Iterato
                     continue
                 try:
                     record = json.loads(line)
-                    if not isinstance(record, dict):
-                        raise ValueError(f"it is a {type(record).__name__}")
-                # JSONDecodeError is a ValueError; RecursionError: nested thousands of levels deep
-                except (ValueError, RecursionError) as error:
-                    bad_items.handle(
-                        UnreadableItemError(
-                            f"is not a JSON object: {error}", path=path, row=line_number, hint=ROW_IS_LINE
-                        )
-                    )
+                    problem = None if isinstance(record, dict) else f"is not a JSON object: it is a {type(record).__name__}"
+                except (ValueError, RecursionError) as error:  # RecursionError: nested thousands deep
+                    problem = f"is not a JSON object: {error}"
+                if problem is None and _has_lone_surrogate(line, record):
+                    problem = "holds an escaped lone surrogate (like \\ud800), which is not text"
+                if problem is not None:
+                    bad_items.handle(UnreadableItemError(problem, path=path, row=line_number, hint=ROW_IS_LINE))
                     continue
                 yield line_number, record
-    except UnicodeDecodeError as error:
-        raise undecodable(path, encoding=encoding) from error
+    except UnicodeError as error:  # UnicodeDecodeError, or a codec's own complaint (UTF-16's missing BOM)
+        raise undecodable(path, encoding=encoding, error=error) from error
+
+
+def _has_lone_surrogate(line: str, record: dict) -> bool:
+    if "\\ud" not in line.lower():  # cheap: JSON can only write a surrogate as an escape
+        return False
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def read_table(
@@ -269,6 +304,22 @@ def _parquet_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, o
         raise MissingDependencyError("reading Parquet needs pyarrow: pip install 'metalabel[tabular]'") from error
     try:
         table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as error:
-        raise UnreadableItemError(f"is not a readable Parquet file: {error}", path=path) from error
-    return table.column_names, list(enumerate(table.to_pylist(), start=1))
+        names = table.column_names
+    # UnicodeDecodeError: a damaged file's column names are not UTF-8
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as error:
+        raise UnreadableItemError(
+            f"is not a readable Parquet file: {error}", path=path, hint="write the file again, or check it is Parquet"
+        ) from error
+    if len(set(names)) != len(names):
+        raise BadInputError(f"names a column twice: {names}", path=path, hint="give each column its own name")
+    columns = []
+    for name, column in zip(names, table.columns):
+        try:
+            columns.append(column.to_pylist())
+        # a damaged file can hold strings that are not UTF-8, or dates past year 9999
+        except (pa.ArrowException, ValueError, OverflowError) as error:
+            raise UnreadableItemError(
+                f"column {name!r} holds values Python cannot read: {error}", path=path,
+                hint="fix the column in the program that wrote the file, or drop it",
+            ) from error
+    return names, [(row, dict(zip(names, values))) for row, values in enumerate(zip(*columns), start=1)]
