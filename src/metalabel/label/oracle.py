@@ -755,8 +755,14 @@ class LabelStudioQueue:
     def _read_task(self, task: Any, index: int, votes: dict[int, _Votes]) -> None:
         if not isinstance(task, dict):
             raise _TaskProblem("is not a JSON object")
-        holders = [task.get("meta"), task.get("data"), task]  # meta: full JSON; data: always; task: JSON-MIN
-        raw_question_id = _field(holders, (QUESTION_KEY,))
+        # meta (full JSON) names them plainly; data (every format) and, in JSON-MIN, the task itself
+        # carry them with a metalabel_ prefix. A task's own "project" is Label Studio's project id.
+        meta, data = task.get("meta"), task.get("data")
+
+        def places(meta_key: str, data_key: str) -> list[tuple[Any, str]]:
+            return [(meta, meta_key), (data, data_key), (task, data_key)]
+
+        raw_question_id = _field(places(QUESTION_KEY, QUESTION_KEY), QUESTION_KEY)
         if raw_question_id is None:
             raise _TaskProblem(f"carries no {QUESTION_KEY} in 'meta' or 'data'; was it exported by metalabel?")
         question_id = _question_id(raw_question_id)
@@ -764,9 +770,10 @@ class LabelStudioQueue:
         vote.tasks.append(
             _TaskIdentity(
                 index=index,
-                uri=_text_field(holders, ("uri", URI_KEY)),
-                content_hash=_text_field(holders, ("content_hash", HASH_KEY)),
-                project=_text_field(holders, ("project", PROJECT_KEY)),
+                label_studio_id=_task_id(task),
+                uri=_text_field(places("uri", URI_KEY), "uri"),
+                content_hash=_text_field(places("content_hash", HASH_KEY), "content hash"),
+                project=_text_field(places("project", PROJECT_KEY), "project"),
             )
         )
         if "annotations" in task:  # the full "JSON" export
@@ -813,6 +820,7 @@ class _TaskProblem(Exception):
 @dataclass
 class _TaskIdentity:
     index: int
+    label_studio_id: str
     uri: str | None
     content_hash: str | None
     project: str | None
@@ -858,20 +866,20 @@ def _task_id(task: Any) -> str:
     return ""
 
 
-def _field(holders: list[Any], keys: tuple[str, ...]) -> Any:
-    """The one value ``keys`` have in the holders; holders that disagree are a problem."""
-    found = [holder[key] for holder in holders if isinstance(holder, dict)
-             for key in keys if key in holder and holder[key] is not None]
+def _field(places: list[tuple[Any, str]], what: str) -> Any:
+    """The one value found at ``(holder, key)`` places; places that disagree are a problem."""
+    found = [holder[key] for holder, key in places
+             if isinstance(holder, dict) and key in holder and holder[key] is not None]
     for value in found[1:]:
         if type(value) is not type(found[0]) or value != found[0]:
-            raise _TaskProblem(f"'meta' and 'data' disagree about {keys[-1]}: {_brief(found[0])} vs {_brief(value)}")
+            raise _TaskProblem(f"'meta' and 'data' disagree about {what}: {_brief(found[0])} vs {_brief(value)}")
     return found[0] if found else None
 
 
-def _text_field(holders: list[Any], keys: tuple[str, ...]) -> str | None:
-    value = _field(holders, keys)
+def _text_field(places: list[tuple[Any, str]], what: str) -> str | None:
+    value = _field(places, what)
     if value is not None and not isinstance(value, str):
-        raise _TaskProblem(f"{keys[-1]} is {_brief(value)}, not text")
+        raise _TaskProblem(f"its {what} is {_brief(value)}, not text")
     return value
 
 
@@ -904,7 +912,8 @@ def _check_against_store(votes: dict[int, _Votes], store: ProjectStore, path: Pa
 
     def refuse(task: _TaskIdentity, problem: str, hint: str) -> BadInputError:
         return BadInputError(
-            f"task {task.index}: {problem}; nothing was imported (an import is all or nothing)", path=path, hint=hint
+            f"task {task.index}{task.label_studio_id}: {problem}; nothing was imported (an import is all or nothing)",
+            path=path, hint=hint,
         )
 
     for question_id, vote in votes.items():
