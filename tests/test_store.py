@@ -629,7 +629,7 @@ def test_a_version_1_project_gains_synthetic_items_and_keeps_its_labels(tmp_path
         store.add_label(item, "a", source="human")
     monkeypatch.undo()
     with ProjectStore.open(tmp_path) as store:
-        assert schema.user_version(store._connection) == 2
+        assert schema.user_version(store._connection) == schema.current_version()
         assert [label.class_name for label in store.active_labels()] == ["a"]
         store.add_synthetic_items([SyntheticRecord("g", "h", "generated", "b", "vae", "v", 0, (item,))])
         assert store.synthetic_items()[0].parents == (item,)
@@ -644,3 +644,49 @@ def test_answered_questions_by_strategy(store):
     store.dismiss(dismissed, oracle="ann")
     assert [q.id for q in store.answered_questions()] == [audit, margin]
     assert [(q.id, q.answer) for q in store.answered_questions(strategy="audit")] == [(audit, "cat")]
+
+
+def test_a_version_2_project_gains_retraction_and_keeps_its_labels(tmp_path, monkeypatch):
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
+    with ProjectStore.create(tmp_path, name="old") as store:
+        store.set_classes(["a", "b"])
+        (item,) = store.add_items([ItemRecord("x.txt", content_hash("x"), "text")])
+        store.add_label(item, "a", source="model", calibrated_confidence=0.9)
+    monkeypatch.undo()
+    with ProjectStore.open(tmp_path) as store:
+        assert schema.user_version(store._connection) == 3
+        (label,) = store.active_labels()
+        assert label.class_name == "a" and label.certified_precision is None and label.retracted_at is None
+
+
+def test_a_retracted_model_label_stays_on_record_and_stops_being_active(store):
+    round_id = store.start_round()
+    written = store.add_label(1, "cat", source="model", calibrated_confidence=0.97, threshold=0.9,
+                              certified_precision=0.95, round_id=round_id)
+    (label,) = store.active_labels()
+    assert label.certified_precision == 0.95 and label.active
+    later = store.start_round()
+    store.retract_label(written.label_id, round_id=later, reason="confidence 0.80 below the certified threshold 0.90")
+    assert store.active_labels() == [] and store.label_counts()["model"] == 0
+    assert store.summary()["labeled_items"] == 0
+    (retracted,) = store.retracted_labels()
+    assert not retracted.active and retracted.retracted_round == later
+    assert retracted.retraction_reason.startswith("confidence 0.80") and retracted.retracted_at
+    # a later certificate may admit the item again: the new label supersedes the retracted one
+    again = store.add_label(1, "cat", source="model", calibrated_confidence=0.99, round_id=later)
+    assert again.applied and [x.id for x in store.active_labels()] == [again.label_id]
+    assert store.label_history(1)[0].superseded_by == again.label_id
+
+
+def test_only_active_model_labels_can_be_retracted(store):
+    round_id = store.start_round()
+    human = store.add_label(1, "cat", source="human")
+    with pytest.raises(StoreError, match="only model labels"):
+        store.retract_label(human.label_id, round_id=round_id, reason="no")
+    model = store.add_label(2, "cat", source="model", calibrated_confidence=0.9)
+    store.retract_label(model.label_id, round_id=round_id, reason="below threshold")
+    with pytest.raises(StoreError, match="not an active label"):
+        store.retract_label(model.label_id, round_id=round_id, reason="twice")
+    with pytest.raises(BadInputError, match="needs a reason"):
+        store.retract_label(human.label_id, round_id=round_id, reason=" ")
+    assert [label.source for label in store.active_labels()] == ["human"]

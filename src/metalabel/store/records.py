@@ -8,6 +8,32 @@ from pathlib import Path
 from typing import Any
 
 
+class LabelSource(StrEnum):
+    """Where a label came from, and how far it is trusted (``trust``: higher wins)."""
+
+    HUMAN = "human"
+    """A person's answer to a question."""
+    IMPORTED = "imported"
+    """A seed label the user brought."""
+    GENERATED = "generated"
+    AUGMENTED = "augmented"
+    MODEL = "model"
+    """A pseudo-label the round model's certified acceptance rule admitted."""
+
+    @property
+    def trust(self) -> int:
+        return _TRUST[self]
+
+    @property
+    def trusted(self) -> bool:
+        """A person's word (an answer or a seed label): evidence a model is judged on, never overwritten by one."""
+        return self in (LabelSource.HUMAN, LabelSource.IMPORTED)
+
+
+_TRUST = {LabelSource.HUMAN: 3, LabelSource.IMPORTED: 2, LabelSource.GENERATED: 1, LabelSource.AUGMENTED: 1,
+          LabelSource.MODEL: 0}
+
+
 @dataclass(frozen=True, slots=True)
 class ItemRecord:
     """An item to add: where it came from, its content hash and its kind."""
@@ -72,10 +98,15 @@ class Label:
     question_id: int | None
     created_at: str
     superseded_by: int | None
+    certified_precision: float | None
+    """The lower confidence bound on precision of the certificate that admitted a model label."""
+    retracted_at: str | None
+    retracted_round: int | None
+    retraction_reason: str | None
 
     @property
     def active(self) -> bool:
-        return self.superseded_by is None
+        return self.superseded_by is None and self.retracted_at is None
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,9 +172,29 @@ def _add_synthetic_items(connection: sqlite3.Connection) -> None:
         connection.execute(statement)
 
 
+def _add_certificates_and_retractions(connection: sqlite3.Connection) -> None:
+    """Version 3: the precision a model label was certified at, and retraction.
+
+    A model label that a later round's certificate no longer covers is retracted: it stays
+    in the table with when, in which round and why, and stops being active. A retracted
+    label keeps ``superseded_by`` NULL until a newer label on the item supersedes it, so
+    "one label per item with superseded_by NULL" still holds.
+    """
+    for statement in (
+        "ALTER TABLE labels ADD COLUMN certified_precision REAL CHECK (certified_precision BETWEEN 0 AND 1)",
+        "ALTER TABLE labels ADD COLUMN retracted_at TEXT",
+        "ALTER TABLE labels ADD COLUMN retracted_round INTEGER REFERENCES rounds (id)",
+        "ALTER TABLE labels ADD COLUMN retraction_reason TEXT",
+    ):
+        connection.execute(statement)
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: list[Migration] = [_create_tables, _add_synthetic_items]
+MIGRATIONS: list[Migration] = [_create_tables, _add_synthetic_items, _add_certificates_and_retractions]
+
+ACTIVE_LABEL = "labels.superseded_by IS NULL AND labels.retracted_at IS NULL"
+"""SQL: the label is its item's active one (neither superseded nor retracted)."""
 
 
 def current_version() -> int:

@@ -48,7 +48,8 @@ _LABEL_SELECT = """
     SELECT labels.id, labels.item_id, items.uri, classes.name AS class_name, labels.source,
            labels.raw_confidence, labels.calibrated_confidence, labels.threshold, labels.round_id,
            labels.model_hash, labels.query_strategy, labels.question_id, labels.created_at,
-           labels.superseded_by
+           labels.superseded_by, labels.certified_precision, labels.retracted_at, labels.retracted_round,
+           labels.retraction_reason
     FROM labels JOIN items ON items.id = labels.item_id JOIN classes ON classes.id = labels.class_id
 """
 
@@ -317,6 +318,7 @@ class ProjectStore:
         round_id: int | None = None,
         model_hash: str | None = None,
         query_strategy: str | None = None,
+        certified_precision: float | None = None,
     ) -> LabelWrite:
         """Label one item, in one transaction. See ``LabelWrite.outcome`` for what happened.
 
@@ -338,7 +340,12 @@ class ProjectStore:
             self._require_item(item_id)
             if provenance["round_id"] is not None:
                 self._require_round(provenance["round_id"])
-            return self._write_label(item_id, self._class_id(class_name), source, provenance)
+            written = self._write_label(item_id, self._class_id(class_name), source, provenance)
+            if certified_precision is not None and written.applied:
+                self._connection.execute("UPDATE labels SET certified_precision = ? WHERE id = ?",
+                                         (_probability(certified_precision, "certified_precision"),
+                                          written.label_id))
+            return written
 
     def _write_label(
         self, item_id: int, class_id: int, source: str, provenance: dict[str, Any], *, question_id: int | None = None
@@ -390,8 +397,34 @@ class ProjectStore:
 
     def active_labels(self) -> list[Label]:
         """Each labeled item's one active label, by item id."""
-        rows = self._connection.execute(_LABEL_SELECT + " WHERE labels.superseded_by IS NULL ORDER BY labels.item_id")
+        rows = self._connection.execute(_LABEL_SELECT + f" WHERE {schema.ACTIVE_LABEL} ORDER BY labels.item_id")
         return [Label(**row) for row in rows]
+
+    def retracted_labels(self) -> list[Label]:
+        """Model labels a later round's certificate no longer covered, with when and why, by item id."""
+        rows = self._connection.execute(
+            _LABEL_SELECT + " WHERE labels.retracted_at IS NOT NULL ORDER BY labels.item_id, labels.id")
+        return [Label(**row) for row in rows]
+
+    def retract_label(self, label_id: int, *, round_id: int, reason: str) -> None:
+        """Retract an active model label: it stays on record, with the round and the reason, and stops being active.
+
+        Only model labels can be retracted; a person's word is never taken back by a model.
+        """
+        label_id, round_id = operator.index(label_id), operator.index(round_id)
+        if not isinstance(reason, str) or not reason.strip():
+            raise BadInputError("a retraction needs a reason", hint="say which rule the label no longer passes")
+        with self.batch():
+            self._require_round(round_id)
+            row = self._connection.execute(
+                f"SELECT source FROM labels WHERE id = ? AND {schema.ACTIVE_LABEL}", (label_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"label {label_id} is not an active label, so it cannot be retracted")
+            if row["source"] != "model":
+                raise StoreError(f"label {label_id} is a {row['source']} label; only model labels can be retracted")
+            self._connection.execute(
+                f"UPDATE labels SET retracted_at = {schema.NOW}, retracted_round = ?, retraction_reason = ? "
+                "WHERE id = ?", (round_id, reason, label_id))
 
     def label_history(self, item_id: int) -> list[Label]:
         """Every label the item ever had, oldest first."""
@@ -404,7 +437,7 @@ class ProjectStore:
         """Active labels per source (every source is a key)."""
         counts = dict.fromkeys(schema.SOURCES, 0)
         rows = self._connection.execute(
-            "SELECT source, count(*) AS n FROM labels WHERE superseded_by IS NULL GROUP BY source"
+            f"SELECT source, count(*) AS n FROM labels WHERE {schema.ACTIVE_LABEL} GROUP BY source"
         )
         counts.update({row["source"]: row["n"] for row in rows})
         return counts
@@ -750,12 +783,12 @@ class ProjectStore:
         labels_by_class.update(
             self._connection.execute(
                 "SELECT classes.name, count(*) FROM labels JOIN classes ON classes.id = labels.class_id "
-                "WHERE labels.superseded_by IS NULL GROUP BY classes.name"
+                f"WHERE {schema.ACTIVE_LABEL} GROUP BY classes.name"
             ).fetchall()
         )
         last_round = self._connection.execute("SELECT id, status FROM rounds ORDER BY id DESC LIMIT 1").fetchone()
         items = one("SELECT count(*) FROM items")
-        labeled = one("SELECT count(*) FROM labels WHERE superseded_by IS NULL")
+        labeled = one(f"SELECT count(*) FROM labels WHERE {schema.ACTIVE_LABEL}")
         return {
             "name": meta.get("name", self.folder.name),
             "created_at": meta.get("created_at"),
