@@ -70,3 +70,48 @@ def test_report_is_one_self_contained_page_with_the_round_log(labeled_project, c
             assert html.escape(line) in page
     with Project.open(folder) as project:
         assert [a.kind for a in project.store.artifacts(kind="report")] == ["report"]
+
+
+def test_report_leaves_out_damaged_generated_files_and_says_so(labeled_project, tmp_path, capsys):
+    """A truncated round-N.npz, one holding a pickled object array, or a garbled scorecard.json: noted, not a crash."""
+    folder, _ = labeled_project
+    with Project.open(folder) as project:
+        artifacts = {a.id: a.path for a in project.store.artifacts(kind="generated")}
+        read = sorted({artifacts[item.artifact_id] for item in project.store.synthetic_items()
+                       if item.kept and item.artifact_id in artifacts})
+        scorecards = [a.path for a in project.store.artifacts(kind="scorecard")]
+    assert read, "no round kept generated items"
+    originals = {path: path.read_bytes() for path in read + scorecards}
+    marker = tmp_path / "unpickled"
+    try:
+        truncated = read[0]
+        truncated.write_bytes(originals[truncated][: len(originals[truncated]) // 2])
+        for path in read[1:]:  # object arrays: loading them would run a pickle
+            stored = dict(np.load(path))
+            for key in stored:
+                stored[key] = np.empty(len(stored[key]), dtype=object)
+                stored[key][:] = [Unpickled(marker)] * len(stored[key])
+            np.savez(path, **stored)
+        for path in scorecards:
+            path.write_text("{not json")
+        assert main(["report", str(folder), "--out", str(tmp_path / "report.html")]) == 0
+    finally:
+        for path, content in originals.items():
+            path.write_bytes(content)
+    page = (tmp_path / "report.html").read_text()
+    notes = re.findall(r'<p class="note">(.*?)</p>', page)
+    assert any(html.escape(str(truncated)) in note and "cannot be read" in note for note in notes)
+    assert sum("left out of this report" in note for note in notes) == len(read)
+    if scorecards:
+        assert any("run `metalabel evaluate` again" in note for note in notes)
+    assert not marker.exists()  # no pickle was executed
+
+
+class Unpickled:
+    """Leaves a file behind if it is ever unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))

@@ -344,3 +344,23 @@ def test_every_user_string_is_escaped_in_the_page(kanji: LabeledDataset) -> None
               "sample-uri", "against", "similarity", "test", "section", "metric", "value", "detail")
     for field in fields:
         assert html.escape(hostile(field), quote=True) in page, field
+
+
+def test_read_artifact_arrays_refuses_damaged_files_with_a_typed_error(tmp_path: Path) -> None:
+    from metalabel.report.collect import read_artifact_arrays
+
+    good = tmp_path / "round-1.npz"
+    np.savez(good, **{"vae.content": np.zeros((2, 28, 28), dtype=np.uint8)})
+    assert read_artifact_arrays(good)["vae.content"].shape == (2, 28, 28)
+    truncated = tmp_path / "round-2.npz"
+    truncated.write_bytes(good.read_bytes()[:300])
+    pickled = tmp_path / "round-3.npz"
+    np.savez(pickled, **{"vae.content": np.array([{"a": 1}, None], dtype=object)})
+    single = tmp_path / "round-4.npz"
+    with open(single, "wb") as handle:
+        np.save(handle, np.zeros(3))
+    garbage = tmp_path / "round-5.npz"
+    garbage.write_bytes(b"\x00garbage" * 100)
+    for path in (truncated, pickled, single, garbage, tmp_path / "round-6.npz"):
+        with pytest.raises(BadInputError, match=re.escape(str(path))):
+            read_artifact_arrays(path)

@@ -6,7 +6,10 @@ leaves them out, nothing else) and the round artifacts holding generated content
 
 from __future__ import annotations
 
+import json
 import math
+import zipfile
+import zlib
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +39,7 @@ def collect(project) -> ReportData:
     store = project.store
     meta = store.meta()
     summary = store.summary()
-    pool = _pool_or_none(project)
+    pool, pool_problem = _pool_or_problem(project)
     content = _Content(pool)
     finished = [r for r in store.rounds() if r.status == "finished" and r.metrics]
     synthetic = store.synthetic_items()
@@ -45,7 +48,8 @@ def collect(project) -> ReportData:
         if item.kept:
             synthetic_by_round[item.round_id][item.kind] += 1
     rounds = tuple(_round_point(r.id, r.metrics, synthetic_by_round[r.id]) for r in finished)
-    card = _latest_scorecard(project, finished)
+    notes: dict[str, list[str]] = defaultdict(list)
+    card = _latest_scorecard(project, finished, notes)
     quality = card.get("label_quality") or {}
     reliability = None
     if quality.get("reliability"):
@@ -57,12 +61,12 @@ def collect(project) -> ReportData:
               "open_questions": summary["open_questions"], "disagreements": summary["open_disagreements"]}
     counts["generated"] = sum(1 for item in synthetic if item.kept and item.kind == "generated")
     counts["augmented"] = sum(1 for item in synthetic if item.kept and item.kind == "augmented")
-    generated, parent_images = _generated_samples(project, synthetic, content)
+    generated, parent_images = _generated_samples(project, synthetic, content, notes)
     why_missing = {}
     if card.get("label_issues") == []:
         why_missing["label_issues"] = "none found: confident learning flags no human or seed label"
     if pool is None:
-        why_missing["samples"] = "the pool could not be reloaded, so its items cannot be shown"
+        why_missing["samples"] = f"the pool could not be reloaded ({pool_problem}), so its items cannot be shown"
     if not finished:
         why_missing["rounds"] = "no round has finished yet: run `metalabel run`"
     return ReportData(
@@ -73,15 +77,16 @@ def collect(project) -> ReportData:
         downstream=card.get("downstream"), label_issues=issues,
         scorecard=tuple(ScorecardRow(*row) for row in scorecard_rows(card)), parent_images=parent_images,
         target_precision=(finished[-1].config.get("target_precision") if finished else None),
-        why_missing=why_missing,
+        why_missing=why_missing, notes={key: tuple(lines) for key, lines in notes.items()},
     )
 
 
-def _pool_or_none(project):
+def _pool_or_problem(project):
+    """The pool, or None and why not: the report shows everything else without it."""
     try:
-        return project.load_pool()
-    except BadInputError:
-        return None
+        return project.load_pool(), None
+    except BadInputError as error:  # gone, moved or changed since init: the store still has the labels
+        return None, str(error)
 
 
 class _Content:
@@ -131,18 +136,25 @@ def _round_point(round_id: int, metrics: dict[str, Any], synthetic: dict[str, in
     )
 
 
-def _latest_scorecard(project, finished) -> dict[str, Any]:
+def _latest_scorecard(project, finished, notes: dict[str, list[str]]) -> dict[str, Any]:
     """The last round's scorecard, updated by a newer one made on demand (``metalabel evaluate``).
 
     An on-demand scorecard runs no generators, so the generators' figures stay the round's.
+    One that cannot be read is left out, and a note says so.
     """
-    import json
-
     on_demand = project.store.artifacts(kind="scorecard")
     card = dict((finished[-1].metrics.get("scorecard") or {}) if finished else {})
     if on_demand and on_demand[-1].path.is_file() and (
             not finished or on_demand[-1].created_at > (finished[-1].finished_at or "")):
-        newer = json.loads(on_demand[-1].path.read_text())
+        path = on_demand[-1].path
+        try:
+            newer = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(newer, dict):
+                raise ValueError(f"holds a JSON {type(newer).__name__}, not an object")
+        except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            notes["scorecard"].append(f"{path} cannot be read ({error}), so the last round's scorecard is shown; "
+                                      "run `metalabel evaluate` again to replace it")
+            return card
         card.update({key: value for key, value in newer.items() if value or key not in card})
     return card
 
@@ -166,32 +178,73 @@ def _samples(store, content: _Content) -> tuple[Sample, ...]:
     return tuple(samples)
 
 
-def _generated_samples(project, synthetic, content: _Content) -> tuple[tuple[Sample, ...], dict[str, np.ndarray]]:
-    """Kept synthetic items whose content is a picture (VAE samples, augmented images), beside their parents."""
+def read_artifact_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array in the ``.npz`` at ``path``, read now and never unpickled.
+
+    A missing, truncated or foreign file, or one holding object arrays, raises BadInputError naming it.
+    """
+    hint = "the file was damaged or replaced after the round wrote it; rerun the round or delete the file"
+    try:
+        stored = np.load(path, allow_pickle=False)
+        if not isinstance(stored, np.lib.npyio.NpzFile):
+            raise ValueError("holds a single array, not an .npz archive of arrays")
+        with stored:
+            return {key: stored[key] for key in stored.files}
+    except FileNotFoundError as error:
+        raise BadInputError("is missing", path=path, hint=hint) from error
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        # object arrays need pickle to load: refused, never executed
+        raise BadInputError(f"cannot be read ({type(error).__name__}: {error})", path=path, hint=hint) from error
+
+
+def _generated_samples(project, synthetic, content: _Content, notes: dict[str, list[str]]
+                       ) -> tuple[tuple[Sample, ...], dict[str, np.ndarray]]:
+    """Kept synthetic items whose content is a picture (VAE samples, augmented images), beside their parents.
+
+    An artifact that cannot be read (or holds rows that are no picture) is left out, with a note.
+    """
     artifacts = {a.id: a for a in project.store.artifacts(kind="generated")}
     uri_of_item = {item.id: item.uri for item in project.store.items()}
-    loaded: dict[int, Any] = {}
+    loaded: dict[int, dict[str, np.ndarray] | None] = {}
     shown: list[Sample] = []
     parents: dict[str, np.ndarray] = {}
     per_generator: dict[str, int] = defaultdict(int)
+
+    def leave_out(artifact_id: int, problem: str) -> None:
+        loaded[artifact_id] = None
+        items = sum(1 for item in synthetic if item.kept and item.artifact_id == artifact_id)
+        notes["generated"].append(f"{problem}; its {items} generated item(s) are left out of this report")
+
     for item in reversed(synthetic):  # the latest round first
         if not item.kept or item.artifact_id not in artifacts or per_generator[item.generator] >= GENERATED_SHOWN // 2:
             continue
         if item.artifact_id not in loaded:
-            path = artifacts[item.artifact_id].path
-            loaded[item.artifact_id] = np.load(path) if path.is_file() else None
+            try:
+                loaded[item.artifact_id] = read_artifact_arrays(artifacts[item.artifact_id].path)
+            except BadInputError as error:
+                leave_out(item.artifact_id, str(error))
         arrays = loaded[item.artifact_id]
         key = f"{item.generator.replace(' ', '_')}.content"
-        if arrays is None or key not in arrays.files or arrays[key].ndim < 3:
+        if arrays is None or key not in arrays or arrays[key].ndim < 3:
             continue  # feature vectors (hallucinated, augmented embeddings) have no picture
+        path = artifacts[item.artifact_id].path
+        if not 0 <= item.row_in_artifact < len(arrays[key]) or arrays[key].dtype.kind not in "biuf":
+            leave_out(item.artifact_id, f"{path}: {key} has no picture at row {item.row_in_artifact} "
+                                        f"({arrays[key].dtype} {list(arrays[key].shape)})")
+            continue
         parent_uris = tuple(uri_of_item[p] for p in item.parents if p in uri_of_item)
+        try:
+            sample = Sample(class_name=item.class_name, uri=item.uri, source=item.kind,
+                            image=np.asarray(arrays[key][item.row_in_artifact], dtype=np.uint8),
+                            round_id=item.round_id, generator=f"{item.generator} {item.generator_version}",
+                            parents=parent_uris)
+        except BadInputError as error:
+            leave_out(item.artifact_id, f"{path}: {key} row {item.row_in_artifact} is no picture ({error})")
+            continue
         for uri in parent_uris:
             image = content.of(uri).get("image")
             if image is not None:
                 parents[uri] = image
-        shown.append(Sample(class_name=item.class_name, uri=item.uri, source=item.kind,
-                            image=np.asarray(arrays[key][item.row_in_artifact], dtype=np.uint8),
-                            round_id=item.round_id, generator=f"{item.generator} {item.generator_version}",
-                            parents=parent_uris))
+        shown.append(sample)
         per_generator[item.generator] += 1
     return tuple(shown), parents

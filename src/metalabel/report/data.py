@@ -176,7 +176,8 @@ class ReportData:
     ``real``, ``generated``. ``downstream``: ``real_only``, ``with_generated``,
     ``gain``, ``tstr``, ``test_size``, ``test``.
     ``why_missing``: section key (``SECTION_KEYS``) -> why it is empty, said better
-    than the default.
+    than the default. ``notes``: section key -> lines shown at the top of that section,
+    e.g. a file the report could not read and therefore left out.
     """
 
     project: str
@@ -200,6 +201,7 @@ class ReportData:
     """uri -> text of the real items that generated text was made from."""
     target_precision: float | None = None
     why_missing: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         where = f"report for {self.project!r}"
@@ -218,10 +220,13 @@ class ReportData:
         _check_fraction("target_precision", self.target_precision, where)
         for uri, image in self.parent_images.items():
             _check_image(image, f"{where}, parent image {uri}")
-        unknown = set(self.why_missing) - set(SECTION_KEYS)
-        if unknown:
-            raise BadInputError(f"{where}: why_missing has unknown sections {sorted(unknown)}",
-                                hint=f"use {', '.join(SECTION_KEYS)}")
+        for name in ("why_missing", "notes"):
+            unknown = set(getattr(self, name)) - set(SECTION_KEYS)
+            if unknown:
+                raise BadInputError(f"{where}: {name} has unknown sections {sorted(unknown)}",
+                                    hint=f"use {', '.join(SECTION_KEYS)}")
+        object.__setattr__(self, "notes", {key: _lines(f"notes[{key!r}]", lines, where)
+                                           for key, lines in self.notes.items()})
         self._check_reliability(where)
         self._check_confusion(where)
 

@@ -110,6 +110,10 @@ def _missing(data: ReportData, key: str) -> str:
     return f'<p class="missing">Not measured yet: {_e(data.why_missing.get(key, _WHY_MISSING[key]))}.</p>'
 
 
+def _notes(data: ReportData, key: str) -> str:
+    return "".join(f'<p class="note">{_e(line)}</p>' for line in data.notes.get(key, ()))
+
+
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, css: str = "") -> str:
     """Rows are HTML already (cells escaped by the caller)."""
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
@@ -475,6 +479,7 @@ img.figure { display: block; max-width: 100%; height: auto; margin: 8px 0; }
 .caption { color: var(--muted); font-size: 13.5px; margin: 4px 0 12px; }
 .missing { color: var(--muted); font-style: italic; background: var(--soft); padding: 8px 12px; border-radius: 6px; }
 .muted { color: var(--muted); font-weight: normal; }
+.note { background: #fff8e6; border-left: 4px solid #c2844f; padding: 8px 12px; border-radius: 0 6px 6px 0; }
 .round { border-left: 3px solid var(--line); padding: 0 0 0 14px; margin: 12px 0; }
 .round h3 { margin: 0; }
 .round-summary { margin: 2px 0 4px; color: #444; font-size: 14px; }
@@ -514,7 +519,8 @@ def render_report(data: ReportData) -> str:
         raise BadInputError(f"render_report needs a ReportData, got {type(data).__name__}",
                             hint="build one with metalabel.report.ReportData(...) or report.collect")
     sections = "".join(
-        f'<section id="{key}"><h2>{_e(title)}</h2>{_RENDERERS[key](data)}</section>' for key, title in SECTIONS
+        f'<section id="{key}"><h2>{_e(title)}</h2>{_notes(data, key)}{_RENDERERS[key](data)}</section>'
+        for key, title in SECTIONS
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
