@@ -1,0 +1,636 @@
+"""Certify an acceptance rule: exported precision >= target with probability >= 1 - delta.
+
+NumPy/SciPy in, frozen dataclasses out. ``certify_acceptance`` picks a confidence
+threshold (global, or one per class) from a *reference sample*; ``plan_budget`` says
+how many more human answers a requested coverage is expected to take.
+
+What is guaranteed
+------------------
+Let the candidates be the pool items whose predicted label would be exported if
+accepted, with calibrated confidence ``s_i``, and let ``A(t) = {i : s_i >= t}``.
+For the threshold ``t_hat`` this module returns,
+
+    P( precision of A(t_hat) >= target ) >= 1 - delta
+
+where the probability is over the draw of the reference sample only: the pool, its
+confidences and its (unknown) truths are held fixed. With ``per_class=True`` the same
+holds for every class's accepted set at once (so also for their union).
+
+Assumptions it rests on (the caller's side of the contract):
+
+1. The reference items are random draws from the candidates: uniform with
+   replacement (``strata_edges=None``), or stratified by confidence (``strata_edges``):
+   within each stratum a fixed number of uniform draws with replacement. Drawing
+   without replacement a sample that is small next to the pool is close to this
+   (the binomial is then mildly conservative in practice, not proven here).
+   The reference items count as candidates: exporting their human labels instead of
+   the model's only raises the precision of the exported set.
+2. Their confidence and predicted class come from the same model as the candidates'
+   and that model was **not trained on their answers** (use out-of-fold predictions
+   for reference items, or keep them out of training). A model that has seen an item's
+   label is right about it more often than about the pool, which would make the
+   reference sample overstate precision.
+3. Which items were drawn did not depend on their answers, and no reference answer is
+   dropped because of what it said.
+
+How
+---
+Fixed-sequence testing (Learn-then-Test, Angelopoulos, Bates et al. 2021): thresholds
+are tested from most to least confident, each null hypothesis "precision of A(t) <
+target" at level delta, and the walk stops at the first threshold that is not
+rejected. Because only a prefix of a sequence fixed in advance is rejected, no
+multiplicity correction is needed. The sequence is fixed from the pool and the design
+alone (never from the answers): it starts at the threshold where a calibrated model
+would be most likely to pass (within 98% of the best predicted pass probability, taking
+the highest such threshold), and steps down in ``grid_size`` even steps of pool count.
+
+Per-threshold p-values (all conditional on how many reference draws land above the
+threshold in each stratum; given those counts the draws above the threshold are
+uniform over the stratum's candidates above it):
+
+* ``method="binomial"``, uniform design: the errors among the n reference items above
+  the threshold are Binomial(n, e) with e the pool error rate above it, so the exact
+  (Clopper-Pearson) p-value is ``P(Binomial(n, 1 - target) <= errors)``.
+* ``method="binomial"``, stratified design: the error count of A(t) is estimated by
+  inverse-probability (post-stratified) weights ``M_h / n_h`` per stratum, a weighted
+  sum of independent bounded variables. Each draw's weighted error is scaled into
+  [0, 1] by the largest weight and tested with the Hoeffding-Bentkus p-value
+  ``min(exp(-n kl(mean, a)), e * P(Binomial(n, a) <= ceil(sum)))`` (Hoeffding 1963,
+  Thm 1; Bentkus 2004; both hold for independent, not identically distributed,
+  variables in [0, 1], through the mean of their means). Strata with candidates above
+  the threshold but no draws there are counted as all wrong.
+* ``method="ppi"`` (prediction-powered, Angelopoulos et al. 2023): precision of A(t) =
+  mean calibrated confidence over A(t) (known exactly from the pool) + a rectifier,
+  the mean of ``correct - confidence`` over A(t), which the reference sample
+  estimates. The rectifier's per-draw value lies in ``[-1, 1 - t]``; it is shifted
+  and scaled into [0, 1] and tested with the same Hoeffding-Bentkus p-value (weighted
+  where stratified), so the bound is finite-sample valid, not a CLT interval. Note
+  what this buys: per item, ``correct - confidence`` has variance
+  ``Var(correct) - Var(confidence)``, and above a high threshold the confidences vary
+  little, so PPI is rarely cheaper here than the exact binomial (the bench shows it).
+
+The certified lower bound is the target: that is what the fixed-sequence test proves.
+A pointwise bound at the chosen threshold would not be valid after the choice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import special, stats
+
+from metalabel.errors import BadInputError, check_whole_number
+
+Method = Literal["binomial", "ppi"]
+METHODS: tuple[str, ...] = ("binomial", "ppi")
+DEFAULT_GRID_SIZE = 200
+PRIOR_ITEMS = 5.0
+"""Projections of what more answers would show shrink the observed error rate toward the
+calibrated one (1 - mean confidence) with this many pseudo-items, so that 3 lucky answers
+do not promise a certificate."""
+_START_POWER_SHARE = 0.98
+_MAX_PROJECTED_ANSWERS = 10_000_000
+
+
+@dataclass(frozen=True, eq=False)
+class Certificate:
+    """Which candidates are accepted, and what the reference sample proves about them.
+
+    ``lower_bound`` is None and ``mask`` is all False when nothing could be certified;
+    ``reference_needed`` then says how many more reference answers, drawn by the same
+    design and at the error rate seen so far, would certify the first threshold tested
+    (None when that rate is already too high: more answers will not help, a better model
+    will).
+    """
+
+    method: str  # "binomial" or "ppi"
+    target: float  # the precision asked for
+    delta: float  # the certificate fails with probability at most delta
+    threshold: float | None  # the global threshold (inf when nothing accepted); None with per_class
+    thresholds: NDArray[np.float64]  # [C] per predicted class (all equal to ``threshold`` in global mode)
+    mask: NDArray[np.bool_]  # [N] accepted candidates: confidence >= thresholds[predicted]
+    accepted: int  # mask.sum()
+    coverage: float  # accepted / N
+    lower_bound: float | None  # precision proven with probability >= 1 - delta (the target), None if nothing
+    estimate: float | None  # point estimate of the accepted set's precision (not a guarantee); None if nothing
+    reference_used: int  # reference answers above the chosen threshold(s) (above the first tested, if none)
+    reference_size: int  # reference answers given
+    reference_needed: int | None  # more reference answers that would certify the first threshold; 0 if certified
+    reason: str  # one line a person can read
+
+    @property
+    def certified(self) -> bool:
+        return self.accepted > 0
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """What a requested coverage at the target is expected to cost in human answers.
+
+    The model behind it (``assumptions`` says it in words): the error rate over the most
+    confident ``coverage`` share of the pool is the reference sample's (shrunk toward the
+    calibrated rate); each active answer lowers it along a learning curve
+    ``error * ((trained_on + active) / trained_on) ** -learning_exponent``; and the
+    reference answers needed are those the exact binomial test needs at that rate,
+    scaled by the share of reference draws landing in that set. The pair (reference,
+    active) with the smallest total is returned. The fixed-sequence path above the
+    threshold and per-class testing are not modelled, so treat the figures as a floor.
+    """
+
+    target: float
+    delta: float
+    coverage: float  # requested share of the pool
+    threshold: float  # confidence of the least confident item in that share
+    error_rate: float  # estimated error rate of that set now
+    reference_needed: int | None  # more reference answers; None when not reachable
+    active_needed: int | None  # more active-learning answers; None when not reachable
+    reachable: bool  # False when no split within max_active reaches it under the model
+    next_reference: int  # questions of the next round to spend on the reference sample
+    next_active: int  # ... and on active learning (sum = questions_per_round)
+    assumptions: str
+    reason: str
+
+
+def certify_acceptance(
+    confidence: ArrayLike,
+    predicted: ArrayLike,
+    *,
+    reference_confidence: ArrayLike,
+    reference_predicted: ArrayLike,
+    reference_correct: ArrayLike,
+    target: float,
+    delta: float = 0.05,
+    method: Method = "binomial",
+    per_class: bool = False,
+    strata_edges: ArrayLike | None = None,
+    classes: int | None = None,
+    grid_size: int = DEFAULT_GRID_SIZE,
+) -> Certificate:
+    """Choose the acceptance threshold(s) whose precision is certified (the module doc gives the rule).
+
+    ``confidence`` and ``predicted`` [N] describe the candidates; the ``reference_*``
+    arrays [R] the reference sample (``reference_correct``: whether the predicted class
+    matched the person's answer). ``strata_edges`` (ascending, inside (0, 1)) declares a
+    design stratified by confidence: stratum h holds confidences in
+    ``[edges[h-1], edges[h])``, and each stratum's reference draws were uniform over its
+    candidates. ``per_class`` certifies one threshold per predicted class, each at
+    ``delta / (classes with candidates)``, so every class meets the target.
+    """
+    conf, pred = _check_items(confidence, predicted, "confidence", "predicted")
+    ref_conf, ref_pred = _check_items(reference_confidence, reference_predicted, "reference_confidence",
+                                      "reference_predicted", allow_empty=True)
+    ref_correct = _check_correct(reference_correct, ref_conf.size)
+    target, delta = _check_unit(target, "target"), _check_unit(delta, "delta")
+    if method not in METHODS:
+        raise BadInputError(f"method must be one of {METHODS}, got {method!r}")
+    check_whole_number("grid_size", grid_size, minimum=1)
+    edges = _check_edges(strata_edges)
+    n_classes = int(max(pred.max(initial=-1), ref_pred.max(initial=-1)) + 1)
+    if classes is not None:
+        check_whole_number("classes", classes, minimum=n_classes)
+        n_classes = int(classes)
+    stratum, ref_stratum = _strata(conf, edges), _strata(ref_conf, edges)
+    draws = np.bincount(ref_stratum, minlength=edges.size + 1)
+    candidates = np.bincount(stratum, minlength=edges.size + 1)
+    empty = np.flatnonzero((draws > 0) & (candidates == 0))
+    if empty.size:
+        raise BadInputError(
+            f"{int(draws[empty].sum())} reference answers fall in confidence strata with no candidates",
+            hint="the reference sample must be drawn from the candidates (score both with the same model)",
+        )
+
+    if per_class:
+        groups = [c for c in range(n_classes) if np.any(pred == c)]
+        level = delta / max(len(groups), 1)
+    else:
+        groups, level = [None], delta
+    results = {}
+    for c in groups:
+        keep = slice(None) if c is None else pred == c
+        ref_keep = slice(None) if c is None else ref_pred == c
+        results[c] = _fixed_sequence(
+            conf[keep], stratum[keep], ref_conf[ref_keep], ref_correct[ref_keep], ref_stratum[ref_keep],
+            design_draws=draws, design_candidates=candidates, target=target, level=level, method=method,
+            grid_size=int(grid_size),
+        )
+
+    thresholds = np.full(n_classes, np.inf)
+    for c, result in results.items():
+        if c is None:
+            thresholds[:] = result.threshold
+        else:
+            thresholds[c] = result.threshold
+    mask = conf >= thresholds[pred]
+    accepted = int(mask.sum())
+    certified = [r for r in results.values() if r.accepted]
+    if accepted:
+        estimate = sum(r.estimate * r.accepted for r in certified) / sum(r.accepted for r in certified)
+        used = sum(r.reference_used for r in certified)
+        needed: int | None = 0
+        what = "per class" if per_class else f"at confidence >= {results[None].threshold:.4f}"
+        reason = (f"certified precision >= {target:.3f} with probability >= {1 - delta:.3f} for {accepted} labels "
+                  f"({accepted / conf.size:.1%} of the pool) {what}, from {used} reference answers above the threshold")
+        if per_class:
+            missing = [c for c in groups if not results[c].accepted]
+            if missing:
+                reason += f"; nothing certified for class(es) {missing}"
+    else:
+        used = sum(r.reference_used for r in results.values())
+        options = [r.reference_needed for r in results.values() if r.reference_needed is not None]
+        needed = min(options) if options else None
+        if needed is None:
+            reason = (f"nothing certified at {target:.3f}: the reference sample's error rate is at or above "
+                      f"{1 - target:.3f} even at the most confident threshold tested; more reference answers at "
+                      "this rate will not certify it, a better model (more active answers) or a lower target will")
+        else:
+            reason = (f"nothing certified at {target:.3f}: about {needed} more reference answers at the error rate "
+                      "seen so far would certify the first threshold")
+    return Certificate(
+        method=method, target=target, delta=delta,
+        threshold=None if per_class else float(results[None].threshold),
+        thresholds=thresholds, mask=mask, accepted=accepted, coverage=accepted / conf.size,
+        lower_bound=target if accepted else None,
+        estimate=float(np.clip(estimate, 0.0, 1.0)) if accepted else None,
+        reference_used=int(used), reference_size=int(ref_conf.size), reference_needed=needed, reason=reason,
+    )
+
+
+def plan_budget(
+    confidence: ArrayLike,
+    *,
+    reference_confidence: ArrayLike,
+    reference_correct: ArrayLike,
+    target: float,
+    coverage: float,
+    trained_on: int,
+    questions_per_round: int,
+    delta: float = 0.05,
+    strata_edges: ArrayLike | None = None,
+    learning_exponent: float = 0.5,
+    max_active: int | None = None,
+) -> BudgetPlan:
+    """Expected more reference and active-learning answers to certify ``coverage`` at ``target``.
+
+    ``trained_on`` is how many human labels the model has learned from so far (the
+    learning curve's scale); ``max_active`` caps the active answers considered (default:
+    the pool size). The next round's ``questions_per_round`` are split in proportion to
+    the two figures; when the goal is already met (both zero) they all go to active
+    learning, and when it is out of reach under the model, to active learning too (only
+    a better model helps).
+    """
+    conf = _check_confidence(confidence, "confidence")
+    ref_conf = _check_confidence(reference_confidence, "reference_confidence", allow_empty=True)
+    ref_correct = _check_correct(reference_correct, ref_conf.size)
+    target, delta = _check_unit(target, "target"), _check_unit(delta, "delta")
+    if not 0 < coverage <= 1:
+        raise BadInputError(f"coverage must lie in (0, 1], got {coverage}", hint="e.g. 0.6 for 60% of the pool")
+    check_whole_number("trained_on", trained_on, minimum=1)
+    check_whole_number("questions_per_round", questions_per_round, minimum=0)
+    if not 0 < learning_exponent < np.inf:
+        raise BadInputError(f"learning_exponent must be > 0, got {learning_exponent}", hint="0.5 is typical")
+    limit = conf.size if max_active is None else max_active
+    check_whole_number("max_active", limit, minimum=0)
+    edges = _check_edges(strata_edges)
+
+    stratum, ref_stratum = _strata(conf, edges), _strata(ref_conf, edges)
+    n_strata = edges.size + 1
+    candidates = np.bincount(stratum, minlength=n_strata)
+    draws = np.bincount(ref_stratum, minlength=n_strata)
+    order = np.sort(conf)[::-1]
+    threshold = float(order[max(int(math.ceil(coverage * conf.size)), 1) - 1])
+    above = np.bincount(stratum[conf >= threshold], minlength=n_strata)
+    calibrated_error = float(1 - conf[conf >= threshold].mean())
+    rate = _shrunk_error(ref_conf, ref_correct, ref_stratum, above, threshold, calibrated_error)
+    # share of a reference answer (same design; proportional to stratum size without one) landing above the threshold
+    design = draws / draws.sum() if draws.sum() else candidates / candidates.sum()
+    share = float(np.sum(design * np.divide(above, candidates, out=np.zeros(n_strata), where=candidates > 0)))
+    needed_above = _items_to_certify(target, delta)
+
+    best: tuple[int, int] | None = None
+    steps = np.unique(np.concatenate([[0], np.geomspace(1, max(limit, 1), 400).astype(int)])) if limit else [0]
+    for active in steps:
+        if active > limit:
+            break
+        error = rate * ((trained_on + active) / trained_on) ** (-learning_exponent)
+        items = needed_above(error)
+        if items is None or share <= 0:
+            continue
+        reference = max(int(math.ceil(items / share)) - int(ref_conf.size), 0)
+        if best is None or reference + active < sum(best):
+            best = (reference, int(active))
+    assumptions = (f"error rate over the top {coverage:.0%} now {rate:.4f} (reference sample, shrunk toward the "
+                   f"calibrated {calibrated_error:.4f} with {PRIOR_ITEMS:g} pseudo-items); each active answer lowers "
+                   f"it as ((n + a) / n) ** -{learning_exponent:g} from n = {trained_on} labels; reference answers "
+                   f"from the exact binomial test at delta {delta:g}, {share:.1%} of them landing in that set; "
+                   "fixed-sequence path and per-class testing not modelled")
+    if best is None:
+        return BudgetPlan(target, delta, float(coverage), threshold, rate, None, None, False, 0,
+                          int(questions_per_round), assumptions,
+                          f"{coverage:.0%} coverage at {target:.3f} is out of reach within {limit} active answers "
+                          "under the model: the error rate there stays too high")
+    reference, active = best
+    total = reference + active
+    if total == 0:
+        next_reference, reason = 0, f"{coverage:.0%} coverage at {target:.3f} is expected to certify already"
+    else:
+        next_reference = min(int(round(questions_per_round * reference / total)), reference)
+        reason = (f"about {reference} more reference and {active} more active answers for {coverage:.0%} coverage "
+                  f"at {target:.3f}")
+    return BudgetPlan(target, delta, float(coverage), threshold, rate, reference, active, True, next_reference,
+                      int(questions_per_round) - next_reference, assumptions, reason)
+
+
+def clopper_pearson_upper(errors: int, trials: int, delta: float) -> float:
+    """One-sided exact upper bound on a binomial rate at level 1 - delta (1.0 with no trials)."""
+    if trials == 0 or errors >= trials:
+        return 1.0
+    return float(stats.beta.ppf(1 - delta, errors + 1, trials - errors))
+
+
+def binomial_p_value(errors: ArrayLike, trials: ArrayLike, target: float) -> NDArray[np.float64]:
+    """Exact p-value of "error rate > 1 - target" given ``errors`` of ``trials``: P(Bin(trials, 1 - target) <= errors).
+
+    ``p <= delta`` exactly when ``clopper_pearson_upper(errors, trials, delta) <= 1 - target``.
+    """
+    k, n = np.asarray(errors), np.asarray(trials)
+    return np.where(n > 0, stats.binom.cdf(k, np.maximum(n, 1), 1 - target), 1.0)
+
+
+def hoeffding_bentkus_p_value(mean: ArrayLike, trials: ArrayLike, null_mean: ArrayLike) -> NDArray[np.float64]:
+    """p-value of "mean of means >= null_mean" for ``trials`` independent variables in [0, 1] with observed ``mean``."""
+    m, n, a = (np.asarray(x, dtype=np.float64) for x in (mean, trials, null_mean))
+    m, n, a = np.broadcast_arrays(m, n, a)
+    a_safe = np.clip(a, 1e-300, 1.0)
+    low = np.minimum(m, a_safe)
+    kl = special.xlogy(low, low / a_safe) + special.xlogy(1 - low, (1 - low) / np.maximum(1 - a_safe, 1e-300))
+    hoeffding = np.exp(-n * kl)
+    successes = np.ceil(n * m - 1e-9)
+    bentkus = math.e * stats.binom.cdf(successes, np.maximum(n, 1), np.minimum(a_safe, 1.0))
+    p = np.minimum(1.0, np.minimum(hoeffding, bentkus))
+    return np.where((n > 0) & (a > 0), p, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------- internals
+
+
+@dataclass(frozen=True)
+class _Result:
+    threshold: float  # inf when nothing certified
+    accepted: int
+    estimate: float
+    reference_used: int
+    reference_needed: int | None
+
+
+def _fixed_sequence(
+    conf: NDArray[np.float64], stratum: NDArray[np.int64], ref_conf: NDArray[np.float64],
+    ref_correct: NDArray[np.bool_], ref_stratum: NDArray[np.int64], *, design_draws: NDArray[np.int64],
+    design_candidates: NDArray[np.int64], target: float, level: float, method: str, grid_size: int,
+) -> _Result:
+    """Walk the threshold sequence for one group of candidates (all, or one class)."""
+    if conf.size == 0:
+        return _Result(np.inf, 0, float("nan"), 0, None)
+    order = np.sort(conf)[::-1]
+    n_strata = design_draws.size
+    # Expected draws per candidate in each stratum: the design, restricted to this group.
+    draw_rate = np.divide(design_draws, design_candidates, out=np.zeros(n_strata), where=design_candidates > 0)
+    # per single reference answer drawn by the same design (uniform over the pool when there is none yet)
+    unit_rate = draw_rate / ref_conf.size if ref_conf.size else np.full(n_strata, 1.0 / design_candidates.sum())
+    start = _start_count(conf, stratum, draw_rate, target, level)
+    counts = np.unique(np.linspace(start, order.size, min(grid_size, order.size - start + 1)).round().astype(int))
+    grid = np.unique(order[counts - 1])[::-1]  # thresholds, descending
+    stats_ = _summaries(grid, conf, stratum, ref_conf, ref_correct, ref_stratum, n_strata)
+    p = _p_values(stats_, grid, target, method, single_stratum=n_strata == 1)
+    passed = p <= level
+    run = int(np.argmin(passed)) if not passed.all() else passed.size
+    if run == 0:
+        needed = _reference_needed(stats_, grid, unit_rate, int(ref_conf.size), target, level, method,
+                                   single_stratum=n_strata == 1)
+        return _Result(np.inf, 0, float("nan"), int(stats_["n"][0].sum()), needed)
+    g = run - 1
+    return _Result(float(grid[g]), int(stats_["M"][g].sum()), _estimate(stats_, g, method),
+                   int(stats_["n"][g].sum()), 0)
+
+
+
+
+def _start_count(conf: NDArray[np.float64], stratum: NDArray[np.int64], draw_rate: NDArray[np.float64],
+                 target: float, level: float) -> int:
+    """First pool count to test: the highest threshold at which a calibrated model would be within
+    ``_START_POWER_SHARE`` of its best chance to pass (averaged over the expected count of reference draws
+    above it, and one standard deviation either side). Uses the pool and the design only, never an answer."""
+    idx = np.argsort(-conf, kind="stable")
+    expected_draws = np.cumsum(draw_rate[stratum[idx]])
+    calibrated_error = 1 - np.cumsum(conf[idx]) / np.arange(1, conf.size + 1)
+    counts = np.unique(np.geomspace(1, conf.size, min(conf.size, 300)).round().astype(int))
+    expected = expected_draws[counts - 1]
+    error = np.clip(calibrated_error[counts - 1], 0, 1)
+    power = np.zeros(counts.size)
+    for spread in (-1.0, 0.0, 1.0):  # how many draws land above a threshold is itself random: smooth over it
+        n = np.floor(expected + spread * np.sqrt(expected) + 1e-9).clip(0).astype(int)
+        passing = _max_passing_errors(n, target, level)
+        power += np.where(passing >= 0, stats.binom.cdf(passing, np.maximum(n, 1), error), 0.0) / 3
+    if power.max() <= 1e-12:
+        enough = np.flatnonzero(_max_passing_errors(np.floor(expected).astype(int), target, level) >= 0)
+        return int(counts[enough[0]] if enough.size else conf.size)
+    return int(counts[np.flatnonzero(power >= _START_POWER_SHARE * power.max())[0]])
+
+
+def _max_passing_errors(trials: NDArray[np.int64], target: float, level: float) -> NDArray[np.int64]:
+    """Most errors among ``trials`` that the exact binomial test still certifies at ``level`` (-1: none)."""
+    n = np.maximum(trials, 1)
+    k = stats.binom.ppf(level, n, 1 - target)
+    k = np.where(stats.binom.cdf(k, n, 1 - target) <= level, k, k - 1)
+    return np.where(trials > 0, k, -1).astype(np.int64)
+
+
+def _summaries(grid: NDArray[np.float64], conf: NDArray[np.float64], stratum: NDArray[np.int64],
+               ref_conf: NDArray[np.float64], ref_correct: NDArray[np.bool_], ref_stratum: NDArray[np.int64],
+               n_strata: int) -> dict[str, NDArray[np.float64]]:
+    """Per threshold (rows) and stratum (columns): pool count M and confidence sum above it; reference draws n,
+    errors and sum of (confidence - correct) above it."""
+    out = {key: np.zeros((grid.size, n_strata)) for key in ("M", "sumconf", "n", "errors", "loss")}
+    for h in range(n_strata):
+        pool = np.sort(conf[stratum == h])
+        below = np.searchsorted(pool, grid, side="left")
+        out["M"][:, h] = pool.size - below
+        prefix = np.concatenate([[0.0], np.cumsum(pool)])
+        out["sumconf"][:, h] = prefix[-1] - prefix[below]
+        mine = ref_stratum == h
+        order = np.argsort(ref_conf[mine], kind="stable")
+        r_conf, r_correct = ref_conf[mine][order], ref_correct[mine][order]
+        below = np.searchsorted(r_conf, grid, side="left")
+        out["n"][:, h] = r_conf.size - below
+        for key, values in (("errors", ~r_correct), ("loss", r_conf - r_correct)):
+            prefix = np.concatenate([[0.0], np.cumsum(values, dtype=np.float64)])
+            out[key][:, h] = prefix[-1] - prefix[below]
+    return out
+
+
+def _p_values(st: dict[str, NDArray[np.float64]], grid: NDArray[np.float64], target: float, method: str, *,
+              single_stratum: bool) -> NDArray[np.float64]:
+    """p-value of "precision of A(t) < target" at every threshold t of ``grid`` (module doc)."""
+    M, n = st["M"], st["n"]
+    total = M.sum(axis=1)
+    if method == "binomial":
+        if single_stratum:
+            return binomial_p_value(np.ceil(st["errors"][:, 0] - 1e-9), n[:, 0].astype(int), target)
+        y, null_total = st["errors"], (1 - target) * total
+    else:
+        lam = grid[:, None]
+        y = (st["loss"] + n * (1 - lam)) / (2 - lam)  # per draw in [0, 1]
+        null_total = (st["sumconf"].sum(axis=1) - target * total + total * (1 - grid)) / (2 - grid)
+    sampled = (n > 0) & (M > 0)
+    need = null_total - np.where(sampled, 0.0, M).sum(axis=1)  # unsampled strata counted at their worst
+    weight = np.where(sampled, M / np.maximum(n, 1), 0.0)
+    heaviest = weight.max(axis=1)
+    draws = np.where(sampled, n, 0).sum(axis=1)
+    scale = np.maximum(heaviest * draws, 1e-300)
+    mean = (weight * np.where(sampled, y, 0.0)).sum(axis=1) / scale
+    p = hoeffding_bentkus_p_value(mean, draws, np.clip(need / scale, 0.0, 1.0))
+    return np.where((need > 0) & (draws > 0), p, 1.0)
+
+
+def _observed_error(st: dict[str, NDArray[np.float64]], g: int) -> tuple[float, float]:
+    """Post-stratified error rate over the sampled strata above grid point g, and the draws behind it."""
+    M, n, errors = st["M"][g], st["n"][g], st["errors"][g]
+    sampled = (n > 0) & (M > 0)
+    if not sampled.any():
+        return 0.0, 0.0
+    rate = float(np.sum(M[sampled] * errors[sampled] / n[sampled]) / M[sampled].sum())
+    return rate, float(n[sampled].sum())
+
+
+def _shrink(rate: float, draws: float, calibrated_error: float) -> float:
+    return (rate * draws + PRIOR_ITEMS * calibrated_error) / (draws + PRIOR_ITEMS)
+
+
+def _estimate(st: dict[str, NDArray[np.float64]], g: int, method: str) -> float:
+    M, n = st["M"][g], st["n"][g]
+    sampled = (n > 0) & (M > 0)
+    if not sampled.any():
+        return float("nan")
+    if method == "binomial":
+        return 1.0 - _observed_error(st, g)[0]
+    rectifier = -np.sum(M[sampled] * st["loss"][g][sampled] / n[sampled]) / M[sampled].sum()
+    return float(st["sumconf"][g].sum() / M.sum() + rectifier)
+
+
+def _reference_needed(st: dict[str, NDArray[np.float64]], grid: NDArray[np.float64], unit_rate: NDArray[np.float64],
+                      reference_size: int, target: float, level: float, method: str, *,
+                      single_stratum: bool) -> int | None:
+    """More reference answers (same design) that would certify the first threshold at the error rate seen there."""
+    M = st["M"][0]
+    calibrated_error = float(1 - st["sumconf"][0].sum() / M.sum())
+    rate = _shrink(*_observed_error(st, 0), calibrated_error)
+    if rate >= 1 - target:
+        return None
+    lam = grid[:1]
+    mean_conf = st["sumconf"][0].sum() / M.sum()
+
+    def p_value(answers: int) -> float:
+        n = np.floor(answers * unit_rate * M + 1e-9)
+        projected = {"M": M[None], "sumconf": st["sumconf"][0][None], "n": n[None],
+                     "errors": (n * rate)[None], "loss": (n * (mean_conf - (1 - rate)))[None]}
+        return float(_p_values(projected, lam, target, method, single_stratum=single_stratum)[0])
+
+    high = max(reference_size, 1)
+    while p_value(high) > level:
+        if high > _MAX_PROJECTED_ANSWERS:
+            return None
+        high *= 2
+    low = high // 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if p_value(middle) <= level else (middle, high)
+    return max(high - reference_size, 1)
+
+
+def _items_to_certify(target: float, delta: float):
+    """error rate -> fewest items above a threshold the exact binomial test certifies at that rate (None: never)."""
+
+    def passes(n: int, error: float) -> bool:
+        return bool(stats.binom.cdf(math.ceil(error * n - 1e-9), n, 1 - target) <= delta)
+
+    def items(error: float) -> int | None:
+        if error >= 1 - target:
+            return None
+        high = 1
+        while not passes(high, error):
+            if high > _MAX_PROJECTED_ANSWERS:
+                return None
+            high *= 2
+        low = high // 2
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if passes(middle, error) else (middle, high)
+        return high
+
+    return items
+
+
+def _shrunk_error(ref_conf, ref_correct, ref_stratum, above, threshold, calibrated_error) -> float:
+    n_strata = above.size
+    keep = ref_conf >= threshold
+    n = np.bincount(ref_stratum[keep], minlength=n_strata).astype(np.float64)
+    errors = np.bincount(ref_stratum[keep], weights=~ref_correct[keep], minlength=n_strata)
+    st = {"M": above[None].astype(np.float64), "n": n[None], "errors": errors[None]}
+    return _shrink(*_observed_error(st, 0), calibrated_error)
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def _check_confidence(values: ArrayLike, name: str, *, allow_empty: bool = False) -> NDArray[np.float64]:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or (array.size == 0 and not allow_empty):
+        raise BadInputError(f"{name} must be a {'' if allow_empty else 'non-empty '}1-D array, got shape {array.shape}")
+    if not np.all((array >= 0) & (array <= 1)):
+        raise BadInputError(f"{name} must hold calibrated confidences in [0, 1]", hint="pass the top probability")
+    return array
+
+
+def _check_items(confidence: ArrayLike, predicted: ArrayLike, name: str, predicted_name: str, *,
+                 allow_empty: bool = False) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    conf = _check_confidence(confidence, name, allow_empty=allow_empty)
+    pred = np.asarray(predicted)
+    if pred.shape != conf.shape:
+        raise BadInputError(f"{predicted_name} has shape {pred.shape} but {name} has {conf.shape}",
+                            hint="give one predicted class per item")
+    if pred.size and (not np.issubdtype(pred.dtype, np.integer) or pred.min() < 0):
+        raise BadInputError(f"{predicted_name} must hold class indices >= 0")
+    return conf, pred.astype(np.int64)
+
+
+def _check_correct(values: ArrayLike, size: int) -> NDArray[np.bool_]:
+    correct = np.asarray(values)
+    if correct.shape != (size,):
+        raise BadInputError(f"reference_correct has shape {correct.shape}, expected ({size},)",
+                            hint="one True/False per reference answer")
+    if correct.size and correct.dtype != np.bool_ and not np.isin(correct, (0, 1)).all():
+        raise BadInputError("reference_correct must hold only True/False (or 1/0)")
+    return correct.astype(bool)
+
+
+def _check_unit(value: float, name: str) -> float:
+    if not 0 < value < 1:
+        raise BadInputError(f"{name} must lie strictly between 0 and 1, got {value}", hint="e.g. 0.95 or 0.05")
+    return float(value)
+
+
+def _check_edges(edges: ArrayLike | None) -> NDArray[np.float64]:
+    if edges is None:
+        return np.zeros(0)
+    array = np.asarray(edges, dtype=np.float64)
+    if array.ndim != 1 or not np.all((array > 0) & (array < 1)) or np.any(np.diff(array) <= 0):
+        raise BadInputError("strata_edges must be strictly increasing confidences inside (0, 1)",
+                            hint="e.g. [0.9, 0.97, 0.99] for four strata")
+    return array
+
+
+def _strata(conf: NDArray[np.float64], edges: NDArray[np.float64]) -> NDArray[np.int64]:
+    return np.searchsorted(edges, conf, side="right").astype(np.int64)
