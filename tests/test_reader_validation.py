@@ -172,7 +172,7 @@ def test_a_cell_over_the_limit_names_the_row_and_says_how(tmp_path, monkeypatch)
     monkeypatch.setattr(_common, "CSV_CELL_LIMIT", 1000)  # the real limit is too large to write in a test
     csv_file = tmp_path / "t.csv"
     csv_file.write_text('text,label\nshort,a\n"' + "x" * 2000 + '",b\n')
-    with pytest.raises(UnreadableItemError, match=r"t\.csv, row 3: a cell is longer than 1000 characters") as error:
+    with pytest.raises(UnreadableItemError, match=r"t\.csv, row 3: a cell is longer than 1,000 characters") as error:
         ml.datasets.read_text(csv_file)
     assert "unmatched quote" in error.value.hint
     csv_file.write_text("x" * 2000 + ",label\n1,a\n")  # from_spec reads the header to choose a reader

@@ -194,7 +194,7 @@ def _csv_rows(path: Path, *, encoding: str) -> Iterator[tuple[int, list[str]]]:
     except csv.Error as error:
         if "field larger than field limit" in str(error):
             raise UnreadableItemError(
-                f"a cell is longer than {CSV_CELL_LIMIT} characters",
+                f"a cell is longer than {CSV_CELL_LIMIT:,} characters",
                 path=path,
                 row=line,
                 hint=f"look for an unmatched quote (\") in or above this row, or shorten the cell; {ROW_IS_LINE}",

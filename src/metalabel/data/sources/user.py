@@ -186,7 +186,7 @@ def _jsonl_records(path: Path, *, encoding: str, bad_items: BadItems) -> Iterato
                     continue
                 try:
                     record = json.loads(line)
-                    problem = None if isinstance(record, dict) else f"is not a JSON object: it is a {type(record).__name__}"
+                    problem = None if isinstance(record, dict) else f"is a JSON {type(record).__name__}, not an object"
                 except (ValueError, RecursionError) as error:  # RecursionError: nested thousands deep
                     problem = f"is not a JSON object: {error}"
                 if problem is None and _has_lone_surrogate(line, record):
@@ -282,7 +282,8 @@ def _number(value: object, path: Path, row: int, column: str, row_meaning: str) 
     except OverflowError:  # a JSON integer hundreds of digits long
         number = math.inf
     except (TypeError, ValueError):
-        raise UnreadableItemError(f"column {column!r} holds {shown}, not a number", path=path, row=row, hint=hint) from None
+        problem = f"column {column!r} holds {shown}, not a number"
+        raise UnreadableItemError(problem, path=path, row=row, hint=hint) from None
     # NaN or inf (or a number float32 turns into inf) would only fail later, deep inside training;
     # the comparison is False for NaN too
     if not abs(number) <= _FLOAT32_MAX:
