@@ -119,3 +119,49 @@ def test_label_issues_without_cleanlab_says_how_to_install_it(monkeypatch: pytes
     monkeypatch.setitem(sys.modules, "cleanlab.filter", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'metalabel\[evaluate\]'"):
         label_issues(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]))
+
+
+def test_builtin_confident_learning_finds_flipped_labels_like_cleanlab() -> None:
+    labels, probs, flipped, true = noisy_blobs([0, 1, 2, 3])
+    builtin = label_issues(labels, probs, method="builtin")
+    found = set(builtin.indices.tolist())
+    caught = found & set(flipped.tolist())
+    assert len(caught) / len(flipped) >= 0.9 and len(caught) / len(found) >= 0.7
+    assert np.all(np.diff(builtin.self_confidence) >= 0)
+    np.testing.assert_allclose(builtin.self_confidence, probs[builtin.indices, builtin.given])
+    by_cleanlab = set(label_issues(labels, probs).indices.tolist())
+    assert len(found & by_cleanlab) / len(found | by_cleanlab) >= 0.8  # mostly the same items
+    assert len(label_issues(labels, probs, method="builtin", max_issues=3)) == 3
+
+
+def test_builtin_confident_learning_keeps_a_class_last_label_and_ignores_absent_classes() -> None:
+    labels, probs, flipped, _ = noisy_blobs([0, 1, 3])
+    issues = label_issues(labels, probs, method="builtin")
+    # the plain filter misses a few that cleanlab's noise-rate pruning finds here (26 of 30)
+    assert len(set(issues.indices.tolist()) & set(flipped.tolist())) / len(flipped) >= 0.8
+    assert not np.isin(issues.given, [2]).any()
+    # one item given class 2, which the model is sure is class 0: one label allows no noise estimate
+    labels = np.array([0, 0, 0, 1, 1, 1, 2])
+    probs = np.array([[.9, .05, .05]] * 3 + [[.05, .9, .05]] * 3 + [[.9, .05, .05]])
+    assert len(label_issues(labels, probs, method="builtin")) == 0
+    # both labels of class 1 look like class 0: the more self-confident one stays
+    labels = np.array([0, 0, 0, 1, 1])
+    probs = np.array([[.6, .4]] * 3 + [[.8, .2], [.7, .3]])
+    assert label_issues(labels, probs, method="builtin").indices.tolist() == [3]
+    with pytest.raises(BadInputError, match="no label-issue method named 'magic'"):
+        label_issues(labels, probs, method="magic")
+
+
+def test_without_cleanlab_auto_and_the_scorecard_use_the_builtin_filter(monkeypatch: pytest.MonkeyPatch) -> None:
+    from metalabel.evaluate.scorecard import issues_section
+
+    labels, probs, flipped, _ = noisy_blobs([0, 1, 2, 3])
+    builtin = label_issues(labels, probs, method="builtin")
+    monkeypatch.setitem(sys.modules, "cleanlab", None)
+    monkeypatch.setitem(sys.modules, "cleanlab.filter", None)
+    np.testing.assert_array_equal(label_issues(labels, probs, method="auto").indices, builtin.indices)
+    rows = issues_section(labels, probs, uris=[f"item-{i}" for i in range(len(labels))],
+                          item_ids=list(range(len(labels))), sources=["imported"] * len(labels),
+                          classes=["a", "b", "c", "d"], max_issues=50)
+    assert [row["item_id"] for row in rows] == builtin.indices[:50].tolist()
+    assert rows[0]["given"] == "abcd"[labels[rows[0]["item_id"]]]

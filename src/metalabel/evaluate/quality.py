@@ -1,7 +1,8 @@
 """How good the labels are: accuracy with an interval, confusion, and the labels most likely wrong.
 
-NumPy in, NumPy out. ``label_issues`` needs cleanlab (``pip install 'metalabel[evaluate]'``),
-which is imported only when it is called.
+NumPy in, NumPy out. ``label_issues`` uses cleanlab (``pip install 'metalabel[evaluate]'``),
+imported only when it is called; ``method="builtin"`` (or ``"auto"`` without cleanlab) runs
+the plain confident-learning filter here instead, so a core install can still search.
 """
 
 from __future__ import annotations
@@ -67,8 +68,27 @@ class LabelIssues:
         return len(self.indices)
 
 
-def label_issues(labels: ArrayLike, out_of_fold_probs: ArrayLike, *, max_issues: int | None = None) -> LabelIssues:
-    """Labels that ``out_of_fold_probs`` [N, C] says are probably wrong, found by confident learning (cleanlab).
+LABEL_ISSUE_METHODS = ("cleanlab", "builtin", "auto")
+
+
+def cleanlab_installed() -> bool:
+    """Whether ``label_issues(method="cleanlab")`` can run."""
+    try:
+        import cleanlab.filter  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def label_issues(labels: ArrayLike, out_of_fold_probs: ArrayLike, *, max_issues: int | None = None,
+                 method: str = "cleanlab") -> LabelIssues:
+    """Labels that ``out_of_fold_probs`` [N, C] says are probably wrong, found by confident learning.
+
+    ``method``: ``"cleanlab"`` (its default filter, pruning by estimated noise rates;
+    needs ``pip install 'metalabel[evaluate]'``), ``"builtin"`` (the plain confident-learning
+    filter of Northcutt et al. 2021: an item is flagged when it is confidently, i.e. above
+    its class's average self-confidence, another class; the off-diagonals of the confident
+    joint), or ``"auto"`` (cleanlab when installed, else builtin).
 
     The probabilities must come from a model that did not train on the item's own
     label (cross-validation); otherwise the model has learned the mistakes. Issues are
@@ -81,21 +101,28 @@ def label_issues(labels: ArrayLike, out_of_fold_probs: ArrayLike, *, max_issues:
     Items given a class that only one item was given are never flagged: one label
     allows no noise estimate. ``suggested`` is the model's top class over all C
     columns. With fewer than two classes among the labels there is nothing to
-    contrast, so no issues are returned.
+    contrast, so no issues are returned. Both methods follow these rules.
     """
+    if method not in LABEL_ISSUE_METHODS:
+        raise BadInputError(f"no label-issue method named {method!r}", hint=f"use one of {', '.join(LABEL_ISSUE_METHODS)}")
     probs = validate_probabilities(out_of_fold_probs, name="out_of_fold_probs")
     given_labels = validate_labels(labels, items=len(probs), classes=probs.shape[1], name="labels")
     if max_issues is not None:
         check_whole_number("max_issues", max_issues, minimum=0)
-    try:
-        from cleanlab.filter import find_label_issues
-    except ImportError:
-        raise MissingDependencyError(
-            "label_issues needs cleanlab: pip install 'metalabel[evaluate]'"
-        ) from None
+    if method == "auto":
+        method = "cleanlab" if cleanlab_installed() else "builtin"
+    if method == "cleanlab":
+        try:
+            from cleanlab.filter import find_label_issues
+        except ImportError:
+            raise MissingDependencyError(
+                "label_issues needs cleanlab: pip install 'metalabel[evaluate]' (or pass method='builtin')"
+            ) from None
 
     if np.unique(given_labels).size < 2:
         ranked = np.empty(0, dtype=np.int64)
+    elif method == "builtin":
+        ranked = _confident_learning(given_labels, probs)
     else:
         with warnings.catch_warnings():
             # Raised for every class with at most one label; the docstring states what that means.
@@ -114,3 +141,30 @@ def label_issues(labels: ArrayLike, out_of_fold_probs: ArrayLike, *, max_issues:
         suggested=probs[ranked].argmax(axis=1).astype(np.int64),
         self_confidence=probs[ranked, given],
     )
+
+
+def _confident_learning(labels: IntArray, probs: FloatArray) -> IntArray:
+    """Items whose confident class is not their label, ranked by self-confidence (lowest first).
+
+    A class's threshold is the mean probability of that class over the items labeled with
+    it; an item's confident class is its most probable class among those it reaches the
+    threshold of (none: not counted). A class absent from ``labels`` has no threshold, so
+    no item is confidently of it. As in cleanlab, a class keeps at least one label: an item
+    given a class that only it was given is never flagged, nor is a class's last label.
+    """
+    classes = probs.shape[1]
+    counts = np.bincount(labels, minlength=classes)
+    sums = np.bincount(labels, weights=probs[np.arange(len(labels)), labels], minlength=classes)
+    thresholds = np.full(classes, np.inf)
+    present = counts > 0
+    thresholds[present] = sums[present] / counts[present]
+    reached = probs >= thresholds
+    confident = np.where(reached, probs, -np.inf).argmax(axis=1)
+    flagged = reached.any(axis=1) & (confident != labels) & (counts[labels] >= 2)
+    self_confidence = probs[np.arange(len(labels)), labels]
+    for cls in np.unique(labels[flagged]):
+        members = np.flatnonzero(labels == cls)
+        if flagged[members].all():  # keep the class's most self-confident label
+            flagged[members[np.argmax(self_confidence[members])]] = False
+    candidates = np.flatnonzero(flagged)
+    return candidates[np.argsort(self_confidence[candidates], kind="stable")].astype(np.int64)

@@ -8,8 +8,8 @@ Every section is computed from plain arrays the caller gathers (the pipeline eac
   model's accuracy on held-out human labels; calibration (ECE, reliability curve);
   coverage and the acceptance estimate.
 - ``confusion``: against gold, else audited labels, else held-out human labels.
-- ``label_issues``: human and seed labels that confident learning (cleanlab) finds
-  probably wrong, from out-of-fold probabilities.
+- ``label_issues``: human and seed labels that confident learning (cleanlab's filter, or
+  the built-in one without cleanlab) finds probably wrong, from out-of-fold probabilities.
 - ``similarity``: each generator's output against the real labeled items, in the
   model's embedding space reduced to 64 principal components (MMD, Frechet distance,
   k-NN precision and recall).
@@ -77,10 +77,14 @@ def confusion_section(true: np.ndarray, predicted: np.ndarray, *, classes: Seque
 def issues_section(labels: np.ndarray, out_of_fold_probs: np.ndarray, *, uris: Sequence[str],
                    item_ids: Sequence[int], sources: Sequence[str], classes: Sequence[str],
                    max_issues: int = 20) -> list[dict[str, Any]]:
-    """Trusted labels that confident learning finds probably wrong, most likely first."""
+    """Trusted labels that confident learning finds probably wrong, most likely first.
+
+    cleanlab's filter where it is installed (``pip install 'metalabel[evaluate]'``), else the
+    built-in one: a core install gets a scorecard too.
+    """
     if len(labels) < 2:
         return []
-    found = label_issues(labels, out_of_fold_probs, max_issues=max_issues)
+    found = label_issues(labels, out_of_fold_probs, max_issues=max_issues, method="auto")
     return [{"item_id": int(item_ids[i]), "uri": uris[i], "source": sources[i], "given": classes[given],
              "suggested": classes[suggested], "self_confidence": float(confidence)}
             for i, given, suggested, confidence in zip(found.indices, found.given, found.suggested,
@@ -170,7 +174,7 @@ def scorecard_rows(scorecard: dict[str, Any]) -> list[tuple[str, str, str, str]]
         rows.append(("model", "calibration error (ECE)", f"{quality['ece']:.3f}", "10 bins, held-out human labels"))
     issues = scorecard.get("label_issues")
     if issues is not None:
-        rows.append(("labels", "label issues", str(len(issues)), "human or seed labels cleanlab finds suspect"))
+        rows.append(("labels", "label issues", str(len(issues)), "human or seed labels confident learning finds suspect"))
     for name, metrics in (scorecard.get("similarity") or {}).items():
         rows.append(("generated", f"{name}: MMD / Frechet", f"{metrics['mmd']:.4f} / {metrics['frechet']:.2f}",
                      f"{metrics['generated']} items against {metrics['real']} real, in the model's space (64 principal components)"))
