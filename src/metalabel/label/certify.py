@@ -214,8 +214,8 @@ def certify_acceptance(
         ref_keep = slice(None) if c is None else ref_pred == c
         results[c] = _fixed_sequence(
             conf[keep], stratum[keep], ref_conf[ref_keep], ref_correct[ref_keep], ref_stratum[ref_keep],
-            design_draws=draws, design_candidates=candidates, target=target, level=level, method=method,
-            grid_size=int(grid_size),
+            design_draws=draws, design_candidates=candidates, reference_size=int(ref_conf.size), target=target,
+            level=level, method=method, grid_size=int(grid_size),
         )
 
     thresholds = np.full(n_classes, np.inf)
@@ -389,7 +389,8 @@ class _Result:
 def _fixed_sequence(
     conf: NDArray[np.float64], stratum: NDArray[np.int64], ref_conf: NDArray[np.float64],
     ref_correct: NDArray[np.bool_], ref_stratum: NDArray[np.int64], *, design_draws: NDArray[np.int64],
-    design_candidates: NDArray[np.int64], target: float, level: float, method: str, grid_size: int,
+    design_candidates: NDArray[np.int64], reference_size: int, target: float, level: float, method: str,
+    grid_size: int,
 ) -> _Result:
     """Walk the threshold sequence for one group of candidates (all, or one class)."""
     if conf.size == 0:
@@ -399,7 +400,7 @@ def _fixed_sequence(
     # Expected draws per candidate in each stratum: the design, restricted to this group.
     draw_rate = np.divide(design_draws, design_candidates, out=np.zeros(n_strata), where=design_candidates > 0)
     # per single reference answer drawn by the same design (uniform over the pool when there is none yet)
-    unit_rate = draw_rate / ref_conf.size if ref_conf.size else np.full(n_strata, 1.0 / design_candidates.sum())
+    unit_rate = draw_rate / reference_size if reference_size else np.full(n_strata, 1.0 / design_candidates.sum())
     start = _start_count(conf, stratum, draw_rate, target, level)
     counts = np.unique(np.linspace(start, order.size, min(grid_size, order.size - start + 1)).round().astype(int))
     grid = np.unique(order[counts - 1])[::-1]  # thresholds, descending
@@ -408,7 +409,7 @@ def _fixed_sequence(
     passed = p <= level
     run = int(np.argmin(passed)) if not passed.all() else passed.size
     if run == 0:
-        needed = _reference_needed(stats_, grid, unit_rate, int(ref_conf.size), target, level, method,
+        needed = _reference_needed(stats_, grid, unit_rate, reference_size, target, level, method,
                                    single_stratum=n_strata == 1)
         return _Result(np.inf, 0, float("nan"), int(stats_["n"][0].sum()), needed)
     g = run - 1
