@@ -292,3 +292,28 @@ def test_efficientnet_puts_same_class_items_closer(efficientnet, fashion_sample)
     same_class = (labels[:, None] == labels[None]) & ~np.eye(len(labels), dtype=bool)
     different_class = labels[:, None] != labels[None]
     assert distances[same_class].mean() < distances[different_class].mean()
+
+
+# --- the run's --encoder option ------------------------------------------------------
+
+
+def test_pool_inputs_refuses_an_unknown_or_unfitting_encoder_naming_the_choices(private_cache):
+    from metalabel.data.dataset import LabeledDataset
+    from metalabel.label.round_model import pool_inputs
+
+    table = LabeledDataset("table", "tabular", np.arange(12, dtype=np.float32).reshape(4, 3), np.array([0, 1, 0, 1]),
+                           ["a", "b"], [f"t/{i}" for i in range(4)])
+    for name in ("bogus", "pixels", "minilm"):
+        with pytest.raises(BadInputError, match=f"{name}.*table rows are features already: give no encoder"):
+            pool_inputs(table, None, encoder=name, progress=False)
+    assert pool_inputs(table, None, encoder=None, progress=False).shape == (4, 3)
+    images = LabeledDataset("images", "image", np.zeros((4, 8, 8), dtype=np.uint8), np.array([0, 1, 0, 1]),
+                            ["a", "b"], [f"i/{i}" for i in range(4)])
+    with pytest.raises(BadInputError, match="no encoder named 'bogus'.*efficientnet-lite0, pixels"):
+        pool_inputs(images, None, encoder="bogus", progress=False)
+    with pytest.raises(BadInputError, match="minilm encoder takes text, but the pool holds images.*pixels"):
+        pool_inputs(images, None, encoder="minilm", progress=False)
+    assert pool_inputs(images, None, encoder="Pixels", progress=False).shape == (4, 28 * 28)
+    assert encoders.check_encoder("EfficientNet_Lite0", "image") == "efficientnet-lite0"
+    with pytest.raises(BadInputError, match="must be a name"):
+        encoders.check_encoder(3, "text")

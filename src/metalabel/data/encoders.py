@@ -292,6 +292,26 @@ def available() -> list[str]:
     return sorted(_ENCODERS)
 
 
+def check_encoder(name: object, modality: str) -> str:
+    """``name`` as ``get_encoder`` keys it, if it names an encoder for ``modality`` items.
+
+    Otherwise a BadInputError naming ``name`` and the encoders that fit; table rows take
+    no encoder (their numbers are the features), so any name is refused for them.
+    """
+    fitting = [known for known in available() if _ENCODERS[known].modality == modality]
+    choices = (f"choose one of {', '.join(fitting)}" if fitting else
+               f"{_ITEMS_OF.get(modality, modality)} are features already: give no encoder")
+    if not isinstance(name, str):
+        raise BadInputError(f"the encoder must be a name, got {type(name).__name__}", hint=choices)
+    key = name.lower().replace("_", "-")
+    if key not in _ENCODERS:
+        raise BadInputError(f"no encoder named {name!r}", hint=choices)
+    if key not in fitting:
+        raise BadInputError(f"the {key} encoder takes {_ITEMS_OF[_ENCODERS[key].modality]}, but the pool holds "
+                            f"{_ITEMS_OF.get(modality, modality)}", hint=choices)
+    return key
+
+
 def get_encoder(name: str, *, device: str | torch.device = "cpu", **options: Any) -> Encoder:
     """The encoder called ``name``, e.g. ``get_encoder("efficientnet-lite0", image_size=112)``.
 

@@ -31,7 +31,13 @@ def pool_inputs(pool: LabeledDataset, learner: TaskLearner | None, *, encoder: s
     A learner with a convolutional backbone reads the images themselves; otherwise
     the items go through a frozen pretrained encoder (text: MiniLM; images:
     EfficientNet-Lite0, or raw pixels for ``encoder="pixels"``; tables: the numbers).
+    An ``encoder`` that is unknown or does not read the pool's items is refused, even
+    where none is used, so a wrong option is never silently ignored.
     """
+    from metalabel.data.encoders import check_encoder
+
+    if encoder is not None:
+        encoder = check_encoder(encoder, pool.modality)
     takes_images = learner is not None and reads_images(learner)
     if takes_images:
         if pool.modality != "image":
