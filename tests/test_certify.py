@@ -17,7 +17,7 @@ from metalabel.label.certify import (
 
 
 def synthetic_pool(seed: int, *, items: int = 2000, classes: int = 5, overclaim: float = 0.8):
-    """Confidences that overclaim by ``overclaim`` in logit: true accuracy sigmoid(z), claimed sigmoid(z + overclaim)."""
+    """Confidences that overclaim by ``overclaim`` in logit: accuracy sigmoid(z), claimed sigmoid(z + overclaim)."""
     rng = np.random.default_rng(seed)
     z = rng.normal(3.0, 1.5, items)
     correct = rng.random(items) < 1 / (1 + np.exp(-z))
