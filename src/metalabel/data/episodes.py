@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from metalabel.data.dataset import UNLABELED, LabeledDataset
-from metalabel.errors import BadInputError, EmptyClassError, check_whole_number
+from metalabel.errors import BadInputError, EmptyClassError, NotEnoughDataError, check_whole_number
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ class EpisodeSampler(Dataset):
                 )
         if len(chosen) < self.ways + self.distractors:
             distractor_note = f" + {self.distractors} distractor" if self.distractors else ""
-            raise BadInputError(
+            raise NotEnoughDataError(
                 f"only {len(chosen)} classes have at least {needed} items (shots + queries + unlabeled), "
                 f"but an episode needs {self.ways}{distractor_note} classes",
                 hint="lower ways, shots, queries or unlabeled, or add classes",

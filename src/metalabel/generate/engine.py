@@ -253,7 +253,7 @@ class DataGenerator:
         return batch, image_expander(search.best)
 
     def _hallucinate(self, x, y, pool_x, pool_y, val_classes, judge, human_judged, seed):
-        from metalabel.errors import BadInputError
+        from metalabel.errors import NotEnoughDataError
         from metalabel.generate.hallucinate import hallucinate, train_hallucinator
 
         options = self.options
@@ -264,8 +264,8 @@ class DataGenerator:
             trained = train_hallucinator(pool_x, pool_y, ways=5, shots=1, queries=5, extra_per_class=options.per_class,
                                          steps=options.hallucinator_steps, seed=seed, val_episodes=50,
                                          val_classes=val_classes if len(val_classes) >= 5 else None)
-        except BadInputError:
-            return None  # too few classes with enough examples for episodes yet
+        except NotEnoughDataError:
+            return None  # too few classes with enough examples for episodes yet; a wrong option still stops the run
 
         def expander(train_x, train_y, fold_seed):
             made = hallucinate(trained, train_x, train_y, per_class=options.per_class, seed=fold_seed)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from metalabel.errors import BadInputError, check_whole_number
+from metalabel.errors import BadInputError, NotEnoughDataError, check_whole_number
 
 Expander = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 """(train_x [N, D], train_y [N], seed) -> (new_x [M, D], new_y [M])."""
@@ -35,10 +35,10 @@ def assign_folds(labels: np.ndarray, *, folds: int, seed: int) -> tuple[np.ndarr
     """
     classes, class_of, sizes = np.unique(labels, return_inverse=True, return_counts=True)
     if len(classes) < 2:
-        raise BadInputError(f"held-out scoring needs at least 2 classes, got {len(classes)}",
+        raise NotEnoughDataError(f"held-out scoring needs at least 2 classes, got {len(classes)}",
                             hint="label examples of a second class")
     if sizes.max() < 2:
-        raise BadInputError("every class has a single example, so none can be held out while its class still trains",
+        raise NotEnoughDataError("every class has a single example, so none can be held out while its class still trains",
                             hint="label a second example of at least one class, or score on episodes instead")
     fold_count = min(folds, int(sizes.max()))
     rng = np.random.default_rng(seed)
@@ -117,7 +117,7 @@ def episode_accuracy(x: np.ndarray, y: np.ndarray, *, expand: Expander | None, w
     classes, counts = np.unique(labels[labels >= 0], return_counts=True)
     usable = classes[counts >= shots + queries]
     if len(usable) < max(ways, 2):
-        raise BadInputError(f"episodes need {ways} classes with {shots + queries} examples each; "
+        raise NotEnoughDataError(f"episodes need {ways} classes with {shots + queries} examples each; "
                             f"{len(usable)} have that many", hint="lower ways, shots or queries")
     rng = np.random.default_rng(seed)
     members = {c: np.flatnonzero(labels == c) for c in usable}

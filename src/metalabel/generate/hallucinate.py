@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from metalabel.data.dataset import UNLABELED
 from metalabel.data.episodes import EpisodeSampler
-from metalabel.errors import BadInputError, check_whole_number
+from metalabel.errors import BadInputError, NotEnoughDataError, check_whole_number
 from metalabel.label.transductive import prototype_logits
 from metalabel.meta.checkpoint import required_files
 from metalabel.generate.weights import content_version, seeded_linear, write_generator
@@ -358,7 +358,7 @@ def _classes_with_enough(
     if not ids.size:
         raise BadInputError(f"no classes are left for {purpose}", hint="hold fewer classes out in val_classes")
     shortest = int(np.argmin(counts))
-    raise BadInputError(
+    raise NotEnoughDataError(
         f"an episode needs {config.ways} classes with shots + queries = {needed} examples each, but only "
         f"{int(enough.sum())} of the {len(ids)} {purpose} classes have that many; the shortest has {counts[shortest]}",
         cls=str(ids[shortest]),

@@ -23,7 +23,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_softmax, softmax
 
-from metalabel.errors import BadInputError, MetalabelError
+from metalabel.errors import BadInputError, MetalabelError, NotEnoughDataError, check_whole_number
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -331,15 +331,16 @@ def cross_validated_logits(
 
     A class with a single label cannot be held out. Its item is skipped, counted in
     ``skipped_count`` and listed in ``skipped_classes``. If every class has a single
-    label, nothing can be held out, and a BadInputError says so.
+    label, nothing can be held out, and a NotEnoughDataError (a BadInputError) says so;
+    a wrong ``folds`` is a plain BadInputError, so a caller can skip calibration on the
+    first and still stop on the second.
     """
     labels = validate_labels(y)
-    if int(folds) != folds or folds < 2:
-        raise BadInputError(f"folds must be a whole number >= 2, got {folds}")
+    check_whole_number("folds", folds, minimum=2)
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(labels, return_counts=True)
     if labels.size == 0 or counts.max() < 2:
-        raise BadInputError(
+        raise NotEnoughDataError(
             "no class has two labels, so none can be held out to calibrate on",
             hint="label a second example of at least one class, or keep the uncalibrated probabilities",
         )
