@@ -21,7 +21,13 @@ from metalabel.meta.backbones import (
     linear_head,
     register_backbone,
 )
-from metalabel.meta.checkpoint import LEARNERS, load_learner, save_learner
+from metalabel.meta.checkpoint import (
+    LEARNERS,
+    checkpoint_is_complete,
+    load_learner,
+    remove_stale_staging,
+    save_learner,
+)
 from metalabel.meta.functional import Adapted, FastWeightClassifier, MetaLearner, TaskLearner
 from metalabel.meta.maml import MAML
 from metalabel.meta.protonet import PrototypeClassifier, ProtoNet
@@ -43,8 +49,10 @@ __all__ = [
     "available_backbones",
     "backbone_spec",
     "build_backbone",
+    "checkpoint_is_complete",
     "linear_head",
     "load_learner",
     "register_backbone",
+    "remove_stale_staging",
     "save_learner",
 ]
