@@ -76,8 +76,8 @@ def test_project_meta_learning_competes_with_the_encoder_space(cache, tmp_path):
     with Project.create(tmp_path / "p", pool=pool, labels=seed_labels_from_pool(pool, per_class=3, seed=0)) as project:
         run = LabelingRun(project, None, oracle=SimulatedOracle(gold), encoder="pixels", gold=gold, progress=False,
                           options=RunOptions(budget=0, project_meta_steps=30, generate=False))
-        assert set(run.learners) == {"encoder space", "project meta-learned"}
         [report] = run.run().rounds
+        assert set(run.learners) == {"encoder space", "project meta-learned"}
         models = {label.model_hash for label in project.store.active_labels() if label.source == "model"}
     assert report.model.split(" + ")[0] in run.learners and 0 <= report.held_out_accuracy <= 1
     assert models <= {run.hashes[report.model.split(" + ")[0]]}

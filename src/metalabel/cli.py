@@ -120,29 +120,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             oracle = LabelStudioQueue(project.folder / "labelstudio")
         learner = _load_model(args.model)
-        table = Table("round", "human", "model labels", "coverage", "est. precision (95% CI)", "ECE",
-                      "asked", "pool acc." if gold else "", "achieved prec." if gold else "", "s",
+        delta = args.delta
+        table = Table("round", "human", "reference", "model labels", "coverage",
+                      f"certified precision (1-{delta:g})", "estimate", "retracted", "asked",
+                      "pool acc." if gold else "", "achieved prec." if gold else "", "s",
                       title=f"labeling {project.name}", title_justify="left")
-        live_rows: list = []
 
         def show(report) -> None:
-            lo, hi = report.precision_ci
-            row = [str(report.round_id), str(report.human_labels), str(report.model_labels),
-                   f"{100 * report.coverage:.1f}%", f"{100 * report.estimated_precision:.1f}% ({100 * lo:.1f}-{100 * hi:.1f})",
-                   "-" if report.calibration_ece is None else f"{report.calibration_ece:.3f}", str(report.questions),
-                   f"{100 * report.gold['pool_accuracy']:.1f}%" if "pool_accuracy" in report.gold else "",
-                   f"{100 * report.gold['achieved_precision']:.1f}%" if "achieved_precision" in report.gold else "",
-                   f"{report.seconds:.1f}"]
-            live_rows.append(row)
+            row = [str(report.round_id), str(report.human_labels), str(report.reference_answers),
+                   str(report.model_labels), f"{100 * report.coverage:.1f}%",
+                   _percent_at_least(report.certified_precision, report.reference_needed),
+                   _percent(report.estimated_precision), str(report.retracted), str(report.questions),
+                   _percent(report.gold.get("pool_accuracy")) if gold else "",
+                   _percent(report.gold.get("achieved_precision")) if gold else "", f"{report.seconds:.1f}"]
             table.add_row(*row)
             if not args.quiet:
                 console.print("round " + " | ".join(row), highlight=False)
 
-        result = project.run(learner, oracle=oracle, target_precision=args.target_precision, budget=args.budget,
-                             per_round=args.per_round, max_rounds=args.max_rounds, strategy=args.strategy,
-                             seed=args.seed, encoder=args.encoder, gold=gold or None, progress=not args.quiet,
-                             on_round=show, audit_fraction=args.audit_fraction, generate=not args.no_generate,
-                             feedback=not args.no_feedback)
+        result = project.run(learner, oracle=oracle, target_precision=args.target_precision, delta=delta,
+                             certify=args.certify, budget=args.budget, per_round=args.per_round,
+                             reference_share=args.reference_share, coverage_goal=args.coverage_goal,
+                             max_rounds=args.max_rounds, strategy=args.strategy, seed=args.seed,
+                             encoder=args.encoder, gold=gold or None, progress=not args.quiet, on_round=show,
+                             generate=not args.no_generate, feedback=not args.no_feedback)
         console.print(table)
         for warning in project.warnings:  # e.g. pool items added since init
             err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
@@ -151,6 +151,38 @@ def cmd_run(args: argparse.Namespace) -> int:
                 for line in report.feedback:
                     console.print(f"round {report.round_id}: {line}", highlight=False, soft_wrap=True)
         console.print(f"stopped: {result.stopped_because}")
+    return 0
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _percent_at_least(bound: float | None, needed: int | None) -> str:
+    """A certified bound as '>= 95.0%'; without one, what it would take (never a figure the evidence lacks)."""
+    if bound is not None:
+        return f">= {100 * bound:.1f}%"
+    return "none yet" if needed is None else f"none yet (~{needed} more reference answers)"
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from metalabel.project import Project
+
+    with Project.open(args.project) as project:
+        plan = project.plan(_load_model(args.model), coverage=args.coverage, encoder=args.encoder,
+                            target_precision=args.target_precision, delta=args.delta, per_round=args.per_round,
+                            progress=not args.quiet)
+    console.print(f"to certify {100 * plan.coverage:.0f}% of the pool at precision >= {plan.target:g} "
+                  f"(with probability {1 - plan.delta:g}):", highlight=False)
+    if plan.reachable:
+        console.print(f"  about {plan.reference_needed} more reference answers and {plan.active_needed} more "
+                      "active-learning answers", highlight=False)
+    else:
+        console.print("  not reachable under the planner's model with more answers alone", highlight=False)
+    console.print(f"  next round: {plan.next_reference} reference + {plan.next_active} active questions",
+                  highlight=False)
+    console.print(f"  {plan.reason}", highlight=False, soft_wrap=True)
+    console.print(f"  assumptions: {plan.assumptions}", highlight=False, soft_wrap=True)
     return 0
 
 
@@ -325,13 +357,31 @@ def build_parser() -> argparse.ArgumentParser:
                    "typiclust, random")
     p.add_argument("--oracle", choices=["simulated", "terminal", "labelstudio"], default="terminal")
     p.add_argument("--noise", type=float, default=0.0, help="error rate of the simulated oracle")
-    p.add_argument("--audit-fraction", type=float, default=0.2,
-                   help="share of each round's questions that audit a random sample of its accepted labels")
+    p.add_argument("--delta", type=float, default=0.05,
+                   help="the chance the precision guarantee may fail (labels are certified at 1 - delta)")
+    p.add_argument("--certify", choices=["binomial", "ppi"], default="binomial",
+                   help="exact binomial bound on the reference answers, or prediction-powered")
+    p.add_argument("--reference-share", type=float, default=None,
+                   help="share of each round's questions drawn at random as the reference sample "
+                        "(default: the planner's split)")
+    p.add_argument("--coverage-goal", type=float, default=0.9,
+                   help="share of the pool the planner aims to certify")
     p.add_argument("--no-generate", action="store_true", help="no augmentation, hallucination or synthesis")
     p.add_argument("--no-feedback", action="store_true",
                    help="fixed target and hand-set policy, generators unjudged (a baseline to compare with)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("plan", parents=[common],
+                       help="how many more answers would certify a coverage at the target precision")
+    p.add_argument("project", type=Path)
+    p.add_argument("--model", default=None, help="meta-trained run or checkpoint folder (as for run)")
+    p.add_argument("--encoder", default=None)
+    p.add_argument("--coverage", type=float, default=0.9, help="share of the pool to certify")
+    p.add_argument("--target-precision", type=float, default=0.95)
+    p.add_argument("--delta", type=float, default=0.05)
+    p.add_argument("--per-round", type=int, default=None, help="questions per round, for the next round's split")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("evaluate", parents=[common], help="the scorecard of a project's labels as they stand")
     p.add_argument("project", type=Path)

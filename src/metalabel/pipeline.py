@@ -1,47 +1,56 @@
-"""The labeling loop: adapt, predict and calibrate, accept at a target precision, ask a person, repeat.
+"""The labeling loop: adapt, predict and calibrate, accept with a certified precision, ask a person, repeat.
 
 Every step is committed to the project store as it happens, so a run killed at any
 point (SIGKILL included) continues where it stopped: a round left "running" is
 closed as failed and redone, a question asked but not answered is asked again
-first, and an answer, once given, is never lost or asked for twice.
+first, and an answer, once given, is committed before the next question is shown.
 
-A round adapts the model (``metalabel.label.round_model``), generates data
-(``metalabel.generate.engine``), accepts labels, scores the result
-(``metalabel.evaluate.scorecard``) and feeds the scores back: the acceptance target,
-the generators and the project's meta-learner all move on held-out evidence.
+A round, top to bottom (``LabelingRun._round``):
+
+1. read the labels once (``LabelSnapshot``);
+2. continue the project's meta-learner and choose the learner and head that predict
+   held-out human labels best (``metalabel.label.fitting``);
+3. generate data where the set is thin, kept only on held-out evidence
+   (``metalabel.generate.engine``);
+4. predict the pool, cross-fitted and calibrated;
+5. accept with a certificate: the confidence threshold whose precision over every
+   label the export would write is at least the target with probability 1 - delta,
+   judged on the random reference sample (``metalabel.label.certify``); every active
+   model label the rule no longer admits is retracted;
+6. score (``metalabel.evaluate.scorecard``);
+7. plan and ask: reference questions drawn at random, the rest by the query strategy
+   (``metalabel.label.ask``), each answer committed as it is given.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 
-from metalabel.data.dataset import UNLABELED
-from metalabel.errors import BadInputError
-from metalabel.label.accept import TargetAdjustment, accept_at_precision, adjust_target
-from metalabel.label.active import select
-from metalabel.label.calibrate import TemperatureScaling, cross_validated_logits, expected_calibration_error
-from metalabel.label.oracle import Oracle, OracleStopped, Query, record_answers
-from metalabel.label.round_model import (
-    RoundModel,
-    in_chunks,
-    reads_images,
-    default_learner,
-    learner_hash,
-    pool_inputs,
-)
+from metalabel.data.dataset import UNLABELED, LabeledDataset
+from metalabel.errors import BadInputError, NotEnoughDataError, check_whole_number
+from metalabel.label.active import STRATEGIES
+from metalabel.label.ask import REFERENCE, choose_questions
+from metalabel.label.certify import BudgetPlan, Certificate, certify_acceptance, plan_budget
+from metalabel.label.fitting import Calibration, LabelSnapshot, choose_model, cross_fitted_logits
+from metalabel.label.oracle import Oracle, OracleStopped, Query, put_questions
+from metalabel.label.round_model import RoundModel, default_learner, in_chunks, learner_hash, pool_inputs, reads_images
 from metalabel.meta.functional import TaskLearner
 from metalabel.project import Project
+from metalabel.store import Item, LabelSource
 
 if TYPE_CHECKING:  # the generators load on first use
     from metalabel.generate.engine import DataGenerator, GenerationStep
 
-TRUSTED_SOURCES = ("human", "imported")
+PROJECT_LEARNER = "project meta-learned"
+GIVEN_LEARNER = "given"
+ENCODER_SPACE = "encoder space"
 
 
 @dataclass(frozen=True)
@@ -50,31 +59,35 @@ class RunOptions:
 
     ``budget`` counts the oracle's answers over the whole project, so a resumed run
     asks only what is left. ``per_round`` defaults to a fifth of the budget (at
-    least one question per class). ``strategy="auto"`` starts with TypiClust
-    (typical items of unlabeled clusters, for when the model's uncertainty means
-    little) while there are fewer than two human labels per class, then margin.
-    A run stops when the budget is spent, after ``max_rounds``, when the accepted
-    coverage and estimated precision meet the target on the whole pool, or when a
-    round raised coverage by less than ``min_gain`` twice in a row.
+    least one question per class). Labels are accepted only where the random reference
+    sample certifies that everything the export would write is at least
+    ``target_precision`` precise with probability ``1 - delta`` (``certify``: ``binomial``,
+    an exact Clopper-Pearson bound on the reference items alone, or ``ppi``,
+    prediction-powered: the calibrated confidences of the whole pool corrected by the
+    reference sample). Each round the planner splits its questions between the
+    reference sample and the query ``strategy`` (``auto``: TypiClust while there are
+    fewer than two human labels per class, then margin) by what is expected to certify
+    ``coverage_goal`` of the pool soonest (``metalabel.label.certify.plan_budget``);
+    ``reference_share`` fixes that split instead.
+    A run stops when the budget is spent, after ``max_rounds``, or when a round raised
+    coverage by less than ``min_gain`` twice in a row.
     Without a given learner, ``project_meta_steps`` > 0 also meta-trains an embedding on
-    pseudo-tasks from the project's own pool (CACTUs) and labeled classes; each round
-    keeps whichever of it and the plain encoder space predicts held-out human labels better.
-    ``audit_fraction`` of each round's questions audit a random sample of the labels the
-    round accepted; with ``feedback`` the audits raise the acceptance target when they
-    show the model overclaiming (``metalabel.label.accept.adjust_target``), and the
-    project's meta-learner continues ``meta_continue_steps`` on tasks from the grown
-    data set each round, kept only when it predicts held-out human labels better.
-    With ``generate``, each round runs the generators (``metalabel.generate.engine``:
-    a searched augmentation policy, a meta-trained feature hallucinator, a VAE for
-    28x28 grayscale images); what they make counts ``generated_weight`` in the round's
-    model, and only while it raises held-out accuracy. ``feedback=False`` turns every
-    evidence-driven change off (fixed target, fixed policy, generators unjudged): the
-    baseline for measuring what feedback is worth.
+    pseudo-tasks from the project's own pool (CACTUs); each round keeps whichever of it and
+    the plain encoder space predicts held-out human labels better, and with ``feedback``
+    continues it ``meta_continue_steps`` on the grown data set, kept only when it predicts
+    better. With ``generate``, each round runs the generators (``metalabel.generate.engine``);
+    what they make counts ``generated_weight`` in the round's model, and only while it
+    raises held-out accuracy. ``feedback=False`` turns every evidence-driven change off
+    (fixed policy, generators unjudged): the baseline for measuring what feedback is worth.
     """
 
     target_precision: float = 0.95
+    delta: float = 0.05
+    certify: str = "binomial"
     budget: int = 100
     per_round: int | None = None
+    reference_share: float | None = None
+    coverage_goal: float = 0.9
     max_rounds: int = 10
     strategy: str = "auto"
     pseudo_weight: float = 0.5
@@ -82,7 +95,6 @@ class RunOptions:
     calibration_folds: int = 5
     min_gain: float = 0.002
     project_meta_steps: int = 500
-    audit_fraction: float = 0.2
     meta_continue_steps: int = 100
     generate: bool = True
     generated_weight: float = 0.5
@@ -90,54 +102,81 @@ class RunOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        # every option is checked here, before anything runs: an error inside a round would be
+        # mistaken for "not enough data yet" or surface as a traceback from deep inside
+        for name, minimum in (("budget", 0), ("max_rounds", 1), ("refine_steps", 0), ("calibration_folds", 2),
+                              ("project_meta_steps", 0), ("meta_continue_steps", 0), ("seed", 0)):
+            check_whole_number(name, getattr(self, name), minimum=minimum)
+        if self.per_round is not None:
+            check_whole_number("per_round", self.per_round, minimum=1)
+        for name in ("target_precision", "delta", "pseudo_weight", "generated_weight", "min_gain"):
+            _check_number(name, getattr(self, name))
         if not 0 < self.target_precision < 1:
             raise BadInputError(f"target_precision must lie in (0, 1), got {self.target_precision}")
-        if self.budget < 0 or (self.per_round is not None and self.per_round < 1):
-            raise BadInputError("budget must be >= 0 and per_round >= 1")
-        if not 0 <= self.pseudo_weight <= 1:
-            raise BadInputError(f"pseudo_weight must lie in [0, 1], got {self.pseudo_weight}")
-        if not 0 <= self.audit_fraction < 1:
-            raise BadInputError(f"audit_fraction must lie in [0, 1), got {self.audit_fraction}")
+        if not 0 < self.delta < 0.5:
+            raise BadInputError(f"delta (the chance the guarantee may fail) must lie in (0, 0.5), got {self.delta}")
+        _check_number("coverage_goal", self.coverage_goal)
+        if not 0 < self.coverage_goal <= 1:
+            raise BadInputError(f"coverage_goal must lie in (0, 1], got {self.coverage_goal}")
+        if self.reference_share is not None:
+            _check_number("reference_share", self.reference_share)
+            if not 0 <= self.reference_share <= 1:
+                raise BadInputError(f"reference_share must lie in [0, 1], got {self.reference_share}")
+        for name in ("pseudo_weight", "generated_weight"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise BadInputError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.min_gain < 0:
+            raise BadInputError(f"min_gain must be >= 0, got {self.min_gain}")
+        if self.certify not in ("binomial", "ppi"):
+            raise BadInputError(f"no certification method named {self.certify!r}", hint="choose binomial or ppi")
+        if self.strategy != "auto" and str(self.strategy).strip().lower().replace("-", "_") not in STRATEGIES:
+            raise BadInputError(f"no query strategy named {self.strategy!r}",
+                                hint=f"choose auto or one of {', '.join(STRATEGIES)}")
+        for name in ("generate", "feedback"):
+            if not isinstance(getattr(self, name), bool):
+                raise BadInputError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+
+def _check_number(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BadInputError(f"{name} must be a finite number, got {value!r}")
 
 
 @dataclass
 class RoundReport:
-    """What one round did, as stored in the round's metrics."""
+    """What one round did, as stored in the round's metrics.
+
+    ``certified_precision`` is the lower confidence bound (at ``1 - delta``) on the
+    precision of every model label active after the round; None when nothing could be
+    certified, and then ``reference_needed`` says how many more reference answers would
+    (at the error rate seen so far). ``estimated_precision`` is the point estimate.
+    """
 
     round_id: int
     human_labels: int
     model_labels: int
     coverage: float
-    estimated_precision: float
-    precision_ci: tuple[float, float]
+    certified_precision: float | None
+    estimated_precision: float | None
+    delta: float
+    threshold: float | None
+    reference_answers: int
+    reference_needed: int | None
+    retracted: int
     temperature: float
     calibration_ece: float | None
     questions: int
+    reference_questions: int
     answered_total: int
     seconds: float
     model: str = ""
     held_out_accuracy: float | None = None
     disagreements: int = 0
     gold: dict[str, float] = field(default_factory=dict)
-    acceptance_target: float = float("nan")
-    audits: int = 0
-    audit_precision: float | None = None
-    audit_ci: tuple[float, float] | None = None
+    certificate: str = ""
     feedback: list[str] = field(default_factory=list)
     scorecard: dict[str, Any] = field(default_factory=dict)
     generation: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, eq=False)
-class Calibration:
-    """A round model's calibration on out-of-fold human labels; empty while no label can be held out."""
-
-    calibrator: TemperatureScaling | None = None
-    ece: float | None = None
-    accuracy: float | None = None  # out-of-fold accuracy on the human labels
-    probs: np.ndarray | None = None  # calibrated out-of-fold probabilities [H, C]
-    labels: np.ndarray | None = None  # [H] the human labels they predict
-    positions: np.ndarray | None = None  # [H] pool positions of those items
 
 
 @dataclass
@@ -148,48 +187,344 @@ class RunResult:
     stopped_because: str
 
 
+class PoolIndex:
+    """Pool positions and store item ids, both ways. Pool items the store does not know yet have no id."""
+
+    def __init__(self, pool: LabeledDataset, items: list[Item]) -> None:
+        position = {uri: i for i, uri in enumerate(pool.uris)}
+        self.item_ids = np.full(len(pool), -1, dtype=np.int64)
+        for item in items:
+            self.item_ids[position[item.uri]] = item.id
+        self.position_of_item = {item.id: position[item.uri] for item in items}
+        self.registered = np.flatnonzero(self.item_ids >= 0)
+
+    def item_id(self, position: int) -> int:
+        return int(self.item_ids[position])
+
+
+@dataclass(frozen=True, eq=False)
+class ReferenceEvidence:
+    """The answered reference questions, each predicted out of fold: the evidence about precision."""
+
+    positions: np.ndarray
+    confidence: np.ndarray
+    predicted: np.ndarray
+    correct: np.ndarray
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
 class LabelingRun:
-    """One call of ``Project.run``: rounds until the budget, the target or the gains run out."""
+    """One call of ``Project.run`` (or ``evaluate``): rounds until the budget or the gains run out."""
 
-    def __init__(self, project: Project, learner: TaskLearner | None, *, oracle: Oracle, options: RunOptions,
+    def __init__(self, project: Project, learner: TaskLearner | None, *, oracle: Oracle | None, options: RunOptions,
                  encoder: str | None = None, gold: dict[str, str] | None = None, progress: bool = True,
                  on_round: Callable[[RoundReport], None] | None = None) -> None:
         self.project, self.store, self.oracle, self.options = project, project.store, oracle, options
         self.pool = project.load_pool()
         self.x = pool_inputs(self.pool, learner, encoder=encoder, progress=progress)
-        self.learners = {"given": learner} if learner is not None else {"encoder space": default_learner()}
+        self.encoder = encoder
+        self.learners: dict[str, TaskLearner] = ({GIVEN_LEARNER: learner} if learner is not None
+                                                 else {ENCODER_SPACE: default_learner()})
         self.classes = self.store.classes()
         self.class_index = {name: c for c, name in enumerate(self.classes)}
-        self.position = {uri: i for i, uri in enumerate(self.pool.uris)}
-        items = self.store.items()
-        self.item_ids = np.full(len(self.pool), -1, dtype=np.int64)
-        for item in items:
-            self.item_ids[self.position[item.uri]] = item.id
-        self.position_of_item = {item.id: self.position[item.uri] for item in items}
+        self.index = PoolIndex(self.pool, self.store.items())
         self.gold = gold
         self.on_round = on_round
-        self.rng = np.random.default_rng(options.seed)
-        if learner is None and options.project_meta_steps > 0:
-            # a resumed or re-opened project continues with the meta-learner it made last
-            meta_learned = self._saved_project_learner() or self._meta_learn_on_project()
-            if meta_learned is not None:
-                self.learners["project meta-learned"] = meta_learned
+        self.generator: DataGenerator | None = None
+        saved = self._saved_project_learner() if learner is None else None
+        if saved is not None:  # a resumed or re-opened project continues with the meta-learner it made last
+            self.learners[PROJECT_LEARNER] = saved
         self.hashes = {name: learner_hash(model) for name, model in self.learners.items()}
-        self.encoder = encoder or ("minilm" if self.pool.modality == "text" else "efficientnet-lite0")
-        self.generator = self._resume_generator() if options.generate else None
-        if "project meta-learned" in self.learners:
-            self._save_checkpoint("project meta-learned", None)
 
-    def _meta_learn_on_project(self, *, steps: int | None = None, init: TaskLearner | None = None,
-                               seed: int | None = None) -> TaskLearner | None:
-        """A ProtoNet embedding meta-trained on the pool's clusters and the labeled classes (CACTUs).
+    @property
+    def ways(self) -> int:
+        return len(self.classes)
+
+    # -- the loop
+    def run(self) -> RunResult:
+        self._recover()
+        self._prepare()
+        options = self.options
+        per_round = options.per_round or max(self.ways, options.budget // 5, 1)
+        reports: list[RoundReport] = []
+        stop_reason: str | None = None
+        small_gains = 0
+        while True:
+            # questions still open count against the budget: they are asked, only not yet answered
+            remaining = max(options.budget - self._answered_total() - len(self.store.open_questions()), 0)
+            if remaining == 0 and stop_reason is None:
+                stop_reason = "budget spent"
+            if len(reports) + 1 >= options.max_rounds and stop_reason is None:
+                stop_reason = "max_rounds"
+            # the last round asks nothing: its model learns from every answer given before it
+            ask = 0 if stop_reason else min(per_round, remaining)
+            number = self._round_number()
+            round_id = self.store.start_round({**asdict(options), "models": self.hashes, "ask": ask})
+            try:
+                report = self._round(round_id, number, ask=ask)
+            except OracleStopped:
+                self.store.finish_round(round_id, {"stopped_by_oracle": True}, status="failed")
+                return RunResult(reports, "stopped by the oracle")
+            except BaseException:
+                self.store.finish_round(round_id, {"error": True}, status="failed")
+                raise
+            self.store.finish_round(round_id, asdict(report))
+            gain = report.coverage - (reports[-1].coverage if reports else 0.0)
+            reports.append(report)
+            if self.on_round:
+                self.on_round(report)
+            if ask == 0:
+                return RunResult(reports, stop_reason or "nothing left to ask")
+            if report.questions == 0:
+                stop_reason = "nothing left to ask"
+            if self.store.open_questions():  # an asynchronous oracle (a Label Studio queue) answers later
+                return RunResult(reports, "waiting for the oracle's answers (metalabel import-answers)")
+            # while nothing is certified, more answers are what it takes: only certified coverage can stall
+            stalled = len(reports) > 1 and report.certified_precision is not None and gain < options.min_gain
+            small_gains = small_gains + 1 if stalled else 0
+            if small_gains >= 2:
+                stop_reason = "another round no longer pays (coverage gain below min_gain twice)"
+
+    def _recover(self) -> None:
+        """Close what a killed run left: rounds still 'running', unrecorded files, unanswered questions."""
+        for stale in (r for r in self.store.rounds() if r.status == "running"):
+            self.store.finish_round(stale.id, {"interrupted": True}, status="failed")
+        self._clean_unrecorded_files()
+        self._put_open_questions(None)  # questions a killed run asked but never got answers for
+
+    def _prepare(self) -> None:
+        """The project's own meta-learner (trained once, then kept as a checkpoint) and the generators."""
+        if GIVEN_LEARNER not in self.learners and PROJECT_LEARNER not in self.learners \
+                and self.options.project_meta_steps > 0:
+            learned = self._meta_learn_on_project(self._snapshot())
+            if learned is not None:
+                self._keep_project_learner(learned, round_id=None)
+        if PROJECT_LEARNER in self.learners:
+            self._save_checkpoint(PROJECT_LEARNER, None)  # repairs a checkpoint a killed save left missing
+        if self.options.generate:
+            self.generator = self._resume_generator()
+
+    # -- one round
+    def _round(self, round_id: int, number: int, *, ask: int) -> RoundReport:
+        started = time.perf_counter()
+        labels = self._snapshot()
+        self._require_a_label_per_class(labels)
+        feedback: list[str] = []
+        self._continue_meta_learning(round_id, number, labels, feedback)
+        name, model, calibration = self._choose_model(labels)
+        generation = None
+        if self.generator is not None and model.prototype_space:
+            generation = self._generate(number, model, labels)
+        if generation is not None:
+            feedback.extend(generation.feedback)
+            model, calibration = self._use_generated(generation, model, calibration, labels, feedback)
+        raw, probs = self._pool_probabilities(model, calibration, labels, number)
+        candidates = self._candidates(labels)
+        reference = self._reference_evidence(calibration)
+        certificate = self._certify(probs[candidates], reference)
+        feedback.append(certificate.reason)
+        retracted = self._write_acceptance(round_id, candidates, certificate, raw, probs, self.hashes[name])
+        if generation is not None:
+            self._store_generated(round_id, generation, labels.human_positions)
+        accepted = candidates[certificate.mask]
+        gold = self._gold_metrics(probs, accepted)  # before asking: this round's answers not counted
+        scorecard = self._scorecard(model, calibration, certificate, reference, generation=generation,
+                                    feedback=feedback)
+        reference_questions, asked = self._ask(round_id, number, ask, probs, model.embeddings(), candidates,
+                                               certificate, reference, scorecard) if ask else (0, 0)
+        return RoundReport(
+            round_id=round_id, human_labels=len(labels.human_positions), model_labels=len(accepted),
+            coverage=certificate.coverage, certified_precision=certificate.lower_bound,
+            estimated_precision=certificate.estimate, delta=self.options.delta,
+            threshold=certificate.threshold if certificate.certified else None,
+            reference_answers=len(reference.positions), reference_needed=certificate.reference_needed,
+            retracted=retracted,
+            temperature=float(calibration.calibrator.temperature) if calibration.calibrator is not None else 1.0,
+            calibration_ece=calibration.ece, questions=asked, reference_questions=reference_questions,
+            answered_total=self._answered_total(), seconds=round(time.perf_counter() - started, 2),
+            model=f"{name} + {model.head}" if model.prototype_space else name,
+            held_out_accuracy=calibration.accuracy, disagreements=len(self.store.disagreements()), gold=gold,
+            certificate=certificate.reason, feedback=feedback, scorecard=scorecard,
+            generation=generation.summary() if generation is not None else {},
+        )
+
+    def _snapshot(self) -> LabelSnapshot:
+        return LabelSnapshot.of(self.store.active_labels(), position_of_item=self.index.position_of_item,
+                                class_index=self.class_index, pseudo_weight=self.options.pseudo_weight)
+
+    def _require_a_label_per_class(self, labels: LabelSnapshot) -> None:
+        missing = sorted(set(range(self.ways)) - set(labels.human_classes.tolist()))
+        if missing:
+            raise BadInputError(f"class {self.classes[missing[0]]!r} has no human or seed label",
+                                hint="label at least one example of every class before running")
+
+    def _choose_model(self, labels: LabelSnapshot) -> tuple[str, RoundModel, Calibration]:
+        candidates = [(name, variant) for name, learner in self.learners.items()
+                      for variant in RoundModel(learner, self.x, refine_steps=self.options.refine_steps,
+                                                seed=self.options.seed).variants()]
+        return choose_model(candidates, labels, ways=self.ways, folds=self.options.calibration_folds,
+                            seed=self.options.seed)
+
+    def _pool_probabilities(self, model: RoundModel, calibration: Calibration, labels: LabelSnapshot,
+                            number: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw and calibrated probabilities of every pool item (cross-fitted where an item carries a pseudo-label)."""
+        logits = cross_fitted_logits(model, labels, ways=self.ways, folds=self.options.calibration_folds,
+                                     seed=[self.options.seed, number])
+        raw = torch.softmax(torch.from_numpy(logits), 1).numpy()
+        return raw, (calibration.calibrator.predict_proba(logits) if calibration.calibrator is not None else raw)
+
+    def _candidates(self, labels: LabelSnapshot) -> np.ndarray:
+        """Pool positions a model may label: known to the store and without a person's label."""
+        return np.setdiff1d(self.index.registered, labels.human_positions)
+
+    def _reference_evidence(self, calibration: Calibration) -> ReferenceEvidence:
+        """Each answered reference item's out-of-fold prediction: was the model right where it was not shown the answer?"""
+        empty = np.array([], dtype=np.int64)
+        if calibration.probs is None:
+            return ReferenceEvidence(empty, np.array([]), empty, np.array([], dtype=bool))
+        asked = {self.index.position_of_item[q.item_id] for q in self.store.answered_questions(strategy=REFERENCE)
+                 if q.answer is not None and q.item_id in self.index.position_of_item}
+        rows = np.array([i for i, p in enumerate(calibration.positions) if int(p) in asked], dtype=np.int64)
+        probs = calibration.probs[rows]
+        predicted = probs.argmax(1) if len(rows) else empty
+        return ReferenceEvidence(calibration.positions[rows], probs.max(1) if len(rows) else np.array([]),
+                                 predicted, predicted == calibration.labels[rows])
+
+    def _certify(self, candidate_probs: np.ndarray, reference: ReferenceEvidence) -> Certificate:
+        return certify_acceptance(candidate_probs.max(1), candidate_probs.argmax(1),
+                                  reference_confidence=reference.confidence,
+                                  reference_predicted=reference.predicted, reference_correct=reference.correct,
+                                  target=self.options.target_precision, delta=self.options.delta,
+                                  method=self.options.certify, classes=self.ways)
+
+    def _write_acceptance(self, round_id: int, candidates: np.ndarray, certificate: Certificate, raw: np.ndarray,
+                          probs: np.ndarray, model_hash: str) -> int:
+        """Write the certified labels and retract every active model label the rule no longer admits.
+
+        One transaction: the labels a round leaves active are exactly what its certificate covers.
+        """
+        accepted = {int(candidates[k]): k for k in np.flatnonzero(certificate.mask)}
+        retracted = 0
+        with self.store.batch():
+            for label in self.store.active_labels():
+                position = self.index.position_of_item.get(label.item_id)
+                if LabelSource(label.source) is LabelSource.MODEL and position not in accepted:
+                    self.store.retract_label(label.id, round_id=round_id,
+                                             reason=_retraction_reason(certificate, probs, position))
+                    retracted += 1
+            for position, k in accepted.items():
+                predicted = int(probs[position].argmax())
+                self.store.add_label(
+                    self.index.item_id(position), self.classes[predicted], source="model",
+                    raw_confidence=float(raw[position, predicted]),
+                    calibrated_confidence=float(probs[position, predicted]),
+                    threshold=float(certificate.thresholds[predicted]), certified_precision=certificate.lower_bound,
+                    round_id=round_id, model_hash=model_hash)
+        return retracted
+
+    # -- asking
+    def _plan(self, candidate_probs: np.ndarray, reference: ReferenceEvidence, *, questions: int,
+              coverage: float | None = None) -> BudgetPlan:
+        """How many more reference and active answers reach ``coverage`` at the target, and the next round's split."""
+        return plan_budget(candidate_probs.max(1), reference_confidence=reference.confidence,
+                           reference_correct=reference.correct, target=self.options.target_precision,
+                           coverage=self.options.coverage_goal if coverage is None else coverage,
+                           trained_on=self._trusted_count(), questions_per_round=max(questions, 1),
+                           delta=self.options.delta)
+
+    def _ask(self, round_id: int, number: int, count: int, probs: np.ndarray, embeddings: np.ndarray,
+             candidates: np.ndarray, certificate: Certificate, reference: ReferenceEvidence,
+             scorecard: dict[str, Any]) -> tuple[int, int]:
+        """Split ``count`` questions between the reference sample and the query strategy, ask, and put them."""
+        open_items = {q.item_id for q in self.store.open_questions()}
+        free = np.array([p for p in candidates if self.index.item_id(p) not in open_items], dtype=np.int64)
+        if self.options.reference_share is None:
+            reference_count = self._plan(probs[candidates], reference, questions=count).next_reference
+        else:
+            reference_count = round(count * self.options.reference_share)
+        reference_count = min(reference_count, len(free))
+        asked_before = {q.item_id for q in self.store.answered_questions(strategy="label-issue")}
+        suspects = np.array([self.index.position_of_item[issue["item_id"]] for issue in scorecard["label_issues"]
+                             if issue["source"] == LabelSource.IMPORTED and issue["item_id"] not in asked_before
+                             and issue["item_id"] not in open_items], dtype=np.int64)
+        human = np.setdiff1d(self.index.registered, candidates)
+        questions = choose_questions(probs, embeddings, free, reference=reference_count,
+                                     active=count - reference_count, strategy=self.options.strategy,
+                                     human_positions=human, suspect_seeds=suspects,
+                                     rng=np.random.default_rng([self.options.seed, number, 1]))
+        with self.store.batch():
+            for question in questions:
+                self.store.ask(self.index.item_id(question.position), strategy=question.why, round_id=round_id,
+                               score=float(probs[question.position].max()))
+        self._put_open_questions(probs)
+        return sum(q.why == REFERENCE for q in questions), len(questions)
+
+    def _put_open_questions(self, probs: np.ndarray | None) -> None:
+        """Give every open question to the oracle; each answer is committed the moment it is given."""
+        questions = self.store.open_questions()
+        if not questions or self.oracle is None:
+            return
+        queries = []
+        for question in questions:
+            position = self.index.position_of_item[question.item_id]
+            item = self.pool.items[position]
+            suggestion = confidence = None
+            if probs is not None:
+                suggestion = self.classes[int(probs[position].argmax())]
+                confidence = float(probs[position].max())
+            queries.append(Query(question.id, question.item_id, question.uri,
+                                 item if self.pool.modality != "image" or isinstance(item, np.ndarray) else None,
+                                 self.classes, suggestion, confidence))
+        put_questions(self.store, self.oracle, queries)
+
+    # -- state read from the store
+    def _trusted_count(self) -> int:
+        counts = self.store.label_counts()
+        return int(counts[LabelSource.HUMAN] + counts[LabelSource.IMPORTED])
+
+    def _answered_total(self) -> int:
+        return int(self.store.summary()["answered_questions"])
+
+    def _round_number(self) -> int:
+        """1 + the rounds whose questions were asked: what seeds a round's random choices.
+
+        A round killed after asking is redone on the answers it asked for, as the next
+        round of an uninterrupted run would be, so it takes that round's number: a resumed
+        run asks what an uninterrupted one asks, question for question.
+        """
+        asked = self.store.open_questions() + self.store.answered_questions()
+        return 1 + len({q.round_id for q in asked if q.round_id is not None})
+
+    def plan(self, *, coverage: float | None = None) -> BudgetPlan:
+        """The planner's figures from the evidence as it stands: nothing is written, nothing asked."""
+        labels = self._snapshot()
+        self._require_a_label_per_class(labels)
+        _, model, calibration = self._choose_model(labels)
+        _, probs = self._pool_probabilities(model, calibration, labels, self._round_number())
+        per_round = self.options.per_round or max(self.ways, self.options.budget // 5, 1)
+        return self._plan(probs[self._candidates(labels)], self._reference_evidence(calibration),
+                          questions=per_round, coverage=coverage)
+
+    def scorecard(self) -> dict[str, Any]:
+        """The scorecard of the labels as they stand now: nothing is written, nothing asked."""
+        labels = self._snapshot()
+        _, model, calibration = self._choose_model(labels)
+        reference = self._reference_evidence(calibration)
+        model_labeled = len(labels.pseudo.positions)
+        coverage = model_labeled / max(len(self._candidates(labels)), 1)
+        return self._scorecard(model, calibration, None, reference, generation=None, feedback=[], coverage=coverage)
+
+    # -- the project's own meta-learner
+    def _meta_learn_on_project(self, labels: LabelSnapshot, *, steps: int | None = None,
+                               init: TaskLearner | None = None, seed: int | None = None) -> TaskLearner | None:
+        """A ProtoNet embedding meta-trained on the pool's clusters and the accepted labels' classes (CACTUs).
 
         Accepted pseudo-labels join as classes, so a later call (``init`` = the current
-        learner) continues on tasks from the grown data set. None when the pool is too
-        small to make enough pseudo-classes for episodes.
+        learner) continues on tasks from the grown data set; human labels never do: they
+        are the held-out evidence every learner is judged and calibrated on. None when the
+        pool is too small to make enough pseudo-classes for episodes.
         """
         from metalabel.meta.train import meta_train
         from metalabel.meta.unsupervised import pseudo_task_dataset
@@ -197,14 +532,12 @@ class LabelingRun:
         shots, queries, ways = 1, 5, 10
         steps = self.options.project_meta_steps if steps is None else steps
         seed = self.options.seed if seed is None else seed
-        # accepted labels join as classes; human labels never do: they are the held-out evidence every
-        # learner is judged and calibrated on, and a learner trained on them would be judged on its own lessons
-        positions, classes, _, trusted = self._labels()
         features = self.x.flatten(1).numpy()
         if len(features) < 4 * ways * (shots + queries):
             return None
+        pseudo = labels.pseudo
         tasks = pseudo_task_dataset(features, clusters=int(np.clip(len(features) // 50, ways * 2, 200)),
-                                    min_per_cluster=shots + queries, labeled=(positions[~trusted], classes[~trusted]),
+                                    min_per_cluster=shots + queries, labeled=(pseudo.positions, pseudo.classes),
                                     seed=seed)
         if tasks.num_classes < 2 * 4:  # training and validation classes need a few ways each
             return None
@@ -213,216 +546,77 @@ class LabelingRun:
                               backbone_kwargs={"in_features": features.shape[1], "hidden": [512], "out_features": 128},
                               ways=min(ways, tasks.num_classes // 4), val_fraction=0.25, shots=shots, queries=queries,
                               steps=steps, val_every=steps, val_episodes=50, seed=seed, progress=False, init=init)
-        except BadInputError:  # too few pseudo-classes of the needed size for episodes
+        except NotEnoughDataError:  # too few pseudo-classes of the needed size for episodes
             return None
 
     def _saved_project_learner(self) -> TaskLearner | None:
-        from metalabel.meta.checkpoint import load_learner
+        from metalabel.meta.checkpoint import checkpoint_is_complete, load_learner
 
-        saved = [a for a in self.store.artifacts(kind="checkpoint") if a.meta.get("learner") == "project meta-learned"]
-        return load_learner(saved[-1].path) if saved and saved[-1].path.is_dir() else None
+        saved = [a for a in self.store.artifacts(kind="checkpoint") if a.meta.get("learner") == PROJECT_LEARNER]
+        complete = [a for a in saved if checkpoint_is_complete(a.path)]
+        return load_learner(complete[-1].path) if complete else None
 
-    def _continue_meta_learning(self, round_id: int, labels: tuple[np.ndarray, ...], feedback: list[str]) -> None:
+    def _continue_meta_learning(self, round_id: int, number: int, labels: LabelSnapshot,
+                                feedback: list[str]) -> None:
         """Continue the project's meta-learner on tasks from the grown data set; keep it only if it predicts better."""
-        name = "project meta-learned"
-        current = self.learners.get(name)
+        current = self.learners.get(PROJECT_LEARNER)
         if current is None or not self.options.meta_continue_steps or not self.options.feedback:
             return
-        before = self._calibrate(RoundModel(current, self.x, seed=self.options.seed), *labels).accuracy
+        before = self._held_out_accuracy(current, labels)
         if before is None:
             return  # no held-out human labels yet: no evidence to keep or drop a change by
-        continued = self._meta_learn_on_project(steps=self.options.meta_continue_steps, init=current,
-                                                seed=self.options.seed + round_id)
+        continued = self._meta_learn_on_project(labels, steps=self.options.meta_continue_steps, init=current,
+                                                seed=self.options.seed + number)
         if continued is None:
             return
-        after = self._calibrate(RoundModel(continued, self.x, seed=self.options.seed), *labels).accuracy
+        after = self._held_out_accuracy(continued, labels)
+        assert after is not None
         verdict = "kept" if after >= before else "dropped, the previous one stays"
         feedback.append(f"meta-learner continued {self.options.meta_continue_steps} steps on tasks from the grown "
                         f"data set: held-out accuracy {before:.1%} -> {after:.1%}, {verdict}")
         if after >= before:
-            self.learners[name] = continued
-            self.hashes[name] = learner_hash(continued)
-            self._save_checkpoint(name, round_id)
+            self._keep_project_learner(continued, round_id=round_id)
+
+    def _held_out_accuracy(self, learner: TaskLearner, labels: LabelSnapshot) -> float | None:
+        from metalabel.label.fitting import calibrate
+
+        return calibrate(RoundModel(learner, self.x, seed=self.options.seed), labels, ways=self.ways,
+                         folds=self.options.calibration_folds, seed=self.options.seed).accuracy
+
+    def _keep_project_learner(self, learner: TaskLearner, *, round_id: int | None) -> None:
+        self.learners[PROJECT_LEARNER] = learner
+        self.hashes[PROJECT_LEARNER] = learner_hash(learner)
+        self._save_checkpoint(PROJECT_LEARNER, round_id)
 
     def _save_checkpoint(self, name: str, round_id: int | None) -> None:
-        """Keep a learner the project made, in its folder, so every model label's model_hash can be reloaded."""
-        from metalabel.meta.checkpoint import save_learner
+        """Keep a learner the project made, so every model label's model_hash resolves to a checkpoint.
+
+        The save is atomic (a folder is complete or absent) and the artifact row is written
+        after it, so a kill in between leaves a complete folder that the next call records.
+        """
+        import shutil
+
+        from metalabel.meta.checkpoint import checkpoint_is_complete, remove_stale_staging, save_learner
 
         folder = self.project.folder / "models" / self.hashes[name]
-        if not folder.exists():
+        remove_stale_staging(folder)
+        if not checkpoint_is_complete(folder):
+            shutil.rmtree(folder, ignore_errors=True)  # left by an older metalabel killed mid-save
             save_learner(self.learners[name], folder)
+        recorded = {a.path.resolve() for a in self.store.artifacts(kind="checkpoint")}
+        if folder.resolve() not in recorded:
             self.store.add_artifact("checkpoint", folder, round_id=round_id,
                                     meta={"learner": name, "model_hash": self.hashes[name]})
 
-    # -- state read from the store
-    def _answered_total(self) -> int:
-        return int(self.store.summary()["answered_questions"])
-
-    def _labels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Pool positions, class indices, weights and trust (human or seed) of the labels the model learns from."""
-        positions, classes, weights, trusted = [], [], [], []
-        for label in self.store.active_labels():
-            is_trusted = label.source in TRUSTED_SOURCES
-            weight = 1.0 if is_trusted else self.options.pseudo_weight if label.source == "model" else 0.0
-            if weight > 0:
-                positions.append(self.position_of_item[label.item_id])
-                classes.append(self.class_index[label.class_name])
-                weights.append(weight)
-                trusted.append(is_trusted)
-        return (np.array(positions, dtype=np.int64), np.array(classes, dtype=np.int64), np.array(weights),
-                np.array(trusted, dtype=bool))
-
-    def _human_positions(self) -> set[int]:
-        return {self.position_of_item[label.item_id] for label in self.store.active_labels()
-                if label.source in TRUSTED_SOURCES}
-
-    # -- one round
-    def _calibrate(self, model: RoundModel, positions, classes, weights, trusted) -> Calibration:
-        """Temperature from out-of-fold logits of the human labels (each predicted by a model that never saw it)."""
-        human_positions, human_classes = positions[trusted], classes[trusted]
-        pseudo = ~trusted
-        ways = len(self.classes)
-
-        def fit_predict(train):
-            support = np.concatenate([human_positions[train], positions[pseudo]])
-            y = np.concatenate([human_classes[train], classes[pseudo]])
-            w = np.concatenate([np.ones(len(train)), weights[pseudo]])
-            return lambda test: model.logits(support, y, w, ways, targets=human_positions[test])
-
-        try:
-            folds = cross_validated_logits(fit_predict, human_classes, folds=self.options.calibration_folds,
-                                           seed=self.options.seed)
-        except BadInputError:
-            return Calibration()  # one label per class: nothing to hold out yet
-        held = folds.held_out
-        calibrator = TemperatureScaling().fit(folds.logits[held], human_classes[held])
-        probs = calibrator.predict_proba(folds.logits[held])
-        return Calibration(calibrator, float(expected_calibration_error(probs, human_classes[held])),
-                           float((folds.logits[held].argmax(1) == human_classes[held]).mean()),
-                           probs, human_classes[held], human_positions[held])
-
-    def _round(self, round_id: int, *, ask: int) -> RoundReport:
-        started = time.perf_counter()
-        positions, classes, weights, trusted = self._labels()
-        missing = sorted(set(range(len(self.classes))) - set(classes[trusted].tolist()))
-        if missing:
-            raise BadInputError(f"class {self.classes[missing[0]]!r} has no human or seed label",
-                                hint="label at least one example of every class before running")
-        feedback: list[str] = []
-        self._continue_meta_learning(round_id, (positions, classes, weights, trusted), feedback)
-        name, model, calibration = self._best_model(positions, classes, weights, trusted)
-        generation = None
-        if self.generator is not None and model.prototype_space:
-            generation = self._generate(round_id, model, positions, classes, weights, trusted)
-            feedback.extend(generation.feedback)
-            model, calibration = self._use_generated(generation, model, calibration,
-                                                     (positions, classes, weights, trusted), feedback)
-        calibrator = calibration.calibrator
-        model_hash = self.hashes[name]
-        logits = self._cross_fitted_logits(model, positions, classes, weights, trusted, round_id)
-        raw = torch.softmax(torch.from_numpy(logits), 1).numpy()
-        # Without held-out labels to calibrate on, a meta-learned model's own probabilities are the
-        # best estimate there is (it was trained on episodes to make them right), accepted item by
-        # item at the target; distances in a plain encoder space mean nothing yet, so nothing is accepted.
-        probs = calibrator.predict_proba(logits) if calibrator is not None else raw
-        may_accept = calibrator is not None or name != "encoder space"
-
-        human = self._human_positions()
-        candidates = np.array([i for i in range(len(self.pool)) if i not in human], dtype=np.int64)
-        adjustment = self._acceptance_target()
-        if adjustment.audited:
-            feedback.insert(0, adjustment.reason)
-        decision = accept_at_precision(probs[candidates], target_precision=adjustment.target,
-                                       calibrated=calibrator is not None)
-        accepted = np.flatnonzero(decision.mask) if may_accept else np.array([], dtype=np.int64)
-        with self.store.batch():  # a round's pseudo-labels land together or not at all
-            for k in accepted:
-                position = candidates[k]
-                predicted = int(decision.predicted[k])
-                self.store.add_label(
-                    int(self.item_ids[position]), self.classes[predicted], source="model",
-                    raw_confidence=float(raw[position, predicted]),
-                    calibrated_confidence=float(probs[position, predicted]),
-                    threshold=float(decision.thresholds[predicted]), round_id=round_id, model_hash=model_hash)
-
-        if generation is not None:
-            self._store_generated(round_id, generation, positions[trusted])
-        gold = self._gold_metrics(probs, candidates[accepted])  # before asking: this round's answers not counted
-        scorecard = self._scorecard(model, calibration, decision if may_accept else None,
-                                    coverage=float(len(accepted) / max(len(candidates), 1)), generation=generation,
-                                    feedback=feedback)
-        issues = [self.position_of_item[issue["item_id"]] for issue in scorecard["label_issues"]
-                  if issue["source"] == "imported"]
-        asked = self._ask(round_id, probs, model.embeddings(), candidates, count=ask,
-                          accepted=candidates[accepted], issues=issues) if ask else 0
-        report = RoundReport(
-            round_id=round_id, human_labels=len(human), model_labels=len(accepted),
-            coverage=float(len(accepted) / max(len(candidates), 1)),
-            estimated_precision=float(decision.estimated_precision) if may_accept else float("nan"),
-            precision_ci=tuple(float(v) for v in decision.precision_ci) if may_accept else (float("nan"),) * 2,
-            temperature=float(calibrator.temperature) if calibrator is not None else 1.0,
-            calibration_ece=calibration.ece, questions=asked,
-            answered_total=self._answered_total(), seconds=round(time.perf_counter() - started, 2),
-            model=f"{name} + {model.head}" if model.prototype_space else name,
-            held_out_accuracy=calibration.accuracy,
-            disagreements=len(self.store.disagreements()),
-            gold=gold,
-            acceptance_target=adjustment.target,
-            audits=adjustment.audited,
-            audit_precision=adjustment.audit_precision if adjustment.audited else None,
-            audit_ci=adjustment.audit_ci if adjustment.audited else None,
-            feedback=feedback,
-            scorecard=scorecard,
-            generation=generation.summary() if generation is not None else {},
-        )
-        return report
-
-    def _cross_fitted_logits(self, model: RoundModel, positions, classes, weights, trusted,
-                             round_id: int) -> np.ndarray:
-        """Logits of every pool item, each pseudo-labeled item's from a model that did not train on its label.
-
-        The calibration is fitted on human labels predicted out of fold; a pseudo-labeled item
-        predicted by a model that trained on its own label would look surer than the
-        calibration allows for (measured: 97.5% claimed, 87% right), so pseudo-labels are
-        dealt into folds and each fold is predicted by a model trained without it.
-        """
-        logits = model.logits(positions, classes, weights, len(self.classes))
-        pseudo = np.flatnonzero(~trusted)
-        if not len(pseudo):
-            return logits
-        folds = max(self.options.calibration_folds, 2)
-        fold_of = np.random.default_rng([self.options.seed, round_id]).permutation(len(pseudo)) % folds
-        for fold in range(folds):
-            held = pseudo[fold_of == fold]
-            keep = np.setdiff1d(np.arange(len(positions)), held)
-            logits[positions[held]] = model.logits(positions[keep], classes[keep], weights[keep], len(self.classes),
-                                                   targets=positions[held])
-        return logits
-
-    def _best_model(self, positions, classes, weights, trusted) -> tuple[str, RoundModel, Calibration]:
-        """Feedback on the model itself: the learner and head that predict held-out human labels best.
-
-        Ties and rounds without held-out labels keep the first: the given or plain-encoder one.
-        """
-        best = None
-        for name, learner in self.learners.items():
-            for candidate in RoundModel(learner, self.x, refine_steps=self.options.refine_steps,
-                                        seed=self.options.seed).variants():
-                calibration = self._calibrate(candidate, positions, classes, weights, trusted)
-                if best is None or (calibration.accuracy is not None and best[2].accuracy is not None
-                                    and calibration.accuracy > best[2].accuracy):
-                    best = (name, candidate, calibration)
-        return best
-
-    def scorecard(self) -> dict[str, Any]:
-        """The scorecard of the labels as they stand now: nothing is written, nothing asked."""
-        positions, classes, weights, trusted = self._labels()
-        _, model, calibration = self._best_model(positions, classes, weights, trusted)
-        human = self._human_positions()
-        candidates = np.array([i for i in range(len(self.pool)) if i not in human], dtype=np.int64)
-        model_labeled = sum(label.source == "model" for label in self.store.active_labels())
-        return self._scorecard(model, calibration, None, coverage=model_labeled / max(len(candidates), 1),
-                               generation=None, feedback=[])
+    def _clean_unrecorded_files(self) -> None:
+        """Generated files a killed round wrote but never recorded: remove them (their round is redone)."""
+        folder = self.project.folder / "generated"
+        if not folder.is_dir():
+            return
+        recorded = {a.path.resolve() for a in self.store.artifacts(kind="generated")}
+        for path in folder.glob("round-*.npz"):
+            if path.resolve() not in recorded:
+                path.unlink()
 
     # -- generation
     def _resume_generator(self) -> DataGenerator:
@@ -440,25 +634,31 @@ class LabelingRun:
         return DataGenerator(GeneratorOptions(learn=self.options.feedback,
                                               generated_weight=self.options.generated_weight), **policies)
 
-    def _generate(self, round_id: int, model: RoundModel, positions, classes, weights, trusted) -> GenerationStep:
-        """Run the generators in the round model's embedding space, from the human-labeled items."""
+    def _generate(self, number: int, model: RoundModel, labels: LabelSnapshot) -> GenerationStep | None:
+        """Run the generators in the round model's embedding space, from the human-labeled items.
+
+        None when the pool is too small to make the pseudo-classes they learn and are judged on.
+        """
         from metalabel.generate.engine import ImageInputs
         from metalabel.meta.unsupervised import cluster_pseudo_labels
 
+        assert self.generator is not None
         embeddings = model.embeddings()
+        seed = self.options.seed + number
         # the pool's own clusters are the many tasks a generator is meta-trained and judged on
         clusters = min(int(np.clip(len(embeddings) // 50, 10, 200)), len(embeddings) // 6)  # ~6+ items each
-        pseudo = (cluster_pseudo_labels(embeddings, clusters=clusters, seed=self.options.seed + round_id)
-                  if clusters >= 2 else np.full(len(embeddings), UNLABELED))
+        if clusters < 2:
+            return None
+        pseudo = cluster_pseudo_labels(embeddings, clusters=clusters, seed=seed)
         images = None
         items = self.pool.items
-        if self.pool.modality == "image" and _is_array(items) and items.ndim == 3:
-            accepted = ~trusted  # the VAE learns from accepted labels; the human ones stay held-out evidence
-            images = ImageInputs(labeled=items[positions[trusted]], featurize=self._image_featurizer(model),
-                                 train_images=items[positions[accepted]], train_labels=classes[accepted],
+        if self.pool.modality == "image" and isinstance(items, np.ndarray) and items.ndim == 3:
+            accepted = labels.pseudo  # the VAE learns from accepted labels; the human ones stay held-out evidence
+            images = ImageInputs(labeled=items[labels.human_positions], featurize=self._image_featurizer(model),
+                                 train_images=items[accepted.positions], train_labels=accepted.classes,
                                  train_weights=None, search_policy=reads_images(model.learner))
-        return self.generator.step(embeddings[positions[trusted]], classes[trusted], pool_x=embeddings,
-                                   pool_y=pseudo, images=images, seed=self.options.seed + round_id)
+        return self.generator.step(embeddings[labels.human_positions], labels.human_classes, pool_x=embeddings,
+                                   pool_y=pseudo, images=images, seed=seed)
 
     def _image_featurizer(self, model: RoundModel) -> Callable[[np.ndarray], np.ndarray]:
         """uint8 images -> the round model's embedding, the way pool items get there."""
@@ -468,18 +668,22 @@ class LabelingRun:
             else:
                 from metalabel.data.encoders import get_encoder
 
-                inputs = torch.from_numpy(get_encoder(self.encoder).encode(np.asarray(images), progress=False))
+                encoder = self.encoder or ("minilm" if self.pool.modality == "text" else "efficientnet-lite0")
+                inputs = torch.from_numpy(get_encoder(encoder).encode(np.asarray(images), progress=False))
             with torch.no_grad():
                 return in_chunks(model.learner.embed, inputs).numpy()
         return featurize
 
     def _use_generated(self, generation: GenerationStep, model: RoundModel, calibration: Calibration,
-                       labels: tuple[np.ndarray, ...], feedback: list[str]) -> tuple[RoundModel, Calibration]:
+                       labels: LabelSnapshot, feedback: list[str]) -> tuple[RoundModel, Calibration]:
         """The round model trains on the kept generated rows too, unless that lowers held-out accuracy."""
+        from metalabel.label.fitting import calibrate
+
         if not generation.expanders:
             return model, calibration
         grown = model.with_generated(generation.expand, weight=self.options.generated_weight)
-        grown_calibration = self._calibrate(grown, *labels)
+        grown_calibration = calibrate(grown, labels, ways=self.ways, folds=self.options.calibration_folds,
+                                      seed=self.options.seed)
         if calibration.accuracy is None or grown_calibration.accuracy is None:
             return grown, grown_calibration  # nothing to judge by yet: the generators' own evidence stands
         if grown_calibration.accuracy > calibration.accuracy or not self.options.feedback:
@@ -490,8 +694,13 @@ class LabelingRun:
                         f"{grown_calibration.accuracy:.1%} with vs {calibration.accuracy:.1%} without")
         return model, calibration
 
-    def _store_generated(self, round_id: int, generation: GenerationStep, labeled_positions: np.ndarray) -> None:
-        """Keep what each generator made this round: content in an .npz artifact, provenance in the store."""
+    def _store_generated(self, round_id: int, generation: GenerationStep, human_positions: np.ndarray) -> None:
+        """Keep what each generator made this round: content in an .npz artifact, provenance in the store.
+
+        The file is written under a staging name and renamed; its rows and artifact are
+        recorded in one transaction after. A kill in between leaves an unrecorded file that
+        the next run removes (``_clean_unrecorded_files``), and the round is redone.
+        """
         if not generation.batches:
             return
         from metalabel.store import SyntheticRecord, content_hash
@@ -503,9 +712,9 @@ class LabelingRun:
         for batch in generation.batches:
             key = batch.generator.replace(" ", "_")
             arrays[f"{key}.content"], arrays[f"{key}.features"], arrays[f"{key}.y"] = batch.content, batch.x, batch.y
-        staging = path.with_suffix(".partial.npz")
+        staging = folder / f".round-{round_id}.partial.npz"
         np.savez_compressed(staging, **arrays)
-        staging.replace(path)  # a killed run never leaves a half-written file under the real name
+        staging.replace(path)
         with self.store.batch():
             artifact = self.store.add_artifact("generated", path, round_id=round_id,
                                                meta={"generators": [b.generator for b in generation.batches]})
@@ -515,36 +724,41 @@ class LabelingRun:
                     uri=f"generated/round-{round_id}/{key}/{row:05d}", content_hash=content_hash(batch.content[row]),
                     kind=batch.kind, class_name=self.classes[int(batch.y[row])], generator=batch.generator,
                     generator_version=batch.version, row_in_artifact=row,
-                    parents=() if batch.parents[row] < 0 else (int(self.item_ids[labeled_positions[batch.parents[row]]]),))
+                    parents=() if batch.parents[row] < 0 else (self.index.item_id(human_positions[batch.parents[row]]),))
                     for row in range(len(batch.y))]
                 self.store.add_synthetic_items(records, round_id=round_id, artifact_id=artifact)
                 if not batch.kept:
                     self.store.drop_synthetic_items(round_id=round_id, generator=batch.generator)
 
-    # -- the scorecard
-    def _scorecard(self, model: RoundModel, calibration: Calibration, decision, *,
-                   coverage: float, generation: GenerationStep | None, feedback: list[str]) -> dict[str, Any]:
+    # -- the scorecard and the gold figures
+    def _scorecard(self, model: RoundModel, calibration: Calibration, certificate: Certificate | None,
+                   reference: ReferenceEvidence, *, generation: GenerationStep | None, feedback: list[str],
+                   coverage: float | None = None) -> dict[str, Any]:
         from metalabel.evaluate import scorecard as card
         from metalabel.generate.engine import JUDGE_DIMS
         from metalabel.generate.evidence import principal_components
 
-        labels = self.store.active_labels()
-        _, audit_correct = self._audit_results()
+        labels = [label for label in self.store.active_labels() if label.item_id in self.index.position_of_item]
         truth = self._gold_classes()
-        gold_correct = None
-        label_positions = np.array([self.position_of_item[label.item_id] for label in labels], dtype=np.int64)
+        label_positions = np.array([self.index.position_of_item[label.item_id] for label in labels], dtype=np.int64)
         label_classes = np.array([self.class_index[label.class_name] for label in labels], dtype=np.int64)
+        gold_correct = None
+        known = np.zeros(len(labels), dtype=bool)
         if truth is not None:
             known = truth[label_positions] >= 0
             gold_correct = label_classes[known] == truth[label_positions][known]
-        held_out = None if calibration.probs is None else (calibration.probs, calibration.labels)
+        # the reference items the rule would have accepted: a random sample of the accepted region, checked by a person
+        above = (reference.confidence >= certificate.thresholds[reference.predicted]
+                 if certificate is not None and certificate.certified else np.zeros(len(reference.correct), bool))
         quality = card.label_quality(
-            coverage=coverage,
-            estimated_precision=None if decision is None else decision.estimated_precision,
-            precision_ci=None if decision is None else decision.precision_ci,
-            audit_correct=audit_correct, held_out=held_out, gold_correct=gold_correct)
+            coverage=certificate.coverage if certificate is not None else float(coverage or 0.0),
+            estimated_precision=None if certificate is None else certificate.estimate,
+            precision_ci=None if certificate is None or certificate.lower_bound is None
+            else (certificate.lower_bound, 1.0),
+            audit_correct=reference.correct[above],
+            held_out=None if calibration.probs is None else (calibration.probs, calibration.labels),
+            gold_correct=gold_correct)
         if truth is not None:
-            known = truth[label_positions] >= 0
             confusion = card.confusion_section(truth[label_positions][known], label_classes[known],
                                                classes=self.classes, against="gold labels")
         elif calibration.probs is not None:
@@ -554,14 +768,14 @@ class LabelingRun:
             confusion = None
         issues = []
         if calibration.probs is not None:
-            trusted_by_position = {self.position_of_item[label.item_id]: label for label in labels
-                                   if label.source in TRUSTED_SOURCES}
+            trusted_by_position = {self.index.position_of_item[label.item_id]: label for label in labels
+                                   if LabelSource(label.source).trusted}
             rows = [trusted_by_position[p] for p in calibration.positions]
             issues = card.issues_section(calibration.labels, calibration.probs, uris=[r.uri for r in rows],
                                          item_ids=[r.item_id for r in rows], sources=[r.source for r in rows],
                                          classes=self.classes)
         embeddings = model.embeddings()
-        trusted = np.array([label.source in TRUSTED_SOURCES for label in labels], dtype=bool)
+        trusted = np.array([LabelSource(label.source).trusted for label in labels], dtype=bool)
         weights = np.where(trusted, 1.0, self.options.pseudo_weight)
         expand = generation.expand if generation is not None and generation.expanders else None
         # the classifiers and distances work in the space's top principal components: a round stays quick
@@ -582,29 +796,12 @@ class LabelingRun:
             return None
         return np.array([self.class_index.get(self.gold.get(uri, ""), UNLABELED) for uri in self.pool.uris])
 
-    def _acceptance_target(self) -> TargetAdjustment:
-        """The round's acceptance target: as asked, or raised where audits caught the model overclaiming."""
-        claimed, correct = self._audit_results()
-        adjustment = adjust_target(self.options.target_precision, claimed, correct)
-        if self.options.feedback or adjustment.target == self.options.target_precision:
-            return adjustment
-        return replace(adjustment, target=self.options.target_precision,
-                       reason=f"feedback off, target kept at {self.options.target_precision}; "
-                              f"{adjustment.reason.split(': ')[0]}")
-
-    def _audit_results(self) -> tuple[np.ndarray, np.ndarray]:
-        """Claimed confidence and the person's verdict for every answered audit of an accepted model label."""
-        claimed, correct = [], []
-        for question in self.store.answered_questions(strategy="audit"):
-            audited = next((label for label in self.store.label_history(question.item_id)
-                            if label.source == "model" and label.round_id == question.round_id), None)
-            if audited is not None and question.score is not None:
-                claimed.append(question.score)
-                correct.append(audited.class_name == question.answer)
-        return np.array(claimed, dtype=np.float64), np.array(correct, dtype=bool)
-
     def _gold_metrics(self, probs: np.ndarray, accepted: np.ndarray) -> dict[str, float]:
-        """Against the true labels, where the user has them (simulations and benchmarks)."""
+        """Against the true labels, where the user has them (simulations and benchmarks).
+
+        After a round's retractions the accepted set is every active model label, so
+        ``achieved_precision`` is the precision of what the export would write.
+        """
         truth = self._gold_classes()
         if truth is None:
             return {}
@@ -616,110 +813,21 @@ class LabelingRun:
             out["achieved_precision"] = float((predicted[chosen] == truth[chosen]).mean())
         labels = predicted.copy()
         for label in self.store.active_labels():
-            labels[self.position_of_item[label.item_id]] = self.class_index[label.class_name]
+            position = self.index.position_of_item.get(label.item_id)
+            if position is not None:
+                labels[position] = self.class_index[label.class_name]
         out["label_accuracy"] = float((labels[known] == truth[known]).mean())
         return out
 
-    def _ask(self, round_id: int, probs: np.ndarray, embeddings: np.ndarray, candidates: np.ndarray,
-             *, count: int, accepted: np.ndarray, issues: list[int]) -> int:
-        """Ask about seed labels that look wrong, audit a random sample of this round's accepted labels,
-        then ask the most useful unlabeled items."""
-        open_items = {question.item_id for question in self.store.open_questions()}
-        asked_before = {question.item_id for question in self.store.answered_questions(strategy="label-issue")}
-        issues = [p for p in issues if self.item_ids[p] not in open_items | asked_before][:max(count // 10, 1)]
-        questions = [(int(position), "label-issue") for position in issues[:count]]
-        accepted = np.array([a for a in accepted if self.item_ids[a] not in open_items], dtype=np.int64)
-        audit_count = min(round(count * self.options.audit_fraction), len(accepted), count - len(questions))
-        audits = self.rng.permutation(accepted)[:audit_count]
-        questions += [(int(position), "audit") for position in audits]
-        asked_now = open_items | {int(self.item_ids[p]) for p, _ in questions}
-        candidates = np.array([c for c in candidates if self.item_ids[c] not in asked_now], dtype=np.int64)
-        if len(candidates) and count > len(questions):
-            human = sorted(self._human_positions())
-            strategy = self.options.strategy
-            if strategy == "auto":
-                strategy = "typiclust" if len(human) < 2 * len(self.classes) else "margin"
-            chosen = select(strategy, probs[candidates], embeddings[candidates],
-                            budget=min(count - len(questions), len(candidates)),
-                            labeled_embeddings=embeddings[human] if human else None, rng=self.rng)
-            questions += [(int(position), strategy) for position in candidates[chosen]]
-        with self.store.batch():
-            for position, strategy in questions:
-                # an audit's score is the calibrated confidence the label was accepted with: what the model claimed
-                self.store.ask(int(self.item_ids[position]), strategy=strategy, round_id=round_id,
-                               score=float(probs[position].max()))
-        self._put_open_questions(probs)
-        return len(questions)
 
-    def _put_open_questions(self, probs: np.ndarray | None) -> None:
-        """Give every open question to the oracle and commit each answer as it comes."""
-        questions = self.store.open_questions()
-        if not questions:
-            return
-        queries = []
-        for question in questions:
-            position = self.position_of_item[question.item_id]
-            item = self.pool.items[position]
-            suggestion = confidence = None
-            if probs is not None:
-                suggestion = self.classes[int(probs[position].argmax())]
-                confidence = float(probs[position].max())
-            queries.append(Query(question.id, question.item_id, question.uri,
-                                 item if self.pool.modality != "image" or _is_array(item) else None,
-                                 self.classes, suggestion, confidence))
-        try:
-            answers = self.oracle.answer(queries)
-        except OracleStopped as stop:
-            record_answers(self.store, stop.answers)
-            raise
-        record_answers(self.store, answers)  # one transaction per answer: none is lost if we die mid-way
-
-    # -- the loop
-    def run(self) -> RunResult:
-        for stale in (r for r in self.store.rounds() if r.status == "running"):
-            self.store.finish_round(stale.id, {"interrupted": True}, status="failed")
-        self._put_open_questions(None)  # questions a killed run asked but never got answers for
-        options = self.options
-        per_round = options.per_round or max(len(self.classes), options.budget // 5, 1)
-        reports: list[RoundReport] = []
-        stop_reason: str | None = None
-        small_gains = 0
-        while True:
-            # questions still open count against the budget: they are asked, only not yet answered
-            remaining = max(options.budget - self._answered_total() - len(self.store.open_questions()), 0)
-            if remaining == 0 and stop_reason is None:
-                stop_reason = "budget spent"
-            if len(reports) + 1 >= options.max_rounds and stop_reason is None:
-                stop_reason = "max_rounds"
-            # the last round asks nothing: its model learns from every answer given before it
-            ask = 0 if stop_reason else min(per_round, remaining)
-            round_id = self.store.start_round({**asdict(options), "models": self.hashes, "ask": ask})
-            try:
-                report = self._round(round_id, ask=ask)
-            except OracleStopped:
-                self.store.finish_round(round_id, {"stopped_by_oracle": True}, status="failed")
-                return RunResult(reports, "stopped by the oracle")
-            except BaseException:
-                self.store.finish_round(round_id, {"error": True}, status="failed")
-                raise
-            self.store.finish_round(round_id, asdict(report))
-            gain = report.coverage - (reports[-1].coverage if reports else 0.0)
-            reports.append(report)
-            if self.on_round:
-                self.on_round(report)
-            if ask == 0:
-                return RunResult(reports, stop_reason or "nothing left to ask")
-            if report.questions == 0:
-                stop_reason = "nothing left to ask"
-            if self.store.open_questions():  # an asynchronous oracle (a Label Studio queue) answers later
-                return RunResult(reports, "waiting for the oracle's answers (metalabel import-answers)")
-            small_gains = small_gains + 1 if len(reports) > 1 and gain < options.min_gain else 0
-            if small_gains >= 2:
-                stop_reason = "another round no longer pays (coverage gain below min_gain twice)"
-
-
-def _is_array(item: Any) -> bool:
-    return isinstance(item, np.ndarray)
+def _retraction_reason(certificate: Certificate, probs: np.ndarray, position: int | None) -> str:
+    if position is None:
+        return "the item is no longer in the pool"
+    confidence = float(probs[position].max())
+    if not certificate.certified:
+        return f"no certificate this round ({certificate.reason}); calibrated confidence {confidence:.3f}"
+    threshold = float(certificate.thresholds[int(probs[position].argmax())])
+    return f"calibrated confidence {confidence:.3f} below the certified threshold {threshold:.3f}"
 
 
 def run_labeling(project: Project, learner: TaskLearner | None = None, *, oracle: Oracle,
@@ -731,13 +839,26 @@ def run_labeling(project: Project, learner: TaskLearner | None = None, *, oracle
     return run.run()
 
 
+def plan_project(project: Project, learner: TaskLearner | None = None, *, coverage: float | None = None,
+                 encoder: str | None = None, progress: bool = True, **options: Any) -> BudgetPlan:
+    """How many more reference and active answers are expected to certify ``coverage`` of the pool at the target.
+
+    Reads the project as it stands and writes nothing; ``options`` as for ``run``
+    (``target_precision``, ``delta``, ``per_round`` ...). See ``metalabel.label.certify.plan_budget``.
+    """
+    run = LabelingRun(project, learner, oracle=None, options=RunOptions(**{"generate": False, **options}),
+                      encoder=encoder, progress=progress)
+    return run.plan(coverage=coverage)
+
+
 def evaluate_project(project: Project, learner: TaskLearner | None = None, *, encoder: str | None = None,
                      gold: dict[str, str] | None = None, progress: bool = True, **options: Any) -> dict[str, Any]:
     """The scorecard of ``project``'s labels as they stand, saved as ``scorecard.json`` in the project.
 
-    Label quality (gold, audits, held-out human labels, calibration), confusion, label
-    issues and the downstream classifier; generation is a part of runs, so its similarity
-    figures come from the rounds (``metalabel report``).
+    It trains nothing and writes nothing else: the project's saved meta-learner is used if
+    there is one. Label quality (gold, reference answers, held-out human labels,
+    calibration), confusion, label issues and the downstream classifier; generation is a
+    part of runs, so its similarity figures come from the rounds (``metalabel report``).
     """
     run = LabelingRun(project, learner, oracle=None, options=RunOptions(**{"generate": False, **options}),
                       encoder=encoder, gold=gold, progress=progress)

@@ -227,6 +227,15 @@ class Project:
                                  f"project (first: {added[0].uri}); they start unlabeled")
             return run_labeling(self, learner, oracle=oracle, **options)
 
+    def plan(self, learner=None, *, coverage: float | None = None, **options: Any):
+        """More reference and active answers expected to certify ``coverage`` at the target; writes nothing.
+
+        See ``metalabel.pipeline.plan_project``; returns a ``metalabel.label.certify.BudgetPlan``.
+        """
+        from metalabel.pipeline import plan_project
+
+        return plan_project(self, learner, coverage=coverage, **options)
+
     def evaluate(self, learner=None, **options: Any) -> dict[str, Any]:
         """The scorecard of the labels as they stand; see ``metalabel.pipeline.evaluate_project``.
 
