@@ -169,3 +169,35 @@ def test_evaluate_and_plan_write_nothing_but_the_scorecard(cache, tmp_path, caps
     assert store_rows(tmp_path / "p") == rows
     assert folder_digest(tmp_path / "p") == files
     assert (tmp_path / "p" / "scorecard.json").exists()
+
+
+def test_a_rerun_cleans_what_killed_saves_left_and_every_model_hash_resolves_to_a_checkpoint(cache, tmp_path):
+    from metalabel.meta.checkpoint import checkpoint_is_complete, load_learner, save_learner
+
+    project, gold = kanji_project(tmp_path / "p")
+    with project:
+        project.run(oracle=SimulatedOracle(gold), budget=10, per_round=10, reference_share=0.5, target_precision=0.8,
+                    **QUIET)
+    folder = tmp_path / "p"
+    (folder / "generated").mkdir(exist_ok=True)
+    leftovers = [folder / "generated" / "round-99.npz", folder / "generated" / ".round-98.partial.npz",
+                 folder / "generated" / "round-97.partial.npz"]  # an orphan, a staging file, an older staging name
+    for path in leftovers:
+        path.write_bytes(b"half a file")
+    # a checkpoint saved but never recorded, and a save killed before its rename
+    save_learner(ProtoNet(build_backbone("identity")), folder / "models" / "unrecorded")
+    (folder / "models" / ".killed.staging-999999-new").mkdir()
+    (folder / "models" / ".killed.staging-999999-new" / "model.safetensors").write_bytes(b"half")
+    with Project.open(folder) as project:
+        project.run(oracle=SimulatedOracle(gold), budget=20, per_round=10, reference_share=0.5, target_precision=0.8,
+                    **QUIET)
+        hashes = {label.model_hash for label in project.store.active_labels() + project.store.retracted_labels()
+                  if label.source == "model"}
+        recorded = {a.path.resolve() for a in project.store.artifacts()}
+    assert not any(path.exists() for path in leftovers)
+    assert not (folder / "models" / "unrecorded").exists()
+    assert not (folder / "models" / ".killed.staging-999999-new").exists()
+    for model_hash in hashes:
+        checkpoint = folder / "models" / model_hash
+        assert checkpoint_is_complete(checkpoint) and checkpoint.resolve() in recorded
+        load_learner(checkpoint)

@@ -38,8 +38,9 @@ def test_the_meta_learner_continues_on_the_grown_data_set_and_is_kept_only_when_
         before, after = (float(v.rstrip("%")) for v in numbers.split(" -> "))
         kept += "kept" in line
         assert ("kept" in line) == (after >= before)
-    # the first learner and every kept continuation are saved in the project, under their hash
-    assert len(checkpoints) == 1 + kept
+    # the encoder space, the first learner and every kept continuation are saved in the project, under their hash
+    project_learners = [a for a in checkpoints if a.meta["learner"] == "project meta-learned"]
+    assert len(project_learners) == 1 + kept and len(checkpoints) == 2 + kept
     assert all((artifact.path / "config.json").exists() or any(artifact.path.iterdir()) for artifact in checkpoints)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -301,8 +302,8 @@ class LabelingRun:
             learned = self._meta_learn_on_project(self._snapshot())
             if learned is not None:
                 self._keep_project_learner(learned, round_id=None)
-        if PROJECT_LEARNER in self.learners:
-            self._save_checkpoint(PROJECT_LEARNER, None)  # repairs a checkpoint a killed save left missing
+        for name in self.learners:  # every model label's model_hash resolves to a checkpoint in the project
+            self._save_checkpoint(name, None)
         if self.options.generate:
             self.generator = self._resume_generator()
 
@@ -589,13 +590,11 @@ class LabelingRun:
         self._save_checkpoint(PROJECT_LEARNER, round_id)
 
     def _save_checkpoint(self, name: str, round_id: int | None) -> None:
-        """Keep a learner the project made, so every model label's model_hash resolves to a checkpoint.
+        """Keep a learner in the project, so every model label's model_hash resolves to a checkpoint.
 
         The save is atomic (a folder is complete or absent) and the artifact row is written
         after it, so a kill in between leaves a complete folder that the next call records.
         """
-        import shutil
-
         from metalabel.meta.checkpoint import checkpoint_is_complete, remove_stale_staging, save_learner
 
         folder = self.project.folder / "models" / self.hashes[name]
@@ -609,14 +608,29 @@ class LabelingRun:
                                     meta={"learner": name, "model_hash": self.hashes[name]})
 
     def _clean_unrecorded_files(self) -> None:
-        """Generated files a killed round wrote but never recorded: remove them (their round is redone)."""
-        folder = self.project.folder / "generated"
-        if not folder.is_dir():
-            return
-        recorded = {a.path.resolve() for a in self.store.artifacts(kind="generated")}
-        for path in folder.glob("round-*.npz"):
-            if path.resolve() not in recorded:
-                path.unlink()
+        """Files a killed run wrote but never recorded: generated arrays and checkpoints (their work is redone).
+
+        Only what the loop itself writes is touched: ``generated/*.npz`` (and its staging
+        files) and complete or half-written checkpoint folders under ``models/``.
+        """
+        from metalabel.meta.checkpoint import STAGING_MARK, checkpoint_is_complete, remove_stale_staging
+
+        recorded = {a.path.resolve() for a in self.store.artifacts()}
+        generated = self.project.folder / "generated"
+        if generated.is_dir():
+            for path in generated.glob("*.npz"):  # staging files (".round-N.partial.npz") included
+                if path.resolve() not in recorded:
+                    path.unlink()
+        models = self.project.folder / "models"
+        if models.is_dir():
+            # a save killed before its first rename left only a staging folder: clean it by its target's name
+            targets = {models / (p.name[1:].split(STAGING_MARK)[0] if STAGING_MARK in p.name else p.name)
+                       for p in models.iterdir() if p.is_dir()}
+            for folder in sorted(targets):
+                remove_stale_staging(folder)
+            for folder in [p for p in models.iterdir() if p.is_dir() and not p.name.startswith(".")]:
+                if folder.resolve() not in recorded and (checkpoint_is_complete(folder) or not any(folder.iterdir())):
+                    shutil.rmtree(folder)
 
     # -- generation
     def _resume_generator(self) -> DataGenerator:
