@@ -17,7 +17,7 @@ from PIL import Image
 from metalabel import datasets
 from metalabel.data.dataset import UNLABELED, LabeledDataset
 from metalabel.errors import BadInputError, MissingDependencyError
-from metalabel.export import COLUMNS, export_project
+from metalabel.export import COLUMNS, PROVENANCE, export_project, parquet_fields
 from metalabel.project import Project
 
 MODEL_HASH = "ckpt-3f2a"
@@ -143,7 +143,8 @@ def test_parquet_round_trips_the_provenance(text_project, tmp_path):
     sidecar = json.loads((result.path / "export.json").read_text())
     assert sidecar["project"] == "reviews-project" and sidecar["classes"] == ["neg", "pos"]
     assert sidecar["format"] == "parquet" and sidecar["rows"] == 5
-    assert sidecar["filters"] == {"sources": None, "min_confidence": None}
+    assert sidecar["filters"] == {"sources": None, "min_confidence": None, "include_retracted": False}
+    assert list(sidecar["columns"]) == list(COLUMNS) and sidecar["retracted_rows"] == 0
     assert sidecar["counts_by_source"] == {"human": 0, "imported": 2, "generated": 0, "augmented": 0, "model": 3}
     assert sidecar["counts_by_class"] == {"neg": 2, "pos": 3}
     assert {"metalabel_version", "exported_at"} <= set(sidecar)
@@ -202,7 +203,7 @@ def test_filters_by_source_and_by_model_confidence(text_project, tmp_path):
     both = export_project(project, tmp_path / "both", format="csv", sources=["human", "model"], min_confidence=0.95)
     assert both.rows == 2 and both.skipped == {"sources": 2, "min_confidence": 1}
     sidecar = json.loads((both.path / "export.json").read_text())
-    assert sidecar["filters"] == {"sources": ["human", "model"], "min_confidence": 0.95}
+    assert sidecar["filters"] == {"sources": ["human", "model"], "min_confidence": 0.95, "include_retracted": False}
     assert sidecar["skipped"] == {"sources": 2, "min_confidence": 1}
 
 
@@ -240,6 +241,61 @@ def test_text_content_needs_the_pool_and_the_pool_unchanged(tmp_path):
         with pytest.raises(BadInputError, match=f"{pool.uris[1]}.*changed since init"):
             export_project(project, tmp_path / "again", format="csv", pool=datasets.read_text(pool_file))
     assert not (tmp_path / "again").exists() and leftovers(tmp_path) == []
+
+
+def test_retracted_labels_are_left_out_unless_asked_and_then_marked_retracted(text_project, tmp_path):
+    project, pool = text_project
+    store = project.store
+    round_id = store.start_round({})
+    (item_id,) = store.item_ids([pool.uris[5]])
+    certified = store.add_label(item_id, "pos", source="model", calibrated_confidence=0.96, threshold=0.9,
+                                round_id=round_id, model_hash=MODEL_HASH, certified_precision=0.951)
+    (stale,) = [label for label in store.active_labels() if label.uri == pool.uris[4]]
+    later = store.start_round({})
+    store.retract_label(stale.id, round_id=later, reason="calibrated confidence 0.620 below the certified threshold")
+    assert certified.applied
+
+    default = export_project(project, tmp_path / "active", format="parquet")
+    rows = {row["uri"]: row for row in pq.read_table(default.path / "labels.parquet").to_pylist()}
+    assert pool.uris[4] not in rows and default.rows == 5
+    assert rows[pool.uris[5]]["certified_precision"] == pytest.approx(0.951)
+    assert rows[pool.uris[5]]["retracted"] is False and rows[pool.uris[5]]["retracted_round"] is None
+    assert rows[pool.uris[0]]["certified_precision"] is None  # a seed label is no certified claim
+
+    audit = export_project(project, tmp_path / "audit", format="parquet", include_retracted=True)
+    table = pq.read_table(audit.path / "labels.parquet")
+    retracted = [row for row in table.to_pylist() if row["retracted"]]
+    assert audit.rows == 6 and len(retracted) == 1
+    (row,) = retracted
+    assert (row["uri"], row["label"], row["source"], row["round"], row["retracted_round"]) == (
+        pool.uris[4], "pos", "model", round_id - 1, later)
+    assert row["retraction_reason"].startswith("calibrated confidence 0.620") and row["retracted_at"].tzinfo
+    sidecar = json.loads((audit.path / "export.json").read_text())
+    assert sidecar["retracted_rows"] == 1 and sidecar["filters"]["include_retracted"] is True
+    assert sidecar["counts_by_source"]["model"] == 3  # counts are of the active labels
+
+    csv_rows = read_csv_rows(export_project(project, tmp_path / "csv", format="csv",
+                                            include_retracted=True).path / "labels.csv")
+    (csv_row,) = [r for r in csv_rows if r["retracted"] == "True"]
+    assert (csv_row["uri"], csv_row["retracted_round"]) == (pool.uris[4], str(later))
+    tasks = json.loads((export_project(project, tmp_path / "ls", format="labelstudio", include_retracted=True)
+                        .path / "tasks.json").read_text())
+    (task,) = [t for t in tasks if t["data"]["retracted"]]
+    assert task["data"]["retraction_reason"] == row["retraction_reason"] and "annotations" not in task
+    with pytest.raises(BadInputError, match="ImageFolder.*training data"):
+        export_project(project, tmp_path / "if", format="imagefolder", include_retracted=True)
+
+
+def test_every_format_takes_its_provenance_columns_from_one_list():
+    import pyarrow
+
+    assert COLUMNS == tuple(column.name for column in PROVENANCE)
+    assert [name for name, _ in parquet_fields(pyarrow)] == list(COLUMNS)
+    assert {"certified_precision", "retracted", "retracted_round", "retraction_reason"} <= set(COLUMNS)
+    source = Path(__file__).parents[1].joinpath("src/metalabel/export.py").read_text()
+    # no format lists the columns by hand: each name is spelled once, in PROVENANCE
+    for name in ("raw_confidence", "query_strategy", "retraction_reason", "model_hash"):
+        assert source.count(f'"{name}"') == 1, name
 
 
 # ------------------------------------------------------------------ imagefolder
@@ -339,7 +395,8 @@ def test_labelstudio_text_tasks_carry_annotations_predictions_and_disagreements(
     ]
 
     human_task = tasks[pool.uris[4]]
-    assert human_task["data"]["label_source"] == "human" and "predictions" not in human_task
+    assert human_task["data"]["source"] == "human" and "predictions" not in human_task
+    assert set(COLUMNS) <= set(human_task["data"])  # every provenance column rides along
     assert human_task["annotations"][0]["result"][0]["value"] == {"choices": ["neg"]}
 
     disputed = tasks[pool.uris[1]]

@@ -2,8 +2,9 @@
 
 ``export_project`` writes one folder:
 
-- ``parquet``: ``labels.parquet``, one row per labeled item (columns in ``COLUMNS``;
-  text projects add ``text``, the item itself).
+- ``parquet``: ``labels.parquet``, one row per labeled item (columns in ``COLUMNS``, made
+  with their types from ``PROVENANCE``, the one list of provenance columns every format
+  uses; text projects add ``text``, the item itself).
 - ``csv``: ``labels.csv``, the same rows. A text cell that a spreadsheet would read as a
   formula (first character ``=``, ``+``, ``-``, ``@``, tab or carriage return) is written with
   a ``'`` in front, so opening the file in Excel or LibreOffice runs nothing
@@ -11,11 +12,19 @@
   every value as it is.
 - ``imagefolder``: ``<class>/<file>`` per labeled image (the original file copied, or a PNG
   written from the pool's pixels) and ``labels.csv``, the rows with a ``path`` column first.
-- ``labelstudio``: ``tasks.json`` (Label Studio's import format, a choices task per item)
-  and ``label_config.xml``; image projects also get ``images/``, which the tasks point at.
+- ``labelstudio``: ``tasks.json`` (Label Studio's import format, a choices task per item,
+  its ``data`` holding the item and every provenance column) and ``label_config.xml``;
+  image projects also get ``images/``, which the tasks point at.
 
-Each export also holds ``export.json``: the project, its classes, the filters used and
-counts by source and class, so a data set can be traced back to how it was made.
+Only active labels are exported unless ``include_retracted=True``: then the model labels
+a round's certificate no longer covered come too, one row each, with ``retracted`` true,
+``retracted_at``, ``retracted_round`` and ``retraction_reason`` (an audit trail; ImageFolder
+refuses it, since its class folders are training data). Every model label row carries
+``certified_precision``, the bound of the certificate that admitted it.
+
+Each export also holds ``export.json``: the project, its classes, the filters used, what
+each column means, counts by source and class (of active labels) and of retracted rows, so a
+data set can be traced back to how it was made.
 
 Filters: ``sources`` keeps labels from those sources only; ``min_confidence`` drops
 model labels whose calibrated confidence is below it or unknown. It applies to source
@@ -45,7 +54,7 @@ import re
 import secrets
 import shutil
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -65,23 +74,59 @@ from metalabel.store import SOURCES, Disagreement, Item, Label, ProjectStore
 ExportFormat = Literal["parquet", "csv", "imagefolder", "labelstudio"]
 FORMATS: tuple[ExportFormat, ...] = ("parquet", "csv", "imagefolder", "labelstudio")
 
-COLUMNS = (
-    "uri",
-    "content_hash",
-    "split",
-    "label",
-    "source",
-    "raw_confidence",
-    "calibrated_confidence",
-    "threshold",
-    "round",
-    "model_hash",
-    "query_strategy",
-    "created_at",
-    "disagreement",
+ColumnType = Literal["string", "float", "int", "bool", "timestamp"]
+
+
+@dataclass(frozen=True)
+class ProvenanceColumn:
+    """One provenance column: its name, its type, and how a row gets its value.
+
+    ``PROVENANCE`` is the one list every export format and the parquet schema are made
+    from: a column added here appears in parquet, csv, imagefolder's ``labels.csv`` and
+    each Label Studio task's ``data``.
+    """
+
+    name: str
+    type: ColumnType
+    value: Callable[[_Row], Any]
+    doc: str
+
+
+PROVENANCE: tuple[ProvenanceColumn, ...] = (
+    ProvenanceColumn("uri", "string", lambda row: row.item.uri, "where the item came from"),
+    ProvenanceColumn("content_hash", "string", lambda row: row.item.content_hash,
+                     "the item's content hash at init (blake2b of its bytes)"),
+    ProvenanceColumn("split", "string", lambda row: row.item.split, "the item's split"),
+    ProvenanceColumn("label", "string", lambda row: row.label.class_name, "the class"),
+    ProvenanceColumn("source", "string", lambda row: row.label.source,
+                     "human, imported, model, generated or augmented"),
+    ProvenanceColumn("raw_confidence", "float", lambda row: row.label.raw_confidence,
+                     "the model's probability before calibration (model labels)"),
+    ProvenanceColumn("calibrated_confidence", "float", lambda row: row.label.calibrated_confidence,
+                     "the calibrated probability (model labels)"),
+    ProvenanceColumn("threshold", "float", lambda row: row.label.threshold,
+                     "the certified confidence threshold that admitted a model label"),
+    ProvenanceColumn("certified_precision", "float", lambda row: row.label.certified_precision,
+                     "the lower confidence bound (at 1 - delta) on precision of the certificate that admitted "
+                     "a model label; empty for labels a person gave"),
+    ProvenanceColumn("round", "int", lambda row: row.label.round_id, "the round that wrote the label"),
+    ProvenanceColumn("model_hash", "string", lambda row: row.label.model_hash,
+                     "the checkpoint a model label came from"),
+    ProvenanceColumn("query_strategy", "string", lambda row: row.label.query_strategy,
+                     "why the item was asked (reference, or the strategy that chose it)"),
+    ProvenanceColumn("created_at", "timestamp", lambda row: row.label.created_at, "when the label was written (UTC)"),
+    ProvenanceColumn("disagreement", "bool", lambda row: row.disagreement is not None,
+                     "a less trusted source (a model) contradicts the item's label and no person has settled it"),
+    ProvenanceColumn("retracted", "bool", lambda row: row.label.retracted_at is not None,
+                     "the label was retracted (only in exports with include_retracted)"),
+    ProvenanceColumn("retracted_at", "timestamp", lambda row: row.label.retracted_at, "when it was retracted (UTC)"),
+    ProvenanceColumn("retracted_round", "int", lambda row: row.label.retracted_round,
+                     "the round whose certificate no longer covered it"),
+    ProvenanceColumn("retraction_reason", "string", lambda row: row.label.retraction_reason, "why, in words"),
 )
-"""Provenance columns of every tabular export, in order. ``disagreement`` is true while a
-less trusted source (a model) contradicts the item's label and no person has settled it."""
+
+COLUMNS: tuple[str, ...] = tuple(column.name for column in PROVENANCE)
+"""Provenance columns of every tabular export, in order (the names of ``PROVENANCE``)."""
 
 SIDECAR_FILENAME = "export.json"
 LABELS_PARQUET = "labels.parquet"
@@ -128,6 +173,7 @@ def export_project(
     format: ExportFormat,
     min_confidence: float | None = None,
     sources: Sequence[str] | str | None = None,
+    include_retracted: bool = False,
     pool: LabeledDataset | None = None,
     overwrite: bool = False,
 ) -> ExportResult:
@@ -136,7 +182,10 @@ def export_project(
     ``store_or_project`` is an open store or project, or a project folder. ``sources`` (a
     list, or a comma-separated string such as ``"human,model"``) keeps labels from those
     sources; ``min_confidence`` drops model labels below that calibrated confidence (other
-    sources always pass, see the module docstring).
+    sources always pass, see the module docstring). ``include_retracted=True`` adds the
+    model labels a round retracted, as rows with ``retracted`` true, ``retracted_round`` and
+    ``retraction_reason`` (an audit trail; not for ImageFolder, whose class folders are the
+    training data); by default only active labels are written.
 
     The store keeps uris and content hashes, not items. Where an export needs an item's
     content (text, or an image that is no file on disk), it comes from ``pool`` or else
@@ -148,6 +197,13 @@ def export_project(
         raise BadInputError(f"unknown export format {format!r}", hint=f"choose one of {', '.join(FORMATS)}")
     wanted_sources = _checked_sources(sources)
     _check_min_confidence(min_confidence)
+    if not isinstance(include_retracted, bool):
+        raise BadInputError(f"include_retracted must be True or False, got {include_retracted!r}")
+    if include_retracted and format == "imagefolder":
+        raise BadInputError(
+            "an ImageFolder export's class folders are training data, so retracted labels cannot go in them",
+            hint="export the audit trail with format 'csv' or 'parquet' and include_retracted=True",
+        )
     if format == "parquet":
         _import_pyarrow()  # fail before any work if it is missing
     out = Path(out)
@@ -155,7 +211,8 @@ def export_project(
         _check_target(out, store, overwrite=overwrite)
         modality = _modality(store)
         _check_format_fits(format, modality)
-        rows, skipped = _select_rows(store, sources=wanted_sources, min_confidence=min_confidence)
+        rows, skipped = _select_rows(store, sources=wanted_sources, min_confidence=min_confidence,
+                                     include_retracted=include_retracted)
         project = store_or_project if isinstance(store_or_project, Project) else None
         content = _PoolContent(store, pool, project)
         if format in ("parquet", "csv") and modality != "text":
@@ -164,9 +221,8 @@ def export_project(
 
         with _staged_folder(out) as staging:
             written = _WRITERS[format](job, staging)
-            sidecar = _sidecar(
-                store, job, written, format=format, min_confidence=min_confidence, sources=wanted_sources
-            )
+            sidecar = _sidecar(store, job, written, format=format, min_confidence=min_confidence,
+                               sources=wanted_sources, include_retracted=include_retracted)
             _write_json(staging / SIDECAR_FILENAME, sidecar, indent=2)
     return ExportResult(path=out, rows=len(written.rows), skipped=dict(job.skipped))
 
@@ -184,22 +240,8 @@ class _Row:
     """The item's latest open disagreement, if any."""
 
     def columns(self) -> dict[str, Any]:
-        label = self.label
-        return {
-            "uri": self.item.uri,
-            "content_hash": self.item.content_hash,
-            "split": self.item.split,
-            "label": label.class_name,
-            "source": label.source,
-            "raw_confidence": label.raw_confidence,
-            "calibrated_confidence": label.calibrated_confidence,
-            "threshold": label.threshold,
-            "round": label.round_id,
-            "model_hash": label.model_hash,
-            "query_strategy": label.query_strategy,
-            "created_at": label.created_at,
-            "disagreement": self.disagreement is not None,
-        }
+        """The row's provenance, one value per ``PROVENANCE`` column (timestamps as ISO text)."""
+        return {column.name: column.value(self) for column in PROVENANCE}
 
 
 @dataclass
@@ -250,20 +292,24 @@ def _check_min_confidence(min_confidence: float | None) -> None:
 
 
 def _select_rows(
-    store: ProjectStore, *, sources: tuple[str, ...] | None, min_confidence: float | None
+    store: ProjectStore, *, sources: tuple[str, ...] | None, min_confidence: float | None,
+    include_retracted: bool = False,
 ) -> tuple[list[_Row], Counter[str]]:
     items = {item.id: item for item in store.items()}
     # Ordered by id, so an item's latest open disagreement is the one kept.
     open_disagreements = {disagreement.item_id: disagreement for disagreement in store.disagreements()}
     rows: list[_Row] = []
     skipped: Counter[str] = Counter()
-    for label in store.active_labels():
+    labels = store.active_labels() + (store.retracted_labels() if include_retracted else [])
+    for label in labels:
         if sources is not None and label.source not in sources:
             skipped["sources"] += 1
         elif not _confident_enough(label, min_confidence):
             skipped["min_confidence"] += 1
         else:
-            rows.append(_Row(items[label.item_id], label, open_disagreements.get(label.item_id)))
+            # a disagreement concerns the item's active label; a retracted row carries none
+            disagreement = open_disagreements.get(label.item_id) if label.active else None
+            rows.append(_Row(items[label.item_id], label, disagreement))
     return rows, skipped
 
 
@@ -428,28 +474,24 @@ def _safe_name(name: str) -> str:
 def _write_parquet(job: _Job, folder: Path) -> _Written:
     pa, pq = _import_pyarrow()
     records = _tabular_records(job)
+    timestamps = [column.name for column in PROVENANCE if column.type == "timestamp"]
     for record in records:
-        # A real timestamp column, so readers can filter and sort by time.
-        record["created_at"] = datetime.fromisoformat(record["created_at"])
-    fields = [
-        ("uri", pa.string()),
-        ("content_hash", pa.string()),
-        ("split", pa.string()),
-        ("label", pa.string()),
-        ("source", pa.string()),
-        ("raw_confidence", pa.float64()),
-        ("calibrated_confidence", pa.float64()),
-        ("threshold", pa.float64()),
-        ("round", pa.int64()),
-        ("model_hash", pa.string()),
-        ("query_strategy", pa.string()),
-        ("created_at", pa.timestamp("ms", tz="UTC")),
-        ("disagreement", pa.bool_()),
-    ]
+        # Real timestamp columns, so readers can filter and sort by time.
+        for name in timestamps:
+            if record[name] is not None:
+                record[name] = datetime.fromisoformat(record[name])
+    fields = parquet_fields(pa)
     if job.modality == "text":
         fields.append(("text", pa.string()))
     pq.write_table(pa.Table.from_pylist(records, schema=pa.schema(fields)), folder / LABELS_PARQUET)
     return _Written(job.rows)
+
+
+def parquet_fields(pa: Any) -> list[tuple[str, Any]]:
+    """The parquet schema's provenance fields, from ``PROVENANCE`` (``pa`` is the pyarrow module)."""
+    types = {"string": pa.string(), "float": pa.float64(), "int": pa.int64(), "bool": pa.bool_(),
+             "timestamp": pa.timestamp("ms", tz="UTC")}
+    return [(column.name, types[column.type]) for column in PROVENANCE]
 
 
 def _write_csv_format(job: _Job, folder: Path) -> _Written:
@@ -514,15 +556,8 @@ def _write_labelstudio(job: _Job, folder: Path) -> _Written:
 
 def _labelstudio_task(row: _Row, object_name: str, value: str) -> dict[str, Any]:
     label = row.label
-    task: dict[str, Any] = {
-        "data": {
-            object_name: value,
-            "uri": row.item.uri,
-            "content_hash": row.item.content_hash,
-            "label_source": label.source,
-            "disagreement": row.disagreement is not None,
-        }
-    }
+    # every provenance column rides along in the task's data (Label Studio shows it beside the item)
+    task: dict[str, Any] = {"data": {object_name: value, **row.columns()}}
     choice = _choice_result(label.class_name, object_name)
     if label.source in _PERSON_SOURCES:
         task["annotations"] = [{"result": [choice]}]
@@ -579,21 +614,26 @@ def _sidecar(
     format: ExportFormat,
     min_confidence: float | None,
     sources: tuple[str, ...] | None,
+    include_retracted: bool,
 ) -> dict[str, Any]:
-    by_source = dict.fromkeys(SOURCES, 0) | Counter(row.label.source for row in written.rows)
-    by_class = dict.fromkeys(job.classes, 0) | Counter(row.label.class_name for row in written.rows)
+    active = [row for row in written.rows if row.label.active]
+    by_source = dict.fromkeys(SOURCES, 0) | Counter(row.label.source for row in active)
+    by_class = dict.fromkeys(job.classes, 0) | Counter(row.label.class_name for row in active)
     return {
         "project": store.name,
         "project_folder": str(store.folder.resolve()),
         "format": format,
         "modality": job.modality,
         "classes": job.classes,
-        "filters": {"sources": None if sources is None else list(sources), "min_confidence": min_confidence},
+        "filters": {"sources": None if sources is None else list(sources), "min_confidence": min_confidence,
+                    "include_retracted": include_retracted},
         "rows": len(written.rows),
+        "retracted_rows": len(written.rows) - len(active),
+        "columns": {column.name: column.doc for column in PROVENANCE},
         "skipped": dict(job.skipped),
         "counts_by_source": by_source,
         "counts_by_class": by_class,
-        "open_disagreements": sum(row.disagreement is not None for row in written.rows),
+        "open_disagreements": sum(row.disagreement is not None for row in active),
         "pool_checked": job.content.checked,
         "csv_formula_guard": format in ("csv", "imagefolder"),
         "metalabel_version": __version__,
