@@ -165,3 +165,52 @@ def test_without_cleanlab_auto_and_the_scorecard_use_the_builtin_filter(monkeypa
                           classes=["a", "b", "c", "d"], max_issues=50)
     assert [row["item_id"] for row in rows] == builtin.indices[:50].tolist()
     assert rows[0]["given"] == "abcd"[labels[rows[0]["item_id"]]]
+
+
+def test_the_scorecard_shows_the_certificate_and_names_the_reference_answers_in_the_accepted_region() -> None:
+    from metalabel.evaluate.scorecard import REFERENCE_IN_ACCEPTED, label_quality, scorecard_rows
+
+    checked = np.r_[np.ones(19, bool), np.zeros(1, bool)]
+    quality = label_quality(coverage=0.42, estimated_precision=0.97, certified_precision=0.951, delta=0.05,
+                            reference_in_accepted=checked, held_out=None, gold_correct=None)
+    assert "audit" not in quality and "precision_ci" not in quality
+    assert quality[REFERENCE_IN_ACCEPTED]["count"] == 20 and quality[REFERENCE_IN_ACCEPTED]["accuracy"] == 0.95
+    rows = {metric: (value, detail) for _, metric, value, detail in scorecard_rows({"label_quality": quality})}
+    assert rows["certified precision"][0] == ">= 95.1% (delta 0.05)"
+    assert "probability 0.95" in rows["certified precision"][1]
+    assert rows["estimated precision"] == ("97.0%", "point estimate of the accepted labels' precision, not a guarantee")
+    value, detail = rows["reference answers in the accepted region"]
+    assert value == "95.0%" and "over 20 random reference items above the certified threshold" in detail
+    # the loop's older keyword names mean the same thing
+    older = label_quality(coverage=0.42, estimated_precision=0.97, precision_ci=(0.951, 1.0), audit_correct=checked,
+                          held_out=None, gold_correct=None)
+    assert older == {**quality, "delta": None}
+    with pytest.raises(BadInputError, match="not both"):
+        label_quality(coverage=0.1, estimated_precision=None, precision_ci=(0.9, 1.0), certified_precision=0.9,
+                      held_out=None, gold_correct=None)
+
+
+def test_scorecard_rows_never_show_nan_and_say_when_nothing_is_certified() -> None:
+    from metalabel.evaluate.scorecard import label_quality, precision_summary, scorecard_rows
+
+    nan = float("nan")
+    quality = label_quality(coverage=0.0, estimated_precision=nan, precision_ci=(nan, nan), held_out=None,
+                            gold_correct=None)
+    card = {"label_quality": quality | {"gold": {"accuracy": nan, "low": nan, "high": nan, "count": 0}},
+            "downstream": {"real_only": nan, "with_generated": nan, "gain": nan, "tstr": nan, "generated": 3,
+                           "test": "held-out"},
+            "similarity": {"vae": {"mmd": nan, "frechet": nan, "precision": nan, "recall": nan, "real": 4,
+                                   "generated": 4}}}
+    rows = scorecard_rows(card)
+    assert rows and not any("nan" in cell.lower() for row in rows for cell in row)
+    certified = [row for row in rows if row[1] == "certified precision"]
+    assert certified == [("labels", "certified precision", "nothing certified",
+                          "no model label is accepted until the random reference sample certifies the target")]
+    assert not [row for row in rows if row[1] == "estimated precision"]
+    assert precision_summary(certified_precision=None, delta=0.05, estimated_precision=None, coverage=0.0,
+                             reference_answers=12, reference_needed=48) == \
+        "Nothing certified yet: ~48 more reference answers; 12 reference answers so far."
+    assert precision_summary(certified_precision=0.951, delta=0.05, estimated_precision=0.97, coverage=0.4,
+                             reference_answers=60, reference_needed=0, target=0.95) == (
+        "Certified precision >= 95.1% (delta 0.05): holds with probability 0.95 over the 60 reference answers, "
+        "meeting the 95.0% target; point estimate 97.0%; coverage 40.0% of the unlabeled pool.")

@@ -3,10 +3,12 @@
 Every section is computed from plain arrays the caller gathers (the pipeline each round,
 ``metalabel evaluate`` on demand), so the scorecard never reaches into a model:
 
-- ``label_quality``: accuracy against gold labels where the user has them; otherwise the
-  audits a person answered (a random sample of accepted labels, Wilson interval); the
-  model's accuracy on held-out human labels; calibration (ECE, reliability curve);
-  coverage and the acceptance estimate.
+- ``label_quality``: coverage and the certificate (``certified_precision``, the lower bound
+  on precision at ``1 - delta``, and the point estimate ``estimated_precision``); the
+  reference answers in the accepted region (``reference_in_accepted``: the random reference
+  sample's items the certified threshold accepts, checked by a person, Wilson interval);
+  accuracy against gold labels where the user has them; the model's accuracy on held-out
+  human labels; calibration (ECE, reliability curve).
 - ``confusion``: against gold, else audited labels, else held-out human labels.
 - ``label_issues``: human and seed labels that confident learning (cleanlab's filter, or
   the built-in one without cleanlab) finds probably wrong, from out-of-fold probabilities.
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from metalabel.errors import BadInputError
 from metalabel.evaluate.downstream import compare_with_generated
 from metalabel.evaluate.quality import accuracy_with_ci, confusion, label_issues, per_class_accuracy
 from metalabel.evaluate.similarity import similarity_report
@@ -34,24 +37,47 @@ from metalabel.label.calibrate import expected_calibration_error, reliability_cu
 
 DOWNSTREAM_FOLDS = 5
 
+REFERENCE_IN_ACCEPTED = "reference_in_accepted"
+"""``label_quality``'s key for the reference answers in the accepted region (formerly ``audit``)."""
+REFERENCE_IN_ACCEPTED_NAME = "reference answers in the accepted region"
+
 
 def label_quality(
     *,
     coverage: float,
     estimated_precision: float | None,
-    precision_ci: Sequence[float] | None,
-    audit_correct: np.ndarray,
     held_out: tuple[np.ndarray, np.ndarray] | None,
     gold_correct: np.ndarray | None,
+    certified_precision: float | None = None,
+    delta: float | None = None,
+    reference_in_accepted: np.ndarray | None = None,
+    precision_ci: Sequence[float] | None = None,
+    audit_correct: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """How good the labels are. ``held_out`` is (calibrated out-of-fold probs [N, C], human labels [N])."""
+    """How good the labels are. ``held_out`` is (calibrated out-of-fold probs [N, C], human labels [N]).
+
+    ``certified_precision`` is the certificate's lower bound at ``1 - delta`` (None: nothing
+    certified), ``estimated_precision`` its point estimate; ``reference_in_accepted`` says, per
+    reference answer the certified threshold accepts, whether the model was right.
+    ``precision_ci`` (a one-sided ``(bound, 1.0)``) and ``audit_correct`` are the older names
+    of ``certified_precision`` and ``reference_in_accepted``; give one name of each, not both.
+    """
+    if precision_ci is not None:
+        if certified_precision is not None:
+            raise BadInputError("give certified_precision or precision_ci (its older name), not both")
+        certified_precision = None if any(map(_missing, precision_ci)) else float(precision_ci[0])
+    if audit_correct is not None:
+        if reference_in_accepted is not None:
+            raise BadInputError("give reference_in_accepted or audit_correct (its older name), not both")
+        reference_in_accepted = audit_correct
+    checked = np.asarray([] if reference_in_accepted is None else reference_in_accepted, dtype=bool)
     section: dict[str, Any] = {
         "coverage": float(coverage),
+        "certified_precision": _number(certified_precision),
+        "delta": _number(delta),
         "estimated_precision": _number(estimated_precision),
-        "precision_ci": None if precision_ci is None or any(map(_missing, precision_ci)) else
-        [float(v) for v in precision_ci],
+        REFERENCE_IN_ACCEPTED: accuracy_with_ci(checked) if len(checked) else None,
         "gold": accuracy_with_ci(gold_correct) if gold_correct is not None and len(gold_correct) else None,
-        "audit": accuracy_with_ci(audit_correct) if len(audit_correct) else None,
         "held_out": None, "ece": None, "reliability": None,
     }
     if held_out is not None and len(held_out[1]):
@@ -157,40 +183,106 @@ def scorecard_rows(scorecard: dict[str, Any]) -> list[tuple[str, str, str, str]]
     quality = scorecard.get("label_quality") or {}
 
     def interval(result: dict[str, Any] | None, section: str, metric: str, what: str) -> None:
-        if result:
-            rows.append((section, metric, f"{result['accuracy']:.1%}",
+        if result and not any(_missing(result.get(key)) for key in ("accuracy", "low", "high")):
+            rows.append((section, metric, percent(result["accuracy"]),
                          f"95% CI {result['low']:.1%}-{result['high']:.1%} over {result['count']} {what}"))
 
+    if quality:
+        bound, delta = _number(quality.get("certified_precision")), _number(quality.get("delta"))
+        if bound is not None:
+            rows.append(("labels", "certified precision", at_least(bound, delta),
+                         "lower confidence bound on the precision of every model label the export writes"
+                         + ("" if delta is None else f", holding with probability {1 - delta:g}")))
+        else:
+            rows.append(("labels", "certified precision", "nothing certified",
+                         "no model label is accepted until the random reference sample certifies the target"))
+        estimate = _number(quality.get("estimated_precision"))
+        if estimate is not None:
+            rows.append(("labels", "estimated precision", percent(estimate),
+                         "point estimate of the accepted labels' precision, not a guarantee"))
+        if _number(quality.get("coverage")) is not None:
+            rows.append(("labels", "coverage", percent(quality["coverage"]), "share of unlabeled items accepted"))
+    interval(quality.get(REFERENCE_IN_ACCEPTED), "labels", REFERENCE_IN_ACCEPTED_NAME,
+             "random reference items above the certified threshold, checked by a person")
     interval(quality.get("gold"), "labels", "accuracy vs gold", "labels")
-    interval(quality.get("audit"), "labels", "audited accuracy", "audited labels")
-    if quality.get("estimated_precision") is not None:
-        ci = quality.get("precision_ci")
-        rows.append(("labels", "estimated precision", f"{quality['estimated_precision']:.1%}",
-                     f"95% CI {ci[0]:.1%}-{ci[1]:.1%}, from calibrated confidence" if ci else "uncalibrated"))
-    if "coverage" in quality:
-        rows.append(("labels", "coverage", f"{quality['coverage']:.1%}", "share of unlabeled items accepted"))
     interval(quality.get("held_out"), "model", "held-out accuracy", "human labels, out of fold")
-    if quality.get("ece") is not None:
+    if _number(quality.get("ece")) is not None:
         rows.append(("model", "calibration error (ECE)", f"{quality['ece']:.3f}", "10 bins, held-out human labels"))
     issues = scorecard.get("label_issues")
     if issues is not None:
         rows.append(("labels", "label issues", str(len(issues)), "human or seed labels confident learning finds suspect"))
     for name, metrics in (scorecard.get("similarity") or {}).items():
-        rows.append(("generated", f"{name}: MMD / Frechet", f"{metrics['mmd']:.4f} / {metrics['frechet']:.2f}",
+        rows.append(("generated", f"{name}: MMD / Frechet",
+                     f"{_fixed(metrics['mmd'], 4)} / {_fixed(metrics['frechet'], 2)}",
                      f"{metrics['generated']} items against {metrics['real']} real, in the model's space (64 principal components)"))
         rows.append(("generated", f"{name}: k-NN precision / recall",
-                     f"{metrics['precision']:.2f} / {metrics['recall']:.2f}", "fidelity / diversity"))
+                     f"{_fixed(metrics['precision'], 2)} / {_fixed(metrics['recall'], 2)}", "fidelity / diversity"))
     downstream = scorecard.get("downstream")
-    if downstream:
-        rows.append(("downstream", "classifier on built set", f"{downstream['real_only']:.1%}", downstream["test"]))
-        if downstream["generated"]:
-            rows.append(("downstream", "... with generated items", f"{downstream['with_generated']:.1%}",
+    if downstream and _number(downstream.get("real_only")) is not None:
+        rows.append(("downstream", "classifier on built set", percent(downstream["real_only"]), downstream["test"]))
+        if downstream["generated"] and _number(downstream.get("gain")) is not None:
+            rows.append(("downstream", "... with generated items", percent(downstream["with_generated"]),
                          f"{downstream['gain'] * 100:+.1f} pts, {int(downstream['generated'])} generated items"))
-        if downstream.get("tstr") is not None:
-            rows.append(("downstream", "train on generated only (TSTR)", f"{downstream['tstr']:.1%}", "tested on real"))
+        if _number(downstream.get("tstr")) is not None:
+            rows.append(("downstream", "train on generated only (TSTR)", percent(downstream["tstr"]),
+                         "tested on real"))
     for name, batch in (scorecard.get("generators") or {}).items():
         rows.append(("generator", name, "kept" if batch["kept"] else "dropped", batch["evidence"]))
     return rows
+
+
+def percent(value: float | None) -> str:
+    """A fraction as ``95.0%``; ``–`` where nothing was measured (never ``nan%``)."""
+    value = _number(value)
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def at_least(bound: float, delta: float | None) -> str:
+    """A certified lower bound as ``>= 95.0% (delta 0.05)``."""
+    return f">= {percent(bound)}" + ("" if delta is None else f" (delta {delta:g})")
+
+
+def not_certified(reference_needed: int | None, *, known: bool = True) -> str:
+    """What it would take where nothing is certified; never a figure the evidence lacks.
+
+    ``known=False`` where the round recorded no planner figure at all (a round run before
+    certified acceptance).
+    """
+    if not known:
+        return "nothing certified"
+    if reference_needed is None:
+        return ("nothing certified yet: at the error rate the reference sample shows, more reference answers "
+                "alone will not certify the target; a better model will")
+    return f"nothing certified yet: ~{reference_needed:,} more reference answers"
+
+
+def precision_summary(*, certified_precision: float | None, delta: float | None,
+                      estimated_precision: float | None, coverage: float | None, reference_answers: int | None,
+                      reference_needed: int | None, target: float | None = None) -> str:
+    """The certified figures of a round in one plain sentence (the CLI's ``status`` and the report say it alike)."""
+    bound = _number(certified_precision)
+    if bound is None:
+        text = not_certified(reference_needed)
+        if reference_answers is not None:
+            text += f"; {reference_answers:,} reference answers so far"
+        return text[0].upper() + text[1:] + "."
+    sentence = f"Certified precision {at_least(bound, delta)}"
+    if delta is not None or reference_answers is not None:
+        sentence += ": holds" + ("" if delta is None else f" with probability {1 - delta:g}")
+        if reference_answers is not None:
+            sentence += f" over the {reference_answers:,} reference answers"
+    if target is not None:
+        sentence += f", {'meeting' if bound >= target else 'below'} the {percent(target)} target"
+    if _number(estimated_precision) is not None:
+        sentence += f"; point estimate {percent(estimated_precision)}"
+    if _number(coverage) is not None:
+        sentence += f"; coverage {percent(coverage)} of the unlabeled pool"
+    return sentence + "."
+
+
+def _fixed(value: Any, digits: int) -> str:
+    value = _number(value)
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def _number(value: Any) -> float | None:
