@@ -6,6 +6,7 @@ import argparse
 import json
 import sqlite3
 import sys
+import warnings
 from pathlib import Path
 
 from rich.console import Console
@@ -62,7 +63,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     if args.seed_per_class is not None:
         if labels is not None:
             raise BadInputError("give either --labels or --seed-per-class, not both")
-        labels = seed_labels_from_pool(pool, per_class=args.seed_per_class, seed=args.seed)
+        labels = datasets.seed_labels_from_pool(pool, per_class=args.seed_per_class, seed=args.seed)
     with Project.create(args.project, pool=pool, labels=labels) as project:
         for warning in project.warnings:
             err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
@@ -84,32 +85,13 @@ def _parse_options(pairs: list[str]) -> dict:
     return options
 
 
-def seed_labels_from_pool(pool, *, per_class: int, seed: int) -> dict[int, str]:
-    """``per_class`` random labeled items of each class as seeds (for simulations on labeled data)."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    seeds: dict[int, str] = {}
-    for cls, members in enumerate(pool.class_indices()):
-        if len(members) < per_class:
-            raise BadInputError(f"only {len(members)} labeled items, fewer than --seed-per-class {per_class}",
-                                cls=pool.class_names[cls])
-        for index in rng.choice(members, size=per_class, replace=False):
-            seeds[int(index)] = pool.class_names[cls]
-    return seeds
-
-
-def _gold_labels(pool) -> dict[str, str]:
-    return {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels) if label >= 0}
-
-
 def cmd_run(args: argparse.Namespace) -> int:
+    from metalabel.datasets import gold_labels
     from metalabel.label.oracle import LabelStudioQueue, SimulatedOracle, TerminalOracle
     from metalabel.project import Project
 
     with Project.open(args.project) as project:
-        pool = project.load_pool()
-        gold = _gold_labels(pool)
+        gold = gold_labels(project.load_pool())
         if args.oracle == "simulated":
             if not gold:
                 raise BadInputError("the simulated oracle answers from the pool's own labels, and this pool has none",
@@ -187,20 +169,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _load_model(name: str | None):
+    """``--model``: a run or checkpoint folder; absent or ``none``: no meta-trained learner."""
     if not name or name == "none":
         return None
-    from metalabel.meta.checkpoint import load_learner
+    from metalabel.meta.checkpoint import load_run
 
-    model = Path(name)
-    return load_learner(model / "best" if (model / "best").is_dir() else model)
+    return load_run(name)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from metalabel.datasets import gold_labels
     from metalabel.evaluate.scorecard import scorecard_rows
     from metalabel.project import Project
 
     with Project.open(args.project) as project:
-        gold = _gold_labels(project.load_pool()) if args.gold_from_pool else None
+        gold = gold_labels(project.load_pool()) if args.gold_from_pool else None
         scorecard = project.evaluate(_load_model(args.model), encoder=args.encoder, gold=gold,
                                      progress=not args.quiet, seed=args.seed)
         if args.json:
@@ -228,12 +211,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_import_answers(args: argparse.Namespace) -> int:
-    from metalabel.label.oracle import LabelStudioQueue
     from metalabel.project import Project
 
     with Project.open(args.project) as project:
-        # checks every task against the project first, then records all of it in one transaction
-        recorded = LabelStudioQueue(project.folder / "labelstudio").import_annotations(args.file, store=project.store)
+        recorded = project.import_answers(args.file)
     console.print(f"{recorded.answered} answers recorded, {recorded.dismissed} skipped by the annotator, "
                   f"{len(recorded.already_closed)} already answered before", highlight=False)
     if recorded.disagreements:
@@ -286,12 +267,12 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
 
 
 def cmd_meta_eval(args: argparse.Namespace) -> int:
-    from metalabel.meta.checkpoint import load_learner
+    from metalabel.meta.checkpoint import load_run
     from metalabel.meta.evaluation import meta_evaluate
     from metalabel.meta.train import evaluation_sampler
 
-    model = args.model / "best" if (args.model / "best").is_dir() else args.model
-    learner = load_learner(model, device=args.device)
+    model = args.model / "best" if (args.model / "best").is_dir() else args.model  # named in the results
+    learner = load_run(args.model, device=args.device)
     results = []
     for ways in args.ways:
         for shots in args.shots:
@@ -310,9 +291,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     out = args.out or Path(args.project) / "exports" / args.format
     result = export_project(args.project, out, format=args.format, min_confidence=args.min_confidence,
-                            sources=args.sources, overwrite=args.overwrite)
+                            sources=args.sources, include_retracted=args.include_retracted, overwrite=args.overwrite)
     skipped = ", ".join(f"{count} by {reason}" for reason, count in result.skipped.items() if count)
-    console.print(f"exported {result.rows} labeled items to {result.path}" + (f" (left out: {skipped})" if skipped else ""))
+    what = "label rows (retracted ones included, marked retracted)" if args.include_retracted else "labeled items"
+    console.print(f"exported {result.rows} {what} to {result.path}" + (f" (left out: {skipped})" if skipped else ""),
+                  highlight=False)
     return 0
 
 
@@ -419,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="export folder (default PROJECT/exports/FORMAT)")
     p.add_argument("--min-confidence", type=float, default=None, help="drop model labels below this calibrated confidence")
     p.add_argument("--sources", default=None, help="comma list of human,model,imported,generated,augmented")
+    p.add_argument("--include-retracted", action="store_true",
+                   help="also write the model labels a round retracted, as rows marked retracted with "
+                        "retracted_round and retraction_reason (not for imagefolder)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_export)
 
@@ -462,6 +448,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        # a few labels per class is what metalabel is for: scikit-learn's note that a label
+        # vector with many distinct values might be a regression target is noise here
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        return _run_command(args)
+
+
+def _run_command(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except MetalabelError as error:
