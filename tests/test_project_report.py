@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import metalabel as ml
-from metalabel.cli import main, seed_labels_from_pool
+from metalabel.cli import main
+from metalabel.datasets import gold_labels, seed_labels_from_pool
 from metalabel.label.oracle import SimulatedOracle
 from metalabel.project import Project
 from metalabel.store import content_hash
@@ -22,7 +23,7 @@ def labeled_project(tmp_path_factory):
     environment = pytest.MonkeyPatch()
     environment.setenv("METALABEL_CACHE", str(root / "cache"))
     pool = ml.datasets.load("kanji", split="evaluation", max_classes=5, samples_per_class=24)
-    gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
+    gold = gold_labels(pool)
     with Project.create(root / "p", pool=pool, labels=seed_labels_from_pool(pool, per_class=3, seed=0)) as project:
         result = project.run(oracle=SimulatedOracle(gold), encoder="pixels", budget=8, per_round=4, gold=gold,
                              progress=False, project_meta_steps=0)
@@ -57,6 +58,9 @@ def test_evaluate_scores_the_labels_against_gold_and_saves_the_scorecard(labeled
     gold = scorecard["label_quality"]["gold"]
     assert 0 <= gold["low"] <= gold["accuracy"] <= gold["high"] <= 1
     assert scorecard["confusion"]["against"] == "gold labels"
+    quality = scorecard["label_quality"]
+    assert "audit" not in quality and "precision_ci" not in quality
+    assert {"certified_precision", "estimated_precision", "reference_in_accepted", "coverage"} <= set(quality)
     assert json.loads((folder / "scorecard.json").read_text()) == scorecard
 
 
@@ -70,6 +74,20 @@ def test_report_is_one_self_contained_page_with_the_round_log(labeled_project, c
             assert html.escape(line) in page
     with Project.open(folder) as project:
         assert [a.kind for a in project.store.artifacts(kind="report")] == ["report"]
+        retracted = project.store.retracted_labels()
+    text = re.sub(r"base64,[A-Za-z0-9+/=]+", "", page)
+    assert not re.search(r"\bnan\b", text, re.I)
+    table = re.search(r'<table class="numeric rounds">(.*?)</table>', page).group(1)
+    cells = [re.findall(r"<td>(.*?)</td>", row)[1] for row in re.findall(r"<tr>(.*?)</tr>", table) if "<td>" in row]
+    assert len(cells) == len(result.rounds)
+    for cell, report in zip(cells, result.rounds):  # the bound with its delta, or what it would take
+        if report.certified_precision is None:
+            assert cell.startswith("nothing certified yet")
+        else:
+            assert cell == f"&gt;= {100 * report.certified_precision:.1f}% (delta {report.delta:g})"
+    section = re.search(r'<section id="retracted">(.*?)</section>', page).group(1)
+    assert all(html.escape(label.uri) in section for label in retracted[:5])
+    assert ("Not measured yet" in section) == (not retracted)
 
 
 def test_report_leaves_out_damaged_generated_files_and_says_so(labeled_project, tmp_path, capsys):

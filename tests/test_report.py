@@ -26,7 +26,7 @@ from metalabel.data.dataset import LabeledDataset
 from metalabel.errors import BadInputError, MissingDependencyError
 from metalabel.report import figures
 from metalabel.report import (
-    SECTIONS, LabelIssue, ReportData, RoundPoint, Sample, ScorecardRow, render_report, write_report,
+    SECTIONS, LabelIssue, ReportData, RetractedLabel, RoundPoint, Sample, ScorecardRow, render_report, write_report,
 )
 
 HOSTILE = '<script>alert("x")</script> & co'
@@ -97,22 +97,41 @@ def kanji_report(data: LabeledDataset, *, rename: dict[str, str] | None = None) 
         for k in order
     )
     rounds = (
-        RoundPoint(1, 30, 496, 0, 0, 0.870, None, None, 0.963, None, None, 0.963, 0.986, model="kanji-protonet@a1f3",
-                   feedback=("first round: one label per class, precision not estimable yet",)),
-        RoundPoint(2, 50, 282, 0, 16, 0.513, 0.957, (0.926, 0.975), 0.95, 0.94, (0.87, 0.97), 0.990, 0.996,
-                   0.91, 0.92, model="kanji-protonet@a1f3",
-                   feedback=("acceptance target raised 0.95 -> 0.97: audit precision 0.94 (0.87-0.97) below target",
+        RoundPoint(1, 30, 0, 0, 0, 0.0, delta=0.05, reference_answers=0, reference_needed=59,
+                   held_out_accuracy=0.963, gold_label_accuracy=0.963, model="kanji-protonet@a1f3",
+                   certificate="nothing certified: no reference answers yet",
+                   feedback=("first round: one label per class, nothing certified yet",)),
+        RoundPoint(2, 50, 282, 0, 16, 0.513, certified_precision=0.951, delta=0.05, estimated_precision=0.975,
+                   threshold=0.93, reference_answers=60, reference_needed=0, reference_in_accepted=0.97,
+                   reference_in_accepted_ci=(0.85, 0.995), reference_in_accepted_count=31, held_out_accuracy=0.95,
+                   gold_label_accuracy=0.990, achieved_precision=0.996, downstream_real=0.91,
+                   downstream_with_generated=0.92, model="kanji-protonet@a1f3",
+                   feedback=("certified 51.3% of the pool at >= 95.1% with 60 reference answers",
                              "augmented 2 thin classes with shift-2px v1")),
-        RoundPoint(3, 70, 434, 0, 32, 0.819, 0.961, (0.938, 0.976), 0.96, 0.97, (0.92, 0.99), 0.992, 0.998,
-                   0.93, 0.935, model="kanji-protonet@a1f3",
+        RoundPoint(3, 70, 434, 0, 32, 0.819, certified_precision=0.955, delta=0.05, estimated_precision=0.976,
+                   threshold=0.88, reference_answers=70, reference_needed=0, retracted=12, reference_in_accepted=0.98,
+                   reference_in_accepted_ci=(0.9, 0.996), reference_in_accepted_count=52, held_out_accuracy=0.96,
+                   gold_label_accuracy=0.992, achieved_precision=0.998, downstream_real=0.93,
+                   downstream_with_generated=0.935, model="kanji-protonet@a1f3",
                    feedback=("dropped augmentation hflip: held-out accuracy -1.2 pts",)),
-        RoundPoint(4, 90, 495, 0, 32, 0.971, 0.973, (0.955, 0.984), 0.97, 0.98, (0.94, 0.995), 0.993, 0.996,
-                   0.94, 0.95, model="kanji-protonet@c77e"),
+        RoundPoint(4, 90, 495, 0, 32, 0.971, certified_precision=0.962, delta=0.05, estimated_precision=0.973,
+                   threshold=0.81, reference_answers=80, reference_needed=0, retracted=3, reference_in_accepted=0.985,
+                   reference_in_accepted_ci=(0.93, 0.997), reference_in_accepted_count=68, held_out_accuracy=0.97,
+                   gold_label_accuracy=0.993, achieved_precision=0.996, downstream_real=0.94,
+                   downstream_with_generated=0.95, model="kanji-protonet@c77e"),
+    )
+    retracted = tuple(
+        RetractedLabel(data.uris[int(idx[7])], names[c], retracted_round=3 + c % 2,
+                       reason="calibrated confidence 0.871 below the certified threshold 0.880", round_id=2,
+                       confidence=0.871, certified_precision=0.951, image=data.items[int(idx[7])])
+        for c, idx in enumerate(data.class_indices()[:3])
     )
     return ReportData(
         project="kanji-demo", pool="kanji:evaluation", modality="image", classes=tuple(names),
         created="2025-05-04T10:21:07+00:00",
-        counts={"items": 600, "labeled": 585, "human": 90, "model": 495, "augmented": 32, "open_questions": 20},
+        counts={"items": 600, "labeled": 585, "human": 90, "model": 495, "augmented": 32, "open_questions": 20,
+                "retracted": 15},
+        retracted=retracted,
         rounds=rounds,
         reliability=reliability_bins(confidence, predicted == truth),
         confusion={"classes": names, "matrix": confusion.tolist(), "against": "gold labels"},
@@ -144,7 +163,9 @@ def news_report(data: LabeledDataset) -> ReportData:
     return ReportData(
         project="news", pool="20newsgroups:test", modality="text", classes=tuple(classes),
         created="2025-05-04T10:21:07+00:00", counts={"items": 1500, "human": 40, "model": 310},
-        rounds=(RoundPoint(1, 20, 150, 0, 0, 0.10), RoundPoint(2, 40, 310, 0, 0, 0.23, 0.88, (0.83, 0.92))),
+        rounds=(RoundPoint(1, 20, 0, 0, 0, 0.0, delta=0.05, reference_answers=10, reference_needed=None),
+                RoundPoint(2, 40, 310, 0, 0, 0.23, certified_precision=0.9, delta=0.1, estimated_precision=0.93,
+                           threshold=0.7, reference_answers=30)),
         samples=samples,
         label_issues=(LabelIssue(data.uris[suspect], classes[1], classes[2], 0.12, text=data.items[suspect]),),
         why_missing={"confusion": "no gold labels were imported for this pool"},
@@ -175,7 +196,11 @@ def test_page_is_self_contained_with_every_section_in_order(kanji_page: str) -> 
     assert "Not measured yet" not in kanji_page  # every section of this report has data
     verdict = re.search(r'<p class="verdict">(.*?)</p>', kanji_page).group(1)
     assert verdict.startswith("585 of 600 items labeled (98%) after 4 rounds")
-    assert "97.3% (95.5–98.4%), above the 95.0% target" in verdict
+    assert ("Certified precision &gt;= 96.2% (delta 0.05): holds with probability 0.95 over the 80 reference "
+            "answers, meeting the 95.0% target; point estimate 97.3%; coverage 97.1% of the unlabeled pool.") in verdict
+    assert "Against gold labels the accepted model labels are 99.6% precise" in verdict
+    assert "15 model labels retracted so far" in verdict
+    assert not re.search(r"\bnan\b", re.sub(r"base64,[A-Za-z0-9+/=]+", "", kanji_page), re.I)
     assert verdict.endswith("20 questions to answer; 5 labels that look wrong (see Label issues).")
 
 
@@ -183,7 +208,8 @@ def test_embedded_pngs_decode_and_show_every_item(kanji: LabeledDataset, kanji_p
     report = kanji_report(kanji)
     images = pngs(kanji_page)
     parents_shown = sum(len(g.parents) for g in report.generated)
-    thumbnails = len(report.samples) + len(report.generated) + parents_shown + len(report.label_issues)
+    thumbnails = (len(report.samples) + len(report.generated) + parents_shown + len(report.label_issues)
+                  + len(report.retracted))
     assert len(images) == 3 + thumbnails  # rounds, reliability and confusion figures
     figures = [image for image in images if image.width > 200]
     assert len(figures) == 3 and all(image.height > 200 for image in figures)
@@ -206,8 +232,8 @@ def test_text_report_shows_snippets_and_says_what_is_not_measured(news: LabeledD
     first_words = " ".join(report.samples[0].text.split()[:8])
     assert first_words in page
     missing = re.findall(r'<p class="missing">Not measured yet: (.*?)</p>', page)
-    # scorecard, reliability, confusion, generated, similarity, downstream
-    assert len(missing) == 6
+    # scorecard, reliability, confusion, retracted, generated, similarity, downstream
+    assert len(missing) == 7
     assert "no gold labels were imported for this pool." in missing
     assert report.label_issues[0].uri in page
     assert len(pngs(page)) == 1  # only the per-round figure: text has no thumbnails
@@ -250,6 +276,12 @@ def test_bad_input_names_what_is_wrong(kanji: LabeledDataset) -> None:
         Sample("a", "kanji:x/1", "crowd")
     with pytest.raises(BadInputError, match="round 3: coverage must be a fraction.*not percentages"):
         RoundPoint(3, 10, 10, 0, 0, 95.0)
+    with pytest.raises(BadInputError, match="round 3: certified_precision must be a fraction"):
+        RoundPoint(3, 10, 10, 0, 0, 0.5, certified_precision=float("nan"))
+    with pytest.raises(BadInputError, match="round 3: a point estimate of precision needs a certificate"):
+        RoundPoint(3, 10, 10, 0, 0, 0.5, estimated_precision=0.97)
+    with pytest.raises(BadInputError, match="round 3: retracted must be a whole number"):
+        RoundPoint(3, 10, 10, 0, 0, 0.5, retracted=-1)
     with pytest.raises(BadInputError, match="feedback must be a sequence of lines"):
         RoundPoint(3, 10, 10, 0, 0, 0.5, feedback="raised the target")
     report = kanji_report(kanji)
@@ -364,3 +396,43 @@ def test_read_artifact_arrays_refuses_damaged_files_with_a_typed_error(tmp_path:
     for path in (truncated, pickled, single, garbage, tmp_path / "round-6.npz"):
         with pytest.raises(BadInputError, match=re.escape(str(path))):
             read_artifact_arrays(path)
+
+
+def test_rounds_table_shows_the_certificate_with_delta_or_what_it_would_take(kanji_page: str) -> None:
+    table = re.search(r'<table class="numeric rounds">(.*?)</table>', kanji_page).group(1)
+    rows = [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", table)]
+    rows = [row for row in rows if row]
+    assert [row[0] for row in rows] == ["1", "2", "3", "4"]
+    assert rows[0][1] == "nothing certified yet: ~59 more reference answers" and rows[0][2] == "–"
+    assert rows[1][1:4] == ["&gt;= 95.1% (delta 0.05)", "97.5%", "51.3%"]
+    assert rows[2][6] == "98.0% of 52 (90.0–99.6%)" and rows[2][8] == "12" and rows[2][9] == "99.8%"
+    headers = re.findall(r"<th>(.*?)</th>", table)
+    assert "Reference in accepted region" in headers and "Achieved (gold)" in headers
+    assert "certified precision nothing certified yet: ~59 more reference answers" in kanji_page  # the round log
+
+
+def test_no_certificate_says_so_and_a_hopeless_one_says_a_better_model_is_needed(news: LabeledDataset) -> None:
+    report = dataclasses.replace(news_report(news), rounds=news_report(news).rounds[:1])
+    verdict = re.search(r'<p class="verdict">(.*?)</p>', render_report(report)).group(1)
+    assert ("Nothing certified yet: at the error rate the reference sample shows, more reference answers alone "
+            "will not certify the target; a better model will; 10 reference answers so far.") in verdict
+    assert "%" not in verdict.split("Nothing certified yet")[1]  # no precision figure without a certificate
+
+
+def test_retracted_labels_are_listed_with_item_class_round_and_reason(kanji: LabeledDataset, kanji_page: str) -> None:
+    section = re.search(r'<section id="retracted"><h2>Retracted labels</h2>(.*?)</section>', kanji_page).group(1)
+    rows = [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", section)]
+    rows = [row for row in rows if row]
+    report = kanji_report(kanji)
+    assert len(rows) == len(report.retracted) == 3
+    for row, label in zip(rows, report.retracted):
+        assert html.escape(label.uri) in row[0] and "<img" in row[0]
+        assert row[1:] == [html.escape(label.class_name), "2", "87.1%", str(label.retracted_round),
+                           "calibrated confidence 0.871 below the certified threshold 0.880"]
+    hostile = dataclasses.replace(report, retracted=(dataclasses.replace(report.retracted[0], reason=HOSTILE,
+                                                                         class_name=HOSTILE, uri=HOSTILE),))
+    page = render_report(hostile)
+    assert "<script" not in page and page.count(html.escape(HOSTILE, quote=True)) >= 3
+    many = dataclasses.replace(report, retracted=report.retracted * 80, counts={**report.counts, "retracted": 240})
+    page = render_report(many)
+    assert "Showing the latest 200 of 240" in page and "--include-retracted" in page

@@ -4,10 +4,10 @@
 are the contract between the two, so the page can be rendered without a store.
 """
 
-from metalabel.report.data import LabelIssue, ReportData, RoundPoint, Sample, ScorecardRow
+from metalabel.report.data import LabelIssue, ReportData, RetractedLabel, RoundPoint, Sample, ScorecardRow
 from metalabel.report.html import SECTIONS, render_report, verdict, write_report
 
 __all__ = [
-    "LabelIssue", "ReportData", "RoundPoint", "SECTIONS", "Sample", "ScorecardRow",
+    "LabelIssue", "ReportData", "RetractedLabel", "RoundPoint", "SECTIONS", "Sample", "ScorecardRow",
     "render_report", "verdict", "write_report",
 ]

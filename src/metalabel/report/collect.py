@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from metalabel.errors import BadInputError
-from metalabel.evaluate.scorecard import scorecard_rows
-from metalabel.report.data import LabelIssue, ReportData, RoundPoint, Sample, ScorecardRow
-from metalabel.report.html import write_report
+from metalabel.evaluate.scorecard import REFERENCE_IN_ACCEPTED, scorecard_rows
+from metalabel.report.data import LabelIssue, ReportData, RetractedLabel, RoundPoint, Sample, ScorecardRow
+from metalabel.report.html import RETRACTED_SHOWN, write_report
 
 SAMPLES_PER_CLASS = 6
 GENERATED_SHOWN = 24
@@ -61,6 +61,13 @@ def collect(project) -> ReportData:
               "open_questions": summary["open_questions"], "disagreements": summary["open_disagreements"]}
     counts["generated"] = sum(1 for item in synthetic if item.kept and item.kind == "generated")
     counts["augmented"] = sum(1 for item in synthetic if item.kept and item.kind == "augmented")
+    retracted_labels = store.retracted_labels()
+    counts["retracted"] = len(retracted_labels)
+    early = [r.id for r in finished if "certified_precision" not in r.metrics]
+    if early:
+        notes["rounds"].append(f"{_plural(len(early), 'round')} ({', '.join(map(str, early))}) ran before "
+                               "certified acceptance: their precision figures were estimates without a guarantee "
+                               "and are not shown")
     generated, parent_images = _generated_samples(project, synthetic, content, notes)
     why_missing = {}
     if card.get("label_issues") == []:
@@ -75,6 +82,7 @@ def collect(project) -> ReportData:
         counts=counts, rounds=rounds, reliability=reliability, confusion=card.get("confusion"),
         samples=_samples(store, content), generated=generated, similarity=card.get("similarity") or {},
         downstream=card.get("downstream"), label_issues=issues,
+        retracted=_retracted(retracted_labels, content),
         scorecard=tuple(ScorecardRow(*row) for row in scorecard_rows(card)), parent_images=parent_images,
         target_precision=(finished[-1].config.get("target_precision") if finished else None),
         why_missing=why_missing, notes={key: tuple(lines) for key, lines in notes.items()},
@@ -117,23 +125,60 @@ def _interval(values: Any) -> tuple[float, float] | None:
     return (float(values[0]), float(values[1]))
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count:,} {word}" + ("" if count == 1 else "s")
+
+
+def _count(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def _round_point(round_id: int, metrics: dict[str, Any], synthetic: dict[str, int]) -> RoundPoint:
+    """A finished round's metrics (``asdict`` of the loop's RoundReport) as the report's record.
+
+    A round from before certified acceptance has no ``certified_precision``: its old
+    estimate was no guarantee, so none of its precision figures are carried over.
+    """
     gold = metrics.get("gold") or {}
-    downstream = (metrics.get("scorecard") or {}).get("downstream") or {}
+    scorecard = metrics.get("scorecard") or {}
+    downstream = scorecard.get("downstream") or {}
+    before_certification = "certified_precision" not in metrics
+    certified = None if before_certification else _fraction(metrics["certified_precision"])
+    reference = (scorecard.get("label_quality") or {}).get(REFERENCE_IN_ACCEPTED) or {}
+    in_accepted = _fraction(reference.get("accuracy"))
     return RoundPoint(
         round_id=round_id, human_labels=int(metrics.get("human_labels", 0)),
         model_labels=int(metrics.get("model_labels", 0)), generated_items=synthetic.get("generated", 0),
-        augmented_items=synthetic.get("augmented", 0), coverage=float(metrics.get("coverage", 0.0)),
-        estimated_precision=_fraction(metrics.get("estimated_precision")),
-        precision_ci=_interval(metrics.get("precision_ci")),
+        augmented_items=synthetic.get("augmented", 0), coverage=_fraction(metrics.get("coverage")) or 0.0,
+        certified_precision=certified, delta=_fraction(metrics.get("delta")),
+        estimated_precision=None if certified is None else _fraction(metrics.get("estimated_precision")),
+        threshold=_fraction(metrics.get("threshold")) if certified is not None else None,
+        reference_answers=int(metrics.get("reference_answers") or 0),
+        reference_needed=_count(metrics.get("reference_needed")), retracted=int(metrics.get("retracted") or 0),
+        reference_in_accepted=in_accepted,
+        reference_in_accepted_ci=_interval([reference.get("low"), reference.get("high")]) if in_accepted is not None
+        else None,
+        reference_in_accepted_count=int(reference.get("count") or 0) if in_accepted is not None else 0,
         held_out_accuracy=_fraction(metrics.get("held_out_accuracy")),
-        audit_accuracy=_fraction(metrics.get("audit_precision")), audit_ci=_interval(metrics.get("audit_ci")),
         gold_label_accuracy=_fraction(gold.get("label_accuracy")),
         achieved_precision=_fraction(gold.get("achieved_precision")),
         downstream_real=_fraction(downstream.get("real_only")),
         downstream_with_generated=_fraction(downstream.get("with_generated")),
-        model=str(metrics.get("model", "")), feedback=tuple(metrics.get("feedback") or ()),
+        model=str(metrics.get("model", "")), certificate=str(metrics.get("certificate") or ""),
+        feedback=tuple(metrics.get("feedback") or ()), before_certification=before_certification,
     )
+
+
+def _retracted(labels, content: _Content) -> tuple[RetractedLabel, ...]:
+    """Retracted model labels, the latest retraction first; pictures only for the rows the page shows."""
+    ordered = sorted(labels, key=lambda label: (label.retracted_at or "", label.id), reverse=True)
+    return tuple(RetractedLabel(uri=label.uri, class_name=label.class_name, retracted_round=label.retracted_round,
+                                reason=label.retraction_reason or "", round_id=label.round_id,
+                                confidence=_fraction(label.calibrated_confidence),
+                                certified_precision=_fraction(label.certified_precision),
+                                retracted_at=label.retracted_at or "",
+                                **(content.of(label.uri) if index < RETRACTED_SHOWN else {}))
+                 for index, label in enumerate(ordered))
 
 
 def _latest_scorecard(project, finished, notes: dict[str, list[str]]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ MODALITIES = ("image", "text", "tabular")
 
 SECTION_KEYS = (
     "scorecard", "rounds", "log", "reliability", "confusion",
-    "samples", "generated", "similarity", "downstream", "label_issues",
+    "samples", "retracted", "generated", "similarity", "downstream", "label_issues",
 )
 """Keys of ``ReportData.why_missing``: one per section that can be empty."""
 
@@ -71,9 +71,27 @@ def _check_image(image: np.ndarray | None, where: str, cls: str | None = None) -
         )
 
 
+def _check_count(name: str, value: object, where: str, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise BadInputError(f"{where}: {name} must be a whole number >= 0, got {value!r}")
+
+
 @dataclass(frozen=True)
 class RoundPoint:
-    """One labeling round as it ended: how many labels of each kind, and how good they look."""
+    """One labeling round as it ended: how many labels of each kind, and what the evidence proves about them.
+
+    ``certified_precision`` is the lower confidence bound on the precision of every model
+    label active after the round, holding with probability ``1 - delta`` over the random
+    reference sample; None when nothing was certified, and then ``reference_needed`` says
+    how many more reference answers would (None: more answers alone will not, a better
+    model will). ``estimated_precision`` is the point estimate of the same set, shown only
+    beside a certificate. ``reference_in_accepted``: the share of the reference answers above
+    the certified threshold the model got right (a random sample of the accepted region,
+    checked by a person), with its interval and count. ``before_certification`` marks a
+    round run by a metalabel that did not certify: its figures are not shown as precision.
+    """
 
     round_id: int
     human_labels: int
@@ -81,31 +99,72 @@ class RoundPoint:
     generated_items: int
     augmented_items: int
     coverage: float
+    certified_precision: float | None = None
+    delta: float | None = None
     estimated_precision: float | None = None
-    precision_ci: tuple[float, float] | None = None
+    threshold: float | None = None
+    reference_answers: int = 0
+    reference_needed: int | None = None
+    retracted: int = 0
+    """Model labels this round retracted (the certificate no longer covered them)."""
+    reference_in_accepted: float | None = None
+    reference_in_accepted_ci: tuple[float, float] | None = None
+    reference_in_accepted_count: int = 0
     held_out_accuracy: float | None = None
-    audit_accuracy: float | None = None
-    audit_ci: tuple[float, float] | None = None
     gold_label_accuracy: float | None = None
     achieved_precision: float | None = None
+    """Precision of the model labels active after the round, against gold labels (simulations)."""
     downstream_real: float | None = None
     downstream_with_generated: float | None = None
     model: str = ""
+    certificate: str = ""
+    """The certificate's reason, one line."""
     feedback: tuple[str, ...] = ()
     """What this round changed and why, one line each."""
+    before_certification: bool = False
 
     def __post_init__(self) -> None:
         where = f"round {self.round_id}"
-        for name in ("human_labels", "model_labels", "generated_items", "augmented_items"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise BadInputError(f"{where}: {name} must be a whole number >= 0, got {value!r}")
-        for name in ("coverage", "estimated_precision", "held_out_accuracy", "audit_accuracy",
-                     "gold_label_accuracy", "achieved_precision", "downstream_real", "downstream_with_generated"):
+        for name in ("human_labels", "model_labels", "generated_items", "augmented_items", "reference_answers",
+                     "retracted", "reference_in_accepted_count"):
+            _check_count(name, getattr(self, name), where)
+        _check_count("reference_needed", self.reference_needed, where, optional=True)
+        for name in ("coverage", "certified_precision", "delta", "estimated_precision", "threshold",
+                     "reference_in_accepted", "held_out_accuracy", "gold_label_accuracy", "achieved_precision",
+                     "downstream_real", "downstream_with_generated"):
             _check_fraction(name, getattr(self, name), where)
-        _check_interval("precision_ci", self.precision_ci, where)
-        _check_interval("audit_ci", self.audit_ci, where)
+        _check_interval("reference_in_accepted_ci", self.reference_in_accepted_ci, where)
+        if self.estimated_precision is not None and self.certified_precision is None:
+            raise BadInputError(f"{where}: a point estimate of precision needs a certificate beside it",
+                                hint="give certified_precision (the lower bound), or leave estimated_precision None")
+        if self.delta is not None and not 0 < self.delta < 1:
+            raise BadInputError(f"{where}: delta must lie in (0, 1), got {self.delta!r}")
         object.__setattr__(self, "feedback", _lines("feedback", self.feedback, where))
+
+
+@dataclass(frozen=True, eq=False)
+class RetractedLabel:
+    """A model label a round retracted: the certificate of that round no longer covered it."""
+
+    uri: str
+    class_name: str
+    retracted_round: int | None
+    reason: str
+    round_id: int | None = None
+    """The round that admitted it."""
+    confidence: float | None = None
+    """Its calibrated confidence when admitted."""
+    certified_precision: float | None = None
+    """The bound of the certificate that admitted it."""
+    retracted_at: str = ""
+    image: np.ndarray | None = None
+    text: str | None = None
+
+    def __post_init__(self) -> None:
+        where = f"retracted label {self.uri}"
+        for name in ("confidence", "certified_precision"):
+            _check_fraction(name, getattr(self, name), where)
+        _check_image(self.image, where, self.class_name)
 
 
 @dataclass(frozen=True, eq=False)
@@ -167,8 +226,9 @@ class ReportData:
     """Everything one report shows. Empty tuples and ``None`` render as "not measured yet".
 
     ``counts`` keys the header understands: ``items`` (pool size), ``labeled``
-    (items with a label), one per source in ``SOURCES``, ``open_questions`` and
-    ``disagreements``; other keys are shown as they are.
+    (items with a label), one per source in ``SOURCES``, ``open_questions``,
+    ``disagreements`` and ``retracted`` (model labels retracted over the project);
+    other keys are shown as they are.
     ``reliability``: per confidence bin, lists ``confidence`` (mean), ``accuracy``,
     ``count``, plus ``ece``. ``confusion``: ``classes``, ``matrix`` (rows: the
     reference labels, columns: metalabel's) and ``against`` (what the reference is).
@@ -194,6 +254,8 @@ class ReportData:
     similarity: dict[str, dict[str, float]] = field(default_factory=dict)
     downstream: dict[str, Any] | None = None
     label_issues: tuple[LabelIssue, ...] = ()
+    retracted: tuple[RetractedLabel, ...] = ()
+    """Retracted model labels, the latest retraction first (``counts['retracted']`` may say more exist)."""
     scorecard: tuple[ScorecardRow, ...] = ()
     parent_images: dict[str, np.ndarray] = field(default_factory=dict)
     """uri -> image of the real items that generated items were made from."""
@@ -210,7 +272,8 @@ class ReportData:
                                 hint=f"use one of {', '.join(MODALITIES)}")
         object.__setattr__(self, "classes", _lines("classes", self.classes, where))
         for name, kind in (("rounds", RoundPoint), ("samples", Sample), ("generated", Sample),
-                           ("label_issues", LabelIssue), ("scorecard", ScorecardRow)):
+                           ("label_issues", LabelIssue), ("retracted", RetractedLabel),
+                           ("scorecard", ScorecardRow)):
             entries = tuple(getattr(self, name))  # lists from collect become tuples, like the fields say
             for entry in entries:
                 if not isinstance(entry, kind):

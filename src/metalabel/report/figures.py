@@ -30,6 +30,7 @@ SOURCE_COLORS = {
 ACCENT = "#3b6ea8"
 AUDIT = "#b5533c"
 GOLD = "#6d5a9c"
+RETRACTED = "#a04545"
 MUTED = "#8a8a8a"
 
 _STYLE = {
@@ -129,43 +130,53 @@ def _labels_panel(ax: Any, x: np.ndarray, rounds: Sequence[RoundPoint]) -> None:
         if values.any():
             ax.bar(x, values, bottom=bottom, width=0.6, color=SOURCE_COLORS[name], label=name)
             bottom += values
-    ax.set_ylim(0, max(bottom.max(initial=0), 1) * 1.2)  # headroom keeps the legend off the bars
+    top = max(bottom.max(initial=0), 1) * 1.2  # headroom keeps the legend off the bars
+    reference = np.asarray([r.reference_answers for r in rounds], dtype=float)
+    if reference.any():
+        ax.plot(x, reference, "_", color="#222222", markersize=16, markeredgewidth=2,
+                label="of which reference answers")
+    retracted = np.asarray([r.retracted for r in rounds], dtype=float)
+    floor = 0.0
+    if retracted.any():  # below the axis: labels taken back, not added
+        ax.bar(x, -retracted, width=0.6, color=RETRACTED, label="retracted (model)")
+        floor = -retracted.max() * 1.2
+        ax.axhline(0, color="#9a9a9a", linewidth=0.8)
+    ax.set_ylim(floor, top)
     ax.set_ylabel("labels")
-    ax.legend(loc="upper left", ncol=4)
+    ax.legend(loc="upper left", ncol=3)
 
 
 def _precision_panel(ax: Any, x: np.ndarray, rounds: Sequence[RoundPoint], target: float | None) -> bool:
+    certified = _percent([r.certified_precision for r in rounds])
     estimate = _percent([r.estimated_precision for r in rounds])
-    est_low, est_high = _interval([r.precision_ci for r in rounds])
-    audit = _percent([r.audit_accuracy for r in rounds])
-    audit_low, audit_high = _interval([r.audit_ci for r in rounds])
+    reference = _percent([r.reference_in_accepted for r in rounds])
+    reference_low, reference_high = _interval([r.reference_in_accepted_ci for r in rounds])
     gold = _percent([r.gold_label_accuracy for r in rounds])
     achieved = _percent([r.achieved_precision for r in rounds])
-    if np.isnan(np.concatenate([estimate, audit, gold, achieved])).all():
+    if np.isnan(np.concatenate([certified, estimate, reference, gold, achieved])).all():
         return False
+    if not np.isnan(certified).all():
+        deltas = sorted({r.delta for r in rounds if r.certified_precision is not None and r.delta is not None})
+        level = f" (1 - delta = {1 - deltas[0]:g})" if len(deltas) == 1 else ""
+        # a round with no certificate leaves a gap: nothing is claimed there
+        ax.plot(x, certified, "o-", color=ACCENT, linewidth=2, label=f"certified lower bound{level}")
     if not np.isnan(estimate).all():
-        ax.plot(x, estimate, "o-", color=ACCENT, label="estimated precision")
-        banded = ~np.isnan(est_low)
-        if banded.sum() >= 2:
-            ax.fill_between(x, est_low, est_high, color=ACCENT, alpha=0.15, linewidth=0, label="95% interval")
-        elif banded.any():  # a band needs two rounds; one round gets a bar
-            ax.errorbar(x[banded], estimate[banded], yerr=[estimate[banded] - est_low[banded],
-                        est_high[banded] - estimate[banded]], fmt="none", color=ACCENT, alpha=0.5, capsize=3)
-    if not np.isnan(audit).all():
-        has_ci = ~np.isnan(audit_low)
+        ax.plot(x, estimate, "o--", color=ACCENT, alpha=0.55, markersize=4, label="point estimate (not a guarantee)")
+    if not np.isnan(reference).all():
+        has_ci = ~np.isnan(reference_low)
         error = np.zeros((2, len(x)))
-        error[0, has_ci] = audit[has_ci] - audit_low[has_ci]
-        error[1, has_ci] = audit_high[has_ci] - audit[has_ci]
-        # nudged right so the audit bars do not hide the estimate's markers
-        ax.errorbar(x + 0.08, audit, yerr=error, fmt="s", color=AUDIT, capsize=3, markersize=5,
-                    label="audit accuracy")
+        error[0, has_ci] = reference[has_ci] - reference_low[has_ci]
+        error[1, has_ci] = reference_high[has_ci] - reference[has_ci]
+        # nudged right so the bars do not hide the certificate's markers
+        ax.errorbar(x + 0.08, reference, yerr=error, fmt="s", color=AUDIT, capsize=3, markersize=5,
+                    label="reference answers in the accepted region")
     if not np.isnan(gold).all():
         ax.plot(x, gold, "D--", color=GOLD, markersize=4, label="accuracy vs gold")
     if not np.isnan(achieved).all():
         ax.plot(x, achieved, "^:", color=GOLD, markersize=5, label="achieved precision vs gold")
     if target is not None:
         ax.axhline(100 * target, color=MUTED, linestyle=(0, (4, 3)), linewidth=1, label="target")
-    lowest = np.nanmin(np.concatenate([estimate, est_low, audit, audit_low, gold, achieved,
+    lowest = np.nanmin(np.concatenate([certified, estimate, reference, reference_low, gold, achieved,
                                        [100 * target if target is not None else np.nan]]))
     ax.set_ylim(max(0.0, lowest - 3.0), 100.8)
     ax.set_ylabel("%")
@@ -197,7 +208,7 @@ def rounds_png(rounds: Sequence[RoundPoint], *, target_precision: float | None =
         _labels_panel(labels_ax, x, rounds)
         precision_drawn = _precision_panel(precision_ax, x, rounds, target_precision)
         coverage_drawn = _line_panel(coverage_ax, x, [
-            ("labeled share of the pool", _percent([r.coverage for r in rounds]), "o-", ACCENT)])
+            ("accepted share of the unlabeled pool", _percent([r.coverage for r in rounds]), "o-", ACCENT)])
         accuracy_drawn = _line_panel(accuracy_ax, x, [
             ("on held-out human labels", _percent([r.held_out_accuracy for r in rounds]), "o-", ACCENT),
             ("downstream, real data", _percent([r.downstream_real for r in rounds]), "s-", SOURCE_COLORS["model"]),

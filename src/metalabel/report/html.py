@@ -17,7 +17,7 @@ import numpy as np
 
 from metalabel.errors import BadInputError
 from metalabel.report import figures
-from metalabel.report.data import LabelIssue, ReportData, RoundPoint, Sample
+from metalabel.report.data import LabelIssue, ReportData, RetractedLabel, RoundPoint, Sample
 
 SECTIONS = (
     ("scorecard", "Scorecard"),
@@ -26,6 +26,7 @@ SECTIONS = (
     ("reliability", "Calibration"),
     ("confusion", "Confusion matrix"),
     ("samples", "Samples per class"),
+    ("retracted", "Retracted labels"),
     ("generated", "Generated beside real"),
     ("similarity", "Generated data: similarity and downstream use"),
     ("label_issues", "Label issues"),
@@ -37,8 +38,9 @@ _WHY_MISSING = {
     "rounds": "no labeling round has run; start one with metalabel run",
     "log": "no labeling round has run",
     "reliability": "calibration needs held-out human labels to compare confidence with",
-    "confusion": "needs reference labels (gold or audited) to compare metalabel's labels with",
+    "confusion": "needs reference labels (gold or held-out human labels) to compare metalabel's labels with",
     "samples": "no item has a label yet",
+    "retracted": "no model label has been retracted; a round retracts what its certificate no longer covers",
     "generated": "no generated or augmented items; generation adds data where a class is thin",
     "similarity": "no generator has been compared with the real data",
     "downstream": "downstream accuracy needs a held-out test set",
@@ -55,6 +57,7 @@ _COUNT_NAMES = {
     "augmented": "augmented items",
     "open_questions": "open questions",
     "disagreements": "disagreements",
+    "retracted": "retracted labels",
 }
 
 _TEXT_SNIPPET = 320  # characters of a text item shown in a table cell
@@ -66,6 +69,22 @@ def _e(value: object) -> str:
 
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
+
+
+RETRACTED_SHOWN = 200  # rows of the retracted-labels table; the export lists them all
+
+
+def _certified(point: RoundPoint) -> str:
+    """The round's certified bound as '>= 95.0% (delta 0.05)', or what it would take (plain text)."""
+    # the scorecard's wording, so the report, the scorecard and `metalabel status` say it alike; imported
+    # here because metalabel.evaluate loads scikit-learn and torch, which importing the report should not
+    from metalabel.evaluate.scorecard import at_least, not_certified
+
+    if point.certified_precision is not None:
+        return at_least(point.certified_precision, point.delta)
+    if point.before_certification:
+        return "not certified (the round ran before certified acceptance)"
+    return not_certified(point.reference_needed)
 
 
 def _ci(interval: tuple[float, float] | None) -> str:
@@ -159,26 +178,31 @@ def verdict(data: ReportData) -> str:
                                           (model, "the model")) if n]
     sentences = [first + (": " + ", ".join(who) if who else "") + "."]
 
-    if last is not None and last.estimated_precision is not None:
-        precision = f"Estimated precision {_pct(last.estimated_precision)}{_ci(last.precision_ci)}"
-        target = data.target_precision
-        if target is not None:
-            low = last.precision_ci[0] if last.precision_ci else last.estimated_precision
-            if low >= target:
-                precision += f", above the {_pct(target)} target"
-            elif last.estimated_precision >= target:
-                precision += f", at the {_pct(target)} target but not yet sure of it"
-            else:
-                precision += f", below the {_pct(target)} target"
-        sentences.append(precision + ".")
+    if last is not None and last.before_certification:
+        sentences.append("The last round ran before certified acceptance, so no precision is certified; "
+                         "run another round to certify it.")
     elif last is not None:
-        sentences.append("Precision is not estimated yet (too few human labels to calibrate).")
-    if last is not None and last.audit_accuracy is not None:
-        sentences.append(f"An audit of the labels says {_pct(last.audit_accuracy)}{_ci(last.audit_ci)}.")
-    if last is not None and last.gold_label_accuracy is not None:
-        sentences.append(f"Against gold labels they are {_pct(last.gold_label_accuracy)} right"
-                         + (f", the model's accepted labels {_pct(last.achieved_precision)}."
-                            if last.achieved_precision is not None else "."))
+        from metalabel.evaluate.scorecard import precision_summary  # see _certified
+
+        sentences.append(precision_summary(
+            certified_precision=last.certified_precision, delta=last.delta,
+            estimated_precision=last.estimated_precision, coverage=last.coverage,
+            reference_answers=last.reference_answers, reference_needed=last.reference_needed,
+            target=data.target_precision))
+    if last is not None and last.reference_in_accepted is not None:
+        sentences.append(f"Of the {last.reference_in_accepted_count:,} reference answers in the accepted region, "
+                         f"the model had {_pct(last.reference_in_accepted)} right{_ci(last.reference_in_accepted_ci)}.")
+    if last is not None and (last.gold_label_accuracy is not None or last.achieved_precision is not None):
+        parts = []
+        if last.achieved_precision is not None:
+            parts.append(f"the accepted model labels are {_pct(last.achieved_precision)} precise")
+        if last.gold_label_accuracy is not None:
+            parts.append(f"all labels {_pct(last.gold_label_accuracy)} right")
+        sentences.append("Against gold labels " + " and ".join(parts) + ".")
+    retracted = data.counts.get("retracted", sum(r.retracted for r in rounds))
+    if retracted:
+        sentences.append(f"{_plural(int(retracted), 'model label')} retracted so far, when a round's certificate "
+                         "no longer covered them (see Retracted labels).")
     downstream = data.downstream
     if downstream and downstream.get("real_only") is not None:
         text = f"A classifier trained on the set scores {_pct(downstream['real_only'])}"
@@ -252,25 +276,56 @@ def _rounds(data: ReportData) -> str:
         return _missing(data, "rounds")
     png = figures.rounds_png(data.rounds, target_precision=data.target_precision)
     explained = []  # say only what the precision panel actually draws
-    if any(r.estimated_precision is not None for r in data.rounds):
-        explained.append("the solid line is metalabel's estimate with its 95% interval")
-    if any(r.audit_accuracy is not None for r in data.rounds):
-        explained.append("squares are audits of sampled labels, with their intervals")
+    if any(r.certified_precision is not None for r in data.rounds):
+        explained.append("the solid line is the certified lower bound, which holds with probability 1 - delta "
+                         "over the random reference sample; the dashed line is the point estimate, no guarantee; "
+                         "a round with no certificate is left blank")
+    if any(r.reference_in_accepted is not None for r in data.rounds):
+        explained.append("squares are the reference answers in the accepted region, with their 95% intervals")
     if any(r.gold_label_accuracy is not None or r.achieved_precision is not None for r in data.rounds):
         explained.append("purple lines are measured against gold labels")
     caption = f'<p class="caption">Precision: {"; ".join(explained)}.</p>' if explained else ""
-    return _figure_img(png, "labels by source, precision, coverage and accuracy per round") + caption
+    return (_figure_img(png, "labels by source, precision, coverage and accuracy per round") + caption
+            + _rounds_table(data))
+
+
+def _rounds_table(data: ReportData) -> str:
+    """Per round: the certificate and the evidence behind it, in numbers."""
+    rounds = _rounds_in_order(data)
+    gold = any(r.achieved_precision is not None for r in rounds)
+    headers = ["Round", "Certified precision", "Point estimate", "Coverage", "Threshold", "Reference answers",
+               "Reference in accepted region", "Model labels", "Retracted"] + (["Achieved (gold)"] if gold else [])
+    rows = []
+    for point in rounds:
+        reference = "–"
+        if point.reference_in_accepted is not None:
+            reference = (f"{_pct(point.reference_in_accepted)} of {point.reference_in_accepted_count:,}"
+                         f"{_ci(point.reference_in_accepted_ci)}")
+        row = [str(point.round_id), _certified(point), _pct(point.estimated_precision), _pct(point.coverage),
+               "–" if point.threshold is None else f"{point.threshold:.3f}", f"{point.reference_answers:,}",
+               reference, f"{point.model_labels:,}", f"{point.retracted:,}"]
+        if gold:
+            row.append(_pct(point.achieved_precision))
+        rows.append([_e(cell) for cell in row])
+    return (_table(headers, rows, css="numeric rounds")
+            + '<p class="caption">Certified precision: the lower bound on the precision of every model label the '
+              "export writes, with the chance delta that it fails; where nothing is certified no model label is "
+              "accepted, and the cell says how many more reference answers would certify the target.</p>")
 
 
 def _round_summary(point: RoundPoint) -> str:
-    parts = [f"{point.human_labels:,} human", f"{point.model_labels:,} model labels"]
+    parts = [f"{point.human_labels:,} human ({point.reference_answers:,} reference)",
+             f"{point.model_labels:,} model labels"]
     if point.generated_items or point.augmented_items:
         parts.append(f"{point.generated_items + point.augmented_items:,} generated/augmented items")
     parts.append(f"coverage {_pct(point.coverage)}")
+    parts.append(f"certified precision {_certified(point)}")
     if point.estimated_precision is not None:
-        parts.append(f"estimated precision {_pct(point.estimated_precision)}{_ci(point.precision_ci)}")
-    if point.audit_accuracy is not None:
-        parts.append(f"audit {_pct(point.audit_accuracy)}{_ci(point.audit_ci)}")
+        parts.append(f"point estimate {_pct(point.estimated_precision)}")
+    if point.retracted:
+        parts.append(f"{point.retracted:,} retracted")
+    if point.achieved_precision is not None:
+        parts.append(f"achieved precision {_pct(point.achieved_precision)} (gold)")
     if point.held_out_accuracy is not None:
         parts.append(f"held-out accuracy {_pct(point.held_out_accuracy)}")
     return " · ".join(_e(part) for part in parts)
@@ -342,6 +397,32 @@ def _samples(data: ReportData) -> str:
         for name, members in groups for i, s in enumerate(members)
     ]
     return _table(["Class", "Label", "Text"], table_rows, css="samples-text")
+
+
+def _retracted_item(data: ReportData, label: RetractedLabel) -> str:
+    if data.modality == "image" and label.image is not None:
+        return f'<div class="issue-item">{_thumb(label.image, label.uri, side=40)}<div class="uri">{_e(label.uri)}</div></div>'
+    snippet = f"{_snippet(label.text)}" if label.text else ""
+    return f'{snippet}<div class="uri">{_e(label.uri)}</div>'
+
+
+def _retracted(data: ReportData) -> str:
+    if not data.retracted:
+        return _missing(data, "retracted")
+    shown = data.retracted[:RETRACTED_SHOWN]
+    rows = [[_retracted_item(data, label), _e(label.class_name),
+             _e("–" if label.round_id is None else label.round_id),
+             _e(_pct(label.confidence)), _e("–" if label.retracted_round is None else label.retracted_round),
+             _e(label.reason)]
+            for label in shown]
+    total = max(int(data.counts.get("retracted", 0)), len(data.retracted))
+    more = (f" Showing the latest {len(shown):,} of {total:,}; <code>metalabel export PROJECT --format csv "
+            "--include-retracted</code> lists them all." if total > len(shown) else "")
+    return ('<p class="caption">Model labels a later round took back because its certificate no longer covered '
+            "them. They are not exported (unless asked for, marked retracted) and not counted as labels."
+            f"{more}</p>"
+            + _table(["Item", "Class", "Admitted in round", "Confidence then", "Retracted in round", "Why"], rows,
+                     css="issues retracted"))
 
 
 def _generated_caption(sample: Sample) -> str:
@@ -438,6 +519,7 @@ _RENDERERS = {
     "reliability": _reliability,
     "confusion": _confusion,
     "samples": _samples,
+    "retracted": _retracted,
     "generated": _generated,
     "similarity": _similarity,
     "label_issues": _label_issues,
