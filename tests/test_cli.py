@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sqlite3
 
@@ -167,3 +168,65 @@ def test_a_damaged_project_database_is_a_clear_error_not_a_traceback(pool, tmp_p
     err = " ".join(capsys.readouterr().err.split())
     assert "empty (0 bytes)" in err and "backup" in err and "Traceback" not in err
     assert (tmp_path / "proj" / "project.db").read_bytes() == b""
+
+
+# ------------------------------------- certified figures and retracted labels (issue 10 item 5)
+
+
+def test_status_says_the_last_rounds_certified_figures_and_export_marks_retracted_labels(pool, tmp_path, capsys):
+    from metalabel.store import ProjectStore
+
+    folder, seed = pool
+    project = tmp_path / "proj"
+    assert main(["init", str(project), "--pool", str(folder), "--labels", str(seed), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["status", str(project)]) == 0
+    assert "no round has finished yet, so nothing is certified" in capsys.readouterr().out
+
+    with ProjectStore.open(project) as store:
+        unlabeled = [item.id for item in store.items() if "unlabeled" in item.uri]
+        first = store.start_round({"target_precision": 0.95})
+        kept = store.add_label(unlabeled[0], "cat", source="model", calibrated_confidence=0.97, threshold=0.93,
+                               round_id=first, certified_precision=0.951)
+        stale = store.add_label(unlabeled[1], "dog", source="model", calibrated_confidence=0.94, threshold=0.93,
+                                round_id=first, certified_precision=0.951)
+        store.finish_round(first, {"certified_precision": 0.951, "estimated_precision": 0.975, "delta": 0.05,
+                                   "coverage": 0.4, "threshold": 0.93, "reference_answers": 60,
+                                   "reference_needed": 0, "model_labels": 2, "retracted": 0,
+                                   "certificate": "certified at 0.93"})
+        second = store.start_round({"target_precision": 0.95})
+        store.retract_label(stale.label_id, round_id=second, reason="calibrated confidence 0.940 below 0.950")
+        store.finish_round(second, {"certified_precision": 0.953, "estimated_precision": 0.98, "delta": 0.05,
+                                    "coverage": 0.2, "threshold": 0.95, "reference_answers": 64,
+                                    "reference_needed": 0, "model_labels": 1, "retracted": 1,
+                                    "certificate": "certified at 0.95"})
+    assert kept.applied
+
+    assert main(["status", str(project), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["retracted_labels"] == 1 and status["labels_by_source"]["model"] == 1
+    certified = status["certified"]
+    assert (certified["round"], certified["certified_precision"], certified["delta"]) == (second, 0.953, 0.05)
+    assert (certified["estimated_precision"], certified["coverage"], certified["threshold"]) == (0.98, 0.2, 0.95)
+    assert (certified["reference_answers"], certified["retracted_in_round"]) == (64, 1)
+    assert certified["summary"].startswith("Certified precision >= 95.3% (delta 0.05): holds with probability 0.95")
+
+    assert main(["status", str(project)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"round {second}: Certified precision >= 95.3% (delta 0.05)" in out
+    assert "point estimate 98.0%; coverage 20.0% of the unlabeled pool" in out
+    assert "calibrated confidence >= 0.950" in out and "1 model labels in all, 1 in round" in out
+    assert "nan" not in out.lower()
+
+    assert main(["export", str(project), "--format", "csv", "--out", str(tmp_path / "plain")]) == 0
+    assert main(["export", str(project), "--format", "csv", "--out", str(tmp_path / "audit"), "--include-retracted"]) == 0
+    assert "(retracted ones included, marked retracted)" in capsys.readouterr().out
+    with open(tmp_path / "plain" / "labels.csv", newline="") as file:
+        plain = list(csv.DictReader(file))
+    with open(tmp_path / "audit" / "labels.csv", newline="") as file:
+        audit = list(csv.DictReader(file))
+    assert len(audit) == len(plain) + 1 and not any(row["retracted"] == "True" for row in plain)
+    (row,) = [row for row in audit if row["retracted"] == "True"]
+    assert (row["label"], row["retracted_round"], row["certified_precision"]) == ("dog", str(second), "0.951")
+    assert row["retraction_reason"] == "calibrated confidence 0.940 below 0.950"
+    assert main(["export", str(project), "--format", "imagefolder", "--include-retracted"]) == 2

@@ -244,9 +244,30 @@ def cmd_status(args: argparse.Namespace) -> int:
         status = project.status()
     if args.json:
         print(json.dumps(status, indent=2))
-    else:
-        _print_mapping(f"project {args.project}", status)
+        return 0
+    certified = status.pop("certified")
+    _print_mapping(f"project {args.project}", status)
+    for line in _certified_lines(certified, retracted_total=status["retracted_labels"]):
+        console.print(line, highlight=False, soft_wrap=True)
     return 0
+
+
+def _certified_lines(certified: dict | None, *, retracted_total: int) -> list[str]:
+    """The last finished round's certified figures in plain words (``Project.status()['certified']``)."""
+    if certified is None:
+        return ["no round has finished yet, so nothing is certified: run `metalabel run`"]
+    lines = [f"round {certified['round']}: {certified['summary']}"]
+    if certified["threshold"] is not None:
+        lines.append(f"  accepted: model labels with calibrated confidence >= {certified['threshold']:.3f} "
+                     f"({certified['model_labels']} labels)")
+    if certified["target_precision"] is not None and certified["delta"] is not None:
+        lines.append(f"  asked for: precision >= {certified['target_precision']:g} with probability "
+                     f"{1 - certified['delta']:g} (delta {certified['delta']:g})")
+    in_round = certified["retracted_in_round"]
+    lines.append(f"  retracted: {retracted_total} model labels in all"
+                 + ("" if in_round is None else f", {in_round} in round {certified['round']}")
+                 + (" (see `metalabel export --include-retracted`)" if retracted_total else ""))
+    return lines
 
 
 def cmd_meta_train(args: argparse.Namespace) -> int:

@@ -259,14 +259,53 @@ class Project:
         return export_project(self, out, format=format, **options)  # the pool, if loaded, is reused unhashed
 
     def status(self) -> dict[str, Any]:
-        """Items, classes, labels by source and class, open questions, rounds, disagreements (JSON-ready)."""
+        """Items, classes, labels by source and class, open questions, rounds, disagreements (JSON-ready).
+
+        ``retracted_labels`` counts the model labels rounds retracted; ``certified`` holds the
+        last finished round's certified figures (None before any round finished): ``round``,
+        ``target_precision``, ``delta``, ``certified_precision`` (the lower bound at
+        ``1 - delta``, None when nothing is certified), ``estimated_precision`` (the point
+        estimate), ``coverage``, ``threshold``, ``reference_answers``, ``reference_needed``,
+        ``model_labels``, ``retracted_in_round``, ``certificate`` (the loop's line) and
+        ``summary`` (the figures in one sentence).
+        """
         meta = self.store.meta()
         return {
             "folder": str(self.folder),
             "pool": meta.get("pool"),
             "modality": meta.get("modality"),
             **self.store.summary(),
+            "retracted_labels": len(self.store.retracted_labels()),
+            "certified": self._last_certified(),
         }
+
+    def _last_certified(self) -> dict[str, Any] | None:
+        from metalabel.evaluate.scorecard import precision_summary
+
+        finished = [r for r in self.store.rounds() if r.status == "finished" and r.metrics]
+        if not finished:
+            return None
+        last = finished[-1]
+        metrics = last.metrics or {}
+        target = last.config.get("target_precision")
+        if "certified_precision" not in metrics:  # a round from before certified acceptance
+            return {"round": last.id, "target_precision": target, "delta": None, "certified_precision": None,
+                    "estimated_precision": None, "coverage": metrics.get("coverage"), "threshold": None,
+                    "reference_answers": None, "reference_needed": None, "model_labels": metrics.get("model_labels"),
+                    "retracted_in_round": None, "certificate": "",
+                    "summary": "The last round ran before certified acceptance: nothing is certified; "
+                               "run another round to certify the labels."}
+        figures = {"round": last.id, "target_precision": target,
+                   **{key: metrics.get(key) for key in ("delta", "certified_precision", "estimated_precision",
+                                                        "coverage", "threshold", "reference_answers",
+                                                        "reference_needed", "model_labels")},
+                   "retracted_in_round": metrics.get("retracted"), "certificate": metrics.get("certificate", "")}
+        figures["summary"] = precision_summary(
+            certified_precision=figures["certified_precision"], delta=figures["delta"],
+            estimated_precision=figures["estimated_precision"], coverage=figures["coverage"],
+            reference_answers=figures["reference_answers"], reference_needed=figures["reference_needed"],
+            target=target)
+        return figures
 
     def close(self) -> None:
         self._lock.release()
