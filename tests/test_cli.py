@@ -219,7 +219,8 @@ def test_status_says_the_last_rounds_certified_figures_and_export_marks_retracte
     assert "nan" not in out.lower()
 
     assert main(["export", str(project), "--format", "csv", "--out", str(tmp_path / "plain")]) == 0
-    assert main(["export", str(project), "--format", "csv", "--out", str(tmp_path / "audit"), "--include-retracted"]) == 0
+    assert main(["export", str(project), "--format", "csv", "--out", str(tmp_path / "audit"),
+                 "--include-retracted"]) == 0
     assert "(retracted ones included, marked retracted)" in capsys.readouterr().out
     with open(tmp_path / "plain" / "labels.csv", newline="") as file:
         plain = list(csv.DictReader(file))

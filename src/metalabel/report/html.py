@@ -401,7 +401,8 @@ def _samples(data: ReportData) -> str:
 
 def _retracted_item(data: ReportData, label: RetractedLabel) -> str:
     if data.modality == "image" and label.image is not None:
-        return f'<div class="issue-item">{_thumb(label.image, label.uri, side=40)}<div class="uri">{_e(label.uri)}</div></div>'
+        thumb = _thumb(label.image, label.uri, side=40)
+        return f'<div class="issue-item">{thumb}<div class="uri">{_e(label.uri)}</div></div>'
     snippet = f"{_snippet(label.text)}" if label.text else ""
     return f'{snippet}<div class="uri">{_e(label.uri)}</div>'
 
