@@ -12,8 +12,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from metalabel.data.generated import shared_weights
 from metalabel.errors import BadInputError, check_whole_number
-from metalabel.generate.evidence import shared_weights
 from metalabel.label.calibrate import validate_labels
 
 FloatArray = NDArray[np.float64]
@@ -84,7 +84,7 @@ def compare_with_generated(
     ``real_weight`` (default 1 each). The generated items share the weight of the real
     items they were made from (``parents``, a mask over the real items; default all),
     counting ``generated_weight`` times as much as those real items together
-    (``metalabel.generate.evidence.shared_weights``, the rule every judge uses).
+    (``metalabel.data.generated.shared_weights``, the rule every judge uses).
     Generated data may be empty, with 0 rows.
     """
     x_real = _features(real_x, "real_x")

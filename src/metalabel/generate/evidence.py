@@ -19,10 +19,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from metalabel.data.generated import Expander, shared_weights
 from metalabel.errors import BadInputError, NotEnoughDataError, check_whole_number
 
-Expander = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-"""(train_x [N, D], train_y [N], seed) -> (new_x [M, D], new_y [M])."""
+__all__ = ["Expander", "assign_folds", "episode_accuracy", "fit_predict", "held_out_accuracy",
+           "principal_components", "shared_weights"]
 
 CLASSIFIERS = ("logistic", "prototype")
 
@@ -134,20 +135,6 @@ def episode_accuracy(x: np.ndarray, y: np.ndarray, *, expand: Expander | None, w
         predicted = fit_predict(classifier, featurize(train_x), train_y, featurize(x[query]), weights)
         accuracies.append(float((predicted == query_y).mean()))
     return float(np.mean(accuracies))
-
-
-def shared_weights(real_rows: int, generated_rows: int, generated_weight: float) -> tuple[float, float]:
-    """(scale of each real row's weight, weight of each generated row): the one rule for mixing them.
-
-    The real rows and the rows generated from them share the real rows' weight, the
-    generated part counting ``generated_weight`` times the real part. So the total weight,
-    and with it a classifier's regularization, stays what the real rows alone had; how
-    much generated data counts does not depend on how many rows a generator makes; and
-    exact copies change nothing. Used by the judges, the round's model and the scorecard.
-    """
-    if not generated_rows:
-        return 1.0, 0.0
-    return 1.0 / (1.0 + generated_weight), generated_weight / (1.0 + generated_weight) * real_rows / generated_rows
 
 
 def _identity(x: np.ndarray) -> np.ndarray:

@@ -12,17 +12,19 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from metalabel.data.dataset import LabeledDataset
+from metalabel.data.generated import shared_weights
 from metalabel.errors import BadInputError
 from metalabel.label.transductive import prototype_logits, refine_prototypes
 from metalabel.meta.functional import TaskLearner
 from metalabel.meta.protonet import ProtoNet
+
 
 def pool_inputs(pool: LabeledDataset, learner: TaskLearner | None, *, encoder: str | None,
                 progress: bool) -> Tensor:
@@ -104,20 +106,20 @@ class RoundModel:
             with torch.no_grad():
                 self.pool_embeddings = in_chunks(learner.embed, x)
 
-    def variants(self) -> list["RoundModel"]:
+    def variants(self) -> list[RoundModel]:
         """One model per head (one embedding pass serves them all); learners without an embedding space: itself."""
         if not self.prototype_space:
             return [self]
         heads = [h for h in self.HEADS if h != "soft k-means" or self.refine_steps > 0]
         return [self._with_head(head) for head in heads]
 
-    def _with_head(self, head: str) -> "RoundModel":
+    def _with_head(self, head: str) -> RoundModel:
         model = copy.copy(self)
         model.head = head
         return model
 
     def with_generated(self, expand: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]],
-                       *, weight: float) -> "RoundModel":
+                       *, weight: float) -> RoundModel:
         """This model, with every support set grown by ``expand`` (generated rows from the human-labeled ones)."""
         model = copy.copy(self)
         model.expand, model.generated_weight = expand, weight
@@ -140,8 +142,6 @@ class RoundModel:
             real = np.flatnonzero(weights >= 1)  # generators grow the human-labeled rows, not the pseudo-labels
             new_x, new_y = self.expand(support_emb[real].numpy(), y[real], self.seed)
             if len(new_y):
-                from metalabel.generate.evidence import shared_weights
-
                 support_emb = torch.cat([support_emb, torch.as_tensor(new_x, dtype=support_emb.dtype)])
                 y = np.concatenate([y, new_y])
                 real_scale, generated = shared_weights(len(real), len(new_y), self.generated_weight)

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from metalabel._version import __version__
 from metalabel.errors import BadInputError, DataNotFoundError, StoreCorruptError, StoreError, UnknownLabelError
 from metalabel.store import schema
 from metalabel.store.hashing import path_sha256
@@ -97,9 +98,6 @@ class ProjectStore:
         if db_path.exists():
             raise StoreError(f"{folder} already holds a metalabel project; open it with ProjectStore.open")
         folder.mkdir(parents=True, exist_ok=True)
-        # Imported here: metalabel/__init__ may import the store before it defines __version__.
-        from metalabel import __version__
-
         store = cls(_connect(db_path, create=True), folder)
         try:
             store._migrate()
