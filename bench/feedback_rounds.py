@@ -41,12 +41,12 @@ def pool_of(name: str, size: int, seed: int):
 
 
 def one_run(name: str, *, feedback: bool, seed: int, k: int, size: int, budget: int, per_round: int) -> list[dict]:
-    from metalabel.cli import seed_labels_from_pool
+    from metalabel.datasets import gold_labels, seed_labels_from_pool
     from metalabel.label.oracle import SimulatedOracle
     from metalabel.project import Project
 
     pool = pool_of(name, size, seed)
-    gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
+    gold = gold_labels(pool)
     with tempfile.TemporaryDirectory() as folder, Project.create(
             Path(folder) / "p", pool=pool, labels=seed_labels_from_pool(pool, per_class=k, seed=seed)) as project:
         result = project.run(oracle=SimulatedOracle(gold), encoder=DATASETS[name], budget=budget, per_round=per_round,

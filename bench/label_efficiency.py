@@ -120,7 +120,6 @@ def fit_predict_test(x, y, x_test, y_test, *, cap: int, rng, keep=None):
 
 def threshold_metrics(probs, truth, human_mask, threshold=TARGET):
     """Naive acceptance for baselines: the non-human items whose top probability reaches ``threshold``."""
-    import numpy as np
 
     predicted, confidence = probs.argmax(1), probs.max(1)
     accepted = (confidence >= threshold) & ~human_mask
@@ -148,11 +147,11 @@ class SnapshotOracle:
 def run_metalabel(pool, x_std, x_test_std, y_test, *, encoder, seed, k, strategy, budgets, per_round, args):
     import numpy as np
 
-    from metalabel.cli import seed_labels_from_pool
+    from metalabel.datasets import gold_labels, seed_labels_from_pool
     from metalabel.label.oracle import SimulatedOracle
     from metalabel.project import Project
 
-    gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
+    gold = gold_labels(pool)
     position = {uri: i for i, uri in enumerate(pool.uris)}
     class_index = {name: c for c, name in enumerate(pool.class_names)}
     n_seed = k * len(pool.class_names)
@@ -220,7 +219,7 @@ def run_baselines(pool, x_std, x_test_std, y_test, graph, *, seed, k, budgets, a
     import numpy as np
     from sklearn.semi_supervised import LabelSpreading, SelfTrainingClassifier
 
-    from metalabel.cli import seed_labels_from_pool
+    from metalabel.datasets import seed_labels_from_pool
 
     truth = pool.labels
     seeds = np.array(sorted(seed_labels_from_pool(pool, per_class=k, seed=seed)))
@@ -292,7 +291,6 @@ def save_part(name: str, part: dict) -> None:
 
 
 def run_dataset(name: str, args: argparse.Namespace) -> None:
-    import numpy as np
     import torch
 
     torch.set_num_threads(args.threads)

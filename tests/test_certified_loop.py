@@ -16,7 +16,8 @@ import time
 import pytest
 
 import metalabel as ml
-from metalabel.cli import main, seed_labels_from_pool
+from metalabel.cli import main
+from metalabel.datasets import gold_labels, seed_labels_from_pool
 from metalabel.errors import BadInputError
 from metalabel.label.oracle import SimulatedOracle
 from metalabel.meta.backbones import build_backbone
@@ -36,7 +37,7 @@ def cache(tmp_path, monkeypatch):
 
 def kanji_project(folder, *, per_class=2):
     pool = ml.datasets.load("kanji", **POOL)
-    gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
+    gold = gold_labels(pool)
     return Project.create(folder, pool=pool, labels=seed_labels_from_pool(pool, per_class=per_class, seed=0)), gold
 
 
@@ -96,6 +97,7 @@ def test_a_reference_sample_that_shows_the_model_overclaiming_accepts_less(cache
 
 WRITER = textwrap.dedent("""
     import sys, time
+    from metalabel.datasets import gold_labels
     from metalabel.label.oracle import Answer, SimulatedOracle
     from metalabel.project import Project
 
@@ -107,7 +109,7 @@ WRITER = textwrap.dedent("""
 
     with Project.open(sys.argv[1]) as project:
         pool = project.load_pool()
-        gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
+        gold = gold_labels(pool)
         project.run(oracle=SlowOracle(gold), encoder="pixels", budget=12, per_round=4, project_meta_steps=0,
                     progress=False, seed=3, generate=False, reference_share=0.5)
 """)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import metalabel as ml
-from metalabel.cli import seed_labels_from_pool
+from metalabel.datasets import gold_labels, seed_labels_from_pool
 from metalabel.label.oracle import SimulatedOracle
 from metalabel.project import Project
 
@@ -19,7 +19,7 @@ def test_a_calibrated_round_and_its_scorecard_need_no_cleanlab(tmp_path, monkeyp
     monkeypatch.setitem(sys.modules, "cleanlab", None)  # `import cleanlab` now fails, as on a core install
     monkeypatch.setitem(sys.modules, "cleanlab.filter", None)
     pool = ml.datasets.load("kanji", split="evaluation", max_classes=4, samples_per_class=16, progress=False)
-    gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
+    gold = gold_labels(pool)
     with Project.create(tmp_path / "p", pool=pool, labels=seed_labels_from_pool(pool, per_class=3, seed=0)) as project:
         result = project.run(oracle=SimulatedOracle(gold), encoder="pixels", budget=4, per_round=4, progress=False,
                              project_meta_steps=0, generate=False)

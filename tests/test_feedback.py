@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import metalabel as ml
-from metalabel.cli import seed_labels_from_pool
+from metalabel.datasets import gold_labels, seed_labels_from_pool
 from metalabel.label.oracle import SimulatedOracle
 from metalabel.project import Project
 
@@ -19,7 +19,7 @@ def cache(tmp_path, monkeypatch):
 
 def kanji_project(folder, *, per_class, **pool_options):
     pool = ml.datasets.load("kanji", **{**POOL, **pool_options})
-    gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
+    gold = gold_labels(pool)
     return Project.create(folder, pool=pool, labels=seed_labels_from_pool(pool, per_class=per_class, seed=0)), gold
 
 
@@ -46,7 +46,7 @@ def test_the_meta_learner_continues_on_the_grown_data_set_and_is_kept_only_when_
 
 def test_a_wrong_seed_label_is_found_asked_again_and_corrected(cache, tmp_path):
     pool = ml.datasets.load("kanji", split="evaluation", max_classes=5, samples_per_class=24)
-    gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
+    gold = gold_labels(pool)
     seeds = seed_labels_from_pool(pool, per_class=6, seed=0)
     flipped = sorted(seeds)[0]
     seeds[flipped] = next(name for name in pool.class_names if name != seeds[flipped])

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import metalabel as ml
-from metalabel.cli import seed_labels_from_pool
+from metalabel.datasets import gold_labels, seed_labels_from_pool
 from metalabel.errors import BadInputError
 from metalabel.label.oracle import SimulatedOracle
 from metalabel.pipeline import LabelingRun, RunOptions
@@ -31,7 +31,7 @@ def cache(tmp_path, monkeypatch):
 
 def make_project(folder, *, per_class=2, seed=0):
     pool = ml.datasets.load("kanji", **POOL)
-    gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
+    gold = gold_labels(pool)
     project = Project.create(folder, pool=pool, labels=seed_labels_from_pool(pool, per_class=per_class, seed=seed))
     return project, gold
 
@@ -72,7 +72,7 @@ def test_same_seed_same_labels(cache, tmp_path):
 
 def test_project_meta_learning_competes_with_the_encoder_space(cache, tmp_path):
     pool = ml.datasets.load("kanji", split="evaluation", max_classes=20, samples_per_class=20)
-    gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
+    gold = gold_labels(pool)
     with Project.create(tmp_path / "p", pool=pool, labels=seed_labels_from_pool(pool, per_class=3, seed=0)) as project:
         run = LabelingRun(project, None, oracle=SimulatedOracle(gold), encoder="pixels", gold=gold, progress=False,
                           options=RunOptions(budget=0, project_meta_steps=30, generate=False))
@@ -92,6 +92,7 @@ def test_a_class_without_seed_labels_is_named(cache, tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys, time
+    from metalabel.datasets import gold_labels
     from metalabel.label.oracle import Answer, SimulatedOracle
     from metalabel.project import Project
 
@@ -105,7 +106,7 @@ WRITER = textwrap.dedent("""
 
     with Project.open(sys.argv[1]) as project:
         pool = project.load_pool()
-        gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
+        gold = gold_labels(pool)
         project.run(oracle=SlowOracle(gold), encoder="pixels", budget=int(sys.argv[2]), per_round=4,
                     project_meta_steps=0, progress=False, seed=3, generate=False)
 """)
@@ -157,7 +158,7 @@ def test_text_end_to_end_with_minilm(cache, tmp_path):
     with open(pool_file, "w", newline="") as handle:
         csv.writer(handle).writerows([("text", "label"), *rows])
     pool = ml.datasets.read_text(pool_file)
-    gold = {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels)}
+    gold = gold_labels(pool)
     with Project.create(tmp_path / "p", pool=pool, labels=seed_labels_from_pool(pool, per_class=2, seed=0)) as project:
         result = project.run(oracle=SimulatedOracle(gold), encoder="minilm", budget=6, per_round=3,
                              target_precision=0.9, gold=gold, progress=False, project_meta_steps=0)

@@ -11,8 +11,10 @@ import importlib
 import inspect
 from pathlib import Path
 
+import numpy as np
+
 from metalabel.data.dataset import LabeledDataset
-from metalabel.errors import BadInputError, DataNotFoundError, UnknownDatasetError
+from metalabel.errors import BadInputError, DataNotFoundError, UnknownDatasetError, check_whole_number
 
 # name -> (module under metalabel.data.sources, default split, splits)
 _SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -125,3 +127,27 @@ def reload(spec: dict) -> LabeledDataset:
         return _read_user_data(spec["reader"], spec["path"], spec.get("options", {}))
     return load(spec["source"], split=spec.get("split"), root=spec.get("root"), seed=spec.get("seed", 0),
                 **spec.get("options", {}))
+
+
+def seed_labels_from_pool(pool: LabeledDataset, *, per_class: int, seed: int) -> dict[int, str]:
+    """``per_class`` random labeled items of each class as seed labels, ``{pool index: class}``.
+
+    For simulations on a pool that is labeled already: pass the result as
+    ``Project.create(..., labels=...)``. The same ``seed`` draws the same items.
+    """
+    check_whole_number("per_class", per_class, minimum=1)
+    rng = np.random.default_rng(seed)
+    seeds: dict[int, str] = {}
+    for cls, members in enumerate(pool.class_indices()):
+        if len(members) < per_class:
+            raise BadInputError(f"only {len(members)} labeled items, fewer than the {per_class} seed labels per "
+                                "class asked for", cls=pool.class_names[cls],
+                                hint="ask for fewer seed labels per class, or label more items of this class")
+        for index in rng.choice(members, size=per_class, replace=False):
+            seeds[int(index)] = pool.class_names[cls]
+    return seeds
+
+
+def gold_labels(pool: LabeledDataset) -> dict[str, str]:
+    """``{uri: class}`` for every labeled item of ``pool``: the answers a simulated oracle gives, the gold to score."""
+    return {uri: pool.class_names[label] for uri, label in zip(pool.uris, pool.labels, strict=True) if label >= 0}

@@ -31,8 +31,8 @@ from metalabel.errors import (
     UnknownLabelError,
 )
 from metalabel.store import DB_FILENAME, Item, ItemRecord, ProjectStore, content_hash
-from metalabel.store.store import check_class_name
 from metalabel.store.lock import WriterLock
+from metalabel.store.store import check_class_name
 
 SeedLabels = str | Path | Mapping[str | int, str] | None
 """A CSV file (columns ``uri,label`` or ``item,label``), a dict ``{uri or pool index: class}``,
@@ -205,6 +205,22 @@ class Project:
             ids = self.store.add_items(records)
             added = set(ids)
             return [item for item in self.store.items() if item.id in added]
+
+    def import_answers(self, path: str | Path):
+        """Record the answers in a Label Studio export of the tasks this project's queue wrote.
+
+        ``path`` is the Label Studio project's "JSON" or "JSON-MIN" export. All or nothing:
+        every task is checked against the project first (a task of another project, an item
+        that changed, a class the project lacks refuses the whole file and the store is left
+        as it was), then everything is recorded in one transaction. Holds the writer lock
+        (``ProjectLockedError`` if another process writes to the project). Returns a
+        ``metalabel.label.oracle.RecordedAnswers`` (answered, dismissed, already closed,
+        disagreements); see ``LabelStudioQueue.import_annotations``.
+        """
+        from metalabel.label.oracle import LabelStudioQueue
+
+        with self.writer_lock():
+            return LabelStudioQueue(self.folder / "labelstudio").import_annotations(path, store=self.store)
 
     def run(self, learner=None, *, oracle, **options: Any):
         """Label the pool: rounds of adapt, calibrate, accept at a target precision and ask ``oracle``.

@@ -25,12 +25,13 @@ from metalabel.meta.checkpoint import (
     LEARNERS,
     checkpoint_is_complete,
     load_learner,
+    load_run,
     remove_stale_staging,
     save_learner,
 )
 from metalabel.meta.functional import Adapted, FastWeightClassifier, MetaLearner, TaskLearner
 from metalabel.meta.maml import MAML
-from metalabel.meta.protonet import PrototypeClassifier, ProtoNet
+from metalabel.meta.protonet import ProtoNet, PrototypeClassifier
 from metalabel.meta.reptile import Reptile
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "checkpoint_is_complete",
     "linear_head",
     "load_learner",
+    "load_run",
     "register_backbone",
     "remove_stale_staging",
     "save_learner",

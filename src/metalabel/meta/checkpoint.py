@@ -222,3 +222,17 @@ def load_learner(folder: str | Path, *, device: str | torch.device = "cpu") -> T
         raise BadInputError(f"weights do not fit the configured learner ({error})", path=weights_path,
                             hint="the config and weights come from different saves") from error
     return learner
+
+
+def load_run(folder: str | Path, *, device: str | torch.device = "cpu") -> TaskLearner:
+    """The learner of a meta-training run folder (its ``best/`` checkpoint) or of a checkpoint folder itself.
+
+    ``metalabel.meta_train(..., out=folder)`` writes ``folder/best`` (the best validation
+    step) beside ``folder/last``; a folder without ``best/`` is read as a checkpoint.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise DataNotFoundError("no such run or checkpoint folder", path=folder,
+                                hint="point at a folder written by metalabel meta-train (or save_learner)")
+    best = folder / "best"
+    return load_learner(best if best.is_dir() else folder, device=device)
