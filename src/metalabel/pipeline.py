@@ -204,6 +204,22 @@ class PoolIndex:
 
 
 @dataclass(frozen=True, eq=False)
+class CertifiedFigures:
+    """What the scorecard says of a certificate: the bound, the estimate, coverage and the thresholds [C]."""
+
+    bound: float | None
+    estimate: float | None
+    coverage: float
+    delta: float
+    thresholds: np.ndarray | None  # None when nothing is certified
+
+    @classmethod
+    def of(cls, certificate: Certificate) -> CertifiedFigures:
+        return cls(certificate.lower_bound, certificate.estimate, certificate.coverage, certificate.delta,
+                   certificate.thresholds if certificate.certified else None)
+
+
+@dataclass(frozen=True, eq=False)
 class ReferenceEvidence:
     """The answered reference questions, each predicted out of fold: the evidence about precision."""
 
@@ -331,8 +347,8 @@ class LabelingRun:
             self._store_generated(round_id, generation, labels.human_positions)
         accepted = candidates[certificate.mask]
         gold = self._gold_metrics(probs, accepted)  # before asking: this round's answers not counted
-        scorecard = self._scorecard(model, calibration, certificate, reference, generation=generation,
-                                    feedback=feedback)
+        scorecard = self._scorecard(model, calibration, CertifiedFigures.of(certificate), reference,
+                                    generation=generation, feedback=feedback)
         reference_questions, asked = self._ask(round_id, number, ask, probs, model.embeddings(), candidates,
                                                certificate, reference, scorecard) if ask else (0, 0)
         return RoundReport(
@@ -513,9 +529,14 @@ class LabelingRun:
         labels = self._snapshot()
         _, model, calibration = self._choose_model(labels)
         reference = self._reference_evidence(calibration)
-        model_labeled = len(labels.pseudo.positions)
-        coverage = model_labeled / max(len(self._candidates(labels)), 1)
-        return self._scorecard(model, calibration, None, reference, generation=None, feedback=[], coverage=coverage)
+        coverage = len(labels.pseudo.positions) / max(len(self._candidates(labels)), 1)
+        # the labels as they stand were admitted by the last finished round's certificate
+        last = next((r.metrics for r in reversed(self.store.rounds()) if r.status == "finished" and r.metrics), {})
+        threshold = last.get("threshold")
+        figures = CertifiedFigures(last.get("certified_precision"), last.get("estimated_precision"), coverage,
+                                   float(last.get("delta", self.options.delta)),
+                                   None if threshold is None else np.full(self.ways, float(threshold)))
+        return self._scorecard(model, calibration, figures, reference, generation=None, feedback=[])
 
     # -- the project's own meta-learner
     def _meta_learn_on_project(self, labels: LabelSnapshot, *, steps: int | None = None,
@@ -745,9 +766,9 @@ class LabelingRun:
                     self.store.drop_synthetic_items(round_id=round_id, generator=batch.generator)
 
     # -- the scorecard and the gold figures
-    def _scorecard(self, model: RoundModel, calibration: Calibration, certificate: Certificate | None,
-                   reference: ReferenceEvidence, *, generation: GenerationStep | None, feedback: list[str],
-                   coverage: float | None = None) -> dict[str, Any]:
+    def _scorecard(self, model: RoundModel, calibration: Calibration, certified: CertifiedFigures,
+                   reference: ReferenceEvidence, *, generation: GenerationStep | None,
+                   feedback: list[str]) -> dict[str, Any]:
         from metalabel.evaluate import scorecard as card
         from metalabel.generate.engine import JUDGE_DIMS
         from metalabel.generate.evidence import principal_components
@@ -762,14 +783,12 @@ class LabelingRun:
             known = truth[label_positions] >= 0
             gold_correct = label_classes[known] == truth[label_positions][known]
         # the reference items the rule would have accepted: a random sample of the accepted region, checked by a person
-        above = (reference.confidence >= certificate.thresholds[reference.predicted]
-                 if certificate is not None and certificate.certified else np.zeros(len(reference.correct), bool))
+        above = (reference.confidence >= certified.thresholds[reference.predicted] if certified.thresholds is not None
+                 else np.zeros(len(reference.correct), bool))
         quality = card.label_quality(
-            coverage=certificate.coverage if certificate is not None else float(coverage or 0.0),
-            estimated_precision=None if certificate is None else certificate.estimate,
-            precision_ci=None if certificate is None or certificate.lower_bound is None
-            else (certificate.lower_bound, 1.0),
-            audit_correct=reference.correct[above],
+            coverage=certified.coverage, estimated_precision=certified.estimate,
+            certified_precision=certified.bound, delta=certified.delta,
+            reference_in_accepted=reference.correct[above],
             held_out=None if calibration.probs is None else (calibration.probs, calibration.labels),
             gold_correct=gold_correct)
         if truth is not None:

@@ -51,25 +51,13 @@ def label_quality(
     certified_precision: float | None = None,
     delta: float | None = None,
     reference_in_accepted: np.ndarray | None = None,
-    precision_ci: Sequence[float] | None = None,
-    audit_correct: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """How good the labels are. ``held_out`` is (calibrated out-of-fold probs [N, C], human labels [N]).
 
     ``certified_precision`` is the certificate's lower bound at ``1 - delta`` (None: nothing
     certified), ``estimated_precision`` its point estimate; ``reference_in_accepted`` says, per
     reference answer the certified threshold accepts, whether the model was right.
-    ``precision_ci`` (a one-sided ``(bound, 1.0)``) and ``audit_correct`` are the older names
-    of ``certified_precision`` and ``reference_in_accepted``; give one name of each, not both.
     """
-    if precision_ci is not None:
-        if certified_precision is not None:
-            raise BadInputError("give certified_precision or precision_ci (its older name), not both")
-        certified_precision = None if any(map(_missing, precision_ci)) else float(precision_ci[0])
-    if audit_correct is not None:
-        if reference_in_accepted is not None:
-            raise BadInputError("give reference_in_accepted or audit_correct (its older name), not both")
-        reference_in_accepted = audit_correct
     checked = np.asarray([] if reference_in_accepted is None else reference_in_accepted, dtype=bool)
     section: dict[str, Any] = {
         "coverage": float(coverage),
