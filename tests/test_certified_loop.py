@@ -53,28 +53,30 @@ def test_every_run_option_is_checked_before_anything_runs(bad):
 def test_accepted_labels_carry_their_certificate_and_the_rest_is_retracted(cache, tmp_path):
     project, gold = kanji_project(tmp_path / "p")
     with project:
-        result = project.run(oracle=SimulatedOracle(gold), budget=40, per_round=10, target_precision=0.9,
+        result = project.run(oracle=SimulatedOracle(gold), budget=60, per_round=15, target_precision=0.8,
                              reference_share=0.6, gold=gold, seed=1, **QUIET)
         store = project.store
         reference = store.answered_questions(strategy="reference")
         active_model = [label for label in store.active_labels() if label.source == "model"]
         retracted = store.retracted_labels()
-    assert sum(r.reference_questions for r in result.rounds) == len(reference) == 24  # 6 of every 10 questions
-    last = result.rounds[-1]
+    assert sum(r.reference_questions for r in result.rounds) == len(reference) == 36  # 9 of every 15 questions
+    certified = [r for r in result.rounds if r.certified_precision is not None]
+    assert certified, "this run is sized to certify in some round; nothing below is checked otherwise"
     for report in result.rounds:
         if report.certified_precision is None:
-            assert report.model_labels == 0 and report.threshold is None
-            assert "certif" in report.certificate
-        else:
-            assert report.certified_precision >= 0.9 and report.model_labels > 0
+            assert report.model_labels == 0 and report.threshold is None and "nothing certified" in report.certificate
+    for report in certified:
+        # the guarantee holds here (the simulated person answers from the truth, and this seed is fixed)
+        assert report.certified_precision >= 0.8 and report.model_labels > 0
+        assert report.gold["achieved_precision"] >= 0.8
     # the labels an export would write are exactly what the last round's certificate covers
+    last = result.rounds[-1]
     assert len(active_model) == last.model_labels
-    assert all(label.round_id == last.round_id and label.certified_precision >= 0.9
+    assert all(label.round_id == last.round_id and label.certified_precision >= 0.8
                and label.calibrated_confidence >= label.threshold - 1e-12 for label in active_model)
-    assert sum(r.retracted for r in result.rounds) == len(retracted)
+    # a round after the certifying one took its labels back when its own certificate no longer covered them
+    assert sum(r.retracted for r in result.rounds) == len(retracted) > 0
     assert all(label.retraction_reason and label.retracted_round for label in retracted)
-    if last.model_labels:  # the guarantee holds here: the simulated person answers from the truth
-        assert last.gold["achieved_precision"] >= 0.9
 
 
 def test_a_reference_sample_that_shows_the_model_overclaiming_accepts_less(cache, tmp_path):
@@ -85,14 +87,16 @@ def test_a_reference_sample_that_shows_the_model_overclaiming_accepts_less(cache
     for noise in (0.0, 0.6):  # a person who finds the model wrong far more often than it claims
         project, gold = kanji_project(tmp_path / f"p{noise}", per_class=1)
         with project:
-            result = project.run(overclaiming, oracle=SimulatedOracle(gold, noise_rate=noise, seed=0), budget=30,
-                                 per_round=15, reference_share=1.0, max_rounds=3, target_precision=0.8, gold=gold,
+            result = project.run(overclaiming, oracle=SimulatedOracle(gold, noise_rate=noise, seed=0), budget=60,
+                                 per_round=20, reference_share=1.0, max_rounds=4, target_precision=0.75, gold=gold,
                                  **QUIET)
         accepted[noise] = result.rounds[-1].model_labels
         first = result.rounds[0]
         assert first.model_labels == 0 and first.certified_precision is None  # no reference answers yet
-    assert accepted[0.6] < accepted[0.0] or accepted[0.0] == accepted[0.6] == 0
-    assert accepted[0.6] == 0
+        for report in result.rounds:
+            if report.model_labels:
+                assert report.gold["achieved_precision"] >= 0.75
+    assert accepted[0.0] > 0 and accepted[0.6] == 0
 
 
 WRITER = textwrap.dedent("""
