@@ -30,7 +30,9 @@ def add_pool_options(parser: argparse.ArgumentParser) -> None:
 
 def run_workers(script: str, argv: Sequence[str], names: Sequence[str], *, jobs: int, threads: int,
                 poll_seconds: float, on_poll: Callable[[str], None]) -> None:
-    """Run ``script argv --worker NAME`` for every name, ``jobs`` at a time, calling ``on_poll(run_time)`` after each poll.
+    """Run ``script argv --worker NAME`` for every name, ``jobs`` at a time.
+
+    Calls ``on_poll(run_time)`` after each poll.
 
     ``run_time`` is the wall time so far, e.g. ``"3.2 min wall (data sets in 2 processes)"``. A worker
     that fails is reported and the others go on.

@@ -294,7 +294,8 @@ def source_hashes() -> dict[str, str]:
     import metalabel.generate.engine
     import metalabel.generate.evidence
 
-    return {f"{module.__name__.rsplit('.', 1)[1]}_sha256": hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:12]
+    return {f"{module.__name__.rsplit('.', 1)[1]}_sha256":
+            hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:12]
             for module in (metalabel.generate.engine, metalabel.generate.evidence)}
 
 
@@ -467,7 +468,8 @@ def judge_spaces(o: dict, parts: dict) -> str:
     if pca is None:
         return "both classify in the full feature space"
     made_by = {part.get("engine_sha256", ["?"])[-1] for part in parts.values()}
-    if made_by == {source_hashes()["engine_sha256"]} and "featurize=None" in inspect.getsource(engine.DataGenerator.step):
+    current = made_by == {source_hashes()["engine_sha256"]}
+    if current and "featurize=None" in inspect.getsource(engine.DataGenerator.step):
         return (f"the augmentation-policy searches classify {pca}; the keep-or-drop verdicts on the hallucinator "
                 "and the VAE classify in the full feature space")
     return f"both classify {pca}"
@@ -556,9 +558,10 @@ def markdown(parts: dict, meta: dict) -> str:
         if verdicts:
             sections += ["", "The judge against the test set: *kept* = seeds where the engine kept the generator "
                          "(run alone, `learn=True`); *forcing helped* = seeds where its rows, forced in, raised test "
-                         "accuracy over none; *judge right* = kept and helped, or dropped and did not help; *judge's estimate* = "
-                         "its held-out accuracy with minus without the generator (seeds where it judged); *test gain* "
-                         "= paired gain over none on the test set, with the engine's verdict and forced in.", "",
+                         "accuracy over none; *judge right* = kept and helped, or dropped and did not help; "
+                         "*judge's estimate* = its held-out accuracy with minus without the generator (seeds where "
+                         "it judged); *test gain* = paired gain over none on the test set, with the engine's verdict "
+                         "and forced in.", "",
                          "| k | generator | kept | forcing helped | judge right | judge's estimate | "
                          "test gain as judged | test gain forced |", "|---|---|---|---|---|---|---|---|"]
             sections += [f"| {v['k']} | {v['generator']} | {v['kept']}/{v['seeds']} | {v['helped']}/{v['seeds']} | "
@@ -641,8 +644,8 @@ def main(argv: list[str] | None = None) -> None:
         run_dataset(args.worker, args)
         return
     command = "python bench/generation.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    meta = {"command": args.command or (None if args.report else command), "machine": machine(), "pool": args.pool, "test": args.test,
-            "newsgroups_classes": args.newsgroups_classes, "seeds": args.seeds, "k": args.k}
+    meta = {"command": args.command or (None if args.report else command), "machine": machine(), "pool": args.pool,
+            "test": args.test, "newsgroups_classes": args.newsgroups_classes, "seeds": args.seeds, "k": args.k}
     if args.notes:
         meta["notes"] = args.notes.read_text().splitlines()
     if args.report:  # a run_time of None keeps the one the last full run wrote

@@ -159,7 +159,8 @@ def run_metalabel(pool, x_std, x_test_std, y_test, *, encoder, seed, k, strategy
     cells, trajectory = {}, []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="label-eff-") as tmp:
-        project = Project.create(Path(tmp) / "project", pool=pool, labels=seed_labels_from_pool(pool, per_class=k, seed=seed))
+        seeds = seed_labels_from_pool(pool, per_class=k, seed=seed)
+        project = Project.create(Path(tmp) / "project", pool=pool, labels=seeds)
         oracle = SnapshotOracle(SimulatedOracle(gold), project.store)
         round_started = [time.perf_counter()]
 
@@ -266,7 +267,8 @@ def run_baselines(pool, x_std, x_test_std, y_test, graph, *, seed, k, budgets, a
             unlabeled = np.random.default_rng([seed, k, 13]).choice(unlabeled, args.self_training_pool, replace=False)
         rows = np.concatenate([labeled, unlabeled])
         y_rows = np.where(np.isin(rows, labeled), truth[rows], -1)
-        self_training = SelfTrainingClassifier(logistic_regression(), threshold=0.75, max_iter=10).fit(x_std[rows], y_rows)
+        self_training = SelfTrainingClassifier(logistic_regression(), threshold=0.75, max_iter=10)
+        self_training.fit(x_std[rows], y_rows)
         probs = self_training.predict_proba(x_std)
         pool_metrics("self_training", probs, probs.argmax(1), time.perf_counter() - t,
                      float((self_training.predict(x_test_std) == y_test).mean()),
@@ -509,7 +511,8 @@ def machine() -> str:
         torch_version = torch.__version__
     except ImportError:
         torch_version = "?"
-    return f"{platform.machine()} {platform.system()}, {cores} cores, torch {torch_version} CPU, Python {platform.python_version()}"
+    return (f"{platform.machine()} {platform.system()}, {cores} cores, torch {torch_version} CPU, "
+            f"Python {platform.python_version()}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -95,7 +95,7 @@ class Variant:
 
 
 def conv4_features(params, x):
-    """Functional Conv-4: 4 x [conv3x3 without bias, BatchNorm on the batch's statistics, ReLU, maxpool 2], flattened."""
+    """Functional Conv-4: 4 x [conv3x3 without bias, BatchNorm on the batch's statistics, ReLU, maxpool 2], flat."""
     hidden = x
     for layer in range(4):
         conv_weight, norm_weight, norm_bias = params[3 * layer : 3 * layer + 3]
@@ -535,7 +535,8 @@ def markdown(report: dict) -> str:
         f"({WAYS * QUERIES} query images per task), Conv-4 (64 channels, BatchNorm on batch statistics) on 28x28 "
         f"kanji images ({report['data']['dataset']}). MAML inner lr {MAML_INNER_LR}; Reptile: Adam inner loop, "
         f"lr {REPTILE_INNER_LR}, on support+query. Seconds = one meta-gradient (forward + backward of the meta-loss) "
-        f"on a fixed batch; sampling the batch took {report['data']['sampling_seconds'] * 1000:.0f} ms and is left out.",
+        f"on a fixed batch; sampling the batch took {report['data']['sampling_seconds'] * 1000:.0f} ms and is left "
+        "out.",
         "",
         "Baseline: a functional Conv-4 and a Python loop over tasks, inner step by "
         "`torch.autograd.grad(create_graph=True)` (FOMAML: `False`), mean of the query losses, one backward "
@@ -547,8 +548,8 @@ def markdown(report: dict) -> str:
         "",
         "## Summary",
         "",
-        "| algorithm | inner steps | baseline s | ours (default) s | speed-up | fastest of our exact variants | speed-up "
-        "| grad diff (default) | peak MiB baseline | peak MiB ours |",
+        "| algorithm | inner steps | baseline s | ours (default) s | speed-up | fastest of our exact variants "
+        "| speed-up | grad diff (default) | peak MiB baseline | peak MiB ours |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for job in timing:
@@ -580,7 +581,8 @@ def markdown(report: dict) -> str:
               "and minor page faults are per update and suffer less from the other job's load than wall seconds, "
               "so they are the fairer way to compare the malloc-env block with the other.", "",
               "| variant | glibc malloc env | wall s | speed-up vs baseline | CPU s | system s | page faults "
-              "| grad diff vs baseline | grad error vs float64 | peak MiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| grad diff vs baseline | grad error vs float64 | peak MiB |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for job in sweep:
         for row in job["rows"]:
             memory_cell = peak(job, row["name"]) if not job["malloc"] else "-"
@@ -689,8 +691,9 @@ def verdict(timing: list[dict]) -> list[str]:
     if sweep and malloc:
         off, on = default_row(sweep), default_row(malloc)
         lines.append(
-            f"- glibc malloc env, ours (default): CPU {off['median_cpu_seconds']:.2f} s -> {on['median_cpu_seconds']:.2f}"
-            f" s per update, system {off['median_sys_seconds']:.2f} s -> {on['median_sys_seconds']:.2f} s, page "
+            f"- glibc malloc env, ours (default): CPU {off['median_cpu_seconds']:.2f} s -> "
+            f"{on['median_cpu_seconds']:.2f} s per update, system {off['median_sys_seconds']:.2f} s -> "
+            f"{on['median_sys_seconds']:.2f} s, page "
             f"faults {off['median_page_faults']} -> {on['median_page_faults']} (different processes, so wall "
             "seconds are not compared).")
     for job in timing:

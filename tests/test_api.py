@@ -95,7 +95,8 @@ def image_project(tmp_path):
     for folder in ("cat", "dog", "unlabeled"):
         (tmp_path / "pool" / folder).mkdir(parents=True)
         for i in range(3):
-            Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(tmp_path / "pool" / folder / f"{i}.png")
+            image = rng.integers(0, 255, (12, 12), dtype=np.uint8)
+            Image.fromarray(image).save(tmp_path / "pool" / folder / f"{i}.png")
     pool = ml.datasets.imagefolder(tmp_path / "pool")
     with Project.create(tmp_path / "p", pool=pool, labels={"cat/0.png": "cat", "dog/1.png": "dog"}) as project:
         store = project.store

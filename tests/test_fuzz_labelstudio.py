@@ -85,7 +85,8 @@ def test_malformed_label_studio_exports_import_or_fail_typed_and_a_refusal_chang
     queries = [Query(store.ask(item.id, strategy="margin"), item.id, item.uri, "t", CLASSES) for item in store.items()]
     put_questions(store, LabelStudioQueue(tmp_path / "queue"), queries)
     [tasks_file] = (tmp_path / "queue").glob("tasks-*.json")
-    tasks = [{**task, "id": i, "project": 7, "annotations": []} for i, task in enumerate(json.loads(tasks_file.read_text()))]
+    written = json.loads(tasks_file.read_text())
+    tasks = [{**task, "id": i, "project": 7, "annotations": []} for i, task in enumerate(written)]
     queue = LabelStudioQueue(tmp_path / "queue")
     export = tmp_path / "export.json"
     outcomes = {"imported": 0, "refused": 0}

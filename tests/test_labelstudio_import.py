@@ -286,9 +286,11 @@ def test_import_answers_cli_says_what_it_recorded_and_that_a_refusal_changed_not
     for folder in ("cat", "dog", "unlabeled"):
         (tmp_path / "pool" / folder).mkdir(parents=True)
         for i in range(3):
-            Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(tmp_path / "pool" / folder / f"{i}.png")
+            image = rng.integers(0, 255, (12, 12), dtype=np.uint8)
+            Image.fromarray(image).save(tmp_path / "pool" / folder / f"{i}.png")
     (tmp_path / "seed.csv").write_text("uri,label\ncat/0.png,cat\ndog/1.png,dog\n")
-    assert main(["init", str(tmp_path / "p"), "--pool", str(tmp_path / "pool"), "--labels", str(tmp_path / "seed.csv")]) == 0
+    init = ["init", str(tmp_path / "p"), "--pool", str(tmp_path / "pool"), "--labels", str(tmp_path / "seed.csv")]
+    assert main(init) == 0
     with Project.open(tmp_path / "p") as project:
         store = project.store
         queries = []

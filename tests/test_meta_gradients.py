@@ -107,7 +107,7 @@ def by_hand_first_order(learner: MAML, batch: Episode, *, head_only: bool) -> to
     total = [torch.zeros_like(p) for p in learner.parameters()]
     for t in range(batch.support_x.shape[0]):
         model = copy.deepcopy(learner)
-        network = lambda x: model.head(model.backbone(x))  # noqa: E731
+        network = lambda x, model=model: model.head(model.backbone(x))  # noqa: E731
         adapted = list(model.head.parameters()) if head_only else list(model.parameters())
         for _ in range(learner.inner_steps):
             grads = torch.autograd.grad(F.cross_entropy(network(batch.support_x[t]), batch.support_y[t]), adapted)

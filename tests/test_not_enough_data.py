@@ -1,4 +1,4 @@
-"""Too few labels yet (NotEnoughDataError: a step is skipped) is told apart from a wrong option (BadInputError: stop)."""
+"""Too few labels yet (NotEnoughDataError: a step is skipped) is told apart from a wrong option (BadInputError)."""
 
 from __future__ import annotations
 

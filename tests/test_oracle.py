@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from metalabel.errors import BadInputError, DataNotFoundError, StoreError, UnknownLabelError
+from metalabel.errors import BadInputError, StoreError, UnknownLabelError
 from metalabel.label.oracle import (
     QUESTION_KEY,
     Answer,
@@ -414,7 +414,7 @@ def test_a_dismissed_question_can_still_be_answered_later(store):
     store.dismiss(query.question_id, oracle="labelstudio:ann")
     store.answer(query.question_id, "bird", oracle="labelstudio:bob")
     assert store.question(query.question_id).answer == "bird"
-    assert [(l.class_name, l.question_id) for l in store.active_labels()] == [("bird", query.question_id)]
+    assert [(label.class_name, label.question_id) for label in store.active_labels()] == [("bird", query.question_id)]
     with pytest.raises(StoreError, match="already closed"):
         store.answer(query.question_id, "cat", oracle="x")
 

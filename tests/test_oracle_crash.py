@@ -9,7 +9,6 @@ it writes.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -32,7 +31,8 @@ def project(tmp_path, capsys):
     for folder in ("cat", "dog", "unlabeled"):
         (tmp_path / "pool" / folder).mkdir(parents=True)
         for i in range(4):
-            Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(tmp_path / "pool" / folder / f"{i}.png")
+            image = rng.integers(0, 255, (12, 12), dtype=np.uint8)
+            Image.fromarray(image).save(tmp_path / "pool" / folder / f"{i}.png")
     (tmp_path / "seed.csv").write_text("uri,label\ncat/0.png,cat\ndog/1.png,dog\n")
     assert main(["init", str(tmp_path / "p"), "--pool", str(tmp_path / "pool"), "--labels", str(tmp_path / "seed.csv"),
                  "--quiet"]) == 0

@@ -66,7 +66,8 @@ def test_same_seed_same_labels(cache, tmp_path):
         with project:
             project.run(oracle=SimulatedOracle(gold), encoder="pixels", budget=6, per_round=3, progress=False,
                         project_meta_steps=20)
-            outcomes.append(sorted((label.uri, label.class_name, label.source) for label in project.store.active_labels()))
+            labels = project.store.active_labels()
+            outcomes.append(sorted((label.uri, label.class_name, label.source) for label in labels))
     assert outcomes[0] == outcomes[1]
 
 

@@ -25,10 +25,10 @@ from metalabel.errors import (
 from metalabel.store import (
     DB_FILENAME,
     SOURCES,
-    SyntheticRecord,
     ItemRecord,
     Outcome,
     ProjectStore,
+    SyntheticRecord,
     content_hash,
     path_sha256,
     schema,

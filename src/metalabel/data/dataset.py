@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence, get_args
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -133,7 +134,7 @@ class LabeledDataset:
         counts = Counter(int(label) for label in self.labels if label != UNLABELED)
         return {name: counts.get(i, 0) for i, name in enumerate(self.class_names)}
 
-    def subset(self, indices: Sequence[int] | np.ndarray, *, name: str | None = None) -> "LabeledDataset":
+    def subset(self, indices: Sequence[int] | np.ndarray, *, name: str | None = None) -> LabeledDataset:
         """The same data set restricted to ``indices`` (classes are kept as they are)."""
         idx = np.asarray(indices, dtype=np.int64)
         items = self.items[idx] if isinstance(self.items, np.ndarray) else [self.items[i] for i in idx]

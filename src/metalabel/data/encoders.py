@@ -30,8 +30,9 @@ import json
 import os
 import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -102,7 +103,7 @@ class Encoder(ABC):
     def _prepare(self, items: Items) -> Any:
         """Check the items fit this encoder (else ``BadInputError``) and put them in the form batches read."""
 
-    def _load(self) -> None:
+    def _load(self) -> None:  # noqa: B027 (an optional hook, not abstract: encoders without a model keep it)
         """Load the model, once; encoders without one do nothing."""
 
     def _batch_order(self, prepared: Any) -> np.ndarray:
@@ -394,7 +395,7 @@ def _items_sha256(items: Items) -> str:
     digest = hashlib.sha256()
     if isinstance(items, np.ndarray) and items.dtype.kind not in "UO":
         array = np.ascontiguousarray(items)
-        digest.update(f"array {array.dtype.str} {array.shape}\0".encode("utf-8"))
+        digest.update(f"array {array.dtype.str} {array.shape}\0".encode())
         digest.update(memoryview(array).cast("B"))
         return digest.hexdigest()
     digest.update(b"texts\0")

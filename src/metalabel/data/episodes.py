@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ class Episode:
     def ways(self) -> int:
         return int(self.support_y.max()) + 1
 
-    def to(self, device) -> "Episode":
+    def to(self, device) -> Episode:
         def move(t):
             return None if t is None else t.to(device)
 
@@ -118,7 +119,7 @@ class EpisodeSampler(Dataset):
         self.classes, self._members = self._eligible_classes(labels, classes)
 
     @classmethod
-    def from_dataset(cls, dataset: LabeledDataset, **kwargs) -> "EpisodeSampler":
+    def from_dataset(cls, dataset: LabeledDataset, **kwargs) -> EpisodeSampler:
         """A sampler over a ``LabeledDataset``'s labeled items; options as for ``EpisodeSampler``."""
         if dataset.modality == "text":
             raise BadInputError(

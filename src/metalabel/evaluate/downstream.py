@@ -107,7 +107,8 @@ def compare_with_generated(
     with_generated = accuracy(
         np.concatenate([x_real, x_generated]),
         np.concatenate([y_real, y_generated]),
-        np.concatenate([np.where(sharing, weights_real * real_scale, weights_real), np.full(len(x_generated), per_row)]),
+        np.concatenate([np.where(sharing, weights_real * real_scale, weights_real),
+                        np.full(len(x_generated), per_row)]),
     ) if len(x_generated) else real_only
     tstr = accuracy(x_generated, y_generated, None) if np.unique(y_generated).size >= 2 else None
     return {

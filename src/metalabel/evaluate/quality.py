@@ -104,7 +104,8 @@ def label_issues(labels: ArrayLike, out_of_fold_probs: ArrayLike, *, max_issues:
     contrast, so no issues are returned. Both methods follow these rules.
     """
     if method not in LABEL_ISSUE_METHODS:
-        raise BadInputError(f"no label-issue method named {method!r}", hint=f"use one of {', '.join(LABEL_ISSUE_METHODS)}")
+        raise BadInputError(f"no label-issue method named {method!r}",
+                            hint=f"use one of {', '.join(LABEL_ISSUE_METHODS)}")
     probs = validate_probabilities(out_of_fold_probs, name="out_of_fold_probs")
     given_labels = validate_labels(labels, items=len(probs), classes=probs.shape[1], name="labels")
     if max_issues is not None:

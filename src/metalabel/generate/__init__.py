@@ -10,8 +10,8 @@ through a prototype classifier), ``vae`` (a class-conditional VAE for 28x28 imag
 from metalabel.generate.augment import (
     EMBEDDING_OPERATIONS,
     IMAGE_OPERATIONS,
-    Augmented,
     AugmentationPolicy,
+    Augmented,
     Operation,
     augment_embeddings,
     augment_images,

@@ -39,8 +39,9 @@ def assign_folds(labels: np.ndarray, *, folds: int, seed: int) -> tuple[np.ndarr
         raise NotEnoughDataError(f"held-out scoring needs at least 2 classes, got {len(classes)}",
                             hint="label examples of a second class")
     if sizes.max() < 2:
-        raise NotEnoughDataError("every class has a single example, so none can be held out while its class still trains",
-                            hint="label a second example of at least one class, or score on episodes instead")
+        raise NotEnoughDataError("every class has a single example, so none can be held out while its class "
+                                 "still trains",
+                                 hint="label a second example of at least one class, or score on episodes instead")
     fold_count = min(folds, int(sizes.max()))
     rng = np.random.default_rng(seed)
     fold_of = np.full(len(labels), -1, dtype=np.int64)

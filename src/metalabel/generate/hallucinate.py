@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -28,9 +28,9 @@ from torch import Tensor, nn
 from metalabel.data.dataset import UNLABELED
 from metalabel.data.episodes import EpisodeSampler
 from metalabel.errors import BadInputError, NotEnoughDataError, check_whole_number
+from metalabel.generate.weights import content_version, seeded_linear, write_generator
 from metalabel.label.transductive import prototype_logits
 from metalabel.meta.checkpoint import required_files
-from metalabel.generate.weights import content_version, seeded_linear, write_generator
 
 GENERATOR_NAME = "hallucinator"
 FORMAT_VERSION = 1
@@ -224,7 +224,10 @@ def hallucinate(
 
 
 def save_hallucinator(trained: TrainedHallucinator, folder: str | Path) -> Path:
-    """Write ``hallucinator.safetensors`` and ``hallucinator.json`` as ``folder``, whole or not at all (a previous save there is replaced)."""
+    """Write ``hallucinator.safetensors`` and ``hallucinator.json`` as ``folder``, whole or not at all.
+
+    A previous save there is replaced.
+    """
     folder = Path(folder)
     tensors = _tensors(trained.model, trained.mean, trained.scale)
     record = {

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from metalabel.errors import BadInputError, check_whole_number
-from metalabel.generate.evidence import CLASSIFIERS, held_out_accuracy
 from metalabel.generate.augment import (
     FLIP_OPERATIONS,
     OPERATIONS_BY_MODALITY,
@@ -25,6 +24,7 @@ from metalabel.generate.augment import (
     Operation,
     expand,
 )
+from metalabel.generate.evidence import CLASSIFIERS, held_out_accuracy
 
 DEFAULT_MAGNITUDES = (0.2, 0.5, 0.8)
 DEFAULT_PROBABILITY = 0.5

@@ -26,8 +26,8 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from metalabel.errors import BadInputError, EmptyClassError, check_whole_number
-from metalabel.meta.checkpoint import required_files
 from metalabel.generate.weights import content_version, seeded_linear, write_generator
+from metalabel.meta.checkpoint import required_files
 
 SIDE = 28
 PIXELS = SIDE * SIDE
@@ -190,7 +190,7 @@ def sample_images(trained: TrainedVAE, labels: np.ndarray, *, seed: int) -> np.n
 
 
 def save_vae(trained: TrainedVAE, folder: str | Path) -> Path:
-    """Write ``vae.safetensors`` and ``vae.json`` as ``folder``, whole or not at all (a previous save there is replaced)."""
+    """Write ``vae.safetensors`` and ``vae.json`` as ``folder``, whole or not at all (a previous save is replaced)."""
     folder = Path(folder)
     tensors = _tensors(trained.model)
     record = {

@@ -2,6 +2,7 @@
 refine prototypes with the unlabeled pool, and choose what to ask a person."""
 
 from metalabel.label.accept import AcceptDecision, ClassAcceptance, accept_at_precision, audit_precision
+from metalabel.label.active import STRATEGIES, class_balanced, select
 from metalabel.label.calibrate import (
     ClassTemperatureScaling,
     OutOfFoldLogits,
@@ -10,8 +11,6 @@ from metalabel.label.calibrate import (
     expected_calibration_error,
     reliability_curve,
 )
-from metalabel.label.transductive import prototype_logits, refine_prototypes, soft_assignments
-from metalabel.label.active import STRATEGIES, class_balanced, select
 from metalabel.label.oracle import (
     Answer,
     LabelStudioQueue,
@@ -23,3 +22,32 @@ from metalabel.label.oracle import (
     put_questions,
     record_answers,
 )
+from metalabel.label.transductive import prototype_logits, refine_prototypes, soft_assignments
+
+__all__ = [
+    "STRATEGIES",
+    "AcceptDecision",
+    "Answer",
+    "ClassAcceptance",
+    "ClassTemperatureScaling",
+    "LabelStudioQueue",
+    "Oracle",
+    "OracleStopped",
+    "OutOfFoldLogits",
+    "Query",
+    "SimulatedOracle",
+    "TemperatureScaling",
+    "TerminalOracle",
+    "accept_at_precision",
+    "audit_precision",
+    "class_balanced",
+    "cross_validated_logits",
+    "expected_calibration_error",
+    "prototype_logits",
+    "put_questions",
+    "record_answers",
+    "refine_prototypes",
+    "reliability_curve",
+    "select",
+    "soft_assignments",
+]

@@ -32,7 +32,7 @@ over the predicted classes (``class_balanced``).
 from __future__ import annotations
 
 import operator
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -30,12 +30,12 @@ import re
 import signal
 import threading
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote, urlparse
 from xml.sax.saxutils import quoteattr
 
@@ -608,7 +608,8 @@ class LabelStudioQueue:
             if query.content_hash is None or query.project is None:
                 raise BadInputError(
                     f"question {query.question_id} carries no content hash or project, so its answer could not "
-                    "be checked on import", hint="put questions with put_questions(store, queue, queries), which adds them",
+                    "be checked on import",
+                    hint="put questions with put_questions(store, queue, queries), which adds them",
                 )
         class_names = questions[0].class_names
         for query in questions:
@@ -922,8 +923,9 @@ def _check_against_store(votes: dict[int, _Votes], store: ProjectStore, path: Pa
                 missing = [name for name, value in (("project", task.project), ("content hash", task.content_hash),
                                                     ("uri", task.uri)) if value is None]
                 raise refuse(task, f"carries no {' and no '.join(missing)} of its item, so its answer cannot be "
-                             "checked against the question", "label the tasks file `metalabel run --oracle labelstudio` "
-                             "writes now (it carries them) and export that")
+                             "checked against the question",
+                             "label the tasks file `metalabel run --oracle labelstudio` writes now (it carries them) "
+                             "and export that")
             if task.project != project:
                 raise refuse(task, f"comes from project {task.project!r}, not this one ({project!r})",
                              "import each export into the project that exported its tasks")
@@ -934,7 +936,8 @@ def _check_against_store(votes: dict[int, _Votes], store: ProjectStore, path: Pa
                              "import each export into the project that exported its tasks") from None
             if task.uri != question.uri:
                 raise refuse(task, f"shows item {task.uri!r}, but question {question_id} is about item "
-                             f"{question.uri!r}", "the task was changed or belongs elsewhere; export the questions again")
+                             f"{question.uri!r}",
+                             "the task was changed or belongs elsewhere; export the questions again")
             if task.content_hash != hashes.get(question.item_id):
                 raise refuse(task, f"shows item {task.uri!r} with other content than the project holds "
                              "(its content hash differs)", "the item changed since the task was exported; export "

@@ -527,7 +527,7 @@ class FastWeightLearner(TaskLearner):
         )
         return {**params, **fast}
 
-    def adapt(self, x: Tensor, y: Tensor, *, weights: Tensor | None = None) -> "FastWeightClassifier":
+    def adapt(self, x: Tensor, y: Tensor, *, weights: Tensor | None = None) -> FastWeightClassifier:
         """``adapt_steps`` inner updates on the labeled ``x, y``; ``weights`` scale each example's loss (0 = absent).
 
         With ``batch_norm="transductive"`` a zero-weight example still enters the

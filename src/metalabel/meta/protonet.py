@@ -50,7 +50,7 @@ class ProtoNet(TaskLearner):
         with evaluating(self):
             return self._embed(detached(dict(self.named_parameters())), self._call_buffers(), x)
 
-    def adapt(self, x: Tensor, y: Tensor, *, weights: Tensor | None = None) -> "PrototypeClassifier":
+    def adapt(self, x: Tensor, y: Tensor, *, weights: Tensor | None = None) -> PrototypeClassifier:
         """Prototypes from the labeled ``x, y``; ``weights`` make an example count less (0 = absent)."""
         ways = support_ways(x, y, weights)
         params, buffers = detached(dict(self.named_parameters())), self._call_buffers()

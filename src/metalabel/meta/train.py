@@ -65,16 +65,18 @@ class TrainConfig:
     time_budget_s: float | None = None
     seed: int = 0
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> TrainConfig:
         """Fill algorithm-specific defaults."""
         if self.algo not in ALGOS:
             raise BadInputError(f"unknown algo {self.algo!r}", hint=f"choose one of {', '.join(ALGOS)}")
         gradient_based = self.algo in ("maml", "fomaml", "anil")
         defaults = {
             "train_ways": self.ways,
-            "meta_batch": 1 if self.algo == "protonet" else 5 if self.algo == "reptile" else 32 if self.ways <= 5 else 16,
+            "meta_batch": (1 if self.algo == "protonet" else 5 if self.algo == "reptile"
+                           else 32 if self.ways <= 5 else 16),
             "lr": 1.0 if self.algo == "reptile" else 1e-3,
-            "inner_lr": (0.4 if self.ways <= 5 else 0.1) if gradient_based else 1e-3 if self.algo == "reptile" else None,
+            "inner_lr": ((0.4 if self.ways <= 5 else 0.1) if gradient_based
+                         else 1e-3 if self.algo == "reptile" else None),
             "inner_steps": (1 if self.ways <= 5 else 5) if gradient_based else 5 if self.algo == "reptile" else None,
             "adapt_steps": (3 if self.ways <= 5 else 5) if gradient_based else 50 if self.algo == "reptile" else None,
         }

@@ -23,7 +23,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from metalabel.errors import ProjectLockedError, StoreError
@@ -92,7 +92,7 @@ class WriterLock:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "command": command or _this_command(),
-            "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "since": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         try:
             data = json.dumps(record).encode("utf-8")

@@ -474,7 +474,8 @@ class ProjectStore:
                     "it is not asked twice -> leave out items with an open question (open_questions())"
                 )
             human = self._connection.execute(
-                _LABEL_SELECT + " WHERE labels.item_id = ? AND labels.superseded_by IS NULL AND labels.source = 'human'",
+                _LABEL_SELECT
+                + " WHERE labels.item_id = ? AND labels.superseded_by IS NULL AND labels.source = 'human'",
                 (item_id,),
             ).fetchone()
             if human is not None:
@@ -520,7 +521,8 @@ class ProjectStore:
                     "SELECT id FROM questions WHERE item_id = ? AND answered_at IS NULL AND id != ?",
                     (question["item_id"], question["id"]),
                 ).fetchall():
-                    self._close_question(other["id"], class_id=None, oracle=f"{oracle} (answered in question {question['id']})")
+                    self._close_question(other["id"], class_id=None,
+                                         oracle=f"{oracle} (answered in question {question['id']})")
             return write
 
     def add_human_disagreement(self, question_id: int, class_name: str) -> int | None:
@@ -710,7 +712,8 @@ class ProjectStore:
             if artifact_id is not None and self._connection.execute(
                 "SELECT 1 FROM artifacts WHERE id = ?", (operator.index(artifact_id),)
             ).fetchone() is None:
-                raise BadInputError(f"no artifact with id {artifact_id}", hint="record the file with add_artifact first")
+                raise BadInputError(f"no artifact with id {artifact_id}",
+                                    hint="record the file with add_artifact first")
             for position, record in enumerate(records):
                 if record.kind not in schema.SYNTHETIC_KINDS:
                     raise BadInputError(
@@ -807,7 +810,8 @@ class ProjectStore:
             "artifacts": one("SELECT count(*) FROM artifacts"),
             "synthetic_items": dict(
                 self._connection.execute(
-                    "SELECT generator, count(*) FROM synthetic_items WHERE kept = 1 GROUP BY generator ORDER BY generator"
+                    "SELECT generator, count(*) FROM synthetic_items WHERE kept = 1 "
+                    "GROUP BY generator ORDER BY generator"
                 ).fetchall()
             ),
         }

@@ -7,9 +7,10 @@ import contextlib
 import csv
 import hashlib
 import io
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Iterable, Iterator, Literal, NamedTuple, Sequence
+from typing import IO, Literal, NamedTuple
 from urllib.request import urlopen
 
 import numpy as np

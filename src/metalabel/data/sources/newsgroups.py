@@ -10,9 +10,9 @@ holding those ``.tab`` files.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
-from typing import Iterator
 
 from metalabel.data.dataset import LabeledDataset
 from metalabel.data.sources._common import BadItems, ClassNames, OnError, TextRow, existing_path, text_dataset

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import functools
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 from metalabel.data.dataset import LabeledDataset
 from metalabel.data.sources._common import BadItems, ImageFile, OnError, existing_path, image_dataset

@@ -16,8 +16,8 @@ import json
 import math
 import os
 import reprlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
