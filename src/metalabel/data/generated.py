@@ -15,8 +15,10 @@ Expander = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]
 """(train_x [N, D], train_y [N], seed) -> (new_x [M, D], new_y [M])."""
 
 
-def shared_weights(real_rows: int, generated_rows: int, generated_weight: float) -> tuple[float, float]:
+def shared_weights(real_rows: float, generated_rows: int, generated_weight: float) -> tuple[float, float]:
     """(scale of each real row's weight, weight of each generated row): the one rule for mixing them.
+
+    ``real_rows`` is the real rows' count, or their total weight where they are weighted.
 
     The real rows and the rows generated from them share the real rows' weight, the
     generated part counting ``generated_weight`` times the real part. So the total weight,

@@ -16,7 +16,7 @@ def cache_dir() -> Path:
 
 def data_dirs() -> list[Path]:
     """Folders searched for data files the user already has, most specific first."""
-    dirs = []
+    dirs: list[Path] = []
     if env := os.environ.get("METALABEL_DATA"):
         dirs.extend(Path(p) for p in env.split(os.pathsep) if p)
     dirs.append(cache_dir() / "data")

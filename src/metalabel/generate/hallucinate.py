@@ -296,7 +296,8 @@ def _validation_accuracy(
 ) -> tuple[float, float]:
     """Mean query accuracy over ``episodes``: (with hallucinated examples, real support only)."""
     generator = torch.Generator().manual_seed(seed)
-    with_hallucination, without = [], []
+    with_hallucination: list[float] = []
+    without: list[float] = []
     for index in range(len(episodes)):
         episode = episodes[index].to(device)
         support = episode.support_x.view(config.ways, config.shots, -1)

@@ -52,7 +52,7 @@ def default_candidates(modality: str) -> tuple[Operation, ...]:
         raise BadInputError(
             f"unknown augmentation modality {modality!r}", hint=f"use one of: {', '.join(OPERATIONS_BY_MODALITY)}"
         )
-    candidates = []
+    candidates: list[Operation] = []
     for name in OPERATIONS_BY_MODALITY[modality]:
         magnitudes = (DEFAULT_MAGNITUDES[1],) if name in FLIP_OPERATIONS else DEFAULT_MAGNITUDES
         candidates.extend(Operation(name, DEFAULT_PROBABILITY, magnitude) for magnitude in magnitudes)

@@ -22,8 +22,8 @@ from metalabel.meta.checkpoint import write_folder_atomically
 def seeded_linear(fan_in: int, fan_out: int, generator: torch.Generator, *, negative_slope: float = 0.0) -> nn.Linear:
     """A Linear layer initialized from ``generator`` (Kaiming uniform, zero bias), leaving the global RNG alone."""
     layer = nn.utils.skip_init(nn.Linear, fan_in, fan_out)
-    nonlinearity = "leaky_relu" if negative_slope else "relu"
-    nn.init.kaiming_uniform_(layer.weight, a=negative_slope, nonlinearity=nonlinearity, generator=generator)
+    nn.init.kaiming_uniform_(layer.weight, a=negative_slope, nonlinearity="leaky_relu" if negative_slope else "relu",
+                             generator=generator)
     nn.init.zeros_(layer.bias)
     return layer
 
