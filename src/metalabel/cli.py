@@ -111,7 +111,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         def show(report) -> None:
             row = [str(report.round_id), str(report.human_labels), str(report.reference_answers),
                    str(report.model_labels), f"{100 * report.coverage:.1f}%",
-                   _percent_at_least(report.certified_precision, report.reference_needed),
+                   _percent_at_least(report.certified_precision, report.reference_needed,
+                                     report.reference_answers),
                    _percent(report.estimated_precision), str(report.retracted), str(report.questions),
                    _percent(report.gold.get("pool_accuracy")) if gold else "",
                    _percent(report.gold.get("achieved_precision")) if gold else "", f"{report.seconds:.1f}"]
@@ -140,11 +141,15 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def _percent_at_least(bound: float | None, needed: int | None) -> str:
+def _percent_at_least(bound: float | None, needed: int | None, reference_answers: int) -> str:
     """A certified bound as '>= 95.0%'; without one, what it would take (never a figure the evidence lacks)."""
     if bound is not None:
         return f">= {100 * bound:.1f}%"
-    return "none yet" if needed is None else f"none yet (~{needed} more reference answers)"
+    if reference_answers == 0:
+        return "none yet (no reference answers)"
+    if needed is None:
+        return "none yet (errors too frequent at every threshold)"
+    return f"none yet (~{needed} more reference answers)"
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
