@@ -19,7 +19,8 @@ def pool(tmp_path):
     for folder in ("cat", "dog", "unlabeled"):
         (tmp_path / "pool" / folder).mkdir(parents=True)
         for i in range(3):
-            Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(tmp_path / "pool" / folder / f"{i}.png")
+            pixels = rng.integers(0, 255, (12, 12), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "pool" / folder / f"{i}.png")
     seed = tmp_path / "seed.csv"
     seed.write_text("uri,label\ncat/0.png,cat\ndog/1.png,dog\n")
     return tmp_path / "pool", seed

@@ -118,7 +118,7 @@ def in_memory_image_pool(class_names: list[str]) -> LabeledDataset:
 
 def test_parquet_round_trips_the_provenance(text_project, tmp_path):
     project, pool = text_project
-    result = export_project(project, tmp_path / "out", format="parquet")
+    result = export_project(project.store, tmp_path / "out", format="parquet")
 
     assert result.path == tmp_path / "out" and result.rows == 5 and result.skipped == {}
     assert sorted(path.name for path in result.path.iterdir()) == ["export.json", "labels.parquet"]
@@ -171,7 +171,7 @@ def test_a_human_label_beats_the_model_and_a_disagreement_is_flagged(text_projec
     round_id = project.store.start_round({})
     add_model_label(project, pool.uris[1], "pos", 0.99, round_id=round_id)  # contradicts the seed "neg"
 
-    table = pq.read_table(export_project(project, tmp_path / "out", format="parquet").path / "labels.parquet")
+    table = pq.read_table(export_project(project.store, tmp_path / "out", format="parquet").path / "labels.parquet")
     rows = {row["uri"]: row for row in table.to_pylist()}
     overruled = rows[pool.uris[2]]
     assert (overruled["label"], overruled["source"], overruled["query_strategy"]) == ("neg", "human", "margin")
@@ -185,11 +185,11 @@ def test_filters_by_source_and_by_model_confidence(text_project, tmp_path):
     project, pool = text_project
     answer_as_human(project, pool.uris[4], "neg")
 
-    only_model = export_project(project, tmp_path / "model", format="csv", sources="model")
+    only_model = export_project(project.store, tmp_path / "model", format="csv", sources="model")
     assert [row["source"] for row in read_csv_rows(only_model.path / "labels.csv")] == ["model", "model"]
     assert only_model.skipped == {"sources": 3}
 
-    confident = export_project(project, tmp_path / "confident", format="csv", min_confidence=0.95)
+    confident = export_project(project.store, tmp_path / "confident", format="csv", min_confidence=0.95)
     rows = read_csv_rows(confident.path / "labels.csv")
     # Imported and human labels have no confidence and always pass; the 0.91 model label does not.
     assert [(row["uri"], row["source"]) for row in rows] == [
@@ -200,7 +200,8 @@ def test_filters_by_source_and_by_model_confidence(text_project, tmp_path):
     ]
     assert confident.skipped == {"min_confidence": 1}
 
-    both = export_project(project, tmp_path / "both", format="csv", sources=["human", "model"], min_confidence=0.95)
+    both = export_project(project.store, tmp_path / "both", format="csv", sources=["human", "model"],
+                          min_confidence=0.95)
     assert both.rows == 2 and both.skipped == {"sources": 2, "min_confidence": 1}
     sidecar = json.loads((both.path / "export.json").read_text())
     assert sidecar["filters"] == {"sources": ["human", "model"], "min_confidence": 0.95, "include_retracted": False}
@@ -210,11 +211,11 @@ def test_filters_by_source_and_by_model_confidence(text_project, tmp_path):
 def test_bad_filters_are_refused_with_the_valid_choices(text_project, tmp_path):
     project, _ = text_project
     with pytest.raises(BadInputError, match="'robot'.*human, imported, generated, augmented, model"):
-        export_project(project, tmp_path / "out", format="csv", sources="human,robot")
+        export_project(project.store, tmp_path / "out", format="csv", sources="human,robot")
     with pytest.raises(BadInputError, match=r"\[0, 1\]"):
-        export_project(project, tmp_path / "out", format="csv", min_confidence=1.5)
+        export_project(project.store, tmp_path / "out", format="csv", min_confidence=1.5)
     with pytest.raises(BadInputError, match="parquet, csv, imagefolder, labelstudio"):
-        export_project(project, tmp_path / "out", format="xlsx")
+        export_project(project.store, tmp_path / "out", format="xlsx")
     assert not (tmp_path / "out").exists()
 
 
@@ -222,7 +223,7 @@ def test_parquet_without_pyarrow_says_how_to_install_it(text_project, tmp_path, 
     project, _ = text_project
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # makes `import pyarrow` fail
     with pytest.raises(MissingDependencyError, match=r"pip install 'metalabel\[tabular\]'"):
-        export_project(project, tmp_path / "out", format="parquet")
+        export_project(project.store, tmp_path / "out", format="parquet")
 
 
 def test_text_content_needs_the_pool_and_the_pool_unchanged(tmp_path):
@@ -233,13 +234,13 @@ def test_text_content_needs_the_pool_and_the_pool_unchanged(tmp_path):
     Project.create(tmp_path / "project", pool=pool).close()
     with Project.open(tmp_path / "project") as project:  # reopened: it no longer has the pool at hand
         with pytest.raises(BadInputError, match="pass pool="):
-            export_project(project, tmp_path / "out", format="csv")
-        result = export_project(project, tmp_path / "out", format="csv", pool=pool)
+            export_project(project.store, tmp_path / "out", format="csv")
+        result = export_project(project.store, tmp_path / "out", format="csv", pool=pool)
         assert [row["text"] for row in read_csv_rows(result.path / "labels.csv")] == ["yes", "no"]
 
         pool_file.write_text("text,label\nyes,a\nNO!,b\nmaybe,\n", encoding="utf-8")
         with pytest.raises(BadInputError, match=f"{pool.uris[1]}.*changed since init"):
-            export_project(project, tmp_path / "again", format="csv", pool=datasets.read_text(pool_file))
+            export_project(project.store, tmp_path / "again", format="csv", pool=datasets.read_text(pool_file))
     assert not (tmp_path / "again").exists() and leftovers(tmp_path) == []
 
 
@@ -255,14 +256,14 @@ def test_retracted_labels_are_left_out_unless_asked_and_then_marked_retracted(te
     store.retract_label(stale.id, round_id=later, reason="calibrated confidence 0.620 below the certified threshold")
     assert certified.applied
 
-    default = export_project(project, tmp_path / "active", format="parquet")
+    default = export_project(project.store, tmp_path / "active", format="parquet")
     rows = {row["uri"]: row for row in pq.read_table(default.path / "labels.parquet").to_pylist()}
     assert pool.uris[4] not in rows and default.rows == 5
     assert rows[pool.uris[5]]["certified_precision"] == pytest.approx(0.951)
     assert rows[pool.uris[5]]["retracted"] is False and rows[pool.uris[5]]["retracted_round"] is None
     assert rows[pool.uris[0]]["certified_precision"] is None  # a seed label is no certified claim
 
-    audit = export_project(project, tmp_path / "audit", format="parquet", include_retracted=True)
+    audit = export_project(project.store, tmp_path / "audit", format="parquet", include_retracted=True)
     table = pq.read_table(audit.path / "labels.parquet")
     retracted = [row for row in table.to_pylist() if row["retracted"]]
     assert audit.rows == 6 and len(retracted) == 1
@@ -274,16 +275,16 @@ def test_retracted_labels_are_left_out_unless_asked_and_then_marked_retracted(te
     assert sidecar["retracted_rows"] == 1 and sidecar["filters"]["include_retracted"] is True
     assert sidecar["counts_by_source"]["model"] == 3  # counts are of the active labels
 
-    csv_rows = read_csv_rows(export_project(project, tmp_path / "csv", format="csv",
+    csv_rows = read_csv_rows(export_project(project.store, tmp_path / "csv", format="csv",
                                             include_retracted=True).path / "labels.csv")
     (csv_row,) = [r for r in csv_rows if r["retracted"] == "True"]
     assert (csv_row["uri"], csv_row["retracted_round"]) == (pool.uris[4], str(later))
-    tasks = json.loads((export_project(project, tmp_path / "ls", format="labelstudio", include_retracted=True)
+    tasks = json.loads((export_project(project.store, tmp_path / "ls", format="labelstudio", include_retracted=True)
                         .path / "tasks.json").read_text())
     (task,) = [t for t in tasks if t["data"]["retracted"]]
     assert task["data"]["retraction_reason"] == row["retraction_reason"] and "annotations" not in task
     with pytest.raises(BadInputError, match="ImageFolder.*training data"):
-        export_project(project, tmp_path / "if", format="imagefolder", include_retracted=True)
+        export_project(project.store, tmp_path / "if", format="imagefolder", include_retracted=True)
 
 
 def test_every_format_takes_its_provenance_columns_from_one_list():
@@ -303,7 +304,7 @@ def test_every_format_takes_its_provenance_columns_from_one_list():
 
 def test_imagefolder_copies_the_original_files_into_class_folders(image_folder_project, tmp_path):
     project, pool_folder = image_folder_project
-    result = export_project(project, tmp_path / "out", format="imagefolder")
+    result = export_project(project.store, tmp_path / "out", format="imagefolder")
 
     assert result.rows == 5
     files = sorted(path.relative_to(result.path).as_posix() for path in result.path.rglob("*.png"))
@@ -325,7 +326,7 @@ def test_imagefolder_writes_pngs_for_in_memory_images_with_safe_distinct_class_f
     class_names = ["T-shirt/top", "t-shirt_top", "unlabeled", ".hidden"]
     pool = in_memory_image_pool(class_names)
     with Project.create(tmp_path / "project", pool=pool) as project:
-        result = export_project(project, tmp_path / "out", format="imagefolder", pool=pool)
+        result = export_project(project.store, tmp_path / "out", format="imagefolder", pool=pool)
         sidecar = json.loads((result.path / "export.json").read_text())
 
     folders = sidecar["class_folders"]
@@ -339,7 +340,7 @@ def test_imagefolder_writes_pngs_for_in_memory_images_with_safe_distinct_class_f
     for row in read_csv_rows(result.path / "labels.csv"):
         index = pool.uris.index(row["uri"])
         assert row["path"].split("/")[0] == folders[class_names[pool.labels[index]]]
-        assert row["path"].endswith("toy_train_%d.png" % index)
+        assert row["path"].endswith(f"toy_train_{index}.png")
         np.testing.assert_array_equal(np.asarray(Image.open(result.path / row["path"])), pool.items[index])
 
 
@@ -355,21 +356,21 @@ def test_imagefolder_needs_the_pool_for_images_that_are_no_files_and_refuses_a_c
     Project.create(tmp_path / "project", pool=moved).close()
     with Project.open(tmp_path / "project") as project:  # reopened: it no longer has the pool at hand
         with pytest.raises(BadInputError, match="pass pool="):
-            export_project(project, tmp_path / "out", format="imagefolder")
+            export_project(project.store, tmp_path / "out", format="imagefolder")
         project.store.set_meta("pool_spec", json.dumps({"reader": "imagefolder", "path": str(tmp_path / "gone")}))
         with pytest.raises(BadInputError, match="cannot reload the pool .*gone"):
-            export_project(project, tmp_path / "out", format="imagefolder")
+            export_project(project.store, tmp_path / "out", format="imagefolder")
 
         changed = LabeledDataset("moved", "image", pool.items[::-1].copy(), pool.labels, pool.class_names, uris)
         with pytest.raises(BadInputError, match="'moved:0'.*changed since init"):
-            export_project(project, tmp_path / "out", format="imagefolder", pool=changed)
+            export_project(project.store, tmp_path / "out", format="imagefolder", pool=changed)
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 
 def test_imagefolder_refuses_a_text_project(text_project, tmp_path):
     project, _ = text_project
     with pytest.raises(BadInputError, match="needs an image project.*parquet', 'csv' or 'labelstudio'"):
-        export_project(project, tmp_path / "out", format="imagefolder")
+        export_project(project.store, tmp_path / "out", format="imagefolder")
 
 
 # ------------------------------------------------------------------ labelstudio
@@ -381,7 +382,7 @@ def test_labelstudio_text_tasks_carry_annotations_predictions_and_disagreements(
     round_id = project.store.start_round({})
     add_model_label(project, pool.uris[1], "pos", 0.99, round_id=round_id)  # contradicts the seed "neg"
 
-    result = export_project(project, tmp_path / "out", format="labelstudio")
+    result = export_project(project.store, tmp_path / "out", format="labelstudio")
     assert sorted(path.name for path in result.path.iterdir()) == ["export.json", "label_config.xml", "tasks.json"]
     tasks = {task["data"]["uri"]: task for task in json.loads((result.path / "tasks.json").read_text())}
     assert len(tasks) == 5
@@ -413,7 +414,7 @@ def test_labelstudio_text_tasks_carry_annotations_predictions_and_disagreements(
 
 def test_labelstudio_image_tasks_point_at_images_inside_the_export(image_folder_project, tmp_path):
     project, pool_folder = image_folder_project
-    result = export_project(project, tmp_path / "out", format="labelstudio", sources=["model"])
+    result = export_project(project.store, tmp_path / "out", format="labelstudio", sources=["model"])
 
     tasks = json.loads((result.path / "tasks.json").read_text())
     assert [task["data"]["image"] for task in tasks] == [
@@ -434,12 +435,12 @@ def test_an_existing_export_is_replaced_only_when_asked(text_project, tmp_path):
     project, _ = text_project
     out = tmp_path / "out"
     out.mkdir()  # an empty folder is fine to export into
-    export_project(project, out, format="csv")
+    export_project(project.store, out, format="csv")
     with pytest.raises(BadInputError, match="already exists.*overwrite=True"):
-        export_project(project, out, format="parquet")
+        export_project(project.store, out, format="parquet")
     assert sorted(path.name for path in out.iterdir()) == ["export.json", "labels.csv"]
 
-    export_project(project, out, format="parquet", sources="model", overwrite=True)
+    export_project(project.store, out, format="parquet", sources="model", overwrite=True)
     assert sorted(path.name for path in out.iterdir()) == ["export.json", "labels.parquet"]
     assert pq.read_table(out / "labels.parquet").num_rows == 3
     assert leftovers(tmp_path) == []
@@ -450,22 +451,22 @@ def test_a_failed_export_leaves_the_old_one_in_place(tmp_path):
     pool_file.write_text("text,label\nyes,a\nno,b\n", encoding="utf-8")
     pool = datasets.read_text(pool_file)
     with Project.create(tmp_path / "project", pool=pool) as project:
-        out = export_project(project, tmp_path / "out", format="csv", pool=pool).path
+        out = export_project(project.store, tmp_path / "out", format="csv", pool=pool).path
         before = (out / "labels.csv").read_bytes()
         changed = LabeledDataset("pool", "text", ["yes", "NO"], pool.labels, pool.class_names, pool.uris)
         with pytest.raises(BadInputError, match="changed since init"):
-            export_project(project, out, format="csv", pool=changed, overwrite=True)
+            export_project(project.store, out, format="csv", pool=changed, overwrite=True)
     assert (out / "labels.csv").read_bytes() == before and leftovers(tmp_path) == []
 
 
 def test_refuses_targets_that_would_lose_data(image_folder_project, tmp_path):
     project, pool_folder = image_folder_project
     with pytest.raises(BadInputError, match="a folder.*not a single file"):
-        export_project(project, tmp_path / "labels.parquet", format="parquet")
+        export_project(project.store, tmp_path / "labels.parquet", format="parquet")
     with pytest.raises(BadInputError, match="replace the project itself"):
-        export_project(project, project.folder, format="csv", overwrite=True)
+        export_project(project.store, project.folder, format="csv", overwrite=True)
     with pytest.raises(BadInputError, match="would delete"):
-        export_project(project, pool_folder, format="imagefolder", overwrite=True)
+        export_project(project.store, pool_folder, format="imagefolder", overwrite=True)
     assert (pool_folder / "cat/a.png").is_file() and (project.folder / "project.db").is_file()
 
 
@@ -480,7 +481,7 @@ def test_imagefolder_and_labelstudio_refuse_an_image_file_that_changed_since_ini
     Image.fromarray(np.full((4, 4), 99, np.uint8)).save(changed)  # the file now shows something else
     for format in ("imagefolder", "labelstudio"):
         with pytest.raises(PoolChangedError, match=f"{changed}.*changed since init"):
-            export_project(project, tmp_path / format, format=format)
+            export_project(project.store, tmp_path / format, format=format)
         assert not (tmp_path / format).exists()
     assert leftovers(tmp_path) == []
 
@@ -492,31 +493,31 @@ def test_parquet_and_csv_refuse_a_pool_whose_files_are_gone(image_folder_project
     (pool_folder / "cat/b.png").unlink()
     for format in ("parquet", "csv"):
         with pytest.raises(PoolChangedError, match=f"not in the pool any more.*{pool_folder / 'cat/b.png'}"):
-            export_project(project, tmp_path / format, format=format)
+            export_project(project.store, tmp_path / format, format=format)
         assert not (tmp_path / format).exists()
     shutil.rmtree(pool_folder)
     with pytest.raises(BadInputError, match="cannot reload the pool"):
-        export_project(project, tmp_path / "csv", format="csv")
+        export_project(project.store, tmp_path / "csv", format="csv")
 
 
 def test_an_export_says_whether_it_checked_the_pool(image_folder_project, tmp_path):
     project, _ = image_folder_project
-    result = export_project(project, tmp_path / "out", format="parquet")
+    result = export_project(project.store, tmp_path / "out", format="parquet")
     assert json.loads((result.path / "export.json").read_text())["pool_checked"] is True
 
 
 def test_an_export_hashes_each_pool_item_once(text_project, tmp_path, monkeypatch):
     import metalabel.export
-    import metalabel.project
+    import metalabel.store.pool
 
     project, pool = text_project
     hashed = []
-    for module in (metalabel.project, metalabel.export):
+    for module in (metalabel.store.pool, metalabel.export):
         if hasattr(module, "content_hash"):
             real = module.content_hash
             monkeypatch.setattr(module, "content_hash", lambda item, real=real: hashed.append(item) or real(item))
     with Project.open(project.folder) as reopened:
-        export_project(reopened, tmp_path / "out", format="csv")
+        export_project(reopened.store, tmp_path / "out", format="csv")
     assert sorted(hashed) == sorted(pool.items)  # before: every exported item was hashed twice
 
 
@@ -532,7 +533,7 @@ def test_csv_cells_that_start_like_a_formula_are_neutralised(tmp_path):
         writer.writerows([(text, "=cls" if index % 2 else "ok") for index, text in enumerate(texts)])
     pool = datasets.read_text(pool_file)
     with Project.create(tmp_path / "project", pool=pool) as project:
-        result = export_project(project, tmp_path / "out", format="csv")
+        result = export_project(project.store, tmp_path / "out", format="csv")
     rows = read_csv_rows(result.path / "labels.csv")
     by_uri = {row["uri"]: row for row in rows}
     for uri, text in zip(pool.uris, pool.items, strict=True):

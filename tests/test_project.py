@@ -251,11 +251,11 @@ def test_the_pool_check_is_linear_and_hashes_each_stored_item_once(tmp_path, mon
     pool = make_pool(uris, labels=[0, 1] + [UNLABELED] * (count - 2), class_names=("a", "b"))
     Project.create(tmp_path / "p", pool=pool).close()
 
-    import metalabel.project as project_module
+    import metalabel.store.pool as pool_module
 
     hashed = []
-    real_hash = project_module.content_hash
-    monkeypatch.setattr(project_module, "content_hash", lambda item: hashed.append(item) or real_hash(item))
+    real_hash = pool_module.content_hash
+    monkeypatch.setattr(pool_module, "content_hash", lambda item: hashed.append(item) or real_hash(item))
     CountingUris.walks = 0
     counting = LabeledDataset("pool", "text", pool.items, pool.labels, pool.class_names, CountingUris(uris))
     with Project.open(tmp_path / "p", pool=counting) as project:

@@ -43,7 +43,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.max_classes is not None:
         options["max_classes"] = args.max_classes
     started = time.perf_counter()
-    dataset = datasets.from_spec(args.source if not args.split else f"{args.source}:{args.split}", seed=args.seed, **options)
+    spec = args.source if not args.split else f"{args.source}:{args.split}"
+    dataset = datasets.from_spec(spec, seed=args.seed, **options)
     summary = dataset.summary() | {"load_seconds": round(time.perf_counter() - started, 2)}
     _print_mapping(f"{dataset.name}", summary)
     if args.grid and dataset.modality == "image":
@@ -77,7 +78,8 @@ def _parse_options(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise BadInputError(f"--source-option {pair!r} is not KEY=VALUE", hint="e.g. --source-option max_classes=30")
+            raise BadInputError(f"--source-option {pair!r} is not KEY=VALUE",
+                                hint="e.g. --source-option max_classes=30")
         try:
             options[key.replace("-", "_")] = json.loads(value)
         except json.JSONDecodeError:
@@ -426,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project", type=Path)
     p.add_argument("--format", required=True, choices=["parquet", "csv", "imagefolder", "labelstudio"])
     p.add_argument("--out", type=Path, default=None, help="export folder (default PROJECT/exports/FORMAT)")
-    p.add_argument("--min-confidence", type=float, default=None, help="drop model labels below this calibrated confidence")
+    p.add_argument("--min-confidence", type=float, default=None,
+                   help="drop model labels below this calibrated confidence")
     p.add_argument("--sources", default=None, help="comma list of human,model,imported,generated,augmented")
     p.add_argument("--include-retracted", action="store_true",
                    help="also write the model labels a round retracted, as rows marked retracted with "

@@ -57,19 +57,19 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
 import numpy as np
 
-from metalabel import __version__
+from metalabel._version import __version__
 from metalabel.data.dataset import LabeledDataset
 from metalabel.errors import BadInputError, MissingDependencyError
 from metalabel.label.oracle import labeling_config
-from metalabel.project import Project, check_pool
 from metalabel.store import SOURCES, Disagreement, Item, Label, ProjectStore
+from metalabel.store.pool import POOL_SPEC_KEY, check_pool, has_pool_spec, reload_pool
 
 ExportFormat = Literal["parquet", "csv", "imagefolder", "labelstudio"]
 FORMATS: tuple[ExportFormat, ...] = ("parquet", "csv", "imagefolder", "labelstudio")
@@ -167,7 +167,7 @@ class ExportResult:
 
 
 def export_project(
-    store_or_project: ProjectStore | Project | str | Path,
+    store_or_folder: ProjectStore | str | Path,
     out: str | Path,
     *,
     format: ExportFormat,
@@ -179,8 +179,8 @@ def export_project(
 ) -> ExportResult:
     """Write the project's labeled items, each with its label's provenance, into the folder ``out``.
 
-    ``store_or_project`` is an open store or project, or a project folder. ``sources`` (a
-    list, or a comma-separated string such as ``"human,model"``) keeps labels from those
+    ``store_or_folder`` is an open project store or a project folder (``Project.export`` passes
+    its store). ``sources`` (a list, or a comma-separated string such as ``"human,model"``) keeps labels from those
     sources; ``min_confidence`` drops model labels below that calibrated confidence (other
     sources always pass, see the module docstring). ``include_retracted=True`` adds the
     model labels a round retracted, as rows with ``retracted`` true, ``retracted_round`` and
@@ -207,14 +207,13 @@ def export_project(
     if format == "parquet":
         _import_pyarrow()  # fail before any work if it is missing
     out = Path(out)
-    with _opened_store(store_or_project) as store:
+    with _opened_store(store_or_folder) as store:
         _check_target(out, store, overwrite=overwrite)
         modality = _modality(store)
         _check_format_fits(format, modality)
         rows, skipped = _select_rows(store, sources=wanted_sources, min_confidence=min_confidence,
                                      include_retracted=include_retracted)
-        project = store_or_project if isinstance(store_or_project, Project) else None
-        content = _PoolContent(store, pool, project)
+        content = _PoolContent(store, pool)
         if format in ("parquet", "csv") and modality != "text":
             content.check_if_reachable()  # no content written, but no labels for items that are gone either
         job = _Job(rows, content, modality, store.classes(), out.resolve(), skipped)
@@ -341,14 +340,12 @@ def _check_format_fits(format: ExportFormat, modality: str) -> None:
 
 
 @contextmanager
-def _opened_store(store_or_project: ProjectStore | Project | str | Path) -> Iterator[ProjectStore]:
+def _opened_store(store_or_folder: ProjectStore | str | Path) -> Iterator[ProjectStore]:
     """The store to read; one opened here from a folder is closed again."""
-    if isinstance(store_or_project, ProjectStore):
-        yield store_or_project
-    elif isinstance(store_or_project, Project):
-        yield store_or_project.store
+    if isinstance(store_or_folder, ProjectStore):
+        yield store_or_folder
     else:
-        with ProjectStore.open(store_or_project) as store:
+        with ProjectStore.open(store_or_folder) as store:
             yield store
 
 
@@ -363,10 +360,9 @@ class _PoolContent:
     so checked) is used as it is.
     """
 
-    def __init__(self, store: ProjectStore, pool: LabeledDataset | None, project: Project | None = None) -> None:
+    def __init__(self, store: ProjectStore, pool: LabeledDataset | None) -> None:
         self._store = store
         self._given = pool
-        self._project = project
         self._pool: LabeledDataset | None = None
         self._index_of_uri: dict[str, int] = {}
         self.checked = False
@@ -382,20 +378,17 @@ class _PoolContent:
 
     def check_if_reachable(self) -> None:
         """Check the pool when there is one to check (given, recorded, or in memory); else note it was not."""
-        if (self._given is not None or self._store.meta().get("pool_spec") is not None
-                or (self._project is not None and self._project.can_load_pool())):
+        if self._given is not None or has_pool_spec(self._store):
             self._loaded_pool()
 
     def _loaded_pool(self) -> LabeledDataset:
         if self._pool is None:
             if self._given is not None:
                 pool = check_pool(self._store, self._given)
-            elif self._store.meta().get("pool_spec") is None and self._project is not None:
-                pool = self._project.load_pool()  # made in memory: the copy checked when it was given
             else:
                 # Read afresh, not a copy loaded earlier: the files (which image exports copy) may
                 # have changed since that copy was checked. Checked there, each item hashed once.
-                pool = Project(self._store).load_pool()
+                pool = reload_pool(self._store)
             self._index_of_uri = {uri: index for index, uri in enumerate(pool.uris)}
             self._pool, self.checked = pool, True
         return self._pool
@@ -637,7 +630,7 @@ def _sidecar(
         "pool_checked": job.content.checked,
         "csv_formula_guard": format in ("csv", "imagefolder"),
         "metalabel_version": __version__,
-        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         **written.sidecar,
     }
 
@@ -725,7 +718,7 @@ def _check_target(out: Path, store: ProjectStore, *, overwrite: bool) -> None:
 def _refuse_to_delete_project_data(out: Path, store: ProjectStore) -> None:
     """Replacing ``out`` must not delete the pool's files (the very images an export copies)."""
     target = out.resolve()
-    spec = json.loads(store.meta().get("pool_spec") or "{}")
+    spec = json.loads(store.meta().get(POOL_SPEC_KEY) or "{}")
     paths = [Path(item.uri) for item in store.items()] + ([Path(spec["path"])] if "path" in spec else [])
     for path in paths:
         # A uri that is no path ("fashion-mnist:train/3") is relative and does not exist: skipped.

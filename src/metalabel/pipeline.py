@@ -28,8 +28,9 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -397,7 +398,7 @@ class LabelingRun:
         return np.setdiff1d(self.index.registered, labels.human_positions)
 
     def _reference_evidence(self, calibration: Calibration) -> ReferenceEvidence:
-        """Each answered reference item's out-of-fold prediction: was the model right where it was not shown the answer?"""
+        """Each answered reference item's out-of-fold prediction: was the model right where it never saw the answer?"""
         empty = np.array([], dtype=np.int64)
         if calibration.probs is None:
             return ReferenceEvidence(empty, np.array([]), empty, np.array([], dtype=bool))
@@ -422,7 +423,7 @@ class LabelingRun:
 
         One transaction: the labels a round leaves active are exactly what its certificate covers.
         """
-        accepted = {int(candidates[k]): k for k in np.flatnonzero(certificate.mask)}
+        accepted = {int(p) for p in candidates[certificate.mask]}
         retracted = 0
         with self.store.batch():
             for label in self.store.active_labels():
@@ -431,7 +432,7 @@ class LabelingRun:
                     self.store.retract_label(label.id, round_id=round_id,
                                              reason=_retraction_reason(certificate, probs, position))
                     retracted += 1
-            for position, k in accepted.items():
+            for position in sorted(accepted):
                 predicted = int(probs[position].argmax())
                 self.store.add_label(
                     self.index.item_id(position), self.classes[predicted], source="model",
@@ -759,7 +760,8 @@ class LabelingRun:
                     uri=f"generated/round-{round_id}/{key}/{row:05d}", content_hash=content_hash(batch.content[row]),
                     kind=batch.kind, class_name=self.classes[int(batch.y[row])], generator=batch.generator,
                     generator_version=batch.version, row_in_artifact=row,
-                    parents=() if batch.parents[row] < 0 else (self.index.item_id(human_positions[batch.parents[row]]),))
+                    parents=() if batch.parents[row] < 0
+                    else (self.index.item_id(human_positions[batch.parents[row]]),))
                     for row in range(len(batch.y))]
                 self.store.add_synthetic_items(records, round_id=round_id, artifact_id=artifact)
                 if not batch.kept:

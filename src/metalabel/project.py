@@ -27,11 +27,11 @@ from metalabel.errors import (
     DataNotFoundError,
     EmptyClassError,
     PoolChangedError,
-    UnknownDatasetError,
     UnknownLabelError,
 )
 from metalabel.store import DB_FILENAME, Item, ItemRecord, ProjectStore, content_hash
 from metalabel.store.lock import WriterLock
+from metalabel.store.pool import POOL_SPEC_KEY, check_pool, has_pool_spec, reload_pool
 from metalabel.store.store import check_class_name
 
 SeedLabels = str | Path | Mapping[str | int, str] | None
@@ -104,7 +104,7 @@ class Project:
                 store.set_meta("modality", pool.modality)
                 if pool.reload_spec is not None:
                     # the store keeps uris and hashes, not content: remember how to load the pool again
-                    store.set_meta("pool_spec", json.dumps(pool.reload_spec))
+                    store.set_meta(POOL_SPEC_KEY, json.dumps(pool.reload_spec))
                 if seed_file is not None:
                     # Provenance of the seed: which file, and its hash, in case it changes later.
                     store.add_artifact("seed-labels", seed_file, meta={"labels": len(seeds)})
@@ -124,7 +124,7 @@ class Project:
         """
         project = cls(ProjectStore.open(folder))
         if pool is not None:
-            project._pool = project._checked_pool(pool)
+            project._pool = check_pool(project.store, pool)
         return project
 
     @property
@@ -141,29 +141,13 @@ class Project:
         Raises ``PoolChangedError`` naming an item whose content changed or that is gone.
         Items the pool gained since init are allowed (see ``add_new_items``).
         """
-        if self._pool is not None:
-            return self._pool
-        spec = self.store.meta().get("pool_spec")
-        if spec is None:
-            raise BadInputError(
-                f"project {self.name!r} does not record how to load its pool (it was made from a data set "
-                "built in memory)", hint="pass pool= (the same LabeledDataset), e.g. Project.open(folder, pool=...)")
-        from metalabel.datasets import reload
-
-        try:
-            pool = reload(json.loads(spec))
-        except (BadInputError, UnknownDatasetError) as error:
-            raise BadInputError(f"cannot reload the pool of project {self.name!r} ({error})",
-                                hint="restore the pool where it was, or pass pool= to Project.open") from error
-        self._pool = self._checked_pool(pool)
+        if self._pool is None:
+            self._pool = reload_pool(self.store)
         return self._pool
 
     def can_load_pool(self) -> bool:
         """Whether ``load_pool`` has a pool to load (one given or loaded already, or a recorded spec)."""
-        return self._pool is not None or self.store.meta().get("pool_spec") is not None
-
-    def _checked_pool(self, pool: LabeledDataset) -> LabeledDataset:
-        return check_pool(self.store, pool)
+        return self._pool is not None or has_pool_spec(self.store)
 
     @contextmanager
     def writer_lock(self, *, command: str | None = None) -> Iterator[None]:
@@ -272,7 +256,9 @@ class Project:
         """Write the labeled data set with provenance; see ``metalabel.export.export_project``."""
         from metalabel.export import export_project
 
-        return export_project(self, out, format=format, **options)  # the pool, if loaded, is reused unhashed
+        # a pool made in memory is the copy checked when it was given; a recorded one is read afresh
+        in_memory = None if has_pool_spec(self.store) else self._pool
+        return export_project(self.store, out, format=format, pool=in_memory, **options)
 
     def status(self) -> dict[str, Any]:
         """Items, classes, labels by source and class, open questions, rounds, disagreements (JSON-ready).
@@ -347,27 +333,6 @@ class _Seed:
     place: str  # "row 7", "labels['a.png']", "the pool's labels"
     path: Path | None = None
     row: int | None = None
-
-
-def check_pool(store: ProjectStore, pool: LabeledDataset) -> LabeledDataset:
-    """``pool`` itself if every item ``store`` holds is in it with the content hash it had at init.
-
-    Each stored item is hashed once, and the lookups are by dict, so this is linear in the
-    pool. Items the pool has beyond the store's are allowed (``Project.add_new_items``).
-    Raises ``PoolChangedError`` naming the first item that is gone or changed.
-    """
-    position = {uri: index for index, uri in enumerate(pool.uris)}
-    items = store.items()
-    missing = [item.uri for item in items if item.uri not in position]
-    if missing:
-        raise PoolChangedError(f"{len(missing)} items of project {store.name!r} are not in the pool any more "
-                               f"(first: {missing[0]})", hint="restore the pool the project was made from")
-    for item in items:
-        if content_hash(pool.items[position[item.uri]]) != item.content_hash:
-            raise PoolChangedError(
-                f"item {item.uri!r} changed since init (its content no longer matches the hash stored when "
-                "the project was made)", hint="restore the original, or make a new project")
-    return pool
 
 
 class _PoolIndex:

@@ -28,11 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from metalabel.errors import BadInputError
+from metalabel.data.generated import Expander
 from metalabel.evaluate.downstream import compare_with_generated
 from metalabel.evaluate.quality import accuracy_with_ci, confusion, label_issues, per_class_accuracy
 from metalabel.evaluate.similarity import similarity_report
-from metalabel.generate.evidence import Expander
 from metalabel.label.calibrate import expected_calibration_error, reliability_curve
 
 DOWNSTREAM_FOLDS = 5
@@ -198,11 +197,13 @@ def scorecard_rows(scorecard: dict[str, Any]) -> list[tuple[str, str, str, str]]
         rows.append(("model", "calibration error (ECE)", f"{quality['ece']:.3f}", "10 bins, held-out human labels"))
     issues = scorecard.get("label_issues")
     if issues is not None:
-        rows.append(("labels", "label issues", str(len(issues)), "human or seed labels confident learning finds suspect"))
+        rows.append(("labels", "label issues", str(len(issues)),
+                     "human or seed labels confident learning finds suspect"))
     for name, metrics in (scorecard.get("similarity") or {}).items():
         rows.append(("generated", f"{name}: MMD / Frechet",
                      f"{_fixed(metrics['mmd'], 4)} / {_fixed(metrics['frechet'], 2)}",
-                     f"{metrics['generated']} items against {metrics['real']} real, in the model's space (64 principal components)"))
+                     f"{metrics['generated']} items against {metrics['real']} real, "
+                     "in the model's space (64 principal components)"))
         rows.append(("generated", f"{name}: k-NN precision / recall",
                      f"{_fixed(metrics['precision'], 2)} / {_fixed(metrics['recall'], 2)}", "fidelity / diversity"))
     downstream = scorecard.get("downstream")

@@ -535,7 +535,8 @@ main { max-width: 1120px; margin: 0 auto; padding: 32px 24px 64px; }
 header { border-bottom: 1px solid var(--line); padding-bottom: 16px; }
 .kicker { margin: 0; color: var(--muted); text-transform: uppercase; letter-spacing: .08em; font-size: 12px; }
 h1 { margin: 2px 0 4px; font-size: 30px; font-weight: 650; word-break: break-word; }
-h2 { margin: 40px 0 12px; font-size: 21px; font-weight: 620; padding-bottom: 6px; border-bottom: 1px solid var(--line); }
+h2 { margin: 40px 0 12px; font-size: 21px; font-weight: 620; padding-bottom: 6px;
+     border-bottom: 1px solid var(--line); }
 h3 { margin: 20px 0 6px; font-size: 16px; font-weight: 620; }
 .meta { margin: 0 0 12px; color: var(--muted); }
 .verdict { font-size: 17px; line-height: 1.55; background: var(--soft); border-left: 4px solid var(--accent);
@@ -545,7 +546,8 @@ h3 { margin: 20px 0 6px; font-size: 16px; font-weight: 620; }
 .tile-value { font-size: 21px; font-weight: 620; font-variant-numeric: tabular-nums; }
 .tile-name { color: var(--muted); font-size: 12.5px; }
 .chips { display: flex; flex-wrap: wrap; gap: 6px; margin: 6px 0; }
-.chip { background: var(--soft); border: 1px solid var(--line); border-radius: 12px; padding: 1px 10px; font-size: 13px; }
+.chip { background: var(--soft); border: 1px solid var(--line); border-radius: 12px; padding: 1px 10px;
+        font-size: 13px; }
 summary { cursor: pointer; color: var(--muted); }
 nav { margin-top: 14px; font-size: 13.5px; color: var(--muted); }
 nav a { color: var(--accent); text-decoration: none; }
@@ -587,7 +589,8 @@ table.issues td:not(:first-child) { white-space: nowrap; }
 .issue-item { display: flex; align-items: center; gap: 12px; }
 .issue-item img.thumb { margin: 0; }
 td .tag { margin-right: 3px; }
-footer { margin-top: 48px; color: var(--muted); font-size: 12.5px; border-top: 1px solid var(--line); padding-top: 10px; }
+footer { margin-top: 48px; color: var(--muted); font-size: 12.5px; border-top: 1px solid var(--line);
+         padding-top: 10px; }
 """
 
 

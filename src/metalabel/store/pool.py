@@ -1,0 +1,62 @@
+"""The pool a project was made from: loaded again from its recorded spec, and checked against the stored hashes.
+
+The store keeps uris and content hashes, not the items. Everything that reads an item's
+content (the loop, exports, the report) gets the pool through here, so an item whose
+content changed since ``init`` is refused by name instead of being labeled or exported
+under its old label.
+"""
+
+from __future__ import annotations
+
+import json
+
+from metalabel.data.dataset import LabeledDataset
+from metalabel.errors import BadInputError, PoolChangedError, UnknownDatasetError
+from metalabel.store.hashing import content_hash
+from metalabel.store.store import ProjectStore
+
+POOL_SPEC_KEY = "pool_spec"
+"""The store's meta key holding how to load the pool again (JSON)."""
+
+
+def has_pool_spec(store: ProjectStore) -> bool:
+    """Whether the project recorded how to load its pool (it was not made from a data set built in memory)."""
+    return store.meta().get(POOL_SPEC_KEY) is not None
+
+
+def reload_pool(store: ProjectStore) -> LabeledDataset:
+    """The pool loaded afresh from the recorded spec and checked (``check_pool``)."""
+    spec = store.meta().get(POOL_SPEC_KEY)
+    if spec is None:
+        raise BadInputError(
+            f"project {store.name!r} does not record how to load its pool (it was made from a data set "
+            "built in memory)", hint="pass pool= (the same LabeledDataset), e.g. Project.open(folder, pool=...)")
+    from metalabel.datasets import reload
+
+    try:
+        pool = reload(json.loads(spec))
+    except (BadInputError, UnknownDatasetError) as error:
+        raise BadInputError(f"cannot reload the pool of project {store.name!r} ({error})",
+                            hint="restore the pool where it was, or pass pool= to Project.open") from error
+    return check_pool(store, pool)
+
+
+def check_pool(store: ProjectStore, pool: LabeledDataset) -> LabeledDataset:
+    """``pool`` itself if every item ``store`` holds is in it with the content hash it had at init.
+
+    Each stored item is hashed once, and the lookups are by dict, so this is linear in the
+    pool. Items the pool has beyond the store's are allowed (``Project.add_new_items``).
+    Raises ``PoolChangedError`` naming the first item that is gone or changed.
+    """
+    position = {uri: index for index, uri in enumerate(pool.uris)}
+    items = store.items()
+    missing = [item.uri for item in items if item.uri not in position]
+    if missing:
+        raise PoolChangedError(f"{len(missing)} items of project {store.name!r} are not in the pool any more "
+                               f"(first: {missing[0]})", hint="restore the pool the project was made from")
+    for item in items:
+        if content_hash(pool.items[position[item.uri]]) != item.content_hash:
+            raise PoolChangedError(
+                f"item {item.uri!r} changed since init (its content no longer matches the hash stored when "
+                "the project was made)", hint="restore the original, or make a new project")
+    return pool
