@@ -2,13 +2,13 @@
 
 Each run is a real ``metalabel run`` (Project.create + project.run) on a pool drawn from the
 data set's test split, from k seed labels per class, with a simulated person answering
-from the true labels (noise 0). Feedback on is the default loop: audits may raise the
-acceptance target, the augmentation policy is searched and every generator is kept only on
-held-out evidence, the project's meta-learner continues on the grown data. Feedback off
-(``feedback=False``) keeps the target as asked, uses the hand-set policy and keeps every
-generator unjudged. Both ask the same number of questions, audits included.
+from the true labels (noise 0). Feedback on is the default loop: the augmentation policy is
+searched and every generator is kept only on held-out evidence, the project's meta-learner
+continues on the grown data. Feedback off (``feedback=False``) uses the hand-set policy and
+keeps every generator unjudged. Both accept only what the reference sample certifies and ask
+the same number of questions, reference questions included.
 
-Per round it records what the scorecard says (estimated precision, audited accuracy,
+Per round it records what the scorecard says (certified bound, estimated precision,
 held-out accuracy, the downstream classifier with and without generated data) beside what
 the true labels say (achieved precision of the accepted labels, accuracy of all labels).
 
@@ -57,8 +57,8 @@ def one_run(name: str, *, feedback: bool, seed: int, k: int, size: int, budget: 
         downstream = card.get("downstream") or {}
         rows.append({
             "round": report.round_id, "human": report.human_labels, "model_labels": report.model_labels,
-            "coverage": report.coverage, "target": report.acceptance_target,
-            "estimated_precision": report.estimated_precision, "audit": report.audit_precision,
+            "coverage": report.coverage, "certified": report.certified_precision,
+            "estimated_precision": report.estimated_precision, "reference": report.reference_answers,
             "held_out": report.held_out_accuracy, "achieved_precision": report.gold.get("achieved_precision"),
             "label_accuracy": report.gold.get("label_accuracy"),
             "downstream_real": downstream.get("real_only"), "downstream_generated": downstream.get("with_generated"),
@@ -77,7 +77,8 @@ def table(results: dict) -> list[str]:
     lines = []
     for name, by_mode in results.items():
         lines += [f"### {name}", "",
-                  "| round | feedback | human | model labels | target | est. precision | audited | achieved precision "
+                  "| round | feedback | human | model labels | certified bound | est. precision | reference answers "
+                  "| achieved precision "
                   "| label accuracy | held-out | downstream real / +generated | generators kept |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         rounds = max(len(run) for runs in by_mode.values() for run in runs)
@@ -89,8 +90,9 @@ def table(results: dict) -> list[str]:
                 kept = sorted({g for row in rows for g in row["kept"]})
                 lines.append(
                     f"| {r + 1} | {mode} | {np.mean([x['human'] for x in rows]):.0f} "
-                    f"| {np.mean([x['model_labels'] for x in rows]):.0f} | {mean(x['target'] for x in rows)} "
-                    f"| {mean(x['estimated_precision'] for x in rows)} | {mean(x['audit'] for x in rows)} "
+                    f"| {np.mean([x['model_labels'] for x in rows]):.0f} | {mean(x['certified'] for x in rows)} "
+                    f"| {mean(x['estimated_precision'] for x in rows)} "
+                    f"| {np.mean([x['reference'] for x in rows]):.0f} "
                     f"| {mean(x['achieved_precision'] for x in rows)} | {mean(x['label_accuracy'] for x in rows)} "
                     f"| {mean(x['held_out'] for x in rows)} | {mean(x['downstream_real'] for x in rows)} / "
                     f"{mean(x['downstream_generated'] for x in rows)} | {', '.join(kept) or '-'} |")
@@ -128,7 +130,8 @@ def main() -> None:
         "# Feedback on vs off, round by round", "",
         f"`{command}` — {time.time() - started:.0f} s on this 2-core CPU, {len(args.seeds)} seeds, pools of "
         f"{args.pool_size} test-split items, {args.k} seed labels per class, {args.budget} questions "
-        f"({args.per_round} a round, a fifth of them audits). Figures are means over seeds, in %. "
+        f"({args.per_round} a round, split by the planner between the reference sample and the query "
+        "strategy). Figures are means over seeds, in %. "
         "Achieved precision and label accuracy are measured against the true labels; the rest is what "
         "the scorecard itself reports.", "",
         *table(results),

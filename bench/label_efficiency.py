@@ -176,7 +176,8 @@ def run_metalabel(pool, x_std, x_test_std, y_test, *, encoder, seed, k, strategy
                 gold_metrics["label_accuracy_as_reported"] = gold_metrics["label_accuracy"]
                 gold_metrics["label_accuracy"] -= wrong / len(pool)
             row = {"answered": answered, "human_labels": report.human_labels, "coverage": report.coverage,
-                   "estimated_precision": report.estimated_precision, "precision_ci": list(report.precision_ci),
+                   "estimated_precision": report.estimated_precision,
+                   "certified_precision": report.certified_precision, "reference_answers": report.reference_answers,
                    "temperature": report.temperature, "calibration_ece": report.calibration_ece,
                    "held_out_accuracy": report.held_out_accuracy, "model": report.model,
                    "model_labels_this_round": report.model_labels, **gold_metrics,
