@@ -29,7 +29,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,7 +45,7 @@ from metalabel.label.oracle import Oracle, OracleStopped, Query, put_questions
 from metalabel.label.round_model import RoundModel, default_learner, in_chunks, learner_hash, pool_inputs, reads_images
 from metalabel.meta.functional import TaskLearner
 from metalabel.project import Project
-from metalabel.store import Item, LabelSource
+from metalabel.store import CERTIFICATE_METRIC, Item, LabelSource
 
 if TYPE_CHECKING:  # the generators load on first use
     from metalabel.generate.engine import DataGenerator, GenerationStep
@@ -222,12 +222,18 @@ class CertifiedFigures:
 
 @dataclass(frozen=True, eq=False)
 class ReferenceEvidence:
-    """The answered reference questions, each predicted out of fold: the evidence about precision."""
+    """The reference questions a person closed: the evidence about precision.
+
+    An answered item is predicted out of fold (by a model that never saw its answer); a
+    dismissed one ("can't tell") counts as an error, since hard items are the ones people
+    skip and dropping them would flatter the model. ``answered`` tells them apart.
+    """
 
     positions: np.ndarray
     confidence: np.ndarray
     predicted: np.ndarray
     correct: np.ndarray
+    answered: np.ndarray
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -278,6 +284,8 @@ class LabelingRun:
                 stop_reason = "max_rounds"
             # the last round asks nothing: its model learns from every answer given before it
             ask = 0 if stop_reason else min(per_round, remaining)
+            if not len(self._candidates(self._snapshot())):
+                return RunResult(reports, "every pool item has a person's label: nothing is left for a model")
             number = self._round_number()
             round_id = self.store.start_round({**asdict(options), "models": self.hashes, "ask": ask})
             try:
@@ -340,10 +348,11 @@ class LabelingRun:
             model, calibration = self._use_generated(generation, model, calibration, labels, feedback)
         raw, probs = self._pool_probabilities(model, calibration, labels, number)
         candidates = self._candidates(labels)
-        reference = self._reference_evidence(calibration)
+        reference = self._reference_evidence(calibration, probs, candidates)
         certificate = self._certify(probs[candidates], reference)
         feedback.append(certificate.reason)
-        retracted = self._write_acceptance(round_id, candidates, certificate, raw, probs, self.hashes[name])
+        retracted = self._write_acceptance(round_id, candidates, certificate, reference, raw, probs,
+                                           self.hashes[name])
         if generation is not None:
             self._store_generated(round_id, generation, labels.human_positions)
         accepted = candidates[certificate.mask]
@@ -397,31 +406,54 @@ class LabelingRun:
         """Pool positions a model may label: known to the store and without a person's label."""
         return np.setdiff1d(self.index.registered, labels.human_positions)
 
-    def _reference_evidence(self, calibration: Calibration) -> ReferenceEvidence:
-        """Each answered reference item's out-of-fold prediction: was the model right where it never saw the answer?"""
-        empty = np.array([], dtype=np.int64)
-        if calibration.probs is None:
-            return ReferenceEvidence(empty, np.array([]), empty, np.array([], dtype=bool))
-        asked = {self.index.position_of_item[q.item_id] for q in self.store.answered_questions(strategy=REFERENCE)
-                 if q.answer is not None and q.item_id in self.index.position_of_item}
-        rows = np.array([i for i, p in enumerate(calibration.positions) if int(p) in asked], dtype=np.int64)
-        probs = calibration.probs[rows]
-        predicted = probs.argmax(1) if len(rows) else empty
-        return ReferenceEvidence(calibration.positions[rows], probs.max(1) if len(rows) else np.array([]),
-                                 predicted, predicted == calibration.labels[rows])
+    def _reference_evidence(self, calibration: Calibration, probs: np.ndarray,
+                            candidates: np.ndarray) -> ReferenceEvidence:
+        """Each closed reference question: was the model right where it never saw the answer?"""
+        if calibration.probs is None:  # nothing held out yet, so no out-of-fold prediction to judge
+            return ReferenceEvidence(*(np.array([], dtype=dtype) for dtype in (np.int64, float, np.int64, bool, bool)))
+        closed = [q for q in self.store.answered_questions(strategy=REFERENCE)
+                  if q.item_id in self.index.position_of_item]
+        answered = {self.index.position_of_item[q.item_id] for q in closed if q.answer is not None}
+        # dismissed, and no person's label since: still a candidate, scored like one, counted wrong
+        dismissed = sorted({self.index.position_of_item[q.item_id] for q in closed if q.answer is None}
+                           & set(candidates.tolist()))
+        rows = np.array([i for i, p in enumerate(calibration.positions) if int(p) in answered], dtype=np.int64)
+        held = calibration.probs[rows]  # [R, C] even when R is 0
+        skipped = probs[np.array(dismissed, dtype=np.int64)]
+        predicted = np.concatenate([held.argmax(1), skipped.argmax(1)]).astype(np.int64)
+        return ReferenceEvidence(
+            np.concatenate([calibration.positions[rows], dismissed]).astype(np.int64),
+            np.concatenate([held.max(1, initial=0.0), skipped.max(1, initial=0.0)]), predicted,
+            np.concatenate([held.argmax(1) == calibration.labels[rows], np.zeros(len(dismissed), bool)]),
+            np.concatenate([np.ones(len(rows), bool), np.zeros(len(dismissed), bool)]))
 
     def _certify(self, candidate_probs: np.ndarray, reference: ReferenceEvidence) -> Certificate:
-        return certify_acceptance(candidate_probs.max(1), candidate_probs.argmax(1),
-                                  reference_confidence=reference.confidence,
-                                  reference_predicted=reference.predicted, reference_correct=reference.correct,
-                                  target=self.options.target_precision, delta=self.options.delta,
-                                  method=self.options.certify, classes=self.ways)
+        """The certificate over the population the reference sample was drawn from, restricted to the candidates.
 
-    def _write_acceptance(self, round_id: int, candidates: np.ndarray, certificate: Certificate, raw: np.ndarray,
-                          probs: np.ndarray, model_hash: str) -> int:
+        Answered reference items left the candidates when a person labeled them, but they
+        were drawn from them: they stay in the tested population (with their out-of-fold
+        scores) so it is the one the sample represents. Only candidates get model labels.
+        """
+        answered = reference.answered
+        population = certify_acceptance(
+            np.concatenate([candidate_probs.max(1), reference.confidence[answered]]),
+            np.concatenate([candidate_probs.argmax(1), reference.predicted[answered]]),
+            reference_confidence=reference.confidence, reference_predicted=reference.predicted,
+            reference_correct=reference.correct, target=self.options.target_precision, delta=self.options.delta,
+            method=self.options.certify, classes=self.ways)
+        mask = population.mask[:len(candidate_probs)]
+        reason = population.reason
+        if population.certified:
+            reason += (f"; {int(mask.sum())} of them get a model label, the rest are reference items a person "
+                       "already labeled")
+        return replace(population, mask=mask, accepted=int(mask.sum()), coverage=float(mask.mean()), reason=reason)
+
+    def _write_acceptance(self, round_id: int, candidates: np.ndarray, certificate: Certificate,
+                          reference: ReferenceEvidence, raw: np.ndarray, probs: np.ndarray, model_hash: str) -> int:
         """Write the certified labels and retract every active model label the rule no longer admits.
 
-        One transaction: the labels a round leaves active are exactly what its certificate covers.
+        One transaction, which also records the certificate on the round: the labels a round
+        leaves active are exactly what its certificate covers, whatever ends the round later.
         """
         accepted = {int(p) for p in candidates[certificate.mask]}
         retracted = 0
@@ -440,6 +472,12 @@ class LabelingRun:
                     calibrated_confidence=float(probs[position, predicted]),
                     threshold=float(certificate.thresholds[predicted]), certified_precision=certificate.lower_bound,
                     round_id=round_id, model_hash=model_hash)
+            self.store.record_round_metrics(round_id, {
+                "certified_precision": certificate.lower_bound, "estimated_precision": certificate.estimate,
+                "delta": certificate.delta, "threshold": certificate.threshold if certificate.certified else None,
+                "coverage": certificate.coverage, "model_labels": certificate.accepted,
+                "reference_answers": len(reference.positions), "reference_needed": certificate.reference_needed,
+                "retracted": retracted, CERTIFICATE_METRIC: certificate.reason})
         return retracted
 
     # -- asking
@@ -489,7 +527,8 @@ class LabelingRun:
             position = self.index.position_of_item[question.item_id]
             item = self.pool.items[position]
             suggestion = confidence = None
-            if probs is not None:
+            # a reference answer is evidence only if the person was not shown the model's guess
+            if probs is not None and question.strategy != REFERENCE:
                 suggestion = self.classes[int(probs[position].argmax())]
                 confidence = float(probs[position].max())
             queries.append(Query(question.id, question.item_id, question.uri,
@@ -522,17 +561,21 @@ class LabelingRun:
         _, model, calibration = self._choose_model(labels)
         _, probs = self._pool_probabilities(model, calibration, labels, self._round_number())
         per_round = self.options.per_round or max(self.ways, self.options.budget // 5, 1)
-        return self._plan(probs[self._candidates(labels)], self._reference_evidence(calibration),
+        candidates = self._candidates(labels)
+        return self._plan(probs[candidates], self._reference_evidence(calibration, probs, candidates),
                           questions=per_round, coverage=coverage)
 
     def scorecard(self) -> dict[str, Any]:
         """The scorecard of the labels as they stand now: nothing is written, nothing asked."""
         labels = self._snapshot()
         _, model, calibration = self._choose_model(labels)
-        reference = self._reference_evidence(calibration)
-        coverage = len(labels.pseudo.positions) / max(len(self._candidates(labels)), 1)
-        # the labels as they stand were admitted by the last finished round's certificate
-        last = next((r.metrics for r in reversed(self.store.rounds()) if r.status == "finished" and r.metrics), {})
+        _, probs = self._pool_probabilities(model, calibration, labels, self._round_number())
+        candidates = self._candidates(labels)
+        reference = self._reference_evidence(calibration, probs, candidates)
+        coverage = len(labels.pseudo.positions) / max(len(candidates), 1)
+        # the labels as they stand were admitted by the certificate the last round recorded with them
+        last = next((r.metrics for r in reversed(self.store.rounds())
+                     if r.metrics and CERTIFICATE_METRIC in r.metrics), {})
         threshold = last.get("threshold")
         figures = CertifiedFigures(last.get("certified_precision"), last.get("estimated_precision"), coverage,
                                    float(last.get("delta", self.options.delta)),

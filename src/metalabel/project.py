@@ -29,7 +29,7 @@ from metalabel.errors import (
     PoolChangedError,
     UnknownLabelError,
 )
-from metalabel.store import DB_FILENAME, Item, ItemRecord, ProjectStore, content_hash
+from metalabel.store import CERTIFICATE_METRIC, DB_FILENAME, Item, ItemRecord, ProjectStore, content_hash
 from metalabel.store.lock import WriterLock
 from metalabel.store.pool import POOL_SPEC_KEY, check_pool, has_pool_spec, reload_pool
 from metalabel.store.store import check_class_name
@@ -284,7 +284,9 @@ class Project:
     def _last_certified(self) -> dict[str, Any] | None:
         from metalabel.evaluate.scorecard import precision_summary
 
-        finished = [r for r in self.store.rounds() if r.status == "finished" and r.metrics]
+        # the round that recorded a certificate last admitted the active labels, even if it ended early
+        finished = [r for r in self.store.rounds()
+                    if r.metrics and (r.status == "finished" or CERTIFICATE_METRIC in r.metrics)]
         if not finished:
             return None
         last = finished[-1]

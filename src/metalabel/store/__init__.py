@@ -2,6 +2,7 @@
 
 from metalabel.store.hashing import content_hash, path_sha256
 from metalabel.store.records import (
+    CERTIFICATE_METRIC,
     Artifact,
     Disagreement,
     Item,
@@ -19,6 +20,7 @@ from metalabel.store.schema import MODALITIES, SOURCES
 from metalabel.store.store import DB_FILENAME, TRUST, ProjectStore
 
 __all__ = [
+    "CERTIFICATE_METRIC",
     "Artifact",
     "DB_FILENAME",
     "Disagreement",

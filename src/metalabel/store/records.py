@@ -7,6 +7,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+CERTIFICATE_METRIC = "certificate"
+"""A round's metrics hold its certificate's one-line reason under this key once it accepted labels; the loop
+records it with the labels, so it survives whatever ends the round later."""
+
 
 class LabelSource(StrEnum):
     """Where a label came from, and how far it is trusted (``trust``: higher wins)."""

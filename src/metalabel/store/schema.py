@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from metalabel.errors import SchemaVersionError, StoreCorruptError, StoreError
+from metalabel.store.records import LabelSource
 
-SOURCES = ("human", "imported", "generated", "augmented", "model")
-"""Where a label came from. Must match the CHECK constraints below."""
+SOURCES = tuple(source.value for source in LabelSource)
+"""Where a label came from. Must match the CHECK constraints below (a test checks they do)."""
 
 MODALITIES = ("image", "text", "tabular")
 SYNTHETIC_KINDS = ("generated", "augmented")

@@ -32,6 +32,7 @@ from metalabel.store.records import (
     Item,
     ItemRecord,
     Label,
+    LabelSource,
     LabelWrite,
     Outcome,
     Question,
@@ -42,8 +43,8 @@ from metalabel.store.records import (
 
 DB_FILENAME = "project.db"
 
-TRUST = {"human": 3, "imported": 2, "generated": 1, "augmented": 1, "model": 0}
-"""Higher wins. Human and imported (seed) labels are never replaced by a model."""
+TRUST = {source.value: source.trust for source in LabelSource}
+"""Higher wins (``LabelSource.trust``). Human and imported (seed) labels are never replaced by a model."""
 
 _LABEL_SELECT = """
     SELECT labels.id, labels.item_id, items.uri, classes.name AS class_name, labels.source,
@@ -641,18 +642,42 @@ class ProjectStore:
             return cursor.lastrowid
 
     def finish_round(self, round_id: int, metrics: dict[str, Any], *, status: str = "finished") -> None:
-        """Close a running round with its metrics; ``status`` is "finished" or "failed"."""
+        """Close a running round with its metrics; ``status`` is "finished" or "failed".
+
+        Metrics the round recorded while running (``record_round_metrics``) are kept
+        unless ``metrics`` names them again, so a failed round still says what it certified.
+        """
         if status not in ("finished", "failed"):
             raise BadInputError(f"a round ends as 'finished' or 'failed', not {status!r}")
         with self.batch():
-            cursor = self._connection.execute(
-                f"UPDATE rounds SET finished_at = {schema.NOW}, status = ?, metrics = ? "
-                "WHERE id = ? AND status = 'running'",
-                (status, _to_json(metrics, "round metrics"), operator.index(round_id)),
-            )
-            if cursor.rowcount == 0:
+            row = self._connection.execute(
+                "SELECT metrics FROM rounds WHERE id = ? AND status = 'running'", (operator.index(round_id),)
+            ).fetchone()
+            if row is None:
                 self._require_round(round_id)
                 raise StoreError(f"round {round_id} is not running; it was already closed")
+            merged = {**(_from_json(row["metrics"]) or {}), **metrics}
+            self._connection.execute(
+                f"UPDATE rounds SET finished_at = {schema.NOW}, status = ?, metrics = ? WHERE id = ?",
+                (status, _to_json(merged, "round metrics"), operator.index(round_id)),
+            )
+
+    def record_round_metrics(self, round_id: int, metrics: dict[str, Any]) -> None:
+        """Add ``metrics`` to a running round's, in the caller's transaction if there is one.
+
+        The loop records a round's certificate in the transaction that writes the labels it
+        admits, so whatever ends the round after that, the figures behind them are on record.
+        """
+        with self.batch():
+            row = self._connection.execute(
+                "SELECT metrics FROM rounds WHERE id = ? AND status = 'running'", (operator.index(round_id),)
+            ).fetchone()
+            if row is None:
+                self._require_round(round_id)
+                raise StoreError(f"round {round_id} is not running; it was already closed")
+            merged = {**(_from_json(row["metrics"]) or {}), **metrics}
+            self._connection.execute("UPDATE rounds SET metrics = ? WHERE id = ?",
+                                     (_to_json(merged, "round metrics"), operator.index(round_id)))
 
     def rounds(self) -> list[Round]:
         rows = self._connection.execute("SELECT * FROM rounds ORDER BY id").fetchall()
