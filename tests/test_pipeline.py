@@ -48,15 +48,14 @@ def test_a_run_spends_the_budget_and_labels_with_provenance(cache, tmp_path):
         human = [label for label in labels if label.source == "human"]
         assert len(human) == 15 and all(label.question_id is not None for label in human)
         assert all(gold[label.uri] == label.class_name for label in human)  # noise-free oracle
-        for label in (label for label in labels if label.source == "model"):
-            assert label.round_id is not None and label.model_hash and label.threshold is not None
-            assert 0 <= label.raw_confidence <= 1 and label.calibrated_confidence >= label.threshold - 1e-9
+        # 15 answers cannot certify 0.9 (that takes at least 29 clean reference answers): no model label is
+        # exported on a claim the evidence does not support (tests/test_certified_loop.py covers certifying runs)
+        assert not [label for label in labels if label.source == "model"]
         asked_items = [row[0] for row in sqlite3.connect(store.path).execute("SELECT item_id FROM questions")]
         assert len(asked_items) == len(set(asked_items)) == 15
         last = result.rounds[-1]
         assert last.calibration_ece is not None and last.gold["pool_accuracy"] > 0.5
-        if last.model_labels:
-            assert last.gold["achieved_precision"] >= 0.75
+        assert last.certified_precision is None and last.model_labels == 0 and last.reference_needed != 0
 
 
 def test_same_seed_same_labels(cache, tmp_path):
@@ -81,7 +80,7 @@ def test_project_meta_learning_competes_with_the_encoder_space(cache, tmp_path):
         assert set(run.learners) == {"encoder space", "project meta-learned"}
         models = {label.model_hash for label in project.store.active_labels() if label.source == "model"}
     assert report.model.split(" + ")[0] in run.learners and 0 <= report.held_out_accuracy <= 1
-    assert models <= {run.hashes[report.model.split(" + ")[0]]}
+    assert not models  # no reference answers (budget 0): nothing is certified, so no model label
 
 
 def test_a_class_without_seed_labels_is_named(cache, tmp_path):

@@ -411,12 +411,12 @@ class LabelingRun:
         """Each closed reference question: was the model right where it never saw the answer?"""
         if calibration.probs is None:  # nothing held out yet, so no out-of-fold prediction to judge
             return ReferenceEvidence(*(np.array([], dtype=dtype) for dtype in (np.int64, float, np.int64, bool, bool)))
-        closed = [q for q in self.store.answered_questions(strategy=REFERENCE)
-                  if q.item_id in self.index.position_of_item]
-        answered = {self.index.position_of_item[q.item_id] for q in closed if q.answer is not None}
+        position = self.index.position_of_item
+        answered = {position[q.item_id] for q in self.store.answered_questions(strategy=REFERENCE)
+                    if q.item_id in position}
         # dismissed, and no person's label since: still a candidate, scored like one, counted wrong
-        dismissed = sorted({self.index.position_of_item[q.item_id] for q in closed if q.answer is None}
-                           & set(candidates.tolist()))
+        dismissed = sorted({position[q.item_id] for q in self.store.dismissed_questions(strategy=REFERENCE)
+                            if q.item_id in position} & set(candidates.tolist()))
         rows = np.array([i for i, p in enumerate(calibration.positions) if int(p) in answered], dtype=np.int64)
         held = calibration.probs[rows]  # [R, C] even when R is 0
         skipped = probs[np.array(dismissed, dtype=np.int64)]

@@ -596,6 +596,15 @@ class ProjectStore:
         )
         return [Question(**row) for row in rows]
 
+    def dismissed_questions(self, *, strategy: str | None = None) -> list[Question]:
+        """Questions the oracle closed without a class ("can't tell"), oldest first; optionally of one strategy."""
+        rows = self._connection.execute(
+            _QUESTION_SELECT + " WHERE questions.answered_at IS NOT NULL AND questions.answer_class_id IS NULL "
+            "AND (? IS NULL OR questions.strategy = ?) ORDER BY questions.id",
+            (strategy, strategy),
+        )
+        return [Question(**row) for row in rows]
+
     def question(self, question_id: int) -> Question:
         try:
             question_id = operator.index(question_id)
