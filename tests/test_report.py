@@ -8,8 +8,8 @@ are measured, not drawn by hand); the per-round numbers follow the README's demo
 from __future__ import annotations
 
 import base64
-import html
 import dataclasses
+import html
 import io
 import os
 import re
@@ -24,9 +24,17 @@ from PIL import Image
 import metalabel.datasets
 from metalabel.data.dataset import LabeledDataset
 from metalabel.errors import BadInputError, MissingDependencyError
-from metalabel.report import figures
 from metalabel.report import (
-    SECTIONS, LabelIssue, ReportData, RetractedLabel, RoundPoint, Sample, ScorecardRow, render_report, write_report,
+    SECTIONS,
+    LabelIssue,
+    ReportData,
+    RetractedLabel,
+    RoundPoint,
+    Sample,
+    ScorecardRow,
+    figures,
+    render_report,
+    write_report,
 )
 
 HOSTILE = '<script>alert("x")</script> & co'

@@ -11,7 +11,7 @@ import math
 import zipfile
 import zlib
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,7 @@ def collect(project) -> ReportData:
         why_missing["rounds"] = "no round has finished yet: run `metalabel run`"
     return ReportData(
         project=project.name, pool=meta.get("pool", ""), modality=meta.get("modality", "image"),
-        classes=tuple(store.classes()), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        classes=tuple(store.classes()), created=datetime.now(UTC).isoformat(timespec="seconds"),
         counts=counts, rounds=rounds, reliability=reliability, confusion=card.get("confusion"),
         samples=_samples(store, content), generated=generated, similarity=card.get("similarity") or {},
         downstream=card.get("downstream"), label_issues=issues,

@@ -8,9 +8,9 @@ so nothing here touches the caller's global backend or open figures.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image
