@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from metalabel.errors import BadInputError
-from metalabel.label import accept_at_precision, audit_precision
-from metalabel.label.accept import MAX_ACCEPTANCE_TARGET, adjust_target
+from metalabel.label import accept_at_precision, wilson_accuracy
 
 
 def calibrated_pool(
@@ -126,11 +125,11 @@ def test_nothing_accepted_gives_zero_coverage_and_no_estimate() -> None:
     assert np.isinf(decision.thresholds).all()
 
 
-def test_audit_precision_matches_the_known_wilson_interval() -> None:
-    estimate, low, high = audit_precision(np.r_[np.ones(8, bool), np.zeros(2, bool)], confidence=0.95)
+def test_wilson_accuracy_matches_the_known_wilson_interval() -> None:
+    estimate, low, high = wilson_accuracy(np.r_[np.ones(8, bool), np.zeros(2, bool)], confidence=0.95)
     assert estimate == 0.8
     assert (low, high) == pytest.approx((0.4902, 0.9433), abs=1e-4)  # Wilson, 8 of 10, 95%
-    estimate, low, high = audit_precision(np.ones(20, dtype=int))
+    estimate, low, high = wilson_accuracy(np.ones(20, dtype=int))
     assert estimate == 1.0 and high == 1.0 and low == pytest.approx(0.8389, abs=1e-4)  # 20 of 20
 
 
@@ -148,11 +147,11 @@ def test_bad_inputs_get_typed_errors() -> None:
     with pytest.raises(BadInputError, match="min_per_class"):
         accept_at_precision(probs, target_precision=0.9, min_per_class=-1)
     with pytest.raises(BadInputError, match="confidence"):
-        audit_precision([True, False], confidence=1.5)
+        wilson_accuracy([True, False], confidence=1.5)
     with pytest.raises(BadInputError, match="non-empty"):
-        audit_precision([])
+        wilson_accuracy([])
     with pytest.raises(BadInputError, match="True/False"):
-        audit_precision([1, 2, 0])
+        wilson_accuracy([1, 2, 0])
 
 
 def pool_with_counts(predicted: list[int], eligible: list[int]) -> np.ndarray:
@@ -195,43 +194,3 @@ def test_the_balance_rule_takes_the_largest_set_it_allows() -> None:
         accepted = [decision.per_class[c].accepted for c in range(classes)]
         expected = largest_balanced_counts(predicted, eligible, min_per_class=min_per_class, max_share=max_share)
         assert accepted == expected.tolist()
-
-
-# ------------------------------------------------------------- target feedback
-
-
-def test_overconfident_audits_raise_the_target_by_the_shrunk_gap():
-    claimed = np.full(40, 0.92)
-    correct = np.arange(40) % 5 != 0  # 80% where 92% was claimed: a 12-point gap, 40 audits against a prior of 10
-    adjustment = adjust_target(0.85, claimed, correct)
-    assert adjustment.target == pytest.approx(0.85 + 0.12 * 40 / 50)
-    assert "raised 0.850 -> 0.946" in adjustment.reason
-
-
-def test_more_audits_move_the_target_further():
-    targets = [adjust_target(0.8, np.full(n, 0.96), np.arange(n) % 5 != 0).target for n in (5, 20, 80)]
-    assert 0.8 < targets[0] < targets[1] < targets[2] < 0.8 + 0.16  # the whole gap only in the limit
-
-
-def test_the_raised_target_is_capped_where_accepting_would_stop():
-    adjustment = adjust_target(0.95, np.full(20, 0.96), np.arange(20) < 15)  # 75% where 96% was claimed
-    assert adjustment.target == MAX_ACCEPTANCE_TARGET
-
-
-@pytest.mark.parametrize(
-    ("claimed", "correct", "why"),
-    [
-        (np.full(20, 0.96), np.ones(20, dtype=bool), "as asked"),  # clean audits
-        (np.full(3, 0.96), np.zeros(3, dtype=bool), "too few audits"),
-        (np.array([]), np.array([], dtype=bool), "no audits"),
-        (np.full(200, 0.99), np.arange(200) > 1, "meet the target"),  # 99% (97-100%) above a 0.9 target
-    ],
-)
-def test_the_target_stays_as_asked_without_evidence_of_overconfidence(claimed, correct, why):
-    adjustment = adjust_target(0.9, claimed, correct)
-    assert adjustment.target == 0.9 and why in adjustment.reason
-
-
-def test_target_adjustment_names_mismatched_inputs():
-    with pytest.raises(BadInputError, match="one claimed confidence per audited label"):
-        adjust_target(0.95, np.full(6, 0.9), np.ones(5, dtype=bool))

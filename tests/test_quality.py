@@ -181,20 +181,13 @@ def test_the_scorecard_shows_the_certificate_and_names_the_reference_answers_in_
     assert rows["estimated precision"] == ("97.0%", "point estimate of the accepted labels' precision, not a guarantee")
     value, detail = rows["reference answers in the accepted region"]
     assert value == "95.0%" and "over 20 random reference items above the certified threshold" in detail
-    # the loop's older keyword names mean the same thing
-    older = label_quality(coverage=0.42, estimated_precision=0.97, precision_ci=(0.951, 1.0), audit_correct=checked,
-                          held_out=None, gold_correct=None)
-    assert older == {**quality, "delta": None}
-    with pytest.raises(BadInputError, match="not both"):
-        label_quality(coverage=0.1, estimated_precision=None, precision_ci=(0.9, 1.0), certified_precision=0.9,
-                      held_out=None, gold_correct=None)
 
 
 def test_scorecard_rows_never_show_nan_and_say_when_nothing_is_certified() -> None:
     from metalabel.evaluate.scorecard import label_quality, precision_summary, scorecard_rows
 
     nan = float("nan")
-    quality = label_quality(coverage=0.0, estimated_precision=nan, precision_ci=(nan, nan), held_out=None,
+    quality = label_quality(coverage=0.0, estimated_precision=nan, certified_precision=nan, held_out=None,
                             gold_correct=None)
     card = {"label_quality": quality | {"gold": {"accuracy": nan, "low": nan, "high": nan, "count": 0}},
             "downstream": {"real_only": nan, "with_generated": nan, "gain": nan, "tstr": nan, "generated": 3,

@@ -239,7 +239,7 @@ class Project:
     def evaluate(self, learner=None, **options: Any) -> dict[str, Any]:
         """The scorecard of the labels as they stand; see ``metalabel.pipeline.evaluate_project``.
 
-        Holds the writer lock (it writes ``scorecard.json`` and may write a checkpoint).
+        Holds the writer lock (it writes ``scorecard.json`` and its artifact row, nothing else).
         """
         from metalabel.pipeline import evaluate_project
 

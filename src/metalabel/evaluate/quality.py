@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from metalabel.errors import BadInputError, MissingDependencyError, check_whole_number
-from metalabel.label.accept import audit_precision
+from metalabel.label.accept import wilson_accuracy
 from metalabel.label.calibrate import validate_labels, validate_probabilities
 
 IntArray = NDArray[np.int64]
@@ -28,7 +28,7 @@ def accuracy_with_ci(correct: ArrayLike, *, confidence: float = 0.95) -> dict[st
     inside [0, 1] and keeps its coverage for small counts and rates near 1.
     """
     # An audit of accepted labels is the same binomial question, so its checks and interval are reused.
-    accuracy, low, high = audit_precision(correct, confidence=confidence)
+    accuracy, low, high = wilson_accuracy(correct, confidence=confidence)
     return {"accuracy": accuracy, "low": low, "high": high, "count": int(np.asarray(correct).size)}
 
 

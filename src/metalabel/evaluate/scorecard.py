@@ -9,7 +9,7 @@ Every section is computed from plain arrays the caller gathers (the pipeline eac
   sample's items the certified threshold accepts, checked by a person, Wilson interval);
   accuracy against gold labels where the user has them; the model's accuracy on held-out
   human labels; calibration (ECE, reliability curve).
-- ``confusion``: against gold, else audited labels, else held-out human labels.
+- ``confusion``: against gold where there is gold, else against held-out human labels.
 - ``label_issues``: human and seed labels that confident learning (cleanlab's filter, or
   the built-in one without cleanlab) finds probably wrong, from out-of-fold probabilities.
 - ``similarity``: each generator's output against the real labeled items, in the

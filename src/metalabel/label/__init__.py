@@ -1,7 +1,7 @@
 """Labeling: calibrate the model's confidence, accept pseudo-labels at a target precision,
 refine prototypes with the unlabeled pool, and choose what to ask a person."""
 
-from metalabel.label.accept import AcceptDecision, ClassAcceptance, accept_at_precision, audit_precision
+from metalabel.label.accept import AcceptDecision, ClassAcceptance, accept_at_precision, wilson_accuracy
 from metalabel.label.active import STRATEGIES, class_balanced, select
 from metalabel.label.calibrate import (
     ClassTemperatureScaling,
@@ -39,7 +39,7 @@ __all__ = [
     "TemperatureScaling",
     "TerminalOracle",
     "accept_at_precision",
-    "audit_precision",
+    "wilson_accuracy",
     "class_balanced",
     "cross_validated_logits",
     "expected_calibration_error",

@@ -1,9 +1,12 @@
-"""Accept pseudo-labels at a target precision, class by class, without starving a class.
+"""The confidence rule labeling tools use: accept where the calibrated confidence says the target is met.
 
+The labeling loop does not use this rule: it accepts only what the reference sample
+certifies (``metalabel.label.certify``), because a rule judged on the model's own
+confidence overclaims once calibration is off (measured: 86-92% achieved against a 0.95
+target). It is kept as the baseline the benchmarks compare the certificate with.
 NumPy in, NumPy out. ``accept_at_precision`` takes calibrated probabilities of the
-pool and decides which predicted labels to accept. ``audit_precision`` turns a
-person's check of a sample of accepted labels into a precision estimate with an
-interval.
+pool and decides which predicted labels to accept. ``wilson_accuracy`` turns a person's
+check of a sample of labels into an accuracy with a Wilson interval.
 
 The rule, in three steps:
 
@@ -162,12 +165,12 @@ def accept_at_precision(
     )
 
 
-def audit_precision(correct: ArrayLike, *, confidence: float = 0.95) -> tuple[float, float, float]:
-    """Precision measured by a person's audit of accepted labels: ``(estimate, low, high)``.
+def wilson_accuracy(correct: ArrayLike, *, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Accuracy of labels a person checked: ``(estimate, low, high)``.
 
-    ``correct`` holds one bool per audited label. The interval is the Wilson score
-    interval, which stays inside [0, 1] and keeps its coverage with few audits or a
-    rate near 1. Both are common here: audits are small, and targets are 0.95 or more.
+    ``correct`` holds one bool per checked label. The interval is the Wilson score
+    interval, which stays inside [0, 1] and keeps its coverage with few checks or a
+    rate near 1. Both are common here: samples are small, and targets are 0.95 or more.
     """
     audited = np.asarray(correct)
     if audited.ndim != 1 or audited.size == 0:
@@ -247,66 +250,3 @@ def _check_open_unit(value: float, name: str) -> float:
     if not 0 < value < 1:
         raise BadInputError(f"{name} must lie strictly between 0 and 1, got {value}", hint="e.g. 0.95")
     return float(value)
-
-
-MAX_ACCEPTANCE_TARGET = 0.995
-"""Raising the target further would accept (almost) nothing; ask people instead."""
-
-
-@dataclass(frozen=True)
-class TargetAdjustment:
-    """The acceptance target for the next round, set from what audits found."""
-
-    target: float
-    audited: int  # audited labels behind the decision
-    audit_precision: float  # NaN without audits
-    audit_ci: tuple[float, float]
-    claimed_precision: float  # mean calibrated confidence of the audited labels; NaN without audits
-    reason: str
-
-
-def adjust_target(
-    target_precision: float, claimed: ArrayLike, correct: ArrayLike, *, min_audits: int = 5,
-    prior_audits: float = 10.0, confidence: float = 0.95
-) -> TargetAdjustment:
-    """Raise the acceptance target by how much audits show the calibrated confidences overclaim.
-
-    ``claimed`` is the calibrated confidence each audited label was accepted with and
-    ``correct`` whether the person agreed. The model overclaims by ``claimed - audited``;
-    the target is raised by that gap shrunk toward zero by a prior worth ``prior_audits``
-    audits, ``gap * n / (n + prior_audits)``, so a handful of audits moves the target a
-    little and many audits move it by the whole gap (capped at ``MAX_ACCEPTANCE_TARGET``).
-    Waiting for an interval that excludes the claim would need some fifty audits to tell
-    87% from 95%, more than a labeling budget spends on checks. The target stays as asked
-    with fewer than ``min_audits`` audits, when the audits claim no less than they found,
-    or when their Wilson interval lies wholly above the target (the labels meet it).
-    The target is derived afresh from all audits each round, so clean audits bring it
-    back down.
-    """
-    target_precision = _check_open_unit(target_precision, "target_precision")
-    claimed_values = np.asarray(claimed, dtype=np.float64)
-    if claimed_values.size == 0:
-        return TargetAdjustment(target_precision, 0, float("nan"), (float("nan"),) * 2, float("nan"),
-                                "no audits yet: target as asked")
-    precision, low, high = audit_precision(correct, confidence=confidence)
-    if claimed_values.shape != np.asarray(correct).shape:
-        raise BadInputError(f"claimed has {claimed_values.size} values but correct has {np.asarray(correct).size}",
-                            hint="give one claimed confidence per audited label")
-    audits = claimed_values.size
-    claimed_mean = float(claimed_values.mean())
-    found = f"audits found {int(round(precision * audits))}/{audits} correct " \
-            f"({precision:.0%}, CI {low:.0%}-{high:.0%}) where the model claimed {claimed_mean:.0%}"
-
-    def as_asked(why: str) -> TargetAdjustment:
-        return TargetAdjustment(target_precision, audits, precision, (low, high), claimed_mean, f"{found}: {why}")
-
-    if audits < min_audits:
-        return as_asked("too few audits to act on, target as asked")
-    if low >= target_precision:
-        return as_asked("the labels meet the target, target as asked")
-    gap = (claimed_mean - precision) * audits / (audits + prior_audits)
-    if gap <= 0.005:
-        return as_asked("target as asked")
-    raised = min(target_precision + gap, MAX_ACCEPTANCE_TARGET)
-    return TargetAdjustment(raised, audits, precision, (low, high), claimed_mean,
-                            f"{found}: acceptance target raised {target_precision:.3f} -> {raised:.3f}")

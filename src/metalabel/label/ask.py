@@ -36,7 +36,8 @@ class Ask:
 def choose_questions(probs: np.ndarray, embeddings: np.ndarray, candidates: np.ndarray, *, reference: int,
                      active: int, strategy: str, human_positions: np.ndarray, suspect_seeds: np.ndarray,
                      rng: np.random.Generator) -> list[Ask]:
-    """Up to ``reference + active`` questions about ``candidates`` (pool positions nobody has answered or been asked).
+    """Up to ``reference + active`` questions about ``candidates`` (pool positions free to ask: no person's
+    label and no open question); ``suspect_seeds`` are seed-labeled positions, asked again before the rest.
 
     ``strategy="auto"`` is TypiClust (typical items of unlabeled clusters, for when the
     model's uncertainty means little) while there are fewer than two human labels per
