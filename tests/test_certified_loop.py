@@ -294,3 +294,13 @@ def test_a_pool_every_item_of_which_a_person_labeled_ends_the_run_cleanly(cache,
         result = project.run(oracle=SimulatedOracle(gold), budget=50, per_round=5, **QUIET)
         assert project.store.label_counts()["model"] == 0
     assert result.stopped_because.startswith("every pool item has a person's label")
+
+
+def test_the_planner_keeps_asking_reference_questions_while_no_coverage_looks_reachable(cache, tmp_path):
+    # raw pixels, one label per class, a 0.98 target: no coverage looks reachable for a long time; a planner that
+    # then spends everything on active learning can never certify anything (measured on real data sets)
+    project, gold = kanji_project(tmp_path / "p", per_class=1)
+    with project:
+        result = project.run(oracle=SimulatedOracle(gold), budget=30, per_round=10, target_precision=0.98, **QUIET)
+    asking = [r for r in result.rounds if r.questions]
+    assert asking and all(r.reference_questions >= 3 for r in asking)  # at least a quarter of every round

@@ -286,3 +286,13 @@ def test_the_simulation_can_see_a_failure() -> None:
         decision = accept_at_precision(probs, target_precision=0.9)
         failures += correct[decision.mask].mean() < 0.9
     assert failures / 100 > 2 * DELTA
+
+
+def test_without_reference_answers_the_reason_says_so_and_not_that_errors_are_too_frequent():
+    from metalabel.label.certify import certify_acceptance
+
+    confidence = np.linspace(0.5, 0.99, 200)
+    certificate = certify_acceptance(confidence, np.zeros(200, dtype=int), reference_confidence=[],
+                                     reference_predicted=[], reference_correct=[], target=0.95)
+    assert not certificate.certified and "no reference answers yet" in certificate.reason
+    assert "error rate" not in certificate.reason

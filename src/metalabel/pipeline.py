@@ -50,6 +50,8 @@ from metalabel.store import CERTIFICATE_METRIC, Item, LabelSource
 if TYPE_CHECKING:  # the generators load on first use
     from metalabel.generate.engine import DataGenerator, GenerationStep
 
+MIN_REFERENCE_SHARE = 0.25
+"""Of a round's questions, what goes to the reference sample when no coverage looks reachable yet."""
 PROJECT_LEARNER = "project meta-learned"
 GIVEN_LEARNER = "given"
 ENCODER_SPACE = "encoder space"
@@ -481,6 +483,22 @@ class LabelingRun:
         return retracted
 
     # -- asking
+    def _reference_questions(self, candidate_probs: np.ndarray, reference: ReferenceEvidence, *,
+                             questions: int) -> int:
+        """The planner's share of ``questions`` for the reference sample.
+
+        When ``coverage_goal`` looks out of reach, the split is planned for the largest
+        smaller coverage that is not; when none is, a floor of ``MIN_REFERENCE_SHARE`` still
+        goes to the reference sample: without one, no certificate can ever be issued
+        (measured: runs that never asked one exported nothing).
+        """
+        goal = self.options.coverage_goal
+        for coverage in (goal, goal / 2, goal / 4, goal / 8):
+            plan = self._plan(candidate_probs, reference, questions=questions, coverage=coverage)
+            if plan.reachable:
+                return plan.next_reference
+        return math.ceil(MIN_REFERENCE_SHARE * questions)
+
     def _plan(self, candidate_probs: np.ndarray, reference: ReferenceEvidence, *, questions: int,
               coverage: float | None = None) -> BudgetPlan:
         """How many more reference and active answers reach ``coverage`` at the target, and the next round's split."""
@@ -497,7 +515,7 @@ class LabelingRun:
         open_items = {q.item_id for q in self.store.open_questions()}
         free = np.array([p for p in candidates if self.index.item_id(p) not in open_items], dtype=np.int64)
         if self.options.reference_share is None:
-            reference_count = self._plan(probs[candidates], reference, questions=count).next_reference
+            reference_count = self._reference_questions(probs[candidates], reference, questions=count)
         else:
             reference_count = round(count * self.options.reference_share)
         reference_count = min(reference_count, len(free))

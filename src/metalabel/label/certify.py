@@ -242,7 +242,10 @@ def certify_acceptance(
         used = sum(r.reference_used for r in results.values())
         options = [r.reference_needed for r in results.values() if r.reference_needed is not None]
         needed = min(options) if options else None
-        if needed is None:
+        if ref_conf.size == 0:
+            reason = (f"nothing certified at {target:.3f}: no reference answers yet (a random sample of the pool "
+                      "checked by a person is the only evidence a certificate can rest on)")
+        elif needed is None:
             reason = (f"nothing certified at {target:.3f}: the reference sample's error rate is at or above "
                       f"{1 - target:.3f} even at the most confident threshold tested; more reference answers at "
                       "this rate will not certify it, a better model (more active answers) or a lower target will")
