@@ -207,8 +207,9 @@ def run_once(pool, learner, encoder, *, seed: int, k: int, budget: int, per_roun
         options = RunOptions(target_precision=target, delta=DELTA, budget=budget, per_round=per_round,
                              max_rounds=budget // per_round + 2, min_gain=0.0, generate=False, project_meta_steps=0,
                              reference_share=reference_share, seed=seed)
-        run = capturing_run_class()(project, learner, oracle=SimulatedOracle(gold), options=options, encoder=encoder,
-                                    gold=gold, progress=False, on_round=rounds.append)
+        run = capturing_run_class()(project.store, project.load_pool(), learner, oracle=SimulatedOracle(gold),
+                                    options=options, encoder=encoder, gold=gold, progress=False,
+                                    on_round=rounds.append)
         with project.writer_lock():
             result = run.run()
         final, report = run.captured[-1], rounds[-1]

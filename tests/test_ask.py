@@ -40,14 +40,19 @@ def test_reference_questions_are_a_seeded_uniform_draw_from_the_candidates_only(
     assert abs(np.corrcoef(counts[50:], margin[50:])[0, 1]) < 0.3
 
 
-def test_suspect_seeds_come_first_and_take_at_most_a_tenth_of_the_active_share():
+def test_suspect_seeds_come_first_and_take_at_most_a_tenth_of_the_questions():
     probs, embeddings = pool()
-    questions = choose_questions(probs, embeddings, np.arange(20, 200), reference=2, active=20,
+    questions = choose_questions(probs, embeddings, np.arange(20, 200), reference=2, active=18,
                                  strategy="entropy", human_positions=np.arange(20),
                                  suspect_seeds=np.array([3, 5, 7, 9]), rng=np.random.default_rng(0))
     assert [q.why for q in questions[:2]] == [LABEL_ISSUE, LABEL_ISSUE]
     assert [q.position for q in questions[:2]] == [3, 5]
-    assert len(questions) == 22
+    assert len(questions) == 20 and sum(q.why == REFERENCE for q in questions) == 2
+    # a round that goes all to the reference sample still asks about a suspect seed
+    all_reference = choose_questions(probs, embeddings, np.arange(20, 200), reference=10, active=0,
+                                     strategy="entropy", human_positions=np.arange(20),
+                                     suspect_seeds=np.array([3, 5]), rng=np.random.default_rng(0))
+    assert [q.why for q in all_reference].count(LABEL_ISSUE) == 1 and len(all_reference) == 10
 
 
 def test_auto_strategy_is_typiclust_at_a_cold_start_then_margin():

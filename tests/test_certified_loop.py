@@ -254,8 +254,8 @@ def test_a_dismissed_reference_question_counts_against_the_model(cache, tmp_path
                     **QUIET)
         closed = (project.store.answered_questions(strategy="reference")
                   + project.store.dismissed_questions(strategy="reference"))
-        run = LabelingRun(project, None, oracle=None, options=RunOptions(project_meta_steps=0, generate=False),
-                          encoder="pixels", progress=False)
+        run = LabelingRun(project.store, project.load_pool(), None, oracle=None,
+                          options=RunOptions(project_meta_steps=0, generate=False), encoder="pixels", progress=False)
         labels = run._snapshot()
         _, model, calibration = run._choose_model(labels)
         _, probs = run._pool_probabilities(model, calibration, labels, 1)

@@ -166,9 +166,6 @@ def violations() -> list[Violation]:
 # Upward imports that files being rewritten right now still hold; each says how it goes away.
 # Delete an entry when its import is gone (test_pending_violations_are_still_there says when).
 PENDING: dict[tuple[str, str], str] = {
-    ("src/metalabel/pipeline.py", "metalabel.project"):
-        "the loop takes a Project for its store and pool: pass the store and the checked pool instead, once "
-        "pool reload and verification (Project.load_pool, check_pool) move below the project (data/)",
 }
 
 

@@ -74,7 +74,8 @@ def test_project_meta_learning_competes_with_the_encoder_space(cache, tmp_path):
     pool = ml.datasets.load("kanji", split="evaluation", max_classes=20, samples_per_class=20)
     gold = gold_labels(pool)
     with Project.create(tmp_path / "p", pool=pool, labels=seed_labels_from_pool(pool, per_class=3, seed=0)) as project:
-        run = LabelingRun(project, None, oracle=SimulatedOracle(gold), encoder="pixels", gold=gold, progress=False,
+        run = LabelingRun(project.store, project.load_pool(), None, oracle=SimulatedOracle(gold), encoder="pixels",
+                          gold=gold, progress=False,
                           options=RunOptions(budget=0, project_meta_steps=30, generate=False))
         [report] = run.run().rounds
         assert set(run.learners) == {"encoder space", "project meta-learned"}

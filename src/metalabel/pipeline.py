@@ -44,8 +44,7 @@ from metalabel.label.fitting import Calibration, LabelSnapshot, choose_model, cr
 from metalabel.label.oracle import Oracle, OracleStopped, Query, put_questions
 from metalabel.label.round_model import RoundModel, default_learner, in_chunks, learner_hash, pool_inputs, reads_images
 from metalabel.meta.functional import TaskLearner
-from metalabel.project import Project
-from metalabel.store import CERTIFICATE_METRIC, Item, LabelSource
+from metalabel.store import CERTIFICATE_METRIC, Item, LabelSource, ProjectStore
 
 if TYPE_CHECKING:  # the generators load on first use
     from metalabel.generate.engine import DataGenerator, GenerationStep
@@ -242,13 +241,17 @@ class ReferenceEvidence:
 
 
 class LabelingRun:
-    """One call of ``Project.run`` (or ``evaluate``): rounds until the budget or the gains run out."""
+    """One call of ``Project.run`` (or ``evaluate``, ``plan``): rounds until the budget or the gains run out.
 
-    def __init__(self, project: Project, learner: TaskLearner | None, *, oracle: Oracle | None, options: RunOptions,
+    It works on the project's store and its pool, loaded and checked against the stored
+    hashes (``metalabel.store.pool``); the caller holds the writer lock.
+    """
+
+    def __init__(self, store: ProjectStore, pool: LabeledDataset, learner: TaskLearner | None, *,
+                 oracle: Oracle | None, options: RunOptions,
                  encoder: str | None = None, gold: dict[str, str] | None = None, progress: bool = True,
                  on_round: Callable[[RoundReport], None] | None = None) -> None:
-        self.project, self.store, self.oracle, self.options = project, project.store, oracle, options
-        self.pool = project.load_pool()
+        self.store, self.pool, self.oracle, self.options = store, pool, oracle, options
         self.x = pool_inputs(self.pool, learner, encoder=encoder, progress=progress)
         self.encoder = encoder
         self.learners: dict[str, TaskLearner] = ({GIVEN_LEARNER: learner} if learner is not None
@@ -680,7 +683,7 @@ class LabelingRun:
         """
         from metalabel.meta.checkpoint import checkpoint_is_complete, remove_stale_staging, save_learner
 
-        folder = self.project.folder / "models" / self.hashes[name]
+        folder = self.store.folder / "models" / self.hashes[name]
         remove_stale_staging(folder)
         if not checkpoint_is_complete(folder):
             shutil.rmtree(folder, ignore_errors=True)  # left by an older metalabel killed mid-save
@@ -699,12 +702,12 @@ class LabelingRun:
         from metalabel.meta.checkpoint import STAGING_MARK, checkpoint_is_complete, remove_stale_staging
 
         recorded = {a.path.resolve() for a in self.store.artifacts()}
-        generated = self.project.folder / "generated"
+        generated = self.store.folder / "generated"
         if generated.is_dir():
             for path in generated.glob("*.npz"):  # staging files (".round-N.partial.npz") included
                 if path.resolve() not in recorded:
                     path.unlink()
-        models = self.project.folder / "models"
+        models = self.store.folder / "models"
         if models.is_dir():
             # a save killed before its first rename left only a staging folder: clean it by its target's name
             targets = {models / (p.name[1:].split(STAGING_MARK)[0] if STAGING_MARK in p.name else p.name)
@@ -802,7 +805,7 @@ class LabelingRun:
             return
         from metalabel.store import SyntheticRecord, content_hash
 
-        folder = self.project.folder / "generated"
+        folder = self.store.folder / "generated"
         folder.mkdir(exist_ok=True)
         path = folder / f"round-{round_id}.npz"
         arrays = {}
@@ -926,28 +929,30 @@ def _retraction_reason(certificate: Certificate, probs: np.ndarray, position: in
     return f"calibrated confidence {confidence:.3f} below the certified threshold {threshold:.3f}"
 
 
-def run_labeling(project: Project, learner: TaskLearner | None = None, *, oracle: Oracle,
+def run_labeling(store: ProjectStore, pool: LabeledDataset, learner: TaskLearner | None = None, *, oracle: Oracle,
                  encoder: str | None = None, gold: dict[str, str] | None = None, progress: bool = True,
                  on_round: Callable[[RoundReport], None] | None = None, **options: Any) -> RunResult:
     """Label ``project``'s pool with ``learner`` (default: nearest class mean in an encoder's space)."""
-    run = LabelingRun(project, learner, oracle=oracle, options=RunOptions(**options), encoder=encoder, gold=gold,
+    run = LabelingRun(store, pool, learner, oracle=oracle, options=RunOptions(**options), encoder=encoder, gold=gold,
                       progress=progress, on_round=on_round)
     return run.run()
 
 
-def plan_project(project: Project, learner: TaskLearner | None = None, *, coverage: float | None = None,
+def plan_project(store: ProjectStore, pool: LabeledDataset, learner: TaskLearner | None = None, *,
+                 coverage: float | None = None,
                  encoder: str | None = None, progress: bool = True, **options: Any) -> BudgetPlan:
     """How many more reference and active answers are expected to certify ``coverage`` of the pool at the target.
 
     Reads the project as it stands and writes nothing; ``options`` as for ``run``
     (``target_precision``, ``delta``, ``per_round`` ...). See ``metalabel.label.certify.plan_budget``.
     """
-    run = LabelingRun(project, learner, oracle=None, options=RunOptions(**{"generate": False, **options}),
+    run = LabelingRun(store, pool, learner, oracle=None, options=RunOptions(**{"generate": False, **options}),
                       encoder=encoder, progress=progress)
     return run.plan(coverage=coverage)
 
 
-def evaluate_project(project: Project, learner: TaskLearner | None = None, *, encoder: str | None = None,
+def evaluate_project(store: ProjectStore, pool: LabeledDataset, learner: TaskLearner | None = None, *,
+                     encoder: str | None = None,
                      gold: dict[str, str] | None = None, progress: bool = True, **options: Any) -> dict[str, Any]:
     """The scorecard of ``project``'s labels as they stand, saved as ``scorecard.json`` in the project.
 
@@ -956,12 +961,12 @@ def evaluate_project(project: Project, learner: TaskLearner | None = None, *, en
     calibration), confusion, label issues and the downstream classifier; generation is a
     part of runs, so its similarity figures come from the rounds (``metalabel report``).
     """
-    run = LabelingRun(project, learner, oracle=None, options=RunOptions(**{"generate": False, **options}),
+    run = LabelingRun(store, pool, learner, oracle=None, options=RunOptions(**{"generate": False, **options}),
                       encoder=encoder, gold=gold, progress=progress)
     scorecard = run.scorecard()
-    path = project.folder / "scorecard.json"
+    path = store.folder / "scorecard.json"
     staging = path.with_suffix(".partial")
     staging.write_text(json.dumps(scorecard, indent=2, default=float))
     staging.replace(path)
-    project.store.add_artifact("scorecard", path, meta={"labels": project.store.summary()["labeled_items"]})
+    store.add_artifact("scorecard", path, meta={"labels": store.summary()["labeled_items"]})
     return scorecard

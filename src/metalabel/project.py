@@ -225,7 +225,7 @@ class Project:
             if added:
                 self.warnings = (*self.warnings, f"{len(added)} items the pool gained since init were added to the "
                                  f"project (first: {added[0].uri}); they start unlabeled")
-            return run_labeling(self, learner, oracle=oracle, **options)
+            return run_labeling(self.store, self.load_pool(), learner, oracle=oracle, **options)
 
     def plan(self, learner=None, *, coverage: float | None = None, **options: Any):
         """More reference and active answers expected to certify ``coverage`` at the target; writes nothing.
@@ -234,7 +234,7 @@ class Project:
         """
         from metalabel.pipeline import plan_project
 
-        return plan_project(self, learner, coverage=coverage, **options)
+        return plan_project(self.store, self.load_pool(), learner, coverage=coverage, **options)
 
     def evaluate(self, learner=None, **options: Any) -> dict[str, Any]:
         """The scorecard of the labels as they stand; see ``metalabel.pipeline.evaluate_project``.
@@ -244,7 +244,7 @@ class Project:
         from metalabel.pipeline import evaluate_project
 
         with self.writer_lock():
-            return evaluate_project(self, learner, **options)
+            return evaluate_project(self.store, self.load_pool(), learner, **options)
 
     def report(self, out: str | Path | None = None) -> Path:
         """Write the HTML report (default ``PROJECT/report.html``); see ``metalabel.report.collect``."""

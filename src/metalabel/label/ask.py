@@ -41,12 +41,13 @@ def choose_questions(probs: np.ndarray, embeddings: np.ndarray, candidates: np.n
 
     ``strategy="auto"`` is TypiClust (typical items of unlabeled clusters, for when the
     model's uncertainty means little) while there are fewer than two human labels per
-    class, then margin. Suspect seed labels take at most a tenth of the active share.
+    class, then margin. Suspect seed labels take at most a tenth of the questions, asked
+    first; the reference sample keeps its share of the rest.
     """
     total = reference + active
-    issues = [Ask(int(p), LABEL_ISSUE) for p in suspect_seeds[:max(active // 10, 1) if active else 0]]
+    issues = [Ask(int(p), LABEL_ISSUE) for p in suspect_seeds[:max(total // 10, 1) if total else 0]]
     pool = np.asarray(candidates, dtype=np.int64)
-    picks = rng.permutation(pool)[:min(reference, len(pool))]
+    picks = rng.permutation(pool)[:min(reference, total - len(issues), len(pool))]
     questions = issues + [Ask(int(p), REFERENCE) for p in picks]
     remaining = np.setdiff1d(pool, picks)
     wanted = min(total - len(questions), len(remaining))
