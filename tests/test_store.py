@@ -690,3 +690,19 @@ def test_only_active_model_labels_can_be_retracted(store):
     with pytest.raises(BadInputError, match="needs a reason"):
         store.retract_label(human.label_id, round_id=round_id, reason=" ")
     assert [label.source for label in store.active_labels()] == ["human"]
+
+
+def test_metrics_a_round_recorded_while_running_survive_its_failure(store):
+    round_id = store.start_round()
+    store.record_round_metrics(round_id, {"certificate": "certified", "certified_precision": 0.9})
+    store.finish_round(round_id, {"interrupted": True}, status="failed")
+    (closed,) = store.rounds()
+    assert closed.status == "failed"
+    assert closed.metrics == {"certificate": "certified", "certified_precision": 0.9, "interrupted": True}
+    with pytest.raises(StoreError, match="not running"):
+        store.record_round_metrics(round_id, {"late": 1})
+    assert [q.strategy for q in store.dismissed_questions()] == []
+    question = store.ask(1, strategy="reference")
+    store.dismiss(question, oracle="terminal")
+    assert [q.id for q in store.dismissed_questions(strategy="reference")] == [question]
+    assert store.answered_questions(strategy="reference") == []

@@ -589,18 +589,16 @@ class ProjectStore:
 
     def answered_questions(self, *, strategy: str | None = None) -> list[Question]:
         """Questions the oracle answered with a class (not dismissed), oldest first; optionally of one strategy."""
-        rows = self._connection.execute(
-            _QUESTION_SELECT + " WHERE questions.answer_class_id IS NOT NULL AND (? IS NULL OR questions.strategy = ?) "
-            "ORDER BY questions.id",
-            (strategy, strategy),
-        )
-        return [Question(**row) for row in rows]
+        return self._closed_questions("questions.answer_class_id IS NOT NULL", strategy)
 
     def dismissed_questions(self, *, strategy: str | None = None) -> list[Question]:
         """Questions the oracle closed without a class ("can't tell"), oldest first; optionally of one strategy."""
+        return self._closed_questions("questions.answered_at IS NOT NULL AND questions.answer_class_id IS NULL",
+                                      strategy)
+
+    def _closed_questions(self, condition: str, strategy: str | None) -> list[Question]:
         rows = self._connection.execute(
-            _QUESTION_SELECT + " WHERE questions.answered_at IS NOT NULL AND questions.answer_class_id IS NULL "
-            "AND (? IS NULL OR questions.strategy = ?) ORDER BY questions.id",
+            _QUESTION_SELECT + f" WHERE {condition} AND (? IS NULL OR questions.strategy = ?) ORDER BY questions.id",
             (strategy, strategy),
         )
         return [Question(**row) for row in rows]
@@ -659,13 +657,7 @@ class ProjectStore:
         if status not in ("finished", "failed"):
             raise BadInputError(f"a round ends as 'finished' or 'failed', not {status!r}")
         with self.batch():
-            row = self._connection.execute(
-                "SELECT metrics FROM rounds WHERE id = ? AND status = 'running'", (operator.index(round_id),)
-            ).fetchone()
-            if row is None:
-                self._require_round(round_id)
-                raise StoreError(f"round {round_id} is not running; it was already closed")
-            merged = {**(_from_json(row["metrics"]) or {}), **metrics}
+            merged = self._running_round_metrics(round_id) | metrics
             self._connection.execute(
                 f"UPDATE rounds SET finished_at = {schema.NOW}, status = ?, metrics = ? WHERE id = ?",
                 (status, _to_json(merged, "round metrics"), operator.index(round_id)),
@@ -678,15 +670,19 @@ class ProjectStore:
         admits, so whatever ends the round after that, the figures behind them are on record.
         """
         with self.batch():
-            row = self._connection.execute(
-                "SELECT metrics FROM rounds WHERE id = ? AND status = 'running'", (operator.index(round_id),)
-            ).fetchone()
-            if row is None:
-                self._require_round(round_id)
-                raise StoreError(f"round {round_id} is not running; it was already closed")
-            merged = {**(_from_json(row["metrics"]) or {}), **metrics}
+            merged = self._running_round_metrics(round_id) | metrics
             self._connection.execute("UPDATE rounds SET metrics = ? WHERE id = ?",
                                      (_to_json(merged, "round metrics"), operator.index(round_id)))
+
+    def _running_round_metrics(self, round_id: int) -> dict[str, Any]:
+        """The metrics a running round recorded so far; StoreError if it is not running."""
+        row = self._connection.execute(
+            "SELECT metrics FROM rounds WHERE id = ? AND status = 'running'", (operator.index(round_id),)
+        ).fetchone()
+        if row is None:
+            self._require_round(round_id)
+            raise StoreError(f"round {round_id} is not running; it was already closed")
+        return _from_json(row["metrics"]) or {}
 
     def rounds(self) -> list[Round]:
         rows = self._connection.execute("SELECT * FROM rounds ORDER BY id").fetchall()
