@@ -76,6 +76,7 @@ A pointwise bound at the chosen threshold would not be valid after the choice.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -542,16 +543,22 @@ def _reference_needed(st: dict[str, NDArray[np.float64]], grid: NDArray[np.float
                      "errors": (n * rate)[None], "loss": (n * (mean_conf - (1 - rate)))[None]}
         return float(_p_values(projected, lam, target, method, single_stratum=single_stratum)[0])
 
-    high = max(reference_size, 1)
-    while p_value(high) > level:
+    enough = _smallest_count(lambda answers: p_value(answers) <= level, start=reference_size)
+    return None if enough is None else max(enough - reference_size, 1)
+
+
+def _smallest_count(passes: Callable[[int], bool], *, start: int) -> int | None:
+    """The fewest n with ``passes(n)`` (monotone in n), by doubling from ``start`` then bisecting; None past the cap."""
+    high = max(start, 1)
+    while not passes(high):
         if high > _MAX_PROJECTED_ANSWERS:
             return None
         high *= 2
     low = high // 2
     while high - low > 1:
         middle = (low + high) // 2
-        low, high = (low, middle) if p_value(middle) <= level else (middle, high)
-    return max(high - reference_size, 1)
+        low, high = (low, middle) if passes(middle) else (middle, high)
+    return high
 
 
 def _items_to_certify(target: float, delta: float):
@@ -563,16 +570,7 @@ def _items_to_certify(target: float, delta: float):
     def items(error: float) -> int | None:
         if error >= 1 - target:
             return None
-        high = 1
-        while not passes(high, error):
-            if high > _MAX_PROJECTED_ANSWERS:
-                return None
-            high *= 2
-        low = high // 2
-        while high - low > 1:
-            middle = (low + high) // 2
-            low, high = (low, middle) if passes(middle, error) else (middle, high)
-        return high
+        return _smallest_count(lambda n: passes(n, error), start=1)
 
     return items
 
