@@ -190,8 +190,9 @@ def test_a_rerun_cleans_what_killed_saves_left_and_every_model_hash_resolves_to_
                  folder / "generated" / "round-97.partial.npz"]  # an orphan, a staging file, an older staging name
     for path in leftovers:
         path.write_bytes(b"half a file")
-    # a checkpoint saved but never recorded, and a save killed before its rename
-    save_learner(ProtoNet(build_backbone("identity")), folder / "models" / "unrecorded")
+    # a checkpoint saved but never recorded, and a save killed before its rename; a person's own folder stays
+    save_learner(ProtoNet(build_backbone("identity")), folder / "models" / "0123456789abcdef")
+    save_learner(ProtoNet(build_backbone("identity")), folder / "models" / "my-model")
     (folder / "models" / ".killed.staging-999999-new").mkdir()
     (folder / "models" / ".killed.staging-999999-new" / "model.safetensors").write_bytes(b"half")
     with Project.open(folder) as project:
@@ -202,7 +203,8 @@ def test_a_rerun_cleans_what_killed_saves_left_and_every_model_hash_resolves_to_
         recorded = {a.path.resolve() for a in project.store.artifacts()}
     assert hashes, "the run is sized to certify labels; the check below needs some"
     assert not any(path.exists() for path in leftovers)
-    assert not (folder / "models" / "unrecorded").exists()
+    assert not (folder / "models" / "0123456789abcdef").exists()
+    assert (folder / "models" / "my-model" / "config.json").exists()
     assert not (folder / "models" / ".killed.staging-999999-new").exists()
     for model_hash in hashes:
         checkpoint = folder / "models" / model_hash

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -49,6 +50,8 @@ from metalabel.store import CERTIFICATE_METRIC, Item, LabelSource, ProjectStore
 if TYPE_CHECKING:  # the generators load on first use
     from metalabel.generate.engine import DataGenerator, GenerationStep
 
+LEARNER_HASH = re.compile(r"[0-9a-f]{16}")
+"""How ``learner_hash`` names the checkpoint folders the loop writes under ``PROJECT/models/``."""
 MIN_REFERENCE_SHARE = 0.25
 """Of a round's questions, what goes to the reference sample when no coverage looks reachable yet."""
 PROJECT_LEARNER = "project meta-learned"
@@ -697,7 +700,8 @@ class LabelingRun:
         """Files a killed run wrote but never recorded: generated arrays and checkpoints (their work is redone).
 
         Only what the loop itself writes is touched: ``generated/*.npz`` (and its staging
-        files) and complete or half-written checkpoint folders under ``models/``.
+        files) and checkpoint folders under ``models/`` named by a learner hash, as the loop
+        names them; a folder a person put there under another name is left alone.
         """
         from metalabel.meta.checkpoint import STAGING_MARK, checkpoint_is_complete, remove_stale_staging
 
@@ -714,7 +718,7 @@ class LabelingRun:
                        for p in models.iterdir() if p.is_dir()}
             for folder in sorted(targets):
                 remove_stale_staging(folder)
-            for folder in [p for p in models.iterdir() if p.is_dir() and not p.name.startswith(".")]:
+            for folder in [p for p in models.iterdir() if p.is_dir() and LEARNER_HASH.fullmatch(p.name)]:
                 if folder.resolve() not in recorded and (checkpoint_is_complete(folder) or not any(folder.iterdir())):
                     shutil.rmtree(folder)
 
