@@ -179,6 +179,7 @@ def badge(
     As in the paper, labeled items are not consulted: the model fitted on them already
     shrinks the gradients of items like them.
     """
+    space: _ExplicitSpace | _GradientSpace
     if gradient_embeddings is not None:
         explicit = _features(gradient_embeddings, "badge", "gradient_embeddings")
         n = _pool_size("badge", probs=probs, embeddings=embeddings, gradient_embeddings=explicit)

@@ -131,6 +131,25 @@ def _cross_entropy(scaled_logits: FloatArray, targets: FloatArray) -> float:
     return float(-(log_softmax(scaled_logits, axis=1) * targets).sum())
 
 
+def _fit_temperature(
+    z: FloatArray, labels: IntArray, uniform_pseudo_labels: float, bounds: tuple[float, float]
+) -> float:
+    """The temperature minimising the smoothed cross-entropy of ``softmax(z / T)`` within ``bounds``."""
+    targets = _smoothed_targets(labels, z.shape[1], uniform_pseudo_labels)
+
+    def objective(log_temperature: float) -> float:
+        return _cross_entropy(z * np.exp(-log_temperature), targets)
+
+    # The loss is convex in 1/T, so unimodal in log T. A coarse grid brackets the
+    # minimum across the wide bounds, and bounded Brent refines it inside the bracket.
+    low, high = np.log(bounds)
+    grid = np.linspace(low, high, _TEMPERATURE_GRID_POINTS)
+    best = int(np.argmin([objective(g) for g in grid]))
+    bracket = (grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)])
+    result = minimize_scalar(objective, bounds=bracket, method="bounded", options={"xatol": 1e-6})
+    return float(np.exp(result.x))
+
+
 class TemperatureScaling:
     """One temperature for all classes: ``probs = softmax(logits / T)`` (Guo et al. 2017).
 
@@ -159,18 +178,7 @@ class TemperatureScaling:
     def fit(self, logits: ArrayLike, y: ArrayLike) -> Self:
         z = validate_logits(logits)
         labels = validate_labels(y, items=len(z), classes=z.shape[1])
-        targets = _smoothed_targets(labels, z.shape[1], self.uniform_pseudo_labels)
-
-        def objective(log_temperature: float) -> float:
-            return _cross_entropy(z * np.exp(-log_temperature), targets)
-
-        # The loss is convex in 1/T, so unimodal in log T. A coarse grid brackets the
-        # minimum across the wide bounds, and bounded Brent refines it inside the bracket.
-        grid = np.linspace(*np.log(self.bounds), _TEMPERATURE_GRID_POINTS)
-        best = int(np.argmin([objective(g) for g in grid]))
-        bracket = (grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)])
-        result = minimize_scalar(objective, bounds=bracket, method="bounded", options={"xatol": 1e-6})
-        self.temperature = float(np.exp(result.x))
+        self.temperature = _fit_temperature(z, labels, self.uniform_pseudo_labels, self.bounds)
         return self
 
     def predict_proba(self, logits: ArrayLike) -> FloatArray:
@@ -215,10 +223,10 @@ class ClassTemperatureScaling:
     def fit(self, logits: ArrayLike, y: ArrayLike) -> Self:
         z = validate_logits(logits)
         labels = validate_labels(y, items=len(z), classes=z.shape[1])
-        shared = TemperatureScaling(uniform_pseudo_labels=self.uniform_pseudo_labels, bounds=self.bounds).fit(z, labels)
+        shared_temperature = _fit_temperature(z, labels, self.uniform_pseudo_labels, self.bounds)
         centered = z - z.mean(axis=1, keepdims=True)
         targets = _smoothed_targets(labels, z.shape[1], self.uniform_pseudo_labels)
-        prior_center = np.log(shared.temperature)
+        prior_center = np.log(shared_temperature)
 
         def objective_and_gradient(log_temperatures: FloatArray) -> tuple[float, FloatArray]:
             scaled = centered * np.exp(-log_temperatures)
@@ -233,7 +241,7 @@ class ClassTemperatureScaling:
         result = minimize(
             objective_and_gradient, np.full(z.shape[1], prior_center), jac=True, method="L-BFGS-B", bounds=log_bounds
         )
-        self.shared_temperature = shared.temperature
+        self.shared_temperature = shared_temperature
         self.temperatures = np.exp(result.x)
         return self
 
@@ -379,6 +387,8 @@ def cross_validated_logits(
             )
         logits[test_idx] = fold_logits
 
+    # The first class with two labels deals one into fold 0, so some fold was predicted.
+    assert logits is not None
     return OutOfFoldLogits(
         logits=logits,
         held_out=fold_of >= 0,

@@ -241,7 +241,7 @@ class ProjectStore:
                         f"item {record.uri!r} (record {position}) is already in the project",
                         hint="each item needs its own uri",
                     ) from exc
-                ids.append(cursor.lastrowid)
+                ids.append(_inserted_id(cursor))
         return ids
 
     def items(self) -> list[Item]:
@@ -488,7 +488,7 @@ class ProjectStore:
                 "INSERT INTO questions (item_id, round_id, strategy, score) VALUES (?, ?, ?, ?)",
                 (item_id, round_id, strategy, _finite(score, "score")),
             )
-            return cursor.lastrowid
+            return _inserted_id(cursor)
 
     def answer(self, question_id: int, class_name: str, *, oracle: str) -> LabelWrite:
         """Write the human label and close the question, in one transaction.
@@ -646,7 +646,7 @@ class ProjectStore:
             cursor = self._connection.execute(
                 "INSERT INTO rounds (config) VALUES (?)", (_to_json(config or {}, "round config"),)
             )
-            return cursor.lastrowid
+            return _inserted_id(cursor)
 
     def finish_round(self, round_id: int, metrics: dict[str, Any], *, status: str = "finished") -> None:
         """Close a running round with its metrics; ``status`` is "finished" or "failed".
@@ -713,7 +713,7 @@ class ProjectStore:
                 "INSERT INTO artifacts (kind, path, sha256, round_id, meta) VALUES (?, ?, ?, ?, ?)",
                 (kind, stored_path, sha256, round_id, _to_json(meta or {}, "artifact meta")),
             )
-            return cursor.lastrowid
+            return _inserted_id(cursor)
 
     def artifacts(self, *, kind: str | None = None) -> list[Artifact]:
         rows = self._connection.execute(
@@ -768,7 +768,7 @@ class ProjectStore:
                         f"synthetic item {record.uri!r} (record {position}) is already in the project",
                         hint="each synthetic item needs its own uri",
                     ) from exc
-                ids.append(cursor.lastrowid)
+                ids.append(_inserted_id(cursor))
         return ids
 
     def synthetic_items(
@@ -991,6 +991,13 @@ def _provenance(
 def _require_oracle(oracle: str) -> None:
     if not isinstance(oracle, str) or not oracle:
         raise BadInputError("an answer needs the oracle that gave it", hint="e.g. oracle='terminal:alice'")
+
+
+def _inserted_id(cursor: sqlite3.Cursor) -> int:
+    # typeshed says int | None: None only before any INSERT ran on the cursor, never after one succeeded
+    row_id = cursor.lastrowid
+    assert row_id is not None
+    return row_id
 
 
 def _finite(value: float | None, what: str) -> float | None:
