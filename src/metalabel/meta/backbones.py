@@ -53,7 +53,8 @@ def build_backbone(name: str, **kwargs: Any) -> nn.Module:
             hint=f"use one of {available_backbones()} or register yours with register_backbone",
         )
     module = _REGISTRY[name](**kwargs)
-    module.metalabel_spec = {"name": name, "kwargs": dict(kwargs)}
+    # torch types Module.__setattr__ values as Tensor | Module; any other value is stored as a plain attribute
+    module.metalabel_spec = {"name": name, "kwargs": dict(kwargs)}  # type: ignore[assignment]
     return module
 
 
@@ -125,7 +126,8 @@ class Conv4(nn.Module):
                            batch_norm=batch_norm, channels_last=channels_last),
         }
         if channels_last:
-            self.to(memory_format=torch.channels_last)
+            # torch's overloads of Module.to omit memory_format, which it accepts at runtime
+            self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.features(x)
@@ -173,7 +175,8 @@ class ResNet12(nn.Module):
             "kwargs": dict(in_channels=in_channels, channels=list(channels), channels_last=channels_last),
         }
         if channels_last:
-            self.to(memory_format=torch.channels_last)
+            # torch's overloads of Module.to omit memory_format, which it accepts at runtime
+            self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pool(self.blocks(x))

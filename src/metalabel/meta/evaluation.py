@@ -47,7 +47,7 @@ def episode_accuracies(learner: MetaLearner, sampler: EpisodeSampler, *, episode
             if progress is not None:
                 progress()
     finally:
-        if was_training:
+        if was_training and hasattr(learner, "train"):
             learner.train()
     return accuracies
 

@@ -35,7 +35,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, TypeVar, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 Params = dict[str, Tensor]
 Buffers = Mapping[str, Tensor | None]  # None: BN running statistics left out (batch statistics are used)
 TaskParallel = Literal["vmap", "loop", "auto"]
+TaskMode = Literal["vmap", "loop"]  # how one batch's tasks actually run
 BatchNormMode = Literal["transductive", "running"]
 RUNNING_STAT_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -159,7 +160,15 @@ class Adam:
         return new, (first, second)
 
 
-StepRule = SGD | Adam
+StateT = TypeVar("StateT")
+
+
+class StepRule(Protocol[StateT]):
+    """An inner-loop optimizer as pure functions: ``init`` its state, then ``step`` the weights (SGD, Adam)."""
+
+    def init(self, params: Params) -> StateT: ...
+
+    def step(self, params: Params, grads: Params, state: StateT, step: int) -> tuple[Params, StateT]: ...
 
 
 def inner_loop(
@@ -168,7 +177,7 @@ def inner_loop(
     buffers: Buffers,
     *,
     steps: int,
-    rule: StepRule,
+    rule: StepRule[Any],
     first_order: bool,
 ) -> Params:
     """``steps`` updates of ``params`` on ``loss_fn(params, buffers)``; returns the fast weights.
@@ -200,7 +209,7 @@ def _task_slice(tree: Any, index: int) -> Any:
 
 
 def map_tasks(
-    task_fn: Callable[..., Tensor], inputs: Sequence[Any], *, mode: Literal["vmap", "loop"], chunk_size: int | None
+    task_fn: Callable[..., Tensor], inputs: Sequence[Any], *, mode: TaskMode, chunk_size: int | None
 ) -> Tensor:
     """``[T]`` outputs of ``task_fn`` on each task; ``inputs`` are tensors or dicts with a leading T axis."""
     if mode == "vmap":
@@ -235,10 +244,10 @@ class TaskRunner:
             raise BadInputError(f"chunk_size must be a positive number of tasks, not {chunk_size}")
         self.mode = mode
         self.chunk_size = chunk_size
-        self.resolved: Literal["vmap", "loop"] | None = "loop" if mode == "loop" else None
+        self.resolved: TaskMode | None = "loop" if mode == "loop" else None
         self.verification: dict[str, float] | None = None
 
-    def run(self, objective: Callable[[str], tuple[Tensor, Any]], wrt: Sequence[Tensor]) -> tuple[Tensor, Any]:
+    def run(self, objective: Callable[[TaskMode], tuple[Tensor, Any]], wrt: Sequence[Tensor]) -> tuple[Tensor, Any]:
         """``objective(mode) -> (loss, extra)``; returns the chosen run's ``(loss, extra)``."""
         if self.resolved is not None:
             return objective(self.resolved)
@@ -247,7 +256,7 @@ class TaskRunner:
             return self._vmap_or_loop(objective)
         return self._verify(objective, wrt)
 
-    def _vmap_or_loop(self, objective: Callable[[str], tuple[Tensor, Any]]) -> tuple[Tensor, Any]:
+    def _vmap_or_loop(self, objective: Callable[[TaskMode], tuple[Tensor, Any]]) -> tuple[Tensor, Any]:
         try:
             return objective("vmap")
         except RuntimeError as error:  # an op without a batching rule, data-dependent control flow, ...
@@ -262,9 +271,12 @@ class TaskRunner:
         else:
             log.info(message)
 
-    def _verify(self, objective: Callable[[str], tuple[Tensor, Any]], wrt: Sequence[Tensor]) -> tuple[Tensor, Any]:
-        runs, grads, seconds = {}, {}, {}
-        for mode in ("loop", "vmap"):
+    def _verify(self, objective: Callable[[TaskMode], tuple[Tensor, Any]], wrt: Sequence[Tensor]) -> tuple[Tensor, Any]:
+        runs: dict[TaskMode, tuple[Tensor, Any]] = {}
+        grads: dict[TaskMode, Tensor] = {}
+        seconds: dict[TaskMode, float] = {}
+        modes: tuple[TaskMode, ...] = ("loop", "vmap")
+        for mode in modes:
             start = time.perf_counter()
             try:
                 runs[mode] = objective(mode)
@@ -283,13 +295,13 @@ class TaskRunner:
         if difference > tolerance:
             self._fall_back(f"vmap over tasks gave meta-gradients {difference:.2g} (relative) away from the "
                             "per-task loop (affine BatchNorm/LayerNorm with batch statistics do this)")
-        elif self.mode == "auto":
-            self.resolved = min(seconds, key=seconds.get)
-            log.info("task_parallel=auto chose %s (loop %.3fs, vmap %.3fs)", self.resolved,
-                     seconds["loop"], seconds["vmap"])
-        else:
-            self.resolved = "vmap"
-        return runs[self.resolved]
+            return runs["loop"]
+        chosen: TaskMode = "vmap"
+        if self.mode == "auto":
+            chosen = min(seconds, key=seconds.__getitem__)
+            log.info("task_parallel=auto chose %s (loop %.3fs, vmap %.3fs)", chosen, seconds["loop"], seconds["vmap"])
+        self.resolved = chosen
+        return runs[chosen]
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -297,7 +309,7 @@ class TaskRunner:
 
 def task_batch(batch: Episode) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(support_x, support_y, query_x, query_y)`` with a leading task axis (added for one episode)."""
-    tensors = (batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+    tensors: tuple[Tensor, ...] = (batch.support_x, batch.support_y, batch.query_x, batch.query_y)
     if not batch.batched:
         tensors = tuple(t.unsqueeze(0) for t in tensors)
     support_x, support_y, query_x, query_y = tensors
@@ -426,14 +438,16 @@ class TaskLearner(nn.Module):
         ways = int(support_y.max()) + 1
         self._check_ways(ways)
         tasks = support_x.shape[0]
-        params = dict(self.named_parameters())
+        params: Params = dict(self.named_parameters())
         shared_buffers = self._call_buffers()
         updates_running_stats = self.batch_norm == "running" and self.training
         stat_names = self._running_stat_names() if updates_running_stats else []
+        # in "running" mode these are the module's own buffers, the ones in shared_buffers too
+        stat_buffers = {name: self.get_buffer(name) for name in stat_names}
 
-        def objective(mode: str) -> tuple[Tensor, dict[str, Tensor]]:
+        def objective(mode: TaskMode) -> tuple[Tensor, dict[str, Tensor]]:
             # each task updates its own copy of the running statistics (in place, in BN's forward)
-            task_stats = {name: shared_buffers[name].expand(tasks, *shared_buffers[name].shape).clone()
+            task_stats = {name: stat_buffers[name].expand(tasks, *stat_buffers[name].shape).clone()
                           for name in stat_names}
 
             def one_task(stats: dict[str, Tensor], sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> Tensor:
@@ -448,7 +462,7 @@ class TaskLearner(nn.Module):
             for name, copies in task_stats.items():
                 # the BN update is linear in the batch statistics: averaging the copies
                 # applies the task-averaged statistics
-                buffer = shared_buffers[name]
+                buffer = stat_buffers[name]
                 buffer.copy_(copies[0] if not copies.is_floating_point() else copies.mean(0))
         return loss
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -81,7 +83,8 @@ class Reptile(FastWeightLearner):
         x, y = torch.cat([support_x, query_x]), torch.cat([support_y, query_y])
         # the inner run starts from detached weights: Reptile never differentiates through it
         trained = self._fit(detached(params), buffers, x, y, None, ways, steps=self.inner_steps, first_order=True)
-        return 0.5 * sum(((params[name] - trained[name]) ** 2).sum() for name in params)
+        # reduce, not sum(): sum's start value 0 would make the result a Tensor | int
+        return 0.5 * functools.reduce(operator.add, (((params[name] - trained[name]) ** 2).sum() for name in params))
 
     def meta_gradient(self, batch: Episode) -> Params:
         """``theta - mean_tasks(phi)`` per parameter: the gradient of :meth:`meta_loss`."""
