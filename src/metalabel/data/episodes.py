@@ -127,7 +127,7 @@ class EpisodeSampler(Dataset):
                 hint="embed the texts first with a text encoder (metalabel.data.encoders) and pass the "
                 "embeddings: EpisodeSampler(embeddings, dataset.labels, ...)",
             )
-        items = dataset.items
+        items = np.asarray(dataset.items)  # an array: only text items come as a list
         if dataset.modality == "image" and items.ndim == 4:
             # LabeledDataset keeps images [N, H, W, C]; torch models expect [N, C, H, W].
             items = np.moveaxis(items, -1, 1)
@@ -280,7 +280,10 @@ def collate_episodes(episodes: Sequence[Episode]) -> Episode:
             hint="concatenate batched episodes field by field with torch.cat",
         )
 
-    def stack(name: str) -> Tensor | None:
+    def stack(name: str) -> Tensor:
+        return torch.stack([getattr(episode, name) for episode in episodes])
+
+    def stack_optional(name: str) -> Tensor | None:
         values = [getattr(episode, name) for episode in episodes]
         if all(value is None for value in values):
             return None
@@ -288,7 +291,11 @@ def collate_episodes(episodes: Sequence[Episode]) -> Episode:
             raise BadInputError(f"some episodes have {name} and others do not", hint="collate episodes of one sampler")
         return torch.stack(values)
 
-    return Episode(**{name: stack(name) for name in Episode.__dataclass_fields__})
+    return Episode(
+        stack("support_x"), stack("support_y"), stack("query_x"), stack("query_y"),
+        unlabeled_x=stack_optional("unlabeled_x"), unlabeled_y=stack_optional("unlabeled_y"),
+        classes=stack_optional("classes"),
+    )
 
 
 def mean_confidence_interval(
