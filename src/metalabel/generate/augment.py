@@ -69,7 +69,7 @@ class Operation:
         for field_name in ("probability", "magnitude"):
             value = getattr(self, field_name)
             # NaN fails the range test too
-            if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= 1.0:
+            if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= float(value) <= 1.0:
                 raise BadInputError(
                     f"{self.name}: {field_name} must be a number in [0, 1], got {value!r}",
                     hint=f"give the {field_name} as a fraction, e.g. 0.5",
@@ -261,8 +261,8 @@ def expand(x: Any, y: Any, policy: AugmentationPolicy, *, copies: int, seed: int
         images, back_to_input_kind = _as_float_images(x)
         labels = _label_array(y, len(images))
         generator = torch.Generator().manual_seed(seed)
-        blocks = [_augment_image_batch(images, labels, policy, generator) for _ in range(copies)]
-        new_x = back_to_input_kind(torch.cat(blocks) if blocks else images[:0])
+        image_blocks = [_augment_image_batch(images, labels, policy, generator) for _ in range(copies)]
+        new_x = back_to_input_kind(torch.cat(image_blocks) if image_blocks else images[:0])
     parents = np.tile(np.arange(len(labels), dtype=np.int64), copies)
     return Augmented(x=new_x, y=labels[parents], parents=parents, policy_version=policy.version, seed=seed)
 
@@ -412,11 +412,11 @@ def _warp(kornia, batch: Tensor, *, angle: Tensor | None = None, zoom: Tensor | 
     import torch
 
     count, _, height, width = batch.shape
-    options = {"device": batch.device, "dtype": batch.dtype}
-    center = torch.tensor([(width - 1) / 2, (height - 1) / 2], **options).expand(count, 2)
-    angle = torch.zeros(count, **options) if angle is None else angle
-    zoom = torch.ones(count, **options) if zoom is None else zoom
-    shift = torch.zeros(count, 2, **options) if shift is None else shift
+    device, dtype = batch.device, batch.dtype
+    center = torch.tensor([(width - 1) / 2, (height - 1) / 2], device=device, dtype=dtype).expand(count, 2)
+    angle = torch.zeros(count, device=device, dtype=dtype) if angle is None else angle
+    zoom = torch.ones(count, device=device, dtype=dtype) if zoom is None else zoom
+    shift = torch.zeros(count, 2, device=device, dtype=dtype) if shift is None else shift
     matrix = kornia.geometry.transform.get_affine_matrix2d(shift, center, zoom[:, None].expand(count, 2), angle)
     return kornia.geometry.transform.warp_affine(batch, matrix[:, :2], (height, width), padding_mode="border")
 

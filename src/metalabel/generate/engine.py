@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from metalabel.errors import check_whole_number
 from metalabel.generate.augment import AugmentationPolicy, Operation, expand
 from metalabel.generate.evidence import Expander, episode_accuracy, held_out_accuracy, principal_components
 from metalabel.generate.policy_search import search_policy
+
+if TYPE_CHECKING:  # the VAE needs torch, which the engine imports only when it trains one
+    from metalabel.generate.vae import TrainedVAE
 
 FIXED_POLICY = AugmentationPolicy("embedding", (Operation("gaussian_noise", 0.5, 0.5),
                                                 Operation("mix_within_class", 0.5, 0.5)))
@@ -125,7 +129,8 @@ class DataGenerator:
         self.options = options
         self.policy = policy
         self.image_policy = image_policy
-        self._vae = None  # (trained VAE, images it learned from, their classes): retrained when the set grew
+        # (trained VAE, images it learned from, their classes): retrained when the set grew
+        self._vae: tuple[TrainedVAE, int, np.ndarray] | None = None
         self.project: Callable[[np.ndarray], np.ndarray] | None = None  # the judges' projection, set each step
 
     def step(self, x: np.ndarray, y: np.ndarray, *, pool_x: np.ndarray, pool_y: np.ndarray,
@@ -297,11 +302,13 @@ class DataGenerator:
         present, local_labels = np.unique(images.train_labels, return_inverse=True)
         if len(present) < 2 or images.train_images.shape[1:] != (28, 28):
             return None
-        known = self._vae is not None and np.array_equal(self._vae[2], present)
-        if not known or len(images.train_labels) >= options.vae_regrowth * self._vae[1]:
-            self._vae = (train_vae(images.train_images, local_labels, classes=len(present), steps=options.vae_steps,
-                                   seed=seed, sample_weight=images.train_weights), len(images.train_labels), present)
-        trained = self._vae[0]
+        vae = self._vae
+        if (vae is None or not np.array_equal(vae[2], present)
+                or len(images.train_labels) >= options.vae_regrowth * vae[1]):
+            vae = (train_vae(images.train_images, local_labels, classes=len(present), steps=options.vae_steps,
+                             seed=seed, sample_weight=images.train_weights), len(images.train_labels), present)
+            self._vae = vae
+        trained = vae[0]
         local = np.repeat(np.arange(len(present)), options.per_class)
         labels = present[local]
         samples = sample_images(trained, local, seed=seed)

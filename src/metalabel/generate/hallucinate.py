@@ -57,14 +57,12 @@ class Hallucinator(nn.Module):
         check_whole_number("seed", seed, minimum=0)
         self.dim, self.noise_dim, self.hidden, self.seed = int(dim), int(noise_dim), int(hidden), int(seed)
         generator = torch.Generator().manual_seed(self.seed)
-        self.delta = nn.Sequential(
-            seeded_linear(self.dim + self.noise_dim, self.hidden, generator, negative_slope=0.2),
-            nn.LeakyReLU(0.2),
-            seeded_linear(self.hidden, self.hidden, generator, negative_slope=0.2),
-            nn.LeakyReLU(0.2),
-            seeded_linear(self.hidden, self.dim, generator, negative_slope=0.2),
-        )
-        nn.init.zeros_(self.delta[-1].weight)
+        # built in this order so the generator's draws (and so the weights) stay those of a seed
+        first = seeded_linear(self.dim + self.noise_dim, self.hidden, generator, negative_slope=0.2)
+        second = seeded_linear(self.hidden, self.hidden, generator, negative_slope=0.2)
+        last = seeded_linear(self.hidden, self.dim, generator, negative_slope=0.2)
+        nn.init.zeros_(last.weight)
+        self.delta = nn.Sequential(first, nn.LeakyReLU(0.2), second, nn.LeakyReLU(0.2), last)
 
     def forward(self, seeds: Tensor, noise: Tensor) -> Tensor:
         return seeds + self.delta(torch.cat([seeds, noise], dim=1))
@@ -164,7 +162,8 @@ def train_hallucinator(
     """
     config = HallucinatorConfig(ways=ways, shots=shots, queries=queries, extra_per_class=extra_per_class,
                                 steps=steps, lr=lr, seed=seed, normalize=bool(normalize), noise_dim=noise_dim,
-                                hidden=hidden, val_episodes=val_episodes, val_classes=val_classes)
+                                hidden=hidden, val_episodes=val_episodes,
+                                val_classes=None if val_classes is None else tuple(val_classes))
     x, y = _checked_features(features, labels, names=("features", "labels"))
     train_classes, validation_classes = _episode_classes(y, config)
     mean, scale = _normalization(x, normalize=config.normalize)

@@ -157,8 +157,8 @@ def train_vae(
     weights = _checked_weights(sample_weight, targets)
     _require_every_class(targets, weights, classes=config.classes)
 
-    pixels = torch.from_numpy(pixels.reshape(len(pixels), PIXELS)).to(device, torch.float32).div_(255)
-    targets = torch.from_numpy(targets).to(device)
+    pixel_rows = torch.from_numpy(pixels.reshape(len(pixels), PIXELS)).to(device, torch.float32).div_(255)
+    target_ids = torch.from_numpy(targets).to(device)
     model = ConditionalVAE(config.classes, latent=config.latent, hidden=config.hidden, seed=config.seed).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
@@ -168,7 +168,7 @@ def train_vae(
         # drawn on the CPU, so a seed gives the same minibatches and noise on every device
         batch = torch.multinomial(draw_weights, config.batch_size, replacement=True, generator=generator).to(device)
         noise = torch.randn(config.batch_size, config.latent, generator=generator).to(device)
-        loss = model(pixels[batch], targets[batch], noise).mean()
+        loss = model(pixel_rows[batch], target_ids[batch], noise).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
