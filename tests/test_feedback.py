@@ -31,7 +31,7 @@ def test_the_meta_learner_continues_on_the_grown_data_set_and_is_kept_only_when_
                              project_meta_steps=60, meta_continue_steps=30, progress=False, generate=False)
         checkpoints = project.store.artifacts(kind="checkpoint")
     lines = [line for report in result.rounds for line in report.feedback if line.startswith("meta-learner")]
-    assert len(lines) == len(result.rounds)  # every round had held-out labels to judge by
+    assert result.rounds and len(lines) == len(result.rounds)  # every round had held-out labels to judge by
     kept = 0
     for line in lines:
         numbers = line.split("held-out accuracy ")[1].split(",")[0]

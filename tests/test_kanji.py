@@ -92,7 +92,7 @@ def test_splits_are_disjoint_and_fixed_whatever_max_classes() -> None:
 
     subset = small(split="background", max_classes=7)
     names = {f"U+{c.codepoint:04X} {chr(c.codepoint)}" for c in background}
-    assert set(subset.class_names) <= names
+    assert len(subset.class_names) == 7 and set(subset.class_names) <= names
     assert len(set(subset.groups)) == 7  # round-robin over alphabets: a small subset spans many
 
 
