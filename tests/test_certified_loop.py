@@ -4,6 +4,7 @@ evaluate and plan write nothing but what they say."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import signal
@@ -16,8 +17,9 @@ import time
 import pytest
 
 import metalabel as ml
+from helpers import kanji_project as small_kanji_project
 from metalabel.cli import main
-from metalabel.datasets import gold_labels, seed_labels_from_pool
+from metalabel.datasets import seed_labels_from_pool
 from metalabel.errors import BadInputError
 from metalabel.label.oracle import SimulatedOracle
 from metalabel.meta.backbones import build_backbone
@@ -25,20 +27,11 @@ from metalabel.meta.protonet import ProtoNet
 from metalabel.pipeline import RunOptions
 from metalabel.project import Project
 
-POOL = dict(split="evaluation", max_classes=5, samples_per_class=40)
 QUIET = dict(encoder="pixels", progress=False, generate=False, project_meta_steps=0)
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("METALABEL_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-def kanji_project(folder, *, per_class=2):
-    pool = ml.datasets.load("kanji", **POOL)
-    gold = gold_labels(pool)
-    return Project.create(folder, pool=pool, labels=seed_labels_from_pool(pool, per_class=per_class, seed=0)), gold
+# runs here need more items a class than the shared pool has to reach a certificate
+kanji_project = functools.partial(small_kanji_project, samples_per_class=40)
 
 
 @pytest.mark.parametrize("bad", [dict(seed=-1), dict(calibration_folds=1), dict(strategy="bogus"), dict(budget=1.5),

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import metalabel as ml
+from helpers import random_images
 from metalabel.data import encoders
 from metalabel.data.encoders import embed_dataset, embedding_cache_path, get_encoder
 from metalabel.errors import BadInputError, DataNotFoundError, MissingDependencyError
@@ -53,10 +54,6 @@ def text_dataset(texts: list[str], name: str = "tiny-texts") -> ml.LabeledDatase
         class_names=["only"],
         uris=[f"{name}.csv:{i + 2}" for i in range(len(texts))],
     )
-
-
-def random_images(count: int, *, seed: int = 0, shape: tuple[int, ...] = (28, 28)) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=(count, *shape), dtype=np.uint8)
 
 
 def count_calls(monkeypatch, encoder: encoders.Encoder) -> list[int]:

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 import metalabel as ml
+from helpers import kanji_project
 from metalabel.datasets import gold_labels, seed_labels_from_pool
 from metalabel.label.oracle import SimulatedOracle
 from metalabel.project import Project
-
-POOL = dict(split="evaluation", max_classes=5, samples_per_class=20)
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("METALABEL_CACHE", str(tmp_path / "cache"))
-
-
-def kanji_project(folder, *, per_class, **pool_options):
-    pool = ml.datasets.load("kanji", **{**POOL, **pool_options})
-    gold = gold_labels(pool)
-    return Project.create(folder, pool=pool, labels=seed_labels_from_pool(pool, per_class=per_class, seed=0)), gold
 
 
 def test_the_meta_learner_continues_on_the_grown_data_set_and_is_kept_only_when_better(cache, tmp_path):

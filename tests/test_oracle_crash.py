@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import answered
 from metalabel.cli import main
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
@@ -38,11 +39,6 @@ def project(tmp_path, capsys):
                  "--quiet"]) == 0
     capsys.readouterr()
     return tmp_path / "p"
-
-
-def answered(folder) -> dict[int, str]:
-    with sqlite3.connect(folder / "project.db") as db:
-        return dict(db.execute("SELECT q.id, c.name FROM questions q JOIN classes c ON c.id = q.answer_class_id"))
 
 
 def wait_for(condition, *, process, seconds=180.0) -> None:

@@ -14,30 +14,16 @@ import numpy as np
 import pytest
 
 import metalabel as ml
+from helpers import KANJI_POOL, answered, kanji_project
 from metalabel.datasets import gold_labels, seed_labels_from_pool
 from metalabel.errors import BadInputError
 from metalabel.label.oracle import SimulatedOracle
 from metalabel.pipeline import LabelingRun, RunOptions
 from metalabel.project import Project
 
-POOL = dict(split="evaluation", max_classes=5, samples_per_class=20)
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("METALABEL_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-def make_project(folder, *, per_class=2, seed=0):
-    pool = ml.datasets.load("kanji", **POOL)
-    gold = gold_labels(pool)
-    project = Project.create(folder, pool=pool, labels=seed_labels_from_pool(pool, per_class=per_class, seed=seed))
-    return project, gold
-
 
 def test_a_run_spends_the_budget_and_labels_with_provenance(cache, tmp_path):
-    project, gold = make_project(tmp_path / "p")
+    project, gold = kanji_project(tmp_path / "p")
     with project:
         result = project.run(oracle=SimulatedOracle(gold), encoder="pixels", budget=15, per_round=5,
                              target_precision=0.9, gold=gold, progress=False, seed=1, project_meta_steps=0)
@@ -61,7 +47,7 @@ def test_a_run_spends_the_budget_and_labels_with_provenance(cache, tmp_path):
 def test_same_seed_same_labels(cache, tmp_path):
     outcomes = []
     for name in ("a", "b"):
-        project, gold = make_project(tmp_path / name)
+        project, gold = kanji_project(tmp_path / name)
         with project:
             project.run(oracle=SimulatedOracle(gold), encoder="pixels", budget=6, per_round=3, progress=False,
                         project_meta_steps=20)
@@ -85,7 +71,7 @@ def test_project_meta_learning_competes_with_the_encoder_space(cache, tmp_path):
 
 
 def test_a_class_without_seed_labels_is_named(cache, tmp_path):
-    pool = ml.datasets.load("kanji", **POOL)
+    pool = ml.datasets.load("kanji", **KANJI_POOL)
     first = {int(i): pool.class_names[pool.labels[i]] for i in np.flatnonzero(pool.labels < 4)[:8]}
     with pytest.raises(BadInputError, match="class"):
         Project.create(tmp_path / "p", pool=pool, labels=first)
@@ -113,13 +99,8 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def answered(folder):
-    with sqlite3.connect(folder / "project.db") as db:
-        return dict(db.execute("SELECT q.id, c.name FROM questions q JOIN classes c ON c.id = q.answer_class_id"))
-
-
 def test_sigkill_mid_run_then_resume_loses_no_answer_and_asks_nothing_twice(cache, tmp_path):
-    project, _ = make_project(tmp_path / "p")
+    project, _ = kanji_project(tmp_path / "p")
     project.close()
     script = tmp_path / "writer.py"
     script.write_text(WRITER)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import metalabel as ml
+from helpers import random_images
 from metalabel.errors import BadInputError, DataNotFoundError, EmptyClassError
 from metalabel.generate.vae import CONFIG_FILE, load_vae, sample_images, save_vae, train_vae
 
@@ -44,10 +45,6 @@ def nearest_class_mean(images, labels, classes):
 def four_classes(fashion):
     images, labels = first_of(fashion, (TSHIRT, TROUSER, SNEAKER, BAG))
     return images, labels, train_vae(images, labels, classes=4, **QUICK)
-
-
-def random_images(count, *, seed=0, shape=(28, 28)):
-    return np.random.default_rng(seed).integers(0, 256, (count, *shape), dtype=np.uint8)
 
 
 def test_training_lowers_the_negative_elbo(four_classes):

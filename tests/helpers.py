@@ -1,0 +1,34 @@
+"""Builders several test files share: one of each."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+import metalabel as ml
+from metalabel.datasets import gold_labels, seed_labels_from_pool
+from metalabel.project import Project
+
+KANJI_POOL = dict(split="evaluation", max_classes=5, samples_per_class=20)
+"""A small kanji pool: big enough for a few labeling rounds, quick to render."""
+
+
+def kanji_project(folder: Path, *, per_class: int = 2, seed: int = 0, **pool_options) -> tuple[Project, dict[str, str]]:
+    """A project over a kanji pool (``KANJI_POOL`` updated by ``pool_options``) with ``per_class`` seed labels,
+    and the pool's gold labels by uri."""
+    pool = ml.datasets.load("kanji", **{**KANJI_POOL, **pool_options})
+    project = Project.create(folder, pool=pool, labels=seed_labels_from_pool(pool, per_class=per_class, seed=seed))
+    return project, gold_labels(pool)
+
+
+def answered(folder: Path) -> dict[int, str]:
+    """Question id -> answered class, read with a plain connection (only what was committed)."""
+    with sqlite3.connect(folder / "project.db") as db:
+        return dict(db.execute("SELECT q.id, c.name FROM questions q JOIN classes c ON c.id = q.answer_class_id"))
+
+
+def random_images(count: int, *, seed: int = 0, shape: tuple[int, ...] = (28, 28)) -> np.ndarray:
+    """uint8 noise images ``[count, *shape]``."""
+    return np.random.default_rng(seed).integers(0, 256, size=(count, *shape), dtype=np.uint8)
