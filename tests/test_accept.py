@@ -42,6 +42,7 @@ def test_achieved_precision_meets_the_target_within_noise(target: float) -> None
     assert decision.estimated_precision >= target
     low, high = decision.precision_ci
     assert low <= achieved_precision(decision, y) <= high
+    assert sorted(decision.per_class) == list(range(5))  # the loop below checks every class
     for c, outcome in decision.per_class.items():
         in_class = decision.mask & (decision.predicted == c)
         assert outcome.estimated_precision >= target  # every class meets it, not only the average
@@ -114,7 +115,7 @@ def test_uncalibrated_probabilities_accept_item_by_item_and_estimate_nothing() -
     decision = accept_at_precision(probs, target_precision=0.9, calibrated=False, max_share=None)
     np.testing.assert_array_equal(decision.mask, probs.max(axis=1) >= 0.9)
     assert np.isnan(decision.estimated_precision) and np.isnan(decision.precision_ci).all()
-    assert all(np.isnan(o.estimated_precision) for o in decision.per_class.values())
+    assert len(decision.per_class) == 5 and all(np.isnan(o.estimated_precision) for o in decision.per_class.values())
 
 
 def test_nothing_accepted_gives_zero_coverage_and_no_estimate() -> None:

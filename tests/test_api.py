@@ -77,6 +77,7 @@ def test_load_run_reads_a_run_folders_best_checkpoint_or_a_checkpoint_folder(tmp
     save_learner(learner, tmp_path / "run" / "best")
     loaded = load_run(tmp_path / "run")
     assert isinstance(loaded, ProtoNet)
+    assert loaded.state_dict().keys() == learner.state_dict().keys()
     for key, tensor in learner.state_dict().items():
         assert loaded.state_dict()[key].equal(tensor)
     assert isinstance(load_run(tmp_path / "run" / "best"), ProtoNet)  # a checkpoint folder itself
@@ -125,7 +126,7 @@ def test_import_answers_records_the_answers_as_human_labels(image_project, tmp_p
     export_file = tmp_path / "export.json"
     export_file.write_text(json.dumps(_export(tasks, {questions[0]: "cat", questions[1]: "dog"})))
     with Project.open(folder) as project:
-        humans_before = project.status()["labels_by_source"].get("human", 0)
+        humans_before = project.status()["labels_by_source"]["human"]
         recorded = project.import_answers(export_file)
         assert recorded.answered == 2
         assert project.status()["labels_by_source"]["human"] == humans_before + 2
@@ -140,4 +141,4 @@ def test_import_answers_holds_the_writer_lock(image_project, tmp_path):
     with Project.open(folder) as writer, writer.writer_lock(command="another writer"):
         with Project.open(folder) as project, pytest.raises(ProjectLockedError, match="another writer"):
             project.import_answers(export_file)
-        assert writer.status()["labels_by_source"].get("human", 0) == 0  # the refused import wrote nothing
+        assert writer.status()["labels_by_source"]["human"] == 0  # the refused import wrote nothing

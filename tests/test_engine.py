@@ -59,7 +59,7 @@ def percentages(text: str) -> list[float]:
 
 def test_a_generator_is_kept_only_where_the_evidence_says_it_helps(kanji):
     _, result = step(kanji, 4)
-    assert result.batches
+    assert any(batch.generator == "hallucinator" for batch in result.batches), "the check below needs one"
     for batch in result.batches:
         if batch.generator == "hallucinator":  # kept unless it lowers accuracy on held-out human labels
             _, _, held_with, held_without = percentages(batch.evidence)
@@ -84,7 +84,7 @@ def test_feedback_off_uses_the_hand_set_policy_and_keeps_everything(kanji):
 
 def test_same_seed_same_generated_items(kanji):
     first, second = (step(kanji, 3)[1] for _ in range(2))
-    assert [b.generator for b in first.batches] == [b.generator for b in second.batches]
+    assert first.batches and [b.generator for b in first.batches] == [b.generator for b in second.batches]
     for a, b in zip(first.batches, second.batches):
         assert np.array_equal(a.x, b.x) and a.version == b.version and a.kept == b.kept
 

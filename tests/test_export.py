@@ -337,7 +337,9 @@ def test_imagefolder_writes_pngs_for_in_memory_images_with_safe_distinct_class_f
         ".hidden": "_hidden",
     }
     assert sorted(path.name for path in result.path.iterdir() if path.is_dir()) == sorted(folders.values())
-    for row in read_csv_rows(result.path / "labels.csv"):
+    rows = read_csv_rows(result.path / "labels.csv")
+    assert len(rows) == int((pool.labels >= 0).sum())  # every labeled image, each checked below
+    for row in rows:
         index = pool.uris.index(row["uri"])
         assert row["path"].split("/")[0] == folders[class_names[pool.labels[index]]]
         assert row["path"].endswith(f"toy_train_{index}.png")

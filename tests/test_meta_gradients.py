@@ -213,6 +213,7 @@ def test_running_batchnorm_statistics_are_the_same_vmapped_or_looped(cls, option
     (g_vmap, stats_vmap), (g_loop, stats_loop) = results["vmap"], results["loop"]
     assert max_diff(g_vmap, g_loop) < 1e-12
     assert stats_vmap["backbone.features.1.running_mean"].abs().max() > 0  # statistics did move
+    assert stats_vmap.keys() == stats_loop.keys()
     for name in stats_loop:
         assert torch.equal(stats_vmap[name], stats_loop[name]), name
 
