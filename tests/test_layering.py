@@ -22,7 +22,7 @@ PACKAGE = SRC / "metalabel"
 
 # room -> level; higher levels may import lower ones, never the other way round
 LEVELS: dict[str, int] = {
-    "base": 0,  # errors and the version: below everything
+    "base": 0,  # errors, atomic file writes and the version: below everything
     "data": 1,
     "meta": 2,
     "store": 3,
@@ -43,6 +43,7 @@ LEVELS: dict[str, int] = {
 # today's modules -> rooms; a folder maps as a whole, a top-level module by its name
 ROOM_OF_TOP: dict[str, str] = {
     "errors": "base",
+    "files": "base",
     "_version": "base",
     "data": "data",
     "datasets": "data",

@@ -260,6 +260,21 @@ def test_label_studio_embeds_small_image_arrays_and_links_local_files(tmp_path):
     assert '<Image name="image" value="$image"/>' in queue.config_path.read_text()
 
 
+def test_label_studio_task_file_is_written_atomically(tmp_path, monkeypatch):
+    queue = LabelStudioQueue(tmp_path / "queue")
+    tasks_path = queue.export_tasks(_queries(2))
+    before = tasks_path.read_bytes()
+
+    def crash(source, destination):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("metalabel.files.os.replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        queue.export_tasks(_queries(2, suggestion="dog"))
+    assert tasks_path.read_bytes() == before  # the earlier file, whole: not half of the new one
+    assert sorted(p.name for p in (tmp_path / "queue").iterdir()) == [queue.config_path.name, tasks_path.name]
+
+
 def test_exporting_questions_with_other_classes_together_is_refused(tmp_path):
     odd = Query(question_id=9, item_id=9, uri="x", item="t", class_names=("cat", "dog"), content_hash="h",
                 project="p")

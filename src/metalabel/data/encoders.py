@@ -28,7 +28,6 @@ import importlib.metadata
 import inspect
 import json
 import os
-import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -41,6 +40,7 @@ import torch.nn.functional as F
 from metalabel.data.dataset import LabeledDataset, Modality
 from metalabel.data.paths import cache_dir
 from metalabel.errors import BadInputError, MissingDependencyError
+from metalabel.files import write_atomically
 
 Items = Sequence[str] | np.ndarray
 _ITEMS_OF: dict[str, str] = {"image": "images", "text": "text", "tabular": "table rows"}
@@ -362,7 +362,8 @@ def embed_dataset(
     if cached is not None:
         return cached
     embeddings = _encode_dataset(dataset, encoder, progress=progress)
-    _write_embeddings_atomically(path, embeddings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda file: np.save(file, embeddings, allow_pickle=False))
     return embeddings
 
 
@@ -416,20 +417,6 @@ def _read_embeddings(path: Path, *, expected_shape: tuple[int, int]) -> np.ndarr
     if embeddings.shape != expected_shape or embeddings.dtype != np.float32:
         return None
     return embeddings
-
-
-def _write_embeddings_atomically(path: Path, embeddings: np.ndarray) -> None:
-    # Write beside the target, then rename: a reader never sees half a file, even if we are killed.
-    # A unique name of our own (not mkstemp) so the file gets the user's umask, not mode 0600.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            np.save(file, embeddings, allow_pickle=False)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _as_texts(items: Items, *, encoder: Encoder) -> list[str]:

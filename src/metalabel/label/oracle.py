@@ -46,6 +46,7 @@ from rich.style import Style
 from rich.text import Text
 
 from metalabel.errors import BadInputError, DataNotFoundError, MetalabelError, StoreError, UnknownLabelError
+from metalabel.files import write_atomically
 from metalabel.store import ProjectStore
 
 
@@ -628,8 +629,9 @@ class LabelStudioQueue:
         self.folder.mkdir(parents=True, exist_ok=True)
         ids = sorted(query.question_id for query in questions)
         tasks_path = self.folder / f"tasks-q{ids[0]}-q{ids[-1]}.json"
-        tasks_path.write_text(json.dumps(tasks, indent=1, ensure_ascii=False), encoding="utf-8")
-        self.config_path.write_text(labeling_config(class_names, kind=kind), encoding="utf-8")
+        # whole or absent, even if we are killed: a person imports these files into Label Studio
+        write_atomically(tasks_path, json.dumps(tasks, indent=1, ensure_ascii=False))
+        write_atomically(self.config_path, labeling_config(class_names, kind=kind))
         return tasks_path
 
     def _task(self, query: Query, kind: str, model_version: str) -> dict[str, Any]:

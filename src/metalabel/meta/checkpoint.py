@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from metalabel.errors import BadInputError, DataNotFoundError
+from metalabel.files import fsync
 from metalabel.meta.backbones import backbone_spec, build_backbone
 from metalabel.meta.functional import TaskLearner
 from metalabel.meta.maml import MAML
@@ -94,14 +95,6 @@ def remove_stale_staging(folder: str | Path) -> list[Path]:
     return removed
 
 
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def _check_replaceable(folder: Path, written: set[str]) -> None:
     if not folder.is_dir():
         raise BadInputError("is a file, not a checkpoint folder", path=folder, hint="save to a folder name")
@@ -137,12 +130,12 @@ def write_folder_atomically(folder: str | Path, write: Callable[[Path], None]) -
         write(staging)
         for path in staging.iterdir():  # on disk before the rename makes them the checkpoint
             if path.is_file():
-                _fsync(path)
+                fsync(path)
         if folder.exists():
             _check_replaceable(folder, {path.name for path in staging.iterdir()})
             os.rename(folder, retired)
         os.rename(staging, folder)
-        _fsync(folder.parent)
+        fsync(folder.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from metalabel.data.dataset import LabeledDataset
 from metalabel.data.episodes import EpisodeSampler
 from metalabel.errors import BadInputError
+from metalabel.files import write_atomically
 from metalabel.meta.backbones import build_backbone
 from metalabel.meta.checkpoint import load_learner, remove_stale_staging, save_learner
 from metalabel.meta.evaluation import EvalResult, meta_evaluate
@@ -257,13 +258,13 @@ def meta_train(
                                     hint="use another --out folder, or the same options to resume")
             learner.load_state_dict(load_learner(run / "last", device=device).state_dict())
             state = _load_optimizer(optimizer, scheduler, run / "last")
-            config_path.write_text(json.dumps(asdict(config), indent=2))
+            write_atomically(config_path, json.dumps(asdict(config), indent=2))
             step, best_accuracy, elapsed = state["step"], state["best_accuracy"], state["elapsed_s"]
             # "auto" picks vmap or the loop by timing; a resumed run keeps the first choice so it
             # continues bit for bit (the two agree only up to rounding)
             learner.runner.resolved = state.get("task_parallel") or learner.runner.resolved
         else:
-            config_path.write_text(json.dumps(asdict(config), indent=2))
+            write_atomically(config_path, json.dumps(asdict(config), indent=2))
             (run / "history.jsonl").unlink(missing_ok=True)
 
     best_state: dict[str, torch.Tensor] = {}  # the best weights, kept in memory when there is no run folder

@@ -24,6 +24,7 @@ from metalabel.errors import (
     UnknownLabelError,
     UnreadableItemError,
 )
+from metalabel.files import write_atomically
 
 OnError = Literal["raise", "skip"]
 
@@ -401,15 +402,14 @@ def download(url: str, destination: Path, *, md5: str, timeout: float = 20.0) ->
     Raises ``OSError`` (``urllib.error.URLError`` and timeouts included) when it fails.
     """
     destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(destination.name + ".part")
-    digest = hashlib.md5(usedforsecurity=False)
-    try:
-        with urlopen(url, timeout=timeout) as response, partial.open("wb") as out:
+
+    def fetch(partial: Path) -> None:
+        digest = hashlib.md5(usedforsecurity=False)
+        with urlopen(url, timeout=timeout) as response, partial.open("xb") as out:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
-        if digest.hexdigest() != md5:
+        if digest.hexdigest() != md5:  # raised before the rename: a wrong file never lands
             raise OSError(f"{url} sent a file with MD5 {digest.hexdigest()}, expected {md5}")
-        partial.replace(destination)
-    finally:
-        partial.unlink(missing_ok=True)
+
+    write_atomically(destination, fetch)

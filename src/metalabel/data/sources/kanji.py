@@ -41,7 +41,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import xml.etree.ElementTree as ElementTree
 import zipfile
 from collections import defaultdict
@@ -56,6 +55,7 @@ from PIL import Image, ImageDraw
 from metalabel.data.dataset import LabeledDataset
 from metalabel.data.paths import cache_dir
 from metalabel.errors import BadInputError, DataNotFoundError, UnreadableItemError, check_whole_number
+from metalabel.files import write_atomically
 
 RENDERER_VERSION = 1
 """Bump whenever a change to this file changes the rendered bytes; it retires old caches."""
@@ -525,15 +525,7 @@ def _read_cache(cache_file: Path) -> dict[str, np.ndarray] | None:
 
 def _write_cache(cache_file: Path, arrays: dict[str, np.ndarray]) -> None:
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target and rename: a reader never sees half a file.
-    handle, temporary = tempfile.mkstemp(dir=cache_file.parent, prefix=cache_file.stem, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            np.savez_compressed(out, **arrays)
-        os.replace(temporary, cache_file)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(cache_file, lambda file: np.savez_compressed(file, **arrays))
 
 
 def _as_dataset(arrays: dict[str, np.ndarray], *, split: str) -> LabeledDataset:
