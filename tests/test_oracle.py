@@ -231,6 +231,7 @@ def test_label_studio_tasks_carry_the_suggestion_the_config_and_the_items_identi
     assert prediction["result"] == [
         {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": ["cat"]}}
     ]
+    assert queue.config_path == tmp_path / "queue" / "label_config.xml"  # the export's name too: one format
     config = queue.config_path.read_text()
     assert '<Text name="text" value="$text"/>' in config
     assert '<Choices name="label" toName="text" choice="single"' in config

@@ -67,7 +67,8 @@ import numpy as np
 from metalabel._version import __version__
 from metalabel.data.dataset import LabeledDataset
 from metalabel.errors import BadInputError, MissingDependencyError
-from metalabel.label.oracle import labeling_config
+from metalabel.label.labelstudio import CONFIG_FILE as LABELSTUDIO_CONFIG
+from metalabel.label.labelstudio import Suggestion, choices_task, write_config
 from metalabel.store import SOURCES, Disagreement, Item, Label, ProjectStore
 from metalabel.store.pool import POOL_SPEC_KEY, check_pool, has_pool_spec, reload_pool
 
@@ -132,7 +133,6 @@ SIDECAR_FILENAME = "export.json"
 LABELS_PARQUET = "labels.parquet"
 LABELS_CSV = "labels.csv"
 LABELSTUDIO_TASKS = "tasks.json"
-LABELSTUDIO_CONFIG = "label_config.xml"
 LABELSTUDIO_IMAGES = "images"
 
 # A person gave or vouched for these labels, so Label Studio gets them as annotations; the
@@ -541,7 +541,7 @@ def _write_labelstudio(job: _Job, folder: Path) -> _Written:
         tasks.append(_labelstudio_task(row, object_name, value))
         written.append(row)
     _write_json(folder / LABELSTUDIO_TASKS, tasks)
-    (folder / LABELSTUDIO_CONFIG).write_text(labeling_config(job.classes, kind=object_name), encoding="utf-8")
+    write_config(folder, job.classes, kind=object_name)
     if object_name == "image":
         return _Written(written, {"label_studio_setup": _labelstudio_image_setup(job.out)})
     return _Written(written)
@@ -549,35 +549,17 @@ def _write_labelstudio(job: _Job, folder: Path) -> _Written:
 
 def _labelstudio_task(row: _Row, object_name: str, value: str) -> dict[str, Any]:
     label = row.label
-    # every provenance column rides along in the task's data (Label Studio shows it beside the item)
-    task: dict[str, Any] = {"data": {object_name: value, **row.columns()}}
-    choice = _choice_result(label.class_name, object_name)
-    if label.source in _PERSON_SOURCES:
-        task["annotations"] = [{"result": [choice]}]
-    else:
-        task["predictions"] = [_prediction(choice, label.model_hash or label.source, label.calibrated_confidence)]
+    by_person = label.source in _PERSON_SOURCES
+    suggestions = [] if by_person else [
+        Suggestion(label.class_name, label.model_hash or label.source, label.calibrated_confidence)]
     if row.disagreement is not None:
         # The contradicting label goes along as a prediction, so a reviewer sees both.
         disagreement = row.disagreement
-        task.setdefault("predictions", []).append(
-            _prediction(
-                _choice_result(disagreement.proposed_class, object_name),
-                disagreement.model_hash or disagreement.source,
-                disagreement.calibrated_confidence,
-            )
-        )
-    return task
-
-
-def _choice_result(class_name: str, object_name: str) -> dict[str, Any]:
-    return {"from_name": "label", "to_name": object_name, "type": "choices", "value": {"choices": [class_name]}}
-
-
-def _prediction(result: dict[str, Any], model_version: str, score: float | None) -> dict[str, Any]:
-    prediction: dict[str, Any] = {"model_version": model_version, "result": [result]}
-    if score is not None:
-        prediction["score"] = score
-    return prediction
+        suggestions.append(Suggestion(disagreement.proposed_class, disagreement.model_hash or disagreement.source,
+                                      disagreement.calibrated_confidence))
+    # every provenance column rides along in the task's data (Label Studio shows it beside the item)
+    return choices_task(object_name, value, data=row.columns(), answer=label.class_name if by_person else None,
+                        suggestions=suggestions)
 
 
 def _labelstudio_image_setup(out: Path) -> list[str]:

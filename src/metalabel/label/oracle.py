@@ -37,7 +37,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote, urlparse
-from xml.sax.saxutils import quoteattr
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -47,6 +46,18 @@ from rich.text import Text
 
 from metalabel.errors import BadInputError, DataNotFoundError, MetalabelError, StoreError, UnknownLabelError
 from metalabel.files import write_atomically
+from metalabel.label.labelstudio import (
+    CHOICES_NAME,
+    CONFIG_FILE,
+    HASH_KEY,
+    PROJECT_KEY,
+    QUESTION_KEY,
+    URI_KEY,
+    QuestionIdentity,
+    Suggestion,
+    choices_task,
+    write_config,
+)
 from metalabel.store import ProjectStore
 
 
@@ -544,12 +555,6 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------ Label Studio
 
-QUESTION_KEY = "metalabel_question_id"
-"""Where an exported task keeps its question id (in ``meta`` and in ``data``, since Label Studio
-exports carry ``data`` in every format and ``meta`` only in some)."""
-CHOICES_NAME = "label"
-"""The ``name`` of the Choices control in the labeling config, i.e. ``from_name`` in results."""
-
 _URL_SCHEMES = {"http", "https", "s3", "gs", "azure-blob", "data"}
 
 
@@ -561,7 +566,7 @@ class LabelStudioQueue:
     them under the same question ids rather than asking twice). The workflow is
 
     1. ``answer(questions)`` / ``export_tasks(questions)`` writes
-       ``tasks-q<first>-q<last>.json`` and ``labeling-config.xml`` into ``folder``;
+       ``tasks-q<first>-q<last>.json`` and ``label_config.xml`` into ``folder``;
     2. create a Label Studio project with that labeling config and import the tasks:
        the model's suggestion shows as a pre-annotation with its score;
     3. label, export with the "JSON" (or "JSON-MIN") format, and pass the file to
@@ -593,7 +598,7 @@ class LabelStudioQueue:
 
     @property
     def config_path(self) -> Path:
-        return self.folder / "labeling-config.xml"
+        return self.folder / CONFIG_FILE
 
     def answer(self, questions: Sequence[Query]) -> list[Answer]:
         """Export the questions for Label Studio; the answers come later through ``import_annotations``."""
@@ -605,13 +610,7 @@ class LabelStudioQueue:
         """Write a Label Studio import file of the questions and the labeling config; returns the task file."""
         if not questions:
             raise BadInputError("there are no questions to export")
-        for query in questions:
-            if query.content_hash is None or query.project is None:
-                raise BadInputError(
-                    f"question {query.question_id} carries no content hash or project, so its answer could not "
-                    "be checked on import",
-                    hint="put questions with put_questions(store, queue, queries), which adds them",
-                )
+        identities = [_question_identity(query) for query in questions]
         class_names = questions[0].class_names
         for query in questions:
             if query.class_names != class_names:
@@ -624,40 +623,21 @@ class LabelStudioQueue:
             raise BadInputError("the questions mix images and text", hint="export one kind of item at a time")
         kind = kinds.pop()
         version = model_version or self.model_version
-        tasks = [self._task(query, kind, version) for query in questions]
+        tasks = [self._task(query, identity, kind, version) for query, identity in zip(questions, identities)]
 
         self.folder.mkdir(parents=True, exist_ok=True)
         ids = sorted(query.question_id for query in questions)
         tasks_path = self.folder / f"tasks-q{ids[0]}-q{ids[-1]}.json"
         # whole or absent, even if we are killed: a person imports these files into Label Studio
         write_atomically(tasks_path, json.dumps(tasks, indent=1, ensure_ascii=False))
-        write_atomically(self.config_path, labeling_config(class_names, kind=kind))
+        write_config(self.folder, class_names, kind=kind)
         return tasks_path
 
-    def _task(self, query: Query, kind: str, model_version: str) -> dict[str, Any]:
+    def _task(self, query: Query, identity: QuestionIdentity, kind: str, model_version: str) -> dict[str, Any]:
         content = self._image_value(query) if kind == "image" else _text_value(query)
-        task: dict[str, Any] = {
-            "data": {kind: content, QUESTION_KEY: query.question_id, URI_KEY: query.uri,
-                     HASH_KEY: query.content_hash, PROJECT_KEY: query.project},
-            "meta": {QUESTION_KEY: query.question_id, "item_id": query.item_id, "uri": query.uri,
-                     "content_hash": query.content_hash, "project": query.project},
-        }
-        if query.suggestion is not None:
-            prediction: dict[str, Any] = {
-                "model_version": model_version,
-                "result": [
-                    {
-                        "from_name": CHOICES_NAME,
-                        "to_name": kind,
-                        "type": "choices",
-                        "value": {"choices": [query.suggestion]},
-                    }
-                ],
-            }
-            if query.suggestion_confidence is not None:
-                prediction["score"] = float(query.suggestion_confidence)
-            task["predictions"] = [prediction]
-        return task
+        suggestions = () if query.suggestion is None else (
+            Suggestion(query.suggestion, model_version, query.suggestion_confidence),)
+        return choices_task(kind, content, question=identity, suggestions=suggestions)
 
     def _image_value(self, query: Query) -> str:
         if urlparse(query.uri).scheme in _URL_SCHEMES:
@@ -810,9 +790,6 @@ class LabelStudioQueue:
         return self.name if completed_by in (None, "") else f"{self.name}:{completed_by}"
 
 
-URI_KEY = "metalabel_uri"
-HASH_KEY = "metalabel_content_hash"
-PROJECT_KEY = "metalabel_project"
 _MAX_QUESTION_ID = 2**63 - 1  # SQLite's largest integer
 
 
@@ -978,20 +955,14 @@ def _record_votes(store: ProjectStore, question_id: int, vote: _Votes, tally: _T
         tally.disagreements += store.add_human_disagreement(question_id, other) is not None
 
 
-def labeling_config(class_names: Sequence[str], *, kind: str) -> str:
-    """A Label Studio labeling config: one ``text`` or ``image`` object and a single-choice class list."""
-    if kind not in {"text", "image"}:
-        raise BadInputError(f"kind must be 'text' or 'image', got {kind!r}")
-    shown = '<Text name="text" value="$text"/>' if kind == "text" else '<Image name="image" value="$image"/>'
-    choices = "\n".join(f"    <Choice value={quoteattr(name)}/>" for name in class_names)
-    return (
-        "<View>\n"
-        f"  {shown}\n"
-        f'  <Choices name="{CHOICES_NAME}" toName="{kind}" choice="single" showInline="true">\n'
-        f"{choices}\n"
-        "  </Choices>\n"
-        "</View>\n"
-    )
+def _question_identity(query: Query) -> QuestionIdentity:
+    if query.content_hash is None or query.project is None:
+        raise BadInputError(
+            f"question {query.question_id} carries no content hash or project, so its answer could not "
+            "be checked on import",
+            hint="put questions with put_questions(store, queue, queries), which adds them",
+        )
+    return QuestionIdentity(query.question_id, query.item_id, query.uri, query.content_hash, query.project)
 
 
 def _data_kind(query: Query) -> str:

@@ -1,0 +1,107 @@
+"""The Label Studio format in one place: the labeling config file and the choices task.
+
+Both the question queue (``LabelStudioQueue``, which reads the answers back) and the
+``labelstudio`` export write tasks with :func:`choices_task` and the config with :func:`write_config`,
+so a config and a task always agree on the control's and the object's names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+from metalabel.errors import BadInputError
+from metalabel.files import write_atomically
+
+CONFIG_FILE = "label_config.xml"
+"""The labeling config's file name, beside the tasks."""
+CHOICES_NAME = "label"
+"""The ``name`` of the Choices control in the labeling config, i.e. ``from_name`` in results."""
+QUESTION_KEY = "metalabel_question_id"
+"""Where a question's task keeps its question id (in ``meta`` and in ``data``, since Label Studio
+exports carry ``data`` in every format and ``meta`` only in some)."""
+URI_KEY = "metalabel_uri"
+HASH_KEY = "metalabel_content_hash"
+PROJECT_KEY = "metalabel_project"
+
+
+@dataclass(frozen=True)
+class QuestionIdentity:
+    """What an answer is checked against on import: the question, and the item and project it is about."""
+
+    question_id: int
+    item_id: int
+    uri: str
+    content_hash: str
+    project: str
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A class proposed by a model (or a source), shown as a pre-annotation with its score."""
+
+    class_name: str
+    model_version: str
+    score: float | None = None
+
+
+def choices_task(kind: str, value: str, *, data: Mapping[str, Any] | None = None,
+                 question: QuestionIdentity | None = None, answer: str | None = None,
+                 suggestions: Sequence[Suggestion] = ()) -> dict[str, Any]:
+    """One choices task: the item (``value``, under ``kind``: "text" or "image") and ``data`` beside it.
+
+    ``question`` puts the ids the importer reads back in ``meta`` and, prefixed, in ``data``;
+    ``answer`` is a person's class (an annotation), ``suggestions`` are predictions.
+    """
+    _check_kind(kind)
+    built: dict[str, Any] = {"data": {kind: value, **(data or {})}}
+    if question is not None:
+        built["data"].update({QUESTION_KEY: question.question_id, URI_KEY: question.uri,
+                              HASH_KEY: question.content_hash, PROJECT_KEY: question.project})
+        built["meta"] = {QUESTION_KEY: question.question_id, "item_id": question.item_id, "uri": question.uri,
+                         "content_hash": question.content_hash, "project": question.project}
+    if answer is not None:
+        built["annotations"] = [{"result": [_choice(answer, kind)]}]
+    if suggestions:
+        built["predictions"] = [_prediction(suggestion, kind) for suggestion in suggestions]
+    return built
+
+
+def labeling_config(class_names: Sequence[str], *, kind: str) -> str:
+    """A Label Studio labeling config: one ``text`` or ``image`` object and a single-choice class list."""
+    _check_kind(kind)
+    shown = '<Text name="text" value="$text"/>' if kind == "text" else '<Image name="image" value="$image"/>'
+    choices = "\n".join(f"    <Choice value={quoteattr(name)}/>" for name in class_names)
+    return (
+        "<View>\n"
+        f"  {shown}\n"
+        f'  <Choices name="{CHOICES_NAME}" toName="{kind}" choice="single" showInline="true">\n'
+        f"{choices}\n"
+        "  </Choices>\n"
+        "</View>\n"
+    )
+
+
+def write_config(folder: Path, class_names: Sequence[str], *, kind: str) -> Path:
+    """Write the labeling config as ``folder/label_config.xml``; returns its path."""
+    return write_atomically(folder / CONFIG_FILE, labeling_config(class_names, kind=kind))
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in {"text", "image"}:
+        raise BadInputError(f"kind must be 'text' or 'image', got {kind!r}")
+
+
+def _choice(class_name: str, kind: str) -> dict[str, Any]:
+    return {"from_name": CHOICES_NAME, "to_name": kind, "type": "choices", "value": {"choices": [class_name]}}
+
+
+def _prediction(suggestion: Suggestion, kind: str) -> dict[str, Any]:
+    prediction: dict[str, Any] = {"model_version": suggestion.model_version,
+                                  "result": [_choice(suggestion.class_name, kind)]}
+    if suggestion.score is not None:
+        prediction["score"] = float(suggestion.score)
+    return prediction
