@@ -66,6 +66,7 @@ import numpy as np
 
 from metalabel._version import __version__
 from metalabel.data.dataset import LabeledDataset
+from metalabel.data.sources._common import IMAGE_SUFFIXES
 from metalabel.errors import BadInputError, MissingDependencyError
 from metalabel.label.labelstudio import CONFIG_FILE as LABELSTUDIO_CONFIG
 from metalabel.label.labelstudio import Suggestion, choices_task, write_config
@@ -142,7 +143,6 @@ _PERSON_SOURCES = frozenset({"human", "imported"})
 # An `out` with one of these suffixes reads as a file name, but an export is a folder.
 _FILE_SUFFIXES = frozenset({".parquet", ".csv", ".json", ".jsonl"})
 
-_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 _UNSAFE_CHARACTERS = re.compile(r'[<>:"/\\|?*\x00-\x1f]')  # not allowed in a name on Windows (or "/" anywhere)
 _WINDOWS_RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL", *(f"COM{n}" for n in range(1, 10)), *(f"LPT{n}" for n in range(1, 10))}
@@ -415,7 +415,7 @@ def _put_image(image: Path | np.ndarray, folder: Path, names: _UniqueNames, uri:
         shutil.copy2(image, folder / name)
         return name
     # A uri naming an image file keeps that file's name; "fashion-mnist:train/12" becomes one.
-    stem = Path(uri).stem if Path(uri).suffix.lower() in _IMAGE_SUFFIXES else uri
+    stem = Path(uri).stem if Path(uri).suffix.lower() in IMAGE_SUFFIXES else uri
     name = names.claim(stem, ".png")
     _save_png(image, folder / name)
     return name
