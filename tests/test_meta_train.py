@@ -71,6 +71,7 @@ def test_resumed_run_equals_uninterrupted_run(kanji, tmp_path, algo):
     assert json.loads((tmp_path / "resumed" / "last" / "state.json").read_text())["step"] == 3
     meta_train(kanji, out=tmp_path / "resumed", steps=5, **options)
     straight, resumed = (load_learner(tmp_path / name / "last") for name in ("straight", "resumed"))
+    assert straight.state_dict().keys() == resumed.state_dict().keys()  # zip below would stop at the shorter
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
 
