@@ -53,17 +53,18 @@ def one_run(name: str, *, feedback: bool, seed: int, k: int, size: int, budget: 
                              gold=gold, progress=False, seed=seed, feedback=feedback)
     rows = []
     for report in result.rounds:
-        card = report.scorecard
-        downstream = card.get("downstream") or {}
+        card, gold = report.scorecard, report.gold
+        assert gold is not None  # the run is given the pool's gold labels
         rows.append({
             "round": report.round_id, "human": report.human_labels, "model_labels": report.model_labels,
             "coverage": report.coverage, "certified": report.certified_precision,
             "estimated_precision": report.estimated_precision, "reference": report.reference_answers,
-            "held_out": report.held_out_accuracy, "achieved_precision": report.gold.get("achieved_precision"),
-            "label_accuracy": report.gold.get("label_accuracy"),
-            "downstream_real": downstream.get("real_only"), "downstream_generated": downstream.get("with_generated"),
-            "kept": sorted(g for g, v in (card.get("generators") or {}).items() if v["kept"]),
-            "feedback": report.feedback, "seconds": report.seconds,
+            "held_out": report.held_out_accuracy, "achieved_precision": gold.achieved_precision,
+            "label_accuracy": gold.label_accuracy,
+            "downstream_real": None if card.downstream is None else card.downstream.real_only,
+            "downstream_generated": None if card.downstream is None else card.downstream.with_generated,
+            "kept": sorted(name for name, outcome in card.generators.items() if outcome.kept),
+            "feedback": list(report.feedback), "seconds": report.seconds,
         })
     return rows
 

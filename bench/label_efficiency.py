@@ -167,8 +167,9 @@ def run_metalabel(pool, x_std, x_test_std, y_test, *, encoder, seed, k, strategy
         def on_round(report):
             labels = oracle.snapshot if report.questions else project.store.active_labels()
             answered = report.human_labels - n_seed
-            gold_metrics = dict(report.gold)
-            if report.questions and "label_accuracy" in gold_metrics:
+            assert report.gold is not None  # the run is given the pool's gold labels
+            gold_metrics = report.gold.to_json()
+            if report.questions:
                 # the pipeline's label_accuracy is taken after the round's own answers landed; a run whose budget
                 # ends here never gets them, so count each asked item with the label it had before its answer
                 before = {label.uri: label.class_name for label in labels}

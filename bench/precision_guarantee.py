@@ -244,7 +244,7 @@ def run_once(pool, learner, encoder, *, seed: int, k: int, budget: int, per_roun
         "reference_questions_by_round": [r.reference_questions for r in rounds],
         "coverage_by_round": [r.coverage for r in rounds],
         "certificate_by_round": [r.certificate for r in rounds],
-        "achieved_precision_by_round": [r.gold.get("achieved_precision") for r in rounds],
+        "achieved_precision_by_round": [None if r.gold is None else r.gold.achieved_precision for r in rounds],
         "held_out_accuracy": report.held_out_accuracy, "calibration_ece": report.calibration_ece,
         "model": report.model,
         **side_rules(probs, truth, target),

@@ -25,5 +25,5 @@ def test_a_calibrated_round_and_its_scorecard_need_no_cleanlab(tmp_path, monkeyp
                              project_meta_steps=0, generate=False)
     assert result.rounds
     card = result.rounds[0].scorecard
-    assert card["label_quality"]["held_out"] is not None  # calibrated: out-of-fold probabilities existed
-    assert isinstance(card["label_issues"], list)  # searched by the built-in filter
+    assert card.label_quality.held_out is not None  # calibrated: out-of-fold probabilities existed
+    assert isinstance(card.label_issues, tuple)  # searched by the built-in filter

@@ -6,28 +6,40 @@ import metalabel as ml
 from helpers import kanji_project
 from metalabel.datasets import gold_labels, seed_labels_from_pool
 from metalabel.label.oracle import SimulatedOracle
+from metalabel.pipeline import PROJECT_LEARNER, LabelingRun, RunOptions
 from metalabel.project import Project
 
 
-def test_the_meta_learner_continues_on_the_grown_data_set_and_is_kept_only_when_better(cache, tmp_path):
+def test_the_meta_learner_continues_only_when_it_wins_and_is_kept_only_when_better(cache, tmp_path):
     # pseudo-tasks need a pool of a few hundred items (enough k-means clusters for episodes)
     project, gold = kanji_project(tmp_path / "p", per_class=3, max_classes=8, samples_per_class=40)
     with project:
-        result = project.run(oracle=SimulatedOracle(gold), encoder="pixels", budget=10, per_round=5, max_rounds=3,
-                             project_meta_steps=60, meta_continue_steps=30, progress=False, generate=False)
-        checkpoints = project.store.artifacts(kind="checkpoint")
-    lines = [line for report in result.rounds for line in report.feedback if line.startswith("meta-learner")]
-    assert result.rounds and len(lines) == len(result.rounds)  # every round had held-out labels to judge by
+        options = RunOptions(budget=10, per_round=5, max_rounds=3, project_meta_steps=60,
+                             meta_continue_steps=30, generate=False)
+        run = LabelingRun(project.store, project.load_pool(), None, oracle=SimulatedOracle(gold), options=options,
+                          encoder="pixels", progress=False)
+        result = run.run()
+        won = [report for report in result.rounds if report.model.startswith(PROJECT_LEARNER)]
+        lines = [line for report in result.rounds for line in report.feedback if line.startswith("meta-learner")]
+        assert len(result.rounds) == 3 and len(lines) == len(won)  # trained further only in the rounds it won
+
+        # where it is trained further, the continuation is kept exactly when held-out accuracy did not drop,
+        # and every kept one is saved in the project under its hash
+        def saved() -> list:
+            return [a for a in project.store.artifacts(kind="checkpoint") if a.meta["learner"] == PROJECT_LEARNER]
+
+        saved_before, feedback = len(saved()), []
+        for number in (4, 5):
+            run._continue_meta_learning(None, number, run._snapshot(), feedback)
+        saved_after = saved()
+    assert len(feedback) == 2
     kept = 0
-    for line in lines:
-        numbers = line.split("held-out accuracy ")[1].split(",")[0]
-        before, after = (float(v.rstrip("%")) for v in numbers.split(" -> "))
+    for line in feedback:
+        before, after = (float(v.rstrip("%")) for v in line.split("held-out accuracy ")[1].split(",")[0].split(" -> "))
         kept += "kept" in line
         assert ("kept" in line) == (after >= before)
-    # the encoder space, the first learner and every kept continuation are saved in the project, under their hash
-    project_learners = [a for a in checkpoints if a.meta["learner"] == "project meta-learned"]
-    assert len(project_learners) == 1 + kept and len(checkpoints) == 2 + kept
-    assert all((artifact.path / "config.json").exists() or any(artifact.path.iterdir()) for artifact in checkpoints)
+    assert len(saved_after) == saved_before + kept
+    assert all((artifact.path / "config.json").exists() for artifact in saved_after)
 
 
 def test_a_wrong_seed_label_is_found_asked_again_and_corrected(cache, tmp_path):
@@ -39,9 +51,9 @@ def test_a_wrong_seed_label_is_found_asked_again_and_corrected(cache, tmp_path):
     with Project.create(tmp_path / "p", pool=pool, labels=seeds) as project:
         result = project.run(oracle=SimulatedOracle(gold), encoder="pixels", budget=10, per_round=10, max_rounds=2,
                              progress=False, generate=False, project_meta_steps=0)
-        issues = result.rounds[0].scorecard["label_issues"]
+        issues = result.rounds[0].scorecard.label_issues
         asked = project.store.answered_questions(strategy="label-issue")
         label = next(label for label in project.store.active_labels() if label.uri == pool.uris[flipped])
-    assert issues[0]["uri"] == pool.uris[flipped] and issues[0]["given"] == seeds[flipped]  # the most suspect
+    assert issues[0].uri == pool.uris[flipped] and issues[0].given == seeds[flipped]  # the most suspect
     assert pool.uris[flipped] in {question.uri for question in asked}
     assert (label.source, label.class_name) == ("human", gold[pool.uris[flipped]])  # the person fixed it

@@ -40,7 +40,7 @@ def test_a_run_spends_the_budget_and_labels_with_provenance(cache, tmp_path):
         asked_items = [row[0] for row in sqlite3.connect(store.path).execute("SELECT item_id FROM questions")]
         assert len(asked_items) == len(set(asked_items)) == 15
         last = result.rounds[-1]
-        assert last.calibration_ece is not None and last.gold["pool_accuracy"] > 0.5
+        assert last.calibration_ece is not None and last.gold is not None and last.gold.pool_accuracy > 0.5
         assert last.certified_precision is None and last.model_labels == 0 and last.reference_needed != 0
 
 
@@ -145,7 +145,8 @@ def test_text_end_to_end_with_minilm(cache, tmp_path):
         result = project.run(oracle=SimulatedOracle(gold), encoder="minilm", budget=6, per_round=3,
                              target_precision=0.9, gold=gold, progress=False, project_meta_steps=0)
         exported = project.export(tmp_path / "out", format="csv")
-    assert result.rounds[-1].gold["pool_accuracy"] > 0.8  # MiniLM separates these topics well
+    last_gold = result.rounds[-1].gold
+    assert last_gold is not None and last_gold.pool_accuracy > 0.8  # MiniLM separates these topics well
     with open(exported.path / "labels.csv", newline="") as handle:
         labels = list(csv.DictReader(handle))
     assert {row["source"] for row in labels} >= {"imported", "human"}

@@ -1,5 +1,6 @@
 """Label quality: accuracy with a Wilson interval, confusion, and label issues found by cleanlab."""
 
+import dataclasses
 import sys
 import warnings
 
@@ -10,6 +11,7 @@ from sklearn.model_selection import cross_val_predict
 
 from metalabel.errors import BadInputError, MissingDependencyError
 from metalabel.evaluate import LabelIssues, accuracy_with_ci, confusion, label_issues, per_class_accuracy
+from metalabel.evaluate.records import Downstream, Interval, LabelQuality, Scorecard, Similarity
 
 
 def test_accuracy_with_ci_matches_the_known_wilson_interval() -> None:
@@ -163,19 +165,26 @@ def test_without_cleanlab_auto_and_the_scorecard_use_the_builtin_filter(monkeypa
     rows = issues_section(labels, probs, uris=[f"item-{i}" for i in range(len(labels))],
                           item_ids=list(range(len(labels))), sources=["imported"] * len(labels),
                           classes=["a", "b", "c", "d"], max_issues=50)
-    assert [row["item_id"] for row in rows] == builtin.indices[:50].tolist()
-    assert rows[0]["given"] == "abcd"[labels[rows[0]["item_id"]]]
+    assert [row.item_id for row in rows] == builtin.indices[:50].tolist()
+    assert rows[0].given == "abcd"[labels[rows[0].item_id]]
+
+
+def a_scorecard(quality: LabelQuality) -> Scorecard:
+    """A scorecard holding ``quality`` and nothing else measured."""
+    return Scorecard(label_quality=quality, confusion=None, label_issues=(), similarity={}, downstream=None,
+                     generators={}, feedback=())
 
 
 def test_the_scorecard_shows_the_certificate_and_names_the_reference_answers_in_the_accepted_region() -> None:
-    from metalabel.evaluate.scorecard import REFERENCE_IN_ACCEPTED, label_quality, scorecard_rows
+    from metalabel.evaluate.scorecard import label_quality, scorecard_rows
 
     checked = np.r_[np.ones(19, bool), np.zeros(1, bool)]
     quality = label_quality(coverage=0.42, estimated_precision=0.97, certified_precision=0.951, delta=0.05,
                             reference_in_accepted=checked, held_out=None, gold_correct=None)
-    assert "audit" not in quality and "precision_ci" not in quality
-    assert quality[REFERENCE_IN_ACCEPTED]["count"] == 20 and quality[REFERENCE_IN_ACCEPTED]["accuracy"] == 0.95
-    rows = {metric: (value, detail) for _, metric, value, detail in scorecard_rows({"label_quality": quality})}
+    assert "audit" not in quality.to_json() and "precision_ci" not in quality.to_json()
+    assert quality.reference_in_accepted is not None
+    assert (quality.reference_in_accepted.count, quality.reference_in_accepted.accuracy) == (20, 0.95)
+    rows = {metric: (value, detail) for _, metric, value, detail in scorecard_rows(a_scorecard(quality))}
     assert rows["certified precision"][0] == ">= 95.1% (delta 0.05)"
     assert "probability 0.95" in rows["certified precision"][1]
     assert rows["estimated precision"] == ("97.0%", "point estimate of the accepted labels' precision, not a guarantee")
@@ -189,11 +198,11 @@ def test_scorecard_rows_never_show_nan_and_say_when_nothing_is_certified() -> No
     nan = float("nan")
     quality = label_quality(coverage=0.0, estimated_precision=nan, certified_precision=nan, held_out=None,
                             gold_correct=None)
-    card = {"label_quality": quality | {"gold": {"accuracy": nan, "low": nan, "high": nan, "count": 0}},
-            "downstream": {"real_only": nan, "with_generated": nan, "gain": nan, "tstr": nan, "generated": 3,
-                           "test": "held-out"},
-            "similarity": {"vae": {"mmd": nan, "frechet": nan, "precision": nan, "recall": nan, "real": 4,
-                                   "generated": 4}}}
+    card = dataclasses.replace(
+        a_scorecard(dataclasses.replace(quality, gold=Interval(nan, nan, nan, 0))),
+        downstream=Downstream(real_only=nan, with_generated=nan, gain=nan, tstr=nan, test_size=4, generated=3,
+                              test="held-out"),
+        similarity={"vae": Similarity(mmd=nan, frechet=nan, precision=nan, recall=nan, real=4, generated=4)})
     rows = scorecard_rows(card)
     assert rows and not any("nan" in cell.lower() for row in rows for cell in row)
     certified = [row for row in rows if row[1] == "certified precision"]

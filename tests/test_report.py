@@ -24,6 +24,7 @@ from PIL import Image
 import metalabel.datasets
 from metalabel.data.dataset import LabeledDataset
 from metalabel.errors import BadInputError, MissingDependencyError
+from metalabel.evaluate.records import Confusion, Downstream, Reliability, Similarity
 from metalabel.report import (
     SECTIONS,
     LabelIssue,
@@ -66,14 +67,16 @@ def nearest_centroid(data: LabeledDataset, shots: int) -> tuple[np.ndarray, np.n
     return query, data.labels[query], probabilities
 
 
-def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict:
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> tuple[Reliability, float]:
+    """The filled bins and the ECE over them."""
     which = np.minimum((confidence * bins).astype(int), bins - 1)
     kept = [b for b in range(bins) if (which == b).any()]
-    counts = [int((which == b).sum()) for b in kept]
+    counts = [float((which == b).sum()) for b in kept]
     mean_conf = [float(confidence[which == b].mean()) for b in kept]
     accuracy = [float(correct[which == b].mean()) for b in kept]
     ece = sum(n * abs(a - c) for n, a, c in zip(counts, accuracy, mean_conf)) / len(confidence)
-    return {"confidence": mean_conf, "accuracy": accuracy, "count": counts, "ece": ece}
+    edges = tuple(float(e) for e in np.linspace(0, 1, bins + 1))
+    return Reliability(edges, tuple(mean_conf), tuple(accuracy), tuple(counts)), ece
 
 
 def kanji_report(data: LabeledDataset, *, rename: dict[str, str] | None = None) -> ReportData:
@@ -134,6 +137,7 @@ def kanji_report(data: LabeledDataset, *, rename: dict[str, str] | None = None) 
                        confidence=0.871, certified_precision=0.951, image=data.items[int(idx[7])])
         for c, idx in enumerate(data.class_indices()[:3])
     )
+    reliability, ece = reliability_bins(confidence, predicted == truth)
     return ReportData(
         project="kanji-demo", pool="kanji:evaluation", modality="image", classes=tuple(names),
         created="2025-05-04T10:21:07+00:00",
@@ -141,16 +145,17 @@ def kanji_report(data: LabeledDataset, *, rename: dict[str, str] | None = None) 
                 "retracted": 15},
         retracted=retracted,
         rounds=rounds,
-        reliability=reliability_bins(confidence, predicted == truth),
-        confusion={"classes": names, "matrix": confusion.tolist(), "against": "gold labels"},
+        reliability=reliability, ece=ece,
+        confusion=Confusion("gold labels", tuple(names), tuple(map(tuple, confusion.tolist())),
+                            tuple(float(v) for v in confusion.diagonal() / confusion.sum(1))),
         samples=tuple(samples), generated=tuple(generated),
         parent_images={data.uris[int(idx[0])]: data.items[int(idx[0])] for idx in data.class_indices()},
-        similarity={"shift-2px v1": {"mmd": 0.0123, "frechet": 4.71, "precision": 0.91, "recall": 0.64,
-                                     "real": 60, "generated": 16},
-                    "elastic v2": {"mmd": 0.0311, "frechet": 9.3, "precision": 0.83, "recall": 0.71,
-                                   "real": 60, "generated": 16}},
-        downstream={"real_only": 0.94, "with_generated": 0.95, "gain": 0.01, "tstr": 0.71, "test_size": 120,
-                    "test": "kanji:evaluation held-out samples"},
+        similarity={"shift-2px v1": Similarity(mmd=0.0123, frechet=4.71, precision=0.91, recall=0.64, real=60,
+                                               generated=16),
+                    "elastic v2": Similarity(mmd=0.0311, frechet=9.3, precision=0.83, recall=0.71, real=60,
+                                             generated=16)},
+        downstream=Downstream(real_only=0.94, with_generated=0.95, gain=0.01, tstr=0.71, test_size=120, generated=32,
+                              test="kanji:evaluation held-out samples"),
         label_issues=issues,
         scorecard=(ScorecardRow("Labels", "estimated precision", "97.3%", "95.5-98.4%, Wilson"),
                    ScorecardRow("Labels", "coverage", "97.1%", "585 of 600 items"),
@@ -268,7 +273,7 @@ def test_write_report_is_atomic(
         raise OSError("disk full")
 
     target.write_text("old report", encoding="utf-8")
-    monkeypatch.setattr("metalabel.report.html.os.replace", crash)
+    monkeypatch.setattr("metalabel.files.os.replace", crash)
     with pytest.raises(OSError, match="disk full"):
         write_report(report, target)
     assert target.read_text(encoding="utf-8") == "old report"
@@ -294,9 +299,11 @@ def test_bad_input_names_what_is_wrong(kanji: LabeledDataset) -> None:
         RoundPoint(3, 10, 10, 0, 0, 0.5, feedback="raised the target")
     report = kanji_report(kanji)
     with pytest.raises(BadInputError, match="confusion matrix must be 6 x 6"):
-        dataclasses.replace(report, confusion={"classes": report.classes, "matrix": [[1, 2], [3, 4]]})
+        dataclasses.replace(report, confusion=Confusion("gold labels", report.classes, ((1, 2), (3, 4)), (0.3, 0.6)))
     with pytest.raises(BadInputError, match="reliability lists have different lengths"):
-        dataclasses.replace(report, reliability={"confidence": [0.5, 0.9], "accuracy": [0.5], "count": [3, 4]})
+        dataclasses.replace(report, reliability=Reliability((0.0, 0.5, 1.0), (0.5, 0.9), (0.5,), (3.0, 4.0)))
+    with pytest.raises(BadInputError, match="confusion is a dict, not a Confusion"):
+        dataclasses.replace(report, confusion={"classes": report.classes, "matrix": [[1, 2], [3, 4]]})
     with pytest.raises(BadInputError, match="needs a ReportData"):
         render_report({"project": "x"})
 
@@ -372,9 +379,9 @@ def test_every_user_string_is_escaped_in_the_page(kanji: LabeledDataset) -> None
         report, project=hostile("project"), pool=hostile("pool"), created=hostile("created"),
         rounds=tuple(rounds), generated=tuple(generated), label_issues=tuple(issues),
         samples=(dataclasses.replace(first, uri=hostile("sample-uri")),) + report.samples[1:],
-        confusion={**report.confusion, "against": hostile("against")},
+        confusion=dataclasses.replace(report.confusion, against=hostile("against")),
         similarity={hostile("similarity"): next(iter(report.similarity.values()))},
-        downstream={**report.downstream, "test": hostile("test")},
+        downstream=dataclasses.replace(report.downstream, test=hostile("test")),
         scorecard=(ScorecardRow(hostile("section"), hostile("metric"), hostile("value"), hostile("detail")),),
         why_missing={"scorecard": hostile("why")},
     )

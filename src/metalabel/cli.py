@@ -8,11 +8,15 @@ import sqlite3
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from metalabel.errors import BadInputError, MetalabelError
+
+if TYPE_CHECKING:
+    from metalabel.evaluate.records import RoundReport
 
 console = Console()
 err_console = Console(stderr=True)
@@ -89,11 +93,12 @@ def _parse_options(pairs: list[str]) -> dict:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from metalabel.datasets import gold_labels
-    from metalabel.label.oracle import LabelStudioQueue, SimulatedOracle, TerminalOracle
+    from metalabel.label.oracle import LabelStudioQueue, Oracle, SimulatedOracle, TerminalOracle
     from metalabel.project import Project
 
     with Project.open(args.project) as project:
         gold = gold_labels(project.load_pool())
+        oracle: Oracle
         if args.oracle == "simulated":
             if not gold:
                 raise BadInputError("the simulated oracle answers from the pool's own labels, and this pool has none",
@@ -110,14 +115,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                       "pool acc." if gold else "", "achieved prec." if gold else "", "s",
                       title=f"labeling {project.name}", title_justify="left")
 
-        def show(report) -> None:
+        def show(report: RoundReport) -> None:
             row = [str(report.round_id), str(report.human_labels), str(report.reference_answers),
                    str(report.model_labels), f"{100 * report.coverage:.1f}%",
                    _percent_at_least(report.certified_precision, report.reference_needed,
                                      report.reference_answers),
                    _percent(report.estimated_precision), str(report.retracted), str(report.questions),
-                   _percent(report.gold.get("pool_accuracy")) if gold else "",
-                   _percent(report.gold.get("achieved_precision")) if gold else "", f"{report.seconds:.1f}"]
+                   _percent(report.gold.pool_accuracy) if report.gold else "",
+                   _percent(report.gold.achieved_precision) if report.gold else "", f"{report.seconds:.1f}"]
             table.add_row(*row)
             if not args.quiet:
                 console.print("round " + " | ".join(row), highlight=False)
@@ -194,16 +199,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         scorecard = project.evaluate(_load_model(args.model), encoder=args.encoder, gold=gold,
                                      progress=not args.quiet, seed=args.seed)
         if args.json:
-            print(json.dumps(scorecard, indent=2, default=float))
+            print(json.dumps(scorecard.to_json(), indent=2, default=float))
             return 0
         table = Table("section", "metric", "value", "detail", title=f"scorecard of {project.name}",
                       title_justify="left")
         for row in scorecard_rows(scorecard):
             table.add_row(*row)
         console.print(table)
-        for issue in scorecard["label_issues"][:10]:
-            console.print(f"label issue: {issue['uri']} labeled {issue['given']!r} ({issue['source']}), "
-                          f"looks like {issue['suggested']!r} (p={issue['self_confidence']:.2f})", highlight=False)
+        for issue in scorecard.label_issues[:10]:
+            console.print(f"label issue: {issue.uri} labeled {issue.given!r} ({issue.source}), "
+                          f"looks like {issue.suggested!r} (p={issue.self_confidence:.2f})", highlight=False)
         console.print(f"written: {project.folder / 'scorecard.json'}")
     return 0
 

@@ -30,7 +30,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +38,15 @@ import torch
 
 from metalabel.data.dataset import UNLABELED, LabeledDataset
 from metalabel.errors import BadInputError, NotEnoughDataError, check_whole_number
+from metalabel.evaluate.records import (
+    GeneratorOutcome,
+    GoldMetrics,
+    RoundCertificate,
+    RoundReport,
+    Scorecard,
+    SuspectLabel,
+)
+from metalabel.files import write_atomically
 from metalabel.label.active import STRATEGIES
 from metalabel.label.ask import REFERENCE, choose_questions
 from metalabel.label.certify import BudgetPlan, Certificate, certify_acceptance, plan_budget
@@ -146,43 +155,6 @@ class RunOptions:
 def _check_number(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise BadInputError(f"{name} must be a finite number, got {value!r}")
-
-
-@dataclass
-class RoundReport:
-    """What one round did, as stored in the round's metrics.
-
-    ``certified_precision`` is the lower confidence bound (at ``1 - delta``) on the
-    precision of every model label active after the round; None when nothing could be
-    certified, and then ``reference_needed`` says how many more reference answers would
-    (at the error rate seen so far). ``estimated_precision`` is the point estimate.
-    """
-
-    round_id: int
-    human_labels: int
-    model_labels: int
-    coverage: float
-    certified_precision: float | None
-    estimated_precision: float | None
-    delta: float
-    threshold: float | None
-    reference_answers: int
-    reference_needed: int | None
-    retracted: int
-    temperature: float
-    calibration_ece: float | None
-    questions: int
-    reference_questions: int
-    answered_total: int
-    seconds: float
-    model: str = ""
-    held_out_accuracy: float | None = None
-    disagreements: int = 0
-    gold: dict[str, float] = field(default_factory=dict)
-    certificate: str = ""
-    feedback: list[str] = field(default_factory=list)
-    scorecard: dict[str, Any] = field(default_factory=dict)
-    generation: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -304,7 +276,7 @@ class LabelingRun:
             except BaseException:
                 self.store.finish_round(round_id, {"error": True}, status="failed")
                 raise
-            self.store.finish_round(round_id, asdict(report))
+            self.store.finish_round(round_id, report.to_json())
             gain = report.coverage - (reports[-1].coverage if reports else 0.0)
             reports.append(report)
             if self.on_round:
@@ -346,8 +318,9 @@ class LabelingRun:
         labels = self._snapshot()
         self._require_a_label_per_class(labels)
         feedback: list[str] = []
-        self._continue_meta_learning(round_id, number, labels, feedback)
         name, model, calibration = self._choose_model(labels)
+        if name == PROJECT_LEARNER:  # it earns more training by winning the round; otherwise the run skips the cost
+            self._continue_meta_learning(round_id, number, labels, feedback)
         generation = None
         if self.generator is not None and model.prototype_space:
             generation = self._generate(number, model, labels)
@@ -370,18 +343,14 @@ class LabelingRun:
         reference_questions, asked = self._ask(round_id, number, ask, probs, model.embeddings(), candidates,
                                                certificate, reference, scorecard) if ask else (0, 0)
         return RoundReport(
-            round_id=round_id, human_labels=len(labels.human_positions), model_labels=len(accepted),
-            coverage=certificate.coverage, certified_precision=certificate.lower_bound,
-            estimated_precision=certificate.estimate, delta=self.options.delta,
-            threshold=certificate.threshold if certificate.certified else None,
-            reference_answers=len(reference.positions), reference_needed=certificate.reference_needed,
-            retracted=retracted,
+            **_recorded_certificate(certificate, reference, retracted).to_json(),
+            round_id=round_id, human_labels=len(labels.human_positions),
             temperature=float(calibration.calibrator.temperature) if calibration.calibrator is not None else 1.0,
             calibration_ece=calibration.ece, questions=asked, reference_questions=reference_questions,
             answered_total=self._answered_total(), seconds=round(time.perf_counter() - started, 2),
             model=f"{name} + {model.head}" if model.prototype_space else name,
             held_out_accuracy=calibration.accuracy, disagreements=len(self.store.disagreements()), gold=gold,
-            certificate=certificate.reason, feedback=feedback, scorecard=scorecard,
+            feedback=tuple(feedback), scorecard=scorecard,
             generation=generation.summary() if generation is not None else {},
         )
 
@@ -480,12 +449,8 @@ class LabelingRun:
                     calibrated_confidence=float(probs[position, predicted]),
                     threshold=float(certificate.thresholds[predicted]), certified_precision=certificate.lower_bound,
                     round_id=round_id, model_hash=model_hash)
-            self.store.record_round_metrics(round_id, {
-                "certified_precision": certificate.lower_bound, "estimated_precision": certificate.estimate,
-                "delta": certificate.delta, "threshold": certificate.threshold if certificate.certified else None,
-                "coverage": certificate.coverage, "model_labels": certificate.accepted,
-                "reference_answers": len(reference.positions), "reference_needed": certificate.reference_needed,
-                "retracted": retracted, CERTIFICATE_METRIC: certificate.reason})
+            self.store.record_round_metrics(round_id,
+                                            _recorded_certificate(certificate, reference, retracted).to_json())
         return retracted
 
     # -- asking
@@ -516,7 +481,7 @@ class LabelingRun:
 
     def _ask(self, round_id: int, number: int, count: int, probs: np.ndarray, embeddings: np.ndarray,
              candidates: np.ndarray, certificate: Certificate, reference: ReferenceEvidence,
-             scorecard: dict[str, Any]) -> tuple[int, int]:
+             scorecard: Scorecard) -> tuple[int, int]:
         """Split ``count`` questions between the reference sample and the query strategy, ask, and put them."""
         open_items = {q.item_id for q in self.store.open_questions()}
         free = np.array([p for p in candidates if self.index.item_id(p) not in open_items], dtype=np.int64)
@@ -526,9 +491,9 @@ class LabelingRun:
             reference_count = round(count * self.options.reference_share)
         reference_count = min(reference_count, len(free))
         asked_before = {q.item_id for q in self.store.answered_questions(strategy="label-issue")}
-        suspects = np.array([self.index.position_of_item[issue["item_id"]] for issue in scorecard["label_issues"]
-                             if issue["source"] == LabelSource.IMPORTED and issue["item_id"] not in asked_before
-                             and issue["item_id"] not in open_items], dtype=np.int64)
+        suspects = np.array([self.index.position_of_item[issue.item_id] for issue in scorecard.label_issues
+                             if issue.source == LabelSource.IMPORTED and issue.item_id not in asked_before
+                             and issue.item_id not in open_items], dtype=np.int64)
         human = np.setdiff1d(self.index.registered, candidates)
         questions = choose_questions(probs, embeddings, free, reference=reference_count,
                                      active=count - reference_count, strategy=self.options.strategy,
@@ -589,7 +554,7 @@ class LabelingRun:
         return self._plan(probs[candidates], self._reference_evidence(calibration, probs, candidates),
                           questions=per_round, coverage=coverage)
 
-    def scorecard(self) -> dict[str, Any]:
+    def scorecard(self) -> Scorecard:
         """The scorecard of the labels as they stand now: nothing is written, nothing asked."""
         labels = self._snapshot()
         _, model, calibration = self._choose_model(labels)
@@ -598,12 +563,14 @@ class LabelingRun:
         reference = self._reference_evidence(calibration, probs, candidates)
         coverage = len(labels.pseudo.positions) / max(len(candidates), 1)
         # the labels as they stand were admitted by the certificate the last round recorded with them
-        last = next((r.metrics for r in reversed(self.store.rounds())
-                     if r.metrics and CERTIFICATE_METRIC in r.metrics), {})
-        threshold = last.get("threshold")
-        figures = CertifiedFigures(last.get("certified_precision"), last.get("estimated_precision"), coverage,
-                                   float(last.get("delta", self.options.delta)),
-                                   None if threshold is None else np.full(self.ways, float(threshold)))
+        last = next((r for r in reversed(self.store.rounds()) if r.metrics and CERTIFICATE_METRIC in r.metrics), None)
+        if last is None:  # no round has certified anything yet
+            figures = CertifiedFigures(None, None, coverage, self.options.delta, None)
+        else:
+            recorded = RoundCertificate.from_json(last.metrics, f"round {last.id}'s metrics")
+            figures = CertifiedFigures(recorded.certified_precision, recorded.estimated_precision, coverage,
+                                       recorded.delta, None if recorded.threshold is None
+                                       else np.full(self.ways, recorded.threshold))
         return self._scorecard(model, calibration, figures, reference, generation=None, feedback=[])
 
     # -- the project's own meta-learner
@@ -816,9 +783,7 @@ class LabelingRun:
         for batch in generation.batches:
             key = batch.generator.replace(" ", "_")
             arrays[f"{key}.content"], arrays[f"{key}.features"], arrays[f"{key}.y"] = batch.content, batch.x, batch.y
-        staging = folder / f".round-{round_id}.partial.npz"
-        np.savez_compressed(staging, **arrays)
-        staging.replace(path)
+        write_atomically(path, lambda file: np.savez_compressed(file, **arrays))
         with self.store.batch():
             artifact = self.store.add_artifact("generated", path, round_id=round_id,
                                                meta={"generators": [b.generator for b in generation.batches]})
@@ -838,7 +803,7 @@ class LabelingRun:
     # -- the scorecard and the gold figures
     def _scorecard(self, model: RoundModel, calibration: Calibration, certified: CertifiedFigures,
                    reference: ReferenceEvidence, *, generation: GenerationStep | None,
-                   feedback: list[str]) -> dict[str, Any]:
+                   feedback: list[str]) -> Scorecard:
         from metalabel.evaluate import scorecard as card
         from metalabel.generate.engine import JUDGE_DIMS
         from metalabel.generate.evidence import principal_components
@@ -869,7 +834,7 @@ class LabelingRun:
                                                against="held-out human labels")
         else:
             confusion = None
-        issues = []
+        issues: tuple[SuspectLabel, ...] = ()
         if calibration.probs is not None:
             trusted_by_position = {self.index.position_of_item[label.item_id]: label for label in labels
                                    if LabelSource(label.source).trusted}
@@ -889,9 +854,10 @@ class LabelingRun:
         similarity = card.similarity_section(
             project(embeddings[label_positions[trusted]]),
             {b.generator: project(b.x) for b in (generation.batches if generation else ())}, seed=self.options.seed)
-        return {"label_quality": quality, "confusion": confusion, "label_issues": issues,
-                "similarity": similarity, "downstream": downstream,
-                "generators": generation.summary()["generators"] if generation else {}, "feedback": list(feedback)}
+        generators = {b.generator: GeneratorOutcome(b.kept, int(len(b.y)), b.version, b.evidence)
+                      for b in (generation.batches if generation else ())}
+        return Scorecard(label_quality=quality, confusion=confusion, label_issues=issues, similarity=similarity,
+                         downstream=downstream, generators=generators, feedback=tuple(feedback))
 
     def _gold_classes(self) -> np.ndarray | None:
         """The true class of every pool item (-1: unknown), where the user gave gold labels."""
@@ -899,7 +865,7 @@ class LabelingRun:
             return None
         return np.array([self.class_index.get(self.gold.get(uri, ""), UNLABELED) for uri in self.pool.uris])
 
-    def _gold_metrics(self, probs: np.ndarray, accepted: np.ndarray) -> dict[str, float]:
+    def _gold_metrics(self, probs: np.ndarray, accepted: np.ndarray) -> GoldMetrics | None:
         """Against the true labels, where the user has them (simulations and benchmarks).
 
         After a round's retractions the accepted set is every active model label, so
@@ -907,20 +873,28 @@ class LabelingRun:
         """
         truth = self._gold_classes()
         if truth is None:
-            return {}
+            return None
         predicted = probs.argmax(1)
         known = truth != UNLABELED
-        out = {"pool_accuracy": float((predicted[known] == truth[known]).mean())}
         chosen = accepted[truth[accepted] != UNLABELED]
-        if len(chosen):
-            out["achieved_precision"] = float((predicted[chosen] == truth[chosen]).mean())
         labels = predicted.copy()
         for label in self.store.active_labels():
             position = self.index.position_of_item.get(label.item_id)
             if position is not None:
                 labels[position] = self.class_index[label.class_name]
-        out["label_accuracy"] = float((labels[known] == truth[known]).mean())
-        return out
+        return GoldMetrics(
+            pool_accuracy=float((predicted[known] == truth[known]).mean()),
+            label_accuracy=float((labels[known] == truth[known]).mean()),
+            achieved_precision=float((predicted[chosen] == truth[chosen]).mean()) if len(chosen) else None)
+
+
+def _recorded_certificate(certificate: Certificate, reference: ReferenceEvidence, retracted: int) -> RoundCertificate:
+    """What the round records of its certificate, with the labels it admits."""
+    return RoundCertificate(
+        certified_precision=certificate.lower_bound, estimated_precision=certificate.estimate,
+        delta=certificate.delta, threshold=certificate.threshold if certificate.certified else None,
+        coverage=certificate.coverage, model_labels=certificate.accepted, reference_answers=len(reference.positions),
+        reference_needed=certificate.reference_needed, retracted=retracted, certificate=certificate.reason)
 
 
 def _retraction_reason(certificate: Certificate, probs: np.ndarray, position: int | None) -> str:
@@ -957,7 +931,7 @@ def plan_project(store: ProjectStore, pool: LabeledDataset, learner: TaskLearner
 
 def evaluate_project(store: ProjectStore, pool: LabeledDataset, learner: TaskLearner | None = None, *,
                      encoder: str | None = None,
-                     gold: dict[str, str] | None = None, progress: bool = True, **options: Any) -> dict[str, Any]:
+                     gold: dict[str, str] | None = None, progress: bool = True, **options: Any) -> Scorecard:
     """The scorecard of ``project``'s labels as they stand, saved as ``scorecard.json`` in the project.
 
     It trains nothing and writes nothing else: the project's saved meta-learner is used if
@@ -969,8 +943,6 @@ def evaluate_project(store: ProjectStore, pool: LabeledDataset, learner: TaskLea
                       encoder=encoder, gold=gold, progress=progress)
     scorecard = run.scorecard()
     path = store.folder / "scorecard.json"
-    staging = path.with_suffix(".partial")
-    staging.write_text(json.dumps(scorecard, indent=2, default=float))
-    staging.replace(path)
+    write_atomically(path, json.dumps(scorecard.to_json(), indent=2, default=float))
     store.add_artifact("scorecard", path, meta={"labels": store.summary()["labeled_items"]})
     return scorecard

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,10 @@ from metalabel.store import CERTIFICATE_METRIC, DB_FILENAME, Item, ItemRecord, P
 from metalabel.store.lock import WriterLock
 from metalabel.store.pool import POOL_SPEC_KEY, check_pool, has_pool_spec, reload_pool
 from metalabel.store.store import check_class_name
+
+if TYPE_CHECKING:
+    from metalabel.evaluate.records import Scorecard
+    from metalabel.export import ExportFormat
 
 SeedLabels = str | Path | Mapping[str | int, str] | None
 """A CSV file (columns ``uri,label`` or ``item,label``), a dict ``{uri or pool index: class}``,
@@ -236,7 +240,7 @@ class Project:
 
         return plan_project(self.store, self.load_pool(), learner, coverage=coverage, **options)
 
-    def evaluate(self, learner=None, **options: Any) -> dict[str, Any]:
+    def evaluate(self, learner=None, **options: Any) -> Scorecard:
         """The scorecard of the labels as they stand; see ``metalabel.pipeline.evaluate_project``.
 
         Holds the writer lock (it writes ``scorecard.json`` and its artifact row, nothing else).
@@ -252,7 +256,7 @@ class Project:
 
         return write_project_report(self, out)
 
-    def export(self, out: str | Path, *, format: str = "parquet", **options: Any):
+    def export(self, out: str | Path, *, format: ExportFormat = "parquet", **options: Any):
         """Write the labeled data set with provenance; see ``metalabel.export.export_project``."""
         from metalabel.export import export_project
 
@@ -282,6 +286,7 @@ class Project:
         }
 
     def _last_certified(self) -> dict[str, Any] | None:
+        from metalabel.evaluate.records import EarlyRound, RoundCertificate, recorded_before_certification
         from metalabel.evaluate.scorecard import precision_summary
 
         # the round that recorded a certificate last admitted the active labels, even if it ended early
@@ -291,25 +296,28 @@ class Project:
             return None
         last = finished[-1]
         metrics = last.metrics or {}
+        what = f"round {last.id}'s metrics"
         target = last.config.get("target_precision")
-        if "certified_precision" not in metrics:  # a round from before certified acceptance
+        if recorded_before_certification(metrics):
+            early = EarlyRound.from_json(metrics, what)
             return {"round": last.id, "target_precision": target, "delta": None, "certified_precision": None,
-                    "estimated_precision": None, "coverage": metrics.get("coverage"), "threshold": None,
-                    "reference_answers": None, "reference_needed": None, "model_labels": metrics.get("model_labels"),
+                    "estimated_precision": None, "coverage": early.coverage, "threshold": None,
+                    "reference_answers": None, "reference_needed": None, "model_labels": early.model_labels,
                     "retracted_in_round": None, "certificate": "",
                     "summary": "The last round ran before certified acceptance: nothing is certified; "
                                "run another round to certify the labels."}
-        figures = {"round": last.id, "target_precision": target,
-                   **{key: metrics.get(key) for key in ("delta", "certified_precision", "estimated_precision",
-                                                        "coverage", "threshold", "reference_answers",
-                                                        "reference_needed", "model_labels")},
-                   "retracted_in_round": metrics.get("retracted"), "certificate": metrics.get("certificate", "")}
-        figures["summary"] = precision_summary(
-            certified_precision=figures["certified_precision"], delta=figures["delta"],
-            estimated_precision=figures["estimated_precision"], coverage=figures["coverage"],
-            reference_answers=figures["reference_answers"], reference_needed=figures["reference_needed"],
-            target=target)
-        return figures
+        certificate = RoundCertificate.from_json(metrics, what)
+        return {"round": last.id, "target_precision": target, "delta": certificate.delta,
+                "certified_precision": certificate.certified_precision,
+                "estimated_precision": certificate.estimated_precision, "coverage": certificate.coverage,
+                "threshold": certificate.threshold, "reference_answers": certificate.reference_answers,
+                "reference_needed": certificate.reference_needed, "model_labels": certificate.model_labels,
+                "retracted_in_round": certificate.retracted, "certificate": certificate.certificate,
+                "summary": precision_summary(
+                    certified_precision=certificate.certified_precision, delta=certificate.delta,
+                    estimated_precision=certificate.estimated_precision, coverage=certificate.coverage,
+                    reference_answers=certificate.reference_answers,
+                    reference_needed=certificate.reference_needed, target=target)}
 
     def close(self) -> None:
         self._lock.release()

@@ -1,4 +1,5 @@
-"""The scorecard of a built data set: one JSON-ready dict per round, and its rows for a table.
+"""The scorecard of a built data set: its sections as records (``metalabel.evaluate.records``), and its rows
+for a table.
 
 Every section is computed from plain arrays the caller gathers (the pipeline each round,
 ``metalabel evaluate`` on demand), so the scorecard never reaches into a model:
@@ -31,13 +32,21 @@ import numpy as np
 from metalabel.data.generated import Expander
 from metalabel.evaluate.downstream import compare_with_generated
 from metalabel.evaluate.quality import accuracy_with_ci, confusion, label_issues, per_class_accuracy
+from metalabel.evaluate.records import (
+    Confusion,
+    Downstream,
+    Interval,
+    LabelQuality,
+    Reliability,
+    Scorecard,
+    Similarity,
+    SuspectLabel,
+)
 from metalabel.evaluate.similarity import similarity_report
 from metalabel.label.calibrate import expected_calibration_error, reliability_curve
 
 DOWNSTREAM_FOLDS = 5
 
-REFERENCE_IN_ACCEPTED = "reference_in_accepted"
-"""``label_quality``'s key for the reference answers in the accepted region (formerly ``audit``)."""
 REFERENCE_IN_ACCEPTED_NAME = "reference answers in the accepted region"
 
 
@@ -50,7 +59,7 @@ def label_quality(
     certified_precision: float | None = None,
     delta: float | None = None,
     reference_in_accepted: np.ndarray | None = None,
-) -> dict[str, Any]:
+) -> LabelQuality:
     """How good the labels are. ``held_out`` is (calibrated out-of-fold probs [N, C], human labels [N]).
 
     ``certified_precision`` is the certificate's lower bound at ``1 - delta`` (None: nothing
@@ -58,55 +67,53 @@ def label_quality(
     reference answer the certified threshold accepts, whether the model was right.
     """
     checked = np.asarray([] if reference_in_accepted is None else reference_in_accepted, dtype=bool)
-    section: dict[str, Any] = {
-        "coverage": float(coverage),
-        "certified_precision": _number(certified_precision),
-        "delta": _number(delta),
-        "estimated_precision": _number(estimated_precision),
-        REFERENCE_IN_ACCEPTED: accuracy_with_ci(checked) if len(checked) else None,
-        "gold": accuracy_with_ci(gold_correct) if gold_correct is not None and len(gold_correct) else None,
-        "held_out": None, "ece": None, "reliability": None,
-    }
+    held_out_accuracy = ece = reliability = None
     if held_out is not None and len(held_out[1]):
         probs, labels = held_out
-        section["held_out"] = accuracy_with_ci(probs.argmax(1) == labels)
-        section["ece"] = float(expected_calibration_error(probs, labels, bins=10))
+        held_out_accuracy = Interval.of(accuracy_with_ci(probs.argmax(1) == labels))
+        ece = float(expected_calibration_error(probs, labels, bins=10))
         curve = reliability_curve(probs, labels, bins=10)
-        section["reliability"] = {key: [_number(v) for v in np.asarray(values, dtype=np.float64)]
-                                  for key, values in curve.items()}
-    return section
+        reliability = Reliability(*(tuple(_number(v) for v in np.asarray(curve[key], dtype=np.float64))
+                                    for key in ("edges", "confidence", "accuracy", "count")))
+    return LabelQuality(
+        coverage=float(coverage), certified_precision=_number(certified_precision), delta=_number(delta),
+        estimated_precision=_number(estimated_precision),
+        reference_in_accepted=Interval.of(accuracy_with_ci(checked)) if len(checked) else None,
+        gold=Interval.of(accuracy_with_ci(gold_correct)) if gold_correct is not None and len(gold_correct) else None,
+        held_out=held_out_accuracy, ece=ece, reliability=reliability)
 
 
 def confusion_section(true: np.ndarray, predicted: np.ndarray, *, classes: Sequence[str],
-                      against: str) -> dict[str, Any] | None:
+                      against: str) -> Confusion | None:
     """Counts of (true, predicted) class pairs; ``against`` says where the true labels come from."""
     if not len(true):
         return None
     matrix = confusion(true, predicted, classes=len(classes))
-    return {"against": against, "classes": list(classes), "matrix": matrix.tolist(),
-            "per_class_accuracy": [_number(v) for v in per_class_accuracy(matrix)]}
+    return Confusion(against, tuple(classes), tuple(tuple(int(n) for n in row) for row in matrix),
+                     tuple(_number(v) for v in per_class_accuracy(matrix)))
 
 
 def issues_section(labels: np.ndarray, out_of_fold_probs: np.ndarray, *, uris: Sequence[str],
                    item_ids: Sequence[int], sources: Sequence[str], classes: Sequence[str],
-                   max_issues: int = 20) -> list[dict[str, Any]]:
+                   max_issues: int = 20) -> tuple[SuspectLabel, ...]:
     """Trusted labels that confident learning finds probably wrong, most likely first.
 
     cleanlab's filter where it is installed (``pip install 'metalabel[evaluate]'``), else the
     built-in one: a core install gets a scorecard too.
     """
     if len(labels) < 2:
-        return []
+        return ()
     found = label_issues(labels, out_of_fold_probs, max_issues=max_issues, method="auto")
-    return [{"item_id": int(item_ids[i]), "uri": uris[i], "source": sources[i], "given": classes[given],
-             "suggested": classes[suggested], "self_confidence": float(confidence)}
-            for i, given, suggested, confidence in zip(found.indices, found.given, found.suggested,
-                                                        found.self_confidence)]
+    return tuple(SuspectLabel(int(item_ids[i]), uris[i], sources[i], classes[given], classes[suggested],
+                              float(confidence))
+                 for i, given, suggested, confidence in zip(found.indices, found.given, found.suggested,
+                                                             found.self_confidence))
 
 
-def similarity_section(real_x: np.ndarray, generated: dict[str, np.ndarray], *, seed: int = 0) -> dict[str, Any]:
+def similarity_section(real_x: np.ndarray, generated: dict[str, np.ndarray], *,
+                       seed: int = 0) -> dict[str, Similarity]:
     """Each generator's items against the real labeled items (both in one embedding space)."""
-    return {name: similarity_report(real_x, x, seed=seed) for name, x in generated.items()
+    return {name: Similarity.of(similarity_report(real_x, x, seed=seed)) for name, x in generated.items()
             if len(x) >= 2 and len(real_x) >= 2}
 
 
@@ -120,7 +127,7 @@ def downstream_section(
     generated_weight: float = 0.5,
     seed: int = 0,
     featurize: Callable[[np.ndarray], np.ndarray] | None = None,
-) -> dict[str, Any] | None:
+) -> Downstream | None:
     """A plain classifier trained on the built set, with and without generated items, tested on held-out humans.
 
     The human-labeled rows (``human``, a mask over the built set) are split into folds;
@@ -151,72 +158,72 @@ def downstream_section(
         result = compare_with_generated(train_features, built_y[train], new_features, new_y, featurize(built_x[test]),
                                         built_y[test], real_weight=built_weight[train],
                                         generated_weight=generated_weight, parents=human[train], seed=seed)
-        totals["real_only"] += result["real_only"] * fold_size
-        totals["with_generated"] += result["with_generated"] * fold_size
-        if result["tstr"] is not None:  # train on synthetic, test on real
-            tstr_correct += result["tstr"] * fold_size
+        real_only, with_generated, tstr = result["real_only"], result["with_generated"], result["tstr"]
+        assert real_only is not None and with_generated is not None  # always measured; only TSTR may not be
+        totals["real_only"] += real_only * fold_size
+        totals["with_generated"] += with_generated * fold_size
+        if tstr is not None:  # train on synthetic, test on real
+            tstr_correct += tstr * fold_size
             tstr_tested += fold_size
     tested = len(human_rows)
     real_only, with_generated = totals["real_only"] / tested, totals["with_generated"] / tested
-    return {"real_only": real_only, "with_generated": with_generated, "gain": with_generated - real_only,
-            "tstr": tstr_correct / tstr_tested if tstr_tested else None, "test_size": tested,
-            "generated": int(generated // (fold_of.max() + 1)),
-            "test": f"held-out human labels ({fold_of.max() + 1}-fold)"}
+    return Downstream(real_only=real_only, with_generated=with_generated, gain=with_generated - real_only,
+                      tstr=tstr_correct / tstr_tested if tstr_tested else None, test_size=tested,
+                      generated=int(generated // (fold_of.max() + 1)),
+                      test=f"held-out human labels ({fold_of.max() + 1}-fold)")
 
 
-def scorecard_rows(scorecard: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+def scorecard_rows(scorecard: Scorecard) -> list[tuple[str, str, str, str]]:
     """(section, metric, value, detail) rows of a scorecard, formatted for a table."""
     rows: list[tuple[str, str, str, str]] = []
-    quality = scorecard.get("label_quality") or {}
+    quality = scorecard.label_quality
 
-    def interval(result: dict[str, Any] | None, section: str, metric: str, what: str) -> None:
-        if result and not any(_missing(result.get(key)) for key in ("accuracy", "low", "high")):
-            rows.append((section, metric, percent(result["accuracy"]),
-                         f"95% CI {result['low']:.1%}-{result['high']:.1%} over {result['count']} {what}"))
+    def interval(result: Interval | None, section: str, metric: str, what: str) -> None:
+        if result is not None and not any(_missing(v) for v in (result.accuracy, result.low, result.high)):
+            rows.append((section, metric, percent(result.accuracy),
+                         f"95% CI {result.low:.1%}-{result.high:.1%} over {result.count} {what}"))
 
-    if quality:
-        bound, delta = _number(quality.get("certified_precision")), _number(quality.get("delta"))
-        if bound is not None:
-            rows.append(("labels", "certified precision", at_least(bound, delta),
-                         "lower confidence bound on the precision of every model label the export writes"
-                         + ("" if delta is None else f", holding with probability {1 - delta:g}")))
-        else:
-            rows.append(("labels", "certified precision", "nothing certified",
-                         "no model label is accepted until the random reference sample certifies the target"))
-        estimate = _number(quality.get("estimated_precision"))
-        if estimate is not None:
-            rows.append(("labels", "estimated precision", percent(estimate),
-                         "point estimate of the accepted labels' precision, not a guarantee"))
-        if _number(quality.get("coverage")) is not None:
-            rows.append(("labels", "coverage", percent(quality["coverage"]), "share of unlabeled items accepted"))
-    interval(quality.get(REFERENCE_IN_ACCEPTED), "labels", REFERENCE_IN_ACCEPTED_NAME,
+    bound, delta = _number(quality.certified_precision), _number(quality.delta)
+    if bound is not None:
+        rows.append(("labels", "certified precision", at_least(bound, delta),
+                     "lower confidence bound on the precision of every model label the export writes"
+                     + ("" if delta is None else f", holding with probability {1 - delta:g}")))
+    else:
+        rows.append(("labels", "certified precision", "nothing certified",
+                     "no model label is accepted until the random reference sample certifies the target"))
+    estimate = _number(quality.estimated_precision)
+    if estimate is not None:
+        rows.append(("labels", "estimated precision", percent(estimate),
+                     "point estimate of the accepted labels' precision, not a guarantee"))
+    if _number(quality.coverage) is not None:
+        rows.append(("labels", "coverage", percent(quality.coverage), "share of unlabeled items accepted"))
+    interval(quality.reference_in_accepted, "labels", REFERENCE_IN_ACCEPTED_NAME,
              "random reference items above the certified threshold, checked by a person")
-    interval(quality.get("gold"), "labels", "accuracy vs gold", "labels")
-    interval(quality.get("held_out"), "model", "held-out accuracy", "human labels, out of fold")
-    if _number(quality.get("ece")) is not None:
-        rows.append(("model", "calibration error (ECE)", f"{quality['ece']:.3f}", "10 bins, held-out human labels"))
-    issues = scorecard.get("label_issues")
-    if issues is not None:
-        rows.append(("labels", "label issues", str(len(issues)),
-                     "human or seed labels confident learning finds suspect"))
-    for name, metrics in (scorecard.get("similarity") or {}).items():
+    interval(quality.gold, "labels", "accuracy vs gold", "labels")
+    interval(quality.held_out, "model", "held-out accuracy", "human labels, out of fold")
+    ece = _number(quality.ece)
+    if ece is not None:
+        rows.append(("model", "calibration error (ECE)", f"{ece:.3f}", "10 bins, held-out human labels"))
+    rows.append(("labels", "label issues", str(len(scorecard.label_issues)),
+                 "human or seed labels confident learning finds suspect"))
+    for name, metrics in scorecard.similarity.items():
         rows.append(("generated", f"{name}: MMD / Frechet",
-                     f"{_fixed(metrics['mmd'], 4)} / {_fixed(metrics['frechet'], 2)}",
-                     f"{metrics['generated']} items against {metrics['real']} real, "
+                     f"{_fixed(metrics.mmd, 4)} / {_fixed(metrics.frechet, 2)}",
+                     f"{metrics.generated} items against {metrics.real} real, "
                      "in the model's space (64 principal components)"))
         rows.append(("generated", f"{name}: k-NN precision / recall",
-                     f"{_fixed(metrics['precision'], 2)} / {_fixed(metrics['recall'], 2)}", "fidelity / diversity"))
-    downstream = scorecard.get("downstream")
-    if downstream and _number(downstream.get("real_only")) is not None:
-        rows.append(("downstream", "classifier on built set", percent(downstream["real_only"]), downstream["test"]))
-        if downstream["generated"] and _number(downstream.get("gain")) is not None:
-            rows.append(("downstream", "... with generated items", percent(downstream["with_generated"]),
-                         f"{downstream['gain'] * 100:+.1f} pts, {int(downstream['generated'])} generated items"))
-        if _number(downstream.get("tstr")) is not None:
-            rows.append(("downstream", "train on generated only (TSTR)", percent(downstream["tstr"]),
+                     f"{_fixed(metrics.precision, 2)} / {_fixed(metrics.recall, 2)}", "fidelity / diversity"))
+    downstream = scorecard.downstream
+    if downstream is not None and _number(downstream.real_only) is not None:
+        rows.append(("downstream", "classifier on built set", percent(downstream.real_only), downstream.test))
+        if downstream.generated and _number(downstream.gain) is not None:
+            rows.append(("downstream", "... with generated items", percent(downstream.with_generated),
+                         f"{downstream.gain * 100:+.1f} pts, {downstream.generated} generated items"))
+        if _number(downstream.tstr) is not None:
+            rows.append(("downstream", "train on generated only (TSTR)", percent(downstream.tstr),
                          "tested on real"))
-    for name, batch in (scorecard.get("generators") or {}).items():
-        rows.append(("generator", name, "kept" if batch["kept"] else "dropped", batch["evidence"]))
+    for name, batch in scorecard.generators.items():
+        rows.append(("generator", name, "kept" if batch.kept else "dropped", batch.evidence))
     return rows
 
 

@@ -6,6 +6,7 @@ leaves them out, nothing else) and the round artifacts holding generated content
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import zipfile
@@ -17,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from metalabel.errors import BadInputError
-from metalabel.evaluate.scorecard import REFERENCE_IN_ACCEPTED, scorecard_rows
+from metalabel.errors import BadInputError, StoreError
+from metalabel.evaluate.records import EarlyRound, RoundReport, Scorecard, recorded_before_certification
+from metalabel.evaluate.scorecard import scorecard_rows
 from metalabel.report.data import LabelIssue, ReportData, RetractedLabel, RoundPoint, Sample, ScorecardRow
 from metalabel.report.html import RETRACTED_SHOWN, write_report
 
@@ -50,27 +52,24 @@ def collect(project) -> ReportData:
     rounds = tuple(_round_point(r.id, r.metrics, synthetic_by_round[r.id]) for r in finished)
     notes: dict[str, list[str]] = defaultdict(list)
     card = _latest_scorecard(project, finished, notes)
-    quality = card.get("label_quality") or {}
-    reliability = None
-    if quality.get("reliability"):
-        reliability = {**quality["reliability"], "ece": quality.get("ece")}
-    issues = tuple(LabelIssue(uri=issue["uri"], given=issue["given"], suggested=issue["suggested"],
-                              self_confidence=issue["self_confidence"], **content.of(issue["uri"]))
-                   for issue in card.get("label_issues") or ())
+    quality = None if card is None else card.label_quality
+    issues = tuple(LabelIssue(uri=issue.uri, given=issue.given, suggested=issue.suggested,
+                              self_confidence=issue.self_confidence, **content.of(issue.uri))
+                   for issue in (card.label_issues if card is not None else ()))
     counts = {"items": summary["items"], "labeled": summary["labeled_items"], **summary["labels_by_source"],
               "open_questions": summary["open_questions"], "disagreements": summary["open_disagreements"]}
     counts["generated"] = sum(1 for item in synthetic if item.kept and item.kind == "generated")
     counts["augmented"] = sum(1 for item in synthetic if item.kept and item.kind == "augmented")
     retracted_labels = store.retracted_labels()
     counts["retracted"] = len(retracted_labels)
-    early = [r.id for r in finished if "certified_precision" not in r.metrics]
+    early = [r.id for r in finished if recorded_before_certification(r.metrics)]
     if early:
         notes["rounds"].append(f"{_plural(len(early), 'round')} ({', '.join(map(str, early))}) ran before "
                                "certified acceptance: their precision figures were estimates without a guarantee "
                                "and are not shown")
     generated, parent_images = _generated_samples(project, synthetic, content, notes)
     why_missing = {}
-    if card.get("label_issues") == []:
+    if card is not None and not card.label_issues:
         why_missing["label_issues"] = "none found: confident learning flags no human or seed label"
     if pool is None:
         why_missing["samples"] = f"the pool could not be reloaded ({pool_problem}), so its items cannot be shown"
@@ -79,11 +78,13 @@ def collect(project) -> ReportData:
     return ReportData(
         project=project.name, pool=meta.get("pool", ""), modality=meta.get("modality", "image"),
         classes=tuple(store.classes()), created=datetime.now(UTC).isoformat(timespec="seconds"),
-        counts=counts, rounds=rounds, reliability=reliability, confusion=card.get("confusion"),
-        samples=_samples(store, content), generated=generated, similarity=card.get("similarity") or {},
-        downstream=card.get("downstream"), label_issues=issues,
+        counts=counts, rounds=rounds, reliability=None if quality is None else quality.reliability,
+        ece=None if quality is None else quality.ece, confusion=None if card is None else card.confusion,
+        samples=_samples(store, content), generated=generated, similarity={} if card is None else card.similarity,
+        downstream=None if card is None else card.downstream, label_issues=issues,
         retracted=_retracted(retracted_labels, content),
-        scorecard=tuple(ScorecardRow(*row) for row in scorecard_rows(card)), parent_images=parent_images,
+        scorecard=() if card is None else tuple(ScorecardRow(*row) for row in scorecard_rows(card)),
+        parent_images=parent_images,
         target_precision=(finished[-1].config.get("target_precision") if finished else None),
         why_missing=why_missing, notes={key: tuple(lines) for key, lines in notes.items()},
     )
@@ -115,57 +116,55 @@ class _Content:
         return {"text": ", ".join(f"{value:.3g}" for value in np.asarray(item).ravel()[:8])}
 
 
-def _fraction(value: Any) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-
-
-def _interval(values: Any) -> tuple[float, float] | None:
-    if not values or any(_fraction(v) is None for v in values):
-        return None
-    return (float(values[0]), float(values[1]))
+def _fraction(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
 
 
 def _plural(count: int, word: str) -> str:
     return f"{count:,} {word}" + ("" if count == 1 else "s")
 
 
-def _count(value: Any) -> int | None:
-    return None if value is None else int(value)
-
-
 def _round_point(round_id: int, metrics: dict[str, Any], synthetic: dict[str, int]) -> RoundPoint:
-    """A finished round's metrics (``asdict`` of the loop's RoundReport) as the report's record.
-
-    A round from before certified acceptance has no ``certified_precision``: its old
-    estimate was no guarantee, so none of its precision figures are carried over.
-    """
-    gold = metrics.get("gold") or {}
-    scorecard = metrics.get("scorecard") or {}
-    downstream = scorecard.get("downstream") or {}
-    before_certification = "certified_precision" not in metrics
-    certified = None if before_certification else _fraction(metrics["certified_precision"])
-    reference = (scorecard.get("label_quality") or {}).get(REFERENCE_IN_ACCEPTED) or {}
-    in_accepted = _fraction(reference.get("accuracy"))
+    """A finished round's metrics (the loop's ``RoundReport``) as the report's record."""
+    what = f"round {round_id}'s metrics"
+    if recorded_before_certification(metrics):
+        return _early_round_point(round_id, EarlyRound.from_json(metrics, what), synthetic)
+    report = RoundReport.from_json(metrics, what)
+    certified = _fraction(report.certified_precision)
+    reference = report.scorecard.label_quality.reference_in_accepted
+    in_accepted = None if reference is None else _fraction(reference.accuracy)
+    downstream = report.scorecard.downstream
     return RoundPoint(
-        round_id=round_id, human_labels=int(metrics.get("human_labels", 0)),
-        model_labels=int(metrics.get("model_labels", 0)), generated_items=synthetic.get("generated", 0),
-        augmented_items=synthetic.get("augmented", 0), coverage=_fraction(metrics.get("coverage")) or 0.0,
-        certified_precision=certified, delta=_fraction(metrics.get("delta")),
-        estimated_precision=None if certified is None else _fraction(metrics.get("estimated_precision")),
-        threshold=_fraction(metrics.get("threshold")) if certified is not None else None,
-        reference_answers=int(metrics.get("reference_answers") or 0),
-        reference_needed=_count(metrics.get("reference_needed")), retracted=int(metrics.get("retracted") or 0),
-        reference_in_accepted=in_accepted,
-        reference_in_accepted_ci=_interval([reference.get("low"), reference.get("high")]) if in_accepted is not None
-        else None,
-        reference_in_accepted_count=int(reference.get("count") or 0) if in_accepted is not None else 0,
-        held_out_accuracy=_fraction(metrics.get("held_out_accuracy")),
-        gold_label_accuracy=_fraction(gold.get("label_accuracy")),
-        achieved_precision=_fraction(gold.get("achieved_precision")),
-        downstream_real=_fraction(downstream.get("real_only")),
-        downstream_with_generated=_fraction(downstream.get("with_generated")),
-        model=str(metrics.get("model", "")), certificate=str(metrics.get("certificate") or ""),
-        feedback=tuple(metrics.get("feedback") or ()), before_certification=before_certification,
+        round_id=round_id, human_labels=report.human_labels, model_labels=report.model_labels,
+        generated_items=synthetic.get("generated", 0), augmented_items=synthetic.get("augmented", 0),
+        coverage=_fraction(report.coverage) or 0.0, certified_precision=certified, delta=_fraction(report.delta),
+        estimated_precision=None if certified is None else _fraction(report.estimated_precision),
+        threshold=_fraction(report.threshold) if certified is not None else None,
+        reference_answers=report.reference_answers, reference_needed=report.reference_needed,
+        retracted=report.retracted, reference_in_accepted=in_accepted,
+        reference_in_accepted_ci=None if reference is None or in_accepted is None
+        or _fraction(reference.low) is None or _fraction(reference.high) is None else (reference.low, reference.high),
+        reference_in_accepted_count=reference.count if reference is not None and in_accepted is not None else 0,
+        held_out_accuracy=_fraction(report.held_out_accuracy),
+        gold_label_accuracy=None if report.gold is None else _fraction(report.gold.label_accuracy),
+        achieved_precision=None if report.gold is None else _fraction(report.gold.achieved_precision),
+        downstream_real=None if downstream is None else _fraction(downstream.real_only),
+        downstream_with_generated=None if downstream is None else _fraction(downstream.with_generated),
+        model=report.model, certificate=report.certificate, feedback=report.feedback,
+    )
+
+
+def _early_round_point(round_id: int, early: EarlyRound, synthetic: dict[str, int]) -> RoundPoint:
+    """A round run before certified acceptance: its old estimate was no guarantee, so no precision figure is shown."""
+    return RoundPoint(
+        round_id=round_id, human_labels=early.human_labels, model_labels=early.model_labels,
+        generated_items=synthetic.get("generated", 0), augmented_items=synthetic.get("augmented", 0),
+        coverage=_fraction(early.coverage) or 0.0, held_out_accuracy=_fraction(early.held_out_accuracy),
+        gold_label_accuracy=None if early.gold is None else _fraction(early.gold.label_accuracy),
+        achieved_precision=None if early.gold is None else _fraction(early.gold.achieved_precision),
+        downstream_real=None if early.downstream is None else _fraction(early.downstream.real_only),
+        downstream_with_generated=None if early.downstream is None else _fraction(early.downstream.with_generated),
+        model=early.model, feedback=early.feedback, before_certification=True,
     )
 
 
@@ -181,26 +180,32 @@ def _retracted(labels, content: _Content) -> tuple[RetractedLabel, ...]:
                  for index, label in enumerate(ordered))
 
 
-def _latest_scorecard(project, finished, notes: dict[str, list[str]]) -> dict[str, Any]:
+def _latest_scorecard(project, finished, notes: dict[str, list[str]]) -> Scorecard | None:
     """The last round's scorecard, updated by a newer one made on demand (``metalabel evaluate``).
 
-    An on-demand scorecard runs no generators, so the generators' figures stay the round's.
-    One that cannot be read is left out, and a note says so.
+    An on-demand scorecard runs no generators, so the generators' figures stay the round's: a
+    section it left empty keeps the round's. One that cannot be read is left out, and a note says
+    so. None when there is neither (or the last round ran before certified acceptance, when the
+    scorecard had another shape).
     """
     on_demand = project.store.artifacts(kind="scorecard")
-    card = dict((finished[-1].metrics.get("scorecard") or {}) if finished else {})
+    last = finished[-1] if finished else None
+    card = None
+    if last is not None and not recorded_before_certification(last.metrics):
+        card = RoundReport.from_json(last.metrics, f"round {last.id}'s metrics").scorecard
     if on_demand and on_demand[-1].path.is_file() and (
-            not finished or on_demand[-1].created_at > (finished[-1].finished_at or "")):
+            last is None or on_demand[-1].created_at > (last.finished_at or "")):
         path = on_demand[-1].path
         try:
-            newer = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(newer, dict):
-                raise ValueError(f"holds a JSON {type(newer).__name__}, not an object")
-        except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            newer = Scorecard.from_json(json.loads(path.read_text(encoding="utf-8")), str(path))
+        except (OSError, ValueError, StoreError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             notes["scorecard"].append(f"{path} cannot be read ({error}), so the last round's scorecard is shown; "
                                       "run `metalabel evaluate` again to replace it")
             return card
-        card.update({key: value for key, value in newer.items() if value or key not in card})
+        if card is None:
+            return newer
+        card = dataclasses.replace(card, **{f.name: getattr(newer, f.name) for f in dataclasses.fields(newer)
+                                            if getattr(newer, f.name)})
     return card
 
 

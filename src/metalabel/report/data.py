@@ -8,12 +8,14 @@ numpy images field by field has no single truth value.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from metalabel.errors import BadInputError
+from metalabel.evaluate.records import Confusion, Downstream, Reliability, Similarity
 
 SOURCES = ("human", "imported", "model", "generated", "augmented")
 """Where a label or item came from, as the store records it."""
@@ -229,12 +231,8 @@ class ReportData:
     (items with a label), one per source in ``SOURCES``, ``open_questions``,
     ``disagreements`` and ``retracted`` (model labels retracted over the project);
     other keys are shown as they are.
-    ``reliability``: per confidence bin, lists ``confidence`` (mean), ``accuracy``,
-    ``count``, plus ``ece``. ``confusion``: ``classes``, ``matrix`` (rows: the
-    reference labels, columns: metalabel's) and ``against`` (what the reference is).
-    ``similarity``: generator -> ``mmd``, ``frechet``, ``precision``, ``recall``,
-    ``real``, ``generated``. ``downstream``: ``real_only``, ``with_generated``,
-    ``gain``, ``tstr``, ``test_size``, ``test``.
+    ``reliability``, ``ece``, ``confusion``, ``similarity`` (by generator) and
+    ``downstream`` are the scorecard's records (``metalabel.evaluate.records``).
     ``why_missing``: section key (``SECTION_KEYS``) -> why it is empty, said better
     than the default. ``notes``: section key -> lines shown at the top of that section,
     e.g. a file the report could not read and therefore left out.
@@ -247,12 +245,14 @@ class ReportData:
     created: str
     counts: dict[str, int] = field(default_factory=dict)
     rounds: tuple[RoundPoint, ...] = ()
-    reliability: dict[str, Any] | None = None
-    confusion: dict[str, Any] | None = None
+    reliability: Reliability | None = None
+    ece: float | None = None
+    """Expected calibration error over the reliability bins."""
+    confusion: Confusion | None = None
     samples: tuple[Sample, ...] = ()
     generated: tuple[Sample, ...] = ()
-    similarity: dict[str, dict[str, float]] = field(default_factory=dict)
-    downstream: dict[str, Any] | None = None
+    similarity: Mapping[str, Similarity] = field(default_factory=dict)
+    downstream: Downstream | None = None
     label_issues: tuple[LabelIssue, ...] = ()
     retracted: tuple[RetractedLabel, ...] = ()
     """Retracted model labels, the latest retraction first (``counts['retracted']`` may say more exist)."""
@@ -281,6 +281,11 @@ class ReportData:
                                         hint=f"build each entry with metalabel.report.{kind.__name__}(...)")
             object.__setattr__(self, name, entries)
         _check_fraction("target_precision", self.target_precision, where)
+        for name, record in (("reliability", Reliability), ("confusion", Confusion), ("downstream", Downstream)):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, record):
+                raise BadInputError(f"{where}: {name} is a {type(value).__name__}, not a {record.__name__}",
+                                    hint=f"build it with metalabel.evaluate.records.{record.__name__}(...)")
         for uri, image in self.parent_images.items():
             _check_image(image, f"{where}, parent image {uri}")
         for name in ("why_missing", "notes"):
@@ -296,26 +301,20 @@ class ReportData:
     def _check_reliability(self, where: str) -> None:
         if self.reliability is None:
             return
-        missing = {"confidence", "accuracy", "count"} - set(self.reliability)
-        if missing:
-            raise BadInputError(f"{where}: reliability lacks {', '.join(sorted(missing))}",
-                                hint="give per-bin lists 'confidence', 'accuracy' and 'count'")
-        lengths = {len(self.reliability[key]) for key in ("confidence", "accuracy", "count")}
+        curve = self.reliability
+        lengths = {len(curve.confidence), len(curve.accuracy), len(curve.count)}
         if len(lengths) != 1:
             raise BadInputError(f"{where}: reliability lists have different lengths {sorted(lengths)}",
                                 hint="give one confidence, accuracy and count per bin")
-        for key in ("confidence", "accuracy"):
-            for value in self.reliability[key]:
-                _check_fraction(f"reliability {key}", value, where)
+        for name, values in (("confidence", curve.confidence), ("accuracy", curve.accuracy)):
+            for value in values:
+                _check_fraction(f"reliability {name}", value, where)
 
     def _check_confusion(self, where: str) -> None:
         if self.confusion is None:
             return
-        if not {"classes", "matrix"} <= set(self.confusion):
-            raise BadInputError(f"{where}: confusion needs 'classes' and 'matrix'",
-                                hint="give {'classes': [...], 'matrix': [[...]], 'against': 'gold labels'}")
-        matrix = np.asarray(self.confusion["matrix"])
-        size = len(self.confusion["classes"])
+        matrix = np.asarray(self.confusion.matrix)
+        size = len(self.confusion.classes)
         if matrix.shape != (size, size) or (matrix.size and (not np.issubdtype(matrix.dtype, np.number)
                                                              or matrix.min() < 0)):
             raise BadInputError(

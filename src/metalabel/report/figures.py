@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from metalabel.errors import MissingDependencyError
+from metalabel.evaluate.records import Confusion, Reliability
 from metalabel.report.data import RoundPoint
 
 SOURCE_COLORS = {
@@ -122,11 +123,11 @@ def _round_axis(ax: Any, rounds: np.ndarray) -> None:
 
 def _labels_panel(ax: Any, x: np.ndarray, rounds: Sequence[RoundPoint]) -> None:
     bottom = np.zeros(len(x))
-    for name, values in (("human", [r.human_labels for r in rounds]),
+    for name, counts in (("human", [r.human_labels for r in rounds]),
                          ("model", [r.model_labels for r in rounds]),
                          ("generated", [r.generated_items for r in rounds]),
                          ("augmented", [r.augmented_items for r in rounds])):
-        values = np.asarray(values, dtype=float)
+        values = np.asarray(counts, dtype=float)
         if values.any():
             ax.bar(x, values, bottom=bottom, width=0.6, color=SOURCE_COLORS[name], label=name)
             bottom += values
@@ -227,11 +228,11 @@ def rounds_png(rounds: Sequence[RoundPoint], *, target_precision: float | None =
         return _png(figure)
 
 
-def reliability_png(reliability: dict[str, Any]) -> bytes:
+def reliability_png(reliability: Reliability, *, ece: float | None = None) -> bytes:
     """Reliability diagram: accuracy against confidence per bin, the diagonal, and counts below."""
-    confidence = np.array(reliability["confidence"], dtype=float)
-    accuracy = np.array([np.nan if a is None else a for a in reliability["accuracy"]], dtype=float)
-    count = np.array(reliability["count"], dtype=float)
+    confidence = np.array([np.nan if c is None else c for c in reliability.confidence], dtype=float)
+    accuracy = np.array([np.nan if a is None else a for a in reliability.accuracy], dtype=float)
+    count = np.array([0 if n is None else n for n in reliability.count], dtype=float)
     kept = (count > 0) & ~np.isnan(accuracy)  # an empty bin has no accuracy to plot
     confidence, accuracy, count = confidence[kept], accuracy[kept], count[kept]
     width = 0.8 * float(np.min(np.diff(np.sort(confidence)))) if len(confidence) > 1 else 0.05
@@ -243,7 +244,6 @@ def reliability_png(reliability: dict[str, Any]) -> bytes:
         top.set_xlim(0, 1)
         top.set_ylim(0, 1.02)
         top.set_ylabel("accuracy")
-        ece = reliability.get("ece")
         top.set_title("Reliability" + ("" if ece is None else f"  (ECE {ece:.3f})"))
         top.legend(loc="upper left")
         bottom.bar(confidence, count, width=width, color=ACCENT, alpha=0.7)
@@ -282,13 +282,13 @@ def _short_labels(labels: list[str], longest: int = 24) -> list[str]:
     return short
 
 
-def confusion_png(confusion: dict[str, Any]) -> bytes:
+def confusion_png(confusion: Confusion) -> bytes:
     """Heatmap of the confusion matrix: counts written in, colours normalized per row."""
-    matrix = np.asarray(confusion["matrix"], dtype=float)
+    matrix = np.asarray(confusion.matrix, dtype=float).reshape(len(confusion.classes), len(confusion.classes))
     size = len(matrix)
     totals = matrix.sum(axis=1, keepdims=True)
     share = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
-    labels = _short_labels(plot_labels(confusion["classes"]))
+    labels = _short_labels(plot_labels(confusion.classes))
     side = max(4.8, 0.42 * size + 2.8)
     with _figure(side + 0.8, side) as figure:
         ax = figure.subplots()
@@ -305,6 +305,6 @@ def confusion_png(confusion: dict[str, Any]) -> bytes:
                       ha="right" if max(map(len, labels), default=0) > 3 else "center")
         ax.set_yticks(range(size), labels)
         ax.set_xlabel("metalabel's label")
-        ax.set_ylabel(f"reference ({confusion.get('against', 'reference labels')})")
+        ax.set_ylabel(f"reference ({confusion.against})")
         figure.colorbar(image, ax=ax, shrink=0.8, label="share of the row")
         return _png(figure)

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import base64
 import html
-import os
-import secrets
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from metalabel.errors import BadInputError
+from metalabel.files import write_atomically
 from metalabel.report import figures
 from metalabel.report.data import LabelIssue, ReportData, RetractedLabel, RoundPoint, Sample
 
@@ -204,14 +203,11 @@ def verdict(data: ReportData) -> str:
         sentences.append(f"{_plural(int(retracted), 'model label')} retracted so far, when a round's certificate "
                          "no longer covered them (see Retracted labels).")
     downstream = data.downstream
-    if downstream and downstream.get("real_only") is not None:
-        text = f"A classifier trained on the set scores {_pct(downstream['real_only'])}"
-        if downstream.get("test"):
-            text += f" on {downstream['test']}"
-        if downstream.get("with_generated") is not None:
-            text += f"; with generated data {_pct(downstream['with_generated'])}"
-            if downstream.get("gain") is not None:
-                text += f" ({100 * downstream['gain']:+.1f} pts)"
+    if downstream is not None:
+        text = f"A classifier trained on the set scores {_pct(downstream.real_only)}"
+        if downstream.test:
+            text += f" on {downstream.test}"
+        text += f"; with generated data {_pct(downstream.with_generated)} ({100 * downstream.gain:+.1f} pts)"
         sentences.append(text + ".")
     waiting = []
     if data.counts.get("open_questions"):
@@ -345,23 +341,23 @@ def _log(data: ReportData) -> str:
 
 
 def _reliability(data: ReportData) -> str:
-    if data.reliability is None or not any(data.reliability["count"]):
+    if data.reliability is None or not any(data.reliability.count):
         return _missing(data, "reliability")
-    return (_figure_img(figures.reliability_png(data.reliability), "reliability diagram")
+    return (_figure_img(figures.reliability_png(data.reliability, ece=data.ece), "reliability diagram")
             + '<p class="caption">Each point is a bin of labels by confidence: on the dashed diagonal, '
               "a confidence of 90% means 90% of those labels are right. Below: labels per bin.</p>")
 
 
 def _confusion(data: ReportData) -> str:
-    if data.confusion is None or not np.asarray(data.confusion["matrix"]).sum():
+    if data.confusion is None or not np.asarray(data.confusion.matrix).sum():
         return _missing(data, "confusion")
-    classes = [str(name) for name in data.confusion["classes"]]
+    classes = list(data.confusion.classes)
     renamed = [(label, name) for label, name in zip(figures.plot_labels(classes), classes) if label != name]
     key = ""
     if renamed:
         key = ('<p class="caption">The plot leaves out characters its font cannot draw: '
                + "; ".join(f"{_e(label)} = {_e(name)}" for label, name in renamed) + ".</p>")
-    against = data.confusion.get("against", "reference labels")
+    against = data.confusion.against
     narrow = ' class="narrow"' if len(classes) <= 10 else ""  # many classes need the full width
     return (f'<div{narrow}>{_figure_img(figures.confusion_png(data.confusion), "confusion matrix")}</div>'
             f'<p class="caption">Rows: {_e(against)}; columns: the label metalabel gave. Numbers are counts; '
@@ -454,7 +450,7 @@ def _generated(data: ReportData) -> str:
     return _table(["Made by", "From", "Generated"], rows, css="samples-text")
 
 
-def _number(value: object, digits: int = 3) -> str:
+def _number(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{float(value):.{digits}g}"
 
 
@@ -462,11 +458,8 @@ def _similarity(data: ReportData) -> str:
     parts = []
     if data.similarity:
         rows = [
-            [_e(name),
-             _e(f"{int(s['real']):,}" if s.get("real") is not None else "–"),
-             _e(f"{int(s['generated']):,}" if s.get("generated") is not None else "–"),
-             _e(_number(s.get("mmd"))), _e(_number(s.get("frechet"))),
-             _e(_pct(s.get("precision"))), _e(_pct(s.get("recall")))]
+            [_e(name), _e(f"{s.real:,}"), _e(f"{s.generated:,}"), _e(_number(s.mmd)), _e(_number(s.frechet)),
+             _e(_pct(s.precision)), _e(_pct(s.recall))]
             for name, s in sorted(data.similarity.items())
         ]
         parts.append(_table(["Generator", "Real items", "Generated items", "MMD ↓", "Fréchet ↓", "Precision ↑",
@@ -478,18 +471,14 @@ def _similarity(data: ReportData) -> str:
         parts.append(_missing(data, "similarity"))
     parts.append("<h3>Downstream use</h3>")
     downstream = data.downstream
-    if downstream and downstream.get("real_only") is not None:
-        gain = downstream.get("gain")
-        gain_text = "" if gain is None else f" ({100 * gain:+.1f} pts)"
-        rows = [["Trained on the labeled set", _e(_pct(downstream["real_only"]))],
+    if downstream is not None:
+        rows = [["Trained on the labeled set", _e(_pct(downstream.real_only))],
                 ["Trained on the set plus generated data",
-                 _e(_pct(downstream.get("with_generated")) + gain_text)],
-                ["Trained on generated only, tested on real (TSTR)", _e(_pct(downstream.get("tstr")))]]
-        test = downstream.get("test") or "held-out test set"
-        size = downstream.get("test_size")
+                 _e(f"{_pct(downstream.with_generated)} ({100 * downstream.gain:+.1f} pts)")],
+                ["Trained on generated only, tested on real (TSTR)", _e(_pct(downstream.tstr))]]
         parts.append(_table(["Classifier", "Accuracy"], rows, css="numeric"))
-        parts.append(f'<p class="caption">Accuracy on {_e(test)}'
-                     + (f" ({int(size):,} items)" if size is not None else "") + ".</p>")
+        parts.append(f'<p class="caption">Accuracy on {_e(downstream.test or "held-out test set")}'
+                     f" ({downstream.test_size:,} items).</p>")
     else:
         parts.append(_missing(data, "downstream"))
     return "".join(parts)
@@ -625,13 +614,4 @@ def write_report(data: ReportData, path: str | Path) -> Path:
         raise BadInputError("is a folder, not a file name", path=path, hint="give a file name such as report.html")
     page = render_report(data)  # before touching the disk: a failed render leaves the old report as it was
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "x", encoding="utf-8") as handle:
-            handle.write(page)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return write_atomically(path, page)
