@@ -21,6 +21,7 @@ from torch import Tensor
 from metalabel.data.dataset import LabeledDataset
 from metalabel.data.generated import shared_weights
 from metalabel.errors import BadInputError
+from metalabel.label.graph import PoolGraph
 from metalabel.label.transductive import prototype_logits, refine_prototypes
 from metalabel.meta.functional import TaskLearner
 from metalabel.meta.protonet import ProtoNet
@@ -83,13 +84,15 @@ def learner_hash(learner: TaskLearner) -> str:
 class RoundModel:
     """The learner adapted to the project's trusted labels, and its predictions for the pool.
 
-    In a prototype learner's embedding space three heads compete each round (the
-    round keeps the one that predicts held-out human labels best): class prototypes,
-    prototypes refined with the unlabeled pool (soft k-means), and a linear probe
-    (logistic regression), which tends to win once there are several labels per class.
+    In a prototype learner's embedding space five heads compete each round (the round
+    keeps the one that predicts held-out human labels best): class prototypes,
+    prototypes refined with the unlabeled pool (soft k-means), a linear probe (logistic
+    regression), label propagation over the pool's nearest-neighbour graph (strongest
+    with a few labels per class), and their ensemble (the product of the linear probe's
+    and the propagation's probabilities, strongest once labels number in the hundreds).
     """
 
-    HEADS = ("prototypes", "soft k-means", "linear probe")
+    HEADS = ("prototypes", "soft k-means", "linear probe", "label propagation", "ensemble")
     LINEAR_PROBE_MAX_ROWS = 5000  # pseudo-labels beyond this are subsampled: the fit stays a second or two
 
     def __init__(self, learner: TaskLearner, x: Tensor, *, head: str = "prototypes", refine_steps: int = 1,
@@ -105,6 +108,7 @@ class RoundModel:
         if self.prototype_space:
             with torch.no_grad():
                 self.pool_embeddings = in_chunks(learner.embed, x)
+        self._graph: list[PoolGraph] = []  # built on first use, shared by the variants (one embedding, one graph)
 
     def variants(self) -> list[RoundModel]:
         """One model per head (one embedding pass serves them all); learners without an embedding space: itself."""
@@ -136,8 +140,11 @@ class RoundModel:
             with torch.no_grad():
                 return in_chunks(lambda chunk: adapted.predict_proba(chunk).clamp_min(1e-12).log(),
                                   self.x[targets]).numpy()
+        if self.head == "label propagation":
+            return self._propagated_log_probs(support, y, weights, ways)[targets]
         emb = self.pool_embeddings
         support_emb = emb[support]
+        propagated = self._propagated_log_probs(support, y, weights, ways)[targets] if self.head == "ensemble" else None
         if self.expand is not None:
             real = np.flatnonzero(weights >= 1)  # generators grow the human-labeled rows, not the pseudo-labels
             new_x, new_y = self.expand(support_emb[real].numpy(), y[real], self.seed)
@@ -150,8 +157,9 @@ class RoundModel:
                 weights = np.concatenate([weights, np.full(len(new_y), generated)])
                 label_tensor = torch.as_tensor(y, dtype=torch.long)
                 weight_tensor = torch.as_tensor(weights, dtype=torch.float32)
-        if self.head == "linear probe":
-            return self._linear_probe_logits(support_emb.numpy(), y, weights, ways, emb[targets].numpy())
+        if self.head in ("linear probe", "ensemble"):
+            probe = self._linear_probe_logits(support_emb.numpy(), y, weights, ways, emb[targets].numpy())
+            return probe if propagated is None else probe + propagated
         unlabeled = torch.ones(len(emb), dtype=torch.bool)
         unlabeled[torch.as_tensor(support)] = False
         steps = self.refine_steps if self.head == "soft k-means" else 0
@@ -173,6 +181,14 @@ class RoundModel:
         logits = np.full((len(target_emb), ways), -1e4)  # a class the fold lacks gets (almost) no probability
         logits[:, probe.classes_] = probe.predict_log_proba(target_emb)
         return logits
+
+    def _propagated_log_probs(self, support: np.ndarray, y: np.ndarray, weights: np.ndarray,
+                              ways: int) -> np.ndarray:
+        """Log class scores of every pool item from label propagation (generated rows are not pool items)."""
+        if not self._graph:
+            self._graph.append(PoolGraph.build(self.pool_embeddings.numpy(), seed=self.seed))
+        scores = self._graph[0].propagate(support, y, weights, ways)
+        return np.log(np.maximum(scores, 1e-12))
 
     def embeddings(self) -> np.ndarray:
         if self.prototype_space:

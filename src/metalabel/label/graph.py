@@ -1,0 +1,92 @@
+"""Label propagation over the pool's nearest-neighbour graph (Zhou et al. 2004, "local and global consistency").
+
+With a few labels per class a linear head sees a handful of points; the pool itself
+says which items lie together. Propagation spreads each label along the pool's
+k-nearest-neighbour graph, so a cluster holding one labeled item is labeled as a
+whole. Measured on Fashion-MNIST (10k pool, EfficientNet-Lite0 features, 5 labels per
+class): 72% pool accuracy against 66% for a logistic regression; with hundreds of
+labels the regression overtakes it, and the product of the two beats both
+(``metalabel.label.round_model``, head "ensemble").
+
+The graph is built once per embedding (exact k nearest neighbours by Euclidean
+distance, in chunks, weighted by a Gaussian kernel; spaces wider than
+``GRAPH_DIMENSIONS`` are first projected on their leading principal components so a
+60k pool takes seconds, not minutes) and each propagation is a few sparse matrix
+products. Euclidean neighbours matched or beat cosine ones on Fashion-MNIST (73-75%
+against 73% at 250 labels) and, unlike cosine, also suit tables and low-dimensional data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from metalabel.errors import BadInputError
+
+GRAPH_DIMENSIONS = 128
+NEIGHBOURS = 10
+
+
+@dataclass(frozen=True, eq=False)
+class PoolGraph:
+    """The symmetrically normalized affinity ``D^-1/2 W D^-1/2`` of the pool's k-nearest-neighbour graph."""
+
+    affinity: sp.csr_matrix
+
+    @classmethod
+    def build(cls, embeddings: np.ndarray, *, neighbours: int = NEIGHBOURS, seed: int = 0) -> PoolGraph:
+        x = np.asarray(embeddings, dtype=np.float32)
+        if x.ndim != 2 or not np.isfinite(x).all():
+            raise BadInputError("the pool's embeddings must be a finite [items, dimensions] array",
+                                hint="check the encoder's output")
+        n = len(x)
+        k = min(neighbours, n - 1)
+        if k < 1:
+            return cls(sp.csr_matrix((n, n), dtype=np.float64))
+        z = torch.from_numpy(x)
+        z = z - z.mean(0)
+        if z.shape[1] > GRAPH_DIMENSIONS < n:
+            torch.manual_seed(seed)  # pca_lowrank is randomized: the same pool gives the same graph
+            _, _, components = torch.pca_lowrank(z, q=GRAPH_DIMENSIONS, center=False)
+            z = z @ components
+        squared_norms = (z * z).sum(1)
+        rows, columns, distances = [], [], []
+        for start in range(0, n, 2048):
+            squared = squared_norms[start:start + 2048, None] + squared_norms[None] - 2 * z[start:start + 2048] @ z.T
+            own = torch.arange(squared.shape[0])
+            squared[own, own + start] = np.inf  # an item is not its own neighbour
+            nearest, index = (-squared).topk(k, dim=1)
+            rows.append(np.repeat(np.arange(start, start + len(nearest)), k))
+            columns.append(index.numpy().ravel())
+            distances.append(np.maximum(-nearest.numpy().ravel(), 0.0))
+        squared_distance = np.concatenate(distances).astype(np.float64)
+        # a Gaussian kernel whose width is the typical neighbour distance: the space's unit does not matter
+        width = max(float(squared_distance.mean()), 1e-12)
+        weights = sp.csr_matrix((np.exp(-squared_distance / width), (np.concatenate(rows), np.concatenate(columns))),
+                                shape=(n, n))
+        weights = weights + weights.T  # symmetric: a neighbour relation counts both ways
+        degree = np.asarray(weights.sum(axis=1)).ravel()
+        scale = sp.diags(1.0 / np.sqrt(np.where(degree > 0, degree, 1.0)))
+        return cls((scale @ weights @ scale).tocsr())
+
+    def propagate(self, positions: np.ndarray, classes: np.ndarray, weights: np.ndarray, ways: int, *,
+                  alpha: float = 0.99, iterations: int = 30) -> np.ndarray:
+        """Class scores ``[items, ways]`` (rows sum to 1) after spreading the labels over the graph.
+
+        ``F <- alpha S F + (1 - alpha) Y`` from ``F = Y`` (``Y``: each labeled item's class, at
+        its weight); 30 iterations of ``alpha = 0.99`` reach items up to 30 hops away. An item
+        no label reaches gets the labels' class shares, not a made-up preference.
+        """
+        n = self.affinity.shape[0]
+        seeds = np.zeros((n, ways))
+        np.add.at(seeds, (np.asarray(positions, dtype=np.int64), np.asarray(classes, dtype=np.int64)),
+                  np.asarray(weights, dtype=np.float64))
+        scores = seeds.copy()
+        for _ in range(iterations):
+            scores = alpha * (self.affinity @ scores) + (1 - alpha) * seeds
+        prior = seeds.sum(axis=0) / max(seeds.sum(), 1e-12)
+        scores += 1e-9 * prior  # ties and unreached items fall back to the labels' class shares
+        return scores / scores.sum(axis=1, keepdims=True)

@@ -1,0 +1,71 @@
+"""Label propagation over the pool's nearest-neighbour graph, and the round model's heads built on it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from metalabel.errors import BadInputError
+from metalabel.label.graph import GRAPH_DIMENSIONS, PoolGraph
+from metalabel.label.round_model import RoundModel, default_learner
+
+
+def two_moons(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two interleaved half circles: no line separates them, their neighbours do."""
+    rng = np.random.default_rng(seed)
+    angle = rng.uniform(0, np.pi, n)
+    y = rng.integers(0, 2, n)
+    x = np.where(y[:, None] == 0, np.c_[np.cos(angle), np.sin(angle)],
+                 np.c_[1 - np.cos(angle), 0.5 - np.sin(angle)])
+    return (x + rng.normal(0, 0.05, x.shape)).astype(np.float32), y
+
+
+def test_one_label_per_moon_labels_each_moon():
+    x, y = two_moons()
+    first = [int(np.flatnonzero(y == c)[0]) for c in (0, 1)]
+    scores = PoolGraph.build(x).propagate(np.array(first), np.array([0, 1]), np.ones(2), 2)
+    assert scores.shape == (len(x), 2) and np.allclose(scores.sum(1), 1)
+    assert (scores.argmax(1) == y).mean() > 0.95
+
+
+def test_an_item_no_label_reaches_gets_the_labels_class_shares():
+    # two far-apart groups of points; only the first carries labels (three of class 0, one of class 1)
+    x = np.r_[np.random.default_rng(0).normal(0, 0.01, (20, 2)) + [1, 0],
+              np.random.default_rng(1).normal(0, 0.01, (20, 2)) + [-1, 0]].astype(np.float32)
+    graph = PoolGraph.build(x, neighbours=3)
+    scores = graph.propagate(np.array([0, 1, 2, 3]), np.array([0, 0, 0, 1]), np.ones(4), 2)
+    assert np.allclose(scores[20:], [0.75, 0.25])
+
+
+def test_a_wide_space_is_projected_and_the_graph_is_reproducible():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 600))
+    y = np.repeat(np.arange(3), 100)
+    x = (centres[y] + rng.normal(0, 0.5, (300, 600))).astype(np.float32)
+    assert x.shape[1] > GRAPH_DIMENSIONS
+    first, second = PoolGraph.build(x, seed=3), PoolGraph.build(x, seed=3)
+    assert (first.affinity != second.affinity).nnz == 0
+    labeled = np.array([0, 100, 200])
+    assert (first.propagate(labeled, np.arange(3), np.ones(3), 3).argmax(1) == y).mean() > 0.95
+
+
+@pytest.mark.parametrize("bad", [np.zeros(5), np.array([[0.0, np.nan], [1.0, 2.0]])])
+def test_embeddings_that_are_not_a_finite_matrix_are_refused(bad):
+    with pytest.raises(BadInputError):
+        PoolGraph.build(bad)
+
+
+def test_the_round_model_offers_propagation_and_an_ensemble_of_it_with_the_linear_probe():
+    x, y = two_moons(200)
+    model = RoundModel(default_learner(), torch.from_numpy(x))
+    heads = {variant.head: variant for variant in model.variants()}
+    assert set(heads) == set(RoundModel.HEADS)
+    support = np.array([int(np.flatnonzero(y == c)[i]) for c in (0, 1) for i in range(3)])
+    weights = np.ones(len(support))
+    propagated = heads["label propagation"].logits(support, y[support], weights, 2)
+    probe = heads["linear probe"].logits(support, y[support], weights, 2)
+    ensemble = heads["ensemble"].logits(support, y[support], weights, 2)
+    assert np.allclose(ensemble, probe + propagated)
+    # on moons the neighbours know better than a line
+    assert (propagated.argmax(1) == y).mean() > (probe.argmax(1) == y).mean()
