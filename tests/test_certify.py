@@ -296,3 +296,55 @@ def test_without_reference_answers_the_reason_says_so_and_not_that_errors_are_to
                                      reference_predicted=[], reference_correct=[], target=0.95)
     assert not certificate.certified and "no reference answers yet" in certificate.reason
     assert "error rate" not in certificate.reason
+
+
+# ------------------------------------------------------------------------------------------ design-calibrated
+
+
+def test_design_p_value_is_exact_and_never_above_the_conditional_one() -> None:
+    """Its law under the null boundary, by enumerating every count and error count, is at most its value."""
+    from metalabel.label.certify import design_binomial_p_value
+
+    draws, share, target = 40, 0.6, 0.9
+    counts = np.arange(draws + 1)
+    weight = stats.binom.pmf(counts, draws, share)
+    outcomes = [(k, n) for n in counts for k in range(n + 1)]
+    errors, trials = np.array(outcomes).T
+    p = design_binomial_p_value(errors, trials, target, draws=draws, share=share)
+    assert np.all(p <= binomial_p_value(errors, trials, target) + 1e-15)
+    mass = weight[trials] * stats.binom.pmf(errors, trials, 1 - target)
+    for level in (0.01, 0.05, 0.1, 0.3):
+        assert mass[p <= level].sum() <= level + 1e-12
+    # the discreteness it recovers: 56 clean draws fail the conditional test at 0.95 and pass this one
+    assert binomial_p_value(0, 56, 0.95) > 0.05 >= design_binomial_p_value(0, 56, 0.95, draws=100, share=0.56)
+
+
+def test_design_calibration_certifies_where_the_conditional_first_threshold_fails() -> None:
+    """A clean top: 100 draws, the first threshold holds 57 of them without error. The conditional walk stops
+    there (0.95 ** 57 > 0.05); the calibrated one certifies it."""
+    rng = np.random.default_rng(11)
+    confidence = np.sort(rng.uniform(0.5, 1.0, 3000))[::-1]
+    correct = np.ones(3000, bool)
+    correct[1800:] = rng.random(1200) < 0.7  # only the top 60% is clean
+    draws = np.concatenate([rng.choice(1700, 57, replace=False), rng.integers(1800, 3000, 43)])
+    options = dict(target=0.95, delta=0.05)
+    old = certify(confidence, np.zeros(3000, int), correct, draws, condition_on_counts=True, **options)
+    new = certify(confidence, np.zeros(3000, int), correct, draws, **options)
+    assert not old.certified and new.certified
+    assert correct[new.mask].mean() >= 0.95
+
+
+def test_design_calibrated_failure_rate_stays_under_delta_and_it_certifies_more() -> None:
+    """The default (design-calibrated) rule against the conditional one on the same overclaiming pools and
+    samples: failure at most delta (up to Monte Carlo error), at least as much certified in every run."""
+    failures, more, seeds = 0, 0, 400
+    for seed in range(seeds):
+        rng, confidence, predicted, correct = synthetic_pool(seed, items=1000)
+        draws = uniform_draws(rng, confidence.size, 150)
+        new = certify(confidence, predicted, correct, draws, target=0.9, delta=DELTA)
+        old = certify(confidence, predicted, correct, draws, target=0.9, delta=DELTA, condition_on_counts=True)
+        assert new.accepted >= old.accepted
+        more += new.accepted > old.accepted
+        failures += bool(new.accepted) and correct[new.mask].mean() < 0.9
+    assert failures / seeds <= DELTA + 3 * np.sqrt(DELTA * (1 - DELTA) / seeds)
+    assert more > 0.05 * seeds

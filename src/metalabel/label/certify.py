@@ -18,11 +18,12 @@ holds for every class's accepted set at once (so also for their union).
 
 Assumptions it rests on (the caller's side of the contract):
 
-1. The reference items are random draws from the candidates: uniform with
-   replacement (``strata_edges=None``), or stratified by confidence (``strata_edges``):
-   within each stratum a fixed number of uniform draws with replacement. Drawing
-   without replacement a sample that is small next to the pool is close to this
-   (the binomial is then mildly conservative in practice, not proven here).
+1. The reference items are random draws from the candidates: a fixed number R of
+   uniform draws with replacement over exactly the candidates passed
+   (``strata_edges=None``), or stratified by confidence (``strata_edges``): within each
+   stratum a fixed number of uniform draws with replacement. Drawing without
+   replacement a sample that is small next to the pool is close to this (measured
+   conservative in bench/results/certify_sim.md, not proven here).
    The reference items count as candidates: exporting their human labels instead of
    the model's only raises the precision of the exported set.
 2. Their confidence and predicted class come from the same model as the candidates'
@@ -44,14 +45,24 @@ alone (never from the answers): it starts at the threshold where a calibrated mo
 would be most likely to pass (within 98% of the best predicted pass probability, taking
 the highest such threshold), and steps down in ``grid_size`` even steps of pool count.
 
-Per-threshold p-values (all conditional on how many reference draws land above the
-threshold in each stratum; given those counts the draws above the threshold are
-uniform over the stratum's candidates above it):
+Per-threshold p-values (each valid for its threshold over the draw of the reference
+sample, which is all the fixed-sequence argument needs):
 
-* ``method="binomial"``, uniform design: the errors among the n reference items above
-  the threshold are Binomial(n, e) with e the pool error rate above it, so the exact
-  (Clopper-Pearson) p-value is ``P(Binomial(n, 1 - target) <= errors)``.
-* ``method="binomial"``, stratified design: the error count of A(t) is estimated by
+* ``method="binomial"``, uniform design: given the count n of reference draws above the
+  threshold, they are uniform over its candidates, so their errors are Binomial(n, e) with
+  e the pool error rate above it, and ``P(Binomial(n, 1 - target) <= errors)`` is the exact
+  (Clopper-Pearson) conditional p-value. Being discrete, it sits below its level at most
+  n (at 0.95, n = 59 draws without error give 0.0485, n = 70 give 0.028). The count n is
+  itself Binomial(R, M/N) with R the reference draws and M of the N candidates above the
+  threshold, both known, so by default the conditional p-value is recalibrated to its exact
+  law under the design (``design_binomial_p_value``): never larger, still exact, and it
+  certifies from fewer answers (measured in bench/results/certify_sim.md). This needs the R
+  draws to be uniform with replacement over exactly the candidates given;
+  ``condition_on_counts=True`` keeps the conditional p-value, which needs only that the
+  draws above each threshold be uniform over the candidates above it.
+* ``method="binomial"``, stratified design (conditional on the draws per stratum above
+  the threshold; given those, they are uniform over the stratum's candidates above it):
+  the error count of A(t) is estimated by
   inverse-probability (post-stratified) weights ``M_h / n_h`` per stratum, a weighted
   sum of independent bounded variables. Each draw's weighted error is scaled into
   [0, 1] by the largest weight and tested with the Hoeffding-Bentkus p-value
@@ -170,6 +181,7 @@ def certify_acceptance(
     strata_edges: ArrayLike | None = None,
     classes: int | None = None,
     grid_size: int = DEFAULT_GRID_SIZE,
+    condition_on_counts: bool = False,
 ) -> Certificate:
     """Choose the acceptance threshold(s) whose precision is certified (the module doc gives the rule).
 
@@ -180,6 +192,9 @@ def certify_acceptance(
     ``[edges[h-1], edges[h])``, and each stratum's reference draws were uniform over its
     candidates. ``per_class`` certifies one threshold per predicted class, each at
     ``delta / (classes with candidates)``, so every class meets the target.
+    ``condition_on_counts`` (uniform design only) uses the plain conditional binomial
+    p-value instead of its design-calibrated version: for reference draws that were
+    uniform over the candidates above each threshold but not over exactly this pool.
     """
     conf, pred = _check_items(confidence, predicted, "confidence", "predicted")
     ref_conf, ref_pred = _check_items(reference_confidence, reference_predicted, "reference_confidence",
@@ -204,19 +219,20 @@ def certify_acceptance(
             hint="the reference sample must be drawn from the candidates (score both with the same model)",
         )
 
+    groups: list[int | None]  # None: one global group
     if per_class:
         groups = [c for c in range(n_classes) if np.any(pred == c)]
         level = delta / max(len(groups), 1)
     else:
         groups, level = [None], delta
-    results = {}
+    results: dict[int | None, _Result] = {}
     for c in groups:
         keep = slice(None) if c is None else pred == c
         ref_keep = slice(None) if c is None else ref_pred == c
         results[c] = _fixed_sequence(
             conf[keep], stratum[keep], ref_conf[ref_keep], ref_correct[ref_keep], ref_stratum[ref_keep],
             design_draws=draws, design_candidates=candidates, reference_size=int(ref_conf.size), target=target,
-            level=level, method=method, grid_size=int(grid_size),
+            level=level, method=method, grid_size=int(grid_size), calibrate=not condition_on_counts,
         )
 
     thresholds = np.full(n_classes, np.inf)
@@ -364,6 +380,50 @@ def binomial_p_value(errors: ArrayLike, trials: ArrayLike, target: float) -> NDA
     return np.where(n > 0, stats.binom.cdf(k, np.maximum(n, 1), 1 - target), 1.0)
 
 
+def design_binomial_p_value(errors: ArrayLike, trials: ArrayLike, target: float, *, draws: int,
+                            share: ArrayLike) -> NDArray[np.float64]:
+    """``binomial_p_value`` calibrated to a uniform design: never larger, and exact over the draw of the sample.
+
+    ``draws`` reference items are drawn uniformly with replacement from a pool, ``share`` of
+    which lies in the tested set A, and ``trials`` of them landed in A with ``errors`` wrong.
+    Conditional on ``trials`` the binomial p-value P is valid but, being discrete, usually
+    strictly below its level. Here the count in A is random, Binomial(draws, share), with a
+    known law, so the exact null law of P can be computed: the returned p-value is
+    P(P' <= P) with P' the conditional p-value of a fresh sample at error rate 1 - target. It
+    is valid for every error rate >= 1 - target (P' only grows with the error rate), and it is
+    at most P since P is valid given every count. Only P < 1/2 is recalibrated (P itself is
+    returned above; the certificate never needs a p-value that large).
+    """
+    check_whole_number("draws", draws, minimum=0)
+    shape = np.broadcast_shapes(np.shape(errors), np.shape(trials), np.shape(share))
+    conditional = np.broadcast_to(binomial_p_value(errors, trials, target), shape).ravel()
+    shares = np.broadcast_to(np.asarray(share, dtype=np.float64), shape).ravel()
+    small = np.flatnonzero(conditional < 0.5)
+    if draws == 0 or small.size == 0:
+        return conditional.reshape(shape)
+    e0 = 1 - target
+    # cdf of Binomial(n, e0) for every n <= draws, up to the k where every such cdf reaches 1/2 (the median
+    # of a binomial is at most the ceiling of its mean)
+    n = np.arange(draws + 1)[:, None]
+    k = np.arange(min(draws, math.ceil(draws * e0) + 1) + 1)[None, :]
+    rest = np.maximum(n - k, 0)
+    log_pmf = (special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(rest + 1)
+               + k * math.log(e0) + rest * math.log1p(-e0))
+    cdf = np.cumsum(np.where(k <= n, np.exp(log_pmf), 0.0), axis=1)
+    p = conditional[small] * (1 + 1e-9)  # float tolerance: the observed count's own cdf must count as <= p
+    # per count n, P(P' <= p | n): the largest cdf value of Binomial(n, e0) that is <= p
+    attained = np.zeros((draws + 1, small.size))
+    for count in range(1, draws + 1):
+        at = np.searchsorted(cdf[count], p, side="right") - 1
+        attained[count] = np.where(at >= 0, cdf[count, np.maximum(at, 0)], 0.0)
+    s = np.clip(shares[small], 0.0, 1.0)[None, :]
+    log_weight = (special.gammaln(draws + 1) - special.gammaln(n + 1) - special.gammaln(draws - n + 1)
+                  + special.xlogy(n, s) + special.xlog1py(draws - n, -s))
+    out = np.array(conditional, dtype=np.float64)
+    out[small] = np.minimum((np.exp(log_weight) * attained).sum(axis=0), conditional[small])
+    return out.reshape(shape)
+
+
 def hoeffding_bentkus_p_value(mean: ArrayLike, trials: ArrayLike, null_mean: ArrayLike) -> NDArray[np.float64]:
     """p-value of "mean of means >= null_mean" for ``trials`` independent variables in [0, 1] with observed ``mean``."""
     m, n, a = (np.asarray(x, dtype=np.float64) for x in (mean, trials, null_mean))
@@ -394,7 +454,7 @@ def _fixed_sequence(
     conf: NDArray[np.float64], stratum: NDArray[np.int64], ref_conf: NDArray[np.float64],
     ref_correct: NDArray[np.bool_], ref_stratum: NDArray[np.int64], *, design_draws: NDArray[np.int64],
     design_candidates: NDArray[np.int64], reference_size: int, target: float, level: float, method: str,
-    grid_size: int,
+    grid_size: int, calibrate: bool,
 ) -> _Result:
     """Walk the threshold sequence for one group of candidates (all, or one class)."""
     if conf.size == 0:
@@ -409,7 +469,9 @@ def _fixed_sequence(
     counts = np.unique(np.linspace(start, order.size, min(grid_size, order.size - start + 1)).round().astype(int))
     grid = np.unique(order[counts - 1])[::-1]  # thresholds, descending
     stats_ = _summaries(grid, conf, stratum, ref_conf, ref_correct, ref_stratum, n_strata)
-    p = _p_values(stats_, grid, target, method, single_stratum=n_strata == 1)
+    # the design the uniform binomial p-value is calibrated to: this many draws over this many candidates
+    design = (reference_size, int(design_candidates.sum())) if n_strata == 1 and calibrate else None
+    p = _p_values(stats_, grid, target, method, single_stratum=n_strata == 1, design=design)
     passed = p <= level
     run = int(np.argmin(passed)) if not passed.all() else passed.size
     if run == 0:
@@ -477,13 +539,18 @@ def _summaries(grid: NDArray[np.float64], conf: NDArray[np.float64], stratum: ND
 
 
 def _p_values(st: dict[str, NDArray[np.float64]], grid: NDArray[np.float64], target: float, method: str, *,
-              single_stratum: bool) -> NDArray[np.float64]:
-    """p-value of "precision of A(t) < target" at every threshold t of ``grid`` (module doc)."""
+              single_stratum: bool, design: tuple[int, int] | None = None) -> NDArray[np.float64]:
+    """p-value of "precision of A(t) < target" at every threshold t of ``grid`` (module doc); ``design``
+    (draws, candidates) calibrates the uniform binomial p-value to that design."""
     M, n = st["M"], st["n"]
     total = M.sum(axis=1)
     if method == "binomial":
         if single_stratum:
-            return binomial_p_value(np.ceil(st["errors"][:, 0] - 1e-9), n[:, 0].astype(int), target)
+            errors, trials = np.ceil(st["errors"][:, 0] - 1e-9), n[:, 0].astype(int)
+            if design is None:
+                return binomial_p_value(errors, trials, target)
+            draws, candidates = design
+            return design_binomial_p_value(errors, trials, target, draws=draws, share=total / candidates)
         y, null_total = st["errors"], (1 - target) * total
     else:
         lam = grid[:, None]
@@ -541,6 +608,7 @@ def _reference_needed(st: dict[str, NDArray[np.float64]], grid: NDArray[np.float
         n = np.floor(answers * unit_rate * M + 1e-9)
         projected = {"M": M[None], "sumconf": st["sumconf"][0][None], "n": n[None],
                      "errors": (n * rate)[None], "loss": (n * (mean_conf - (1 - rate)))[None]}
+        # the conditional p-value: its cost does not grow with ``answers``, and it only overstates what is needed
         return float(_p_values(projected, lam, target, method, single_stratum=single_stratum)[0])
 
     enough = _smallest_count(lambda answers: p_value(answers) <= level, start=reference_size)
