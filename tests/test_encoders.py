@@ -273,13 +273,29 @@ def fashion_sample():
 def test_efficientnet_features_shape_and_determinism(efficientnet):
     images = random_images(3)
     first = efficientnet.encode(images, progress=False)
-    assert first.shape == (3, 1280) and first.dtype == np.float32
+    assert first.shape == (3, 2024) and first.dtype == np.float32
     np.testing.assert_array_equal(efficientnet.encode(images, progress=False), first)
     # Another batch size takes other kernels: equal up to float rounding.
     np.testing.assert_allclose(efficientnet.encode(images, batch_size=1, progress=False), first, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(efficientnet.encode(images[..., None], progress=False), first)  # [N,H,W,1]
     colour = efficientnet.encode(random_images(2, shape=(40, 50, 3)), progress=False)
-    assert colour.shape == (2, 1280)
+    assert colour.shape == (2, 2024)
+    # six pooled stages, each L2-normalized; the head alone is the classic 1280-d average
+    assert np.allclose(np.linalg.norm(first, axis=1), np.sqrt(6), atol=1e-4)
+
+
+def test_efficientnet_head_pooling_is_the_last_map_alone_and_keeps_its_cache_key(efficientnet):
+    head = get_encoder("efficientnet-lite0", pooling="head")
+    images = random_images(2)
+    features = head.encode(images, progress=False)
+    assert features.shape == (2, 1280)
+    stages = efficientnet.encode(images, progress=False)
+    last = features / np.linalg.norm(features, axis=1, keepdims=True)
+    np.testing.assert_allclose(stages[:, -1280:], last, rtol=1e-4, atol=1e-5)
+    assert "pooling" not in head.options and efficientnet.options["pooling"] == "stages"
+    assert embedding_cache_path(images, head) != embedding_cache_path(images, efficientnet)
+    with pytest.raises(BadInputError, match="pooling"):
+        get_encoder("efficientnet-lite0", pooling="max")
 
 
 def test_efficientnet_puts_same_class_items_closer(efficientnet, fashion_sample):
