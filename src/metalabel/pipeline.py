@@ -51,6 +51,7 @@ from metalabel.label.active import STRATEGIES
 from metalabel.label.ask import REFERENCE, choose_questions
 from metalabel.label.certify import BudgetPlan, Certificate, certify_acceptance, plan_budget
 from metalabel.label.fitting import Calibration, LabelSnapshot, choose_model, cross_fitted_logits
+from metalabel.label.graph import PoolGraph
 from metalabel.label.oracle import Oracle, OracleStopped, Query, put_questions
 from metalabel.label.round_model import RoundModel, default_learner, in_chunks, learner_hash, pool_inputs, reads_images
 from metalabel.meta.functional import TaskLearner
@@ -241,6 +242,7 @@ class LabelingRun:
         if saved is not None:  # a resumed or re-opened project continues with the meta-learner it made last
             self.learners[PROJECT_LEARNER] = saved
         self.hashes = {name: learner_hash(model) for name, model in self.learners.items()}
+        self.pool_graphs: dict[str, list[PoolGraph]] = {}  # by learner hash: each embedding's graph, built once
 
     @property
     def ways(self) -> int:
@@ -367,7 +369,9 @@ class LabelingRun:
     def _choose_model(self, labels: LabelSnapshot) -> tuple[str, RoundModel, Calibration]:
         candidates = [(name, variant) for name, learner in self.learners.items()
                       for variant in RoundModel(learner, self.x, refine_steps=self.options.refine_steps,
-                                                seed=self.options.seed).variants()]
+                                                seed=self.options.seed,
+                                                graph_holder=self.pool_graphs.setdefault(self.hashes[name], [])
+                                                ).variants()]
         return choose_model(candidates, labels, ways=self.ways, folds=self.options.calibration_folds,
                             seed=self.options.seed)
 

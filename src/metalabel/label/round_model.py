@@ -96,7 +96,7 @@ class RoundModel:
     LINEAR_PROBE_MAX_ROWS = 5000  # pseudo-labels beyond this are subsampled: the fit stays a second or two
 
     def __init__(self, learner: TaskLearner, x: Tensor, *, head: str = "prototypes", refine_steps: int = 1,
-                 seed: int = 0) -> None:
+                 seed: int = 0, graph_holder: list[PoolGraph] | None = None) -> None:
         self.learner = learner.eval()
         self.x = x
         self.head = head
@@ -108,7 +108,9 @@ class RoundModel:
         if self.prototype_space:
             with torch.no_grad():
                 self.pool_embeddings = in_chunks(learner.embed, x)
-        self._graph: list[PoolGraph] = []  # built on first use, shared by the variants (one embedding, one graph)
+        # The pool graph, built on first use and shared by the variants (one embedding, one graph); a caller
+        # that keeps the same learner across rounds passes the same holder, so a big pool's graph is built once.
+        self._graph: list[PoolGraph] = [] if graph_holder is None else graph_holder
 
     def variants(self) -> list[RoundModel]:
         """One model per head (one embedding pass serves them all); learners without an embedding space: itself."""
