@@ -50,7 +50,7 @@ from metalabel.files import write_atomically
 from metalabel.label.active import STRATEGIES
 from metalabel.label.ask import REFERENCE, choose_questions
 from metalabel.label.certify import BudgetPlan, Certificate, certify_acceptance, plan_budget
-from metalabel.label.fitting import Calibration, LabelSnapshot, choose_model, cross_fitted_logits
+from metalabel.label.fitting import Calibration, LabelSnapshot, choose_model
 from metalabel.label.graph import PoolGraph
 from metalabel.label.oracle import Oracle, OracleStopped, Query, put_questions
 from metalabel.label.round_model import RoundModel, default_learner, in_chunks, learner_hash, pool_inputs, reads_images
@@ -329,7 +329,7 @@ class LabelingRun:
         if generation is not None:
             feedback.extend(generation.feedback)
             model, calibration = self._use_generated(generation, model, calibration, labels, feedback)
-        raw, probs = self._pool_probabilities(model, calibration, labels, number)
+        raw, probs = self._pool_probabilities(model, calibration, labels)
         candidates = self._candidates(labels)
         reference = self._reference_evidence(calibration, probs, candidates)
         certificate = self._certify(probs[candidates], reference)
@@ -375,11 +375,16 @@ class LabelingRun:
         return choose_model(candidates, labels, ways=self.ways, folds=self.options.calibration_folds,
                             seed=self.options.seed)
 
-    def _pool_probabilities(self, model: RoundModel, calibration: Calibration, labels: LabelSnapshot,
-                            number: int) -> tuple[np.ndarray, np.ndarray]:
-        """Raw and calibrated probabilities of every pool item (cross-fitted where an item carries a pseudo-label)."""
-        logits = cross_fitted_logits(model, labels, ways=self.ways, folds=self.options.calibration_folds,
-                                     seed=[self.options.seed, number])
+    def _pool_probabilities(self, model: RoundModel, calibration: Calibration,
+                            labels: LabelSnapshot) -> tuple[np.ndarray, np.ndarray]:
+        """Raw and calibrated probabilities of every pool item, each from a fold model that never saw its label.
+
+        Before any label can be held out (one per class), from the model adapted to all of them: no reference
+        answer exists yet, so nothing is certified from these.
+        """
+        logits = calibration.pool_logits
+        if logits is None:
+            logits = model.logits(labels.positions, labels.classes, labels.weights, self.ways)
         raw = torch.softmax(torch.from_numpy(logits), 1).numpy()
         return raw, (calibration.calibrator.predict_proba(logits) if calibration.calibrator is not None else raw)
 
@@ -552,7 +557,7 @@ class LabelingRun:
         labels = self._snapshot()
         self._require_a_label_per_class(labels)
         _, model, calibration = self._choose_model(labels)
-        _, probs = self._pool_probabilities(model, calibration, labels, self._round_number())
+        _, probs = self._pool_probabilities(model, calibration, labels)
         per_round = self.options.per_round or max(self.ways, self.options.budget // 5, 1)
         candidates = self._candidates(labels)
         return self._plan(probs[candidates], self._reference_evidence(calibration, probs, candidates),
@@ -562,7 +567,7 @@ class LabelingRun:
         """The scorecard of the labels as they stand now: nothing is written, nothing asked."""
         labels = self._snapshot()
         _, model, calibration = self._choose_model(labels)
-        _, probs = self._pool_probabilities(model, calibration, labels, self._round_number())
+        _, probs = self._pool_probabilities(model, calibration, labels)
         candidates = self._candidates(labels)
         reference = self._reference_evidence(calibration, probs, candidates)
         coverage = len(labels.pseudo.positions) / max(len(candidates), 1)
@@ -642,7 +647,7 @@ class LabelingRun:
         from metalabel.label.fitting import calibrate
 
         return calibrate(RoundModel(learner, self.x, seed=self.options.seed), labels, ways=self.ways,
-                         folds=self.options.calibration_folds, seed=self.options.seed).accuracy
+                         folds=self.options.calibration_folds, seed=self.options.seed, pool=False).accuracy
 
     def _keep_project_learner(self, learner: TaskLearner, *, round_id: int | None) -> None:
         self.learners[PROJECT_LEARNER] = learner

@@ -316,6 +316,32 @@ class OutOfFoldLogits:
         return int((~self.held_out).sum())
 
 
+def stratified_folds(y: ArrayLike, *, folds: int, seed: int | np.random.Generator = 0) -> IntArray:
+    """The fold (0 .. folds-1) each label is held out in, or -1 for the label of a single-label class (never).
+
+    Each class's labels are shuffled and dealt round-robin across the folds, each class
+    starting where the previous one stopped (``cross_validated_logits`` says why).
+    """
+    labels = validate_labels(y)
+    check_whole_number("folds", folds, minimum=2)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    if labels.size == 0 or counts.max() < 2:
+        raise NotEnoughDataError(
+            "no class has two labels, so none can be held out to calibrate on",
+            hint="label a second example of at least one class, or keep the uncalibrated probabilities",
+        )
+    fold_of = np.full(len(labels), -1, dtype=np.int64)
+    next_fold = 0
+    for cls, count in zip(classes, counts):
+        if count < 2:
+            continue
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        fold_of[members] = (next_fold + np.arange(count)) % folds
+        next_fold = (next_fold + count) % folds
+    return fold_of
+
+
 def cross_validated_logits(
     fit_predict: Callable[[IntArray], Callable[[IntArray], ArrayLike]],
     y: ArrayLike,
@@ -344,24 +370,8 @@ def cross_validated_logits(
     first and still stop on the second.
     """
     labels = validate_labels(y)
-    check_whole_number("folds", folds, minimum=2)
-    rng = np.random.default_rng(seed)
+    fold_of = stratified_folds(labels, folds=folds, seed=seed)
     classes, counts = np.unique(labels, return_counts=True)
-    if labels.size == 0 or counts.max() < 2:
-        raise NotEnoughDataError(
-            "no class has two labels, so none can be held out to calibrate on",
-            hint="label a second example of at least one class, or keep the uncalibrated probabilities",
-        )
-
-    fold_of = np.full(len(labels), -1, dtype=np.int64)  # -1: never held out
-    next_fold = 0
-    for cls, count in zip(classes, counts):
-        if count < 2:
-            continue
-        members = rng.permutation(np.flatnonzero(labels == cls))
-        fold_of[members] = (next_fold + np.arange(count)) % folds
-        next_fold = (next_fold + count) % folds
-
     logits: FloatArray | None = None
     for fold in range(folds):
         test_idx = np.flatnonzero(fold_of == fold)

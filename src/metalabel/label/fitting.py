@@ -1,10 +1,15 @@
 """Fit a round's model to the labels: which learner and head, its calibration, cross-fitted pool predictions.
 
-Human labels are the held-out evidence everything here is judged by. A model is scored
-and calibrated only on out-of-fold predictions of the human (and seed) labels, each
-made by a model that never saw that label; pool items that carry a pseudo-label are
-predicted the same way (cross-fitting), so their confidence means what the calibration
-says it means.
+Human labels are the held-out evidence everything here is judged by. Every pool item
+is dealt to one of K folds (human labels stratified by class, all other items at
+random); fold f's model learns from the labels of the items outside f and predicts the
+items inside it. So every prediction, of a human-labeled item or of a candidate, with
+or without a pseudo-label, comes from a model that never saw that item's label, and
+from the same K models. That is what lets the random reference sample speak for the
+exported labels: a reference answer's prediction is made exactly as a candidate's is
+(a model trained on all labels would be sharper on the candidates than on the held-out
+reference items, and the certificate would then be about another model). Calibration
+is fitted on the human labels' out-of-fold logits.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from metalabel.errors import NotEnoughDataError
-from metalabel.label.calibrate import TemperatureScaling, cross_validated_logits, expected_calibration_error
+from metalabel.label.calibrate import TemperatureScaling, expected_calibration_error, stratified_folds
 from metalabel.label.round_model import RoundModel
 from metalabel.store import Label, LabelSource
 
@@ -73,29 +78,46 @@ class Calibration:
     probs: np.ndarray | None = None  # calibrated out-of-fold probabilities [H, C]
     labels: np.ndarray | None = None  # [H] the human labels they predict
     positions: np.ndarray | None = None  # [H] pool positions of those items
+    pool_logits: np.ndarray | None = None  # [N, C] every pool item's, from the fold model that did not see it
 
 
-def calibrate(model: RoundModel, labels: LabelSnapshot, *, ways: int, folds: int, seed: int) -> Calibration:
-    """Temperature from out-of-fold logits of the human labels (each predicted by a model that never saw it)."""
+def calibrate(model: RoundModel, labels: LabelSnapshot, *, ways: int, folds: int, seed: int,
+              pool: bool = True) -> Calibration:
+    """Out-of-fold logits of the human labels and (``pool``) of every pool item; a temperature fitted on the first.
+
+    Empty while no human label can be held out (one label per class).
+    """
     human_positions, human_classes = labels.human_positions, labels.human_classes
-    pseudo = labels.pseudo
-
-    def fit_predict(train: np.ndarray):
-        support = np.concatenate([human_positions[train], pseudo.positions])
-        y = np.concatenate([human_classes[train], pseudo.classes])
-        w = np.concatenate([np.ones(len(train)), pseudo.weights])
-        return lambda test: model.logits(support, y, w, ways, targets=human_positions[test])
-
     try:
-        out_of_fold = cross_validated_logits(fit_predict, human_classes, folds=folds, seed=seed)
+        human_fold = stratified_folds(human_classes, folds=folds, seed=seed)
     except NotEnoughDataError:
         return Calibration()  # one label per class: nothing to hold out yet
-    held = out_of_fold.held_out
-    calibrator = TemperatureScaling().fit(out_of_fold.logits[held], human_classes[held])
-    probs = calibrator.predict_proba(out_of_fold.logits[held])
-    return Calibration(calibrator, float(expected_calibration_error(probs, human_classes[held])),
-                       float((out_of_fold.logits[held].argmax(1) == human_classes[held]).mean()),
-                       probs, human_classes[held], human_positions[held])
+    used = np.unique(human_fold[human_fold >= 0])
+    fold_of = used[np.random.default_rng([seed, 1]).integers(len(used), size=len(model.x))]
+    # a human label of a single-label class is never held out: its item is predicted by a model that saw it
+    fold_of[human_positions] = np.where(human_fold >= 0, human_fold, used[0])
+    pseudo = labels.pseudo
+    pool_logits = np.zeros((len(model.x), ways)) if pool else None
+    held_logits = np.zeros((len(human_positions), ways))
+    for fold in used:
+        train = human_fold != fold
+        keep = fold_of[pseudo.positions] != fold
+        support = np.concatenate([human_positions[train], pseudo.positions[keep]])
+        y = np.concatenate([human_classes[train], pseudo.classes[keep]])
+        weights = np.concatenate([np.ones(int(train.sum())), pseudo.weights[keep]])
+        held = human_fold == fold
+        if pool_logits is not None:
+            targets = np.flatnonzero(fold_of == fold)
+            pool_logits[targets] = model.logits(support, y, weights, ways, targets=targets)
+            held_logits[held] = pool_logits[human_positions[held]]
+        else:
+            held_logits[held] = model.logits(support, y, weights, ways, targets=human_positions[held])
+    held = human_fold >= 0
+    logits, truth = held_logits[held], human_classes[held]
+    calibrator = TemperatureScaling().fit(logits, truth)
+    probs = calibrator.predict_proba(logits)
+    return Calibration(calibrator, float(expected_calibration_error(probs, truth)),
+                       float((logits.argmax(1) == truth).mean()), probs, truth, human_positions[held], pool_logits)
 
 
 def choose_model(candidates: Sequence[tuple[str, RoundModel]], labels: LabelSnapshot, *, ways: int, folds: int,
@@ -114,26 +136,3 @@ def choose_model(candidates: Sequence[tuple[str, RoundModel]], labels: LabelSnap
             best = (name, model, calibration)
     assert best is not None
     return best
-
-
-def cross_fitted_logits(model: RoundModel, labels: LabelSnapshot, *, ways: int, folds: int,
-                        seed: int | Sequence[int]) -> np.ndarray:
-    """Logits of every pool item, each pseudo-labeled item's from a model that did not train on its label.
-
-    The calibration is fitted on human labels predicted out of fold; a pseudo-labeled item
-    predicted by a model that trained on its own label would look surer than the
-    calibration allows for (measured: 97.5% claimed, 87% right), so pseudo-labels are
-    dealt into folds and each fold is predicted by a model trained without it.
-    """
-    positions, classes, weights = labels.positions, labels.classes, labels.weights
-    logits = model.logits(positions, classes, weights, ways)
-    pseudo = np.flatnonzero(~labels.trusted)
-    if not len(pseudo):
-        return logits
-    fold_of = np.random.default_rng(seed).permutation(len(pseudo)) % folds
-    for fold in range(folds):
-        held = pseudo[fold_of == fold]
-        keep = np.setdiff1d(np.arange(len(positions)), held)
-        logits[positions[held]] = model.logits(positions[keep], classes[keep], weights[keep], ways,
-                                               targets=positions[held])
-    return logits
