@@ -354,9 +354,9 @@ def test_class_direction_noise_has_the_classs_covariance_times_magnitude_squared
 
 
 def test_embeddings_are_checked():
-    with pytest.raises(BadInputError, match="numeric array \\[N, D\\]"):
+    with pytest.raises(BadInputError, match="embeddings must be a numeric 2-D array"):
         augment_embeddings(np.zeros(5), np.zeros(5, int), embedding_policy(), seed=0)
-    with pytest.raises(BadInputError, match="row 1: embedding holds NaN"):
+    with pytest.raises(BadInputError, match="row 1: NaN or infinity in embeddings"):
         augment_embeddings(np.array([[0.0, 1.0], [np.nan, 0.0]]), [0, 1], embedding_policy(), seed=0)
     with pytest.raises(BadInputError, match="integer class indices"):
         augment_embeddings(np.zeros((2, 2)), [0.5, 1.0], embedding_policy(), seed=0)

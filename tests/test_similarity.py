@@ -113,7 +113,7 @@ def test_similarity_report_holds_every_measure_and_the_counts() -> None:
 @pytest.mark.parametrize(
     ("real", "generated", "message"),
     [
-        (np.zeros((1, 3)), np.zeros((5, 3)), "at least 2 items"),
+        (np.zeros((1, 3)), np.zeros((5, 3)), "at least 2 row"),
         (np.zeros((5, 3)), np.zeros(5), "2-D array"),
         (np.zeros((5, 3)), np.zeros((5, 4)), "generated has 4"),
     ],

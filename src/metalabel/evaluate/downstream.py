@@ -12,6 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from metalabel.data.arrays import check_matrix
 from metalabel.data.generated import shared_weights
 from metalabel.errors import BadInputError, check_whole_number
 from metalabel.label.calibrate import validate_labels
@@ -121,19 +122,13 @@ def compare_with_generated(
 
 
 def _features(values: ArrayLike, name: str, *, features: int | None = None, allow_empty: bool = False) -> FloatArray:
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim != 2 or (array.shape[0] == 0 and not allow_empty):
-        raise BadInputError(
-            f"{name} must be a 2-D array [items, features] with at least 1 item, got shape {array.shape}"
-        )
+    array = check_matrix(values, name=name, min_rows=0 if allow_empty else 1, dtype=np.float64,
+                         hint="drop those items")
     if features is not None and array.shape[1] != features:
         raise BadInputError(
             f"{name} has {array.shape[1]} features per item, not {features} like the training items",
             hint="embed every set with the same encoder",
         )
-    bad_rows = np.flatnonzero(~np.isfinite(array).all(axis=1))
-    if bad_rows.size:
-        raise BadInputError(f"{name} holds NaN or infinite features", row=int(bad_rows[0]), hint="drop those items")
     return array
 
 

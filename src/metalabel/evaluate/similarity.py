@@ -21,6 +21,7 @@ from scipy.linalg import LinAlgWarning, sqrtm
 from sklearn.metrics import pairwise_distances_chunked
 from sklearn.neighbors import NearestNeighbors
 
+from metalabel.data.arrays import check_matrix
 from metalabel.errors import BadInputError, check_whole_number
 
 FloatArray = NDArray[np.float64]
@@ -138,30 +139,16 @@ def similarity_report(real: ArrayLike, generated: ArrayLike, *, seed: int = 0) -
 
 
 def _feature_pair(real: ArrayLike, generated: ArrayLike) -> tuple[FloatArray, FloatArray]:
-    x, y = _features(real, "real"), _features(generated, "generated")
+    # two items at least: a covariance or a nearest neighbour needs them
+    x, y = (check_matrix(values, name=name, min_rows=2, dtype=np.float64, hint="drop or re-embed those items",
+                         shape_hint="pass encoder features, one row per item")
+            for values, name in ((real, "real"), (generated, "generated")))
     if x.shape[1] != y.shape[1]:
         raise BadInputError(
             f"real has {x.shape[1]} features per item but generated has {y.shape[1]}",
             hint="embed both with the same encoder",
         )
     return x, y
-
-
-def _features(values: ArrayLike, name: str) -> FloatArray:
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim != 2 or array.shape[0] < 2 or array.shape[1] < 1:
-        raise BadInputError(
-            f"{name} must be a 2-D array [items, features] with at least 2 items, got shape {array.shape}",
-            hint="pass encoder features, one row per item",
-        )
-    bad_rows = np.flatnonzero(~np.isfinite(array).all(axis=1))
-    if bad_rows.size:
-        raise BadInputError(
-            f"{name} holds NaN or infinite features ({bad_rows.size} rows like this)",
-            row=int(bad_rows[0]),
-            hint="drop or re-embed those items",
-        )
-    return array
 
 
 def _subsample(x: FloatArray, max_items: int, rng: np.random.Generator) -> FloatArray:

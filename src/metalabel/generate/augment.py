@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from metalabel.data.arrays import check_matrix
 from metalabel.errors import BadInputError, MissingDependencyError, check_whole_number
 
 if TYPE_CHECKING:  # torch loads on first use, so importing a policy stays quick
@@ -309,17 +310,8 @@ def _label_array(labels: Any, count: int) -> np.ndarray:
 def _embedding_matrix(x: Any) -> np.ndarray:
     if _is_tensor(x):
         raise BadInputError("embedding augmentation takes a numpy array", hint="pass tensor.detach().cpu().numpy()")
-    array = np.asarray(x)
-    if array.ndim != 2 or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise BadInputError(
-            f"embeddings must be a numeric array [N, D], got shape {array.shape} and dtype {array.dtype}",
-            hint="encode the items first (metalabel.data.encoders)",
-        )
-    array = array if np.issubdtype(array.dtype, np.floating) else array.astype(np.float64)
-    bad_rows = np.flatnonzero(~np.isfinite(array).all(axis=1))
-    if len(bad_rows):
-        raise BadInputError("embedding holds NaN or infinity", row=int(bad_rows[0]), hint="drop or re-encode that item")
-    return array
+    return check_matrix(x, name="embeddings", min_rows=0, hint="drop or re-encode those items",
+                        shape_hint="encode the items first (metalabel.data.encoders)")
 
 
 def _check_float_images(images: Any) -> None:

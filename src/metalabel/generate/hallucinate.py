@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from metalabel.data.arrays import check_matrix
 from metalabel.data.dataset import UNLABELED
 from metalabel.data.episodes import EpisodeSampler
 from metalabel.errors import BadInputError, NotEnoughDataError, check_whole_number
@@ -310,30 +311,26 @@ def _validation_accuracy(
 def _checked_features(
     features: np.ndarray, labels: np.ndarray, *, names: tuple[str, str], dim: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """float32 ``[N, D]`` and int64 ``[N]`` copies of the caller's arrays, or a BadInputError saying what is wrong."""
+    """The caller's arrays as float32 ``[N, D]`` and int64 ``[N]``, or a BadInputError saying what is wrong."""
     x_name, y_name = names
-    if not isinstance(features, np.ndarray) or features.ndim != 2 or features.dtype.kind not in "iuf":
-        shape = features.shape if isinstance(features, np.ndarray) else type(features).__name__
-        raise BadInputError(f"{x_name} must be a numeric array [items, dims], got {shape}",
-                            hint="pass one feature vector per row, e.g. an encoder's output")
-    if dim is not None and features.shape[1] != dim:
-        raise BadInputError(f"{x_name} has {features.shape[1]} dims, but the hallucinator was trained on {dim}",
+    x = check_matrix(features, name=x_name, columns="dims", min_rows=0, dtype=np.float32,
+                     hint="drop or repair that row",
+                     shape_hint="pass one feature vector per row, e.g. an encoder's output")
+    if dim is not None and x.shape[1] != dim:
+        raise BadInputError(f"{x_name} has {x.shape[1]} dims, but the hallucinator was trained on {dim}",
                             hint="embed the items with the encoder the hallucinator was trained on")
     y = np.asarray(labels)
-    if y.ndim != 1 or len(y) != len(features):
-        raise BadInputError(f"{y_name} must hold one label per row of {x_name}: {len(features)} rows, "
+    if y.ndim != 1 or len(y) != len(x):
+        raise BadInputError(f"{y_name} must hold one label per row of {x_name}: {len(x)} rows, "
                             f"but {y_name} has shape {y.shape}")
     if y.size and y.dtype.kind not in "iu":
         raise BadInputError(f"{y_name} must be integer class ids, got dtype {y.dtype}", hint="map class names to ids")
-    bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
-    if bad.size:
-        raise BadInputError(f"{x_name} holds NaN or infinity", row=int(bad[0]), hint="drop or repair that row")
     if y.size and y.min() < UNLABELED:
         row = int(np.argmin(y))
         raise BadInputError(f"{y_name} holds {y[row]}; ids are 0..C-1, or -1 for unlabeled", row=row)
     if not (y != UNLABELED).any():
         raise BadInputError(f"{y_name} holds no labeled rows", hint="label some examples first")
-    return features.astype(np.float32), y.astype(np.int64)
+    return x, y.astype(np.int64)
 
 
 def _episode_classes(labels: np.ndarray, config: HallucinatorConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from metalabel.data.arrays import check_matrix
 from metalabel.errors import BadInputError, check_whole_number
 from metalabel.generate.augment import (
     FLIP_OPERATIONS,
@@ -243,14 +244,10 @@ def _features(x: Any, featurize: Callable[[Any], np.ndarray] | None, *, expected
     made = x if featurize is None else featurize(x)
     if hasattr(made, "detach"):
         made = made.detach().cpu().numpy()
-    features = np.asarray(made)
-    if features.ndim != 2 or len(features) != expected_rows or not np.issubdtype(features.dtype, np.number):
-        source = "x" if featurize is None else "featurize"
-        raise BadInputError(
-            f"{source} must give numeric features [{expected_rows}, D], got shape {features.shape} ({features.dtype})",
-            hint="features are one row per item",
-        )
-    if not np.isfinite(features).all():
-        first_bad = int(np.flatnonzero(~np.isfinite(features).all(axis=1))[0])
-        raise BadInputError("features hold NaN or infinity", row=first_bad, hint="check the encoder's output there")
+    source = "x" if featurize is None else "featurize's output"
+    features = check_matrix(made, name=source, min_rows=0, hint="check the encoder's output there",
+                            shape_hint="features are one row per item")
+    if len(features) != expected_rows:
+        raise BadInputError(f"{source} has {len(features)} rows for {expected_rows} items",
+                            hint="features are one row per item")
     return features

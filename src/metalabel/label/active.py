@@ -36,6 +36,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from metalabel.data.arrays import check_matrix
 from metalabel.errors import BadInputError, MissingDependencyError
 
 Strategy = Callable[..., np.ndarray]
@@ -420,25 +421,18 @@ def _probabilities(probs: np.ndarray | None, strategy: str) -> np.ndarray:
             f"the {strategy!r} strategy needs the model's class probabilities",
             hint="pass probs [N, C], or use 'typiclust' or 'coreset' before a model exists",
         )
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] == 0:
-        raise BadInputError(f"probs must be a 2-D array [items, classes], got shape {p.shape}")
-    if not np.isfinite(p).all() or (p < 0).any():
-        raise BadInputError("probs must be finite and non-negative", hint="pass probabilities, not logits")
+    p = check_matrix(probs, name="probs", columns="classes", min_rows=0, dtype=np.float64,
+                     hint="check the model's output")
+    negative = np.flatnonzero((p < 0).any(axis=1))
+    if negative.size:
+        raise BadInputError("probs must be non-negative", row=int(negative[0]), hint="pass probabilities, not logits")
     return p
 
 
 def _features(values: np.ndarray | None, strategy: str, what: str) -> np.ndarray:
     if values is None:
         raise BadInputError(f"the {strategy!r} strategy needs {what} [N, D]", hint=f"pass {what}")
-    x = np.asarray(values)
-    if x.ndim != 2:
-        raise BadInputError(f"{what} must be a 2-D array [items, dims], got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float32)
-    if not np.isfinite(x).all():
-        raise BadInputError(f"{what} hold NaN or infinite values", hint="check the encoder's output")
-    return x
+    return check_matrix(values, name=what, columns="dims", min_rows=0, min_columns=0, hint="check the encoder's output")
 
 
 def _labeled(labeled_embeddings: np.ndarray | None, dims: int) -> np.ndarray | None:

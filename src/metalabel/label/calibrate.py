@@ -23,6 +23,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_softmax, softmax
 
+from metalabel.data.arrays import check_matrix
 from metalabel.errors import BadInputError, MetalabelError, NotEnoughDataError, check_whole_number
 
 FloatArray = NDArray[np.float64]
@@ -43,19 +44,8 @@ _TEMPERATURE_GRID_POINTS = 64  # brackets the minimum before Brent, which alone 
 
 def validate_logits(logits: ArrayLike, *, name: str = "logits") -> FloatArray:
     """``logits`` as a float64 ``[items, classes]`` array, or a BadInputError saying what is wrong."""
-    array = np.asarray(logits, dtype=np.float64)
-    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] < 2:
-        raise BadInputError(
-            f"{name} must be a 2-D array [items, classes] with at least 1 item and 2 classes, got shape {array.shape}"
-        )
-    non_finite_rows = np.flatnonzero(~np.isfinite(array).all(axis=1))
-    if non_finite_rows.size:
-        raise BadInputError(
-            f"{name} hold NaN or infinite values",
-            row=int(non_finite_rows[0]),
-            hint="check the model's output; of OutOfFoldLogits, use only the rows where held_out is True",
-        )
-    return array
+    return check_matrix(logits, name=name, columns="classes", min_columns=2, dtype=np.float64,
+                        hint="check the model's output; of OutOfFoldLogits, use only the rows where held_out is True")
 
 
 def validate_probabilities(probs: ArrayLike, *, name: str = "probs") -> FloatArray:
