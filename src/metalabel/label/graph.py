@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from metalabel.errors import BadInputError
+from metalabel.data.arrays import check_matrix
 
 GRAPH_DIMENSIONS = 128
 NEIGHBOURS = 10
@@ -38,10 +38,8 @@ class PoolGraph:
 
     @classmethod
     def build(cls, embeddings: np.ndarray, *, neighbours: int = NEIGHBOURS, seed: int = 0) -> PoolGraph:
-        x = np.asarray(embeddings, dtype=np.float32)
-        if x.ndim != 2 or not np.isfinite(x).all():
-            raise BadInputError("the pool's embeddings must be a finite [items, dimensions] array",
-                                hint="check the encoder's output")
+        x = check_matrix(embeddings, name="the pool's embeddings", columns="dimensions", dtype=np.float32,
+                         hint="check the encoder's output for those items")
         n = len(x)
         k = min(neighbours, n - 1)
         if k < 1:

@@ -85,14 +85,17 @@ class RoundModel:
     """The learner adapted to the project's trusted labels, and its predictions for the pool.
 
     In a prototype learner's embedding space five heads compete each round (the round
-    keeps the one that predicts held-out human labels best): class prototypes,
-    prototypes refined with the unlabeled pool (soft k-means), a linear probe (logistic
-    regression), label propagation over the pool's nearest-neighbour graph (strongest
-    with a few labels per class), and their ensemble (the product of the linear probe's
-    and the propagation's probabilities, strongest once labels number in the hundreds).
+    keeps the one that predicts held-out human labels best): label propagation over the
+    pool's nearest-neighbour graph (strongest with a few labels per class), class
+    prototypes, prototypes refined with the unlabeled pool (soft k-means), a linear probe
+    (logistic regression), and the ensemble of the probe and the propagation (the product
+    of their probabilities, strongest once labels number in the hundreds). Propagation
+    comes first because a round without held-out labels (one per class) keeps the first:
+    from one label per class on Fashion-MNIST it labeled 60-71% of the pool right where
+    prototypes did 44-56% (5 seeds).
     """
 
-    HEADS = ("prototypes", "soft k-means", "linear probe", "label propagation", "ensemble")
+    HEADS = ("label propagation", "prototypes", "soft k-means", "linear probe", "ensemble")
     LINEAR_PROBE_MAX_ROWS = 5000  # pseudo-labels beyond this are subsampled: the fit stays a second or two
 
     def __init__(self, learner: TaskLearner, x: Tensor, *, head: str = "prototypes", refine_steps: int = 1,
