@@ -29,13 +29,23 @@ def test_one_label_per_moon_labels_each_moon():
     assert (scores.argmax(1) == y).mean() > 0.95
 
 
-def test_an_item_no_label_reaches_gets_the_labels_class_shares():
+def test_an_item_no_label_reaches_gets_equal_shares_of_the_labeled_classes():
     # two far-apart groups of points; only the first carries labels (three of class 0, one of class 1)
     x = np.r_[np.random.default_rng(0).normal(0, 0.01, (20, 2)) + [1, 0],
               np.random.default_rng(1).normal(0, 0.01, (20, 2)) + [-1, 0]].astype(np.float32)
     graph = PoolGraph.build(x, neighbours=3)
     scores = graph.propagate(np.array([0, 1, 2, 3]), np.array([0, 0, 0, 1]), np.ones(4), 2)
-    assert np.allclose(scores[20:], [0.75, 0.25])
+    assert np.allclose(scores[20:], [0.5, 0.5])
+
+
+def test_a_class_with_more_labels_does_not_take_over_its_neighbours():
+    # two clusters; class 0 has ten labels, class 1 one: each cluster still keeps its own class
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(0, 0.3, (50, 2)), rng.normal(0, 0.3, (50, 2)) + [1.2, 0]].astype(np.float32)
+    labeled = np.r_[np.arange(10), [50]]
+    scores = PoolGraph.build(x).propagate(labeled, np.r_[np.zeros(10, int), [1]], np.ones(11), 2)
+    # unnormalized, the ten labels' mass took 14% of the second cluster
+    assert (scores[:50].argmax(1) == 0).mean() > 0.95 and (scores[50:].argmax(1) == 1).mean() > 0.95
 
 
 def test_a_wide_space_is_projected_and_the_graph_is_reproducible():
