@@ -260,7 +260,7 @@ def test_a_dismissed_reference_question_counts_against_the_model(cache, tmp_path
                           options=RunOptions(project_meta_steps=0, generate=False), encoder="pixels", progress=False)
         labels = run._snapshot()
         _, model, calibration = run._choose_model(labels)
-        _, probs = run._pool_probabilities(model, calibration, labels, 1)
+        _, probs = run._pool_probabilities(model, calibration, labels)
         evidence = run._reference_evidence(calibration, probs, run._candidates(labels))
     answered = {run.index.position_of_item[q.item_id] for q in closed if q.answer is not None}
     skipped = {run.index.position_of_item[q.item_id] for q in closed if q.answer is None} - answered
