@@ -400,9 +400,12 @@ class LabelingRun:
         position = self.index.position_of_item
         answered = {position[q.item_id] for q in self.store.answered_questions(strategy=REFERENCE)
                     if q.item_id in position}
+        ever_dismissed = {position[q.item_id] for q in self.store.dismissed_questions(strategy=REFERENCE)
+                          if q.item_id in position}
         # dismissed, and no person's label since: still a candidate, scored like one, counted wrong
-        dismissed = sorted({position[q.item_id] for q in self.store.dismissed_questions(strategy=REFERENCE)
-                            if q.item_id in position} & set(candidates.tolist()))
+        dismissed = sorted(ever_dismissed & set(candidates.tolist()))
+        # dismissed, then labeled by a person through another question: the draw stays, judged by that label
+        answered |= ever_dismissed - set(candidates.tolist())
         rows = np.array([i for i, p in enumerate(calibration.positions) if int(p) in answered], dtype=np.int64)
         held = calibration.probs[rows]  # [R, C] even when R is 0
         skipped = probs[np.array(dismissed, dtype=np.int64)]
@@ -419,6 +422,13 @@ class LabelingRun:
         Answered reference items left the candidates when a person labeled them, but they
         were drawn from them: they stay in the tested population (with their out-of-fold
         scores) so it is the one the sample represents. Only candidates get model labels.
+
+        The p-value is the exact binomial conditional on how many draws land above each
+        threshold. The reference sample was drawn over several rounds, each uniformly from
+        that round's candidates (which hold every candidate of today), so a draw that lands
+        above a threshold is uniform over what lies there: that is all the conditional test
+        needs. The design-calibrated p-value assumes every draw was uniform over exactly
+        today's population, which rounds of active answers in between break.
         """
         answered = reference.answered
         population = certify_acceptance(
@@ -426,7 +436,7 @@ class LabelingRun:
             np.concatenate([candidate_probs.argmax(1), reference.predicted[answered]]),
             reference_confidence=reference.confidence, reference_predicted=reference.predicted,
             reference_correct=reference.correct, target=self.options.target_precision, delta=self.options.delta,
-            method=self.options.certify, classes=self.ways)
+            method=self.options.certify, classes=self.ways, condition_on_counts=True)
         mask = population.mask[:len(candidate_probs)]
         reason = population.reason
         if population.certified:
