@@ -51,7 +51,7 @@ GOAL_ACCURACY = 0.90
 # ----------------------------------------------------------------------------- data
 
 
-def load_data(name: str):
+def load_data(name: str, *, pool_limit: int | None = None, test_limit: int | None = None):
     import importlib
 
     from metalabel.data.encoders import embed_dataset
@@ -59,10 +59,24 @@ def load_data(name: str):
     module, encoder = DATASETS[name]
     source = importlib.import_module(module)
     pool, test = source.load(split="train"), source.load(split="test")
+    pool, test = balanced_subset(pool, pool_limit), balanced_subset(test, test_limit)
     assert list(pool.class_names) == list(test.class_names)
     x_pool = embed_dataset(pool, encoder, progress=False)
     x_test = embed_dataset(test, encoder, progress=False)
     return pool, test, x_pool, x_test, encoder
+
+
+def balanced_subset(dataset, limit: int | None):
+    """At most ``limit`` items, as many from every class as it has, drawn with a fixed seed (order kept)."""
+    import numpy as np
+
+    if limit is None or limit >= len(dataset):
+        return dataset
+    rng = np.random.default_rng(12345)
+    per_class = limit // dataset.num_classes
+    chosen = [rng.choice(members, min(per_class, len(members)), replace=False)
+              for members in (np.flatnonzero(dataset.labels == c) for c in range(dataset.num_classes))]
+    return dataset.subset(np.sort(np.concatenate(chosen)), name=f"{dataset.name}-{limit}")
 
 
 def standardize(x_pool, x_test):
@@ -154,7 +168,6 @@ def run_metalabel(pool, x_std, x_test_std, y_test, *, encoder, seed, k, strategy
     gold = gold_labels(pool)
     position = {uri: i for i, uri in enumerate(pool.uris)}
     class_index = {name: c for c, name in enumerate(pool.class_names)}
-    n_seed = k * len(pool.class_names)
     wanted = set(budgets)
     cells, trajectory = {}, []
     started = time.perf_counter()
@@ -166,7 +179,9 @@ def run_metalabel(pool, x_std, x_test_std, y_test, *, encoder, seed, k, strategy
 
         def on_round(report):
             labels = oracle.snapshot if report.questions else project.store.active_labels()
-            answered = report.human_labels - n_seed
+            # answers the round's model learned from (the budget counts answers, re-asked seed labels included;
+            # the round's own questions are answered after its model was fitted)
+            answered = report.answered_total - report.questions
             assert report.gold is not None  # the run is given the pool's gold labels
             gold_metrics = report.gold.to_json()
             if report.questions:
@@ -201,7 +216,7 @@ def run_metalabel(pool, x_std, x_test_std, y_test, *, encoder, seed, k, strategy
             trajectory.append(row)
 
         result = project.run(oracle=oracle, encoder=encoder, budget=max(budgets), per_round=per_round,
-                             max_rounds=max(budgets) // per_round + 2, min_gain=-1.0, strategy=strategy,
+                             max_rounds=max(budgets) // per_round + 2, min_gain=0.0, strategy=strategy,
                              gold=gold, progress=False, seed=seed, on_round=on_round)
         project.close()
     return {"cells": cells, "trajectory": trajectory, "stopped_because": result.stopped_because,
@@ -299,7 +314,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    pool, test, x_pool, x_test, encoder = load_data(name)
+    pool, test, x_pool, x_test, encoder = load_data(name, pool_limit=args.pool_limit, test_limit=args.test_limit)
     x_std, x_test_std = standardize(x_pool, x_test)
     part = json.loads(part_path(name).read_text()) if args.resume and part_path(name).exists() else {
         "dataset": name, "encoder": encoder, "pool": len(pool), "test": len(test),
@@ -311,7 +326,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
     part.setdefault("pipeline_sha256", []).append(
         hashlib.sha256(Path(metalabel.pipeline.__file__).read_bytes()).hexdigest()[:12])
     t = time.perf_counter()
-    graph = knn_graph(x_std, 7, PARTS / f"{name}-knn7.npz")
+    graph = knn_graph(x_std, 7, PARTS / f"{name}-{len(pool)}-{encoder}-knn7.npz")
     if "knn_graph_seconds" not in part:  # a resumed run reads the graph from its cache
         part["knn_graph_seconds"] = round(time.perf_counter() - t, 1)
     print(f"[{name}] data + features + kNN graph ready in {time.perf_counter() - started:.0f}s", flush=True)
@@ -528,6 +543,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--downstream-cap", type=int, default=10000)
     parser.add_argument("--self-training-pool", type=int, default=10000,
                         help="unlabeled items SelfTraining sees (a random subset; it predicts the whole pool)")
+    parser.add_argument("--pool-limit", type=int, help="a class-balanced random subset of the training split as pool")
+    parser.add_argument("--test-limit", type=int, help="a class-balanced random subset of the test split")
     add_pool_options(parser)
     args = parser.parse_args(argv)
     args.budgets = sorted(args.budgets)
