@@ -8,6 +8,7 @@ between polls so a run cut short still leaves a table of what finished.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -53,3 +54,11 @@ def run_workers(script: str, argv: Sequence[str], names: Sequence[str], *, jobs:
                 if process.returncode:
                     print(f"[{name}] worker failed with {process.returncode}", flush=True)
         on_poll(f"{(time.perf_counter() - started) / 60:.1f} min wall (data sets in {jobs} processes)")
+
+
+def save_part(path: Path, part: dict) -> None:
+    """A worker's partial results, replaced atomically: a run killed mid-write keeps the previous part."""
+    from metalabel.files import write_atomically
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, json.dumps(part, indent=1, default=float))

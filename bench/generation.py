@@ -57,7 +57,7 @@ import sys
 import time
 from pathlib import Path
 
-from _workers import add_pool_options, run_workers  # bench/ is on the path when a script here runs
+from _workers import add_pool_options, run_workers, save_part  # bench/ is on the path when a script here runs
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -278,13 +278,6 @@ def parts_dir(args) -> Path:
 
 def part_path(args, name: str) -> Path:
     return parts_dir(args) / f"{name}.json"
-
-
-def save_part(path: Path, part: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(part, indent=1, default=float))
-    os.replace(tmp, path)
 
 
 def source_hashes() -> dict[str, str]:

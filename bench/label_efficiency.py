@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _workers import add_pool_options, run_workers  # bench/ is on the path when a script here runs
+from _workers import add_pool_options, run_workers, save_part  # bench/ is on the path when a script here runs
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -301,14 +301,6 @@ def part_path(name: str) -> Path:
     return PARTS / f"{name}.json"
 
 
-def save_part(name: str, part: dict) -> None:
-    path = part_path(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(part, indent=1, default=float))
-    os.replace(tmp, path)
-
-
 def run_dataset(name: str, args: argparse.Namespace) -> None:
     import torch
 
@@ -337,7 +329,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
                 t = time.perf_counter()
                 part["baselines"][key] = run_baselines(pool, x_std, x_test_std, test.labels, graph, seed=seed, k=k,
                                                        budgets=args.budgets, args=args)
-                save_part(name, part)
+                save_part(part_path(name), part)
                 print(f"[{name}] baselines {key}: {time.perf_counter() - t:.0f}s", flush=True)
             for strategy in args.strategies:
                 run_key = f"{key},strategy={strategy}"
@@ -351,18 +343,18 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
                 except Exception as error:  # a library failure is a result too; the other cells go on
                     part["runs"][run_key] = {"error": f"{type(error).__name__}: {error}", "cells": {},
                                              "trajectory": [], "seconds": round(time.perf_counter() - t, 1)}
-                    save_part(name, part)
+                    save_part(part_path(name), part)
                     print(f"[{name}] {run_key}: FAILED {type(error).__name__}: {error}", flush=True)
                     continue
                 result["labels_to_90"] = labels_to_goal(result["trajectory"], k * len(pool.class_names))
                 part["runs"][run_key] = result
-                save_part(name, part)
+                save_part(part_path(name), part)
                 cells = ", ".join(f"B={b}: acc {c.get('label_accuracy', float('nan')):.3f} "
                                   f"prec {c.get('achieved_precision') or float('nan'):.3f} cov {c['coverage']:.3f}"
                                   for b, c in sorted(result["cells"].items()))
                 print(f"[{name}] {run_key}: {result['seconds']:.0f}s; {cells}", flush=True)
     part["seconds"] = round(time.perf_counter() - started, 1)
-    save_part(name, part)
+    save_part(part_path(name), part)
 
 
 # ----------------------------------------------------------------------------- report

@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _workers import add_pool_options, run_workers  # bench/ is on the path when a script here runs
+from _workers import add_pool_options, run_workers, save_part  # bench/ is on the path when a script here runs
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -259,14 +259,6 @@ def part_path(worker: str) -> Path:
     return PARTS / f"{worker}.json"
 
 
-def save_part(worker: str, part: dict) -> None:
-    path = part_path(worker)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(part, indent=1, default=float))
-    os.replace(tmp, path)
-
-
 def split_name(reference_share: float | None) -> str:
     return "planner" if reference_share is None else f"{100 * reference_share:.0f}% reference"
 
@@ -318,7 +310,7 @@ def run_worker(worker: str, args: argparse.Namespace) -> None:
                            "error": f"{type(error).__name__}: {error}", "seconds": round(time.perf_counter() - t, 1)}
                     print(f"[{worker}] {key}: FAILED {row['error']}", flush=True)
                 part["runs"][key] = row
-                save_part(worker, part)
+                save_part(part_path(worker), part)
                 if "error" not in row:
                     c = row["certified"]
                     print(f"[{worker}] {key}: {row['seconds']:.0f}s exported {c['accepted']} "
