@@ -121,7 +121,7 @@ def test_parquet_round_trips_the_provenance(text_project, tmp_path):
     result = export_project(project.store, tmp_path / "out", format="parquet")
 
     assert result.path == tmp_path / "out" and result.rows == 5 and result.skipped == {}
-    assert sorted(path.name for path in result.path.iterdir()) == ["export.json", "labels.parquet"]
+    assert sorted(path.name for path in result.path.iterdir()) == ["classes.txt", "export.json", "labels.parquet"]
     table = pq.read_table(result.path / "labels.parquet")
     assert table.column_names == [*COLUMNS, "text"]
     rows = {row["uri"]: row for row in table.to_pylist()}
@@ -371,7 +371,7 @@ def test_imagefolder_needs_the_pool_for_images_that_are_no_files_and_refuses_a_c
 
 def test_imagefolder_refuses_a_text_project(text_project, tmp_path):
     project, _ = text_project
-    with pytest.raises(BadInputError, match="needs an image project.*parquet', 'csv' or 'labelstudio'"):
+    with pytest.raises(BadInputError, match="needs an image project.*'parquet', 'csv', 'labelstudio' or 'hf'"):
         export_project(project.store, tmp_path / "out", format="imagefolder")
 
 
@@ -440,10 +440,10 @@ def test_an_existing_export_is_replaced_only_when_asked(text_project, tmp_path):
     export_project(project.store, out, format="csv")
     with pytest.raises(BadInputError, match="already exists.*overwrite=True"):
         export_project(project.store, out, format="parquet")
-    assert sorted(path.name for path in out.iterdir()) == ["export.json", "labels.csv"]
+    assert sorted(path.name for path in out.iterdir()) == ["classes.txt", "export.json", "labels.csv"]
 
     export_project(project.store, out, format="parquet", sources="model", overwrite=True)
-    assert sorted(path.name for path in out.iterdir()) == ["export.json", "labels.parquet"]
+    assert sorted(path.name for path in out.iterdir()) == ["classes.txt", "export.json", "labels.parquet"]
     assert pq.read_table(out / "labels.parquet").num_rows == 3
     assert leftovers(tmp_path) == []
 

@@ -324,7 +324,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     out = args.out or Path(args.project) / "exports" / args.format
     result = export_project(args.project, out, format=args.format, min_confidence=args.min_confidence,
-                            sources=args.sources, include_retracted=args.include_retracted, overwrite=args.overwrite)
+                            sources=args.sources, include_retracted=args.include_retracted, overwrite=args.overwrite,
+                            test_split=args.test_split)
     skipped = ", ".join(f"{count} by {reason}" for reason, count in result.skipped.items() if count)
     what = "label rows (retracted ones included, marked retracted)" if args.include_retracted else "labeled items"
     console.print(f"exported {result.rows} {what} to {result.path}" + (f" (left out: {skipped})" if skipped else ""),
@@ -431,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", parents=[common], help="write the labeled data set with provenance")
     p.add_argument("project", type=Path)
-    p.add_argument("--format", required=True, choices=["parquet", "csv", "imagefolder", "labelstudio"])
+    p.add_argument("--format", required=True, choices=["parquet", "csv", "imagefolder", "labelstudio", "hf"],
+                   help="hf: a folder datasets.load_dataset(FOLDER) reads, with a dataset card")
     p.add_argument("--out", type=Path, default=None, help="export folder (default PROJECT/exports/FORMAT)")
     p.add_argument("--min-confidence", type=float, default=None,
                    help="drop model labels below this calibrated confidence")
@@ -440,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the model labels a round retracted, as rows marked retracted with "
                         "retracted_round and retraction_reason (not for imagefolder)")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--test-split", action="store_true",
+                   help="hf: put the people's answers to reference questions (random draws) in a test split")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("meta-train", parents=[common], help="meta-train a learner on episodes of a data source")

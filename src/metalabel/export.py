@@ -46,6 +46,7 @@ without ``overwrite``.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import numbers
@@ -67,14 +68,16 @@ import numpy as np
 from metalabel._version import __version__
 from metalabel.data.dataset import LabeledDataset
 from metalabel.data.sources._common import IMAGE_SUFFIXES
-from metalabel.errors import BadInputError, MissingDependencyError
+from metalabel.errors import BadInputError, MissingDependencyError, StoreError
+from metalabel.evaluate.records import RoundCertificate, Scorecard, recorded_before_certification
+from metalabel.label.ask import REFERENCE
 from metalabel.label.labelstudio import CONFIG_FILE as LABELSTUDIO_CONFIG
 from metalabel.label.labelstudio import Suggestion, choices_task, write_config
-from metalabel.store import SOURCES, Disagreement, Item, Label, ProjectStore
+from metalabel.store import CERTIFICATE_METRIC, SOURCES, Disagreement, Item, Label, LabelSource, ProjectStore
 from metalabel.store.pool import POOL_SPEC_KEY, check_pool, has_pool_spec, reload_pool
 
-ExportFormat = Literal["parquet", "csv", "imagefolder", "labelstudio"]
-FORMATS: tuple[ExportFormat, ...] = ("parquet", "csv", "imagefolder", "labelstudio")
+ExportFormat = Literal["parquet", "csv", "imagefolder", "labelstudio", "hf"]
+FORMATS: tuple[ExportFormat, ...] = ("parquet", "csv", "imagefolder", "labelstudio", "hf")
 
 ColumnType = Literal["string", "float", "int", "bool", "timestamp"]
 
@@ -115,7 +118,9 @@ PROVENANCE: tuple[ProvenanceColumn, ...] = (
     ProvenanceColumn("model_hash", "string", lambda row: row.label.model_hash,
                      "the checkpoint a model label came from"),
     ProvenanceColumn("query_strategy", "string", lambda row: row.label.query_strategy,
-                     "why the item was asked (reference, or the strategy that chose it)"),
+                     "why the item was asked (reference, label-issue, review, or the strategy that chose it)"),
+    ProvenanceColumn("annotator", "string", lambda row: row.annotator,
+                     "who answered the question that gave a human label (e.g. labelstudio:ann@example.com)"),
     ProvenanceColumn("created_at", "timestamp", lambda row: row.label.created_at, "when the label was written (UTC)"),
     ProvenanceColumn("disagreement", "bool", lambda row: row.disagreement is not None,
                      "a less trusted source (a model) contradicts the item's label and no person has settled it"),
@@ -133,6 +138,13 @@ COLUMNS: tuple[str, ...] = tuple(column.name for column in PROVENANCE)
 SIDECAR_FILENAME = "export.json"
 LABELS_PARQUET = "labels.parquet"
 LABELS_CSV = "labels.csv"
+CLASSES_FILE = "classes.txt"
+"""The classes, one a line in class order: ``datasets.ClassLabel(names_file=...)`` reads it as it is."""
+METADATA_CSV = "metadata.csv"
+"""ImageFolder's per-image columns as ``datasets`` reads them (``file_name`` first)."""
+DATASET_CARD = "README.md"
+PARQUET_CLASSES_KEY = b"metalabel.classes"
+"""The parquet schema metadata key holding the class list (JSON), in class order."""
 LABELSTUDIO_TASKS = "tasks.json"
 LABELSTUDIO_IMAGES = "images"
 
@@ -151,7 +163,7 @@ _MAX_NAME_BYTES = 200  # file systems allow 255; this leaves room for a "-2" and
 
 # Names an ImageFolder export's class folders must not take: its own files, and the folder
 # that metalabel's imagefolder reader treats as unlabeled items.
-_IMAGEFOLDER_RESERVED = (LABELS_CSV, SIDECAR_FILENAME, "unlabeled")
+_IMAGEFOLDER_RESERVED = (LABELS_CSV, SIDECAR_FILENAME, CLASSES_FILE, METADATA_CSV, DATASET_CARD, "unlabeled")
 
 
 @dataclass(frozen=True)
@@ -176,6 +188,7 @@ def export_project(
     include_retracted: bool = False,
     pool: LabeledDataset | None = None,
     overwrite: bool = False,
+    test_split: bool = False,
 ) -> ExportResult:
     """Write the project's labeled items, each with its label's provenance, into the folder ``out``.
 
@@ -192,6 +205,9 @@ def export_project(
     from the spec the project recorded (meta ``pool_spec``), and must hash as it
     did when the project was made. An existing non-empty ``out`` is replaced only with
     ``overwrite=True``.
+
+    ``test_split=True`` (format ``hf`` only) puts the people's answers to reference questions in a
+    ``test`` split: uniform random draws from the pool, so a fair test of what the model labeled.
     """
     if format not in FORMATS:
         raise BadInputError(f"unknown export format {format!r}", hint=f"choose one of {', '.join(FORMATS)}")
@@ -204,7 +220,11 @@ def export_project(
             "an ImageFolder export's class folders are training data, so retracted labels cannot go in them",
             hint="export the audit trail with format 'csv' or 'parquet' and include_retracted=True",
         )
-    if format == "parquet":
+    if not isinstance(test_split, bool):
+        raise BadInputError(f"test_split must be True or False, got {test_split!r}")
+    if test_split and format != "hf":
+        raise BadInputError("a test split is made by the 'hf' export only", hint="export with format 'hf'")
+    if format in ("parquet", "hf"):
         _import_pyarrow()  # fail before any work if it is missing
     out = Path(out)
     with _opened_store(store_or_folder) as store:
@@ -213,10 +233,16 @@ def export_project(
         _check_format_fits(format, modality)
         rows, skipped = _select_rows(store, sources=wanted_sources, min_confidence=min_confidence,
                                      include_retracted=include_retracted)
+        if test_split and not any(_is_reference_answer(row) for row in rows):
+            raise BadInputError(
+                "no exported label is a person's answer to a reference question, so the test split would be empty",
+                hint="run more rounds (they ask reference questions), or export without a test split",
+            )
         content = _PoolContent(store, pool)
-        if format in ("parquet", "csv") and modality != "text":
+        if format in ("parquet", "csv") and modality == "image":
             content.check_if_reachable()  # no content written, but no labels for items that are gone either
-        job = _Job(rows, content, modality, store.classes(), out.resolve(), skipped)
+        job = _Job(rows, content, modality, store.classes(), out.resolve(), skipped, _ProjectFacts.of(store),
+                   _feature_columns(modality, content), test_split)
 
         with _staged_folder(out) as staging:
             written = _WRITERS[format](job, staging)
@@ -237,6 +263,8 @@ class _Row:
     label: Label
     disagreement: Disagreement | None
     """The item's latest open disagreement, if any."""
+    annotator: str | None = None
+    """Who answered the question the label came from (``Question.oracle``)."""
 
     def columns(self) -> dict[str, Any]:
         """The row's provenance, one value per ``PROVENANCE`` column (timestamps as ISO text)."""
@@ -254,6 +282,10 @@ class _Job:
     out: Path
     """Where the export will live once renamed into place (absolute)."""
     skipped: Counter[str]
+    facts: _ProjectFacts
+    feature_columns: dict[str, str] = field(default_factory=dict)
+    """A table project's feature names and the column each is written under (``_feature_columns``)."""
+    held_out_test: bool = False
 
 
 @dataclass
@@ -297,6 +329,7 @@ def _select_rows(
     items = {item.id: item for item in store.items()}
     # Ordered by id, so an item's latest open disagreement is the one kept.
     open_disagreements = {disagreement.item_id: disagreement for disagreement in store.disagreements()}
+    annotators = {question.id: question.oracle for question in store.answered_questions()}
     rows: list[_Row] = []
     skipped: Counter[str] = Counter()
     labels = store.active_labels() + (store.retracted_labels() if include_retracted else [])
@@ -308,7 +341,8 @@ def _select_rows(
         else:
             # a disagreement concerns the item's active label; a retracted row carries none
             disagreement = open_disagreements.get(label.item_id) if label.active else None
-            rows.append(_Row(items[label.item_id], label, disagreement))
+            annotator = None if label.question_id is None else annotators.get(label.question_id)
+            rows.append(_Row(items[label.item_id], label, disagreement, annotator))
     return rows, skipped
 
 
@@ -329,13 +363,10 @@ def _modality(store: ProjectStore) -> str:
 
 def _check_format_fits(format: ExportFormat, modality: str) -> None:
     if format == "imagefolder" and modality != "image":
+        others = [repr(name) for name in FORMATS if name != "imagefolder"]
         raise BadInputError(
             f"an ImageFolder export needs an image project, and this one holds {modality}",
-            hint="export it with format 'parquet', 'csv' or 'labelstudio'",
-        )
-    if format == "labelstudio" and modality == "tabular":
-        raise BadInputError(
-            "Label Studio has no labeling view for table rows", hint="export it with format 'parquet' or 'csv'"
+            hint=f"export it with format {', '.join(others[:-1])} or {others[-1]}",
         )
 
 
@@ -375,6 +406,14 @@ class _PoolContent:
         if index is None:  # check_pool found every stored item; only synthetic ones get here
             return None
         return pool.items[index]
+
+    def feature_names(self) -> list[str]:
+        """The table's column names (``x0``, ``x1``, ... where the pool has none)."""
+        pool = self._loaded_pool()
+        if pool.feature_names:
+            return list(pool.feature_names)
+        width = np.asarray(pool.items).shape[1] if len(pool.items) else 0
+        return [f"x{index}" for index in range(width)]
 
     def check_if_reachable(self) -> None:
         """Check the pool when there is one to check (given, recorded, or in memory); else note it was not."""
@@ -421,7 +460,7 @@ def _put_image(image: Path | np.ndarray, folder: Path, names: _UniqueNames, uri:
     return name
 
 
-def _save_png(pixels: np.ndarray, path: Path) -> None:
+def _save_png(pixels: np.ndarray, path: Path | io.BytesIO) -> None:
     from PIL import Image  # imported here: only image exports need it
 
     if pixels.ndim == 3 and pixels.shape[2] == 1:
@@ -466,40 +505,85 @@ def _safe_name(name: str) -> str:
 
 def _write_parquet(job: _Job, folder: Path) -> _Written:
     pa, pq = _import_pyarrow()
-    records = _tabular_records(job)
-    timestamps = [column.name for column in PROVENANCE if column.type == "timestamp"]
-    for record in records:
-        # Real timestamp columns, so readers can filter and sort by time.
-        for name in timestamps:
-            if record[name] is not None:
-                record[name] = datetime.fromisoformat(record[name])
-    fields = parquet_fields(pa)
-    if job.modality == "text":
-        fields.append(("text", pa.string()))
-    pq.write_table(pa.Table.from_pylist(records, schema=pa.schema(fields)), folder / LABELS_PARQUET)
+    records = _parsed_timestamps(_tabular_records(job))
+    fields = parquet_fields(pa) + [(column, _ARROW_TYPES[dtype](pa)) for column, dtype in _content_columns(job)]
+    # the class order travels with the file, so label strings map to the same ClassLabel ids everywhere
+    schema = pa.schema(fields, metadata={PARQUET_CLASSES_KEY: json.dumps(job.classes, ensure_ascii=False).encode()})
+    pq.write_table(pa.Table.from_pylist(records, schema=schema), folder / LABELS_PARQUET)
+    _write_classes(job, folder)
     return _Written(job.rows)
 
 
 def parquet_fields(pa: Any) -> list[tuple[str, Any]]:
     """The parquet schema's provenance fields, from ``PROVENANCE`` (``pa`` is the pyarrow module)."""
-    types = {"string": pa.string(), "float": pa.float64(), "int": pa.int64(), "bool": pa.bool_(),
-             "timestamp": pa.timestamp("ms", tz="UTC")}
-    return [(column.name, types[column.type]) for column in PROVENANCE]
+    return [(column.name, _ARROW_TYPES[column.type](pa)) for column in PROVENANCE]
+
+
+_ARROW_TYPES: dict[str, Callable[[Any], Any]] = {
+    "string": lambda pa: pa.string(), "float": lambda pa: pa.float64(), "float32": lambda pa: pa.float32(),
+    "int": lambda pa: pa.int64(), "bool": lambda pa: pa.bool_(),
+    "timestamp": lambda pa: pa.timestamp("ms", tz="UTC"),
+}
+
+
+def _parsed_timestamps(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Real timestamps in place of ISO text, so parquet readers can filter and sort by time."""
+    timestamps = [column.name for column in PROVENANCE if column.type == "timestamp"]
+    for record in records:
+        for name in timestamps:
+            if record[name] is not None:
+                record[name] = datetime.fromisoformat(record[name])
+    return records
 
 
 def _write_csv_format(job: _Job, folder: Path) -> _Written:
     records = _tabular_records(job)
-    _write_csv(folder / LABELS_CSV, records, [*COLUMNS, "text"] if job.modality == "text" else list(COLUMNS))
+    _write_csv(folder / LABELS_CSV, records, [*COLUMNS, *(column for column, _ in _content_columns(job))])
+    _write_classes(job, folder)
     return _Written(job.rows)
 
 
-def _tabular_records(job: _Job) -> list[dict[str, Any]]:
-    """The provenance columns of each row; text projects add the text (empty outside the pool)."""
-    records = [row.columns() for row in job.rows]
+def _content_columns(job: _Job) -> list[tuple[str, str]]:
+    """(column, type) of the item itself in tabular exports: ``text``, or one column per table feature."""
     if job.modality == "text":
-        for record, row in zip(records, job.rows, strict=True):
-            record["text"] = job.content.of(row.item)
-    return records
+        return [("text", "string")]
+    return [(column, "float32") for column in job.feature_columns.values()]
+
+
+def _tabular_records(job: _Job) -> list[dict[str, Any]]:
+    """The provenance columns of each row, and the item (text or features; empty outside the pool)."""
+    return [row.columns() | _content_record(job, row) for row in job.rows]
+
+
+def _content_record(job: _Job, row: _Row) -> dict[str, Any]:
+    if job.modality == "text":
+        return {"text": job.content.of(row.item)}
+    if job.modality == "tabular":
+        values = job.content.of(row.item)
+        if values is None:
+            return dict.fromkeys(job.feature_columns.values())
+        return {column: float(value) for column, value in zip(job.feature_columns.values(), np.asarray(values))}
+    return {}
+
+
+def _feature_columns(modality: str, content: _PoolContent) -> dict[str, str]:
+    """Each table feature's column: its own name, or ``feature_<name>`` where a provenance column has it."""
+    if modality != "tabular":
+        return {}
+    names = content.feature_names()
+    taken = {*COLUMNS, "file_name", "path"}
+    columns: dict[str, str] = {}
+    for name in names:
+        column = name
+        while column in taken:
+            column = f"feature_{column}"
+        taken.add(column)
+        columns[name] = column
+    return columns
+
+
+def _write_classes(job: _Job, folder: Path) -> None:
+    (folder / CLASSES_FILE).write_text("".join(f"{name}\n" for name in job.classes), encoding="utf-8")
 
 
 def _write_imagefolder(job: _Job, folder: Path) -> _Written:
@@ -518,7 +602,115 @@ def _write_imagefolder(job: _Job, folder: Path) -> _Written:
         records.append({"path": f"{class_folder}/{name}", **row.columns()})
         written.append(row)
     _write_csv(folder / LABELS_CSV, records, ["path", *COLUMNS])
+    # datasets reads metadata.csv (file_name first) and the card's features: the label a ClassLabel, the
+    # provenance beside each image. Written as it is (no formula guard): open labels.csv in a spreadsheet.
+    metadata = [{"file_name": record.pop("path"), **record} for record in records]
+    with (folder / METADATA_CSV).open("w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=["file_name", *_HF_ORDER])
+        writer.writeheader()
+        writer.writerows(metadata)
+    _write_classes(job, folder)
+    # datasets reads metadata.csv through pandas, whose int64 holds no missing value and which cannot parse
+    # timestamps by dtype: whole numbers that may be missing (a seed label's round) are float64 there, and
+    # times stay ISO text
+    features: list[tuple[str, HfDtype]] = [("image", "image")]
+    features += [(name, _CSV_METADATA_DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype)
+                 for name, dtype in _hf_provenance_features(job)]
+    card = _dataset_card(job, written, features=features, splits={"train": written}, data_files=None)
+    (folder / DATASET_CARD).write_text(card, encoding="utf-8")
     return _Written(written, {"class_folders": folder_of_class})
+
+
+# ----------------------------------------------------------------- Hugging Face
+
+HF_DATA = "data"
+_HF_ORDER = ("label", *(name for name in COLUMNS if name != "label"))
+"""The label first, then the rest of the provenance: the column order of the hf and metadata.csv exports."""
+_HF_DTYPES = {"string": "string", "float": "float64", "float32": "float32", "int": "int64", "bool": "bool",
+              "timestamp": "timestamp[ms, tz=UTC]"}
+_CSV_METADATA_DTYPES = {"int64": "float64", "timestamp[ms, tz=UTC]": "string"}
+_TASK_CATEGORY = {"image": "image-classification", "text": "text-classification",
+                  "tabular": "tabular-classification"}
+
+HfDtype = str | dict[str, Any]
+"""A feature's dtype as a dataset card writes it: ``"string"``, ``"image"``, or ``{"class_label": ...}``."""
+
+
+def _hf_provenance_features(job: _Job) -> list[tuple[str, HfDtype]]:
+    types = {column.name: column.type for column in PROVENANCE}
+    label: HfDtype = {"class_label": {"names": {str(index): name for index, name in enumerate(job.classes)}}}
+    return [("label", label), *((name, _HF_DTYPES[types[name]]) for name in _HF_ORDER[1:])]
+
+
+def _hf_feature_dict(dtype: HfDtype) -> dict[str, Any]:
+    """The same feature as ``datasets.Features.to_dict`` writes it (parquet schema metadata)."""
+    if dtype == "image":
+        return {"_type": "Image"}
+    if isinstance(dtype, dict):
+        return {"_type": "ClassLabel", "names": list(dtype["class_label"]["names"].values())}
+    return {"_type": "Value", "dtype": dtype}
+
+
+def _hf_arrow_type(dtype: HfDtype, pa: Any) -> Any:
+    if dtype == "image":
+        return pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    if isinstance(dtype, dict):
+        return pa.int64()
+    return {"string": pa.string(), "float64": pa.float64(), "float32": pa.float32(), "int64": pa.int64(),
+            "bool": pa.bool_(), "timestamp[ms, tz=UTC]": pa.timestamp("ms", tz="UTC")}[dtype]
+
+
+def _write_hf(job: _Job, folder: Path) -> _Written:
+    """A folder ``datasets.load_dataset(folder)`` reads: parquet shards under ``data/`` and a dataset card."""
+    pa, pq = _import_pyarrow()
+    item: list[tuple[str, HfDtype]] = [("image", "image")] if job.modality == "image" else [
+        (column, _HF_DTYPES[dtype]) for column, dtype in _content_columns(job)]
+    features = [*item, *_hf_provenance_features(job)]
+    huggingface = {"info": {"features": {name: _hf_feature_dict(dtype) for name, dtype in features}}}
+    schema = pa.schema([(name, _hf_arrow_type(dtype, pa)) for name, dtype in features],
+                       metadata={b"huggingface": json.dumps(huggingface, ensure_ascii=False).encode()})
+    class_index = {name: index for index, name in enumerate(job.classes)}
+    splits: dict[str, list[_Row]] = {"train": [], "test": []} if job.held_out_test else {"train": []}
+    records: dict[str, list[dict[str, Any]]] = {split: [] for split in splits}
+    image_names = _UniqueNames()
+    for row in job.rows:
+        if job.modality == "image":
+            image = _image_source(row, job.content)
+            if image is None:
+                job.skipped["no_content"] += 1
+                continue
+            content: dict[str, Any] = {"image": _image_bytes(image, image_names, row.item.uri)}
+        else:
+            content = _content_record(job, row)
+        split = "test" if job.held_out_test and _is_reference_answer(row) else "train"
+        record = content | row.columns() | {"label": class_index[row.label.class_name]}
+        records[split].append(record)
+        splits[split].append(row)
+    (folder / HF_DATA).mkdir()
+    for split, rows in records.items():
+        table = pa.Table.from_pylist(_parsed_timestamps(rows), schema=schema)
+        pq.write_table(table, folder / HF_DATA / f"{split}-00000-of-00001.parquet")
+    _write_classes(job, folder)
+    data_files = {split: f"{HF_DATA}/{split}-*.parquet" for split in splits}
+    written = [row for rows in splits.values() for row in rows]
+    card = _dataset_card(job, written, features=features, splits=splits, data_files=data_files)
+    (folder / DATASET_CARD).write_text(card, encoding="utf-8")
+    return _Written(written, {"splits": {split: len(rows) for split, rows in splits.items()}})
+
+
+def _is_reference_answer(row: _Row) -> bool:
+    """A person's answer to a reference question: a uniform random draw from the pool, so a fair test item."""
+    return row.label.source == LabelSource.HUMAN and row.label.query_strategy == REFERENCE
+
+
+def _image_bytes(image: Path | np.ndarray, names: _UniqueNames, uri: str) -> dict[str, Any]:
+    """``datasets.Image``'s storage: the file's own bytes, or a PNG of the pool's pixels."""
+    if isinstance(image, Path):
+        return {"bytes": image.read_bytes(), "path": names.claim(image.stem, image.suffix)}
+    buffer = io.BytesIO()
+    _save_png(image, buffer)
+    stem = Path(uri).stem if Path(uri).suffix.lower() in IMAGE_SUFFIXES else uri
+    return {"bytes": buffer.getvalue(), "path": names.claim(stem, ".png")}
 
 
 def _write_labelstudio(job: _Job, folder: Path) -> _Written:
@@ -578,7 +770,169 @@ _WRITERS = {
     "csv": _write_csv_format,
     "imagefolder": _write_imagefolder,
     "labelstudio": _write_labelstudio,
+    "hf": _write_hf,
 }
+
+
+# ------------------------------------------------------------------ dataset card
+
+
+@dataclass(frozen=True)
+class _ProjectFacts:
+    """What a dataset card says about how the set was built, read from the store before writing."""
+
+    name: str
+    pool: str | None
+    rounds: int
+    target_precision: float | None
+    certified: str
+    """The last certificate in one sentence (``precision_summary``)."""
+    certificate_round: int | None
+    scorecard: list[tuple[str, str, str, str]]
+    """The last round's scorecard as table rows (``scorecard_rows``); empty before any round."""
+    answered: dict[str, int]
+    """Questions a person answered, by why they were asked."""
+    dismissed: int
+
+    @classmethod
+    def of(cls, store: ProjectStore) -> _ProjectFacts:
+        from metalabel.evaluate.scorecard import not_certified, precision_summary, scorecard_rows
+
+        rounds = store.rounds()
+        # the round that recorded a certificate last admitted the active labels, even if it ended early
+        certified_rounds = [r for r in rounds
+                            if r.metrics and (r.status == "finished" or CERTIFICATE_METRIC in r.metrics)]
+        last = certified_rounds[-1] if certified_rounds else None
+        target = None if last is None else last.config.get("target_precision")
+        if last is None:
+            sentence = "No round has run: every label is a person's (or a seed label); nothing needed certifying."
+        elif recorded_before_certification(last.metrics or {}):
+            sentence = f"Round {last.id} ran before certified acceptance: {not_certified(None, known=False)}."
+        else:
+            certificate = RoundCertificate.from_json(last.metrics, f"round {last.id}'s metrics")
+            sentence = precision_summary(
+                certified_precision=certificate.certified_precision, delta=certificate.delta,
+                estimated_precision=certificate.estimated_precision, coverage=certificate.coverage,
+                reference_answers=certificate.reference_answers, reference_needed=certificate.reference_needed,
+                target=target)
+        scored = [r for r in rounds if r.metrics and "scorecard" in r.metrics
+                  and not recorded_before_certification(r.metrics)]
+        card_rows: list[tuple[str, str, str, str]] = []
+        if scored:
+            try:
+                card_rows = scorecard_rows(Scorecard.from_json(scored[-1].metrics["scorecard"],  # type: ignore[index]
+                                                               f"round {scored[-1].id}'s scorecard"))
+            except StoreError as error:  # an older record: say so rather than fail the export
+                card_rows = [("scorecard", "unreadable", "–", str(error))]
+        return cls(
+            name=store.name, pool=store.meta().get("pool"), rounds=len(rounds), target_precision=target,
+            certified=sentence, certificate_round=None if last is None else last.id, scorecard=card_rows,
+            answered=dict(Counter(question.strategy for question in store.answered_questions())),
+            dismissed=len(store.dismissed_questions()),
+        )
+
+
+def _dataset_card(job: _Job, written: list[_Row], *, features: list[tuple[str, HfDtype]],
+                  splits: dict[str, list[_Row]], data_files: dict[str, str] | None) -> str:
+    """README.md: a Hugging Face dataset card (YAML front matter that ``datasets`` reads, then the story)."""
+    facts = job.facts
+    front = {
+        "license": "unknown",  # the items' licence is the pool's, which metalabel cannot know
+        "pretty_name": facts.name,
+        "task_categories": [_TASK_CATEGORY[job.modality]] if job.modality in _TASK_CATEGORY else [],
+        "tags": ["metalabel"],
+    }
+    # JSON is YAML: every value (class names with colons, quotes or emoji) stays exactly what it is
+    lines = ["---", *(f"{key}: {_json(value)}" for key, value in front.items()), "configs:", "- config_name: default"]
+    if data_files is not None:
+        lines += ["  data_files:", *(f"  - {_json({'split': split, 'path': path})}"
+                                     for split, path in data_files.items())]
+    lines += ["  features:", *(f"  - {_json({'name': name, 'dtype': dtype})}" for name, dtype in features), "---", ""]
+    active = [row for row in written if row.label.active]
+    lines += [
+        f"# {_md(facts.name)}",
+        "",
+        f"{len(written):,} labeled {job.modality} items in {len(job.classes)} classes, built with "
+        f"[metalabel](https://pypi.org/project/metalabel/) {__version__} from the project `{_md(facts.name)}`"
+        + (f" (pool `{_md(facts.pool)}`)" if facts.pool else "")
+        + f" on {datetime.now(UTC).date().isoformat()}. Each row keeps its label's provenance: where the label "
+        "came from (`source`), the model's calibrated confidence, the round that wrote it, and who answered.",
+        "",
+        "## Certified precision",
+        "",
+        facts.certified,
+        "",
+        "The model labels here are the ones that round's certificate covers: a lower confidence bound on their "
+        "precision from a uniform random reference sample that people labeled, holding with probability "
+        "1 - delta. Labels a person gave carry no confidence.",
+        "",
+        "## Splits and classes",
+        "",
+    ]
+    if "test" in splits:
+        lines += ["`test` holds the people's answers to reference questions: uniform random draws from the "
+                  "pool, so a fair sample of what the model labeled. `train` holds everything else.", ""]
+    sources = [source for source in SOURCES if any(row.label.source == source for row in active)]
+    lines += ["| id | class | " + " | ".join(splits) + " | " + " | ".join(sources) + " |",
+              "|---|---|" + "---|" * (len(splits) + len(sources))]
+    for index, name in enumerate(job.classes):
+        in_split = [sum(row.label.class_name == name for row in rows) for rows in splits.values()]
+        by_source = [sum(row.label.class_name == name and row.label.source == source for row in active)
+                     for source in sources]
+        lines.append(f"| {index} | {_md(name)} | " + " | ".join(map(str, in_split + by_source)) + " |")
+    by_source_total = Counter(row.label.source for row in active)
+    lines += ["", "Labels by source: " + ", ".join(f"{source} {by_source_total[source]:,}" for source in sources)
+              + ".", ""]
+    if facts.scorecard:
+        lines += ["## Scorecard", "", "| section | metric | value | detail |", "|---|---|---|---|"]
+        lines += [f"| {_md(a)} | {_md(b)} | {_md(c)} | {_md(d)} |" for a, b, c, d in facts.scorecard]
+        lines.append("")
+    answered = ", ".join(f"{count:,} {why}" for why, count in sorted(facts.answered.items())) or "none"
+    lines += [
+        "## How it was built",
+        "",
+        f"- metalabel {__version__}; {facts.rounds} labeling round(s)"
+        + (f", target precision {facts.target_precision:g}" if facts.target_precision is not None else "")
+        + (f", last certificate from round {facts.certificate_round}" if facts.certificate_round else ""),
+        f"- seed labels brought by the user are `imported`; questions people answered, by why they were asked: "
+        f"{answered}; {facts.dismissed:,} dismissed as \"can't tell\"",
+        "- model labels come from a meta-learned few-shot model adapted to the people's labels, calibrated, and "
+        "accepted only where the certificate above covers them; every round re-judges them and retracts what no "
+        "longer passes (retracted labels are not in this set)",
+        f"- `{CLASSES_FILE}` lists the classes in label-id order (`datasets.ClassLabel(names_file=...)` reads it); "
+        f"`{SIDECAR_FILENAME}` holds the export's filters and counts",
+        "",
+        "## Columns",
+        "",
+        "| column | meaning |",
+        "|---|---|",
+        *(f"| `{name}` | {_md(_COLUMN_DOCS.get(name, _FEATURE_DOC))} |" for name, _ in features),
+        "",
+        "## Licence",
+        "",
+        "The labels and their provenance were made with metalabel. The items themselves keep the licence of the "
+        f"pool they came from{f' (`{_md(facts.pool)}`)' if facts.pool else ''}, which metalabel does not know: "
+        "set `license:` above before sharing this set.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+_COLUMN_DOCS = {column.name: column.doc for column in PROVENANCE} | {
+    "label": "the class, as a ClassLabel id (names in class order)", "image": "the image (its file's bytes)",
+    "text": "the item's text"}
+
+
+_FEATURE_DOC = "a feature column of the pool's table"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _md(text: str) -> str:
+    """Text safe inside a markdown table cell or heading (no column breaks, no new lines)."""
+    return re.sub(r"\s+", " ", text).replace("|", "\\|")
 
 
 def _sidecar(
@@ -610,7 +964,9 @@ def _sidecar(
         "counts_by_class": by_class,
         "open_disagreements": sum(row.disagreement is not None for row in active),
         "pool_checked": job.content.checked,
+        # metadata.csv (imagefolder) is for datasets and written as it is; labels.csv is the guarded one
         "csv_formula_guard": format in ("csv", "imagefolder"),
+        "feature_columns": job.feature_columns,
         "metalabel_version": __version__,
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         **written.sidecar,
