@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import shutil
 import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -414,20 +416,37 @@ def test_labelstudio_text_tasks_carry_annotations_predictions_and_disagreements(
     assert [choice.get("value") for choice in choices] == ["neg", "pos"]
 
 
-def test_labelstudio_image_tasks_point_at_images_inside_the_export(image_folder_project, tmp_path):
+def test_labelstudio_images_are_embedded_unless_a_document_root_is_given(image_folder_project, tmp_path):
     project, pool_folder = image_folder_project
     result = export_project(project.store, tmp_path / "out", format="labelstudio", sources=["model"])
-
+    assert not (result.path / "images").exists()
     tasks = json.loads((result.path / "tasks.json").read_text())
-    assert [task["data"]["image"] for task in tasks] == [
-        "/data/local-files/?d=images/c.png",
-        "/data/local-files/?d=images/d.png",
-    ]
-    assert (result.path / "images/c.png").read_bytes() == (pool_folder / "unlabeled/c.png").read_bytes()
+    prefix = "data:image/png;base64,"
+    assert all(task["data"]["image"].startswith(prefix) for task in tasks)
+    assert base64.b64decode(tasks[0]["data"]["image"][len(prefix):]) == (pool_folder / "unlabeled/c.png").read_bytes()
     assert tasks[0]["predictions"][0]["result"][0]["to_name"] == "image"
     assert ElementTree.fromstring((result.path / "label_config.xml").read_text()).find("Image") is not None
+
+
+def test_labelstudio_image_links_resolve_under_labelstudios_document_root(image_folder_project, tmp_path):
+    project, pool_folder = image_folder_project
+    root = tmp_path / "served"
+    result = export_project(project.store, root / "review" / "v1", format="labelstudio", sources=["model"],
+                            local_files_root=root)
+    tasks = json.loads((result.path / "tasks.json").read_text())
+    # Label Studio serves /data/local-files/?d=PATH as LOCAL_FILES_DOCUMENT_ROOT/PATH
+    links = [task["data"]["image"] for task in tasks]
+    assert links == ["/data/local-files/?d=review/v1/images/c.png", "/data/local-files/?d=review/v1/images/d.png"]
+    for link in links:
+        served = root / unquote(link.removeprefix("/data/local-files/?d="))
+        assert served.read_bytes() in {(pool_folder / name).read_bytes() for name in ("unlabeled/c.png",
+                                                                                       "unlabeled/d.png")}
     setup = json.loads((result.path / "export.json").read_text())["label_studio_setup"]
-    assert any(str(result.path.resolve()) in step for step in setup)
+    assert any(f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root.resolve()}" in step for step in setup)
+
+    with pytest.raises(BadInputError, match="not inside Label Studio's document root"):
+        export_project(project.store, tmp_path / "elsewhere", format="labelstudio", local_files_root=root)
+    assert not (tmp_path / "elsewhere").exists()
 
 
 # ------------------------------------------------------------ the target folder

@@ -249,7 +249,8 @@ def test_odd_question_ids_are_typed_errors(store, tmp_path, question_id):
         ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
         ('[{"x": ' + "9" * 6000 + "}]", "is not JSON"),
         ('{"tasks": []}', "expected a list of tasks"),
-        ('[{"data": {"text": "a"}, "annotations": []}]', f"task 0: carries no {QUESTION_KEY}"),
+        ('[{"data": {"text": "a"}, "annotations": []}]',
+         f"task 0: carries neither a {QUESTION_KEY} .* nor a metalabel_label_id"),
         (f'[{{"data": {{"{QUESTION_KEY}": 1}}, "annotations": []}}, 5]', "task 1: is not a JSON object"),
         (f'[{{"data": {{"{QUESTION_KEY}": 1}}, "annotations": {{}}}}]', "task 0: 'annotations' is not a list"),
         (f'[{{"data": {{"{QUESTION_KEY}": 1}}, "annotations": [{{"result": [{{"type": "choices", '

@@ -97,7 +97,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from metalabel.project import Project
 
     with Project.open(args.project) as project:
-        gold = gold_labels(project.load_pool())
+        pool = project.load_pool()
+        gold = gold_labels(pool)
         oracle: Oracle
         if args.oracle == "simulated":
             if not gold:
@@ -107,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         elif args.oracle == "terminal":
             oracle = TerminalOracle()
         else:
-            oracle = LabelStudioQueue(project.folder / "labelstudio")
+            oracle = LabelStudioQueue(project.folder / "labelstudio", feature_names=pool.feature_names)
         learner = _load_model(args.model)
         delta = args.delta
         table = Table("round", "human", "reference", "model labels", "coverage",
@@ -229,6 +230,9 @@ def cmd_import_answers(args: argparse.Namespace) -> int:
         recorded = project.import_answers(args.file)
     console.print(f"{recorded.answered} answers recorded, {recorded.dismissed} skipped by the annotator, "
                   f"{len(recorded.already_closed)} already answered before", highlight=False)
+    if recorded.confirmed or recorded.corrected:
+        console.print(f"reviewed export labels: {recorded.confirmed} confirmed, {recorded.corrected} corrected "
+                      "(each now a human label)", highlight=False)
     if recorded.disagreements:
         console.print(f"{recorded.disagreements} disagreements between annotators recorded (the most chosen class "
                       "is the label; see `metalabel status`)", highlight=False)
@@ -325,7 +329,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = args.out or Path(args.project) / "exports" / args.format
     result = export_project(args.project, out, format=args.format, min_confidence=args.min_confidence,
                             sources=args.sources, include_retracted=args.include_retracted, overwrite=args.overwrite,
-                            test_split=args.test_split)
+                            test_split=args.test_split, local_files_root=args.local_files_root)
     skipped = ", ".join(f"{count} by {reason}" for reason, count in result.skipped.items() if count)
     what = "label rows (retracted ones included, marked retracted)" if args.include_retracted else "labeled items"
     console.print(f"exported {result.rows} {what} to {result.path}" + (f" (left out: {skipped})" if skipped else ""),
@@ -427,7 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("import-answers", parents=[common], help="record answers from a Label Studio JSON export")
     p.add_argument("project", type=Path)
-    p.add_argument("file", type=Path, help="the JSON (or JSON-MIN) export of the Label Studio project")
+    p.add_argument("file", type=Path, help="the JSON (or JSON-MIN) export of the Label Studio project; a reviewed "
+                   "`export --format labelstudio` too (JSON only)")
     p.set_defaults(func=cmd_import_answers)
 
     p = sub.add_parser("export", parents=[common], help="write the labeled data set with provenance")
@@ -444,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--test-split", action="store_true",
                    help="hf: put the people's answers to reference questions (random draws) in a test split")
+    p.add_argument("--local-files-root", type=Path, default=None,
+                   help="labelstudio: Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, a folder holding the "
+                        "export; images are then linked, not embedded in the tasks")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("meta-train", parents=[common], help="meta-train a learner on episodes of a data source")

@@ -1,20 +1,32 @@
-"""Exports: a project's labeled items, each with its label's full provenance, in four formats.
+"""Exports: a project's labeled items, each with its label's full provenance, in five formats.
 
-``export_project`` writes one folder:
+``export_project`` writes one folder, with ``classes.txt`` (the classes in label-id order, as
+``datasets.ClassLabel(names_file=...)`` reads them) in every format but ``labelstudio``:
 
 - ``parquet``: ``labels.parquet``, one row per labeled item (columns in ``COLUMNS``, made
   with their types from ``PROVENANCE``, the one list of provenance columns every format
-  uses; text projects add ``text``, the item itself).
+  uses; text projects add ``text``, the item itself, and table projects one column per
+  feature, under the file's names or ``feature_<name>`` where a provenance column has the
+  name). The schema metadata holds the class list (``PARQUET_CLASSES_KEY``).
 - ``csv``: ``labels.csv``, the same rows. A text cell that a spreadsheet would read as a
   formula (first character ``=``, ``+``, ``-``, ``@``, tab or carriage return) is written with
   a ``'`` in front, so opening the file in Excel or LibreOffice runs nothing
   (CSV/formula injection); ``export.json`` says so (``csv_formula_guard``). Parquet keeps
   every value as it is.
 - ``imagefolder``: ``<class>/<file>`` per labeled image (the original file copied, or a PNG
-  written from the pool's pixels) and ``labels.csv``, the rows with a ``path`` column first.
+  written from the pool's pixels), ``labels.csv``, the rows with a ``path`` column first, and
+  for Hugging Face ``datasets`` ``metadata.csv`` (``file_name`` first, values as they are)
+  with a ``README.md`` dataset card whose features make ``label`` a ``ClassLabel``.
 - ``labelstudio``: ``tasks.json`` (Label Studio's import format, a choices task per item,
-  its ``data`` holding the item and every provenance column) and ``label_config.xml``;
-  image projects also get ``images/``, which the tasks point at.
+  its ``data`` holding the item, every provenance column and the label's identity, so a
+  reviewed export can be imported back: ``LabelStudioQueue.import_annotations``) and
+  ``label_config.xml``. Table rows are shown as ``{column: value}``; images are embedded as
+  data URIs, or with ``local_files_root`` (Label Studio's document root) written to
+  ``images/`` and linked under that root.
+- ``hf``: ``data/<split>-00000-of-00001.parquet`` with ``datasets`` features in the schema
+  (``Image`` bytes, ``ClassLabel``, every provenance column) and a ``README.md`` dataset card;
+  ``datasets.load_dataset(folder)`` reads it offline. ``test_split`` puts the answers to
+  reference questions in ``test``.
 
 Only active labels are exported unless ``include_retracted=True``: then the model labels
 a round's certificate no longer covered come too, one row each, with ``retracted`` true,
@@ -45,10 +57,12 @@ without ``overwrite``.
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
 import math
+import mimetypes
 import numbers
 import os
 import re
@@ -72,7 +86,8 @@ from metalabel.errors import BadInputError, MissingDependencyError, StoreError
 from metalabel.evaluate.records import RoundCertificate, Scorecard, recorded_before_certification
 from metalabel.label.ask import REFERENCE
 from metalabel.label.labelstudio import CONFIG_FILE as LABELSTUDIO_CONFIG
-from metalabel.label.labelstudio import Suggestion, choices_task, write_config
+from metalabel.label.labelstudio import ReviewIdentity, Suggestion, choices_task, write_config
+from metalabel.label.oracle import project_identity
 from metalabel.store import CERTIFICATE_METRIC, SOURCES, Disagreement, Item, Label, LabelSource, ProjectStore
 from metalabel.store.pool import POOL_SPEC_KEY, check_pool, has_pool_spec, reload_pool
 
@@ -118,7 +133,7 @@ PROVENANCE: tuple[ProvenanceColumn, ...] = (
     ProvenanceColumn("model_hash", "string", lambda row: row.label.model_hash,
                      "the checkpoint a model label came from"),
     ProvenanceColumn("query_strategy", "string", lambda row: row.label.query_strategy,
-                     "why the item was asked (reference, label-issue, review, or the strategy that chose it)"),
+                     "why the item was asked (reference, label-issue, audit: a review, or the strategy that chose it)"),
     ProvenanceColumn("annotator", "string", lambda row: row.annotator,
                      "who answered the question that gave a human label (e.g. labelstudio:ann@example.com)"),
     ProvenanceColumn("created_at", "timestamp", lambda row: row.label.created_at, "when the label was written (UTC)"),
@@ -147,10 +162,6 @@ PARQUET_CLASSES_KEY = b"metalabel.classes"
 """The parquet schema metadata key holding the class list (JSON), in class order."""
 LABELSTUDIO_TASKS = "tasks.json"
 LABELSTUDIO_IMAGES = "images"
-
-# A person gave or vouched for these labels, so Label Studio gets them as annotations; the
-# rest were never reviewed by a person and arrive as predictions for a reviewer to confirm.
-_PERSON_SOURCES = frozenset({"human", "imported"})
 
 # An `out` with one of these suffixes reads as a file name, but an export is a folder.
 _FILE_SUFFIXES = frozenset({".parquet", ".csv", ".json", ".jsonl"})
@@ -189,6 +200,7 @@ def export_project(
     pool: LabeledDataset | None = None,
     overwrite: bool = False,
     test_split: bool = False,
+    local_files_root: str | Path | None = None,
 ) -> ExportResult:
     """Write the project's labeled items, each with its label's provenance, into the folder ``out``.
 
@@ -205,6 +217,11 @@ def export_project(
     from the spec the project recorded (meta ``pool_spec``), and must hash as it
     did when the project was made. An existing non-empty ``out`` is replaced only with
     ``overwrite=True``.
+
+    ``local_files_root`` (format ``labelstudio``, image projects): Label Studio's
+    ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``, a folder that holds ``out``. The images are then
+    written to ``out/images`` and linked as ``/data/local-files/?d=<path under the root>``; without
+    it each image is embedded in its task as a data URI (fine for small images, heavy for large).
 
     ``test_split=True`` (format ``hf`` only) puts the people's answers to reference questions in a
     ``test`` split: uniform random draws from the pool, so a fair test of what the model labeled.
@@ -227,6 +244,7 @@ def export_project(
     if format in ("parquet", "hf"):
         _import_pyarrow()  # fail before any work if it is missing
     out = Path(out)
+    root = _checked_local_files_root(local_files_root, out, format=format)
     with _opened_store(store_or_folder) as store:
         _check_target(out, store, overwrite=overwrite)
         modality = _modality(store)
@@ -242,7 +260,7 @@ def export_project(
         if format in ("parquet", "csv") and modality == "image":
             content.check_if_reachable()  # no content written, but no labels for items that are gone either
         job = _Job(rows, content, modality, store.classes(), out.resolve(), skipped, _ProjectFacts.of(store),
-                   _feature_columns(modality, content), test_split)
+                   _feature_columns(modality, content), test_split, project_identity(store), root)
 
         with _staged_folder(out) as staging:
             written = _WRITERS[format](job, staging)
@@ -286,6 +304,10 @@ class _Job:
     feature_columns: dict[str, str] = field(default_factory=dict)
     """A table project's feature names and the column each is written under (``_feature_columns``)."""
     held_out_test: bool = False
+    project: str = ""
+    """The project's identity (``project_identity``), which Label Studio tasks carry."""
+    local_files_root: Path | None = None
+    """Label Studio's LOCAL_FILES_DOCUMENT_ROOT (absolute), which image links are relative to."""
 
 
 @dataclass
@@ -311,6 +333,21 @@ def _checked_sources(sources: Sequence[str] | str | None) -> tuple[str, ...] | N
             "no label source given, so nothing would be exported", hint=f"name some of {', '.join(SOURCES)}"
         )
     return tuple(dict.fromkeys(names))
+
+
+def _checked_local_files_root(root: str | Path | None, out: Path, *, format: ExportFormat) -> Path | None:
+    if root is None:
+        return None
+    if format != "labelstudio":
+        raise BadInputError("local_files_root is for Label Studio exports", hint="export with format 'labelstudio'")
+    resolved = Path(root).resolve()
+    if not out.resolve().is_relative_to(resolved):
+        raise BadInputError(
+            f"the export folder {out} is not inside Label Studio's document root {resolved}, so its images could not "
+            "be served", path=out, hint=f"export into a folder under {resolved}, or leave local_files_root out to "
+            "embed the images in the tasks",
+        )
+    return resolved
 
 
 def _check_min_confidence(min_confidence: float | None) -> None:
@@ -714,34 +751,53 @@ def _image_bytes(image: Path | np.ndarray, names: _UniqueNames, uri: str) -> dic
 
 
 def _write_labelstudio(job: _Job, folder: Path) -> _Written:
-    object_name = "image" if job.modality == "image" else "text"
+    kind = {"image": "image", "tabular": "table"}.get(job.modality, "text")
+    links = job.local_files_root is not None
     image_names = _UniqueNames()
     tasks, written = [], []
     for row in job.rows:
-        if object_name == "image":
+        value: str | dict[str, float] | None
+        if kind == "image":
             image = _image_source(row, job.content)
-            value = None
-            if image is not None:
-                name = _put_image(image, folder / LABELSTUDIO_IMAGES, image_names, row.item.uri)
-                # Served by Label Studio's local-files storage, rooted at the export folder.
-                value = f"/data/local-files/?d={LABELSTUDIO_IMAGES}/{quote(name)}"
+            value = None if image is None else _labelstudio_image(image, folder, job, image_names, row.item.uri)
+        elif kind == "table":
+            values = job.content.of(row.item)
+            value = None if values is None else {  # under the file's own column names
+                name: float(f"{number:.7g}") for name, number in zip(job.feature_columns, np.asarray(values))}
         else:
-            value = job.content.of(row.item)
+            text = job.content.of(row.item)
+            value = None if text is None else str(text)
         if value is None:
             job.skipped["no_content"] += 1
             continue
-        tasks.append(_labelstudio_task(row, object_name, value))
+        tasks.append(_labelstudio_task(row, kind, value, job.project))
         written.append(row)
     _write_json(folder / LABELSTUDIO_TASKS, tasks)
-    write_config(folder, job.classes, kind=object_name)
-    if object_name == "image":
-        return _Written(written, {"label_studio_setup": _labelstudio_image_setup(job.out)})
-    return _Written(written)
+    write_config(folder, job.classes, kind=kind)
+    return _Written(written, {"label_studio_setup": _labelstudio_setup(job, images=kind == "image" and links),
+                              "label_studio_images": ("local files" if links else "embedded") if kind == "image"
+                              else None})
 
 
-def _labelstudio_task(row: _Row, object_name: str, value: str) -> dict[str, Any]:
+def _labelstudio_image(image: Path | np.ndarray, folder: Path, job: _Job, names: _UniqueNames, uri: str) -> str:
+    """A link Label Studio's local-files serving resolves (with ``local_files_root``), else a data URI."""
+    if job.local_files_root is None:
+        if isinstance(image, Path):
+            data, mime = image.read_bytes(), mimetypes.guess_type(image.name)[0] or "image/png"
+        else:
+            buffer = io.BytesIO()
+            _save_png(image, buffer)
+            data, mime = buffer.getvalue(), "image/png"
+        return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+    name = _put_image(image, folder / LABELSTUDIO_IMAGES, names, uri)
+    # the export lands at job.out, checked to lie under the document root
+    path = (job.out / LABELSTUDIO_IMAGES / name).relative_to(job.local_files_root)
+    return f"/data/local-files/?d={quote(path.as_posix())}"
+
+
+def _labelstudio_task(row: _Row, kind: str, value: str | dict[str, float], project: str) -> dict[str, Any]:
     label = row.label
-    by_person = label.source in _PERSON_SOURCES
+    by_person = LabelSource(label.source).trusted
     suggestions = [] if by_person else [
         Suggestion(label.class_name, label.model_hash or label.source, label.calibrated_confidence)]
     if row.disagreement is not None:
@@ -749,20 +805,28 @@ def _labelstudio_task(row: _Row, object_name: str, value: str) -> dict[str, Any]
         disagreement = row.disagreement
         suggestions.append(Suggestion(disagreement.proposed_class, disagreement.model_hash or disagreement.source,
                                       disagreement.calibrated_confidence))
-    # every provenance column rides along in the task's data (Label Studio shows it beside the item)
-    return choices_task(object_name, value, data=row.columns(), answer=label.class_name if by_person else None,
-                        suggestions=suggestions)
+    # every provenance column rides along in the task's data (Label Studio shows it beside the item), and the
+    # label's identity, so a reviewed export can be imported back (LabelStudioQueue.import_annotations)
+    review = ReviewIdentity(label.id, row.item.uri, row.item.content_hash, project)
+    return choices_task(kind, value, data=row.columns(), review=review,
+                        answer=label.class_name if by_person else None, suggestions=suggestions)
 
 
-def _labelstudio_image_setup(out: Path) -> list[str]:
-    """How to let Label Studio show the exported images (it serves local files only when told to)."""
-    return [
-        f"start Label Studio with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true "
-        f"and LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={out}",
-        f"create a project with the labeling config in {LABELSTUDIO_CONFIG}",
-        f"add a Local Files source storage with the absolute path {out / LABELSTUDIO_IMAGES} (do not sync it)",
-        f"import {LABELSTUDIO_TASKS}",
-    ]
+def _labelstudio_setup(job: _Job, *, images: bool) -> list[str]:
+    """How to label the export in Label Studio and bring the review back."""
+    steps = []
+    if images:
+        steps.append(f"start Label Studio with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and "
+                     f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={job.local_files_root}")
+    steps.append(f"create a project with the labeling config in {LABELSTUDIO_CONFIG}")
+    if images:
+        steps.append(f"add a Local Files source storage with the absolute path {job.out / LABELSTUDIO_IMAGES} "
+                     "(do not sync it)")
+    steps += [f"import {LABELSTUDIO_TASKS}",
+              "review: submit a task to confirm its label, change the choice to correct it",
+              "export the project in the 'JSON' format and run `metalabel import-answers PROJECT FILE`: "
+              "confirmations and corrections become human labels"]
+    return steps
 
 
 _WRITERS = {

@@ -3,6 +3,10 @@
 Both the question queue (``LabelStudioQueue``, which reads the answers back) and the
 ``labelstudio`` export write tasks with :func:`choices_task` and the config with :func:`write_config`,
 so a config and a task always agree on the control's and the object's names.
+
+An item is shown as one object: ``text``, ``image`` (a URL, a ``/data/local-files/?d=`` link or a
+data URI) or ``table`` (a row as ``{column: value}``, which Label Studio's ``Table`` tag shows as
+key-value pairs).
 """
 
 from __future__ import annotations
@@ -26,6 +30,16 @@ exports carry ``data`` in every format and ``meta`` only in some)."""
 URI_KEY = "metalabel_uri"
 HASH_KEY = "metalabel_content_hash"
 PROJECT_KEY = "metalabel_project"
+LABEL_KEY = "metalabel_label_id"
+"""Where an exported (review) task keeps the id of the label it shows, so a reviewed export can be imported."""
+ASKED_BECAUSE_KEY = "metalabel_asked_because"
+"""Why a question was asked: ``reference`` (the random sample), ``label-issue`` (an audit of a seed label)
+or the query strategy's name."""
+CURRENT_LABEL_KEY = "metalabel_current_label"
+"""The label the item has now (class and source), or why none is shown."""
+
+KINDS = ("text", "image", "table")
+"""How an item is shown: the Label Studio object tag's name (``Text``, ``Image``, ``Table``)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,16 @@ class QuestionIdentity:
 
 
 @dataclass(frozen=True)
+class ReviewIdentity:
+    """What a reviewed export task is checked against on import: the label shown, its item and project."""
+
+    label_id: int
+    uri: str
+    content_hash: str
+    project: str
+
+
+@dataclass(frozen=True)
 class Suggestion:
     """A class proposed by a model (or a source), shown as a pre-annotation with its score."""
 
@@ -48,21 +72,29 @@ class Suggestion:
     score: float | None = None
 
 
-def choices_task(kind: str, value: str, *, data: Mapping[str, Any] | None = None,
-                 question: QuestionIdentity | None = None, answer: str | None = None,
-                 suggestions: Sequence[Suggestion] = ()) -> dict[str, Any]:
-    """One choices task: the item (``value``, under ``kind``: "text" or "image") and ``data`` beside it.
+def choices_task(kind: str, value: str | Mapping[str, Any], *, data: Mapping[str, Any] | None = None,
+                 question: QuestionIdentity | None = None, review: ReviewIdentity | None = None,
+                 answer: str | None = None, suggestions: Sequence[Suggestion] = ()) -> dict[str, Any]:
+    """One choices task: the item (``value``, under ``kind``, one of ``KINDS``) and ``data`` beside it.
 
-    ``question`` puts the ids the importer reads back in ``meta`` and, prefixed, in ``data``;
-    ``answer`` is a person's class (an annotation), ``suggestions`` are predictions.
+    ``question`` (a question task) or ``review`` (an exported label to review) puts the ids the
+    importer reads back in ``meta`` and, prefixed, in ``data``; ``answer`` is a person's class (an
+    annotation), ``suggestions`` are predictions.
     """
     _check_kind(kind)
+    if question is not None and review is not None:
+        raise BadInputError("a task is either a question or a label to review, not both")
     built: dict[str, Any] = {"data": {kind: value, **(data or {})}}
     if question is not None:
         built["data"].update({QUESTION_KEY: question.question_id, URI_KEY: question.uri,
                               HASH_KEY: question.content_hash, PROJECT_KEY: question.project})
         built["meta"] = {QUESTION_KEY: question.question_id, "item_id": question.item_id, "uri": question.uri,
                          "content_hash": question.content_hash, "project": question.project}
+    if review is not None:
+        built["data"].update({LABEL_KEY: review.label_id, URI_KEY: review.uri, HASH_KEY: review.content_hash,
+                              PROJECT_KEY: review.project})
+        built["meta"] = {LABEL_KEY: review.label_id, "uri": review.uri, "content_hash": review.content_hash,
+                         "project": review.project}
     if answer is not None:
         built["annotations"] = [{"result": [_choice(answer, kind)]}]
     if suggestions:
@@ -70,13 +102,19 @@ def choices_task(kind: str, value: str, *, data: Mapping[str, Any] | None = None
     return built
 
 
-def labeling_config(class_names: Sequence[str], *, kind: str) -> str:
-    """A Label Studio labeling config: one ``text`` or ``image`` object and a single-choice class list."""
+def labeling_config(class_names: Sequence[str], *, kind: str, context: Sequence[tuple[str, str]] = ()) -> str:
+    """A Label Studio labeling config: one ``text``, ``image`` or ``table`` object and a single-choice class list.
+
+    ``context`` is ``(data key, caption)`` pairs shown above the item (every task must carry those keys).
+    """
     _check_kind(kind)
-    shown = '<Text name="text" value="$text"/>' if kind == "text" else '<Image name="image" value="$image"/>'
+    shown = f'<{_TAGS[kind]} name="{kind}" value="${kind}"/>'
+    lines = "".join(f"  <Header value={quoteattr(caption)} size=\"6\"/>\n  <Text name={quoteattr(key)} "
+                    f"value={quoteattr('$' + key)}/>\n" for key, caption in context)
     choices = "\n".join(f"    <Choice value={quoteattr(name)}/>" for name in class_names)
     return (
         "<View>\n"
+        f"{lines}"
         f"  {shown}\n"
         f'  <Choices name="{CHOICES_NAME}" toName="{kind}" choice="single" showInline="true">\n'
         f"{choices}\n"
@@ -85,14 +123,18 @@ def labeling_config(class_names: Sequence[str], *, kind: str) -> str:
     )
 
 
-def write_config(folder: Path, class_names: Sequence[str], *, kind: str) -> Path:
+def write_config(folder: Path, class_names: Sequence[str], *, kind: str,
+                 context: Sequence[tuple[str, str]] = ()) -> Path:
     """Write the labeling config as ``folder/label_config.xml``; returns its path."""
-    return write_atomically(folder / CONFIG_FILE, labeling_config(class_names, kind=kind))
+    return write_atomically(folder / CONFIG_FILE, labeling_config(class_names, kind=kind, context=context))
+
+
+_TAGS = {"text": "Text", "image": "Image", "table": "Table"}
 
 
 def _check_kind(kind: str) -> None:
-    if kind not in {"text", "image"}:
-        raise BadInputError(f"kind must be 'text' or 'image', got {kind!r}")
+    if kind not in KINDS:
+        raise BadInputError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
 
 
 def _choice(class_name: str, kind: str) -> dict[str, Any]:

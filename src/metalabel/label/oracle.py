@@ -16,7 +16,8 @@ turns SIGTERM and SIGHUP into a clean stop, so an answer given is an answer kept
   Label Studio task file and returns no answers; the questions stay open in the
   store. Once they are labeled in Label Studio, ``import_annotations`` checks Label
   Studio's JSON export against the project (each task's question, item, content
-  hash and project) and records it, all of it or nothing.
+  hash and project) and records it, all of it or nothing. It also reads back a reviewed
+  ``labelstudio`` export: confirmations and corrections become human labels.
 """
 
 from __future__ import annotations
@@ -46,10 +47,14 @@ from rich.text import Text
 
 from metalabel.errors import BadInputError, DataNotFoundError, MetalabelError, StoreError, UnknownLabelError
 from metalabel.files import write_atomically
+from metalabel.label.ask import REFERENCE
 from metalabel.label.labelstudio import (
+    ASKED_BECAUSE_KEY,
     CHOICES_NAME,
     CONFIG_FILE,
+    CURRENT_LABEL_KEY,
     HASH_KEY,
+    LABEL_KEY,
     PROJECT_KEY,
     QUESTION_KEY,
     URI_KEY,
@@ -58,7 +63,7 @@ from metalabel.label.labelstudio import (
     choices_task,
     write_config,
 )
-from metalabel.store import ProjectStore
+from metalabel.store import Label, LabelSource, ProjectStore
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,12 @@ class Query:
     carries it, so an answer is only recorded for the very content that was shown."""
     project: str | None = None
     """The asking project (``project_identity``); ``put_questions`` fills it in."""
+    asked_because: str | None = None
+    """Why the question was asked (``reference``, ``label-issue`` or the query strategy); ``put_questions``
+    fills it in from the store."""
+    current_label: str | None = None
+    """The label the item has now, as ``class (source)``; ``put_questions`` fills it in, except for a
+    reference question (its answer is evidence only if the person was not shown a model's guess)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "class_names", tuple(self.class_names))
@@ -130,15 +141,20 @@ class RecordedAnswers:
     """Question ids that were closed before (e.g. an export imported twice): left as they were."""
     disagreements: int = 0
     """Answers that contradicted another person's answer about the same item: recorded as disagreements."""
+    confirmed: int = 0
+    """Reviewed export labels a person confirmed: each is now a human label (an ``audit`` question's answer)."""
+    corrected: int = 0
+    """Reviewed export labels a person changed: the correction is a human label that supersedes the old one."""
 
 
 class _Tally:
     def __init__(self) -> None:
-        self.answered = self.dismissed = self.disagreements = 0
+        self.answered = self.dismissed = self.disagreements = self.confirmed = self.corrected = 0
         self.already_closed: list[int] = []
 
     def result(self) -> RecordedAnswers:
-        return RecordedAnswers(self.answered, self.dismissed, self.already_closed, self.disagreements)
+        return RecordedAnswers(self.answered, self.dismissed, self.already_closed, self.disagreements,
+                               self.confirmed, self.corrected)
 
     def record(self, store: ProjectStore, answer: Answer) -> None:
         """One answer, in its own transaction: a class becomes a human label, ``None`` dismisses."""
@@ -241,7 +257,8 @@ def put_questions(store: ProjectStore, oracle: Oracle, queries: Sequence[Query])
     (from the oracle or a signal) carries every answer this call committed.
 
     The queries get the store's content hash and project identity (``Query.content_hash``,
-    ``Query.project``) so that an asynchronous oracle can tie its answers to them.
+    ``Query.project``) so that an asynchronous oracle can tie its answers to them, and why each
+    was asked and the item's label now (``Query.asked_because``, ``Query.current_label``).
     An answer to a question that was not put is refused.
     """
     queries = _with_identity(store, queries)
@@ -288,6 +305,7 @@ def put_questions(store: ProjectStore, oracle: Oracle, queries: Sequence[Query])
 
 def _with_identity(store: ProjectStore, queries: Sequence[Query]) -> list[Query]:
     hashes = {item.id: item.content_hash for item in store.items()}
+    labels = {label.item_id: label for label in store.active_labels()}
     project = project_identity(store)
     out = []
     for query in queries:
@@ -298,7 +316,10 @@ def _with_identity(store: ProjectStore, queries: Sequence[Query]) -> list[Query]
                 f"not item {query.item_id} ({query.uri!r})",
                 hint="build each query from the store's question",
             )
-        out.append(replace(query, content_hash=hashes[query.item_id], project=project))
+        label = labels.get(query.item_id)
+        current = None if label is None or question.strategy == REFERENCE else f"{label.class_name} ({label.source})"
+        out.append(replace(query, content_hash=hashes[query.item_id], project=project,
+                           asked_because=question.strategy, current_label=current))
     return out
 
 
@@ -573,14 +594,25 @@ class LabelStudioQueue:
        ``import_annotations(path, store=store)`` (``metalabel import-answers``), which
        checks every task against the project and records the answers, all or nothing.
 
+    ``answer`` writes only the questions no task file in ``folder`` holds yet: running the
+    loop again before the answers are imported leaves the files already written (and their
+    predictions) as they are, and a new file holds just the new questions, so no question
+    reaches Label Studio twice. A task file that is deleted is written again.
+
     Each task carries its question id, the item's uri and content hash and the project's
-    identity (in ``meta`` and in ``data``), so an answer can only land on the item shown.
+    identity (in ``meta`` and in ``data``), so an answer can only land on the item shown; and,
+    shown above the item, why it was asked and the label it has now (not for a reference
+    question, whose answer is evidence only if the person did not see a model's guess).
 
     Images are referenced by URL when ``uri`` is one; local files under
     ``local_files_root`` (Label Studio's ``LOCAL_FILES_DOCUMENT_ROOT``) as
     ``/data/local-files/?d=...`` links; anything else is embedded as a base64 data URI,
     which suits small images (28x28 is about 1 kB) but bloats big ones: serve those
-    as local files.
+    as local files. A table row is shown as ``{column: value}`` under the names in
+    ``feature_names`` (the pool's ``LabeledDataset.feature_names``; ``x0``, ``x1``, ... without them).
+
+    ``import_annotations`` also reads back a reviewed ``metalabel export --format labelstudio``:
+    see there.
     """
 
     def __init__(
@@ -590,21 +622,43 @@ class LabelStudioQueue:
         model_version: str = "metalabel",
         local_files_root: str | Path | None = None,
         name: str = "labelstudio",
+        feature_names: Sequence[str] | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.model_version = model_version
         self.local_files_root = None if local_files_root is None else Path(local_files_root).resolve()
         self.name = name
+        self.feature_names = None if feature_names is None else tuple(feature_names)
 
     @property
     def config_path(self) -> Path:
         return self.folder / CONFIG_FILE
 
     def answer(self, questions: Sequence[Query]) -> list[Answer]:
-        """Export the questions for Label Studio; the answers come later through ``import_annotations``."""
-        if questions:
-            self.export_tasks(questions)
+        """Export the questions no task file holds yet; the answers come later through ``import_annotations``."""
+        exported = self.exported_question_ids()
+        new = [query for query in questions if query.question_id not in exported]
+        if new:
+            self.export_tasks(new)
         return []
+
+    def exported_question_ids(self) -> set[int]:
+        """The question ids the task files in ``folder`` hold."""
+        ids: set[int] = set()
+        for path in sorted(self.folder.glob(f"{_TASK_FILE_PREFIX}*.json")):
+            try:
+                tasks = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as error:
+                raise BadInputError(
+                    f"cannot be read as a task file this queue wrote ({_brief(str(error), 120)})", path=path,
+                    hint="restore it, or delete it and its open questions are written to a new task file",
+                ) from None
+            for task in tasks if isinstance(tasks, list) else []:
+                meta = task.get("meta") if isinstance(task, dict) else None
+                question_id = meta.get(QUESTION_KEY) if isinstance(meta, dict) else None
+                if isinstance(question_id, int) and not isinstance(question_id, bool):
+                    ids.add(question_id)
+        return ids
 
     def export_tasks(self, questions: Sequence[Query], *, model_version: str | None = None) -> Path:
         """Write a Label Studio import file of the questions and the labeling config; returns the task file."""
@@ -620,24 +674,51 @@ class LabelStudioQueue:
                 )
         kinds = {_data_kind(query) for query in questions}
         if len(kinds) > 1:
-            raise BadInputError("the questions mix images and text", hint="export one kind of item at a time")
+            raise BadInputError("the questions mix kinds of item (image, text, table rows)",
+                                hint="export one kind of item at a time")
         kind = kinds.pop()
         version = model_version or self.model_version
         tasks = [self._task(query, identity, kind, version) for query, identity in zip(questions, identities)]
 
         self.folder.mkdir(parents=True, exist_ok=True)
         ids = sorted(query.question_id for query in questions)
-        tasks_path = self.folder / f"tasks-q{ids[0]}-q{ids[-1]}.json"
+        stem, copy = f"{_TASK_FILE_PREFIX}{ids[0]}-q{ids[-1]}", 2
+        tasks_path = self.folder / f"{stem}.json"
+        while tasks_path.exists():  # never replace a file that may already be in Label Studio
+            tasks_path, copy = self.folder / f"{stem}-{copy}.json", copy + 1
         # whole or absent, even if we are killed: a person imports these files into Label Studio
         write_atomically(tasks_path, json.dumps(tasks, indent=1, ensure_ascii=False))
-        write_config(self.folder, class_names, kind=kind)
+        write_config(self.folder, class_names, kind=kind, context=_QUESTION_CONTEXT)
         return tasks_path
 
     def _task(self, query: Query, identity: QuestionIdentity, kind: str, model_version: str) -> dict[str, Any]:
-        content = self._image_value(query) if kind == "image" else _text_value(query)
+        content: str | dict[str, float]
+        if kind == "image":
+            content = self._image_value(query)
+        elif kind == "table":
+            content = self._table_value(query)
+        else:
+            content = str(query.item)
         suggestions = () if query.suggestion is None else (
             Suggestion(query.suggestion, model_version, query.suggestion_confidence),)
-        return choices_task(kind, content, question=identity, suggestions=suggestions)
+        if query.current_label is not None:
+            now = query.current_label
+        elif query.asked_because == REFERENCE:
+            now = "not shown: a reference question is answered without the model's guess"
+        else:
+            now = "none"
+        context = {ASKED_BECAUSE_KEY: query.asked_because or "not recorded", CURRENT_LABEL_KEY: now}
+        return choices_task(kind, content, data=context, question=identity, suggestions=suggestions)
+
+    def _table_value(self, query: Query) -> dict[str, float]:
+        values = np.asarray(query.item).tolist()
+        names = self.feature_names or tuple(f"x{index}" for index in range(len(values)))
+        if len(names) != len(values):
+            raise BadInputError(
+                f"question {query.question_id}: the row has {len(values)} values but the queue knows "
+                f"{len(names)} column names", hint="pass the pool's feature_names to LabelStudioQueue",
+            )
+        return {name: float(f"{value:.7g}") for name, value in zip(names, values)}
 
     def _image_value(self, query: Query) -> str:
         if urlparse(query.uri).scheme in _URL_SCHEMES:
@@ -661,7 +742,7 @@ class LabelStudioQueue:
         )
 
     def import_annotations(self, path: str | Path, *, store: ProjectStore) -> RecordedAnswers:
-        """Record the answers in a Label Studio export ("JSON" or "JSON-MIN") of tasks this queue exported.
+        """Record the answers in a Label Studio export ("JSON" or "JSON-MIN") of tasks metalabel wrote.
 
         All or nothing: every task is checked before anything is written, and everything is
         written in one transaction. A task is refused, and with it the whole file (naming the
@@ -675,15 +756,29 @@ class LabelStudioQueue:
         annotations (or two tasks of one question) disagree, the class most of them chose
         (the first of them on a tie) becomes the label and each other class a recorded
         disagreement, as does a class that contradicts the question's earlier answer.
+
+        Tasks of ``metalabel export --format labelstudio`` (they carry ``metalabel_label_id``) that
+        a reviewer annotated close the review loop; they are read from the "JSON" export only. A
+        reviewed model label becomes a person's answer to an ``audit`` question about its item (the
+        store's human-answer path): a confirmation keeps the class, a correction supersedes the model
+        label. A seed label the reviewer changed is superseded the same way; one left as exported
+        changes nothing (Label Studio cannot tell it was looked at). Where the item already has a
+        person's answer, another class is recorded as a disagreement, never written over it. An item
+        waiting on an open question gets the review as that question's answer, unless it is a
+        reference question: a reviewer saw the model's label, so the file is refused (answer the
+        reference question first, or remove that review).
         """
         path = Path(path)
-        votes = self._read_export(path)
-        _check_against_store(votes, store, path)
+        questions, reviews = self._read_export(path)
+        _check_against_store(questions, store, path)
+        shown = _check_reviews(reviews, store, path)
         tally = _Tally()
         try:
             with store.batch():
-                for question_id, vote in votes.items():
+                for question_id, vote in questions.items():
                     _record_votes(store, question_id, vote, tally)
+                for label_id, vote in reviews.items():
+                    _record_review(store, shown[label_id], vote, tally)
         except BadInputError as error:
             raise BadInputError(
                 f"{error}; nothing was imported (an import is all or nothing)", path=path,
@@ -693,7 +788,8 @@ class LabelStudioQueue:
             raise StoreError(f"{error}; nothing was imported from {path} (an import is all or nothing)") from error
         return tally.result()
 
-    def _read_export(self, path: Path) -> dict[int, _Votes]:
+    def _read_export(self, path: Path) -> tuple[dict[int, _Votes], dict[int, _Votes]]:
+        """The votes on each question, and on each reviewed label, in the export."""
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -724,18 +820,19 @@ class LabelStudioQueue:
                 "is not a Label Studio export: expected a list of tasks; nothing was imported", path=path,
                 hint="use the 'JSON' export format",
             )
-        votes: dict[int, _Votes] = {}
+        questions: dict[int, _Votes] = {}
+        reviews: dict[int, _Votes] = {}
         for index, task in enumerate(tasks):
             try:
-                self._read_task(task, index, votes)
+                self._read_task(task, index, questions, reviews)
             except _TaskProblem as problem:
                 raise BadInputError(
                     f"task {index}{_task_id(task)}: {problem}; nothing was imported (an import is all or nothing)",
                     path=path, hint="pass the export file as Label Studio wrote it, of tasks this project exported",
                 ) from None
-        return votes
+        return questions, reviews
 
-    def _read_task(self, task: Any, index: int, votes: dict[int, _Votes]) -> None:
+    def _read_task(self, task: Any, index: int, questions: dict[int, _Votes], reviews: dict[int, _Votes]) -> None:
         if not isinstance(task, dict):
             raise _TaskProblem("is not a JSON object")
         # meta (full JSON) names them plainly; data (every format) and, in JSON-MIN, the task itself
@@ -746,10 +843,21 @@ class LabelStudioQueue:
             return [(meta, meta_key), (data, data_key), (task, data_key)]
 
         raw_question_id = _field(places(QUESTION_KEY, QUESTION_KEY), QUESTION_KEY)
-        if raw_question_id is None:
-            raise _TaskProblem(f"carries no {QUESTION_KEY} in 'meta' or 'data'; was it exported by metalabel?")
-        question_id = _question_id(raw_question_id)
-        vote = votes.setdefault(question_id, _Votes())
+        raw_label_id = _field(places(LABEL_KEY, LABEL_KEY), LABEL_KEY)
+        if raw_question_id is not None and raw_label_id is not None:
+            raise _TaskProblem(f"carries both a {QUESTION_KEY} and a {LABEL_KEY}; was it changed by hand?")
+        if raw_question_id is not None:
+            vote = questions.setdefault(_question_id(raw_question_id, QUESTION_KEY), _Votes())
+        elif raw_label_id is not None:
+            if "annotations" not in task:
+                # JSON-MIN puts the choice under "label", where the exported task's data has the label shown
+                raise _TaskProblem("a reviewed export task is read from Label Studio's 'JSON' export, not "
+                                   "'JSON-MIN' (which cannot tell the label shown from the reviewer's answer)")
+            vote = reviews.setdefault(_question_id(raw_label_id, LABEL_KEY), _Votes())
+        else:
+            raise _TaskProblem(
+                f"carries neither a {QUESTION_KEY} (a question `metalabel run --oracle labelstudio` asked) nor a "
+                f"{LABEL_KEY} (a label `metalabel export --format labelstudio` wrote); was it exported by metalabel?")
         vote.tasks.append(
             _TaskIdentity(
                 index=index,
@@ -789,6 +897,14 @@ class LabelStudioQueue:
             completed_by = completed_by.get("email") or completed_by.get("id")
         return self.name if completed_by in (None, "") else f"{self.name}:{completed_by}"
 
+
+AUDIT = "audit"
+"""The strategy of the question a reviewed export label is recorded through (as the labeling page's review)."""
+
+_TASK_FILE_PREFIX = "tasks-q"
+
+_QUESTION_CONTEXT = ((ASKED_BECAUSE_KEY, "Asked because"), (CURRENT_LABEL_KEY, "Label now"))
+"""What a question task shows above the item (every question task carries both keys)."""
 
 _MAX_QUESTION_ID = 2**63 - 1  # SQLite's largest integer
 
@@ -863,16 +979,18 @@ def _text_field(places: list[tuple[Any, str]], what: str) -> str | None:
     return value
 
 
-def _question_id(raw: Any) -> int:
-    """A question id: a JSON integer, or ASCII digits (Label Studio may write data values as text)."""
+def _question_id(raw: Any, key: str) -> int:
+    """A question (or label) id under ``key``: a JSON integer, or ASCII digits (Label Studio may write
+    data values as text)."""
+    what = "a question id" if key == QUESTION_KEY else "a label id"
     if isinstance(raw, int) and not isinstance(raw, bool):
         number = raw
     elif isinstance(raw, str) and re.fullmatch(r"[0-9]{1,19}", raw.strip()):  # not '²', not '١'
         number = int(raw.strip())
     else:
-        raise _TaskProblem(f"{QUESTION_KEY} is {_brief(raw)}, not a question id")
+        raise _TaskProblem(f"{key} is {_brief(raw)}, not {what}")
     if not 1 <= number <= _MAX_QUESTION_ID:
-        raise _TaskProblem(f"{QUESTION_KEY} is {_brief(number)}, not a question id of any project")
+        raise _TaskProblem(f"{key} is {_brief(number)}, not {what} of any project")
     return number
 
 
@@ -921,13 +1039,17 @@ def _check_against_store(votes: dict[int, _Votes], store: ProjectStore, path: Pa
                 raise refuse(task, f"shows item {task.uri!r} with other content than the project holds "
                              "(its content hash differs)", "the item changed since the task was exported; export "
                              "the open questions again and label those")
-        for label, _, index in vote.labels:
-            if label not in classes:
-                raise BadInputError(
-                    f"task {index}: the class {label!r} is not one of the project's classes; nothing was imported "
-                    "(an import is all or nothing)", path=path, cls=label,
-                    hint=f"classes: {', '.join(sorted(classes))}; label with the exported labeling config",
-                )
+        _check_classes(vote, classes, path)
+
+
+def _check_classes(vote: _Votes, classes: set[str], path: Path) -> None:
+    for class_name, _, index in vote.labels:
+        if class_name not in classes:
+            raise BadInputError(
+                f"task {index}: the class {class_name!r} is not one of the project's classes; nothing was imported "
+                "(an import is all or nothing)", path=path, cls=class_name,
+                hint=f"classes: {', '.join(sorted(classes))}; label with the exported labeling config",
+            )
 
 
 def _record_votes(store: ProjectStore, question_id: int, vote: _Votes, tally: _Tally) -> None:
@@ -955,6 +1077,78 @@ def _record_votes(store: ProjectStore, question_id: int, vote: _Votes, tally: _T
         tally.disagreements += store.add_human_disagreement(question_id, other) is not None
 
 
+def _check_reviews(reviews: dict[int, _Votes], store: ProjectStore, path: Path) -> dict[int, Label]:
+    """Every reviewed task shows a label of this project on the very item (uri and content) it names;
+    returns the label each showed, by id."""
+    project = project_identity(store)
+    classes = set(store.classes())
+    items = {item.uri: item for item in store.items()}
+    open_questions = {question.item_id: question for question in store.open_questions()}
+    shown: dict[int, Label] = {}
+
+    def refuse(task: _TaskIdentity, problem: str, hint: str) -> BadInputError:
+        return BadInputError(
+            f"task {task.index}{task.label_studio_id}: {problem}; nothing was imported (an import is all or nothing)",
+            path=path, hint=hint,
+        )
+
+    for label_id, vote in reviews.items():
+        for task in vote.tasks:
+            if task.project != project:
+                raise refuse(task, f"comes from project {task.project!r}, not this one ({project!r})",
+                             "import a reviewed export into the project that exported it")
+            item = items.get(task.uri) if task.uri is not None else None
+            if item is None:
+                raise refuse(task, f"shows item {task.uri!r}, which is not one of this project's items",
+                             "import a reviewed export into the project that exported it")
+            if task.content_hash != item.content_hash:
+                raise refuse(task, f"shows item {task.uri!r} with other content than the project holds "
+                             "(its content hash differs)", "the item changed since the export; export again")
+            label = next((old for old in store.label_history(item.id) if old.id == label_id), None)
+            if label is None:
+                raise refuse(task, f"label {label_id} is not a label of item {task.uri!r}",
+                             "the task was changed or belongs elsewhere; export again")
+            shown[label_id] = label
+            waiting = open_questions.get(item.id)
+            if waiting is not None and waiting.strategy == REFERENCE and _review_vote(label, vote).decision():
+                raise refuse(task, f"item {task.uri!r} waits on reference question {waiting.id}, whose answer "
+                             "must come from a person who did not see the model's label",
+                             "import the answers to the question tasks first, or remove this review")
+        _check_classes(vote, classes, path)
+    return shown
+
+
+def _review_vote(shown: Label, vote: _Votes) -> _Votes:
+    """The reviewers' votes: the export carried a person's label as an annotation, so that class may be
+    no reviewer's act and is left out."""
+    if not LabelSource(shown.source).trusted:
+        return vote
+    return _Votes(vote.tasks, [entry for entry in vote.labels if entry[0] != shown.class_name])
+
+
+def _record_review(store: ProjectStore, shown: Label, vote: _Votes, tally: _Tally) -> None:
+    """One reviewed export label, inside the import's transaction (see ``import_annotations``)."""
+    decision = _review_vote(shown, vote).decision()
+    if decision is None:
+        return  # not reviewed, skipped, or a person's label left as it was exported
+    label, annotator, others = decision
+    active = next((candidate for candidate in store.label_history(shown.item_id) if candidate.active), None)
+    if active is not None and active.source == LabelSource.HUMAN and active.question_id is not None:
+        # a person's answer is never written over: another class is a disagreement between people
+        for other in (label, *others):
+            tally.disagreements += store.add_human_disagreement(active.question_id, other) is not None
+        return
+    waiting = next((question for question in store.open_questions() if question.item_id == shown.item_id), None)
+    question_id = waiting.id if waiting is not None else store.ask(shown.item_id, strategy=AUDIT)
+    store.answer(question_id, label, oracle=annotator)
+    if label == shown.class_name:
+        tally.confirmed += 1
+    else:
+        tally.corrected += 1
+    for other in others:
+        tally.disagreements += store.add_human_disagreement(question_id, other) is not None
+
+
 def _question_identity(query: Query) -> QuestionIdentity:
     if query.content_hash is None or query.project is None:
         raise BadInputError(
@@ -966,14 +1160,10 @@ def _question_identity(query: Query) -> QuestionIdentity:
 
 
 def _data_kind(query: Query) -> str:
-    """``text`` for text and feature rows (shown as text), ``image`` for everything else."""
-    if isinstance(query.item, str) or (isinstance(query.item, np.ndarray) and query.item.ndim == 1):
-        return "text"
-    return "image"
-
-
-def _text_value(query: Query) -> str:
+    """``text`` for text, ``table`` for a feature row, ``image`` for everything else."""
     if isinstance(query.item, str):
-        return query.item
-    return ", ".join(f"x{i}={value:.4g}" for i, value in enumerate(query.item.tolist()))
+        return "text"
+    if isinstance(query.item, np.ndarray) and query.item.ndim == 1:
+        return "table"
+    return "image"
 
