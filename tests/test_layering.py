@@ -50,6 +50,7 @@ ROOM_OF_TOP: dict[str, str] = {
     "meta": "meta",
     "store": "store",
     "label": "label",
+    "rules": "label",  # labeling functions and their label model: the round model's evidence beside it
     "generate": "generate",
     "evaluate": "evaluate",
     "loop": "loop",

@@ -133,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                              reference_share=args.reference_share, coverage_goal=args.coverage_goal,
                              max_rounds=args.max_rounds, strategy=args.strategy, seed=args.seed,
                              encoder=args.encoder, gold=gold or None, progress=not args.quiet, on_round=show,
-                             generate=not args.no_generate, feedback=not args.no_feedback)
+                             generate=not args.no_generate, feedback=not args.no_feedback, rules=args.rules)
         console.print(table)
         for warning in project.warnings:  # e.g. pool items added since init
             err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
@@ -258,12 +258,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     with Project.open(args.project) as project:
         status = project.status()
+        rules = project.rule_analysis() if project.can_load_pool() else None  # None: the project has no rules
     if args.json:
-        print(json.dumps(status, indent=2))
+        print(json.dumps(status if rules is None else {**status, "rules": rules.to_json()}, indent=2))
         return 0
     certified = status.pop("certified")
     _print_mapping(f"project {args.project}", status)
     for line in _certified_lines(certified, retracted_total=status["retracted_labels"]):
+        console.print(line, highlight=False, soft_wrap=True)
+    for line in rules.lines() if rules is not None else ():
         console.print(line, highlight=False, soft_wrap=True)
     return 0
 
@@ -390,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-generate", action="store_true", help="no augmentation, hallucination or synthesis")
     p.add_argument("--no-feedback", action="store_true",
                    help="fixed target and hand-set policy, generators unjudged (a baseline to compare with)")
+    p.add_argument("--rules", type=Path, default=None,
+                   help="labeling functions (rules.py, or a .toml of keyword/regex/column/filename rules) whose "
+                        "votes are evidence beside the model; kept in the project for later runs and status")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_run)
 

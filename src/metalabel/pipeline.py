@@ -55,6 +55,7 @@ from metalabel.label.graph import PoolGraph
 from metalabel.label.oracle import Oracle, OracleStopped, Query, put_questions
 from metalabel.label.round_model import RoundModel, default_learner, in_chunks, learner_hash, pool_inputs, reads_images
 from metalabel.meta.functional import TaskLearner
+from metalabel.rules import RuleVotes, record_rule_votes
 from metalabel.store import CERTIFICATE_METRIC, Item, LabelSource, ProjectStore
 
 if TYPE_CHECKING:  # the generators load on first use
@@ -226,8 +227,9 @@ class LabelingRun:
     def __init__(self, store: ProjectStore, pool: LabeledDataset, learner: TaskLearner | None, *,
                  oracle: Oracle | None, options: RunOptions,
                  encoder: str | None = None, gold: dict[str, str] | None = None, progress: bool = True,
-                 on_round: Callable[[RoundReport], None] | None = None) -> None:
+                 on_round: Callable[[RoundReport], None] | None = None, rules: RuleVotes | None = None) -> None:
         self.store, self.pool, self.oracle, self.options = store, pool, oracle, options
+        self.rules = rules  # the labeling functions' votes on the pool (metalabel.rules), evidence beside the model
         self.x = pool_inputs(self.pool, learner, encoder=encoder, progress=progress)
         self.encoder = encoder
         self.learners: dict[str, TaskLearner] = ({GIVEN_LEARNER: learner} if learner is not None
@@ -334,8 +336,12 @@ class LabelingRun:
         reference = self._reference_evidence(calibration, probs, candidates)
         certificate = self._certify(probs[candidates], reference)
         feedback.append(certificate.reason)
-        retracted = self._write_acceptance(round_id, candidates, certificate, reference, raw, probs,
-                                           self.hashes[name])
+        with self.store.batch():  # a rule-derived label and the rule votes behind it are on record together
+            retracted = self._write_acceptance(round_id, candidates, certificate, reference, raw, probs,
+                                               self.hashes[name])
+            if self.rules is not None and model.uses_rules:
+                record_rule_votes(self.store, self.rules, round_id=round_id, head=model.head,
+                                  item_ids={p: self.index.item_id(p) for p in candidates[certificate.mask]})
         if generation is not None:
             self._store_generated(round_id, generation, labels.human_positions)
         accepted = candidates[certificate.mask]
@@ -370,7 +376,8 @@ class LabelingRun:
         candidates = [(name, variant) for name, learner in self.learners.items()
                       for variant in RoundModel(learner, self.x, refine_steps=self.options.refine_steps,
                                                 seed=self.options.seed,
-                                                graph_holder=self.pool_graphs.setdefault(self.hashes[name], [])
+                                                graph_holder=self.pool_graphs.setdefault(self.hashes[name], []),
+                                                rule_votes=None if self.rules is None else self.rules.matrix
                                                 ).variants()]
         return choose_model(candidates, labels, ways=self.ways, folds=self.options.calibration_folds,
                             seed=self.options.seed)
@@ -928,10 +935,14 @@ def _retraction_reason(certificate: Certificate, probs: np.ndarray, position: in
 
 def run_labeling(store: ProjectStore, pool: LabeledDataset, learner: TaskLearner | None = None, *, oracle: Oracle,
                  encoder: str | None = None, gold: dict[str, str] | None = None, progress: bool = True,
-                 on_round: Callable[[RoundReport], None] | None = None, **options: Any) -> RunResult:
-    """Label ``project``'s pool with ``learner`` (default: nearest class mean in an encoder's space)."""
+                 on_round: Callable[[RoundReport], None] | None = None, rules: RuleVotes | None = None,
+                 **options: Any) -> RunResult:
+    """Label ``project``'s pool with ``learner`` (default: nearest class mean in an encoder's space).
+
+    ``rules``: the labeling functions' votes on the pool (``metalabel.rules``), evidence beside the model.
+    """
     run = LabelingRun(store, pool, learner, oracle=oracle, options=RunOptions(**options), encoder=encoder, gold=gold,
-                      progress=progress, on_round=on_round)
+                      progress=progress, on_round=on_round, rules=rules)
     return run.run()
 
 

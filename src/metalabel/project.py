@@ -29,7 +29,15 @@ from metalabel.errors import (
     PoolChangedError,
     UnknownLabelError,
 )
-from metalabel.store import CERTIFICATE_METRIC, DB_FILENAME, Item, ItemRecord, ProjectStore, content_hash
+from metalabel.store import (
+    CERTIFICATE_METRIC,
+    DB_FILENAME,
+    Item,
+    ItemRecord,
+    LabelSource,
+    ProjectStore,
+    content_hash,
+)
 from metalabel.store.lock import WriterLock
 from metalabel.store.pool import POOL_SPEC_KEY, check_pool, has_pool_spec, reload_pool
 from metalabel.store.store import check_class_name
@@ -37,6 +45,7 @@ from metalabel.store.store import check_class_name
 if TYPE_CHECKING:
     from metalabel.evaluate.records import Scorecard
     from metalabel.export import ExportFormat
+    from metalabel.rules import LabelingFunction, RuleAnalysis, RuleSet, RuleVotes
 
 SeedLabels = str | Path | Mapping[str | int, str] | None
 """A CSV file (columns ``uri,label`` or ``item,label``), a dict ``{uri or pool index: class}``,
@@ -210,7 +219,8 @@ class Project:
         with self.writer_lock():
             return LabelStudioQueue(self.folder / "labelstudio").import_annotations(path, store=self.store)
 
-    def run(self, learner=None, *, oracle, **options: Any):
+    def run(self, learner=None, *, oracle, rules: str | Path | RuleSet | Sequence[LabelingFunction] | None = None,
+            **options: Any):
         """Label the pool: rounds of adapt, calibrate, accept at a target precision and ask ``oracle``.
 
         ``learner`` is a meta-trained learner (``metalabel.meta_train`` or ``load_learner``);
@@ -221,15 +231,64 @@ class Project:
         The whole run holds the writer lock (``ProjectLockedError`` if another process
         writes to the project). Items the pool gained since init are added first, and
         ``warnings`` says how many.
+
+        ``rules``: labeling functions whose votes are evidence beside the model
+        (``metalabel.rules``): a rules file (``.py`` or ``.toml``, kept in the project for
+        later runs and ``status``), a list of labeling functions or a ``RuleSet``; None
+        uses the rules file the project was last run with, if any. A rule voting for a
+        class the project lacks is refused before anything changes.
         """
         from metalabel.pipeline import run_labeling  # the loop sits above the project in the layering
 
         with self.writer_lock():
+            options["rules"] = self._rule_votes(rules)
             added = self.add_new_items()
             if added:
                 self.warnings = (*self.warnings, f"{len(added)} items the pool gained since init were added to the "
                                  f"project (first: {added[0].uri}); they start unlabeled")
             return run_labeling(self.store, self.load_pool(), learner, oracle=oracle, **options)
+
+    def _rule_votes(self, rules: str | Path | RuleSet | Sequence[LabelingFunction] | None) -> RuleVotes | None:
+        """The rules' votes on the pool, every rule checked against the project's classes; a file is kept."""
+        from metalabel.rules import keep_rules_file
+
+        rule_set = self._rule_set(rules)
+        if rule_set is None:
+            return None
+        votes = rule_set.votes(self.load_pool(), self.store.classes())
+        if isinstance(rules, (str, Path)):
+            keep_rules_file(self.store, rules)
+        return votes
+
+    def _rule_set(self, rules: str | Path | RuleSet | Sequence[LabelingFunction] | None) -> RuleSet | None:
+        from metalabel.rules import RuleSet, load_rules, saved_rules
+
+        if rules is None:
+            return saved_rules(self.store)
+        if isinstance(rules, (str, Path)):
+            return load_rules(rules, classes=self.store.classes())
+        return rules if isinstance(rules, RuleSet) else RuleSet.of(list(rules))
+
+    def rule_analysis(self, rules: str | Path | RuleSet | Sequence[LabelingFunction] | None = None
+                      ) -> RuleAnalysis | None:
+        """Each rule's coverage, overlaps, conflicts and accuracy on the human labels (``metalabel.rules``).
+
+        ``rules`` as for ``run`` (nothing is kept); None: the project's rules file, and
+        None is returned when the project has none.
+        """
+        from metalabel.rules import analyze_rules
+
+        rule_set = self._rule_set(rules)
+        if rule_set is None:
+            return None
+        classes = self.store.classes()
+        pool = self.load_pool()
+        votes = rule_set.votes(pool, classes)
+        position = {uri: i for i, uri in enumerate(pool.uris)}
+        human = [label for label in self.store.active_labels()
+                 if LabelSource(label.source).trusted and label.uri in position]
+        return analyze_rules(votes, np.array([position[label.uri] for label in human], dtype=np.int64),
+                             np.array([classes.index(label.class_name) for label in human], dtype=np.int64))
 
     def plan(self, learner=None, *, coverage: float | None = None, **options: Any):
         """More reference and active answers expected to certify ``coverage`` at the target; writes nothing.

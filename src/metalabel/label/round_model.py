@@ -25,6 +25,7 @@ from metalabel.label.graph import PoolGraph
 from metalabel.label.transductive import prototype_logits, refine_prototypes
 from metalabel.meta.functional import TaskLearner
 from metalabel.meta.protonet import ProtoNet
+from metalabel.rules.label_model import LabelModel
 
 
 def pool_inputs(pool: LabeledDataset, learner: TaskLearner | None, *, encoder: str | None,
@@ -93,13 +94,22 @@ class RoundModel:
     comes first because a round without held-out labels (one per class) keeps the first:
     from one label per class on Fashion-MNIST it labeled 60-71% of the pool right where
     prototypes did 44-56% (5 seeds).
+
+    With labeling functions (``rule_votes``, ``metalabel.rules``), "rules + <head>" heads
+    add the log posterior of a label model fitted to the rules' votes (Dawid-Skene, the
+    fold's human labels as anchors) to that head's log-probabilities: a product of
+    experts, like the ensemble. Items no rule fired on keep the head's prediction. They
+    come last, so the judge keeps one only where it predicts held-out labels better.
     """
 
     HEADS = ("label propagation", "prototypes", "soft k-means", "linear probe", "ensemble")
+    RULES = "rules + "
+    RULE_BASES = ("label propagation", "ensemble")  # the strongest heads with few labels and with many
     LINEAR_PROBE_MAX_ROWS = 5000  # pseudo-labels beyond this are subsampled: the fit stays a second or two
 
     def __init__(self, learner: TaskLearner, x: Tensor, *, head: str = "prototypes", refine_steps: int = 1,
-                 seed: int = 0, graph_holder: list[PoolGraph] | None = None) -> None:
+                 seed: int = 0, graph_holder: list[PoolGraph] | None = None,
+                 rule_votes: np.ndarray | None = None) -> None:
         self.learner = learner.eval()
         self.x = x
         self.head = head
@@ -114,13 +124,25 @@ class RoundModel:
         # The pool graph, built on first use and shared by the variants (one embedding, one graph); a caller
         # that keeps the same learner across rounds passes the same holder, so a big pool's graph is built once.
         self._graph: list[PoolGraph] = [] if graph_holder is None else graph_holder
+        self.rule_votes = rule_votes  # [N, m] class indices, -1 where a rule abstained
+        # label model fits by anchor set, shared by the variants: a fold's fit serves every rules head
+        self._rule_fits: dict[bytes, np.ndarray] = {}
 
     def variants(self) -> list[RoundModel]:
-        """One model per head (one embedding pass serves them all); learners without an embedding space: itself."""
+        """One model per head (one embedding pass serves them all); learners without an embedding space: itself.
+
+        With rule votes, the "rules + <head>" heads come after the others.
+        """
         if not self.prototype_space:
-            return [self]
+            return [self] if self.rule_votes is None else [self, self._with_head(self.RULES + self.head)]
         heads = [h for h in self.HEADS if h != "soft k-means" or self.refine_steps > 0]
+        if self.rule_votes is not None:
+            heads += [self.RULES + base for base in self.RULE_BASES]
         return [self._with_head(head) for head in heads]
+
+    @property
+    def uses_rules(self) -> bool:
+        return self.head.startswith(self.RULES)
 
     def _with_head(self, head: str) -> RoundModel:
         model = copy.copy(self)
@@ -138,6 +160,9 @@ class RoundModel:
                targets: np.ndarray | None = None) -> np.ndarray:
         """Logits [len(targets) or N, ways] after adapting to ``support`` items with labels ``y``."""
         targets = np.arange(len(self.x)) if targets is None else targets
+        if self.uses_rules:
+            base = self._with_head(self.head.removeprefix(self.RULES)).logits(support, y, weights, ways, targets)
+            return base + self._rule_log_probs(support, y, weights, ways)[targets]
         weight_tensor = torch.as_tensor(weights, dtype=torch.float32)
         label_tensor = torch.as_tensor(y, dtype=torch.long)
         if not self.prototype_space:
@@ -194,6 +219,25 @@ class RoundModel:
             self._graph.append(PoolGraph.build(self.pool_embeddings.numpy(), seed=self.seed))
         scores = self._graph[0].propagate(support, y, weights, ways)
         return np.log(np.maximum(scores, 1e-12))
+
+    def _rule_log_probs(self, support: np.ndarray, y: np.ndarray, weights: np.ndarray,
+                        ways: int) -> np.ndarray:
+        """The label model's log posterior for every pool item, anchored on the human labels among ``support``.
+
+        Zero where no rule fired: there the head's prediction stands alone. Accepted model
+        labels (weight < 1) are not anchors: the label model would learn the model's mistakes.
+        """
+        assert self.rule_votes is not None
+        human = weights >= 1
+        anchors, classes = support[human].astype(np.int64), y[human].astype(np.int64)
+        key = anchors.tobytes() + b"|" + classes.tobytes() + b"|" + str(ways).encode()
+        if key not in self._rule_fits:
+            if len(self._rule_fits) >= 32:  # a round asks for one fit per fold; older rounds' fits are stale
+                self._rule_fits.clear()
+            fired = (self.rule_votes >= 0).any(1, keepdims=True)
+            model = LabelModel(ways).fit(self.rule_votes, anchors=anchors, anchor_classes=classes)
+            self._rule_fits[key] = np.where(fired, model.predict_log_proba(self.rule_votes), 0.0)
+        return self._rule_fits[key]
 
     def embeddings(self) -> np.ndarray:
         if self.prototype_space:
