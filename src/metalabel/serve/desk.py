@@ -1,0 +1,378 @@
+"""What the labeling page shows and takes, apart from the web: the tasks, the actions and their commits.
+
+The web server runs in a thread of its own and never touches the store (a SQLite connection
+belongs to the thread that opened it). Each action a person takes on the page is handed to
+the ``Desk``; the thread that owns the store takes them from ``Desk.answers``, a generator of
+``Answer`` records: the shape of every oracle, so the first answer to a question is committed
+by ``put_questions`` (a run) or ``record_answers`` (``metalabel serve``) like any oracle's.
+What no oracle gives (a changed answer, a review of a model label) the generator writes itself,
+each in its own transaction, through the store's human-answer path. The page hears that an
+action is saved only after its commit.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+from metalabel.data.dataset import LabeledDataset
+from metalabel.errors import BadInputError, MetalabelError
+from metalabel.label.ask import LABEL_ISSUE, REFERENCE
+from metalabel.label.oracle import Answer, OracleStopped, Query, record_answers
+from metalabel.store import LabelSource, ProjectStore
+
+AUDIT = "audit"
+"""Why a reviewed item was asked: a person checked a label the model had been trusted with."""
+
+
+class Mode(StrEnum):
+    QUESTIONS = "questions"
+    REVIEW = "review"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One thing to show: an open question, or an accepted model label to review."""
+
+    id: int
+    """The question's id, or (review) the model label's id."""
+    item_id: int
+    uri: str
+    item: str | np.ndarray | None
+    """Text, an image array, a feature row, or None where only ``uri`` shows the item."""
+    suggestion: str | None
+    """The model's class (for a review: the label under review); never set for a reference question."""
+    confidence: float | None
+    why: str
+    """The question's strategy (``reference``, ``label-issue``, ``margin``, ...) or ``audit``."""
+    round_id: int | None = None
+
+
+def why_in_words(why: str) -> str:
+    """What the page says about why an item is shown."""
+    if why == REFERENCE:
+        return ("drawn at random for the reference sample, the evidence that certifies precision "
+                "(so the model's guess is not shown)")
+    if why == LABEL_ISSUE:
+        return "a seed label that looks wrong to the model: check it"
+    if why == AUDIT:
+        return "a label the model was trusted with: confirm it or correct it"
+    return f"chosen by active learning ({why}): the model learns most from this answer"
+
+
+@dataclass
+class _Done:
+    """What was done with a task on this page: its class, or None for skipped."""
+
+    label: str | None
+    question_id: int | None
+    """The question the answer closed (a review's audit question; None for a review left as it was)."""
+
+
+@dataclass
+class _Queue:
+    """The tasks of one mode, in order, and what was done with each (committed)."""
+
+    tasks: list[Task] = field(default_factory=list)
+    done: dict[int, _Done] = field(default_factory=dict)  # task position -> what was done
+    history: list[int] = field(default_factory=list)  # positions, in the order they were done
+    taken_back: dict[int, _Done] = field(default_factory=dict)  # undone: what the store still holds
+
+    def current(self) -> int | None:
+        return next((position for position in range(len(self.tasks)) if position not in self.done), None)
+
+
+@dataclass(frozen=True)
+class _Action:
+    mode: Mode
+    kind: str  # "answer", "undo", "stop"
+    position: int | None = None
+    label: str | None = None
+    result: Future = field(default_factory=Future, compare=False)
+
+
+class Desk:
+    """The page's state and the queue of its actions, shared by the web thread and the store's thread.
+
+    ``answers(store)`` runs in the store's thread; everything else may be called from any thread.
+    """
+
+    def __init__(self, class_names: Sequence[str], *, annotator: str, review: bool = False, run: bool = False,
+                 budget: int | None = None, answered_before: int = 0) -> None:
+        if not annotator.strip():
+            raise BadInputError("the annotator's name is empty", hint="pass --annotator NAME")
+        self.class_names = tuple(class_names)
+        self.oracle = f"web:{annotator.strip()}"
+        self.review_enabled = review
+        self.run = run
+        """A run's oracle: the questions come round by round, and the page waits for them in between."""
+        self.budget = budget
+        self._answered_in_project = answered_before
+        self._lock = threading.Lock()
+        self._queues = {Mode.QUESTIONS: _Queue(), Mode.REVIEW: _Queue()}
+        self._actions: queue.Queue[_Action] = queue.Queue()
+        self.stopped = False
+
+    # -- what the page may do (any thread)
+
+    def set_questions(self, tasks: Sequence[Task], *, answered_in_project: int | None = None) -> None:
+        with self._lock:
+            self._queues[Mode.QUESTIONS] = _Queue(list(tasks))
+            if answered_in_project is not None:
+                self._answered_in_project = answered_in_project
+
+    def set_reviews(self, tasks: Sequence[Task]) -> None:
+        with self._lock:
+            self._queues[Mode.REVIEW] = _Queue(list(tasks))
+
+    def submit(self, mode: Mode, kind: str, *, task_id: int | None = None, label: str | None = None) -> Future:
+        """Queue an action; its future is done once the store holds it (or says why it could not)."""
+        with self._lock:
+            if self.stopped:
+                raise BadInputError("labeling has stopped; every answer given is saved")
+            if mode is Mode.REVIEW and not self.review_enabled:
+                raise BadInputError("review is not offered here", hint="run `metalabel serve PROJECT` to review")
+            position = None
+            if kind == "answer":
+                lane = self._queues[mode]
+                position = lane.current()
+                if position is None or lane.tasks[position].id != task_id:
+                    raise BadInputError(f"item {task_id} is not the one on the page now; reload the page")
+                if label is not None and label not in self.class_names:
+                    raise BadInputError(f"{label!r} is not one of the project's classes",
+                                        hint=f"classes: {', '.join(self.class_names)}")
+            elif kind == "undo":
+                if not self._queues[mode].history:
+                    raise BadInputError("there is no answer to undo")
+            elif kind != "stop":
+                raise BadInputError(f"unknown action {kind!r}")
+        action = _Action(mode, kind, position, label)
+        self._actions.put(action)
+        return action.result
+
+    def state(self, mode: Mode) -> dict:
+        """The page's view: the task on show, the classes and the progress (JSON-ready)."""
+        with self._lock:
+            lane = self._queues[mode]
+            position = lane.current()
+            task = None if position is None else lane.tasks[position]
+            earlier = None if position is None else lane.taken_back.get(position)
+            return {
+                "mode": mode.value,
+                "review_enabled": self.review_enabled,
+                "classes": list(self.class_names),
+                "annotator": self.oracle.removeprefix("web:"),
+                "task": None if task is None or self.stopped else _task_json(task, mode, earlier),
+                "progress": {"done": len(lane.done), "total": len(lane.tasks),
+                             "project_answered": self._answered_in_project, "budget": self.budget},
+                "can_undo": bool(lane.history),
+                "run": self.run,
+                "stopped": self.stopped,
+            }
+
+    def task(self, mode: Mode, task_id: int) -> Task:
+        with self._lock:
+            for task in self._queues[mode].tasks:
+                if task.id == task_id:
+                    return task
+        raise BadInputError(f"no {mode.value} item {task_id} on this page")
+
+    # -- the store's side (the thread that owns the store)
+
+    def answers(self, store: ProjectStore, *, put: set[int] | None = None,
+                until_done: bool = False) -> Iterator[Answer]:
+        """The first answer to each question, yielded to be committed by the caller; the other actions
+        are written here. Runs until stopped (``OracleStopped`` when ``until_done``: a run's
+        oracle stopping) or, with ``until_done``, until every question has been acted on.
+
+        ``put``: the questions the caller commits (the rest, changed answers, are written here).
+        """
+        yielded: set[int] = set()
+        pending: _Action | None = None
+        try:
+            while True:
+                if until_done and self._queues[Mode.QUESTIONS].current() is None:
+                    return
+                pending = self._next_action()
+                if pending.kind == "stop":
+                    with self._lock:
+                        self.stopped = True
+                    pending.result.set_result(None)
+                    pending = None
+                    if until_done:
+                        raise OracleStopped([], reason="from the labeling page")
+                    return
+                if pending.kind == "undo":
+                    self._undo(pending.mode)
+                    pending.result.set_result(None)
+                    pending = None
+                    continue
+                try:
+                    answer = self._act(store, pending, first_time_yielded=yielded, put=put)
+                except MetalabelError as error:  # this action cannot be done; the page says why, the rest goes on
+                    pending.result.set_exception(error)
+                    pending = None
+                    continue
+                if answer is not None:
+                    yield answer  # the caller commits it before asking for the next one
+                    yielded.add(answer.question_id)
+                    with self._lock:
+                        self._answered_in_project += 1
+                    self._record(pending, answer.label, answer.question_id)
+                pending.result.set_result(None)
+                pending = None
+        except BaseException as error:
+            if pending is not None and not pending.result.done():
+                pending.result.set_exception(error if isinstance(error, Exception) else
+                                             BadInputError("labeling stopped before this answer was saved"))
+            raise
+
+    def _next_action(self) -> _Action:
+        # a short timeout keeps the thread responsive to signals while it waits for a person
+        while True:
+            try:
+                return self._actions.get(timeout=0.25)
+            except queue.Empty:
+                continue
+            except KeyboardInterrupt:
+                raise OracleStopped([], reason="by Ctrl-C") from None
+
+    def _act(self, store: ProjectStore, action: _Action, *, first_time_yielded: set[int],
+             put: set[int] | None) -> Answer | None:
+        """Write what ``action`` asks unless it is a question's first answer, which is returned to be yielded."""
+        lane = self._queues[action.mode]
+        assert action.position is not None
+        task = lane.tasks[action.position]
+        earlier = lane.taken_back.get(action.position)
+        label = action.label
+        if action.mode is Mode.QUESTIONS:
+            if earlier is None and task.id not in first_time_yielded and (put is None or task.id in put):
+                return Answer(task.id, label, self.oracle)
+            if earlier is not None and earlier.label is None and label is not None:  # a skip, answered now
+                record_answers(store, [Answer(task.id, label, self.oracle)])
+            elif earlier is not None and earlier.label is not None and label not in (None, earlier.label):
+                self._correct(store, task, label)
+            self._record(action, label if earlier is None or earlier.label is None else
+                         (earlier.label if label is None else label), task.id)
+            return None
+        question_id = None if earlier is None else earlier.question_id
+        if earlier is None or earlier.label is None:
+            if label is not None:
+                question_id = self._audit(store, task, label)
+        elif label not in (None, earlier.label):
+            self._correct(store, task, label)
+        kept = label if label is not None or earlier is None else earlier.label
+        self._record(action, kept, question_id)
+        return None
+
+    def _audit(self, store: ProjectStore, task: Task, label: str) -> int:
+        """A person's verdict on a model label: an audit question asked and answered in one transaction."""
+        with store.batch():
+            active = next((row for row in store.label_history(task.item_id) if row.active), None)
+            if active is None or active.id != task.id:
+                raise BadInputError(f"the model label of {task.uri!r} changed since the page was loaded",
+                                    hint="reload the review")
+            question_id = store.ask(task.item_id, strategy=AUDIT)
+            record_answers(store, [Answer(question_id, label, self.oracle)])
+        return question_id
+
+    def _correct(self, store: ProjectStore, task: Task, label: str) -> None:
+        """A changed answer: a new human label over the one given on this page (both stay in the history).
+
+        The store records a question's answer once, so the question keeps the first class and
+        the item's active label is the corrected one, with the question's round and reason.
+        """
+        store.add_label(task.item_id, label, source=LabelSource.HUMAN.value, round_id=task.round_id,
+                        query_strategy=task.why)
+
+    def _record(self, action: _Action, label: str | None, question_id: int | None) -> None:
+        with self._lock:
+            lane = self._queues[action.mode]
+            assert action.position is not None
+            lane.taken_back.pop(action.position, None)
+            lane.done[action.position] = _Done(label, question_id)
+            lane.history.append(action.position)
+
+    def _undo(self, mode: Mode) -> None:
+        with self._lock:
+            lane = self._queues[mode]
+            if lane.history:
+                position = lane.history.pop()
+                lane.taken_back[position] = lane.done.pop(position)
+
+    def stop(self) -> None:
+        """Ask the store's thread to stop waiting (as the page's stop button does)."""
+        with self._lock:
+            already = self.stopped
+        if not already:
+            self._actions.put(_Action(Mode.QUESTIONS, "stop"))
+
+
+def _task_json(task: Task, mode: Mode, earlier: _Done | None) -> dict:
+    kind = "text" if isinstance(task.item, str) or (isinstance(task.item, np.ndarray) and task.item.ndim == 1) \
+        else "image"
+    text = None
+    if isinstance(task.item, str):
+        text = task.item
+    elif kind == "text":
+        assert isinstance(task.item, np.ndarray)
+        text = ", ".join(f"x{i}={value:.4g}" for i, value in enumerate(task.item.tolist()))
+    return {
+        "id": task.id, "uri": task.uri, "kind": kind, "text": text,
+        "suggestion": task.suggestion, "confidence": task.confidence,
+        "why": task.why, "why_text": why_in_words(task.why),
+        "earlier": None if earlier is None else {"label": earlier.label},
+        "image": None if kind == "text" else f"/api/image/{mode.value}/{task.id}",
+    }
+
+
+# -- building tasks from the store (the store's thread)
+
+
+def question_tasks(store: ProjectStore, queries: Sequence[Query]) -> list[Task]:
+    """Tasks for queries put by a run: each with why its question was asked."""
+    tasks = []
+    for query in queries:
+        question = store.question(query.question_id)
+        tasks.append(Task(query.question_id, query.item_id, query.uri, query.item, query.suggestion,
+                          query.suggestion_confidence, question.strategy, question.round_id))
+    return tasks
+
+
+def open_question_tasks(store: ProjectStore, pool: LabeledDataset) -> list[Task]:
+    """The project's open questions, oldest first. The suggestion is the item's accepted model label,
+    if it has one; a reference question shows none (its answer is evidence only unprompted)."""
+    models = {label.item_id: label for label in store.active_labels() if label.source == LabelSource.MODEL}
+    position = {uri: index for index, uri in enumerate(pool.uris)}
+    tasks = []
+    for question in store.open_questions():
+        model = None if question.strategy == REFERENCE else models.get(question.item_id)
+        tasks.append(Task(question.id, question.item_id, question.uri, _content(pool, position, question.uri),
+                          None if model is None else model.class_name,
+                          None if model is None else model.calibrated_confidence, question.strategy,
+                          question.round_id))
+    return tasks
+
+
+def review_tasks(store: ProjectStore, pool: LabeledDataset) -> list[Task]:
+    """The accepted model labels, least confident first (where a mistake is likeliest), except items
+    a question already waits on."""
+    waiting = {question.item_id for question in store.open_questions()}
+    labels = [label for label in store.active_labels()
+              if label.source == LabelSource.MODEL and label.item_id not in waiting]
+    labels.sort(key=lambda label: (label.calibrated_confidence if label.calibrated_confidence is not None
+                                   else 1.0, label.id))
+    position = {uri: index for index, uri in enumerate(pool.uris)}
+    return [Task(label.id, label.item_id, label.uri, _content(pool, position, label.uri), label.class_name,
+                 label.calibrated_confidence, AUDIT, label.round_id) for label in labels]
+
+
+def _content(pool: LabeledDataset, position: dict[str, int], uri: str) -> str | np.ndarray | None:
+    index = position.get(uri)
+    return None if index is None else pool.items[index]
