@@ -163,6 +163,8 @@ def test_a_test_split_without_reference_answers_is_refused_and_nothing_is_writte
             export_project(project.store, tmp_path / "out", format="hf", test_split=True)
         with pytest.raises(BadInputError, match="'hf' export only"):
             export_project(project.store, tmp_path / "out", format="parquet", test_split=True)
+        with pytest.raises(BadInputError, match="no labeled item to write in the train split"):
+            export_project(project.store, tmp_path / "out", format="hf", sources="generated")
     assert not (tmp_path / "out").exists()
 
 

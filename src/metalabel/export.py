@@ -729,6 +729,12 @@ def _write_hf(job: _Job, folder: Path) -> _Written:
         record = content | row.columns() | {"label": class_index[row.label.class_name]}
         records[split].append(record)
         splits[split].append(row)
+    empty = [split for split, rows in records.items() if not rows]
+    if empty:  # datasets cannot read a parquet shard without rows
+        raise BadInputError(
+            f"no labeled item to write in the {' and '.join(empty)} split ({len(job.rows)} passed the filters, "
+            f"{job.skipped['no_content']} without content)", hint="loosen the filters (sources, min_confidence)",
+        )
     (folder / HF_DATA).mkdir()
     for split, rows in records.items():
         table = pa.Table.from_pylist(_parsed_timestamps(rows), schema=schema)
@@ -956,8 +962,8 @@ def _dataset_card(job: _Job, written: list[_Row], *, features: list[tuple[str, H
                      for source in sources]
         lines.append(f"| {index} | {_md(name)} | " + " | ".join(map(str, in_split + by_source)) + " |")
     by_source_total = Counter(row.label.source for row in active)
-    lines += ["", "Labels by source: " + ", ".join(f"{source} {by_source_total[source]:,}" for source in sources)
-              + ".", ""]
+    counts = ", ".join(f"{source} {by_source_total[source]:,}" for source in sources)
+    lines += ["", f"Labels by source: {counts}." if counts else "No labels yet.", ""]
     if facts.scorecard:
         lines += ["## Scorecard", "", "| section | metric | value | detail |", "|---|---|---|---|"]
         lines += [f"| {_md(a)} | {_md(b)} | {_md(c)} | {_md(d)} |" for a, b, c, d in facts.scorecard]
