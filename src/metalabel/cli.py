@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from metalabel.errors import BadInputError, MetalabelError
@@ -107,6 +108,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             oracle = SimulatedOracle(gold, noise_rate=args.noise, seed=args.seed)
         elif args.oracle == "terminal":
             oracle = TerminalOracle()
+        elif args.oracle == "web":
+            from metalabel.serve.web import WebOracle
+
+            _warn_if_remote(args)
+            oracle = WebOracle(project.store, annotator=args.annotator, host=args.host, port=args.port,
+                               allow_remote=args.allow_remote, budget=args.budget, on_ready=_announce_page)
         else:
             oracle = LabelStudioQueue(project.folder / "labelstudio", feature_names=pool.feature_names)
         learner = _load_model(args.model)
@@ -143,6 +150,51 @@ def cmd_run(args: argparse.Namespace) -> int:
                     console.print(f"round {report.round_id}: {line}", highlight=False, soft_wrap=True)
         console.print(f"stopped: {result.stopped_because}")
     return 0
+
+
+def _announce_page(url: str) -> None:
+    console.print(f"answer the questions in a browser: {url}", highlight=False, soft_wrap=True)
+
+
+def _warn_if_remote(args: argparse.Namespace) -> None:
+    from metalabel.serve.app import check_host
+
+    if not check_host(args.host, allow_remote=args.allow_remote):
+        err_console.print(f"[yellow]warning:[/] the labeling page listens on {args.host}, not only on this machine: "
+                          "anyone who can reach it and has the URL with its token can answer, over plain HTTP",
+                          highlight=False, soft_wrap=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from metalabel.label.oracle import OracleStopped
+    from metalabel.project import Project
+    from metalabel.serve.web import serve_questions
+
+    _warn_if_remote(args)
+    with Project.open(args.project) as project, project.writer_lock(command="metalabel serve"):
+        try:
+            recorded = serve_questions(project.store, project.load_pool(), annotator=args.annotator,
+                                       host=args.host, port=args.port, allow_remote=args.allow_remote,
+                                       on_ready=_announce_page)
+        except OracleStopped as stopped:
+            console.print(f"{stopped}", highlight=False)
+            return 0
+    console.print(f"stopped from the page: {recorded.answered} answers and {recorded.dismissed} skips recorded "
+                  "(reviews and changed answers were saved as they were given)", highlight=False)
+    return 0
+
+
+def _page_options(parser: argparse.ArgumentParser) -> None:
+    """The labeling page's options (`serve`, and `run --oracle web`)."""
+    import getpass
+
+    parser.add_argument("--annotator", default=getpass.getuser(),
+                        help="who answers, recorded with every answer as web:NAME (default: your user name)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this "
+                        "machine only); another needs --allow-remote")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="let --host be an address other machines can reach")
 
 
 def _percent(value: float | None) -> str:
@@ -379,7 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rounds", type=int, default=10)
     p.add_argument("--strategy", default="auto", help="auto, margin, entropy, least-confidence, coreset, badge, "
                    "typiclust, random")
-    p.add_argument("--oracle", choices=["simulated", "terminal", "labelstudio"], default="terminal")
+    p.add_argument("--oracle", choices=["simulated", "terminal", "labelstudio", "web"], default="terminal",
+                   help="who answers; web: a page in the browser (see `metalabel serve`)")
     p.add_argument("--noise", type=float, default=0.0, help="error rate of the simulated oracle")
     p.add_argument("--delta", type=float, default=0.05,
                    help="the chance the precision guarantee may fail (labels are certified at 1 - delta)")
@@ -397,7 +450,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labeling functions (rules.py, or a .toml of keyword/regex/column/filename rules) whose "
                         "votes are evidence beside the model; kept in the project for later runs and status")
     p.add_argument("--seed", type=int, default=0)
+    _page_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("serve", parents=[common],
+                       help="answer the open questions and review the model's labels in a browser")
+    p.add_argument("project", type=Path)
+    _page_options(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("plan", parents=[common],
                        help="how many more answers would certify a coverage at the target precision")
@@ -511,7 +571,8 @@ def _run_command(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except MetalabelError as error:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        # escaped: a message may hold brackets, e.g. pip install 'metalabel[serve]', that rich would take as markup
+        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         return 2
     except sqlite3.DatabaseError as error:  # damage found mid-command, past the checks at open
         err_console.print(f"[bold red]error:[/] the project database cannot be read ({error}); restore project.db "
