@@ -18,7 +18,7 @@ from PIL import Image
 
 from metalabel import datasets as ml_datasets
 from metalabel.errors import BadInputError
-from metalabel.evaluate.records import RoundCertificate
+from metalabel.evaluate.records import LabelQuality, RoundCertificate, Scorecard
 from metalabel.export import CLASSES_FILE, COLUMNS, PARQUET_CLASSES_KEY, export_project
 from metalabel.project import Project
 
@@ -48,7 +48,11 @@ def certify(project: Project, round_id: int) -> None:
     certificate = RoundCertificate(certified_precision=0.93, estimated_precision=0.97, delta=0.05, threshold=0.8,
                                    coverage=0.5, model_labels=2, reference_answers=40, reference_needed=None,
                                    retracted=0, certificate="certified at the 0.9 target")
-    project.store.record_round_metrics(round_id, certificate.to_json())
+    quality = LabelQuality(coverage=0.5, certified_precision=0.93, delta=0.05, estimated_precision=0.97,
+                           reference_in_accepted=None, gold=None, held_out=None, ece=0.031, reliability=None)
+    scorecard = Scorecard(label_quality=quality, confusion=None, label_issues=(), similarity={}, downstream=None,
+                          generators={}, feedback=())
+    project.store.record_round_metrics(round_id, certificate.to_json() | {"scorecard": scorecard.to_json()})
 
 
 def load(path, tmp_path, **options):
@@ -136,6 +140,7 @@ def test_the_dataset_card_says_what_the_set_is_and_how_it_was_built(image_projec
     assert "| 2 | bird: \"the odd one\" | 0 | 0 | 0 | 0 | 0 |" in body
     assert "Labels by source: human 1, imported 2, model 2." in body
     assert "1 reference" in body  # questions answered, by why they were asked
+    assert "## Scorecard" in body and "| model | calibration error (ECE) | 0.031 |" in body
     from metalabel._version import __version__
 
     assert f"metalabel {__version__}" in body and "## Licence" in body and "`annotator`" in body
