@@ -278,3 +278,13 @@ def test_the_queue_needs_as_many_column_names_as_values(tmp_path):
     query = Query(1, 1, "rows.csv#1", np.array([1.0, 2.0], np.float32), ("x", "y"), content_hash="h", project="p")
     with pytest.raises(BadInputError, match="2 values but the queue knows 3 column names"):
         queue.export_tasks([query])
+
+
+def test_a_task_file_that_cannot_be_read_stops_the_queue_naming_it(project, tmp_path):
+    project, pool = project
+    queue = LabelStudioQueue(tmp_path / "queue")
+    ask_and_put(project, queue, [pool.uris[2]])
+    [tasks_file] = (tmp_path / "queue").glob("tasks-*.json")
+    tasks_file.write_text("[{", encoding="utf-8")  # edited by hand: which questions it holds is unknown
+    with pytest.raises(BadInputError, match=f"{tasks_file.name}.*cannot be read as a task file.*delete it"):
+        ask_and_put(project, queue, [pool.uris[3]])
