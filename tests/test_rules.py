@@ -261,11 +261,14 @@ def test_rules_head_adds_the_label_model_where_rules_fire(tmp_path):
     votes[fires, 0] = 2  # one rule, right on twenty items of class 2
     model = RoundModel(default_learner(), x, rule_votes=votes)
     heads = [variant.head for variant in model.variants()]
-    assert heads[-2:] == ["rules + label propagation", "rules + ensemble"]
+    assert heads[-6:] == ["rules + label propagation", "rules/2 + label propagation", "rules/4 + label propagation",
+                          "rules + ensemble", "rules/2 + ensemble", "rules/4 + ensemble"]
     support = np.array([int(np.flatnonzero(pool.labels == c)[0]) for c in range(3)] + [150])
     y, weights = pool.labels[support], np.ones(len(support))
     base = model._with_head("label propagation").logits(support, y, weights, 3)
     ruled = model._with_head("rules + label propagation").logits(support, y, weights, 3)
+    halved = model._with_head("rules/2 + label propagation").logits(support, y, weights, 3)
+    assert np.allclose(halved - base, (ruled - base) / 2)  # the weight scales the label model's term
     quiet = np.setdiff1d(np.arange(len(pool)), fires)
     assert np.array_equal(ruled[quiet], base[quiet])  # no rule fired: the head alone
     assert ((ruled - base)[fires].argmax(1) == 2).all()
@@ -295,7 +298,7 @@ def test_run_with_rules_keeps_them_records_votes_and_status_shows_them(tmp_path,
         result = project.run(oracle=SimulatedOracle(gold), rules=rules, budget=40, per_round=20, reference_share=1.0,
                              target_precision=0.8, gold=gold, progress=False, project_meta_steps=0, generate=False)
         last = result.rounds[-1]
-        assert "rules + " in last.model and last.model_labels > 0  # the judge keeps the rules; labels certified
+        assert last.model.startswith("encoder space + rules") and last.model_labels > 0  # rules kept, labels certified
         assert project.store.artifacts(kind="rules")[-1].path.read_text() == rules.read_text()
         votes = label_rule_votes(project.store)
         model_labels = {label.id: label for label in project.store.active_labels() if label.source == "model"}
