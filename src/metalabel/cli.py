@@ -184,6 +184,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ml_backend(args: argparse.Namespace) -> int:
+    import os
+    import secrets
+
+    from metalabel.serve.ml_backend import PASSWORD_ENV, USER, BackendServer
+
+    _warn_if_remote(args)
+    password = os.environ.get(PASSWORD_ENV) or secrets.token_urlsafe(18)
+    server = BackendServer(args.project, password=password, host=args.host, port=args.port,
+                           allow_remote=args.allow_remote)
+    console.print(f"Label Studio ML backend for {args.project}: {server.url}", highlight=False, soft_wrap=True)
+    shown = f"the value of {PASSWORD_ENV}" if os.environ.get(PASSWORD_ENV) else password
+    console.print(f"connect it in Label Studio (Settings > Model) with basic auth user {USER!r}, password {shown}",
+                  highlight=False, soft_wrap=True)
+    server.serve()
+    return 0
+
+
 def _page_options(parser: argparse.ArgumentParser) -> None:
     """The labeling page's options (`serve`, and `run --oracle web`)."""
     import getpass
@@ -458,6 +476,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project", type=Path)
     _page_options(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("ml-backend", parents=[common],
+                       help="a Label Studio ML backend: metalabel's labels as predictions, annotations into the store")
+    p.add_argument("project", type=Path)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this "
+                   "machine only); another needs --allow-remote")
+    p.add_argument("--port", type=int, default=9090, help="port to listen on (Label Studio's default is 9090)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="let --host be an address other machines (or a Label Studio container) can reach")
+    p.set_defaults(func=cmd_ml_backend)
 
     p = sub.add_parser("plan", parents=[common],
                        help="how many more answers would certify a coverage at the target precision")

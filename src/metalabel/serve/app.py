@@ -144,14 +144,12 @@ def create_app(desk: Desk, *, token: str) -> ASGIApp:
     return _RequireToken(app, token)
 
 
-class PageServer:
-    """The page served by uvicorn in a daemon thread; ``url`` carries the token. Use as a context manager."""
+class Listener:
+    """uvicorn serving ``app`` on a socket bound at once, so the port (a free one for 0) is known before it serves."""
 
-    def __init__(self, desk: Desk, *, host: str = "127.0.0.1", port: int = 0, allow_remote: bool = False) -> None:
+    def __init__(self, app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, allow_remote: bool = False) -> None:
         check_host(host, allow_remote=allow_remote)
-        self.token = secrets.token_urlsafe(24)
         self.host = host
-        # bound here, so the port (a free one for 0) is known before the server starts
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -163,26 +161,49 @@ class PageServer:
             raise BadInputError(f"cannot serve on {host}:{port} ({error.strerror})",
                                 hint="choose another --port (0 picks a free one)") from None
         self.port = self._socket.getsockname()[1]
-        config = uvicorn.Config(create_app(desk, token=self.token), log_level="warning", access_log=False,
-                                lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
-                                        name="metalabel-page", daemon=True)
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+        self._thread = threading.Thread(target=self.serve, name="metalabel-server", daemon=True)
 
     @property
-    def url(self) -> str:
+    def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/?token={self.token}"
+        return f"http://{host}:{self.port}"
 
-    def start(self) -> PageServer:
+    def serve(self) -> None:
+        """Serve in this thread until stopped (Ctrl-C in the main thread)."""
+        try:
+            self._server.run(sockets=[self._socket])
+        finally:
+            self._socket.close()
+
+    def start(self) -> None:
+        """Serve in a daemon thread."""
         self._thread.start()
-        return self
 
     def stop(self) -> None:
         self._server.should_exit = True
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         self._socket.close()
+
+
+class PageServer:
+    """The labeling page served in a daemon thread; ``url`` carries the token. Use as a context manager."""
+
+    def __init__(self, desk: Desk, *, host: str = "127.0.0.1", port: int = 0, allow_remote: bool = False) -> None:
+        self.token = secrets.token_urlsafe(24)
+        self._listener = Listener(create_app(desk, token=self.token), host=host, port=port, allow_remote=allow_remote)
+
+    @property
+    def url(self) -> str:
+        return f"{self._listener.base_url}/?token={self.token}"
+
+    def start(self) -> PageServer:
+        self._listener.start()
+        return self
+
+    def stop(self) -> None:
+        self._listener.stop()
 
     def __enter__(self) -> PageServer:
         return self.start()

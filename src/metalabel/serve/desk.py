@@ -24,11 +24,8 @@ import numpy as np
 from metalabel.data.dataset import LabeledDataset
 from metalabel.errors import BadInputError, MetalabelError
 from metalabel.label.ask import LABEL_ISSUE, REFERENCE
-from metalabel.label.oracle import Answer, OracleStopped, Query, record_answers
+from metalabel.label.oracle import AUDIT, Answer, OracleStopped, Query, record_answers
 from metalabel.store import LabelSource, ProjectStore
-
-AUDIT = "audit"
-"""Why a reviewed item was asked: a person checked a label the model had been trusted with."""
 
 
 class Mode(StrEnum):

@@ -1,0 +1,254 @@
+"""A Label Studio ML backend (``metalabel ml-backend``): Label Studio shows metalabel's labels as predictions,
+and the annotations made there land in the project store as people's answers.
+
+The endpoints Label Studio calls (the label-studio-ml-backend protocol):
+
+- ``GET /health`` (and ``/``): ``{"status": "UP", "model_class": ..., "model_version": ...}``.
+- ``POST /setup`` ``{"project": "<id>.<created>", "schema": "<View>...</View>", ...}``: answers
+  ``{"model_version": ...}``; a labeling config without metalabel's single-choice ``label`` control over
+  the project's classes is refused (400), naming what is wrong.
+- ``POST /predict`` ``{"tasks": [...], "label_config": ..., "project": ..., "params": ...}``: answers
+  ``{"results": [...]}``, one prediction per task, in order: ``{"result": [choices], "score": ...,
+  "model_version": ...}``, the result built by ``metalabel.label.labelstudio`` like every task metalabel writes.
+- ``POST /webhook`` ``{"action": "ANNOTATION_CREATED" | "ANNOTATION_UPDATED", "annotation": {...},
+  "task": {...}, "project": {...}}``: the annotation is recorded; other actions are acknowledged and ignored.
+
+What is predicted: a task names its item by the metalabel keys in its data (tasks written by
+``metalabel run --oracle labelstudio`` and ``metalabel export --format labelstudio`` carry them); the
+prediction is the item's accepted model label with its calibrated confidence. A task of another
+project, or whose item changed since it was written (its content hash), gets no prediction, and
+neither does an item that waits on a reference question: a reference answer is evidence only if
+the person did not see the model's guess.
+
+How an annotation is recorded: the task with that one annotation is kept as a Label Studio "JSON"
+export under ``PROJECT/labelstudio/webhook/`` and recorded by ``LabelStudioQueue.import_annotations``,
+the path ``metalabel import-answers`` takes: every check (project, item and content hash, class), one
+transaction, the annotator as ``labelstudio:<user id>``. An annotation changed later
+(``ANNOTATION_UPDATED``) to another class is recorded as a disagreement with the first answer, for a
+person to settle, never written over it. While another process holds the project's writer lock
+(a run), an annotation is refused (409) and its file kept: import it later with ``metalabel import-answers``.
+
+Every request needs HTTP basic auth (user ``metalabel``, the password printed at start or set in
+``METALABEL_ML_BACKEND_PASSWORD``): enter both in Label Studio's model connection settings.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+import time
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+from typing import Any
+
+from metalabel.errors import BadInputError, MetalabelError, MissingDependencyError, ProjectLockedError
+from metalabel.files import write_atomically
+from metalabel.label.ask import REFERENCE
+from metalabel.label.labelstudio import (
+    CHOICES_NAME,
+    HASH_KEY,
+    KINDS,
+    PROJECT_KEY,
+    URI_KEY,
+    Suggestion,
+    _prediction,  # the one prediction builder, shared with the task files metalabel writes
+)
+from metalabel.label.oracle import LabelStudioQueue, project_identity
+from metalabel.serve.app import Listener
+from metalabel.store import LabelSource, ProjectStore
+from metalabel.store.lock import WriterLock
+
+try:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+    from starlette.types import ASGIApp, Receive, Scope, Send
+except ImportError as error:  # a core install: say how to get the backend
+    raise MissingDependencyError(
+        "the Label Studio ML backend needs starlette and uvicorn, which are not installed: "
+        "pip install 'metalabel[serve]'") from error
+
+USER = "metalabel"
+PASSWORD_ENV = "METALABEL_ML_BACKEND_PASSWORD"
+RECORDED_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
+WEBHOOK_FOLDER = Path("labelstudio") / "webhook"
+"""Where each annotation received is kept (under the project folder), as a one-task Label Studio export."""
+
+
+def model_version(store: ProjectStore) -> str:
+    """The version Label Studio shows beside the predictions: the last finished round's labels."""
+    finished = [round_.id for round_ in store.rounds() if round_.status == "finished"]
+    return f"metalabel-round-{finished[-1] if finished else 0}"
+
+
+def predictions(store: ProjectStore, tasks: Any) -> list[dict[str, Any]]:
+    """One prediction per task, in order (an empty result where metalabel has none to give)."""
+    if not isinstance(tasks, list):
+        raise BadInputError("'tasks' must be a list of Label Studio tasks")
+    version = model_version(store)
+    project = project_identity(store)
+    items = {item.uri: item for item in store.items()}
+    labels = {label.item_id: label for label in store.active_labels()}
+    waiting_on_reference = {q.item_id for q in store.open_questions() if q.strategy == REFERENCE}
+    out = []
+    for task in tasks:
+        data = task.get("data") if isinstance(task, dict) else None
+        if not isinstance(data, dict):
+            raise BadInputError("a task has no 'data' object", hint="send Label Studio tasks as they are")
+        uri = data.get(URI_KEY)
+        item = items.get(uri) if isinstance(uri, str) and data.get(PROJECT_KEY) == project else None
+        label = None if item is None or item.content_hash != data.get(HASH_KEY) else labels.get(item.id)
+        kind = next((kind for kind in KINDS if kind in data), None)
+        if (label is None or kind is None or label.source != LabelSource.MODEL
+                or label.item_id in waiting_on_reference):
+            out.append({"result": [], "model_version": version})
+            continue
+        score = label.calibrated_confidence if label.calibrated_confidence is not None else label.raw_confidence
+        out.append(_prediction(Suggestion(label.class_name, version, score), kind))
+    return out
+
+
+def check_labeling_config(store: ProjectStore, schema: Any) -> None:
+    """The labeling config must hold metalabel's single-choice control over the project's classes."""
+    hint = "use the label_config.xml that `metalabel run --oracle labelstudio` (or the labelstudio export) wrote"
+    if not isinstance(schema, str) or not schema.strip():
+        raise BadInputError("the setup request carries no labeling config ('schema')", hint=hint)
+    try:
+        root = ElementTree.fromstring(schema)
+    except ElementTree.ParseError as error:
+        raise BadInputError(f"the labeling config is not XML ({error})", hint=hint) from None
+    controls = [node for node in root.iter("Choices") if node.get("name") == CHOICES_NAME]
+    if len(controls) != 1 or controls[0].get("toName") not in KINDS:
+        raise BadInputError(f"the labeling config needs one <Choices name=\"{CHOICES_NAME}\"> over the item "
+                            f"(toName one of {', '.join(KINDS)})", hint=hint)
+    offered = [choice.get("value") for choice in controls[0].iter("Choice")]
+    unknown = sorted(str(value) for value in offered if value not in store.classes())
+    if unknown:
+        raise BadInputError(f"the labeling config offers classes the project does not have: {', '.join(unknown)}",
+                            hint=f"the project's classes: {', '.join(store.classes())}; {hint}")
+
+
+def record_annotation(store: ProjectStore, payload: Any) -> dict[str, Any]:
+    """Keep the webhook's annotation as a one-task export and import it; returns what was recorded."""
+    annotation, task = payload.get("annotation"), payload.get("task")
+    if not isinstance(annotation, dict) or not isinstance(task, dict):
+        raise BadInputError(f"a {payload.get('action')} webhook carries 'annotation' and 'task' objects",
+                            hint="send Label Studio's webhook payload as it is")
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    # the token keeps two events about one annotation in one second apart
+    name = (f"{stamp}-task{_safe_id(task.get('id'))}-annotation{_safe_id(annotation.get('id'))}-"
+            f"{secrets.token_hex(3)}.json")
+    path = store.folder / WEBHOOK_FOLDER / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, json.dumps([{**task, "annotations": [annotation]}], ensure_ascii=False))
+    lock = WriterLock(store.folder)
+    try:
+        lock.acquire(command="metalabel ml-backend (recording an annotation)")
+    except ProjectLockedError as error:
+        raise ProjectLockedError(f"{error}; the annotation is kept in {path}: record it later with "
+                                 f"`metalabel import-answers {store.folder} {path}`") from None
+    try:
+        recorded = LabelStudioQueue(store.folder / "labelstudio").import_annotations(path, store=store)
+    finally:
+        lock.release()
+    return {"status": "ok", "answered": recorded.answered, "dismissed": recorded.dismissed,
+            "already_answered": len(recorded.already_closed), "disagreements": recorded.disagreements,
+            "kept_in": str(path)}
+
+
+def _safe_id(value: Any) -> str:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else "-unknown"
+
+
+class _BasicAuth:
+    """ASGI middleware: every request needs the backend's user and password (HTTP basic auth)."""
+
+    def __init__(self, app: ASGIApp, password: str) -> None:
+        self.app = app
+        self.expected = f"{USER}:{password}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            header = Request(scope).headers.get("authorization", "")
+            given = b""
+            if header.lower().startswith("basic "):
+                try:
+                    given = base64.b64decode(header[6:].strip(), validate=True)
+                except (binascii.Error, ValueError):
+                    given = b""
+            if not secrets.compare_digest(given, self.expected):
+                response = JSONResponse({"status": "error", "error": "this ML backend needs basic auth: the user "
+                                         "and password `metalabel ml-backend` printed"}, status_code=401,
+                                        headers={"WWW-Authenticate": 'Basic realm="metalabel"'})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_backend_app(folder: str | Path, *, password: str) -> ASGIApp:
+    """The ML backend over the project in ``folder``; each request opens the store afresh (any thread may serve)."""
+    folder = Path(folder)
+
+    async def body(request: Request) -> dict[str, Any]:
+        try:
+            payload = await request.json()
+        except ValueError:
+            raise BadInputError("the request body is not JSON") from None
+        if not isinstance(payload, dict):
+            raise BadInputError("the request body must be a JSON object")
+        return payload
+
+    async def health(request: Request) -> Response:
+        with ProjectStore.open(folder) as store:
+            return JSONResponse({"status": "UP", "model_class": "metalabel", "model_version": model_version(store)})
+
+    async def setup(request: Request) -> Response:
+        payload = await body(request)
+        with ProjectStore.open(folder) as store:
+            check_labeling_config(store, payload.get("schema"))
+            return JSONResponse({"model_version": model_version(store)})
+
+    async def predict(request: Request) -> Response:
+        payload = await body(request)
+        with ProjectStore.open(folder) as store:
+            if payload.get("label_config") is not None:
+                check_labeling_config(store, payload["label_config"])
+            return JSONResponse({"results": predictions(store, payload.get("tasks"))})
+
+    async def webhook(request: Request) -> Response:
+        payload = await body(request)
+        action = payload.get("action")
+        if action not in RECORDED_ACTIONS:
+            return JSONResponse({"status": "ignored", "reason": f"metalabel records {' and '.join(RECORDED_ACTIONS)}"
+                                                                f", not {action!r}"})
+        with ProjectStore.open(folder) as store:
+            return JSONResponse(record_annotation(store, payload), status_code=201)
+
+    async def refused(request: Request, error: Exception) -> Response:
+        status = 409 if isinstance(error, ProjectLockedError) else 400 if isinstance(error, BadInputError) else 500
+        return JSONResponse({"status": "error", "error": str(error)}, status_code=status)
+
+    routes = [Route("/", health), Route("/health", health), Route("/setup", setup, methods=["POST"]),
+              Route("/predict", predict, methods=["POST"]), Route("/webhook", webhook, methods=["POST"])]
+    return _BasicAuth(Starlette(routes=routes, exception_handlers={MetalabelError: refused}), password)
+
+
+class BackendServer:
+    """The ML backend on ``host:port`` (bound at once); ``serve`` runs it in this thread until Ctrl-C."""
+
+    def __init__(self, folder: str | Path, *, password: str, host: str = "127.0.0.1", port: int = 0,
+                 allow_remote: bool = False) -> None:
+        with ProjectStore.open(folder):  # a missing or broken project is named now, not at the first request
+            pass
+        self._listener = Listener(create_backend_app(folder, password=password), host=host, port=port,
+                                  allow_remote=allow_remote)
+
+    @property
+    def url(self) -> str:
+        return self._listener.base_url
+
+    def serve(self) -> None:
+        self._listener.serve()

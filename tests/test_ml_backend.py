@@ -1,0 +1,244 @@
+"""The Label Studio ML backend against payloads built as Label Studio sends them (label-studio-ml-backend protocol).
+
+Tasks are the ones metalabel writes (``choices_task`` with a question's or a label's identity, plus the
+fields Label Studio adds: ``id``, ``project``); annotations and webhooks have the shape of Label Studio's
+"JSON" export and webhook events. Everything runs over a real SQLite project.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from metalabel.cli import main
+from metalabel.label.labelstudio import QuestionIdentity, ReviewIdentity, choices_task, labeling_config
+from metalabel.label.oracle import project_identity
+from metalabel.store import ProjectStore
+from metalabel.store.lock import WriterLock
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")  # starlette's TestClient
+from starlette.testclient import TestClient  # noqa: E402
+
+from metalabel.serve.ml_backend import create_backend_app  # noqa: E402
+
+PASSWORD = "s3cret-for-tests"
+AUTH = {"Authorization": "Basic " + base64.b64encode(f"metalabel:{PASSWORD}".encode()).decode()}
+
+
+@pytest.fixture
+def project(tmp_path, capsys) -> Path:
+    rng = np.random.default_rng(0)
+    for folder in ("cat", "dog", "unlabeled"):
+        (tmp_path / "pool" / folder).mkdir(parents=True)
+        for i in range(4):
+            pixels = rng.integers(0, 255, (12, 12), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "pool" / folder / f"{i}.png")
+    assert main(["init", str(tmp_path / "p"), "--pool", str(tmp_path / "pool"), "--quiet"]) == 0
+    capsys.readouterr()
+    folder = tmp_path / "p"
+    with ProjectStore.open(folder) as store:
+        round_id = store.start_round({})
+        store.finish_round(round_id, {})
+        for name, label, confidence in (("0", "cat", 0.83), ("1", "dog", 0.61), ("2", "dog", 0.77)):
+            store.add_label(item(store, name).id, label, source="model", calibrated_confidence=confidence,
+                            round_id=round_id)
+        store.ask(item(store, "1").id, strategy="reference")  # waits on a reference question
+        store.ask(item(store, "3").id, strategy="margin")
+    return folder
+
+
+def item(store: ProjectStore, name: str):
+    return next(i for i in store.items() if i.uri.endswith(f"unlabeled/{name}.png"))
+
+
+@pytest.fixture
+def client(project):
+    return TestClient(create_backend_app(project, password=PASSWORD))
+
+
+def question_task(store: ProjectStore, name: str, *, task_id: int) -> dict:
+    """The task `metalabel run --oracle labelstudio` writes for the item's open question, as Label Studio holds it."""
+    shown = item(store, name)
+    [question] = [q for q in store.open_questions() if q.item_id == shown.id]
+    identity = QuestionIdentity(question.id, shown.id, shown.uri, shown.content_hash, project_identity(store))
+    return {"id": task_id, "project": 1, **choices_task("image", "data:image/png;base64,AAAA", question=identity)}
+
+
+def review_task(store: ProjectStore, name: str, *, task_id: int) -> dict:
+    """The task `metalabel export --format labelstudio` writes for the item's label."""
+    shown = item(store, name)
+    [label] = [label for label in store.active_labels() if label.item_id == shown.id]
+    identity = ReviewIdentity(label.id, shown.uri, shown.content_hash, project_identity(store))
+    return {"id": task_id, "project": 1, **choices_task("image", "data:image/png;base64,AAAA", review=identity)}
+
+
+def annotation(task: dict, label: str | None, *, annotation_id: int = 11, user: int = 7) -> dict:
+    result = [] if label is None else [{"id": "r1", "from_name": "label", "to_name": "image", "type": "choices",
+                                        "origin": "manual", "value": {"choices": [label]}}]
+    return {"id": annotation_id, "result": result, "was_cancelled": label is None, "ground_truth": False,
+            "completed_by": user, "task": task["id"], "project": 1, "lead_time": 2.5,
+            "created_at": "2026-12-05T10:00:00.000000Z", "updated_at": "2026-12-05T10:00:00.000000Z"}
+
+
+def webhook(action: str, task: dict, annotation: dict) -> dict:
+    project = {"id": 1, "title": "shapes", "label_config": labeling_config(["cat", "dog"], kind="image")}
+    return {"action": action, "annotation": annotation, "task": {k: v for k, v in task.items()}, "project": project}
+
+
+def test_every_request_needs_the_password(client):
+    assert client.get("/health").status_code == 401
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"metalabel:guess").decode()}
+    assert client.get("/health", headers=wrong).status_code == 401
+    assert client.post("/webhook", json={"action": "ANNOTATION_CREATED"}).status_code == 401
+    response = client.get("/health", headers=AUTH)
+    assert response.status_code == 200
+    assert response.json() == {"status": "UP", "model_class": "metalabel", "model_version": "metalabel-round-1"}
+
+
+def test_setup_accepts_metalabels_labeling_config_and_refuses_others(client):
+    ok = client.post("/setup", headers=AUTH, json={"project": "1.1733392400", "schema":
+                                                   labeling_config(["cat", "dog"], kind="image"),
+                                                   "hostname": "http://localhost:8080", "access_token": "x"})
+    assert ok.status_code == 200 and ok.json() == {"model_version": "metalabel-round-1"}
+    other = '<View><Image name="image" value="$image"/><Choices name="animal" toName="image"/></View>'
+    refused = client.post("/setup", headers=AUTH, json={"project": "1.1733392400", "schema": other})
+    assert refused.status_code == 400 and '<Choices name=\\"label\\">' in refused.text
+    extra = client.post("/setup", headers=AUTH, json={"project": "1.1", "schema":
+                                                      labeling_config(["cat", "dog", "fox"], kind="image")})
+    assert extra.status_code == 400 and "classes the project does not have: fox" in extra.json()["error"]
+
+
+def test_predict_gives_the_accepted_model_labels_with_scores_and_nothing_else(client, project):
+    with ProjectStore.open(project) as store:
+        tasks = [review_task(store, "0", task_id=1),  # an accepted model label
+                 question_task(store, "1", task_id=2),  # its item waits on a reference question
+                 question_task(store, "3", task_id=3)]  # no model label
+        stranger = review_task(store, "2", task_id=4)
+        changed = review_task(store, "2", task_id=5)
+        mine = review_task(store, "2", task_id=6)
+    stranger["data"]["metalabel_project"] = "someone-else@2026"
+    changed["data"]["metalabel_content_hash"] = "0" * 64
+    request = {"tasks": [*tasks, stranger, changed, mine], "model_version": "metalabel-round-1",
+               "project": "1.1733392400", "label_config": labeling_config(["cat", "dog"], kind="image"),
+               "params": {"login": None, "password": None, "context": None}}
+    response = client.post("/predict", headers=AUTH, json=request)
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert len(results) == 6  # one per task, in order
+    assert results[0] == {"model_version": "metalabel-round-1", "score": 0.83, "result": [
+        {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["cat"]}}]}
+    assert results[5]["result"][0]["value"] == {"choices": ["dog"]} and results[5]["score"] == 0.77
+    for empty in (1, 2, 3, 4):  # reference question, no model label, another project, changed content
+        assert results[empty] == {"result": [], "model_version": "metalabel-round-1"}, empty
+    bad = client.post("/predict", headers=AUTH, json={"tasks": "not a list"})
+    assert bad.status_code == 400 and "'tasks' must be a list" in bad.json()["error"]
+
+
+def answers(folder: Path) -> list[tuple]:
+    with ProjectStore.open(folder) as store:
+        return [(Path(q.uri).name, q.strategy, q.answer, q.oracle) for q in store.answered_questions()]
+
+
+def test_an_annotation_becomes_an_answer_with_its_annotator_and_an_update_a_disagreement(client, project):
+    with ProjectStore.open(project) as store:
+        task = question_task(store, "3", task_id=21)
+    created = client.post("/webhook", headers=AUTH, json=webhook("ANNOTATION_CREATED", task, annotation(task, "dog")))
+    assert created.status_code == 201, created.text
+    assert created.json()["answered"] == 1
+    assert answers(project) == [("3.png", "margin", "dog", "labelstudio:7")]
+    kept = Path(created.json()["kept_in"])
+    assert kept.parent == project / "labelstudio" / "webhook" and json.loads(kept.read_text())[0]["id"] == 21
+
+    updated = client.post("/webhook", headers=AUTH,
+                          json=webhook("ANNOTATION_UPDATED", task, annotation(task, "cat")))
+    assert updated.status_code == 201 and updated.json()["disagreements"] == 1
+    with ProjectStore.open(project) as store:
+        [label] = [label for label in store.active_labels() if label.item_id == item(store, "3").id]
+        assert (label.class_name, label.source) == ("dog", "human")  # the first answer stays the label
+        [disagreement] = store.disagreements()
+        assert (disagreement.kept_class, disagreement.proposed_class, disagreement.source) == ("dog", "cat", "human")
+
+
+def test_a_reviewed_model_label_and_a_skip_land_through_the_store(client, project):
+    with ProjectStore.open(project) as store:
+        review = review_task(store, "2", task_id=31)
+        skipped = question_task(store, "3", task_id=32)
+    corrected = client.post("/webhook", headers=AUTH,
+                            json=webhook("ANNOTATION_CREATED", review, annotation(review, "cat", user=9)))
+    assert corrected.status_code == 201, corrected.text
+    skip = client.post("/webhook", headers=AUTH, json=webhook("ANNOTATION_CREATED", skipped,
+                                                              annotation(skipped, None, annotation_id=12)))
+    assert skip.status_code == 201 and skip.json()["dismissed"] == 1
+    with ProjectStore.open(project) as store:
+        [label] = [label for label in store.active_labels() if label.item_id == item(store, "2").id]
+        assert (label.class_name, label.source) == ("cat", "human")  # over the model's dog
+        assert [(q.strategy, q.answer, q.oracle) for q in store.answered_questions()] == [
+            ("audit", "cat", "labelstudio:9")]
+        assert [(q.strategy, q.oracle) for q in store.dismissed_questions()] == [("margin", "labelstudio:7")]
+
+
+def test_bad_webhooks_are_refused_by_name_and_change_nothing(client, project):
+    with ProjectStore.open(project) as store:
+        task = question_task(store, "3", task_id=41)
+    ignored = client.post("/webhook", headers=AUTH, json={"action": "PROJECT_UPDATED", "project": {"id": 1}})
+    assert ignored.status_code == 200 and ignored.json()["status"] == "ignored"
+    no_task = client.post("/webhook", headers=AUTH, json={"action": "ANNOTATION_CREATED", "annotation": {}})
+    assert no_task.status_code == 400 and "'annotation' and 'task' objects" in no_task.json()["error"]
+    fox = client.post("/webhook", headers=AUTH, json=webhook("ANNOTATION_CREATED", task, annotation(task, "fox")))
+    assert fox.status_code == 400 and "'fox' is not one of the project's classes" in fox.json()["error"]
+    task["data"]["metalabel_project"] = task["meta"]["project"] = "someone-else@2026"
+    stranger = client.post("/webhook", headers=AUTH, json=webhook("ANNOTATION_CREATED", task, annotation(task, "cat")))
+    assert stranger.status_code == 400 and "comes from project 'someone-else@2026'" in stranger.json()["error"]
+    assert client.post("/webhook", headers=AUTH, content=b"{not json").status_code == 400
+    assert answers(project) == []
+    assert len(list((project / "labelstudio" / "webhook").glob("*.json"))) == 2  # each annotation received is kept
+
+
+def test_while_a_run_holds_the_project_an_annotation_is_kept_for_later(client, project, capsys):
+    with ProjectStore.open(project) as store:
+        task = question_task(store, "3", task_id=51)
+    run = WriterLock(project)  # what a run holds while it labels
+    run.acquire(command="metalabel run (in this test)")
+    try:
+        busy = client.post("/webhook", headers=AUTH, json=webhook("ANNOTATION_CREATED", task, annotation(task, "cat")))
+    finally:
+        run.release()
+    assert busy.status_code == 409
+    message = busy.json()["error"]
+    assert "metalabel run (in this test)" in message and "metalabel import-answers" in message
+    assert answers(project) == []
+    [kept] = (project / "labelstudio" / "webhook").glob("*.json")
+    assert main(["import-answers", str(project), str(kept)]) == 0  # the later import records it
+    assert answers(project) == [("3.png", "margin", "cat", "labelstudio:7")]
+
+
+def test_the_command_serves_the_backend(project):
+    backend = subprocess.Popen([sys.executable, "-m", "metalabel.cli", "ml-backend", str(project), "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                    "METALABEL_ML_BACKEND_PASSWORD": PASSWORD})
+    try:
+        url = ""
+        for line in backend.stdout:
+            found = re.search(r"http://127\.0\.0\.1:\d+", line)
+            if found:
+                url = found.group(0)
+                break
+        assert url, backend.communicate(timeout=30)
+        request = urllib.request.Request(url + "/health", headers=AUTH)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert json.loads(response.read())["status"] == "UP"
+    finally:
+        backend.kill()
+        backend.communicate(timeout=30)
