@@ -7,6 +7,7 @@ is read back from project.db with a plain connection.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -176,12 +177,14 @@ def test_a_keyboard_only_session_lands_in_the_store_with_the_annotator(project, 
     # a reference question: why it is asked, and no suggestion (its answer is evidence only unprompted)
     expect(page.locator("#why")).to_contain_text("reference sample")
     expect(page.locator("#suggestion")).to_have_text("hidden for the reference sample")
+    expect(page.locator("#current-box")).to_be_hidden()
     expect(page.locator("#classes button")).to_have_text(["1circle", "2square", "3triangle"])
     press(page, "1", "1 / 4 answered")
 
     # chosen by margin, with the model's label as the suggestion
     expect(page.locator("#why")).to_contain_text("active learning (margin)")
     expect(page.locator("#suggestion")).to_contain_text("square (71% confident)")
+    expect(page.locator("#current")).to_have_text("square (model)")
     page.wait_for_function("() => { const img = document.querySelector('#item img'); "
                            "return img && img.complete && img.naturalWidth > 0; }")
     natural = page.locator("#item img").evaluate("img => [img.naturalWidth, img.clientWidth]")
@@ -337,3 +340,23 @@ def test_without_the_serve_extra_the_command_says_what_to_install(project, capsy
     monkeypatch.setitem(sys.modules, "starlette", None)  # `import starlette` now fails, as on a core install
     assert main(["serve", str(project), "--quiet"]) == 2
     assert "pip install 'metalabel[serve]'" in capsys.readouterr().err
+
+
+def test_text_is_shown_as_text_never_as_markup(tmp_path, served, page, capsys):
+    hostile = 'Great <b>phone</b>! <img src=x onerror="window.pwned=1"><script>window.pwned=2</script>\nSecond line.'
+    rows = [("battery lasts two days", "positive"), ("screen cracked in a week", "negative"),
+            ("love the camera", "positive"), ("stopped charging", "negative"), (hostile, "")]
+    with (tmp_path / "reviews.csv").open("w", newline="") as file:
+        csv.writer(file).writerows([("text", "label"), *rows])
+    folder = init(tmp_path / "reviews.csv", tmp_path / "text", capsys)
+    with ProjectStore.open(folder) as store:
+        [unlabeled] = [item.id for item in store.items() if item.id not in {label.item_id for label in
+                                                                             store.active_labels()}]
+        store.ask(unlabeled, strategy="margin")
+    server = served("serve", str(folder), "--annotator", "carol", "--quiet")
+    page.goto(server.url)
+    expect(page.locator("#item .text")).to_have_text(hostile)
+    assert page.evaluate("window.pwned") is None and page.locator("#item img").count() == 0
+    expect(page.locator("#classes button")).to_have_text(["1negative", "2positive"])
+    press(page, "2", "1 / 1 answered")
+    assert [oracle for _, _, oracle in question_rows(folder).values()] == ["web:carol"]

@@ -49,6 +49,8 @@ class Task:
     why: str
     """The question's strategy (``reference``, ``label-issue``, ``margin``, ...) or ``audit``."""
     round_id: int | None = None
+    current: str | None = None
+    """The item's label now, as ``class (source)``; never shown for a reference question."""
 
 
 def why_in_words(why: str) -> str:
@@ -323,7 +325,7 @@ def _task_json(task: Task, mode: Mode, earlier: _Done | None) -> dict:
     return {
         "id": task.id, "uri": task.uri, "kind": kind, "text": text,
         "suggestion": task.suggestion, "confidence": task.confidence,
-        "why": task.why, "why_text": why_in_words(task.why),
+        "why": task.why, "why_text": why_in_words(task.why), "current": task.current,
         "earlier": None if earlier is None else {"label": earlier.label},
         "image": None if kind == "text" else f"/api/image/{mode.value}/{task.id}",
     }
@@ -338,22 +340,23 @@ def question_tasks(store: ProjectStore, queries: Sequence[Query]) -> list[Task]:
     for query in queries:
         question = store.question(query.question_id)
         tasks.append(Task(query.question_id, query.item_id, query.uri, query.item, query.suggestion,
-                          query.suggestion_confidence, question.strategy, question.round_id))
+                          query.suggestion_confidence, question.strategy, question.round_id, query.current_label))
     return tasks
 
 
 def open_question_tasks(store: ProjectStore, pool: LabeledDataset) -> list[Task]:
     """The project's open questions, oldest first. The suggestion is the item's accepted model label,
     if it has one; a reference question shows none (its answer is evidence only unprompted)."""
-    models = {label.item_id: label for label in store.active_labels() if label.source == LabelSource.MODEL}
+    labels = {label.item_id: label for label in store.active_labels()}
     position = {uri: index for index, uri in enumerate(pool.uris)}
     tasks = []
     for question in store.open_questions():
-        model = None if question.strategy == REFERENCE else models.get(question.item_id)
+        label = None if question.strategy == REFERENCE else labels.get(question.item_id)
+        model = label if label is not None and label.source == LabelSource.MODEL else None
         tasks.append(Task(question.id, question.item_id, question.uri, _content(pool, position, question.uri),
                           None if model is None else model.class_name,
                           None if model is None else model.calibrated_confidence, question.strategy,
-                          question.round_id))
+                          question.round_id, None if label is None else f"{label.class_name} ({label.source})"))
     return tasks
 
 

@@ -68,6 +68,7 @@ PAGE = """<!doctype html>
   <aside id="panel">
     <div class="box"><div class="label">Why this item</div><div id="why"></div></div>
     <div class="box"><div class="label" id="suggestion-label">Model suggests</div><div id="suggestion"></div></div>
+    <div class="box" id="current-box"><div class="label">Label now</div><div id="current"></div></div>
     <div class="box"><div class="label">Class</div><div id="classes"></div></div>
     <div id="actions">
       <button id="accept"><kbd>Enter</kbd>accept suggestion</button>
@@ -146,6 +147,8 @@ function show(next) {
   }
   const uri = document.createElement("div"); uri.id = "uri"; uri.textContent = task.uri; item.append(uri);
   $("why").textContent = task.why_text;
+  $("current-box").hidden = task.current === null;
+  $("current").textContent = task.current || "";
   const suggestion = $("suggestion");
   suggestion.replaceChildren();
   if (task.suggestion === null) {
