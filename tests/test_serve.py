@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 from helpers import answered
 from metalabel.cli import main
 from metalabel.store import ProjectStore
+from metalabel.store.lock import WriterLock
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -360,3 +361,13 @@ def test_text_is_shown_as_text_never_as_markup(tmp_path, served, page, capsys):
     expect(page.locator("#classes button")).to_have_text(["1negative", "2positive"])
     press(page, "2", "1 / 1 answered")
     assert [oracle for _, _, oracle in question_rows(folder).values()] == ["web:carol"]
+
+
+def test_serve_is_refused_while_another_process_writes_to_the_project(project, capsys):
+    run = WriterLock(project)
+    run.acquire(command="metalabel run (in this test)")
+    try:
+        assert main(["serve", str(project), "--quiet"]) == 2
+    finally:
+        run.release()
+    assert "metalabel run (in this test)" in capsys.readouterr().err
