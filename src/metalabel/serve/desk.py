@@ -70,8 +70,6 @@ class _Done:
     """What was done with a task on this page: its class, or None for skipped."""
 
     label: str | None
-    question_id: int | None
-    """The question the answer closed (a review's audit question; None for a review left as it was)."""
 
 
 @dataclass
@@ -223,7 +221,7 @@ class Desk:
                     yielded.add(answer.question_id)
                     with self._lock:
                         self._answered_in_project += 1
-                    self._record(pending, answer.label, answer.question_id)
+                    self._record(pending, answer.label)
                 pending.result.set_result(None)
                 pending = None
         except BaseException as error:
@@ -258,19 +256,17 @@ class Desk:
             elif earlier is not None and earlier.label is not None and label not in (None, earlier.label):
                 self._correct(store, task, label)
             self._record(action, label if earlier is None or earlier.label is None else
-                         (earlier.label if label is None else label), task.id)
+                         (earlier.label if label is None else label))
             return None
-        question_id = None if earlier is None else earlier.question_id
         if earlier is None or earlier.label is None:
             if label is not None:
-                question_id = self._audit(store, task, label)
+                self._audit(store, task, label)
         elif label not in (None, earlier.label):
             self._correct(store, task, label)
-        kept = label if label is not None or earlier is None else earlier.label
-        self._record(action, kept, question_id)
+        self._record(action, label if label is not None or earlier is None else earlier.label)
         return None
 
-    def _audit(self, store: ProjectStore, task: Task, label: str) -> int:
+    def _audit(self, store: ProjectStore, task: Task, label: str) -> None:
         """A person's verdict on a model label: an audit question asked and answered in one transaction."""
         with store.batch():
             active = next((row for row in store.label_history(task.item_id) if row.active), None)
@@ -279,7 +275,6 @@ class Desk:
                                     hint="reload the review")
             question_id = store.ask(task.item_id, strategy=AUDIT)
             record_answers(store, [Answer(question_id, label, self.oracle)])
-        return question_id
 
     def _correct(self, store: ProjectStore, task: Task, label: str) -> None:
         """A changed answer: a new human label over the one given on this page (both stay in the history).
@@ -290,12 +285,12 @@ class Desk:
         store.add_label(task.item_id, label, source=LabelSource.HUMAN.value, round_id=task.round_id,
                         query_strategy=task.why)
 
-    def _record(self, action: _Action, label: str | None, question_id: int | None) -> None:
+    def _record(self, action: _Action, label: str | None) -> None:
         with self._lock:
             lane = self._queues[action.mode]
             assert action.position is not None
             lane.taken_back.pop(action.position, None)
-            lane.done[action.position] = _Done(label, question_id)
+            lane.done[action.position] = _Done(label)
             lane.history.append(action.position)
 
     def _undo(self, mode: Mode) -> None:
@@ -304,13 +299,6 @@ class Desk:
             if lane.history:
                 position = lane.history.pop()
                 lane.taken_back[position] = lane.done.pop(position)
-
-    def stop(self) -> None:
-        """Ask the store's thread to stop waiting (as the page's stop button does)."""
-        with self._lock:
-            already = self.stopped
-        if not already:
-            self._actions.put(_Action(Mode.QUESTIONS, "stop"))
 
 
 def _task_json(task: Task, mode: Mode, earlier: _Done | None) -> dict:
@@ -369,8 +357,9 @@ def review_tasks(store: ProjectStore, pool: LabeledDataset) -> list[Task]:
     labels.sort(key=lambda label: (label.calibrated_confidence if label.calibrated_confidence is not None
                                    else 1.0, label.id))
     position = {uri: index for index, uri in enumerate(pool.uris)}
+    # no round: the audit question a verdict is recorded through is asked outside any round
     return [Task(label.id, label.item_id, label.uri, _content(pool, position, label.uri), label.class_name,
-                 label.calibrated_confidence, AUDIT, label.round_id) for label in labels]
+                 label.calibrated_confidence, AUDIT) for label in labels]
 
 
 def _content(pool: LabeledDataset, position: dict[str, int], uri: str) -> str | np.ndarray | None:
