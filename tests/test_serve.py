@@ -119,7 +119,7 @@ class Served:
     def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen([sys.executable, "-m", "metalabel.cli", *args], stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.url = ""
+        self.url = self.stderr = ""
         for line in self.process.stdout:  # the URL comes once the server listens
             found = re.search(r"http://\S+token=\S+", line)
             if found:
@@ -128,9 +128,10 @@ class Served:
         assert self.url, self.process.communicate(timeout=30)
 
     def stop(self) -> None:
+        """Kill the process (if it still runs) and keep what it wrote to stderr."""
         if self.process.poll() is None:
             self.process.kill()
-        self.process.communicate(timeout=30)
+        self.stderr += self.process.communicate(timeout=30)[1] or ""
 
 
 @pytest.fixture
@@ -264,10 +265,15 @@ def test_a_request_without_the_token_is_refused(project, served):
     assert status == 400 and "'hexagon' is not one of the project's classes" in body["error"]
 
 
-def test_other_hosts_are_refused_unless_asked_for(project, capsys):
+def test_other_hosts_are_refused_unless_asked_for_and_then_warned_of(project, served, capsys):
     assert main(["serve", str(project), "--host", "0.0.0.0", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "--host 0.0.0.0 would open the labeling page to other machines" in err and "--allow-remote" in err
+    assert answered(project) == {}
+    server = served("serve", str(project), "--host", "0.0.0.0", "--allow-remote", "--quiet")
+    assert server.url.startswith("http://0.0.0.0:")
+    server.stop()
+    assert "warning: the labeling page listens on 0.0.0.0, not only on this machine" in server.stderr
 
 
 def test_review_confirms_and_corrects_the_model_labels(project, served, page):
