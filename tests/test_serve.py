@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -26,6 +27,7 @@ from PIL import Image, ImageDraw
 
 from helpers import answered
 from metalabel.cli import main
+from metalabel.errors import BadInputError
 from metalabel.store import ProjectStore
 from metalabel.store.lock import WriterLock
 
@@ -386,3 +388,32 @@ def test_serve_is_refused_while_another_process_writes_to_the_project(project, c
     finally:
         run.release()
     assert "metalabel run (in this test)" in capsys.readouterr().err
+
+
+def test_a_runs_round_takes_its_answers_once_the_last_is_given():
+    from metalabel.serve.desk import Desk, Mode, Task
+
+    desk = Desk(["cat", "dog"], annotator="dana", run=True)
+    desk.set_questions([Task(7, 1, "a.png", None, "cat", 0.7, "margin"),
+                        Task(8, 2, "b.png", None, None, None, "reference")])
+    seen = []
+
+    def person() -> None:  # the page: each action waits until the store's side has taken the one before
+        desk.submit(Mode.QUESTIONS, "answer", task_id=7, label="dog").result(timeout=30)
+        seen.append(desk.state(Mode.QUESTIONS)["can_undo"])
+        desk.submit(Mode.QUESTIONS, "answer", task_id=8, label=None).result(timeout=30)
+
+    clicking = threading.Thread(target=person)
+    clicking.start()
+    # first answers are only yielded (the caller commits them), so no store is needed here
+    given = list(desk.answers(None, put={7, 8}, until_done=True))
+    clicking.join(timeout=30)
+    assert [(answer.question_id, answer.label, answer.oracle) for answer in given] == [
+        (7, "dog", "web:dana"), (8, None, "web:dana")]
+    assert seen == [True]  # an answer can be undone while its round waits for more
+    state = desk.state(Mode.QUESTIONS)
+    assert state["task"] is None and not state["can_undo"] and state["progress"]["done"] == 2
+    with pytest.raises(BadInputError, match="no answer to undo"):
+        desk.submit(Mode.QUESTIONS, "undo")
+    with pytest.raises(BadInputError, match="not the one on the page"):
+        desk.submit(Mode.QUESTIONS, "answer", task_id=8, label="cat")

@@ -145,8 +145,9 @@ class Desk:
                     raise BadInputError(f"{label!r} is not one of the project's classes",
                                         hint=f"classes: {', '.join(self.class_names)}")
             elif kind == "undo":
-                if not self._queues[mode].history:
-                    raise BadInputError("there is no answer to undo")
+                if not self._can_undo(mode):
+                    raise BadInputError("there is no answer to undo",
+                                        hint="a run takes a round's answers once its last question is answered")
             elif kind != "stop":
                 raise BadInputError(f"unknown action {kind!r}")
         action = _Action(mode, kind, position, label)
@@ -168,10 +169,15 @@ class Desk:
                 "task": None if task is None or self.stopped else _task_json(task, mode, earlier),
                 "progress": {"done": len(lane.done), "total": len(lane.tasks),
                              "project_answered": self._answered_in_project, "budget": self.budget},
-                "can_undo": bool(lane.history),
+                "can_undo": self._can_undo(mode),
                 "run": self.run,
                 "stopped": self.stopped,
             }
+
+    def _can_undo(self, mode: Mode) -> bool:
+        lane = self._queues[mode]
+        # a run's round has taken its answers once the last was given: nothing of it to undo then
+        return bool(lane.history) and not (self.run and mode is Mode.QUESTIONS and lane.current() is None)
 
     def task(self, mode: Mode, task_id: int) -> Task:
         with self._lock:
