@@ -316,3 +316,17 @@ def test_run_with_rules_keeps_them_records_votes_and_status_shows_them(tmp_path,
     assert main(["status", str(tmp_path / "p")]) == 0
     shown = capsys.readouterr().out
     assert "ledger -> digit0, digit1" in shown and "coverage 60.0%" in shown
+
+
+def test_cli_run_refuses_a_rules_file_naming_an_unknown_class(tmp_path, capsys):
+    from metalabel.cli import main
+
+    pool = wine_pool(tmp_path)
+    Project.create(tmp_path / "p", pool=pool, labels=seed_labels_from_pool(pool, per_class=2, seed=0)).close()
+    bad = tmp_path / "rules.toml"
+    bad.write_text('[[column]]\nname = "rich"\nclass = "merlot"\ncolumn = "proline"\nabove = 1000\n')
+    assert main(["run", str(tmp_path / "p"), "--rules", str(bad), "--oracle", "simulated", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert str(bad) in error.replace("\n", "") and "'rich'" in error and "merlot" in error
+    with Project.open(tmp_path / "p") as project:
+        assert project.store.rounds() == []
