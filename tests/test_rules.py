@@ -310,6 +310,7 @@ def test_run_with_rules_keeps_them_records_votes_and_status_shows_them(tmp_path,
         assert len(followed) > 20 and np.mean(followed) > 0.95
         analysis = project.rule_analysis()
         assert analysis is not None and analysis.rules[0].name == "ledger"
+        assert project.plan(coverage=0.5).target == 0.95  # plan (and evaluate) judge the rules heads too
         assert analysis.rules[0].accuracy == 1.0  # the ledger is the truth wherever a person checked it
     from metalabel.cli import main
 

@@ -947,21 +947,22 @@ def run_labeling(store: ProjectStore, pool: LabeledDataset, learner: TaskLearner
 
 
 def plan_project(store: ProjectStore, pool: LabeledDataset, learner: TaskLearner | None = None, *,
-                 coverage: float | None = None,
-                 encoder: str | None = None, progress: bool = True, **options: Any) -> BudgetPlan:
+                 coverage: float | None = None, encoder: str | None = None, progress: bool = True,
+                 rules: RuleVotes | None = None, **options: Any) -> BudgetPlan:
     """How many more reference and active answers are expected to certify ``coverage`` of the pool at the target.
 
     Reads the project as it stands and writes nothing; ``options`` as for ``run``
     (``target_precision``, ``delta``, ``per_round`` ...). See ``metalabel.label.certify.plan_budget``.
     """
     run = LabelingRun(store, pool, learner, oracle=None, options=RunOptions(**{"generate": False, **options}),
-                      encoder=encoder, progress=progress)
+                      encoder=encoder, progress=progress, rules=rules)
     return run.plan(coverage=coverage)
 
 
 def evaluate_project(store: ProjectStore, pool: LabeledDataset, learner: TaskLearner | None = None, *,
                      encoder: str | None = None,
-                     gold: dict[str, str] | None = None, progress: bool = True, **options: Any) -> Scorecard:
+                     gold: dict[str, str] | None = None, progress: bool = True, rules: RuleVotes | None = None,
+                     **options: Any) -> Scorecard:
     """The scorecard of ``project``'s labels as they stand, saved as ``scorecard.json`` in the project.
 
     It trains nothing and writes nothing else: the project's saved meta-learner is used if
@@ -970,7 +971,7 @@ def evaluate_project(store: ProjectStore, pool: LabeledDataset, learner: TaskLea
     part of runs, so its similarity figures come from the rounds (``metalabel report``).
     """
     run = LabelingRun(store, pool, learner, oracle=None, options=RunOptions(**{"generate": False, **options}),
-                      encoder=encoder, gold=gold, progress=progress)
+                      encoder=encoder, gold=gold, progress=progress, rules=rules)
     scorecard = run.scorecard()
     path = store.folder / "scorecard.json"
     write_atomically(path, json.dumps(scorecard.to_json(), indent=2, default=float))

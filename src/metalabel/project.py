@@ -297,7 +297,9 @@ class Project:
         """
         from metalabel.pipeline import plan_project
 
-        return plan_project(self.store, self.load_pool(), learner, coverage=coverage, **options)
+        # the project's rules file, if it has one: the same heads compete as in its runs
+        return plan_project(self.store, self.load_pool(), learner, coverage=coverage, rules=self._rule_votes(None),
+                            **options)
 
     def evaluate(self, learner=None, **options: Any) -> Scorecard:
         """The scorecard of the labels as they stand; see ``metalabel.pipeline.evaluate_project``.
@@ -307,7 +309,7 @@ class Project:
         from metalabel.pipeline import evaluate_project
 
         with self.writer_lock():
-            return evaluate_project(self.store, self.load_pool(), learner, **options)
+            return evaluate_project(self.store, self.load_pool(), learner, rules=self._rule_votes(None), **options)
 
     def report(self, out: str | Path | None = None) -> Path:
         """Write the HTML report (default ``PROJECT/report.html``); see ``metalabel.report.collect``."""

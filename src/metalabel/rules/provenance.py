@@ -46,8 +46,9 @@ def record_rule_votes(store: ProjectStore, votes: RuleVotes, *, round_id: int, h
 
     Only items some rule fired on are written; the file is recorded in the caller's transaction.
     """
+    fired = votes.fired
     voted = {str(item_id): votes.of_item(int(position)) for position, item_id in item_ids.items()
-             if votes.fired[int(position)]}
+             if fired[int(position)]}
     folder = store.folder / "rules"
     folder.mkdir(exist_ok=True)
     path = folder / f"votes-round-{round_id}.json"
