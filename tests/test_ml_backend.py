@@ -22,7 +22,7 @@ from PIL import Image
 
 from metalabel.cli import main
 from metalabel.label.labelstudio import QuestionIdentity, ReviewIdentity, choices_task, labeling_config
-from metalabel.label.oracle import project_identity
+from metalabel.label.oracle import LabelStudioQueue, Query, project_identity, put_questions
 from metalabel.store import ProjectStore
 from metalabel.store.lock import WriterLock
 
@@ -49,12 +49,13 @@ def project(tmp_path, capsys) -> Path:
     folder = tmp_path / "p"
     with ProjectStore.open(folder) as store:
         round_id = store.start_round({})
-        store.finish_round(round_id, {})
         for name, label, confidence in (("0", "cat", 0.83), ("1", "dog", 0.61), ("2", "dog", 0.77)):
             store.add_label(item(store, name).id, label, source="model", calibrated_confidence=confidence,
                             round_id=round_id)
-        store.ask(item(store, "1").id, strategy="reference")  # waits on a reference question
-        store.ask(item(store, "3").id, strategy="margin")
+        store.ask(item(store, "1").id, strategy="reference", round_id=round_id)  # waits on a reference question
+        store.ask(item(store, "3").id, strategy="margin", round_id=round_id)
+        store.finish_round(round_id, {})
+        store.finish_round(store.start_round({}), {})  # a later round: its version is the current one
     return folder
 
 
@@ -103,14 +104,14 @@ def test_every_request_needs_the_password(client):
     assert client.post("/webhook", json={"action": "ANNOTATION_CREATED"}).status_code == 401
     response = client.get("/health", headers=AUTH)
     assert response.status_code == 200
-    assert response.json() == {"status": "UP", "model_class": "metalabel", "model_version": "metalabel-round-1"}
+    assert response.json() == {"status": "UP", "model_class": "metalabel", "model_version": "metalabel-round-2"}
 
 
 def test_setup_accepts_metalabels_labeling_config_and_refuses_others(client):
     ok = client.post("/setup", headers=AUTH, json={"project": "1.1733392400", "schema":
                                                    labeling_config(["cat", "dog"], kind="image"),
                                                    "hostname": "http://localhost:8080", "access_token": "x"})
-    assert ok.status_code == 200 and ok.json() == {"model_version": "metalabel-round-1"}
+    assert ok.status_code == 200 and ok.json() == {"model_version": "metalabel-round-2"}
     other = '<View><Image name="image" value="$image"/><Choices name="animal" toName="image"/></View>'
     refused = client.post("/setup", headers=AUTH, json={"project": "1.1733392400", "schema": other})
     assert refused.status_code == 400 and '<Choices name=\\"label\\">' in refused.text
@@ -119,30 +120,49 @@ def test_setup_accepts_metalabels_labeling_config_and_refuses_others(client):
     assert extra.status_code == 400 and "classes the project does not have: fox" in extra.json()["error"]
 
 
-def test_predict_gives_the_accepted_model_labels_with_scores_and_nothing_else(client, project):
+def test_predict_gives_the_model_labels_and_the_runs_suggestions_with_scores_and_nothing_else(client, project):
     with ProjectStore.open(project) as store:
         tasks = [review_task(store, "0", task_id=1),  # an accepted model label
                  question_task(store, "1", task_id=2),  # its item waits on a reference question
-                 question_task(store, "3", task_id=3)]  # no model label
+                 question_task(store, "3", task_id=3)]  # no model label, and the run suggested nothing
         stranger = review_task(store, "2", task_id=4)
         changed = review_task(store, "2", task_id=5)
         mine = review_task(store, "2", task_id=6)
     stranger["data"]["metalabel_project"] = "someone-else@2026"
     changed["data"]["metalabel_content_hash"] = "0" * 64
-    request = {"tasks": [*tasks, stranger, changed, mine], "model_version": "metalabel-round-1",
+    request = {"tasks": [*tasks, stranger, changed, mine], "model_version": "metalabel-round-2",
                "project": "1.1733392400", "label_config": labeling_config(["cat", "dog"], kind="image"),
                "params": {"login": None, "password": None, "context": None}}
     response = client.post("/predict", headers=AUTH, json=request)
     assert response.status_code == 200
     results = response.json()["results"]
     assert len(results) == 6  # one per task, in order
-    assert results[0] == {"model_version": "metalabel-round-1", "score": 0.83, "result": [
+    assert results[0] == {"model_version": "metalabel-round-2", "score": 0.83, "result": [
         {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["cat"]}}]}
     assert results[5]["result"][0]["value"] == {"choices": ["dog"]} and results[5]["score"] == 0.77
     for empty in (1, 2, 3, 4):  # reference question, no model label, another project, changed content
-        assert results[empty] == {"result": [], "model_version": "metalabel-round-1"}, empty
+        assert results[empty] == {"result": [], "model_version": "metalabel-round-2"}, empty
     bad = client.post("/predict", headers=AUTH, json={"tasks": "not a list"})
     assert bad.status_code == 400 and "'tasks' must be a list" in bad.json()["error"]
+
+
+def test_predict_gives_a_question_the_class_the_run_suggested_when_it_asked(client, project):
+    with ProjectStore.open(project) as store:
+        asked = {q.item_id: q for q in store.open_questions()}
+        queries = [Query(asked[item(store, name).id].id, item(store, name).id, item(store, name).uri, None,
+                         ["cat", "dog"], suggestion, confidence)
+                   for name, suggestion, confidence in (("3", "dog", 0.66), ("1", None, None))]
+        put_questions(store, LabelStudioQueue(project / "labelstudio"), queries)  # as `run --oracle labelstudio`
+        tasks = [question_task(store, "3", task_id=1), question_task(store, "1", task_id=2)]
+    results = client.post("/predict", headers=AUTH, json={"tasks": tasks}).json()["results"]
+    assert results == [
+        {"model_version": "metalabel-round-1", "score": 0.66,  # the round that asked
+         "result": [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["dog"]}}]},
+        {"result": [], "model_version": "metalabel-round-2"}]  # a reference question: never a guess
+    with ProjectStore.open(project) as store:  # once a person answered, the suggestion is not offered again
+        store.answer(asked[item(store, "3").id].id, "cat", oracle="someone")
+    assert client.post("/predict", headers=AUTH, json={"tasks": tasks[:1]}).json()["results"] == [
+        {"result": [], "model_version": "metalabel-round-2"}]
 
 
 def answers(folder: Path) -> list[tuple]:

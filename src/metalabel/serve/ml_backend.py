@@ -15,10 +15,11 @@ The endpoints Label Studio calls (the label-studio-ml-backend protocol):
 
 What is predicted: a task names its item by the metalabel keys in its data (tasks written by
 ``metalabel run --oracle labelstudio`` and ``metalabel export --format labelstudio`` carry them); the
-prediction is the item's accepted model label with its calibrated confidence. A task of another
-project, or whose item changed since it was written (its content hash), gets no prediction, and
-neither does an item that waits on a reference question: a reference answer is evidence only if
-the person did not see the model's guess.
+prediction is the item's accepted model label with its calibrated confidence, or, for a question
+about an unlabeled item, the class the run suggested when it asked (as the queue's task file holds
+it). A task of another project, or whose item changed since it was written (its content hash),
+gets no prediction, and neither does an item that waits on a reference question: a reference
+answer is evidence only if the person did not see the model's guess.
 
 How an annotation is recorded: the task with that one annotation is kept as a Label Studio "JSON"
 export under ``PROJECT/labelstudio/webhook/`` and recorded by ``LabelStudioQueue.import_annotations``,
@@ -40,6 +41,7 @@ import json
 import secrets
 import time
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +53,12 @@ from metalabel.label.labelstudio import (
     HASH_KEY,
     KINDS,
     PROJECT_KEY,
+    QUESTION_KEY,
     URI_KEY,
     Suggestion,
     _prediction,  # the one prediction builder, shared with the task files metalabel writes
 )
-from metalabel.label.oracle import LabelStudioQueue, project_identity
+from metalabel.label.oracle import _TASK_FILE_PREFIX, LabelStudioQueue, project_identity
 from metalabel.serve.app import Listener
 from metalabel.store import LabelSource, ProjectStore
 from metalabel.store.lock import WriterLock
@@ -84,15 +87,24 @@ def model_version(store: ProjectStore) -> str:
     return f"metalabel-round-{finished[-1] if finished else 0}"
 
 
-def predictions(store: ProjectStore, tasks: Any) -> list[dict[str, Any]]:
-    """One prediction per task, in order (an empty result where metalabel has none to give)."""
+def predictions(store: ProjectStore, tasks: Any, *,
+                suggested: Mapping[int, tuple[str, float | None]] | None = None) -> list[dict[str, Any]]:
+    """One prediction per task, in order (an empty result where metalabel has none to give).
+
+    A task's item with an accepted model label gets that label; a question's item with no label
+    gets what the run suggested when it asked (``suggested``: question id -> class and score, see
+    ``RunSuggestions``), under the version of the round that asked.
+    """
     if not isinstance(tasks, list):
         raise BadInputError("'tasks' must be a list of Label Studio tasks")
+    suggested = suggested or {}
     version = model_version(store)
     project = project_identity(store)
+    classes = set(store.classes())
     items = {item.uri: item for item in store.items()}
     labels = {label.item_id: label for label in store.active_labels()}
-    waiting_on_reference = {q.item_id for q in store.open_questions() if q.strategy == REFERENCE}
+    questions = {question.id: question for question in store.open_questions()}
+    waiting_on_reference = {q.item_id for q in questions.values() if q.strategy == REFERENCE}
     out = []
     for task in tasks:
         data = task.get("data") if isinstance(task, dict) else None
@@ -100,15 +112,68 @@ def predictions(store: ProjectStore, tasks: Any) -> list[dict[str, Any]]:
             raise BadInputError("a task has no 'data' object", hint="send Label Studio tasks as they are")
         uri = data.get(URI_KEY)
         item = items.get(uri) if isinstance(uri, str) and data.get(PROJECT_KEY) == project else None
-        label = None if item is None or item.content_hash != data.get(HASH_KEY) else labels.get(item.id)
         kind = next((kind for kind in KINDS if kind in data), None)
-        if (label is None or kind is None or label.source != LabelSource.MODEL
-                or label.item_id in waiting_on_reference):
-            out.append({"result": [], "model_version": version})
-            continue
-        score = label.calibrated_confidence if label.calibrated_confidence is not None else label.raw_confidence
-        out.append(_prediction(Suggestion(label.class_name, version, score), kind))
+        prediction = None
+        if item is not None and kind is not None and item.content_hash == data.get(HASH_KEY) \
+                and item.id not in waiting_on_reference:
+            label = labels.get(item.id)
+            asked = data.get(QUESTION_KEY)
+            question = questions.get(asked) if isinstance(asked, int) else None
+            chosen, score = suggested.get(asked, (None, None)) if isinstance(asked, int) else (None, None)
+            if label is not None and label.source == LabelSource.MODEL:
+                confidence = label.calibrated_confidence
+                prediction = Suggestion(label.class_name, version,
+                                        label.raw_confidence if confidence is None else confidence)
+            elif label is None and question is not None and question.item_id == item.id and chosen in classes:
+                assert chosen is not None
+                asked_in = version if question.round_id is None else f"metalabel-round-{question.round_id}"
+                prediction = Suggestion(chosen, asked_in, score)
+        out.append({"result": [], "model_version": version} if prediction is None or kind is None
+                   else _prediction(prediction, kind))
     return out
+
+
+class RunSuggestions:
+    """The class (and score) a run suggested for each question it put to the Label Studio queue, read from the
+    queue's task files in ``PROJECT/labelstudio`` (the store keeps no per-item prediction). Each file is
+    parsed again only when it changes: one with embedded images can be large."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder) / "labelstudio"
+        self._parsed: dict[Path, tuple[tuple[int, int], dict[int, tuple[str, float | None]]]] = {}
+
+    def read(self) -> dict[int, tuple[str, float | None]]:
+        found: dict[int, tuple[str, float | None]] = {}
+        for path in sorted(self.folder.glob(f"{_TASK_FILE_PREFIX}*.json")):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            version = (stat.st_mtime_ns, stat.st_size)
+            parsed = self._parsed.get(path)
+            if parsed is None or parsed[0] != version:
+                parsed = self._parsed[path] = (version, _suggestions_in(path))
+            found.update(parsed[1])
+        return found
+
+
+def _suggestions_in(path: Path) -> dict[int, tuple[str, float | None]]:
+    try:
+        tasks = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # the queue names a task file it cannot read the next time it runs
+    found: dict[int, tuple[str, float | None]] = {}
+    for task in tasks if isinstance(tasks, list) else []:
+        try:
+            question_id = task["meta"][QUESTION_KEY]
+            prediction = task["predictions"][0]
+            [chosen] = prediction["result"][0]["value"]["choices"]
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue  # a task without a suggestion (a reference question has none)
+        score = prediction.get("score")
+        if isinstance(question_id, int) and isinstance(chosen, str):
+            found[question_id] = (chosen, float(score) if isinstance(score, int | float) else None)
+    return found
 
 
 def check_labeling_config(store: ProjectStore, schema: Any) -> None:
@@ -191,6 +256,7 @@ class _BasicAuth:
 def create_backend_app(folder: str | Path, *, password: str) -> ASGIApp:
     """The ML backend over the project in ``folder``; each request opens the store afresh (any thread may serve)."""
     folder = Path(folder)
+    suggestions = RunSuggestions(folder)
 
     async def body(request: Request) -> dict[str, Any]:
         try:
@@ -216,7 +282,7 @@ def create_backend_app(folder: str | Path, *, password: str) -> ASGIApp:
         with ProjectStore.open(folder) as store:
             if payload.get("label_config") is not None:
                 check_labeling_config(store, payload["label_config"])
-            return JSONResponse({"results": predictions(store, payload.get("tasks"))})
+            return JSONResponse({"results": predictions(store, payload.get("tasks"), suggested=suggestions.read())})
 
     async def webhook(request: Request) -> Response:
         payload = await body(request)
