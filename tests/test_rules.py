@@ -191,6 +191,14 @@ def test_rules_files_load_and_bad_ones_are_named(tmp_path):
         "raises.py": ("x = 1\nraise RuntimeError('boom')\n", r"\(line 2\): RuntimeError: boom"),
         "nothing.py": ("x = 1\n", "defines no labeling functions"),
     }
+    crashes = tmp_path / "crashes.py"
+    crashes.write_text("from metalabel.rules import labeling_function\n\n"
+                       "@labeling_function\ndef first_word(text):\n"
+                       "    return {'orbit': 'sci.space'}[text.split()[0]]\n")
+    posts = ml.LabeledDataset("posts", "text", ["orbit high", "puck low"], np.array([-1, -1]), classes, ["a", "b"])
+    with pytest.raises(BadInputError, match=r"'first_word' failed on 'b': KeyError") as error:
+        load_rules(crashes, classes=classes).votes(posts, classes)
+    assert str(crashes) in str(error.value)
     for name, (text, message) in cases.items():
         path = tmp_path / name
         path.write_text(text)

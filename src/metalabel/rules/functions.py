@@ -64,7 +64,16 @@ def labeling_function(function: Callable[[Any], Vote] | None = None, *, name: st
         rule_name = str(name or getattr(fn, "__name__", ""))
 
         def vote_all(pool: LabeledDataset) -> list[Vote]:
-            return [_checked_vote(fn(value), rule_name, uri) for value, uri in zip(_inputs(pool, reads), pool.uris)]
+            votes = []
+            for value, uri in zip(_inputs(pool, reads), pool.uris):
+                try:
+                    vote = fn(value)
+                except Exception as exc:  # the user's code: name the rule and the item, not a deep traceback
+                    raise BadInputError(f"labeling function {rule_name!r} failed on {uri!r}: "
+                                        f"{type(exc).__name__}: {exc}",
+                                        hint="fix the rule, or return ABSTAIN for items it cannot read") from exc
+                votes.append(_checked_vote(vote, rule_name, uri))
+            return votes
 
         return LabelingFunction(rule_name, vote_all, None if classes is None else tuple(classes),
                                 description=f"{rule_name}(item)")
@@ -239,7 +248,12 @@ class RuleSet:
         index = {name: c for c, name in enumerate(classes)}
         matrix = np.full((len(pool), len(self.functions)), ABSTAIN_INDEX, dtype=np.int64)
         for j, function in enumerate(self.functions):
-            cast = function.vote_all(pool)
+            try:
+                cast = function.vote_all(pool)
+            except BadInputError as exc:
+                if exc.path is not None or function.source is None:
+                    raise
+                raise BadInputError(exc.problem, path=function.source, cls=exc.cls, hint=exc.hint) from exc
             if len(cast) != len(pool):
                 raise BadInputError(f"rule {function.name!r} gave {len(cast)} votes for {len(pool)} items",
                                     path=function.source)
