@@ -200,15 +200,19 @@ def test_a_rerun_cleans_what_killed_saves_left_and_every_model_hash_resolves_to_
                     seed=1, **QUIET)
         hashes = {label.model_hash for label in project.store.active_labels() + project.store.retracted_labels()
                   if label.source == "model"}
-        recorded = {a.path.resolve() for a in project.store.artifacts()}
+        recorded = {a.path.resolve() for a in project.store.artifacts(kind="checkpoint")}
+        round_models = project.store.artifacts(kind="round-model")
     assert hashes, "the run is sized to certify labels; the check below needs some"
     assert not any(path.exists() for path in leftovers)
     assert not (folder / "models" / "0123456789abcdef").exists()
     assert (folder / "models" / "my-model" / "config.json").exists()
     assert not (folder / "models" / ".killed.staging-999999-new").exists()
-    for model_hash in hashes:
-        checkpoint = folder / "models" / model_hash
-        assert checkpoint_is_complete(checkpoint) and checkpoint.resolve() in recorded
+    for model_hash in hashes:  # names the round model: head and feature space, and the learner's checkpoint
+        (model,) = [a for a in round_models if a.meta["model_hash"] == model_hash]
+        assert model.meta["feature_space"] == "pixels" and model.meta["learner"] == "encoder space"
+        assert model.meta["head"]
+        checkpoint = folder / "models" / model.meta["checkpoint"]
+        assert checkpoint == model.path and checkpoint_is_complete(checkpoint) and checkpoint.resolve() in recorded
         load_learner(checkpoint)
 
 

@@ -24,6 +24,7 @@ A round, top to bottom (``LabelingRun._round``):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -53,7 +54,15 @@ from metalabel.label.certify import BudgetPlan, Certificate, certify_acceptance,
 from metalabel.label.fitting import Calibration, LabelSnapshot, choose_model
 from metalabel.label.graph import PoolGraph
 from metalabel.label.oracle import Oracle, OracleStopped, Query, put_questions
-from metalabel.label.round_model import RoundModel, default_learner, in_chunks, learner_hash, pool_inputs, reads_images
+from metalabel.label.round_model import (
+    RoundModel,
+    default_learner,
+    feature_space,
+    in_chunks,
+    learner_hash,
+    pool_inputs,
+    reads_images,
+)
 from metalabel.meta.functional import TaskLearner
 from metalabel.rules import RuleVotes, record_rule_votes
 from metalabel.store import CERTIFICATE_METRIC, Item, LabelSource, ProjectStore
@@ -65,6 +74,8 @@ LEARNER_HASH = re.compile(r"[0-9a-f]{16}")
 """How ``learner_hash`` names the checkpoint folders the loop writes under ``PROJECT/models/``."""
 MIN_REFERENCE_SHARE = 0.25
 """Of a round's questions, what goes to the reference sample when no coverage looks reachable yet."""
+ROUND_MODEL = "round-model"
+"""Artifact kind: what a model label's ``model_hash`` names (learner checkpoint, head, feature space)."""
 PROJECT_LEARNER = "project meta-learned"
 GIVEN_LEARNER = "given"
 ENCODER_SPACE = "encoder space"
@@ -231,6 +242,7 @@ class LabelingRun:
         self.store, self.pool, self.oracle, self.options = store, pool, oracle, options
         self.rules = rules  # the labeling functions' votes on the pool (metalabel.rules), evidence beside the model
         self.x = pool_inputs(self.pool, learner, encoder=encoder, progress=progress)
+        self.space = feature_space(self.pool, learner, encoder=encoder)
         self.encoder = encoder
         self.learners: dict[str, TaskLearner] = ({GIVEN_LEARNER: learner} if learner is not None
                                                  else {ENCODER_SPACE: default_learner()})
@@ -311,7 +323,7 @@ class LabelingRun:
             learned = self._meta_learn_on_project(self._snapshot())
             if learned is not None:
                 self._keep_project_learner(learned, round_id=None)
-        for name in self.learners:  # every model label's model_hash resolves to a checkpoint in the project
+        for name in self.learners:  # every model label's model_hash resolves (a round-model artifact) to a checkpoint
             self._save_checkpoint(name, None)
         if self.options.generate:
             self.generator = self._resume_generator()
@@ -338,7 +350,7 @@ class LabelingRun:
         feedback.append(certificate.reason)
         with self.store.batch():  # a rule-derived label and the rule votes behind it are on record together
             retracted = self._write_acceptance(round_id, candidates, certificate, reference, raw, probs,
-                                               self.hashes[name])
+                                               self._keep_round_model(name, model, round_id))
             if self.rules is not None and model.uses_rules:
                 record_rule_votes(self.store, self.rules, round_id=round_id, head=model.head,
                                   item_ids={p: self.index.item_id(p) for p in candidates[certificate.mask]})
@@ -688,6 +700,21 @@ class LabelingRun:
         if folder.resolve() not in recorded:
             self.store.add_artifact("checkpoint", folder, round_id=round_id,
                                     meta={"learner": name, "model_hash": self.hashes[name]})
+
+    def _keep_round_model(self, name: str, model: RoundModel, round_id: int) -> str:
+        """The hash a model label names: the learner's checkpoint, the head and the feature space it read.
+
+        Recorded once as a ``round-model`` artifact pointing at the checkpoint folder, so a
+        label's ``model_hash`` says which model made it, not only which learner (the identity
+        learner is one and the same for pixels, tables and every encoder).
+        """
+        head = model.head if model.prototype_space else None
+        description = {"learner": name, "checkpoint": self.hashes[name], "head": head, "feature_space": self.space}
+        model_hash = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
+        if not any(a.meta.get("model_hash") == model_hash for a in self.store.artifacts(kind=ROUND_MODEL)):
+            self.store.add_artifact(ROUND_MODEL, self.store.folder / "models" / self.hashes[name], round_id=round_id,
+                                    meta={**description, "model_hash": model_hash})
+        return model_hash
 
     def _clean_unrecorded_files(self) -> None:
         """Files a killed run wrote but never recorded: generated arrays and checkpoints (their work is redone).

@@ -55,8 +55,20 @@ def pool_inputs(pool: LabeledDataset, learner: TaskLearner | None, *, encoder: s
         return (features - features.mean(0)) / features.std(0).clamp_min(1e-6)
     from metalabel.data.encoders import embed_dataset
 
-    name = encoder or ("minilm" if pool.modality == "text" else "efficientnet-lite0")
-    return torch.from_numpy(embed_dataset(pool, name, progress=progress))
+    return torch.from_numpy(embed_dataset(pool, feature_space(pool, learner, encoder=encoder), progress=progress))
+
+
+def feature_space(pool: LabeledDataset, learner: TaskLearner | None, *, encoder: str | None) -> str:
+    """What ``pool_inputs`` gives the learner, named: ``images``, ``standardized columns`` or the encoder."""
+    from metalabel.data.encoders import check_encoder
+
+    if learner is not None and reads_images(learner):
+        return "images"
+    if pool.modality == "tabular":
+        return "standardized columns"
+    if encoder is not None:
+        return check_encoder(encoder, pool.modality)
+    return "minilm" if pool.modality == "text" else "efficientnet-lite0"
 
 
 def reads_images(learner: TaskLearner) -> bool:
