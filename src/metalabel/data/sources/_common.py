@@ -7,7 +7,7 @@ import contextlib
 import csv
 import hashlib
 import io
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal, NamedTuple
@@ -86,11 +86,11 @@ class ClassNames:
         if self.fixed is not None and len(set(self.fixed)) != len(self.fixed):
             duplicates = sorted({name for name in self.fixed if self.fixed.count(name) > 1})
             raise BadInputError(f"classes lists {', '.join(map(repr, duplicates))} more than once")
-        self._known = None if self.fixed is None else set(self.fixed)
+        self._known = frozenset(self.fixed or ())
 
     def check(self, label: str | None, *, path: str | Path, row: int) -> None:
         """Raise ``UnknownLabelError`` for a label outside the fixed classes."""
-        if self._known is not None and label is not None and label not in self._known:
+        if self.fixed is not None and label is not None and label not in self._known:
             raise UnknownLabelError(
                 f"label {label!r} is not one of the classes",
                 path=path,
@@ -149,7 +149,8 @@ def undecodable(path: Path, *, encoding: str, error: UnicodeError) -> Unreadable
         data.decode(encoding)
     except UnicodeDecodeError as whole_file_error:
         at = whole_file_error.start
-        where, problem = data.count(b"\n", 0, at) + 1, f"(byte 0x{data[at]:02x})"
+        where: int | None = data.count(b"\n", 0, at) + 1
+        problem = f"(byte 0x{data[at]:02x})"
     else:  # a stream decoder can refuse what a whole-file decode takes (UTF-16 without a BOM)
         where, problem = None, f"({error})"
     try:  # what Excel on Windows saves; else latin-1, which decodes any byte
@@ -177,7 +178,7 @@ def _csv_cell_limit() -> Iterator[None]:
         csv.field_size_limit(previous)
 
 
-def _csv_rows(path: Path, *, encoding: str) -> Iterator[tuple[int, list[str]]]:
+def _csv_rows(path: Path, *, encoding: str) -> Generator[tuple[int, list[str]], None, None]:
     """``(line, cells)`` per non-blank row of a CSV (TSV for ``.tsv``), the header included.
 
     ``line`` is where the row starts, counting from 1 as an editor does.
@@ -303,6 +304,16 @@ class ImageFile:
     open: Callable[[], IO[bytes]]
 
 
+@dataclass(frozen=True)
+class FileOpener:
+    """Opens ``path`` for binary reading when called: an ``ImageFile.open`` for a file on disk, picklable."""
+
+    path: Path
+
+    def __call__(self) -> IO[bytes]:
+        return self.path.open("rb")
+
+
 def _height_width(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
     if size is None:
         return None
@@ -315,8 +326,8 @@ def _height_width(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
 def decode_image(file: ImageFile, *, size: tuple[int, int] | None, grayscale: bool | None) -> np.ndarray:
     """uint8 ``[H, W]`` (grey) or ``[H, W, 3]``; ``UnreadableItemError`` naming the file if it won't decode."""
     try:
-        with file.open() as stream, Image.open(stream) as image:
-            image = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
+        with file.open() as stream, Image.open(stream) as opened:
+            image = ImageOps.exif_transpose(opened)  # phone photos store their rotation in EXIF
             grey = image.mode in _GREY_MODES if grayscale is None else grayscale
             image = image.convert("L" if grey else "RGB")
             if size is not None and image.size != (size[1], size[0]):

@@ -92,8 +92,9 @@ def _find(names: list[str], root: str | Path | None) -> list[Path] | None:
     """The first folder holding every one of ``names``, gzipped or not (the ``.gz`` wins)."""
     for folder in _candidate_dirs(root):
         found = [next((p for p in (folder / n, folder / n.removesuffix(".gz")) if p.is_file()), None) for n in names]
-        if all(found):
-            return found
+        paths = [path for path in found if path is not None]
+        if len(paths) == len(names):
+            return paths
     return None
 
 

@@ -263,7 +263,10 @@ def _catalog(source: _SvgSource) -> dict[str, tuple[_CatalogEntry, ...]]:
     """Which characters form which alphabet, and which alphabets form which split."""
     by_radical: dict[str, list[_CatalogEntry]] = defaultdict(list)
     for svg_path in source.files:
-        codepoint = int(_BASE_FILE.match(Path(svg_path).name).group(1), 16)
+        match = _BASE_FILE.match(Path(svg_path).name)
+        if match is None:  # never: a _SvgSource lists only the files _BASE_FILE matches
+            continue
+        codepoint = int(match.group(1), 16)
         if codepoint not in _CJK_UNIFIED:
             continue
         entry = _read_catalog_entry(svg_path, codepoint)
@@ -381,7 +384,7 @@ def _writer(seed: int, sample_index: int) -> _Writer:
     return _Writer(shape=shape, pen_width=float(rng.uniform(*_WRITER_PEN)))
 
 
-def _rotation(angle: np.ndarray) -> np.ndarray:
+def _rotation(angle: np.ndarray | float) -> np.ndarray:
     cos, sin = np.cos(angle), np.sin(angle)
     return np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], -2)
 
@@ -525,7 +528,12 @@ def _read_cache(cache_file: Path) -> dict[str, np.ndarray] | None:
 
 def _write_cache(cache_file: Path, arrays: dict[str, np.ndarray]) -> None:
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(cache_file, lambda file: np.savez_compressed(file, **arrays))
+    write_atomically(
+        cache_file,
+        lambda file: np.savez_compressed(
+            file, images=arrays["images"], codepoints=arrays["codepoints"], alphabets=arrays["alphabets"]
+        ),
+    )
 
 
 def _as_dataset(arrays: dict[str, np.ndarray], *, split: str) -> LabeledDataset:

@@ -19,8 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+import numpy as np
+
 from metalabel.data.dataset import LabeledDataset
-from metalabel.data.sources._common import BadItems, ImageFile, OnError, existing_path, image_dataset
+from metalabel.data.sources._common import BadItems, FileOpener, ImageFile, OnError, existing_path, image_dataset
 from metalabel.errors import DataNotFoundError, UnreadableItemError
 
 SOURCE_URL = "https://github.com/brendenlake/omniglot"
@@ -79,7 +81,8 @@ def _omniglot_dataset(
         bad_items=bad_items,
         groups=[alphabet for alphabet, _ in classes],
     )
-    dataset.items = 255 - dataset.items  # ink bright on dark, as documented above
+    if isinstance(dataset.items, np.ndarray):  # always: image_dataset stacks the images into one array
+        dataset.items = 255 - dataset.items  # ink bright on dark, as documented above
     return dataset
 
 
@@ -88,9 +91,9 @@ def _visible_dirs(folder: Path) -> list[Path]:
 
 
 def _from_folder(folder: Path, *, split: str, size: int | None, bad_items: BadItems) -> LabeledDataset:
-    files_by_class = {
+    files_by_class: FilesByClass = {
         (alphabet.name, character.name): [
-            (str(png), functools.partial(png.open, "rb")) for png in character.glob("*.png")
+            (str(png), FileOpener(png)) for png in character.glob("*.png")
         ]
         for alphabet in _visible_dirs(folder)
         for character in _visible_dirs(alphabet)

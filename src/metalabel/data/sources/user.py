@@ -11,13 +11,13 @@ editor shows), except for Parquet, where they count data rows from 1.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import os
 import reprlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
+from typing import SupportsFloat, SupportsIndex
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from metalabel.data.sources._common import (
     ROW_IS_RECORD,
     BadItems,
     ClassNames,
+    FileOpener,
     ImageFile,
     OnError,
     TextRow,
@@ -95,7 +96,7 @@ def imagefolder(
                     "the file's name is not UTF-8 text", path=_shown(p), hint="rename it; uris are stored as text"
                 ))
                 continue
-            files.append(ImageFile(uri=str(p), label=label, open=functools.partial(p.open, "rb")))
+            files.append(ImageFile(uri=str(p), label=label, open=FileOpener(p)))
         return files
 
     files = [file for name in class_names for file in image_files(folder / name, label_of_folder[name])]
@@ -176,7 +177,9 @@ def columns_of(path: str | Path, *, encoding: str = "utf-8") -> list[str]:
     return list(first)
 
 
-def _jsonl_records(path: Path, *, encoding: str, bad_items: BadItems) -> Iterator[tuple[int, dict]]:
+def _jsonl_records(
+    path: Path, *, encoding: str, bad_items: BadItems
+) -> Generator[tuple[int, dict[str, object]], None, None]:
     """``(line, object)`` per non-blank line of a JSONL file; a line that is not a JSON object is a bad item."""
     encoding = text_encoding(encoding)
     try:
@@ -199,7 +202,7 @@ def _jsonl_records(path: Path, *, encoding: str, bad_items: BadItems) -> Iterato
         raise undecodable(path, encoding=encoding, error=error) from error
 
 
-def _has_lone_surrogate(line: str, record: dict) -> bool:
+def _has_lone_surrogate(line: str, record: dict[str, object]) -> bool:
     if "\\ud" not in line.lower():  # cheap: JSON can only write a surrogate as an escape
         return False
     try:
@@ -230,6 +233,7 @@ def read_table(
     class_names = ClassNames(classes)
     suffix = file.suffix.lower()
     row_meaning = ROW_IS_RECORD if suffix in PARQUET_SUFFIXES else ROW_IS_LINE
+    records: Sequence[tuple[int, Mapping[str, object]]]
     if suffix in PARQUET_SUFFIXES:
         columns, records = _parquet_records(file)
     elif suffix in JSONL_SUFFIXES:
@@ -278,7 +282,7 @@ def _number(value: object, path: Path, row: int, column: str, row_meaning: str) 
         raise UnreadableItemError(f"column {column!r} is empty", path=path, row=row, hint=hint)
     shown = reprlib.repr(value)  # a cell can be megabytes long
     try:
-        number = float(value)
+        number = _float(value)
     except OverflowError:  # a JSON integer hundreds of digits long
         number = math.inf
     except (TypeError, ValueError):
@@ -294,6 +298,14 @@ def _number(value: object, path: Path, row: int, column: str, row_meaning: str) 
             hint=f"features must be finite and within ±{_FLOAT32_MAX:.2e} (float32); {hint}",
         )
     return number
+
+
+def _float(value: object) -> float:
+    """``float(value)``, ``TypeError`` for a value ``float`` does not take (a list, a dict, a date)."""
+    # str, int and float first: the cells of CSV and JSONL, checked without the slower protocol isinstance
+    if isinstance(value, (str, int, float, bytes, bytearray)) or isinstance(value, (SupportsFloat, SupportsIndex)):
+        return float(value)
+    raise TypeError(f"float() argument must be a string or a real number, not {type(value).__name__!r}")
 
 
 def _parquet_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, object]]]]:
