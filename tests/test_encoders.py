@@ -182,6 +182,16 @@ def test_cache_key_follows_items_and_options(monkeypatch):
     assert embedding_cache_path(["ab", "c"], encoder) != embedding_cache_path(["a", "bc"], encoder)
 
 
+def test_an_empty_image_set_embeds_and_caches_as_an_empty_array():
+    # its cache key once crashed: a memoryview of an array with no elements cannot be cast to bytes
+    encoder = get_encoder("pixels")
+    empty = np.zeros((0, 28, 28), dtype=np.uint8)
+    embeddings = embed_dataset(image_dataset(empty), encoder, progress=False)
+    assert embeddings.shape == (0, encoder.dim) and embeddings.dtype == np.float32
+    assert embedding_cache_path(empty, encoder).is_file()
+    assert embedding_cache_path(empty, encoder) != embedding_cache_path(np.zeros((0, 14, 14), np.uint8), encoder)
+
+
 def test_cache_off_writes_nothing_and_a_broken_file_is_rebuilt(private_cache):
     dataset = image_dataset(random_images(3))
     encoder = get_encoder("pixels")

