@@ -12,7 +12,7 @@ from metalabel.cli import main
 from metalabel.errors import BadInputError
 from metalabel.meta import load_learner
 from metalabel.meta.evaluation import meta_evaluate
-from metalabel.meta.train import evaluation_sampler, meta_train, split_validation_classes
+from metalabel.meta.train import TrainConfig, build_learner, evaluation_sampler, meta_train, split_validation_classes
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +108,11 @@ def test_cli_meta_train_then_meta_eval(kanji, tmp_path, capsys, monkeypatch):
     assert "best validation accuracy" in out and "3-way 1-shot" in out
     [result] = json.loads((tmp_path / "eval.json").read_text())
     assert result["episodes"] == 10 and result["ways"] == 3
+
+
+def test_build_learner_asks_for_a_resolved_config():
+    # an unresolved config once failed inside max() with a TypeError about None
+    with pytest.raises(BadInputError, match="no train_ways.*resolved"):
+        build_learner(TrainConfig(algo="maml", ways=3))
+    learner = build_learner(TrainConfig(algo="maml", ways=3, backbone_kwargs={"hidden": 8}).resolved())
+    assert learner.algo == "maml"

@@ -135,7 +135,7 @@ class RoundModel:
         self.expand: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None
         self.generated_weight = 0.5
         self.prototype_space = isinstance(learner, ProtoNet)
-        if self.prototype_space:
+        if isinstance(learner, ProtoNet):  # the prototype space
             with torch.no_grad():
                 self.pool_embeddings = in_chunks(learner.embed, x)
         # The pool graph, built on first use and shared by the variants (one embedding, one graph); a caller

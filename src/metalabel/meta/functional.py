@@ -427,6 +427,10 @@ class TaskLearner(nn.Module):
     def _check_ways(self, ways: int) -> None:
         """Hook for learners with a fixed number of outputs."""
 
+    def adapt(self, x: Tensor, y: Tensor, *, weights: Tensor | None = None) -> Adapted:
+        """A model adapted to the task ``(x, y)`` (rows weighted by ``weights``); every learner implements it."""
+        raise NotImplementedError
+
     # -- the outer objective
     def meta_loss(self, batch: Episode) -> Tensor:
         """Mean over the batch's tasks of the outer objective; ``backward()`` gives the meta-gradient.

@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -27,12 +27,14 @@ from metalabel.files import write_atomically
 from metalabel.meta.backbones import build_backbone
 from metalabel.meta.checkpoint import load_learner, remove_stale_staging, save_learner
 from metalabel.meta.evaluation import EvalResult, meta_evaluate
-from metalabel.meta.functional import TaskLearner
+from metalabel.meta.functional import BatchNormMode, TaskLearner, TaskParallel
 from metalabel.meta.maml import MAML
 from metalabel.meta.protonet import ProtoNet
 from metalabel.meta.reptile import Reptile
 
 ALGOS = ("protonet", "maml", "fomaml", "anil", "reptile")
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -58,8 +60,8 @@ class TrainConfig:
     inner_lr: float | None = None
     inner_steps: int | None = None
     adapt_steps: int | None = None
-    batch_norm: str = "transductive"
-    task_parallel: str = "loop"  # "auto" picks by timing, so two runs could differ in rounding
+    batch_norm: BatchNormMode = "transductive"
+    task_parallel: TaskParallel = "loop"  # "auto" picks by timing, so two runs could differ in rounding
     val_every: int = 200
     val_episodes: int = 200
     val_fraction: float = 0.1
@@ -86,6 +88,13 @@ class TrainConfig:
         return TrainConfig(**{**asdict(self), **values})
 
 
+def _resolved(value: _T | None, name: str) -> _T:
+    """A field ``TrainConfig.resolved()`` fills in; unset, the caller skipped ``resolved()``."""
+    if value is None:
+        raise BadInputError(f"the training configuration has no {name}", hint="pass config.resolved()")
+    return value
+
+
 def build_learner(config: TrainConfig, *, in_channels: int = 1) -> TaskLearner:
     """A fresh learner for ``config`` (already resolved); weights drawn from ``config.seed``."""
     kwargs = dict(config.backbone_kwargs)
@@ -94,16 +103,18 @@ def build_learner(config: TrainConfig, *, in_channels: int = 1) -> TaskLearner:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         backbone = build_backbone(config.backbone, **kwargs)
-        common = {"batch_norm": config.batch_norm, "task_parallel": config.task_parallel}
+        batch_norm, task_parallel = config.batch_norm, config.task_parallel
         if config.algo == "protonet":
-            return ProtoNet(backbone, **common)
-        head_ways = max(config.ways, config.train_ways)
+            return ProtoNet(backbone, batch_norm=batch_norm, task_parallel=task_parallel)
+        head_ways = max(config.ways, _resolved(config.train_ways, "train_ways"))
+        inner_steps = _resolved(config.inner_steps, "inner_steps")
+        inner_lr = _resolved(config.inner_lr, "inner_lr")
         if config.algo == "reptile":
-            return Reptile(backbone, ways=head_ways, inner_steps=config.inner_steps, inner_lr=config.inner_lr,
-                           adapt_steps=config.adapt_steps, **common)
-        return MAML(backbone, ways=head_ways, inner_steps=config.inner_steps, inner_lr=config.inner_lr,
+            return Reptile(backbone, ways=head_ways, inner_steps=inner_steps, inner_lr=inner_lr,
+                           adapt_steps=config.adapt_steps, batch_norm=batch_norm, task_parallel=task_parallel)
+        return MAML(backbone, ways=head_ways, inner_steps=inner_steps, inner_lr=inner_lr,
                     adapt_steps=config.adapt_steps, first_order=config.algo == "fomaml",
-                    anil=config.algo == "anil", **common)
+                    anil=config.algo == "anil", batch_norm=batch_norm, task_parallel=task_parallel)
 
 
 def split_validation_classes(dataset: LabeledDataset, *, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -149,8 +160,10 @@ class _Progress:
             self.bar.stop()
 
     def update(self, advance: int = 1, status: str | None = None) -> None:
-        if self.bar:
-            self.bar.update(self.task, advance=advance, **({"status": status} if status else {}))
+        if self.bar and status:
+            self.bar.update(self.task, advance=advance, status=status)
+        elif self.bar:
+            self.bar.update(self.task, advance=advance)
 
 
 # Options that may change between a run and its resumption (train longer, validate more often).
@@ -238,8 +251,9 @@ def meta_train(
                                 f"{config.backbone!r} ({error})",
                                 hint="continue with the same algo, backbone and backbone_kwargs") from error
     is_reptile = config.algo == "reptile"
-    optimizer = (torch.optim.SGD(learner.parameters(), lr=config.lr) if is_reptile
-                 else torch.optim.Adam(learner.parameters(), lr=config.lr))
+    lr, meta_batch = _resolved(config.lr, "lr"), _resolved(config.meta_batch, "meta_batch")
+    optimizer = (torch.optim.SGD(learner.parameters(), lr=lr) if is_reptile
+                 else torch.optim.Adam(learner.parameters(), lr=lr))
     # Reptile anneals its outer step size linearly to zero (Nichol et al.); the others keep Adam's rate.
     scheduler = (torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / config.steps))
                  if is_reptile else None)
@@ -284,14 +298,15 @@ def meta_train(
             else:
                 best_state.update({k: v.detach().clone() for k, v in learner.state_dict().items()})
         if run is not None:
-            save_last()
+            save_last(run)
         return result
 
-    def save_last() -> None:
+    def save_last(folder: Path) -> None:
         # the optimizer's state lands with the weights in one folder rename: a resume never mixes saves
         state = {"step": step, "best_accuracy": best_accuracy, "elapsed_s": elapsed,
                  "task_parallel": learner.runner.resolved}
-        save_learner(learner, run / "last", extra=lambda staging: _save_optimizer(optimizer, scheduler, staging, state))
+        save_learner(learner, folder / "last",
+                     extra=lambda staging: _save_optimizer(optimizer, scheduler, staging, state))
 
     learner.train()
     loss_value = float("nan")
@@ -301,7 +316,7 @@ def meta_train(
                 if config.time_budget_s is not None and elapsed >= config.time_budget_s:
                     break
                 started = time.perf_counter()
-                batch = sampler.batch(step * config.meta_batch, config.meta_batch).to(device)
+                batch = sampler.batch(step * meta_batch, meta_batch).to(device)
                 optimizer.zero_grad(set_to_none=True)
                 loss = learner.meta_loss(batch)
                 loss.backward()
@@ -318,7 +333,7 @@ def meta_train(
         except KeyboardInterrupt:
             # keep every finished step: the next call with the same options resumes here
             if run is not None:
-                save_last()
+                save_last(run)
             raise
     if step % config.val_every and step < config.steps:  # stopped by the time budget between validations
         validate_and_checkpoint(loss_value)
