@@ -1,7 +1,8 @@
 """Data flows one way (../shared/DESIGN.md, "Layout"): nothing imports from a room above it.
 
 The rooms, bottom to top:
-    errors -> data -> meta -> store -> label -> generate | evaluate -> loop -> project -> export | serve | report -> cli
+    errors -> data -> meta -> store -> label -> generate | evaluate -> loop -> project -> export | serve | report
+    -> library -> cli
 
 Every ``import`` and ``from ... import`` under ``src/metalabel`` counts, at module level or inside a
 function (a lazy import still couples the rooms; a circle means a job sits in the wrong room).
@@ -36,8 +37,11 @@ LEVELS: dict[str, int] = {
     "serve": 7,
     "report": 7,
     "project": 8,
-    "cli": 9,
-    "api": 10,  # the package's own __init__: the front-door names
+    # A library of finished projects reads them through the front door (their stores and pools)
+    # and hands the CLI a learner for the next project's run.
+    "library": 9,
+    "cli": 10,
+    "api": 11,  # the package's own __init__: the front-door names
 }
 
 # today's modules -> rooms; a folder maps as a whole, a top-level module by its name
@@ -56,6 +60,7 @@ ROOM_OF_TOP: dict[str, str] = {
     "loop": "loop",
     "pipeline": "loop",
     "project": "project",
+    "library": "library",
     "export": "export",
     "serve": "serve",
     "report": "report",

@@ -116,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                allow_remote=args.allow_remote, budget=args.budget, on_ready=_announce_page)
         else:
             oracle = LabelStudioQueue(project.folder / "labelstudio", feature_names=pool.feature_names)
-        learner = _load_model(args.model)
+        learner, encoder = _run_learner(args, modality=pool.modality)
         delta = args.delta
         table = Table("round", "human", "reference", "model labels", "coverage",
                       f"certified precision (1-{delta:g})", "estimate", "retracted", "asked",
@@ -139,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                              certify=args.certify, budget=args.budget, per_round=args.per_round,
                              reference_share=args.reference_share, coverage_goal=args.coverage_goal,
                              max_rounds=args.max_rounds, strategy=args.strategy, seed=args.seed,
-                             encoder=args.encoder, gold=gold or None, progress=not args.quiet, on_round=show,
+                             encoder=encoder, gold=gold or None, progress=not args.quiet, on_round=show,
                              generate=not args.no_generate, feedback=not args.no_feedback, rules=args.rules)
         console.print(table)
         for warning in project.warnings:  # e.g. pool items added since init
@@ -150,6 +150,26 @@ def cmd_run(args: argparse.Namespace) -> int:
                     console.print(f"round {report.round_id}: {line}", highlight=False, soft_wrap=True)
         console.print(f"stopped: {result.stopped_because}")
     return 0
+
+
+def _run_learner(args: argparse.Namespace, *, modality: str):
+    """``run``'s learner and encoder: ``--model``, or the library's model in the encoder space it learned in."""
+    if not args.from_library:
+        return _load_model(args.model), args.encoder
+    from metalabel.library import Library
+
+    if args.model:
+        raise BadInputError("give either --model or --from-library, not both")
+    model = Library(args.library).model()
+    if model.modality != modality:
+        raise BadInputError(f"the library's model learned from {model.modality} projects, but this pool holds "
+                            f"{modality}", path=args.library, hint="use a library of projects like this one")
+    if args.encoder is not None and args.encoder != model.run_encoder:
+        raise BadInputError(f"the library's model works in the {model.encoder.name} space, not {args.encoder}",
+                            hint="leave --encoder out with --from-library")
+    if not args.quiet:
+        console.print(f"starting from the library: {model.summary()}", highlight=False, soft_wrap=True)
+    return model.learner, model.run_encoder
 
 
 def _announce_page(url: str) -> None:
@@ -359,6 +379,132 @@ def _certified_lines(certified: dict | None, *, retracted_total: int) -> list[st
     return lines
 
 
+def cmd_library_add(args: argparse.Namespace) -> int:
+    from metalabel.library import Library
+    from metalabel.project import Project
+
+    library = Library(args.library)
+    with Project.open(args.project) as project:
+        manifest = library.add(project, name=args.name, with_content=args.with_content, encoder=args.encoder,
+                               label_space=args.label_space, progress=not args.quiet)
+    sources = ", ".join(f"{count} {source}" for source, count in manifest.sources.items())
+    console.print(f"added {manifest.name} to {library.folder}: {manifest.items} labeled items ({sources}), "
+                  f"{len(manifest.class_names)} classes, {manifest.encoder.name} space"
+                  + (", with content" if manifest.with_content else ""), highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_library_list(args: argparse.Namespace) -> int:
+    from metalabel.library import Library
+
+    library = Library(args.library)
+    manifests = library.manifests()
+    if args.json:
+        print(json.dumps([m.to_json() for m in manifests], indent=2))
+        return 0
+    table = Table("name", "items", "classes", "sources", "encoder", "label space", "added", "from",
+                  title=f"library {library.folder}", title_justify="left")
+    for m in manifests:
+        table.add_row(m.name, str(m.items), str(len(m.class_names)),
+                      ", ".join(f"{n} {s}" for s, n in m.sources.items()), m.encoder.name, m.label_space or "-",
+                      m.added_at, m.project_folder)
+    console.print(table)
+    if not manifests:
+        console.print("empty: add finished projects with `metalabel library add PROJECT`")
+    elif library.model_folder.is_dir():
+        console.print(f"model: {library.model().summary()}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_library_remove(args: argparse.Namespace) -> int:
+    from metalabel.library import Library
+
+    Library(args.library).remove(args.name)
+    console.print(f"removed {args.name}; a model trained with it keeps what it learned until `library train` runs "
+                  "again", highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_library_export(args: argparse.Namespace) -> int:
+    from metalabel.library import Library
+
+    library = Library(args.library)
+    path = library.export_file(args.file)
+    console.print(f"exported {len(library.names())} projects to {path}", highlight=False)
+    return 0
+
+
+def cmd_library_import(args: argparse.Namespace) -> int:
+    from metalabel.library import Library
+
+    result = Library(args.library).import_file(args.file)
+    console.print(f"imported {', '.join(result.added)} (exported {result.exported_at} by metalabel "
+                  f"{result.metalabel_version})", highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_library_train(args: argparse.Namespace) -> int:
+    from metalabel.library import Library
+
+    library = Library(args.library)
+    model = library.train(algo=args.algo, ways=args.ways, shots=args.shots, queries=args.queries, steps=args.steps,
+                          validation=args.validation, seed=args.seed, progress=not args.quiet)
+    console.print(model.summary(), highlight=False, soft_wrap=True)
+    console.print(f"checkpoint: {library.model_folder}; start a project from it with "
+                  "`metalabel run PROJECT --from-library`", highlight=False, soft_wrap=True)
+    return 0
+
+
+def _library_parser(sub) -> None:
+    library = sub.add_parser("library", help="a library of finished projects to meta-train the next one on")
+    commands = library.add_subparsers(dest="library_command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress output")
+    _library_option(common)
+
+    p = commands.add_parser("add", parents=[common], help="keep a finished project's labeled items (as embeddings)")
+    p.add_argument("project", type=Path)
+    p.add_argument("--name", default=None, help="the entry's name (default: the project's)")
+    p.add_argument("--encoder", default=None, help="the encoder the project was run with (default: as for run)")
+    p.add_argument("--label-space", default=None,
+                   help="a name for the label space this project shares with others: their classes may then meet "
+                        "in one training episode (default: none shared)")
+    p.add_argument("--with-content", action="store_true", help="also keep the labeled items themselves")
+    p.set_defaults(func=cmd_library_add)
+
+    p = commands.add_parser("list", parents=[common], help="the projects the library holds")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_library_list)
+
+    p = commands.add_parser("remove", parents=[common], help="drop a project from the library")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_library_remove)
+
+    p = commands.add_parser("export", parents=[common], help="write the library's projects into one file to share")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=cmd_library_export)
+
+    p = commands.add_parser("import", parents=[common], help="add the projects of a `library export` file")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=cmd_library_import)
+
+    p = commands.add_parser("train", parents=[common],
+                            help="meta-train a learner across the library's projects (some held out to validate)")
+    p.add_argument("--algo", default="protonet", choices=["protonet", "maml", "fomaml", "anil", "reptile"])
+    p.add_argument("--ways", type=int, default=5, help="classes per episode (lowered to the smallest project's)")
+    p.add_argument("--shots", type=int, default=5)
+    p.add_argument("--queries", type=int, default=10)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--validation", type=int, default=None, help="projects held out (default: a fifth, at least 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_library_train)
+
+
+def _library_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--library", type=Path, default=None,
+                        help="library folder (default: $METALABEL_LIBRARY, else ~/.metalabel/library)")
+
+
 def cmd_meta_train(args: argparse.Namespace) -> int:
     from metalabel.meta.train import meta_train
 
@@ -467,6 +613,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rules", type=Path, default=None,
                    help="labeling functions (rules.py, or a .toml of keyword/regex/column/filename rules) whose "
                         "votes are evidence beside the model; kept in the project for later runs and status")
+    p.add_argument("--from-library", action="store_true",
+                   help="start from the learner `metalabel library train` made on past projects (in its encoder space)")
+    _library_option(p)
     p.add_argument("--seed", type=int, default=0)
     _page_options(p)
     p.set_defaults(func=cmd_run)
@@ -547,6 +696,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labelstudio: Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, a folder holding the "
                         "export; images are then linked, not embedded in the tasks")
     p.set_defaults(func=cmd_export)
+
+    _library_parser(sub)
 
     p = sub.add_parser("meta-train", parents=[common], help="meta-train a learner on episodes of a data source")
     p.add_argument("--source", default="kanji", help="built-in name[:split] or a path (kanji: background split)")
