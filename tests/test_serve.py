@@ -417,3 +417,15 @@ def test_a_runs_round_takes_its_answers_once_the_last_is_given():
         desk.submit(Mode.QUESTIONS, "undo")
     with pytest.raises(BadInputError, match="not the one on the page"):
         desk.submit(Mode.QUESTIONS, "answer", task_id=8, label="cat")
+
+
+def test_a_reference_question_is_shown_without_a_guess_whoever_built_the_query(project):
+    from metalabel.label.oracle import Query
+    from metalabel.serve.desk import question_tasks
+
+    with ProjectStore.open(project) as store:
+        [reference, margin] = [q for q in store.open_questions() if q.uri.endswith(("00-circle.png", "01-square.png"))]
+        tasks = question_tasks(store, [Query(q.id, q.item_id, q.uri, None, CLASSES, "circle", 0.9, current_label=now)
+                                       for q, now in ((reference, "circle (model)"), (margin, "square (model)"))])
+    assert [(t.why, t.suggestion, t.confidence, t.current) for t in tasks] == [
+        ("reference", None, None, None), ("margin", "circle", 0.9, "square (model)")]

@@ -333,8 +333,11 @@ def question_tasks(store: ProjectStore, queries: Sequence[Query]) -> list[Task]:
     tasks = []
     for query in queries:
         question = store.question(query.question_id)
-        tasks.append(Task(query.question_id, query.item_id, query.uri, query.item, query.suggestion,
-                          query.suggestion_confidence, question.strategy, question.round_id, query.current_label))
+        # the loop puts a reference question without a guess; the page makes sure, whoever built the query
+        unprompted = question.strategy == REFERENCE
+        tasks.append(Task(query.question_id, query.item_id, query.uri, query.item,
+                          None if unprompted else query.suggestion, None if unprompted else query.suggestion_confidence,
+                          question.strategy, question.round_id, None if unprompted else query.current_label))
     return tasks
 
 
