@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 
@@ -230,6 +232,26 @@ def test_a_case_variant_class_in_the_seed_labels_is_a_warning(tmp_path):
         assert project.store.classes() == ["A", "a", "dog"]  # kept as written
         [warning] = project.warnings
         assert "'A', 'a'" in warning and "differ only in case" in warning
+
+
+# ------------------------------------------- seed labels read by the data readers' CSV reader (issue 12)
+
+
+def test_seed_csv_that_is_not_utf8_keeps_its_error(tmp_path):
+    seed = tmp_path / "seed.csv"
+    seed.write_bytes(b"uri,label\ncats/0.txt,caf\xe9\n")
+    with pytest.raises(BadInputError, match=r"seed\.csv: not UTF-8 text \(invalid continuation byte\).*save the CSV"):
+        Project.create(tmp_path / "p", pool=make_pool(), labels=seed)
+    assert leftovers(tmp_path) == []
+
+
+def test_seed_csv_row_spanning_lines_is_named_by_the_line_it_starts_on(tmp_path):
+    # the data readers' convention; the seed reader once named the line the row ended on (row 4 here)
+    seed = write_csv(tmp_path / "seed.csv", 'uri,label\ncats/0.txt,cat\ndogs/0.txt,"do\ng"\n')
+    limit = csv.field_size_limit()
+    with pytest.raises(BadInputError, match=r"seed\.csv, row 3: .*control character"):
+        Project.create(tmp_path / "p", pool=make_pool(), labels=seed)
+    assert csv.field_size_limit() == limit  # the reader's larger cell limit is given back on an error too
 
 
 # ------------------------------------------- the pool check (issue 12), growth (issue 9 item 12)

@@ -14,7 +14,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from metalabel.data.dataset import UNLABELED, LabeledDataset
+from metalabel.data.sources._common import csv_rows
 from metalabel.errors import (
     BadInputError,
     DataNotFoundError,
@@ -489,46 +490,45 @@ def _seeds_from_csv(path: Path, pool_index: _PoolIndex) -> list[_Seed]:
     if not path.is_file():
         raise DataNotFoundError("seed label file not found", path=path, hint="give a CSV file with columns uri,label")
     seeds = []
-    try:
-        # utf-8-sig: spreadsheets often save a byte-order mark before the header.
-        with path.open(newline="", encoding="utf-8-sig") as file:
-            reader = csv.reader(file)
-            header = [column.strip().lower() for column in next(reader, [])]
-            item_column = "uri" if "uri" in header else "item"
-            if item_column not in header or "label" not in header:
+    # utf-8-sig: spreadsheets often save a byte-order mark before the header.
+    rows = csv_rows(path, encoding="utf-8-sig", delimiter=",", failed=lambda error, _: _unreadable_seeds(path, error))
+    with closing(rows):  # gives the csv module's cell limit back at once, on an error here too
+        _, first = next(rows, (1, []))
+        header = [column.strip().lower() for column in first]
+        item_column = "uri" if "uri" in header else "item"
+        if item_column not in header or "label" not in header:
+            raise BadInputError(
+                "the header must name the columns uri,label (or item,label); "
+                f"found {','.join(header) or 'nothing'}",
+                path=path,
+                row=1,
+                hint="put a header line 'uri,label' above the rows",
+            )
+        item_at, label_at = header.index(item_column), header.index("label")
+        for row, cells in rows:  # row: the line where it starts
+            cells = [cell.strip() for cell in cells]
+            if not any(cells):
+                continue
+            written = cells[item_at] if item_at < len(cells) else ""
+            class_name = cells[label_at] if label_at < len(cells) else ""
+            if not written:
                 raise BadInputError(
-                    "the header must name the columns uri,label (or item,label); "
-                    f"found {','.join(header) or 'nothing'}",
-                    path=path,
-                    row=1,
-                    hint="put a header line 'uri,label' above the rows",
+                    f"no {item_column} in this row", path=path, row=row, hint="fill it in or delete the row"
                 )
-            item_at, label_at = header.index(item_column), header.index("label")
-            for cells in reader:
-                row = reader.line_num
-                cells = [cell.strip() for cell in cells]
-                if not any(cells):
-                    continue
-                written = cells[item_at] if item_at < len(cells) else ""
-                class_name = cells[label_at] if label_at < len(cells) else ""
-                if not written:
-                    raise BadInputError(
-                        f"no {item_column} in this row", path=path, row=row, hint="fill it in or delete the row"
-                    )
-                if not class_name:
-                    raise BadInputError(
-                        f"item {written!r} has no label", path=path, row=row, hint="fill in the label or delete the row"
-                    )
-                _check_seed_class(class_name, path=path, row=row)
-                index = _find_item(pool_index, written, path=path, row=row, place=f"row {row}")
-                seeds.append(_Seed(index, class_name, pool_index.uris[index], f"row {row}", path, row))
-    except UnicodeDecodeError as exc:
-        raise BadInputError(f"not UTF-8 text ({exc.reason})", path=path, hint="save the CSV as UTF-8") from exc
-    except csv.Error as exc:
-        raise BadInputError(
-            f"not a readable CSV file ({exc})", path=path, hint="save it as comma-separated values"
-        ) from exc
+            if not class_name:
+                raise BadInputError(
+                    f"item {written!r} has no label", path=path, row=row, hint="fill in the label or delete the row"
+                )
+            _check_seed_class(class_name, path=path, row=row)
+            index = _find_item(pool_index, written, path=path, row=row, place=f"row {row}")
+            seeds.append(_Seed(index, class_name, pool_index.uris[index], f"row {row}", path, row))
     return seeds
+
+
+def _unreadable_seeds(path: Path, error: UnicodeError | csv.Error) -> BadInputError:
+    if isinstance(error, UnicodeDecodeError):
+        return BadInputError(f"not UTF-8 text ({error.reason})", path=path, hint="save the CSV as UTF-8")
+    return BadInputError(f"not a readable CSV file ({error})", path=path, hint="save it as comma-separated values")
 
 
 def _seeds_from_mapping(labels: Mapping[str | int, str], pool_index: _PoolIndex) -> list[_Seed]:

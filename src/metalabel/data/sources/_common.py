@@ -178,12 +178,23 @@ def _csv_cell_limit() -> Iterator[None]:
         csv.field_size_limit(previous)
 
 
-def _csv_rows(path: Path, *, encoding: str) -> Generator[tuple[int, list[str]], None, None]:
-    """``(line, cells)`` per non-blank row of a CSV (TSV for ``.tsv``), the header included.
+def csv_rows(
+    path: Path,
+    *,
+    encoding: str,
+    delimiter: str | None = None,
+    failed: Callable[[UnicodeError | csv.Error, int], Exception] | None = None,
+) -> Generator[tuple[int, list[str]], None, None]:
+    """``(line, cells)`` per non-blank row of a CSV, the header included: the one CSV reader of metalabel.
 
-    ``line`` is where the row starts, counting from 1 as an editor does.
+    ``line`` is where the row starts, counting from 1 as an editor does. ``delimiter``: by
+    default a tab for ``.tsv``, else a comma. Cells may be up to ``CSV_CELL_LIMIT`` long. A file
+    that is not text in ``encoding``, or not valid CSV, raises ``failed(error, line)``; by default
+    an ``UnreadableItemError`` naming the line. Read it under ``contextlib.closing``, so the csv
+    module's cell limit is given back as soon as the caller stops, even on an error of its own.
     """
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    if delimiter is None:
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     line = 1
     try:
         with _csv_cell_limit(), path.open(newline="", encoding=encoding) as stream:
@@ -192,23 +203,27 @@ def _csv_rows(path: Path, *, encoding: str) -> Generator[tuple[int, list[str]], 
                 if cells:  # csv yields [] for a blank line
                     yield line, cells
                 line = reader.line_num + 1
-    except UnicodeError as error:  # UnicodeDecodeError, or a codec's own complaint (UTF-16's missing BOM)
-        raise undecodable(path, encoding=encoding, error=error) from error
-    except csv.Error as error:
-        if "field larger than field limit" in str(error):
-            raise UnreadableItemError(
-                f"a cell is longer than {CSV_CELL_LIMIT:,} characters",
-                path=path,
-                row=line,
-                hint=f"look for an unmatched quote (\") in or above this row, or shorten the cell; {ROW_IS_LINE}",
-            ) from error
-        raise UnreadableItemError(f"is not valid CSV: {error}", path=path, row=line, hint=ROW_IS_LINE) from error
+    except (UnicodeError, csv.Error) as error:  # UnicodeError: a codec's own complaint too (UTF-16's missing BOM)
+        raise (failed(error, line) if failed else _unreadable_csv(path, encoding, error, line)) from error
+
+
+def _unreadable_csv(path: Path, encoding: str, error: UnicodeError | csv.Error, line: int) -> UnreadableItemError:
+    if isinstance(error, UnicodeError):
+        return undecodable(path, encoding=encoding, error=error)
+    if "field larger than field limit" in str(error):
+        return UnreadableItemError(
+            f"a cell is longer than {CSV_CELL_LIMIT:,} characters",
+            path=path,
+            row=line,
+            hint=f"look for an unmatched quote (\") in or above this row, or shorten the cell; {ROW_IS_LINE}",
+        )
+    return UnreadableItemError(f"is not valid CSV: {error}", path=path, row=line, hint=ROW_IS_LINE)
 
 
 def read_csv_header(path: Path, *, encoding: str) -> list[str]:
     """The column names of a CSV, stripped (empty for an empty file)."""
     # closing: gives the csv cell limit back now, not when the generator is collected
-    with contextlib.closing(_csv_rows(path, encoding=text_encoding(encoding))) as rows:
+    with contextlib.closing(csv_rows(path, encoding=text_encoding(encoding))) as rows:
         _, header = next(rows, (1, []))
     return [name.strip() for name in header]
 
@@ -223,7 +238,7 @@ def read_csv(
     cells than the header (an unquoted delimiter, usually) is a bad item.
     """
     records: list[tuple[int, dict[str, str]]] = []
-    with contextlib.closing(_csv_rows(path, encoding=text_encoding(encoding))) as rows:
+    with contextlib.closing(csv_rows(path, encoding=text_encoding(encoding))) as rows:
         _, header = next(rows, (1, []))
         header = [name.strip() for name in header]
         if not header:
