@@ -28,12 +28,14 @@ PUBLISHED = {
     "fomaml": (98.3, 99.2, 89.4, 97.9),
     "reptile": (95.4, 98.9, 88.1, 96.7),
     "anil": (None, None, None, None),  # Raghu et al. report Mini-ImageNet only
+    "gnn": (99.2, 99.7, 97.4, 99.0),  # Garcia and Bruna 2018
+    "recurrent": (None, None, None, None),  # no paper for this GRU + attention reader (SNAIL: 99.1, 99.8, 97.6, 99.4)
 }
 SETTINGS = [(5, 1), (5, 5), (20, 1), (20, 5)]
 
 
 def train_and_eval(algo: str, ways: int, shots: int, args: argparse.Namespace) -> dict:
-    run = ROOT / "runs" / f"kanji-{algo}-{ways}w{shots}s"
+    run = args.runs / f"kanji-{algo}-{ways}w{shots}s"
     result_file = run / "test.json"
     if not result_file.exists():  # a finished model is kept; an unfinished one resumes from its checkpoint
         train_model(run, algo, ways, shots, args)
@@ -85,7 +87,8 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algos", nargs="+", default=["protonet", "maml", "fomaml", "anil", "reptile"])
+    parser.add_argument("--algos", nargs="+",
+                        default=["protonet", "maml", "fomaml", "anil", "reptile", "gnn", "recurrent"])
     parser.add_argument("--settings", nargs="+", default=[f"{w}w{s}s" for w, s in SETTINGS])
     parser.add_argument("--budget-s", type=float, default=1800.0, help="training seconds per model")
     parser.add_argument("--max-steps", type=int, default=100000)
@@ -98,6 +101,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="models trained at once (one thread each if > 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="meta_accuracy")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs",
+                        help="folder of the models; a model already finished there is reused, not retrained")
     parser.add_argument("--collect", action="store_true",
                         help="train nothing: tabulate the models that already finished (e.g. after a time limit)")
     args = parser.parse_args()
@@ -108,7 +113,7 @@ def main() -> None:
     settings = [tuple(int(v) for v in s.rstrip("s").split("w")) for s in args.settings]
     jobs = list(itertools.product(args.algos, settings))
     def attempt(job):
-        if args.collect and not (ROOT / "runs" / f"kanji-{job[0]}-{job[1][0]}w{job[1][1]}s" / "test.json").exists():
+        if args.collect and not (args.runs / f"kanji-{job[0]}-{job[1][0]}w{job[1][1]}s" / "test.json").exists():
             return None
         try:
             return train_and_eval(job[0], *job[1], args)

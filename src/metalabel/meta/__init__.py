@@ -30,8 +30,10 @@ from metalabel.meta.checkpoint import (
     save_learner,
 )
 from metalabel.meta.functional import Adapted, FastWeightClassifier, MetaLearner, TaskLearner
+from metalabel.meta.gnn import GraphClassifier, GraphLearner
 from metalabel.meta.maml import MAML
 from metalabel.meta.protonet import ProtoNet, PrototypeClassifier
+from metalabel.meta.recurrent import RecurrentLearner, SequenceClassifier
 from metalabel.meta.reptile import Reptile
 
 __all__ = [
@@ -41,11 +43,15 @@ __all__ = [
     "Adapted",
     "Conv4",
     "FastWeightClassifier",
+    "GraphClassifier",
+    "GraphLearner",
     "MetaLearner",
     "ProtoNet",
     "PrototypeClassifier",
+    "RecurrentLearner",
     "Reptile",
     "ResNet12",
+    "SequenceClassifier",
     "TaskLearner",
     "available_backbones",
     "backbone_spec",

@@ -25,14 +25,18 @@ from metalabel.errors import BadInputError, DataNotFoundError
 from metalabel.files import fsync
 from metalabel.meta.backbones import backbone_spec, build_backbone
 from metalabel.meta.functional import TaskLearner
+from metalabel.meta.gnn import GraphLearner
 from metalabel.meta.maml import MAML
 from metalabel.meta.protonet import ProtoNet
+from metalabel.meta.recurrent import RecurrentLearner
 from metalabel.meta.reptile import Reptile
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-LEARNERS: dict[str, type[TaskLearner]] = {cls.algo: cls for cls in (ProtoNet, MAML, Reptile)}
+LEARNERS: dict[str, type[TaskLearner]] = {
+    cls.algo: cls for cls in (ProtoNet, MAML, Reptile, GraphLearner, RecurrentLearner)
+}
 
 
 def _metalabel_version() -> str:

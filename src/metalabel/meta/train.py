@@ -28,11 +28,13 @@ from metalabel.meta.backbones import build_backbone
 from metalabel.meta.checkpoint import load_learner, remove_stale_staging, save_learner
 from metalabel.meta.evaluation import EvalResult, meta_evaluate
 from metalabel.meta.functional import BatchNormMode, TaskLearner, TaskParallel
+from metalabel.meta.gnn import GraphLearner
 from metalabel.meta.maml import MAML
 from metalabel.meta.protonet import ProtoNet
+from metalabel.meta.recurrent import RecurrentLearner
 from metalabel.meta.reptile import Reptile
 
-ALGOS = ("protonet", "maml", "fomaml", "anil", "reptile")
+ALGOS = ("protonet", "maml", "fomaml", "anil", "reptile", "gnn", "recurrent")
 
 _T = TypeVar("_T")
 
@@ -75,7 +77,7 @@ class TrainConfig:
         gradient_based = self.algo in ("maml", "fomaml", "anil")
         defaults = {
             "train_ways": self.ways,
-            "meta_batch": (1 if self.algo == "protonet" else 5 if self.algo == "reptile"
+            "meta_batch": (1 if self.algo in ("protonet", "gnn", "recurrent") else 5 if self.algo == "reptile"
                            else 32 if self.ways <= 5 else 16),
             "lr": 1.0 if self.algo == "reptile" else 1e-3,
             "inner_lr": ((0.4 if self.ways <= 5 else 0.1) if gradient_based
@@ -107,6 +109,11 @@ def build_learner(config: TrainConfig, *, in_channels: int = 1) -> TaskLearner:
         if config.algo == "protonet":
             return ProtoNet(backbone, batch_norm=batch_norm, task_parallel=task_parallel)
         head_ways = max(config.ways, _resolved(config.train_ways, "train_ways"))
+        if config.algo == "gnn":
+            return GraphLearner(backbone, ways=head_ways, batch_norm=batch_norm, task_parallel=task_parallel)
+        if config.algo == "recurrent":
+            return RecurrentLearner(backbone, ways=head_ways, seed=config.seed, batch_norm=batch_norm,
+                                    task_parallel=task_parallel)
         inner_steps = _resolved(config.inner_steps, "inner_steps")
         inner_lr = _resolved(config.inner_lr, "inner_lr")
         if config.algo == "reptile":
