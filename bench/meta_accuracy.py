@@ -29,6 +29,7 @@ PUBLISHED = {
     "reptile": (95.4, 98.9, 88.1, 96.7),
     "anil": (None, None, None, None),  # Raghu et al. report Mini-ImageNet only
     "gnn": (99.2, 99.7, 97.4, 99.0),  # Garcia and Bruna 2018
+    "bayes": (None, None, None, None),  # no paper for this learner; ProtoNet's row is its baseline
     "recurrent": (None, None, None, None),  # no paper for this GRU + attention reader (SNAIL: 99.1, 99.8, 97.6, 99.4)
 }
 SETTINGS = [(5, 1), (5, 5), (20, 1), (20, 5)]
@@ -42,6 +43,7 @@ def train_and_eval(algo: str, ways: int, shots: int, args: argparse.Namespace) -
     [result] = json.loads(result_file.read_text())
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     return {"algo": algo, "ways": ways, "shots": shots, "accuracy": result["accuracy"], "ci95": result["ci95"],
+            "log_loss": result["log_loss"], "confidence": result["confidence"],
             "episodes": result["episodes"], "steps": history[-1]["step"], "train_s": round(history[-1]["elapsed_s"])}
 
 
@@ -52,7 +54,7 @@ def train_model(run: Path, algo: str, ways: int, shots: int, args: argparse.Name
              "--val-episodes", str(args.val_episodes), "--seed", str(args.seed), "--out", str(run), "--quiet"]
     if algo in ("maml", "fomaml", "anil") and args.maml_meta_batch:
         train += ["--meta-batch", str(args.maml_meta_batch)]
-    if algo == "protonet":
+    if algo in ("protonet", "bayes"):
         train += ["--train-ways", str(max(ways, 20))]  # Snell et al. train with more ways than they test
     subprocess.run(train, check=True, env=args.env)
     partial = run / "test.json.partial"
@@ -72,23 +74,25 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
         f"(or {args.max_steps} meta-updates), best checkpoint by validation on held-out background alphabets, "
         f"tested on {args.episodes} fixed episodes of the evaluation split ({args.queries} queries per class "
         "in training, 15 in testing). Accuracy in %, ± the 95% confidence interval. Published: the papers' "
-        "Omniglot figures.",
+        "Omniglot figures. Log loss: mean -log probability of the true class; confidence: mean top "
+        "probability (above the accuracy: overconfident), both over the test queries, before any calibration.",
         "",
-        "| algorithm | setting | kanji accuracy | published (Omniglot) | meta-updates | training s |",
-        "|---|---|---|---|---|---|",
+        "| algorithm | setting | kanji accuracy | published (Omniglot) | log loss | confidence | meta-updates "
+        "| training s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         published = PUBLISHED[r["algo"]][SETTINGS.index((r["ways"], r["shots"]))]
         lines.append(f"| {r['algo']} | {r['ways']}-way {r['shots']}-shot | {100 * r['accuracy']:.1f} ± "
-                     f"{100 * r['ci95']:.1f} | {published if published is not None else 'n/a'} | {r['steps']} | "
-                     f"{r['train_s']} |")
+                     f"{100 * r['ci95']:.1f} | {published if published is not None else 'n/a'} | "
+                     f"{r['log_loss']:.3f} | {100 * r['confidence']:.1f} | {r['steps']} | {r['train_s']} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algos", nargs="+",
-                        default=["protonet", "maml", "fomaml", "anil", "reptile", "gnn", "recurrent"])
+                        default=["protonet", "maml", "fomaml", "anil", "reptile", "gnn", "recurrent", "bayes"])
     parser.add_argument("--settings", nargs="+", default=[f"{w}w{s}s" for w, s in SETTINGS])
     parser.add_argument("--budget-s", type=float, default=1800.0, help="training seconds per model")
     parser.add_argument("--max-steps", type=int, default=100000)

@@ -702,7 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("meta-train", parents=[common], help="meta-train a learner on episodes of a data source")
     p.add_argument("--source", default="kanji", help="built-in name[:split] or a path (kanji: background split)")
     p.add_argument("--algo", default="protonet", choices=["protonet", "maml", "fomaml", "anil", "reptile", "gnn",
-                                                             "recurrent"])
+                                                             "recurrent", "bayes"])
     p.add_argument("--backbone", default=None)
     p.add_argument("--ways", type=int, default=5)
     p.add_argument("--shots", type=int, default=1)

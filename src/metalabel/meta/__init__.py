@@ -21,6 +21,7 @@ from metalabel.meta.backbones import (
     linear_head,
     register_backbone,
 )
+from metalabel.meta.bayes import BayesProtoNet, GaussianPrototypeClassifier
 from metalabel.meta.checkpoint import (
     LEARNERS,
     checkpoint_is_complete,
@@ -41,8 +42,10 @@ __all__ = [
     "MAML",
     "MLP",
     "Adapted",
+    "BayesProtoNet",
     "Conv4",
     "FastWeightClassifier",
+    "GaussianPrototypeClassifier",
     "GraphClassifier",
     "GraphLearner",
     "MetaLearner",

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from metalabel.errors import BadInputError, DataNotFoundError
 from metalabel.files import fsync
 from metalabel.meta.backbones import backbone_spec, build_backbone
+from metalabel.meta.bayes import BayesProtoNet
 from metalabel.meta.functional import TaskLearner
 from metalabel.meta.gnn import GraphLearner
 from metalabel.meta.maml import MAML
@@ -35,7 +36,7 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 LEARNERS: dict[str, type[TaskLearner]] = {
-    cls.algo: cls for cls in (ProtoNet, MAML, Reptile, GraphLearner, RecurrentLearner)
+    cls.algo: cls for cls in (ProtoNet, MAML, Reptile, GraphLearner, RecurrentLearner, BayesProtoNet)
 }
 
 

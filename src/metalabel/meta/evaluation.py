@@ -13,7 +13,12 @@ from metalabel.meta.functional import MetaLearner
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Accuracy over ``episodes`` fixed test tasks: mean and the half-width of its 95% CI."""
+    """Accuracy over ``episodes`` fixed test tasks: mean and the half-width of its 95% CI.
+
+    How far the probabilities can be taken at their word: ``log_loss`` is the mean
+    -log probability of the true class, ``confidence`` the mean top probability (above
+    ``accuracy``: overconfident; below: underconfident), both over every query.
+    """
 
     accuracy: float
     ci95: float
@@ -21,6 +26,8 @@ class EvalResult:
     ways: int
     shots: int
     queries: int
+    log_loss: float = float("nan")
+    confidence: float = float("nan")
 
     def __str__(self) -> str:
         return (f"{self.ways}-way {self.shots}-shot: {100 * self.accuracy:.2f} ± {100 * self.ci95:.2f}% "
@@ -30,33 +37,43 @@ class EvalResult:
         return asdict(self)
 
 
-def episode_accuracies(learner: MetaLearner, sampler: EpisodeSampler, *, episodes: int,
-                       device: str | torch.device = "cpu", progress=None) -> np.ndarray:
-    """Query accuracy of ``learner`` adapted to each of the first ``episodes`` tasks of ``sampler``."""
+def episode_scores(learner: MetaLearner, sampler: EpisodeSampler, *, episodes: int,
+                   device: str | torch.device = "cpu", progress=None) -> np.ndarray:
+    """``[episodes, 3]``: query accuracy, log loss and mean top probability of ``learner`` on each task."""
     was_training = getattr(learner, "training", False)
     if hasattr(learner, "eval"):
         learner.eval()
-    accuracies = np.empty(episodes)
+    scores = np.empty((episodes, 3))
     try:
         for index in range(episodes):
             episode = sampler[index].to(device)
             adapted = learner.adapt(episode.support_x, episode.support_y)
             with torch.no_grad():
-                predicted = adapted.predict_proba(episode.query_x).argmax(-1)
-            accuracies[index] = (predicted == episode.query_y).float().mean().item()
+                proba = adapted.predict_proba(episode.query_x)
+            top, predicted = proba.max(-1)
+            true_class = proba.gather(1, episode.query_y.unsqueeze(1)).squeeze(1)
+            scores[index] = ((predicted == episode.query_y).float().mean().item(),
+                             -true_class.double().clamp_min(1e-12).log().mean().item(), top.mean().item())
             if progress is not None:
                 progress()
     finally:
         if was_training and hasattr(learner, "train"):
             learner.train()
-    return accuracies
+    return scores
+
+
+def episode_accuracies(learner: MetaLearner, sampler: EpisodeSampler, *, episodes: int,
+                       device: str | torch.device = "cpu", progress=None) -> np.ndarray:
+    """Query accuracy of ``learner`` adapted to each of the first ``episodes`` tasks of ``sampler``."""
+    return episode_scores(learner, sampler, episodes=episodes, device=device, progress=progress)[:, 0]
 
 
 def meta_evaluate(learner: MetaLearner, sampler: EpisodeSampler, *, episodes: int | None = None,
                   device: str | torch.device = "cpu", progress=None) -> EvalResult:
     """Mean accuracy and 95% CI over the sampler's fixed episodes (all of them unless ``episodes``)."""
     count = episodes if episodes is not None else len(sampler)
-    accuracies = episode_accuracies(learner, sampler, episodes=count, device=device, progress=progress)
-    mean, half_width = mean_confidence_interval(accuracies)
+    scores = episode_scores(learner, sampler, episodes=count, device=device, progress=progress)
+    mean, half_width = mean_confidence_interval(scores[:, 0])
     return EvalResult(accuracy=float(mean), ci95=float(half_width), episodes=count,
-                      ways=sampler.ways, shots=sampler.shots, queries=sampler.queries)
+                      ways=sampler.ways, shots=sampler.shots, queries=sampler.queries,
+                      log_loss=float(scores[:, 1].mean()), confidence=float(scores[:, 2].mean()))

@@ -25,6 +25,7 @@ from metalabel.data.episodes import EpisodeSampler
 from metalabel.errors import BadInputError
 from metalabel.files import write_atomically
 from metalabel.meta.backbones import build_backbone
+from metalabel.meta.bayes import BayesProtoNet
 from metalabel.meta.checkpoint import load_learner, remove_stale_staging, save_learner
 from metalabel.meta.evaluation import EvalResult, meta_evaluate
 from metalabel.meta.functional import BatchNormMode, TaskLearner, TaskParallel
@@ -34,7 +35,7 @@ from metalabel.meta.protonet import ProtoNet
 from metalabel.meta.recurrent import RecurrentLearner
 from metalabel.meta.reptile import Reptile
 
-ALGOS = ("protonet", "maml", "fomaml", "anil", "reptile", "gnn", "recurrent")
+ALGOS = ("protonet", "maml", "fomaml", "anil", "reptile", "gnn", "recurrent", "bayes")
 
 _T = TypeVar("_T")
 
@@ -77,7 +78,7 @@ class TrainConfig:
         gradient_based = self.algo in ("maml", "fomaml", "anil")
         defaults = {
             "train_ways": self.ways,
-            "meta_batch": (1 if self.algo in ("protonet", "gnn", "recurrent") else 5 if self.algo == "reptile"
+            "meta_batch": (1 if self.algo in ("protonet", "gnn", "recurrent", "bayes") else 5 if self.algo == "reptile"
                            else 32 if self.ways <= 5 else 16),
             "lr": 1.0 if self.algo == "reptile" else 1e-3,
             "inner_lr": ((0.4 if self.ways <= 5 else 0.1) if gradient_based
@@ -108,6 +109,8 @@ def build_learner(config: TrainConfig, *, in_channels: int = 1) -> TaskLearner:
         batch_norm, task_parallel = config.batch_norm, config.task_parallel
         if config.algo == "protonet":
             return ProtoNet(backbone, batch_norm=batch_norm, task_parallel=task_parallel)
+        if config.algo == "bayes":
+            return BayesProtoNet(backbone, batch_norm=batch_norm, task_parallel=task_parallel)
         head_ways = max(config.ways, _resolved(config.train_ways, "train_ways"))
         if config.algo == "gnn":
             return GraphLearner(backbone, ways=head_ways, batch_norm=batch_norm, task_parallel=task_parallel)
