@@ -290,3 +290,17 @@ def test_the_command_line(tmp_path, capsys):
     assert main(["library", "remove", "lows", *lib]) == 0
     assert main(["library", "import", str(tmp_path / "team.zip"), *lib]) == 2  # highs and mids are still there
     assert "already holds a project named 'highs'" in capsys.readouterr().err
+
+
+def test_the_default_learner_starts_as_the_plain_encoder_space(tmp_path, library):
+    # held-out projects choose the checkpoint, and the start is a candidate: a library that teaches nothing
+    # leaves the encoder's own geometry, never a random projection of it
+    for name, digits in GROUPS.items():
+        with digits_project(tmp_path, name, digits) as project:
+            library.add(project)
+    model = library.train(steps=1, lr=0.0, shots=3, queries=5, val_episodes=10)
+    x = torch.from_numpy(library.entry("lows").embeddings[:7])
+    torch.testing.assert_close(model.learner.embed(x), x)
+    assert model.validation_accuracy == pytest.approx(model.encoder_space_accuracy)
+    with pytest.raises(BadInputError, match="hidden must be a whole number >= 1"):
+        library.train(steps=1, hidden=0)
