@@ -180,8 +180,8 @@ def capturing_run_class():
             self._last_candidates = candidates
             return candidates
 
-        def _certify(self, candidate_probs, reference):
-            certificate = super()._certify(candidate_probs, reference)
+        def _certify(self, candidates, candidate_probs, reference):
+            certificate = super()._certify(candidates, candidate_probs, reference)
             self.captured = getattr(self, "captured", [])
             self.captured.append({"candidates": self._last_candidates, "probs": candidate_probs.copy(),
                                   "certificate": certificate, "reference": reference})
@@ -191,7 +191,7 @@ def capturing_run_class():
 
 
 def run_once(pool, learner, encoder, *, seed: int, k: int, budget: int, per_round: int, target: float,
-             reference_share: float | None = None) -> dict:
+             reference_share: float | None = None, audit: bool = True) -> dict:
     from metalabel.datasets import gold_labels, seed_labels_from_pool
     from metalabel.label.oracle import SimulatedOracle
     from metalabel.pipeline import RunOptions
@@ -206,7 +206,8 @@ def run_once(pool, learner, encoder, *, seed: int, k: int, budget: int, per_roun
                                  labels=seed_labels_from_pool(pool, per_class=k, seed=seed))
         options = RunOptions(target_precision=target, delta=DELTA, budget=budget, per_round=per_round,
                              max_rounds=budget // per_round + 2, min_gain=0.0, generate=False, project_meta_steps=0,
-                             reference_share=reference_share, seed=seed)
+                             reference_share=reference_share, seed=seed,
+                             audit=audit)
         run = capturing_run_class()(project.store, project.load_pool(), learner, oracle=SimulatedOracle(gold),
                                     options=options, encoder=encoder, gold=gold, progress=False,
                                     on_round=rounds.append)
@@ -232,7 +233,7 @@ def run_once(pool, learner, encoder, *, seed: int, k: int, budget: int, per_roun
     assert len(exported) == certificate.accepted, (len(exported), certificate.accepted)
     oracle = oracle_count(probs.max(1), correct, target)
     return {
-        "seed": seed, "k": k, "budget": budget, "target": target, "split": split_name(reference_share),
+        "seed": seed, "k": k, "budget": budget, "target": target, "split": split_name(reference_share, audit),
         "answered": answered,
         "rounds": len(rounds), "stopped_because": result.stopped_because,
         "candidates": int(len(candidates)), "pool_accuracy": float(correct.mean()),
@@ -259,12 +260,17 @@ def part_path(worker: str) -> Path:
     return PARTS / f"{worker}.json"
 
 
-def split_name(reference_share: float | None) -> str:
-    return "planner" if reference_share is None else f"{100 * reference_share:.0f}% reference"
+def split_name(reference_share: float | None, audit: bool = True) -> str:
+    name = "planner" if reference_share is None else f"{100 * reference_share:.0f}% reference"
+    return name if audit else f"{name}, no audit"
 
 
-def parse_share(text: str) -> float | None:
-    return None if text == "plan" else float(text)
+def parse_share(text: str) -> tuple[float | None, bool]:
+    """``plan`` or a reference share, optionally ``+noaudit`` (RunOptions.audit=False)."""
+    reference, _, flag = text.partition("+")
+    if flag not in ("", "noaudit"):
+        raise SystemExit(f"unknown split suffix {flag!r} in {text!r}: the only one is +noaudit")
+    return (None if reference == "plan" else float(reference)), not flag
 
 
 def worker_names(args) -> list[str]:
@@ -273,7 +279,7 @@ def worker_names(args) -> list[str]:
     slowness = ("kanji", "20newsgroups", "fashion-mnist", "digits")
     slow_first = sorted(args.datasets, key=slowness.index)
     return [f"{name}@{target:.2f}@{share}" for target in args.targets for share in args.reference_shares
-            for name in slow_first if share == "plan" or name in args.fixed_share_datasets]
+            for name in slow_first if share.startswith("plan") or name in args.fixed_share_datasets]
 
 
 def seeds_for(name: str, args) -> list[int]:
@@ -287,10 +293,12 @@ def run_worker(worker: str, args: argparse.Namespace) -> None:
     import metalabel.pipeline
 
     torch.set_num_threads(args.threads)
-    name, target, share = worker.split("@")[0], float(worker.split("@")[1]), parse_share(worker.split("@")[2])
+    name, target = worker.split("@")[0], float(worker.split("@")[1])
+    share, audit = parse_share(worker.split("@")[2])
     pool, learner, encoder = load_pool(name)
     part = json.loads(part_path(worker).read_text()) if args.resume and part_path(worker).exists() else {
-        "dataset": name, "target": target, "split": split_name(share), "pool": len(pool), "classes": pool.num_classes,
+        "dataset": name, "target": target, "split": split_name(share, audit), "pool": len(pool),
+        "classes": pool.num_classes,
         "encoder": encoder or ("kanji ProtoNet (Conv-4)" if learner is not None else "table columns"), "runs": {}}
     part.setdefault("pipeline_sha256", []).append(
         hashlib.sha256(Path(metalabel.pipeline.__file__).read_bytes()).hexdigest()[:12])
@@ -304,9 +312,10 @@ def run_worker(worker: str, args: argparse.Namespace) -> None:
                 t = time.perf_counter()
                 try:
                     row = run_once(pool, learner, encoder, seed=seed, k=k, budget=budget, per_round=per_round,
-                                   target=target, reference_share=share)
+                                   target=target, reference_share=share, audit=audit)
                 except Exception as error:  # a library failure is a result too; the other runs go on
-                    row = {"seed": seed, "k": k, "budget": budget, "target": target, "split": split_name(share),
+                    row = {"seed": seed, "k": k, "budget": budget, "target": target,
+                           "split": split_name(share, audit),
                            "error": f"{type(error).__name__}: {error}", "seconds": round(time.perf_counter() - t, 1)}
                     print(f"[{worker}] {key}: FAILED {row['error']}", flush=True)
                 part["runs"][key] = row
@@ -511,7 +520,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-round", type=int, help="questions per round (overrides --rounds)")
     parser.add_argument("--reference-shares", nargs="+", default=["plan"],
                         help="how each round splits its questions: plan (the planner, the default) or a fixed share "
-                             "of reference questions (RunOptions.reference_share), e.g. plan 0.5")
+                             "of reference questions (RunOptions.reference_share), e.g. plan 0.5; the suffix +noaudit "
+                             "turns the audit of the last asking round off (RunOptions.audit), e.g. plan plan+noaudit")
     parser.add_argument("--fixed-share-datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS),
                         help="data sets that also run the fixed shares")
     parser.add_argument("--minutes", type=float, help="each worker stops starting new seeds after this long")

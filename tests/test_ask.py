@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from metalabel.label.ask import LABEL_ISSUE, REFERENCE, choose_questions
+from metalabel.label.ask import LABEL_ISSUE, REFERENCE, choose_questions, confident_region
 
 
 def pool(n=200, ways=4, seed=0):
@@ -72,3 +72,29 @@ def test_fewer_candidates_than_questions_asks_each_once():
                                  human_positions=np.arange(5), suspect_seeds=np.array([], dtype=np.int64),
                                  rng=np.random.default_rng(0))
     assert sorted(q.position for q in questions) == [5, 6, 7, 8, 9]
+
+
+def test_region_draws_are_uniform_over_the_region_and_the_rest_over_every_candidate():
+    probs, embeddings = pool()
+    candidates = np.arange(50, 200)
+    region = np.arange(150, 200)
+    ask = dict(reference=6, active=2, strategy="margin", human_positions=np.arange(0, 50),
+               suspect_seeds=np.array([], dtype=np.int64), region=region, from_region=4)
+    counts = {True: np.zeros(200), False: np.zeros(200)}
+    for seed in range(300):
+        questions = choose_questions(probs, embeddings, candidates, rng=np.random.default_rng(seed), **ask)
+        reference = [q for q in questions if q.why == REFERENCE]
+        assert len(reference) == 6 and len({q.position for q in questions}) == len(questions) == 8
+        for q in reference:
+            counts[q.from_region][q.position] += 1
+    assert counts[True][:150].sum() == 0 and counts[True].sum() == 300 * 4
+    assert counts[True][150:].std() < 0.5 * counts[True][150:].mean()  # uniform inside the region
+    assert counts[False][50:150].sum() > 0.6 * counts[False].sum()  # the rest from all candidates
+
+
+def test_the_confident_region_is_the_run_a_calibrated_model_expects_to_certify_widened():
+    confidence = np.array([0.99, 0.5, 0.97, 0.95, 0.2, 0.9, 0.96])
+    # most confident first: 0.99 0.97 0.96 ... running means 0.99 0.98 0.973: halfway to 1 from 0.95 is 0.975
+    assert confident_region(confidence, 0.95, margin=1.0).tolist() == [0, 2]
+    assert confident_region(confidence, 0.95, margin=1.5).tolist() == [0, 2, 6]
+    assert confident_region(confidence, 0.999).size == 0

@@ -56,7 +56,8 @@ def test_accepted_labels_carry_their_certificate_and_the_rest_is_retracted(cache
         later = project.run(oracle=SimulatedOracle(gold, noise_rate=1.0), budget=90, per_round=15,
                             target_precision=0.8, reference_share=0.6, gold=gold, seed=1, **QUIET)
         retracted = store.retracted_labels()
-    assert sum(r.reference_questions for r in result.rounds) == len(reference) == 36  # 9 of every 15 questions
+    # 9 of every 15 questions; the round that spends the budget audits: 15 reference questions
+    assert sum(r.reference_questions for r in result.rounds) == len(reference) == 3 * 9 + 15
     certified = [r for r in result.rounds if r.certified_precision is not None]
     assert certified, "this run is sized to certify in some round; nothing below is checked otherwise"
     for report in result.rounds:
@@ -279,12 +280,13 @@ def test_a_dismissed_reference_question_counts_against_the_model(cache, tmp_path
 
 def test_a_run_stopped_after_accepting_keeps_the_certificate_on_record(cache, tmp_path):
     project, gold = kanji_project(tmp_path / "p")
+    # sized on rounds that retrain on every answer (no audit): the round after the first run accepts
+    sized = dict(reference_share=0.6, audit=False, seed=1, **QUIET)
     with project:
-        project.run(oracle=SimulatedOracle(gold), budget=45, per_round=15, target_precision=0.8, reference_share=0.6,
-                    seed=1, **QUIET)
+        project.run(oracle=SimulatedOracle(gold), budget=45, per_round=15, target_precision=0.8, **sized)
         # the next round accepts, then the person quits at its first question
         result = project.run(oracle=RecordingOracle(gold, stop_after=0), budget=60, per_round=15,
-                             target_precision=0.8, reference_share=0.6, seed=1, **QUIET)
+                             target_precision=0.8, **sized)
         status = project.status()
         active = [label for label in project.store.active_labels() if label.source == "model"]
         last = project.store.rounds()[-1]
@@ -312,3 +314,27 @@ def test_the_planner_keeps_asking_reference_questions_while_no_coverage_looks_re
         result = project.run(oracle=SimulatedOracle(gold), budget=30, per_round=10, target_precision=0.98, **QUIET)
     asking = [r for r in result.rounds if r.questions]
     assert asking and all(r.reference_questions >= 3 for r in asking)  # at least a quarter of every round
+
+
+def test_the_round_that_spends_the_budget_audits_what_it_exports_and_ends_the_run(cache, tmp_path):
+    project, gold = kanji_project(tmp_path / "p")
+    with project:
+        result = project.run(oracle=SimulatedOracle(gold), budget=60, per_round=15, target_precision=0.8,
+                             reference_share=0.6, gold=gold, seed=1, **QUIET)
+        store = project.store
+        last = result.rounds[-1]
+        asked_last = [q for q in store.answered_questions() if q.round_id == last.round_id]
+        audited = [q for q in asked_last if q.reference_region is not None]
+        region = store.reference_region(audited[0].reference_region)
+        active = [label for label in store.active_labels() if label.source == "model"]
+    assert result.stopped_because.startswith("budget spent: the last round's questions audited")
+    assert [r.questions for r in result.rounds] == [15, 15, 15, 15]
+    # the audit asks reference questions only (besides a suspect seed label), drawn from its confident region
+    assert {q.strategy for q in asked_last} <= {"reference", "label-issue"} and len(audited) >= 13
+    assert last.reference_questions == len(audited) and {q.item_id for q in audited} <= set(region.tolist())
+    # the round's labels are what the audited certificate covers, and the audit's answers are its evidence
+    assert any(line.startswith("after the audit: ") for line in last.feedback)
+    assert last.reference_answers == 3 * 9 + len(audited)
+    assert last.certified_precision is not None and len(active) == last.model_labels > 0
+    assert all(label.round_id == last.round_id for label in active)
+    assert last.gold is not None and last.gold.achieved_precision >= 0.8

@@ -654,7 +654,7 @@ def test_a_version_2_project_gains_retraction_and_keeps_its_labels(tmp_path, mon
         store.add_label(item, "a", source="model", calibrated_confidence=0.9)
     monkeypatch.undo()
     with ProjectStore.open(tmp_path) as store:
-        assert schema.user_version(store._connection) == 3
+        assert schema.user_version(store._connection) == schema.current_version()
         (label,) = store.active_labels()
         assert label.class_name == "a" and label.certified_precision is None and label.retracted_at is None
 
@@ -706,3 +706,17 @@ def test_metrics_a_round_recorded_while_running_survive_its_failure(store):
     store.dismiss(question, oracle="terminal")
     assert [q.id for q in store.dismissed_questions(strategy="reference")] == [question]
     assert store.answered_questions(strategy="reference") == []
+
+
+def test_a_reference_region_keeps_its_items_and_refuses_a_question_outside_it(store):
+    round_id = store.start_round()
+    region = store.add_reference_region([3, 1, 1], round_id=round_id, rule="most confident 2")
+    assert store.reference_region(region).tolist() == [1, 3]
+    inside = store.ask(3, strategy="reference", round_id=round_id, reference_region=region)
+    with pytest.raises(BadInputError, match="not in reference region"):
+        store.ask(2, strategy="reference", round_id=round_id, reference_region=region)
+    store.answer(inside, "cat", oracle="ann")
+    (question,) = store.answered_questions(strategy="reference")
+    assert question.reference_region == region and store.open_questions() == []
+    with pytest.raises(BadInputError, match="not in the project"):
+        store.add_reference_region([1, 999], round_id=round_id, rule="x")

@@ -31,7 +31,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,8 +49,8 @@ from metalabel.evaluate.records import (
 )
 from metalabel.files import write_atomically
 from metalabel.label.active import STRATEGIES
-from metalabel.label.ask import REFERENCE, choose_questions
-from metalabel.label.certify import BudgetPlan, Certificate, certify_acceptance, plan_budget
+from metalabel.label.ask import REFERENCE, REGION_MARGIN, choose_questions, confident_region
+from metalabel.label.certify import BudgetPlan, Certificate, RegionDesign, certify_acceptance, plan_budget
 from metalabel.label.fitting import Calibration, LabelSnapshot, choose_model
 from metalabel.label.graph import PoolGraph
 from metalabel.label.oracle import Oracle, OracleStopped, Query, put_questions
@@ -65,7 +65,7 @@ from metalabel.label.round_model import (
 )
 from metalabel.meta.functional import TaskLearner
 from metalabel.rules import RuleVotes, record_rule_votes
-from metalabel.store import CERTIFICATE_METRIC, Item, LabelSource, ProjectStore
+from metalabel.store import CERTIFICATE_METRIC, Item, LabelSource, ProjectStore, Question
 
 if TYPE_CHECKING:  # the generators load on first use
     from metalabel.generate.engine import DataGenerator, GenerationStep
@@ -96,7 +96,13 @@ class RunOptions:
     reference sample and the query ``strategy`` (``auto``: TypiClust while there are
     fewer than two human labels per class, then margin) by what is expected to certify
     ``coverage_goal`` of the pool soonest (``metalabel.label.certify.plan_budget``);
-    ``reference_share`` fixes that split instead.
+    ``reference_share`` fixes that split instead. With ``audit``, the round that spends
+    the rest of the budget is an audit: every question it asks is a reference draw from
+    the round's confident region (``metalabel.label.ask.confident_region``), where the
+    set it will export lies, and once answered its own predictions (made before the
+    answers) are certified again on that evidence and the run ends. A uniform sample
+    sends too few draws there; drawn earlier, a region stops matching the model that
+    retrains on every answer (measured: it certified less than uniform draws).
     A run stops when the budget is spent, after ``max_rounds``, or when a round raised
     coverage by less than ``min_gain`` twice in a row.
     Without a given learner, ``project_meta_steps`` > 0 also meta-trains an embedding on
@@ -115,6 +121,7 @@ class RunOptions:
     budget: int = 100
     per_round: int | None = None
     reference_share: float | None = None
+    audit: bool = True
     coverage_goal: float = 0.9
     max_rounds: int = 10
     strategy: str = "auto"
@@ -160,7 +167,7 @@ class RunOptions:
         if self.strategy != "auto" and str(self.strategy).strip().lower().replace("-", "_") not in STRATEGIES:
             raise BadInputError(f"no query strategy named {self.strategy!r}",
                                 hint=f"choose auto or one of {', '.join(STRATEGIES)}")
-        for name in ("generate", "feedback"):
+        for name in ("generate", "feedback", "audit"):
             if not isinstance(getattr(self, name), bool):
                 raise BadInputError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
@@ -223,6 +230,8 @@ class ReferenceEvidence:
     predicted: np.ndarray
     correct: np.ndarray
     answered: np.ndarray
+    region: np.ndarray  # the store's reference region the item was drawn from; -1: from all candidates
+    round_id: np.ndarray  # the round that asked
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -280,12 +289,14 @@ class LabelingRun:
                 stop_reason = "max_rounds"
             # the last round asks nothing: its model learns from every answer given before it
             ask = 0 if stop_reason else min(per_round, remaining)
+            # ... unless the round that spends the budget audits what it exports (it ends the run)
+            audit = options.audit and 0 < ask == remaining
             if not len(self._candidates(self._snapshot())):
                 return RunResult(reports, "every pool item has a person's label: nothing is left for a model")
             number = self._round_number()
             round_id = self.store.start_round({**asdict(options), "models": self.hashes, "ask": ask})
             try:
-                report = self._round(round_id, number, ask=ask)
+                report = self._round(round_id, number, ask=ask, audit=audit)
             except OracleStopped:
                 self.store.finish_round(round_id, {"stopped_by_oracle": True}, status="failed")
                 return RunResult(reports, "stopped by the oracle")
@@ -303,6 +314,8 @@ class LabelingRun:
                 stop_reason = "nothing left to ask"
             if self.store.open_questions():  # an asynchronous oracle (a Label Studio queue) answers later
                 return RunResult(reports, "waiting for the oracle's answers (metalabel import-answers)")
+            if audit:
+                return RunResult(reports, "budget spent: the last round's questions audited the labels it exports")
             # while nothing is certified, more answers are what it takes: only certified coverage can stall
             stalled = len(reports) > 1 and report.certified_precision is not None and gain < options.min_gain
             small_gains = small_gains + 1 if stalled else 0
@@ -329,7 +342,7 @@ class LabelingRun:
             self.generator = self._resume_generator()
 
     # -- one round
-    def _round(self, round_id: int, number: int, *, ask: int) -> RoundReport:
+    def _round(self, round_id: int, number: int, *, ask: int, audit: bool = False) -> RoundReport:
         started = time.perf_counter()
         labels = self._snapshot()
         self._require_a_label_per_class(labels)
@@ -346,14 +359,10 @@ class LabelingRun:
         raw, probs = self._pool_probabilities(model, calibration, labels)
         candidates = self._candidates(labels)
         reference = self._reference_evidence(calibration, probs, candidates)
-        certificate = self._certify(probs[candidates], reference)
+        certificate = self._certify(candidates, probs[candidates], reference)
         feedback.append(certificate.reason)
-        with self.store.batch():  # a rule-derived label and the rule votes behind it are on record together
-            retracted = self._write_acceptance(round_id, candidates, certificate, reference, raw, probs,
-                                               self._keep_round_model(name, model, round_id))
-            if self.rules is not None and model.uses_rules:
-                record_rule_votes(self.store, self.rules, round_id=round_id, head=model.head,
-                                  item_ids={p: self.index.item_id(p) for p in candidates[certificate.mask]})
+        model_hash = self._keep_round_model(name, model, round_id)
+        retracted = self._accept(round_id, candidates, certificate, reference, raw, probs, model, model_hash)
         if generation is not None:
             self._store_generated(round_id, generation, labels.human_positions)
         accepted = candidates[certificate.mask]
@@ -361,7 +370,17 @@ class LabelingRun:
         scorecard = self._scorecard(model, calibration, CertifiedFigures.of(certificate), reference,
                                     generation=generation, feedback=feedback)
         reference_questions, asked = self._ask(round_id, number, ask, probs, model.embeddings(), candidates,
-                                               certificate, reference, scorecard) if ask else (0, 0)
+                                               certificate, reference, scorecard, audit=audit) if ask else (0, 0)
+        if audit and not self.store.open_questions():
+            # the same predictions, certified again with the audit's answers: they were made before them
+            candidates = self._candidates(self._snapshot())
+            reference = self._reference_evidence(calibration, probs, candidates)
+            certificate = self._certify(candidates, probs[candidates], reference)
+            feedback.append(f"after the audit: {certificate.reason}")
+            retracted += self._accept(round_id, candidates, certificate, reference, raw, probs, model, model_hash)
+            gold = self._gold_metrics(probs, candidates[certificate.mask])
+            scorecard = self._scorecard(model, calibration, CertifiedFigures.of(certificate), reference,
+                                        generation=generation, feedback=feedback)
         return RoundReport(
             **_recorded_certificate(certificate, reference, retracted).to_json(),
             round_id=round_id, human_labels=len(labels.human_positions),
@@ -373,6 +392,16 @@ class LabelingRun:
             feedback=tuple(feedback), scorecard=scorecard,
             generation=generation.summary() if generation is not None else {},
         )
+
+    def _accept(self, round_id: int, candidates: np.ndarray, certificate: Certificate, reference: ReferenceEvidence,
+                raw: np.ndarray, probs: np.ndarray, model: RoundModel, model_hash: str) -> int:
+        """Write the certificate's labels; with the rule votes behind them where the rules took part."""
+        with self.store.batch():  # a rule-derived label and the rule votes behind it are on record together
+            retracted = self._write_acceptance(round_id, candidates, certificate, reference, raw, probs, model_hash)
+            if self.rules is not None and model.uses_rules:
+                record_rule_votes(self.store, self.rules, round_id=round_id, head=model.head,
+                                  item_ids={p: self.index.item_id(p) for p in candidates[certificate.mask]})
+        return retracted
 
     def _snapshot(self) -> LabelSnapshot:
         return LabelSnapshot.of(self.store.active_labels(), position_of_item=self.index.position_of_item,
@@ -415,27 +444,65 @@ class LabelingRun:
                             candidates: np.ndarray) -> ReferenceEvidence:
         """Each closed reference question: was the model right where it never saw the answer?"""
         if calibration.probs is None:  # nothing held out yet, so no out-of-fold prediction to judge
-            return ReferenceEvidence(*(np.array([], dtype=dtype) for dtype in (np.int64, float, np.int64, bool, bool)))
+            return ReferenceEvidence(*(np.array([], dtype=dtype)
+                                       for dtype in (np.int64, float, np.int64, bool, bool, np.int64, np.int64)))
         position = self.index.position_of_item
-        answered = {position[q.item_id] for q in self.store.answered_questions(strategy=REFERENCE)
-                    if q.item_id in position}
-        ever_dismissed = {position[q.item_id] for q in self.store.dismissed_questions(strategy=REFERENCE)
-                          if q.item_id in position}
-        # dismissed, and no person's label since: still a candidate, scored like one, counted wrong
-        dismissed = sorted(ever_dismissed & set(candidates.tolist()))
-        # dismissed, then labeled by a person through another question: the draw stays, judged by that label
-        answered |= ever_dismissed - set(candidates.tolist())
-        rows = np.array([i for i, p in enumerate(calibration.positions) if int(p) in answered], dtype=np.int64)
-        held = calibration.probs[rows]  # [R, C] even when R is 0
-        skipped = probs[np.array(dismissed, dtype=np.int64)]
-        predicted = np.concatenate([held.argmax(1), skipped.argmax(1)]).astype(np.int64)
+        candidate_set = set(candidates.tolist())
+        held_row = {int(p): i for i, p in enumerate(calibration.positions)}
+        draws: dict[int, Question] = {}  # pool position -> its reference question (the first, if several)
+        answers: dict[int, str] = {}
+        for question in (self.store.answered_questions(strategy=REFERENCE)
+                         + self.store.dismissed_questions(strategy=REFERENCE)):
+            p = position.get(question.item_id)
+            if p is not None and p not in draws:
+                draws[p] = question
+            if p is not None and question.answer is not None:
+                answers.setdefault(p, question.answer)
+        rows: list[tuple[int, float, int, bool, bool]] = []
+        for p in sorted(draws):
+            if p in candidate_set:  # dismissed, no person's label since: scored like a candidate, counted wrong
+                rows.append((p, float(probs[p].max()), int(probs[p].argmax()), False, False))
+            elif p in held_row:  # answered, or dismissed and labeled later through another question
+                held = calibration.probs[held_row[p]]
+                rows.append((p, float(held.max()), int(held.argmax()), bool(held.argmax() == calibration.labels[
+                    held_row[p]]), True))
+            elif p in answers:  # answered after ``probs`` were made (an audit): they never saw the answer
+                rows.append((p, float(probs[p].max()), int(probs[p].argmax()),
+                             bool(probs[p].argmax() == self.class_index[answers[p]]), True))
+        kept = [draws[row[0]] for row in rows]
+        columns = list(zip(*rows)) if rows else [[]] * 5
         return ReferenceEvidence(
-            np.concatenate([calibration.positions[rows], dismissed]).astype(np.int64),
-            np.concatenate([held.max(1, initial=0.0), skipped.max(1, initial=0.0)]), predicted,
-            np.concatenate([held.argmax(1) == calibration.labels[rows], np.zeros(len(dismissed), bool)]),
-            np.concatenate([np.ones(len(rows), bool), np.zeros(len(dismissed), bool)]))
+            np.array(columns[0], dtype=np.int64), np.array(columns[1], dtype=float),
+            np.array(columns[2], dtype=np.int64), np.array(columns[3], dtype=bool), np.array(columns[4], dtype=bool),
+            np.array([-1 if q.reference_region is None else q.reference_region for q in kept], dtype=np.int64),
+            np.array([q.round_id or 0 for q in kept], dtype=np.int64))
 
-    def _certify(self, candidate_probs: np.ndarray, reference: ReferenceEvidence) -> Certificate:
+    def _region_design(self, candidates: np.ndarray, reference: ReferenceEvidence) -> RegionDesign | None:
+        """Where the reference draws came from, over the certified population (candidates, then answered draws).
+
+        An item counts as inside a region also when it was no candidate when the region was drawn from
+        (a person had labeled it already), so no draw from the region could have missed it.
+        """
+        region_ids = sorted({int(r) for r in reference.region if r >= 0})
+        if not region_ids:
+            return None
+        rounds = {q.reference_region: q.round_id or 0 for q in self.store.answered_questions(strategy=REFERENCE)
+                  + self.store.dismissed_questions(strategy=REFERENCE) if q.reference_region is not None}
+        population = np.concatenate([candidates, reference.positions[reference.answered]])
+        item_ids = np.array([self.index.item_id(int(p)) for p in population], dtype=np.int64)
+        answered_round = np.concatenate([np.full(len(candidates), np.iinfo(np.int64).max),
+                                         reference.round_id[reference.answered]])
+        inside = np.zeros((len(population), len(region_ids)), dtype=bool)
+        for k, region_id in enumerate(region_ids):
+            inside[:, k] = np.isin(item_ids, self.store.reference_region(region_id)) | (
+                answered_round < rounds[region_id])
+        row_of = {int(p): i for i, p in enumerate(population)}
+        draws = inside[[row_of[int(p)] for p in reference.positions]]
+        drawn_from = np.array([region_ids.index(int(r)) if r >= 0 else -1 for r in reference.region], dtype=np.int64)
+        return RegionDesign(inside, draws, drawn_from)
+
+    def _certify(self, candidates: np.ndarray, candidate_probs: np.ndarray,
+                 reference: ReferenceEvidence) -> Certificate:
         """The certificate over the population the reference sample was drawn from, restricted to the candidates.
 
         Answered reference items left the candidates when a person labeled them, but they
@@ -447,15 +514,20 @@ class LabelingRun:
         that round's candidates (which hold every candidate of today), so a draw that lands
         above a threshold is uniform over what lies there: that is all the conditional test
         needs. The design-calibrated p-value assumes every draw was uniform over exactly
-        today's population, which rounds of active answers in between break.
+        today's population, which rounds of active answers in between break. Draws from a
+        round's confident region are declared as such (``RegionDesign``); ``ppi`` has no
+        test for them, so it leaves them out.
         """
+        if self.options.certify != "binomial":
+            reference = _subset(reference, reference.region < 0)
         answered = reference.answered
         population = certify_acceptance(
             np.concatenate([candidate_probs.max(1), reference.confidence[answered]]),
             np.concatenate([candidate_probs.argmax(1), reference.predicted[answered]]),
             reference_confidence=reference.confidence, reference_predicted=reference.predicted,
             reference_correct=reference.correct, target=self.options.target_precision, delta=self.options.delta,
-            method=self.options.certify, classes=self.ways, condition_on_counts=True)
+            method=self.options.certify, classes=self.ways, condition_on_counts=True,
+            regions=self._region_design(candidates, reference))
         mask = population.mask[:len(candidate_probs)]
         reason = population.reason
         if population.certified:
@@ -519,11 +591,17 @@ class LabelingRun:
 
     def _ask(self, round_id: int, number: int, count: int, probs: np.ndarray, embeddings: np.ndarray,
              candidates: np.ndarray, certificate: Certificate, reference: ReferenceEvidence,
-             scorecard: Scorecard) -> tuple[int, int]:
-        """Split ``count`` questions between the reference sample and the query strategy, ask, and put them."""
+             scorecard: Scorecard, *, audit: bool = False) -> tuple[int, int]:
+        """Split ``count`` questions between the reference sample and the query strategy, ask, and put them.
+
+        An audit asks only reference questions, drawn from the confident region (all candidates if it is empty),
+        besides the seed labels that look wrong.
+        """
         open_items = {q.item_id for q in self.store.open_questions()}
         free = np.array([p for p in candidates if self.index.item_id(p) not in open_items], dtype=np.int64)
-        if self.options.reference_share is None:
+        if audit:
+            reference_count = count
+        elif self.options.reference_share is None:
             reference_count = self._reference_questions(probs[candidates], reference, questions=count)
         else:
             reference_count = round(count * self.options.reference_share)
@@ -533,14 +611,23 @@ class LabelingRun:
                              if issue.source == LabelSource.IMPORTED and issue.item_id not in asked_before
                              and issue.item_id not in open_items], dtype=np.int64)
         human = np.setdiff1d(self.index.registered, candidates)
+        region = free[confident_region(probs[free].max(1), self.options.target_precision)] if audit else free[:0]
         questions = choose_questions(probs, embeddings, free, reference=reference_count,
                                      active=count - reference_count, strategy=self.options.strategy,
                                      human_positions=human, suspect_seeds=suspects,
-                                     rng=np.random.default_rng([self.options.seed, number, 1]))
+                                     rng=np.random.default_rng([self.options.seed, number, 1]),
+                                     region=region, from_region=reference_count if audit else 0)
         with self.store.batch():
+            region_id = None
+            if any(q.from_region for q in questions):
+                region_id = self.store.add_reference_region(
+                    (self.index.item_id(p) for p in region), round_id=round_id,
+                    rule=f"the {len(region)} most confident of {len(free)} free candidates ({REGION_MARGIN} x the "
+                         f"longest run whose mean calibrated confidence reaches {self.options.target_precision})")
             for question in questions:
                 self.store.ask(self.index.item_id(question.position), strategy=question.why, round_id=round_id,
-                               score=float(probs[question.position].max()))
+                               score=float(probs[question.position].max()),
+                               reference_region=region_id if question.from_region else None)
         self._put_open_questions(probs)
         return sum(q.why == REFERENCE for q in questions), len(questions)
 
@@ -939,6 +1026,10 @@ class LabelingRun:
             pool_accuracy=float((predicted[known] == truth[known]).mean()),
             label_accuracy=float((labels[known] == truth[known]).mean()),
             achieved_precision=float((predicted[chosen] == truth[chosen]).mean()) if len(chosen) else None)
+
+
+def _subset(reference: ReferenceEvidence, keep: np.ndarray) -> ReferenceEvidence:
+    return ReferenceEvidence(*(getattr(reference, f.name)[keep] for f in fields(ReferenceEvidence)))
 
 
 def _recorded_certificate(certificate: Certificate, reference: ReferenceEvidence, retracted: int) -> RoundCertificate:

@@ -80,6 +80,16 @@ sample, which is all the fixed-sequence argument needs):
   ``Var(correct) - Var(confidence)``, and above a high threshold the confidences vary
   little, so PPI is rarely cheaper here than the exact binomial (the bench shows it).
 
+* ``regions`` (a ``RegionDesign``; binomial, conditional, no ``strata_edges``): part of the
+  draws were uniform over a *region* of the candidates (the most confident part of some
+  earlier round's pool), the rest uniform over all of them. At each threshold, how many of
+  the most recent regions to use is chosen from counts and confidences alone (the best
+  chance a calibrated model would pass, never an answer); every
+  draw that lands in ``A(t)`` inside those regions is uniform over that part, so its errors
+  are Binomial there; the items of ``A(t)`` outside are counted as errors. Precision of
+  ``A(t)`` >= target then follows from the inside part's error rate being at most
+  ``((1 - target) |A(t)| - |outside|) / |inside|``, tested exactly.
+
 The certified lower bound is the target: that is what the fixed-sequence test proves.
 A pointwise bound at the chosen threshold would not be valid after the choice.
 """
@@ -106,6 +116,21 @@ calibrated one (1 - mean confidence) with this many pseudo-items, so that 3 luck
 do not promise a certificate."""
 _START_POWER_SHARE = 0.98
 _MAX_PROJECTED_ANSWERS = 10_000_000
+
+
+@dataclass(frozen=True, eq=False)
+class RegionDesign:
+    """Where each reference draw came from, for ``certify_acceptance(regions=...)``; K regions.
+
+    ``candidates`` [N, K] and ``draws`` [R, K]: the item lies in region k, or was no
+    candidate when region k was drawn from (so no draw from k could have missed it).
+    ``drawn_from`` [R]: the region a draw was uniform over, -1 for a draw over all candidates.
+    Regions are ordered oldest first.
+    """
+
+    candidates: NDArray[np.bool_]
+    draws: NDArray[np.bool_]
+    drawn_from: NDArray[np.int64]
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,6 +207,7 @@ def certify_acceptance(
     classes: int | None = None,
     grid_size: int = DEFAULT_GRID_SIZE,
     condition_on_counts: bool = False,
+    regions: RegionDesign | None = None,
 ) -> Certificate:
     """Choose the acceptance threshold(s) whose precision is certified (the module doc gives the rule).
 
@@ -195,6 +221,8 @@ def certify_acceptance(
     ``condition_on_counts`` (uniform design only) uses the plain conditional binomial
     p-value instead of its design-calibrated version: for reference draws that were
     uniform over the candidates above each threshold but not over exactly this pool.
+    ``regions`` declares draws made over regions of the candidates (the module doc says how
+    they are used); it needs ``condition_on_counts`` and the binomial method.
     """
     conf, pred = _check_items(confidence, predicted, "confidence", "predicted")
     ref_conf, ref_pred = _check_items(reference_confidence, reference_predicted, "reference_confidence",
@@ -205,6 +233,8 @@ def certify_acceptance(
         raise BadInputError(f"method must be one of {METHODS}, got {method!r}")
     check_whole_number("grid_size", grid_size, minimum=1)
     edges = _check_edges(strata_edges)
+    _check_regions(regions, conf.size, ref_conf.size, conditional=condition_on_counts, method=method,
+                   stratified=edges.size > 0)
     n_classes = int(max(pred.max(initial=-1), ref_pred.max(initial=-1)) + 1)
     if classes is not None:
         check_whole_number("classes", classes, minimum=n_classes)
@@ -229,10 +259,13 @@ def certify_acceptance(
     for c in groups:
         keep = slice(None) if c is None else pred == c
         ref_keep = slice(None) if c is None else ref_pred == c
+        group_regions = None if regions is None else RegionDesign(
+            regions.candidates[keep], regions.draws[ref_keep], regions.drawn_from[ref_keep])
         results[c] = _fixed_sequence(
             conf[keep], stratum[keep], ref_conf[ref_keep], ref_correct[ref_keep], ref_stratum[ref_keep],
             design_draws=draws, design_candidates=candidates, reference_size=int(ref_conf.size), target=target,
             level=level, method=method, grid_size=int(grid_size), calibrate=not condition_on_counts,
+            regions=group_regions,
         )
 
     thresholds = np.full(n_classes, np.inf)
@@ -454,7 +487,7 @@ def _fixed_sequence(
     conf: NDArray[np.float64], stratum: NDArray[np.int64], ref_conf: NDArray[np.float64],
     ref_correct: NDArray[np.bool_], ref_stratum: NDArray[np.int64], *, design_draws: NDArray[np.int64],
     design_candidates: NDArray[np.int64], reference_size: int, target: float, level: float, method: str,
-    grid_size: int, calibrate: bool,
+    grid_size: int, calibrate: bool, regions: RegionDesign | None = None,
 ) -> _Result:
     """Walk the threshold sequence for one group of candidates (all, or one class)."""
     if conf.size == 0:
@@ -465,13 +498,17 @@ def _fixed_sequence(
     draw_rate = np.divide(design_draws, design_candidates, out=np.zeros(n_strata), where=design_candidates > 0)
     # per single reference answer drawn by the same design (uniform over the pool when there is none yet)
     unit_rate = draw_rate / reference_size if reference_size else np.full(n_strata, 1.0 / design_candidates.sum())
-    start = _start_count(conf, stratum, draw_rate, target, level)
+    start = _start_count(conf, stratum, draw_rate, target, level) if regions is None else \
+        _region_start_count(conf, ref_conf, ref_correct, regions, target, level)
     counts = np.unique(np.linspace(start, order.size, min(grid_size, order.size - start + 1)).round().astype(int))
     grid = np.unique(order[counts - 1])[::-1]  # thresholds, descending
     stats_ = _summaries(grid, conf, stratum, ref_conf, ref_correct, ref_stratum, n_strata)
     # the design the uniform binomial p-value is calibrated to: this many draws over this many candidates
     design = (reference_size, int(design_candidates.sum())) if n_strata == 1 and calibrate else None
     p = _p_values(stats_, grid, target, method, single_stratum=n_strata == 1, design=design)
+    if regions is not None:
+        p, n, errors, _ = _region_tests(grid, conf, ref_conf, ref_correct, regions, target, level)
+        stats_ = {**stats_, "n": n[:, None], "errors": errors[:, None]}
     passed = p <= level
     run = int(np.argmin(passed)) if not passed.all() else passed.size
     if run == 0:
@@ -565,6 +602,72 @@ def _p_values(st: dict[str, NDArray[np.float64]], grid: NDArray[np.float64], tar
     mean = (weight * np.where(sampled, y, 0.0)).sum(axis=1) / scale
     p = hoeffding_bentkus_p_value(mean, draws, np.clip(need / scale, 0.0, 1.0))
     return np.where((need > 0) & (draws > 0), p, 1.0)
+
+
+def _region_start_count(conf: NDArray[np.float64], ref_conf: NDArray[np.float64], ref_correct: NDArray[np.bool_],
+                        regions: RegionDesign, target: float, level: float) -> int:
+    """``_start_count`` for region draws: the highest threshold within ``_START_POWER_SHARE`` of the best chance
+    a calibrated model would pass, by the design (how many draws each region and the whole pool got)."""
+    order = np.sort(conf)[::-1]
+    counts = np.unique(np.geomspace(1, conf.size, min(conf.size, 300)).round().astype(int))
+    power = _region_tests(order[counts - 1], conf, ref_conf, ref_correct, regions, target, level)[3]
+    if power.max() <= 1e-12:
+        return int(conf.size)
+    return int(counts[np.flatnonzero(power >= _START_POWER_SHARE * power.max())[0]])
+
+
+def _region_tests(grid: NDArray[np.float64], conf: NDArray[np.float64], ref_conf: NDArray[np.float64],
+                  ref_correct: NDArray[np.bool_], regions: RegionDesign, target: float, level: float
+                  ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Per threshold: p-value of the region design (module doc), the draws and errors it used, and the chance
+    a calibrated model would pass there.
+
+    At each threshold, how many of the most recent regions to use is chosen by that chance, computed from
+    the design alone (the draws each region got, its size, the confidences): never from where the draws
+    landed or what they said, so the choice cannot favour a lucky sample.
+    """
+    k = regions.candidates.shape[1]
+    order = np.argsort(-conf, kind="stable")
+    above = np.searchsorted(-conf[order], -grid, side="right")  # candidates with confidence >= each threshold
+    uniform_rate = np.sum(regions.drawn_from < 0) / conf.size  # expected draws per candidate, uniform part
+    region_rate = np.bincount(regions.drawn_from[regions.drawn_from >= 0], minlength=k) / np.maximum(
+        regions.candidates.sum(axis=0), 1)
+    p, n, errors = np.ones(grid.size), np.zeros(grid.size), np.zeros(grid.size)
+    best_power = np.full(grid.size, -1.0)
+    inside, ref_inside = np.ones(conf.size, dtype=bool), np.ones(ref_conf.size, dtype=bool)
+    for j in range(k + 1):  # j: inside the j most recent regions (0: no region, everything inside)
+        if j:
+            inside &= regions.candidates[:, k - j]
+            ref_inside &= regions.draws[:, k - j]
+        in_order = inside[order]
+        inside_count = np.concatenate([[0], np.cumsum(in_order)])[above]
+        inside_conf = np.concatenate([[0.0], np.cumsum(np.where(in_order, conf[order], 0.0))])[above]
+        # the inside part's error rate that keeps A(t) at the target with every outside item wrong
+        allowed = np.clip(((1 - target) * above - (above - inside_count)) / np.maximum(inside_count, 1), 0, 1)
+        testable = (allowed > 0) & (allowed < 1)
+        safe_allowed = np.clip(allowed, 1e-12, 1 - 1e-12)
+        expected = np.floor(inside_count * (uniform_rate + region_rate[k - j:].sum()) + 1e-9).astype(int)
+        calibrated_error = np.clip(1 - inside_conf / np.maximum(inside_count, 1), 0, 1)
+        power = np.where(testable & (expected > 0), _pass_chance(expected, safe_allowed, calibrated_error, level), 0.0)
+        usable = ((regions.drawn_from < 0) | (regions.drawn_from >= k - j)) & ref_inside
+        drawn = usable[None, :] & (ref_conf[None, :] >= grid[:, None])  # [G, R]
+        trials = drawn.sum(axis=1)
+        wrong = (drawn & ~ref_correct[None, :]).sum(axis=1)
+        better = power > best_power
+        best_power = np.where(better, power, best_power)
+        tested = testable & (trials > 0)
+        p = np.where(better, np.where(tested, stats.binom.cdf(wrong, np.maximum(trials, 1), safe_allowed), 1.0), p)
+        n, errors = np.where(better, trials, n), np.where(better, wrong, errors)
+    return p, n, errors, best_power
+
+
+def _pass_chance(trials: NDArray[np.int64], allowed: NDArray[np.float64], error: NDArray[np.float64],
+                 level: float) -> NDArray[np.float64]:
+    """Chance that ``trials`` draws at error rate ``error`` pass the exact binomial test of ``allowed`` at ``level``."""
+    n = np.maximum(trials, 1)
+    passing = stats.binom.ppf(level, n, allowed)
+    passing = np.where(stats.binom.cdf(passing, n, allowed) <= level, passing, passing - 1)
+    return np.where(passing >= 0, stats.binom.cdf(passing, n, error), 0.0)
 
 
 def _observed_error(st: dict[str, NDArray[np.float64]], g: int) -> tuple[float, float]:
@@ -684,6 +787,25 @@ def _check_correct(values: ArrayLike, size: int) -> NDArray[np.bool_]:
     if correct.size and correct.dtype != np.bool_ and not np.isin(correct, (0, 1)).all():
         raise BadInputError("reference_correct must hold only True/False (or 1/0)")
     return correct.astype(bool)
+
+
+def _check_regions(regions: RegionDesign | None, items: int, draws: int, *, conditional: bool, method: str,
+                   stratified: bool) -> None:
+    if regions is None:
+        return
+    if not conditional or method != "binomial" or stratified:
+        raise BadInputError("region draws are certified by the conditional binomial test only",
+                            hint="pass condition_on_counts=True, method='binomial' and no strata_edges")
+    k = regions.candidates.shape[1] if regions.candidates.ndim == 2 else -1
+    if (regions.candidates.shape != (items, k) or regions.draws.shape != (draws, k)
+            or regions.drawn_from.shape != (draws,)):
+        raise BadInputError(f"regions must be [{items}, K], [{draws}, K] and [{draws}] arrays",
+                            hint="one row per candidate and per reference answer, one column per region")
+    if regions.drawn_from.size and (regions.drawn_from.min() < -1 or regions.drawn_from.max() >= k):
+        raise BadInputError(f"drawn_from must be -1 (all candidates) or a region index below {k}")
+    mine = regions.drawn_from >= 0
+    if not regions.draws[np.flatnonzero(mine), regions.drawn_from[mine]].all():
+        raise BadInputError("a reference answer drawn from a region must lie in it")
 
 
 def _check_unit(value: float, name: str) -> float:

@@ -126,6 +126,8 @@ class Question:
     answer: str | None
     """The class the oracle gave; None while open or when the question was dismissed."""
     oracle: str | None
+    reference_region: int | None = None
+    """A reference question drawn from a region of its round's candidates (``reference_region``); None: from all."""
 
 
 @dataclass(frozen=True, slots=True)

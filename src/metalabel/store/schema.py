@@ -190,9 +190,34 @@ def _add_certificates_and_retractions(connection: sqlite3.Connection) -> None:
         connection.execute(statement)
 
 
+def _add_reference_regions(connection: sqlite3.Connection) -> None:
+    """Version 4: the part of the pool a reference question was drawn from.
+
+    A round may draw part of its reference sample uniformly from its most confident
+    candidates (a region) instead of from all of them: there the certificate needs its
+    evidence. The region's items are kept (sorted item ids, little-endian int64) so a
+    later certificate can tell whether the set it accepts lies inside it, which is when
+    such a draw is still a uniform draw from that set. A reference question with no
+    region was drawn uniformly from all of its round's candidates.
+    """
+    for statement in (
+        """
+        CREATE TABLE reference_regions (
+            id         INTEGER PRIMARY KEY,
+            round_id   INTEGER NOT NULL REFERENCES rounds (id),
+            item_ids   BLOB NOT NULL,
+            rule       TEXT NOT NULL,      -- how the region was chosen, in words
+            created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        )""",
+        "ALTER TABLE questions ADD COLUMN reference_region INTEGER REFERENCES reference_regions (id)",
+    ):
+        connection.execute(statement)
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: list[Migration] = [_create_tables, _add_synthetic_items, _add_certificates_and_retractions]
+MIGRATIONS: list[Migration] = [_create_tables, _add_synthetic_items, _add_certificates_and_retractions,
+                               _add_reference_regions]
 
 ACTIVE_LABEL = "labels.superseded_by IS NULL AND labels.retracted_at IS NULL"
 """SQL: the label is its item's active one (neither superseded nor retracted)."""

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from metalabel._version import __version__
 from metalabel.errors import BadInputError, DataNotFoundError, StoreCorruptError, StoreError, UnknownLabelError
 from metalabel.store import schema
@@ -58,7 +60,7 @@ _LABEL_SELECT = """
 _QUESTION_SELECT = """
     SELECT questions.id, questions.item_id, items.uri, questions.round_id, questions.strategy,
            questions.score, questions.asked_at, questions.answered_at, classes.name AS answer,
-           questions.oracle
+           questions.oracle, questions.reference_region
     FROM questions JOIN items ON items.id = questions.item_id
     LEFT JOIN classes ON classes.id = questions.answer_class_id
 """
@@ -449,11 +451,14 @@ class ProjectStore:
 
     # --------------------------------------------------------------- questions
 
-    def ask(self, item_id: int, *, strategy: str, round_id: int | None = None, score: float | None = None) -> int:
+    def ask(self, item_id: int, *, strategy: str, round_id: int | None = None, score: float | None = None,
+            reference_region: int | None = None) -> int:
         """Record that a person is asked about an item; returns the question id.
 
         A person is never asked twice: an item with an open question, or with an active
         human label, is refused with ``StoreError`` and nothing is written.
+        ``reference_region``: the region (``add_reference_region``) the item was drawn from;
+        an item outside it is refused.
         """
         item_id = operator.index(item_id)
         if not isinstance(strategy, str) or not strategy:
@@ -464,6 +469,9 @@ class ProjectStore:
             self._require_item(item_id)
             if round_id is not None:
                 self._require_round(operator.index(round_id))
+            if reference_region is not None and not _holds(self.reference_region(reference_region), item_id):
+                raise BadInputError(f"item {item_id} is not in reference region {reference_region}",
+                                    hint="a question drawn from a region must be about one of its items")
             open_question = self._connection.execute(
                 "SELECT questions.id, items.uri FROM questions JOIN items ON items.id = questions.item_id "
                 "WHERE questions.item_id = ? AND questions.answered_at IS NULL",
@@ -485,10 +493,36 @@ class ProjectStore:
                     f"label {human['id']}); a person is not asked twice -> leave out items with a human label"
                 )
             cursor = self._connection.execute(
-                "INSERT INTO questions (item_id, round_id, strategy, score) VALUES (?, ?, ?, ?)",
-                (item_id, round_id, strategy, _finite(score, "score")),
+                "INSERT INTO questions (item_id, round_id, strategy, score, reference_region) VALUES (?, ?, ?, ?, ?)",
+                (item_id, round_id, strategy, _finite(score, "score"), reference_region),
             )
             return _inserted_id(cursor)
+
+    def add_reference_region(self, item_ids: Iterable[int], *, round_id: int, rule: str) -> int:
+        """Keep the items a round's region-drawn reference questions come from; returns the region id."""
+        ids = np.unique(np.fromiter((operator.index(i) for i in item_ids), dtype=np.int64))
+        if not ids.size:
+            raise BadInputError("a reference region needs at least one item")
+        with self.batch():
+            self._require_round(operator.index(round_id))
+            known = self._connection.execute(
+                "SELECT COUNT(*) FROM items WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids.tolist()),)
+            ).fetchone()[0]
+            if known != ids.size:
+                raise BadInputError(f"{ids.size - known} of the reference region's item ids are not in the project")
+            cursor = self._connection.execute(
+                "INSERT INTO reference_regions (round_id, item_ids, rule) VALUES (?, ?, ?)",
+                (round_id, ids.astype("<i8").tobytes(), rule),
+            )
+            return _inserted_id(cursor)
+
+    def reference_region(self, region_id: int) -> np.ndarray:
+        """The sorted item ids of a reference region."""
+        row = self._connection.execute("SELECT item_ids FROM reference_regions WHERE id = ?",
+                                       (operator.index(region_id),)).fetchone()
+        if row is None:
+            raise BadInputError(f"no reference region with id {region_id} in the project")
+        return np.frombuffer(row["item_ids"], dtype="<i8").astype(np.int64)
 
     def answer(self, question_id: int, class_name: str, *, oracle: str) -> LabelWrite:
         """Write the human label and close the question, in one transaction.
@@ -855,6 +889,11 @@ class ProjectStore:
     def _require_round(self, round_id: int) -> None:
         if self._connection.execute("SELECT 1 FROM rounds WHERE id = ?", (round_id,)).fetchone() is None:
             raise BadInputError(f"no round with id {round_id} in the project", hint="open one with start_round")
+
+
+def _holds(sorted_ids: np.ndarray, item_id: int) -> bool:
+    at = int(np.searchsorted(sorted_ids, item_id))
+    return at < sorted_ids.size and int(sorted_ids[at]) == item_id
 
 
 def check_class_name(name: object, *, where: str = "") -> str:
