@@ -420,11 +420,13 @@ def markdown(parts: dict, meta: dict, rows: list[dict]) -> str:
         "",
         f"Every run: `Project.create` with k random seed labels per class, then the labeling loop "
         f"(`LabelingRun`, delta {DELTA}, certify=binomial, generate=False, project_meta_steps=0, min_gain=0, "
-        "B / 2 questions a round, so two asking rounds and a last one that asks nothing) answered by "
-        "`SimulatedOracle` from the true labels (noise 0) until B answers are spent. **split**: how each round "
-        "divides its questions between the random reference sample and active learning, *planner* = the loop's "
-        "default (`plan_budget`), *50% reference* = `reference_share=0.5`. All figures are read off the final "
-        "round. Candidates: pool items without a human label.",
+        "B / 2 questions a round, so two asking rounds: by default the second is an audit, asking only reference "
+        "questions from its confident region, after which it certifies its own predictions again and the run "
+        "ends; *no audit* (`audit=False`): the second asks as the first and a last round, asking nothing, learns "
+        "from every answer) answered by `SimulatedOracle` from the true labels (noise 0) until B answers are "
+        "spent. **split**: how each round divides its questions between the random reference sample and active "
+        "learning, *planner* = the loop's default (`plan_budget`), *50% reference* = `reference_share=0.5`. All "
+        "figures are read off the final round. Candidates: pool items without a human label.",
         "",
         "* **meets** — share of runs whose exported set (every active model label after the last round) has "
         f"true precision >= target; goal >= {100 * (1 - DELTA):.0f}%. A run that exports nothing meets it "
