@@ -253,8 +253,11 @@ class LabelingRun:
         self.x = pool_inputs(self.pool, learner, encoder=encoder, progress=progress)
         self.space = feature_space(self.pool, learner, encoder=encoder)
         self.encoder = encoder
-        self.learners: dict[str, TaskLearner] = ({GIVEN_LEARNER: learner} if learner is not None
-                                                 else {ENCODER_SPACE: default_learner()})
+        self.learners: dict[str, TaskLearner] = {GIVEN_LEARNER: learner} if learner is not None else {}
+        if learner is None or not reads_images(learner):
+            # on encoder features the plain space competes with a given learner (a library's, say): the judge
+            # keeps the given one only where it predicts held-out labels better; first while none can be held out
+            self.learners[ENCODER_SPACE] = default_learner()
         self.classes = self.store.classes()
         self.class_index = {name: c for c, name in enumerate(self.classes)}
         self.index = PoolIndex(self.pool, self.store.items())
