@@ -292,8 +292,9 @@ class LabelingRun:
                 stop_reason = "max_rounds"
             # the last round asks nothing: its model learns from every answer given before it
             ask = 0 if stop_reason else min(per_round, remaining)
-            # ... unless the round that spends the budget audits what it exports (it ends the run)
-            audit = options.audit and 0 < ask == remaining
+            # ... unless the round that spends the budget audits what it exports (it ends the run); only the
+            # binomial certificate has a test for draws from a region
+            audit = options.audit and options.certify == "binomial" and 0 < ask == remaining
             if not len(self._candidates(self._snapshot())):
                 return RunResult(reports, "every pool item has a person's label: nothing is left for a model")
             number = self._round_number()
