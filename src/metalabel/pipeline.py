@@ -42,6 +42,7 @@ from metalabel.errors import BadInputError, NotEnoughDataError, check_whole_numb
 from metalabel.evaluate.records import (
     GeneratorOutcome,
     GoldMetrics,
+    LabelQuality,
     RoundCertificate,
     RoundReport,
     Scorecard,
@@ -65,7 +66,7 @@ from metalabel.label.round_model import (
 )
 from metalabel.meta.functional import TaskLearner
 from metalabel.rules import RuleVotes, record_rule_votes
-from metalabel.store import CERTIFICATE_METRIC, Item, LabelSource, ProjectStore, Question
+from metalabel.store import CERTIFICATE_METRIC, Item, Label, LabelSource, ProjectStore, Question
 
 if TYPE_CHECKING:  # the generators load on first use
     from metalabel.generate.engine import DataGenerator, GenerationStep
@@ -383,8 +384,9 @@ class LabelingRun:
             feedback.append(f"after the audit: {certificate.reason}")
             retracted += self._accept(round_id, candidates, certificate, reference, raw, probs, model, model_hash)
             gold = self._gold_metrics(probs, candidates[certificate.mask])
-            scorecard = self._scorecard(model, calibration, CertifiedFigures.of(certificate), reference,
-                                        generation=generation, feedback=feedback)
+            # the rest of the scorecard stays as measured on the labels the round's generators were judged on
+            scorecard = replace(scorecard, feedback=tuple(feedback), label_quality=self._label_quality(
+                calibration, CertifiedFigures.of(certificate), reference))
         return RoundReport(
             **_recorded_certificate(certificate, reference, retracted).to_json(),
             round_id=round_id, human_labels=len(labels.human_positions),
@@ -952,24 +954,8 @@ class LabelingRun:
         from metalabel.generate.engine import JUDGE_DIMS
         from metalabel.generate.evidence import principal_components
 
-        labels = [label for label in self.store.active_labels() if label.item_id in self.index.position_of_item]
-        truth = self._gold_classes()
-        label_positions = np.array([self.index.position_of_item[label.item_id] for label in labels], dtype=np.int64)
-        label_classes = np.array([self.class_index[label.class_name] for label in labels], dtype=np.int64)
-        gold_correct = None
-        known = np.zeros(len(labels), dtype=bool)
-        if truth is not None:
-            known = truth[label_positions] >= 0
-            gold_correct = label_classes[known] == truth[label_positions][known]
-        # the reference items the rule would have accepted: a random sample of the accepted region, checked by a person
-        above = (reference.confidence >= certified.thresholds[reference.predicted] if certified.thresholds is not None
-                 else np.zeros(len(reference.correct), bool))
-        quality = card.label_quality(
-            coverage=certified.coverage, estimated_precision=certified.estimate,
-            certified_precision=certified.bound, delta=certified.delta,
-            reference_in_accepted=reference.correct[above],
-            held_out=None if calibration.probs is None else (calibration.probs, calibration.labels),
-            gold_correct=gold_correct)
+        labels, label_positions, label_classes, truth, known = self._active_labels()
+        quality = self._label_quality(calibration, certified, reference)
         if truth is not None:
             confusion = card.confusion_section(truth[label_positions][known], label_classes[known],
                                                classes=self.classes, against="gold labels")
@@ -1002,6 +988,31 @@ class LabelingRun:
                       for b in (generation.batches if generation else ())}
         return Scorecard(label_quality=quality, confusion=confusion, label_issues=issues, similarity=similarity,
                          downstream=downstream, generators=generators, feedback=tuple(feedback))
+
+    def _active_labels(self) -> tuple[list[Label], np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+        """The active labels of pool items, their positions and classes, the gold classes and where gold is known."""
+        labels = [label for label in self.store.active_labels() if label.item_id in self.index.position_of_item]
+        positions = np.array([self.index.position_of_item[label.item_id] for label in labels], dtype=np.int64)
+        classes = np.array([self.class_index[label.class_name] for label in labels], dtype=np.int64)
+        truth = self._gold_classes()
+        known = truth[positions] >= 0 if truth is not None else np.zeros(len(labels), dtype=bool)
+        return labels, positions, classes, truth, known
+
+    def _label_quality(self, calibration: Calibration, certified: CertifiedFigures,
+                       reference: ReferenceEvidence) -> LabelQuality:
+        from metalabel.evaluate import scorecard as card
+
+        _, positions, classes, truth, known = self._active_labels()
+        gold_correct = classes[known] == truth[positions][known] if truth is not None else None
+        # the reference items the rule would have accepted: a random sample of the accepted region, checked by a person
+        above = (reference.confidence >= certified.thresholds[reference.predicted] if certified.thresholds is not None
+                 else np.zeros(len(reference.correct), bool))
+        return card.label_quality(
+            coverage=certified.coverage, estimated_precision=certified.estimate,
+            certified_precision=certified.bound, delta=certified.delta,
+            reference_in_accepted=reference.correct[above],
+            held_out=None if calibration.probs is None else (calibration.probs, calibration.labels),
+            gold_correct=gold_correct)
 
     def _gold_classes(self) -> np.ndarray | None:
         """The true class of every pool item (-1: unknown), where the user gave gold labels."""
