@@ -191,7 +191,7 @@ def capturing_run_class():
 
 
 def run_once(pool, learner, encoder, *, seed: int, k: int, budget: int, per_round: int, target: float,
-             reference_share: float | None = None, audit: bool = True) -> dict:
+             reference_share: float | None = None, audit: bool = False) -> dict:
     from metalabel.datasets import gold_labels, seed_labels_from_pool
     from metalabel.label.oracle import SimulatedOracle
     from metalabel.pipeline import RunOptions
@@ -260,17 +260,17 @@ def part_path(worker: str) -> Path:
     return PARTS / f"{worker}.json"
 
 
-def split_name(reference_share: float | None, audit: bool = True) -> str:
+def split_name(reference_share: float | None, audit: bool = False) -> str:
     name = "planner" if reference_share is None else f"{100 * reference_share:.0f}% reference"
-    return name if audit else f"{name}, no audit"
+    return f"{name}, audit" if audit else name
 
 
 def parse_share(text: str) -> tuple[float | None, bool]:
-    """``plan`` or a reference share, optionally ``+noaudit`` (RunOptions.audit=False)."""
+    """``plan`` or a reference share, optionally ``+audit`` (RunOptions.audit=True)."""
     reference, _, flag = text.partition("+")
-    if flag not in ("", "noaudit"):
-        raise SystemExit(f"unknown split suffix {flag!r} in {text!r}: the only one is +noaudit")
-    return (None if reference == "plan" else float(reference)), not flag
+    if flag not in ("", "audit"):
+        raise SystemExit(f"unknown split suffix {flag!r} in {text!r}: the only one is +audit")
+    return (None if reference == "plan" else float(reference)), bool(flag)
 
 
 def worker_names(args) -> list[str]:
@@ -420,13 +420,13 @@ def markdown(parts: dict, meta: dict, rows: list[dict]) -> str:
         "",
         f"Every run: `Project.create` with k random seed labels per class, then the labeling loop "
         f"(`LabelingRun`, delta {DELTA}, certify=binomial, generate=False, project_meta_steps=0, min_gain=0, "
-        "B / 2 questions a round, so two asking rounds: by default the second is an audit, asking only reference "
-        "questions from its confident region, after which it certifies its own predictions again and the run "
-        "ends; *no audit* (`audit=False`): the second asks as the first and a last round, asking nothing, learns "
-        "from every answer) answered by `SimulatedOracle` from the true labels (noise 0) until B answers are "
-        "spent. **split**: how each round divides its questions between the random reference sample and active "
-        "learning, *planner* = the loop's default (`plan_budget`), *50% reference* = `reference_share=0.5`. All "
-        "figures are read off the final round. Candidates: pool items without a human label.",
+        "B / 2 questions a round, so two asking rounds and a last one that asks nothing and learns from every "
+        "answer; with *audit* (`audit=True`) the second asking round asks only reference questions from its "
+        "confident region, certifies its own predictions again on them, and the run ends there) answered by "
+        "`SimulatedOracle` from the true labels (noise 0) until B answers are spent. **split**: how each round "
+        "divides its questions between the random reference sample and active learning, *planner* = the loop's "
+        "default (`plan_budget`), *50% reference* = `reference_share=0.5`. All figures are read off the final "
+        "round. Candidates: pool items without a human label.",
         "",
         "* **meets** — share of runs whose exported set (every active model label after the last round) has "
         f"true precision >= target; goal >= {100 * (1 - DELTA):.0f}%. A run that exports nothing meets it "
@@ -522,8 +522,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-round", type=int, help="questions per round (overrides --rounds)")
     parser.add_argument("--reference-shares", nargs="+", default=["plan"],
                         help="how each round splits its questions: plan (the planner, the default) or a fixed share "
-                             "of reference questions (RunOptions.reference_share), e.g. plan 0.5; the suffix +noaudit "
-                             "turns the audit of the last asking round off (RunOptions.audit), e.g. plan plan+noaudit")
+                             "of reference questions (RunOptions.reference_share), e.g. plan 0.5; the suffix +audit "
+                             "makes the last asking round an audit (RunOptions.audit), e.g. plan plan+audit")
     parser.add_argument("--fixed-share-datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS),
                         help="data sets that also run the fixed shares")
     parser.add_argument("--minutes", type=float, help="each worker stops starting new seeds after this long")

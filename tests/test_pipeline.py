@@ -29,7 +29,7 @@ def test_a_run_spends_the_budget_and_labels_with_provenance(cache, tmp_path):
                              target_precision=0.9, gold=gold, progress=False, seed=1, project_meta_steps=0)
         store = project.store
         assert store.summary()["answered_questions"] == 15
-        assert [r.questions for r in result.rounds] == [5, 5, 5]  # the round that spends the budget audits, last
+        assert [r.questions for r in result.rounds] == [5, 5, 5, 0]  # the last round learns from every answer
         labels = store.active_labels()
         human = [label for label in labels if label.source == "human"]
         assert len(human) == 15 and all(label.question_id is not None for label in human)
@@ -142,9 +142,8 @@ def test_text_end_to_end_with_minilm(cache, tmp_path):
     pool = ml.datasets.read_text(pool_file)
     gold = gold_labels(pool)
     with Project.create(tmp_path / "p", pool=pool, labels=seed_labels_from_pool(pool, per_class=2, seed=0)) as project:
-        # no audit: a last round learns from every answer, and the accuracy checked is what 6 answers teach
         result = project.run(oracle=SimulatedOracle(gold), encoder="minilm", budget=6, per_round=3,
-                             target_precision=0.9, gold=gold, progress=False, project_meta_steps=0, audit=False)
+                             target_precision=0.9, gold=gold, progress=False, project_meta_steps=0)
         exported = project.export(tmp_path / "out", format="csv")
     last_gold = result.rounds[-1].gold
     assert last_gold is not None and last_gold.pool_accuracy > 0.8  # MiniLM separates these topics well

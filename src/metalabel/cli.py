@@ -141,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                              max_rounds=args.max_rounds, strategy=args.strategy, seed=args.seed,
                              encoder=encoder, gold=gold or None, progress=not args.quiet, on_round=show,
                              generate=not args.no_generate, feedback=not args.no_feedback, rules=args.rules,
-                             audit=not args.no_audit)
+                             audit=args.audit)
         console.print(table)
         for warning in project.warnings:  # e.g. pool items added since init
             err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
@@ -608,9 +608,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the planner's split)")
     p.add_argument("--coverage-goal", type=float, default=0.9,
                    help="share of the pool the planner aims to certify")
-    p.add_argument("--no-audit", action="store_true",
-                   help="the round that spends the budget asks as the others do and a last round retrains, instead "
-                        "of auditing a random sample of the labels it exports (the audit certifies more; measured)")
+    p.add_argument("--audit", action="store_true",
+                   help="the round that spends the budget audits a random sample of the labels it is about to export "
+                        "and ends the run (certifies more where the model is middling, less where one more round of "
+                        "training would help much; see bench/results/precision_guarantee.md)")
     p.add_argument("--no-generate", action="store_true", help="no augmentation, hallucination or synthesis")
     p.add_argument("--no-feedback", action="store_true",
                    help="fixed target and hand-set policy, generators unjudged (a baseline to compare with)")

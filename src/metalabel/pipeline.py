@@ -101,9 +101,10 @@ class RunOptions:
     the rest of the budget is an audit: every question it asks is a reference draw from
     the round's confident region (``metalabel.label.ask.confident_region``), where the
     set it will export lies, and once answered its own predictions (made before the
-    answers) are certified again on that evidence and the run ends. A uniform sample
-    sends too few draws there; drawn earlier, a region stops matching the model that
-    retrains on every answer (measured: it certified less than uniform draws).
+    answers) are certified again on that evidence and the run ends. It certifies more
+    where the model is middling (a uniform sample sends too few draws where the export
+    lies) and less where a last round trained on every answer would be much better
+    (measured in bench/results/precision_guarantee.md), so it is off by default.
     A run stops when the budget is spent, after ``max_rounds``, or when a round raised
     coverage by less than ``min_gain`` twice in a row.
     Without a given learner, ``project_meta_steps`` > 0 also meta-trains an embedding on
@@ -122,7 +123,7 @@ class RunOptions:
     budget: int = 100
     per_round: int | None = None
     reference_share: float | None = None
-    audit: bool = True
+    audit: bool = False
     coverage_goal: float = 0.9
     max_rounds: int = 10
     strategy: str = "auto"
