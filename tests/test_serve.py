@@ -119,7 +119,11 @@ class Served:
     """A `metalabel` process that serves the page, and the URL it printed."""
 
     def __init__(self, *args: str) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "metalabel.cli", *args], stdout=subprocess.PIPE,
+        # Ctrl-C as in a terminal: a test run started in the background of a non-interactive shell (CI) ignores
+        # SIGINT, and a child inherits that, so the child puts Python's own handler back first
+        command = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                   "sys.argv = ['metalabel', *sys.argv[1:]]; runpy.run_module('metalabel.cli', run_name='__main__')")
+        self.process = subprocess.Popen([sys.executable, "-c", command, *args], stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.url = self.stderr = ""
         for line in self.process.stdout:  # the URL comes once the server listens
