@@ -119,9 +119,10 @@ class Served:
     """A `metalabel` process that serves the page, and the URL it printed."""
 
     def __init__(self, *args: str) -> None:
-        # Ctrl-C as in a terminal: a test run started in the background of a non-interactive shell (CI) ignores
-        # SIGINT, and a child inherits that, so the child puts Python's own handler back first
-        command = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        # Ctrl-C as in a terminal: a child inherits an ignored or blocked SIGINT from the test process (a run
+        # started in the background of a non-interactive shell ignores it), so it puts Python's own handler back
+        command = ("import runpy, signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+                   "signal.signal(signal.SIGINT, signal.default_int_handler); "
                    "sys.argv = ['metalabel', *sys.argv[1:]]; runpy.run_module('metalabel.cli', run_name='__main__')")
         self.process = subprocess.Popen([sys.executable, "-c", command, *args], stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
