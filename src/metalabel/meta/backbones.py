@@ -70,6 +70,15 @@ def backbone_spec(module: nn.Module) -> dict[str, Any]:
     return spec
 
 
+def output_width(backbone: nn.Module, feature_dim: int | None) -> int:
+    """``feature_dim`` if given, else the backbone's ``out_features``; a clear error when neither says."""
+    width = feature_dim if feature_dim is not None else getattr(backbone, "out_features", None)
+    if width is None:
+        raise BadInputError(f"cannot tell how many features {type(backbone).__name__} outputs",
+                            hint="pass feature_dim=<size of the backbone's output>")
+    return int(width)
+
+
 def linear_head(in_features: int, ways: int, *, zero_init: bool = False) -> nn.Linear:
     """The N-way classifier that MAML/Reptile adapt on top of a backbone.
 

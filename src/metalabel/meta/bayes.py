@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metalabel.errors import BadInputError
+from metalabel.meta.backbones import output_width
 from metalabel.meta.functional import (
     BatchNormMode,
     Params,
@@ -83,10 +84,7 @@ class BayesProtoNet(TaskLearner):
         chunk_size: int | None = None,
     ) -> None:
         super().__init__(backbone, batch_norm=batch_norm, task_parallel=task_parallel, chunk_size=chunk_size)
-        feature_dim = feature_dim if feature_dim is not None else getattr(backbone, "out_features", None)
-        if feature_dim is None:
-            raise BadInputError(f"cannot tell how many features {type(backbone).__name__} outputs",
-                                hint="pass feature_dim=<size of the backbone's output>")
+        feature_dim = output_width(backbone, feature_dim)
         if noise <= 0 or prior <= 0:
             raise BadInputError(f"noise and prior are variances and must be positive, not {noise} and {prior}")
         self.feature_dim, self.noise, self.prior = int(feature_dim), noise, prior

@@ -44,7 +44,7 @@ from torch.func import functional_call, grad, vmap
 
 from metalabel.data.episodes import Episode
 from metalabel.errors import BadInputError, EmptyClassError
-from metalabel.meta.backbones import linear_head
+from metalabel.meta.backbones import linear_head, output_width
 
 log = logging.getLogger(__name__)
 
@@ -495,10 +495,7 @@ class FastWeightLearner(TaskLearner):
         chunk_size: int | None,
     ) -> None:
         super().__init__(backbone, batch_norm=batch_norm, task_parallel=task_parallel, chunk_size=chunk_size)
-        feature_dim = feature_dim if feature_dim is not None else getattr(backbone, "out_features", None)
-        if feature_dim is None:
-            raise BadInputError(f"cannot tell how many features {type(backbone).__name__} outputs",
-                                hint="pass feature_dim=<size of the backbone's output>")
+        feature_dim = output_width(backbone, feature_dim)
         if inner_steps < 0 or (adapt_steps is not None and adapt_steps < 0):
             raise BadInputError("inner_steps and adapt_steps must be >= 0")
         self.head = linear_head(feature_dim, ways, zero_init=zero_init_head)

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from metalabel.errors import BadInputError
+from metalabel.meta.backbones import output_width
 from metalabel.meta.functional import (
     BatchNormMode,
     Params,
@@ -125,10 +126,7 @@ class GraphLearner(TaskLearner):
         chunk_size: int | None = None,
     ) -> None:
         super().__init__(backbone, batch_norm=batch_norm, task_parallel=task_parallel, chunk_size=chunk_size)
-        feature_dim = feature_dim if feature_dim is not None else getattr(backbone, "out_features", None)
-        if feature_dim is None:
-            raise BadInputError(f"cannot tell how many features {type(backbone).__name__} outputs",
-                                hint="pass feature_dim=<size of the backbone's output>")
+        feature_dim = output_width(backbone, feature_dim)
         if min(ways, hidden, edge_hidden, graph_queries) < 1 or layers < 0:
             raise BadInputError("ways, hidden, edge_hidden and graph_queries must be >= 1 and layers >= 0")
         self.ways, self.feature_dim, self.hidden, self.layers = ways, int(feature_dim), hidden, layers

@@ -24,6 +24,7 @@ from torch.func import functional_call
 
 from metalabel.data.episodes import Episode
 from metalabel.errors import BadInputError
+from metalabel.meta.backbones import output_width
 from metalabel.meta.functional import (
     BatchNormMode,
     Params,
@@ -119,10 +120,7 @@ class RecurrentLearner(TaskLearner):
         chunk_size: int | None = None,
     ) -> None:
         super().__init__(backbone, batch_norm=batch_norm, task_parallel=task_parallel, chunk_size=chunk_size)
-        feature_dim = feature_dim if feature_dim is not None else getattr(backbone, "out_features", None)
-        if feature_dim is None:
-            raise BadInputError(f"cannot tell how many features {type(backbone).__name__} outputs",
-                                hint="pass feature_dim=<size of the backbone's output>")
+        feature_dim = output_width(backbone, feature_dim)
         if min(ways, hidden, attention, adapt_orders) < 1 or seed < 0:
             raise BadInputError("ways, hidden, attention and adapt_orders must be >= 1 and seed >= 0")
         self.ways, self.feature_dim, self.hidden, self.attention = ways, int(feature_dim), hidden, attention
