@@ -98,7 +98,7 @@ def choices_task(kind: str, value: str | Mapping[str, Any], *, data: Mapping[str
     if answer is not None:
         built["annotations"] = [{"result": [_choice(answer, kind)]}]
     if suggestions:
-        built["predictions"] = [_prediction(suggestion, kind) for suggestion in suggestions]
+        built["predictions"] = [prediction_json(suggestion, kind) for suggestion in suggestions]
     return built
 
 
@@ -141,7 +141,9 @@ def _choice(class_name: str, kind: str) -> dict[str, Any]:
     return {"from_name": CHOICES_NAME, "to_name": kind, "type": "choices", "value": {"choices": [class_name]}}
 
 
-def _prediction(suggestion: Suggestion, kind: str) -> dict[str, Any]:
+def prediction_json(suggestion: Suggestion, kind: str) -> dict[str, Any]:
+    """A Label Studio prediction (pre-annotation) of the suggested class, with ``model_version`` and ``score``
+    at its root: the shape of a task's ``predictions`` entry and of an ML backend's ``/predict`` result."""
     prediction: dict[str, Any] = {"model_version": suggestion.model_version,
                                   "result": [_choice(suggestion.class_name, kind)]}
     if suggestion.score is not None:

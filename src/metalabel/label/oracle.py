@@ -541,7 +541,7 @@ def _read_image(uri: str) -> np.ndarray | None:
 def half_block_preview(image: np.ndarray, *, width: int = 28) -> Text:
     """An image as terminal text, ``width`` columns wide: each '▀' shows two pixel rows
     (the upper one as the character's colour, the lower one as its background)."""
-    pixels = _as_rgb(image)
+    pixels = as_rgb(image)
     height, image_width = pixels.shape[:2]
     width = max(1, min(width, image_width))
     rows = max(2, 2 * round(height * width / image_width / 2))  # even: two pixel rows per line
@@ -556,7 +556,7 @@ def half_block_preview(image: np.ndarray, *, width: int = 28) -> Text:
     return preview
 
 
-def _as_rgb(image: np.ndarray) -> np.ndarray:
+def as_rgb(image: np.ndarray) -> np.ndarray:
     """uint8 ``[H, W, 3]`` from grey or colour, uint8 or float."""
     pixels = np.asarray(image)
     if pixels.ndim == 3 and pixels.shape[2] == 1:
@@ -645,7 +645,7 @@ class LabelStudioQueue:
     def exported_question_ids(self) -> set[int]:
         """The question ids the task files in ``folder`` hold."""
         ids: set[int] = set()
-        for path in sorted(self.folder.glob(f"{_TASK_FILE_PREFIX}*.json")):
+        for path in sorted(self.folder.glob(f"{TASK_FILE_PREFIX}*.json")):
             try:
                 tasks = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as error:
@@ -682,7 +682,7 @@ class LabelStudioQueue:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         ids = sorted(query.question_id for query in questions)
-        stem, copy = f"{_TASK_FILE_PREFIX}{ids[0]}-q{ids[-1]}", 2
+        stem, copy = f"{TASK_FILE_PREFIX}{ids[0]}-q{ids[-1]}", 2
         tasks_path = self.folder / f"{stem}.json"
         while tasks_path.exists():  # never replace a file that may already be in Label Studio
             tasks_path, copy = self.folder / f"{stem}-{copy}.json", copy + 1
@@ -733,7 +733,7 @@ class LabelStudioQueue:
                 return f"data:{mime};base64,{base64.b64encode(resolved.read_bytes()).decode()}"
         if isinstance(query.item, np.ndarray):
             png = io.BytesIO()
-            Image.fromarray(_as_rgb(query.item)).save(png, format="PNG")
+            Image.fromarray(as_rgb(query.item)).save(png, format="PNG")
             return f"data:image/png;base64,{base64.b64encode(png.getvalue()).decode()}"
         raise DataNotFoundError(
             f"question {query.question_id}: the image is neither a file, a URL nor an array",
@@ -901,7 +901,8 @@ class LabelStudioQueue:
 AUDIT = "audit"
 """The strategy of the question a reviewed export label is recorded through (as the labeling page's review)."""
 
-_TASK_FILE_PREFIX = "tasks-q"
+TASK_FILE_PREFIX = "tasks-q"
+"""How the queue's task files are named (``tasks-q<first>-q<last>.json``), for whoever reads them back."""
 
 _QUESTION_CONTEXT = ((ASKED_BECAUSE_KEY, "Asked because"), (CURRENT_LABEL_KEY, "Label now"))
 """What a question task shows above the item (every question task carries both keys)."""

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from metalabel.errors import BadInputError, MetalabelError, MissingDependencyError
-from metalabel.label.oracle import _as_rgb  # the terminal preview's image conversion, one copy
+from metalabel.label.oracle import as_rgb  # the terminal preview's image conversion, one copy
 from metalabel.serve.desk import Desk, Mode
 from metalabel.serve.page import PAGE
 
@@ -120,7 +120,7 @@ def create_app(desk: Desk, *, token: str) -> ASGIApp:
         headers = {"Cache-Control": "private, max-age=3600"}
         if isinstance(task.item, np.ndarray):
             png = io.BytesIO()
-            Image.fromarray(_as_rgb(task.item)).save(png, format="PNG")
+            Image.fromarray(as_rgb(task.item)).save(png, format="PNG")
             return Response(png.getvalue(), media_type="image/png", headers=headers)
         if urlparse(task.uri).scheme in ("http", "https"):
             return RedirectResponse(task.uri)

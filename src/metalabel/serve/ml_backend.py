@@ -56,9 +56,9 @@ from metalabel.label.labelstudio import (
     QUESTION_KEY,
     URI_KEY,
     Suggestion,
-    _prediction,  # the one prediction builder, shared with the task files metalabel writes
+    prediction_json,  # the one prediction builder, shared with the task files metalabel writes
 )
-from metalabel.label.oracle import _TASK_FILE_PREFIX, LabelStudioQueue, project_identity
+from metalabel.label.oracle import TASK_FILE_PREFIX, LabelStudioQueue, project_identity
 from metalabel.serve.app import Listener
 from metalabel.store import LabelSource, ProjectStore
 from metalabel.store.lock import WriterLock
@@ -129,7 +129,7 @@ def predictions(store: ProjectStore, tasks: Any, *,
                 asked_in = version if question.round_id is None else f"metalabel-round-{question.round_id}"
                 prediction = Suggestion(chosen, asked_in, score)
         out.append({"result": [], "model_version": version} if prediction is None or kind is None
-                   else _prediction(prediction, kind))
+                   else prediction_json(prediction, kind))
     return out
 
 
@@ -144,7 +144,7 @@ class RunSuggestions:
 
     def read(self) -> dict[int, tuple[str, float | None]]:
         found: dict[int, tuple[str, float | None]] = {}
-        for path in sorted(self.folder.glob(f"{_TASK_FILE_PREFIX}*.json")):
+        for path in sorted(self.folder.glob(f"{TASK_FILE_PREFIX}*.json")):
             try:
                 stat = path.stat()
             except OSError:
