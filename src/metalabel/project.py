@@ -221,7 +221,7 @@ class Project:
             return LabelStudioQueue(self.folder / "labelstudio").import_annotations(path, store=self.store)
 
     def run(self, learner=None, *, oracle, rules: str | Path | RuleSet | Sequence[LabelingFunction] | None = None,
-            **options: Any):
+            ray: str | None = None, **options: Any):
         """Label the pool: rounds of adapt, calibrate, accept at a target precision and ask ``oracle``.
 
         ``learner`` is a meta-trained learner (``metalabel.meta_train`` or ``load_learner``);
@@ -238,6 +238,10 @@ class Project:
         later runs and ``status``), a list of labeling functions or a ``RuleSet``; None
         uses the rules file the project was last run with, if any. A rule voting for a
         class the project lacks is refused before anything changes.
+
+        ``ray``: embed the pool on a Ray cluster first (``"local"`` starts one on this machine,
+        otherwise a cluster's address; ``metalabel.scale.embed_on_ray``), into the cache the run
+        then reads. Everything else, the store and its guarantees included, runs here as without it.
         """
         from metalabel.pipeline import run_labeling  # the loop sits above the project in the layering
 
@@ -247,7 +251,25 @@ class Project:
             if added:
                 self.warnings = (*self.warnings, f"{len(added)} items the pool gained since init were added to the "
                                  f"project (first: {added[0].uri}); they start unlabeled")
+            if ray is not None:
+                self._embed_on_ray(learner, ray, encoder=options.get("encoder"), progress=options.get("progress", True))
             return run_labeling(self.store, self.load_pool(), learner, oracle=oracle, **options)
+
+    def _embed_on_ray(self, learner, address: object, *, encoder: str | None, progress: bool) -> None:
+        """The pool's embedding made on a Ray cluster, into the cache ``run`` reads; a warning if it needs none."""
+        from metalabel.data.encoders import available
+        from metalabel.label.round_model import feature_space
+        from metalabel.scale import embed_on_ray
+
+        if not isinstance(address, str) or not address:
+            raise BadInputError(f"ray must be 'local' or a Ray cluster's address, got {address!r}")
+        pool = self.load_pool()
+        space = feature_space(pool, learner, encoder=encoder)
+        if space not in available():
+            self.warnings = (*self.warnings, f"the model reads {space}, not an encoder's embeddings: nothing was run "
+                             "on Ray")
+            return
+        embed_on_ray(pool, space, address=address, progress=progress)
 
     def _rule_votes(self, rules: str | Path | RuleSet | Sequence[LabelingFunction] | None) -> RuleVotes | None:
         """The rules' votes on the pool, every rule checked against the project's classes; a file is kept."""

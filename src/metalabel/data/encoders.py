@@ -124,7 +124,7 @@ class Encoder(ABC):
             raise BadInputError(f"batch_size must be at least 1, not {batch_size}")
         self._load()
         order = self._batch_order(prepared)
-        with _progress_bar(progress, f"embedding with {self.name}", total=len(prepared)) as advance:
+        with progress_bar(progress, f"embedding with {self.name}", total=len(prepared)) as advance:
             for start in range(0, len(order), batch_size):
                 batch_indices = order[start : start + batch_size]
                 embeddings[batch_indices] = self._encode_batch(prepared, batch_indices)
@@ -425,6 +425,21 @@ def embed_dataset(
     setting never reuses stale numbers. ``device`` is used when ``encoder`` is a name; an
     :class:`Encoder` keeps its own.
     """
+    encoder = encoder_for(dataset, encoder, device=device)
+    if not cache:
+        return _encode_dataset(dataset, encoder, progress=progress)
+    path = embedding_cache_path(dataset.items, encoder)
+    cached = read_cached_embeddings(path, expected_shape=(len(dataset), encoder.dim))
+    if cached is not None:
+        return cached
+    embeddings = _encode_dataset(dataset, encoder, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda file: np.save(file, embeddings, allow_pickle=False))
+    return embeddings
+
+
+def encoder_for(dataset: LabeledDataset, encoder: str | Encoder, *, device: str | torch.device = "cpu") -> Encoder:
+    """``encoder`` as an :class:`Encoder` (a name is built on ``device``); refused unless it reads the items."""
     if isinstance(encoder, str):
         encoder = get_encoder(encoder, device=device)
     if dataset.modality != encoder.modality:
@@ -433,16 +448,7 @@ def embed_dataset(
             f"but {dataset.name} holds {_ITEMS_OF[dataset.modality]}",
             hint=_fitting_encoders_hint(dataset.modality),
         )
-    if not cache:
-        return _encode_dataset(dataset, encoder, progress=progress)
-    path = embedding_cache_path(dataset.items, encoder)
-    cached = _read_embeddings(path, expected_shape=(len(dataset), encoder.dim))
-    if cached is not None:
-        return cached
-    embeddings = _encode_dataset(dataset, encoder, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda file: np.save(file, embeddings, allow_pickle=False))
-    return embeddings
+    return encoder
 
 
 def embedding_cache_path(items: Items, encoder: Encoder) -> Path:
@@ -487,10 +493,13 @@ def _items_sha256(items: Items) -> str:
     return digest.hexdigest()
 
 
-def _read_embeddings(path: Path, *, expected_shape: tuple[int, int]) -> np.ndarray | None:
-    """The cached array, or ``None`` when there is none or it is unusable (it is then rebuilt)."""
+def read_cached_embeddings(path: Path, *, expected_shape: tuple[int, int], mmap: bool = False) -> np.ndarray | None:
+    """The cached array, or ``None`` when there is none or it is unusable (it is then rebuilt).
+
+    With ``mmap`` the array stays on disk and is read as it is used (for checks and copies of big pools).
+    """
     try:
-        embeddings = np.load(path, allow_pickle=False)
+        embeddings = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except (OSError, ValueError, EOFError):  # absent, truncated or not an .npy array: a miss
         return None
     if embeddings.shape != expected_shape or embeddings.dtype != np.float32:
@@ -599,7 +608,7 @@ def _quiet_transformers() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _progress_bar(enabled: bool, description: str, *, total: int) -> Iterator:
+def progress_bar(enabled: bool, description: str, *, total: int) -> Iterator:
     """A rich bar counting items; yields ``advance(n)``. Nothing is drawn when disabled."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

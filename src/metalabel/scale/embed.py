@@ -1,0 +1,225 @@
+"""The pool's embedding as a Ray dataset: parallel batches on the cluster's workers, one encoder load per worker.
+
+The driver cuts the pool into chunks of ``chunk_size`` items. Each chunk is keyed by its
+content like a whole pool is (``embedding_cache_path``), so a chunk embedded once is never
+embedded again: not by a rerun, nor by a run killed halfway and started again, nor by a
+second project whose pool shares the chunk. The missing chunks become the blocks of a
+Ray dataset that ``map_batches`` sends through a pool of actors, each holding the encoder
+(weights load once per actor, not once per batch). The driver streams the results into a
+memory-mapped copy of the whole pool's cache file, which becomes the file
+``embed_dataset`` reads once every chunk is in: the labeling run that follows finds its
+embeddings there, exactly as if it had made them itself.
+
+The cache lives on the driver's disk; the workers only compute, so they need metalabel
+and the encoder's extra installed, not a shared file system. Ray restarts an actor whose
+process dies and runs its batch again (Ray Data's actor pools retry by default).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metalabel.data.dataset import LabeledDataset
+from metalabel.data.encoders import (
+    Encoder,
+    Items,
+    embedding_cache_path,
+    encoder_for,
+    progress_bar,
+    read_cached_embeddings,
+)
+from metalabel.errors import BadInputError, MissingDependencyError
+from metalabel.files import write_atomically
+
+LOCAL = "local"
+"""The address that starts a Ray cluster on this machine for the run (and stops it after)."""
+
+DEFAULT_CHUNK_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class RayEmbedding:
+    """What :func:`embed_on_ray` did: where the embeddings are, and how much of them was made on the cluster."""
+
+    path: Path
+    """The whole pool's cache file (``embedding_cache_path(pool.items, encoder)``), float32 ``[items, dim]``."""
+    items: int
+    chunks: int
+    chunks_cached: int
+    """Chunks found in the cache and not embedded again."""
+    workers: int
+    """Actors the cluster ran the encoder on (0 when everything was cached and Ray was not started)."""
+    seconds: float
+
+    def load(self) -> np.ndarray:
+        """The embeddings, memory-mapped (read from disk as they are used)."""
+        return np.load(self.path, mmap_mode="r", allow_pickle=False)
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    start: int
+    stop: int
+    path: Path
+
+
+def embed_on_ray(dataset: LabeledDataset, encoder: str | Encoder, *, address: str = LOCAL,
+                 workers: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 progress: bool = True) -> RayEmbedding:
+    """Embed ``dataset``'s items on a Ray cluster into the cache ``embed_dataset`` reads.
+
+    ``address``: ``"local"`` starts a cluster on this machine with ``workers`` CPUs (default:
+    all) and stops it afterwards; any other value is an existing cluster's address (``"auto"``,
+    ``"ray://host:10001"``, ``"host:6379"``). If Ray is already initialized in this process
+    (a notebook, a test), that cluster is used as it is. ``workers`` caps the actors (default:
+    the cluster's CPUs). The driver holds the items it was given and one chunk of results at
+    a time on top; everything else streams through a memory-mapped file.
+    """
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise BadInputError(f"chunk_size must be a whole number >= 1, got {chunk_size!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise BadInputError(f"workers must be a whole number >= 1, got {workers!r}")
+    began = time.perf_counter()
+    encoder = encoder_for(dataset, encoder)
+    shape = (len(dataset), encoder.dim)
+    path = embedding_cache_path(dataset.items, encoder)
+    chunks = [_Chunk(start, min(start + chunk_size, len(dataset)),
+                     embedding_cache_path(dataset.items[start:start + chunk_size], encoder))
+              for start in range(0, len(dataset), chunk_size)]
+    if read_cached_embeddings(path, expected_shape=shape, mmap=True) is not None:
+        return RayEmbedding(path, len(dataset), len(chunks), len(chunks), 0, time.perf_counter() - began)
+    cached = {chunk.start: embeddings for chunk in chunks if (embeddings := read_cached_embeddings(
+        chunk.path, expected_shape=(chunk.stop - chunk.start, encoder.dim), mmap=True)) is not None}
+    missing = [chunk for chunk in chunks if chunk.start not in cached]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    used_workers = 0
+
+    def assemble(file: Path) -> None:
+        nonlocal used_workers
+        out = np.lib.format.open_memmap(file, mode="w+", dtype=np.float32, shape=shape)
+        for start, embeddings in cached.items():
+            out[start:start + len(embeddings)] = embeddings
+        if missing:
+            with _connected(address, workers) as cluster_workers:
+                used_workers = min(cluster_workers, len(missing))  # one chunk is one actor's work at a time
+                _embed_missing(dataset, encoder, missing, out, workers=used_workers, progress=progress)
+        out.flush()
+        del out  # unmapped before the rename
+
+    write_atomically(path, assemble)
+    return RayEmbedding(path, len(dataset), len(chunks), len(cached), used_workers, time.perf_counter() - began)
+
+
+def _embed_missing(dataset: LabeledDataset, encoder: Encoder, missing: list[_Chunk], out: np.ndarray, *,
+                   workers: int, progress: bool) -> None:
+    """Run ``missing`` through the actor pool; write each chunk's cache file as soon as all its rows are in."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    with _quiet_logger("ray.data"):
+        context.enable_progress_bars = False  # the driver draws one bar of its own, in items
+    context.print_on_execution_start = False
+    context.enable_auto_log_stats = False
+    blocks = ray.data.from_arrow([_arrow_chunk(dataset, chunk) for chunk in missing])
+    embedded = blocks.map_batches(
+        _EncodeBatches, fn_constructor_args=(encoder,), batch_size=None, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers), num_cpus=1,
+    )
+    chunk_of = {chunk.start: chunk for chunk in missing}
+    starts = np.array(sorted(chunk_of))
+    filled = dict.fromkeys(chunk_of, 0)
+    with _quiet_logger("ray.data"), progress_bar(progress, f"embedding with {encoder.name} on Ray", total=sum(
+            chunk.stop - chunk.start for chunk in missing)) as advance:
+        for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
+            index = batch["index"]
+            out[index] = batch["embedding"]
+            # a block may reach the driver split or merged: count rows per chunk, write a chunk once it is whole
+            owners, counts = np.unique(starts[np.searchsorted(starts, index, side="right") - 1], return_counts=True)
+            for start, count in zip(owners.tolist(), counts.tolist()):
+                filled[start] += count
+                chunk = chunk_of[start]
+                if filled[start] == chunk.stop - chunk.start:
+                    done = np.array(out[chunk.start:chunk.stop])
+                    write_atomically(chunk.path, functools.partial(np.save, arr=done, allow_pickle=False))
+            advance(len(index))
+    unfinished = [chunk for chunk in missing if filled[chunk.start] != chunk.stop - chunk.start]
+    if unfinished:  # Ray reported success but rows are missing: never write a cache file with holes
+        raise RuntimeError(f"the Ray job returned {len(unfinished)} chunks incomplete (first at item "
+                           f"{unfinished[0].start}); nothing was cached for them, run again to retry")
+
+
+def _arrow_chunk(dataset: LabeledDataset, chunk: _Chunk) -> Any:
+    """One chunk as an Arrow table: the items' positions in the pool, and the items."""
+    import pyarrow as pa
+    from ray.data.extensions import ArrowTensorArray
+
+    items = dataset.items[chunk.start:chunk.stop]
+    column = (pa.array(list(items), type=pa.large_string()) if dataset.modality == "text"
+              else ArrowTensorArray.from_numpy(np.ascontiguousarray(items)))
+    return pa.table({"index": pa.array(np.arange(chunk.start, chunk.stop, dtype=np.int64)), "item": column})
+
+
+class _EncodeBatches:
+    """A Ray Data actor: the encoder built once when the actor starts, then one call per block of items."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        items: Items = batch["item"]
+        if self.encoder.modality == "text":
+            items = [str(text) for text in batch["item"]]
+        elif not batch["item"].flags.writeable:  # a zero-copy view of the object store; torch warns on read-only
+            items = batch["item"].copy()
+        return {"index": batch["index"], "embedding": self.encoder.encode(items, progress=False)}
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Only errors from logger ``name`` for the block, then its level as it was."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _connected(address: str, workers: int | None) -> Iterator[int]:
+    """Ray connected for the block; yields how many actors to run. Only a cluster started here is stopped here."""
+    try:
+        import ray
+    except ImportError as error:
+        raise MissingDependencyError("running on Ray needs ray: pip install 'metalabel[ray]'") from error
+    started = not ray.is_initialized()
+    if started:
+        # Ray's own chatter (and the workers' output, relayed) is for its operators, not for a person labeling
+        # a pool; a worker's error still reaches the driver as the exception it raised
+        options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR,
+                                   "log_to_driver": False}
+        try:
+            if address == LOCAL:
+                ray.init(num_cpus=workers, **options)
+            else:
+                ray.init(address=address, **options)
+        except (ConnectionError, ValueError, RuntimeError) as error:
+            raise BadInputError(f"cannot reach a Ray cluster at {address!r}: {error}",
+                                hint="start one with `ray start --head` and pass its address, or use --ray local")\
+                from error
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        yield max(1, min(cpus, workers) if workers is not None else cpus)
+    finally:
+        if started:
+            ray.shutdown()
