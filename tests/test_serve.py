@@ -220,11 +220,16 @@ def test_a_keyboard_only_session_lands_in_the_store_with_the_annotator(project, 
     assert questions["03-circle"] == ("reference", None, None)  # still open
     assert active_label(project, "00-circle") == ("circle", "human")
     assert active_label(project, "01-square") == ("square", "human")  # over the model's label
-    # the changed answer: the item's label is the new class, the first one stays in its history
+    # the changed answer: the item's label is the new class, the first one stays in its history, both
+    # answers to the one question, with who gave them; the question shows the latest
     assert active_label(project, "02-triangle") == ("square", "human")
-    history = rows(project, "SELECT c.name, l.query_strategy FROM labels l JOIN items i ON i.id = l.item_id JOIN "
-                            "classes c ON c.id = l.class_id WHERE i.uri LIKE '%/02-triangle.png' ORDER BY l.id")
-    assert history == [("triangle", "margin"), ("square", "margin")]
+    assert questions["02-triangle"] == ("margin", "square", "web:alice")
+    history = rows(project, "SELECT c.name, l.query_strategy, l.question_id IS NOT NULL, l.oracle FROM labels l "
+                            "JOIN items i ON i.id = l.item_id JOIN classes c ON c.id = l.class_id "
+                            "WHERE i.uri LIKE '%/02-triangle.png' ORDER BY l.id")
+    assert history == [("triangle", "margin", 1, "web:alice"), ("square", "margin", 1, "web:alice")]
+    assert len(set(rows(project, "SELECT l.question_id FROM labels l JOIN items i ON i.id = l.item_id "
+                                 "WHERE i.uri LIKE '%/02-triangle.png'"))) == 1
 
 
 def test_killing_the_server_mid_session_loses_no_committed_answer(project, served, page):
@@ -303,13 +308,15 @@ def test_review_confirms_and_corrects_the_model_labels(project, served, page):
     questions = question_rows(project)
     assert questions["05-triangle"] == ("audit", "triangle", "web:alice")
     assert questions["04-square"] == ("audit", "square", "web:alice")
-    assert questions["06-circle"] == ("audit", "triangle", "web:alice")  # the question keeps the first verdict
+    assert questions["06-circle"] == ("audit", "circle", "web:alice")  # the question shows the latest verdict
     assert active_label(project, "05-triangle") == ("triangle", "human")
     assert active_label(project, "04-square") == ("square", "human")
     assert active_label(project, "06-circle") == ("circle", "human")  # the changed verdict is the label
-    history = rows(project, "SELECT c.name, l.source, l.query_strategy FROM labels l JOIN items i ON i.id = l.item_id "
-                            "JOIN classes c ON c.id = l.class_id WHERE i.uri LIKE '%/06-circle.png' ORDER BY l.id")
-    assert history == [("circle", "model", None), ("triangle", "human", "audit"), ("circle", "human", "audit")]
+    history = rows(project, "SELECT c.name, l.source, l.query_strategy, l.oracle FROM labels l "
+                            "JOIN items i ON i.id = l.item_id JOIN classes c ON c.id = l.class_id "
+                            "WHERE i.uri LIKE '%/06-circle.png' ORDER BY l.id")
+    assert history == [("circle", "model", None, None), ("triangle", "human", "audit", "web:alice"),
+                       ("circle", "human", "audit", "web:alice")]  # every verdict kept, with who gave it
     # the model's labels stay on record, superseded by the person's
     assert rows(project, "SELECT count(*) FROM labels WHERE source = 'model' AND superseded_by IS NOT NULL") == [(3,)]
 

@@ -621,12 +621,20 @@ def test_bad_synthetic_items_are_refused_and_nothing_written(store, record, matc
     assert store.synthetic_items() == []
 
 
+def old_label(store: ProjectStore, item_id: int, class_name: str, **columns) -> int:
+    """A label row as an older metalabel wrote it (today's add_label writes columns an old schema lacks)."""
+    values = {"item_id": item_id, "class_id": store._class_id(class_name), **columns}
+    cursor = store._connection.execute(
+        f"INSERT INTO labels ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})", tuple(values.values()))
+    return cursor.lastrowid
+
+
 def test_a_version_1_project_gains_synthetic_items_and_keeps_its_labels(tmp_path, monkeypatch):
     monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
     with ProjectStore.create(tmp_path, name="old") as store:
         store.set_classes(["a", "b"])
         (item,) = store.add_items([ItemRecord("x.txt", content_hash("x"), "text")])
-        store.add_label(item, "a", source="human")
+        old_label(store, item, "a", source="human")
     monkeypatch.undo()
     with ProjectStore.open(tmp_path) as store:
         assert schema.user_version(store._connection) == schema.current_version()
@@ -651,7 +659,7 @@ def test_a_version_2_project_gains_retraction_and_keeps_its_labels(tmp_path, mon
     with ProjectStore.create(tmp_path, name="old") as store:
         store.set_classes(["a", "b"])
         (item,) = store.add_items([ItemRecord("x.txt", content_hash("x"), "text")])
-        store.add_label(item, "a", source="model", calibrated_confidence=0.9)
+        old_label(store, item, "a", source="model", calibrated_confidence=0.9)
     monkeypatch.undo()
     with ProjectStore.open(tmp_path) as store:
         assert schema.user_version(store._connection) == schema.current_version()
@@ -720,3 +728,103 @@ def test_a_reference_region_keeps_its_items_and_refuses_a_question_outside_it(st
     assert question.reference_region == region and store.open_questions() == []
     with pytest.raises(BadInputError, match="not in the project"):
         store.add_reference_region([1, 999], round_id=round_id, rule="x")
+
+
+# ------------------------------------------------------------- changed answers
+
+
+def test_a_changed_answer_supersedes_the_first_and_keeps_it_with_who_gave_it(store):
+    question = store.ask(1, strategy="margin")
+    first = store.answer(question, "cat", oracle="web:ann")
+    changed = store.correct(question, "dog", oracle="web:ann")
+    assert changed.outcome is Outcome.WRITTEN and changed.superseded_label_id == first.label_id
+    again = store.correct(question, "bird", oracle="web:bo")  # undone and answered a second time
+    assert [(a.class_name, a.oracle, a.active) for a in store.answers(question)] == [
+        ("cat", "web:ann", False), ("dog", "web:ann", False), ("bird", "web:bo", True)]
+    assert [label.id for label in store.label_history(1)] == [first.label_id, changed.label_id, again.label_id]
+    asked = store.question(question)
+    assert (asked.answer, asked.oracle) == ("bird", "web:bo")
+    assert store.correct(question, "bird", oracle="web:bo").outcome is Outcome.UNCHANGED
+    assert len(store.answers(question)) == 3
+    assert store.summary()["answered_questions"] == 1
+
+
+def test_correcting_an_open_or_dismissed_question_is_its_first_answer(store):
+    dismissed = store.ask(1, strategy="margin")
+    store.dismiss(dismissed, oracle="web:ann")
+    assert store.correct(dismissed, "cat", oracle="web:ann").applied
+    assert store.question(dismissed).answer == "cat"
+    with pytest.raises(BadInputError, match="no question with id 99"):
+        store.correct(99, "cat", oracle="web:ann")
+
+
+def test_a_correction_never_overwrites_another_persons_later_answer(store):
+    mine = store.ask(1, strategy="margin")
+    store.answer(mine, "cat", oracle="web:ann")
+    theirs = store.correct(store.ask(2, strategy="margin"), "dog", oracle="web:bo")  # another item: its own
+    assert theirs.applied
+    store.add_label(1, "dog", source="human")  # a person's label on the item since (a reviewed export)
+    write = store.correct(mine, "bird", oracle="web:ann")
+    assert write.outcome is Outcome.DISAGREEMENT
+    [disagreement] = store.disagreements()
+    assert (disagreement.kept_class, disagreement.proposed_class, disagreement.source) == ("dog", "bird", "human")
+    assert store.question(mine).answer == "cat"  # the question keeps the answer it had
+
+
+def test_a_model_label_corrected_on_review_twice_keeps_every_verdict(store):
+    model = store.add_label(3, "cat", source="model", calibrated_confidence=0.7)
+    audit = store.ask(3, strategy="audit")
+    store.answer(audit, "cat", oracle="web:ann")  # confirmed
+    store.correct(audit, "dog", oracle="web:ann")  # then corrected
+    history = store.label_history(3)
+    assert [(label.class_name, label.source, label.oracle) for label in history] == [
+        ("cat", "model", None), ("cat", "human", "web:ann"), ("dog", "human", "web:ann")]
+    assert history[0].id == model.label_id and [label.active for label in history] == [False, False, True]
+
+
+def test_a_version_4_project_keeps_every_answer_and_takes_corrections(tmp_path, monkeypatch):
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:4])
+    with ProjectStore.create(tmp_path, name="old") as store:
+        store.set_classes(CLASSES)
+        items = store.add_items(ItemRecord(f"{i}.txt", content_hash(str(i)), "text") for i in range(3))
+        round_id = store.start_round()
+        seed = old_label(store, items[0], "cat", source="imported")
+        # as version 4 recorded an answer: the question closed, a human label pointing at it
+        question = store._connection.execute(
+            f"INSERT INTO questions (item_id, round_id, strategy, answered_at, answer_class_id, oracle) VALUES "
+            f"(?, ?, 'reference', {schema.NOW}, ?, 'terminal:ann')",
+            (items[0], round_id, store._class_id("dog"))).lastrowid
+        with store.batch():  # the old label points at the new one first (one active label per item)
+            store._connection.execute(f"UPDATE labels SET superseded_by = {seed + 1} WHERE id = {seed}")
+            answer = old_label(store, items[0], "dog", source="human", question_id=question, round_id=round_id,
+                               query_strategy="reference")
+        # and a change of answer as version 4's labeling page wrote it: a human label with no question
+        with store.batch():
+            store._connection.execute(f"UPDATE labels SET superseded_by = {answer + 1} WHERE id = {answer}")
+            changed = old_label(store, items[0], "bird", source="human", round_id=round_id,
+                                query_strategy="reference")
+        model = old_label(store, items[1], "cat", source="model", calibrated_confidence=0.8, round_id=round_id)
+        store._connection.execute(
+            "INSERT INTO disagreements (item_id, kept_label_id, class_id, source) VALUES (?, ?, ?, 'human')",
+            (items[0], changed, store._class_id("cat")))
+        dismissed = store._connection.execute(
+            f"INSERT INTO questions (item_id, strategy, answered_at, oracle) VALUES (?, 'margin', {schema.NOW}, "
+            "'web:ann')", (items[2],)).lastrowid
+        before = store._connection.execute("SELECT * FROM labels ORDER BY id").fetchall()
+    monkeypatch.undo()
+    with ProjectStore.open(tmp_path) as store:
+        assert schema.user_version(store._connection) == schema.current_version()
+        after = store._connection.execute("SELECT * FROM labels ORDER BY id").fetchall()
+        assert [tuple(row)[:17] for row in after] == [tuple(row) for row in before]  # every row, every column
+        assert [row["oracle"] for row in after] == [None, "terminal:ann", None, None]
+        assert store._connection.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert store._connection.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert [label.class_name for label in store.label_history(items[0])] == ["cat", "dog", "bird"]
+        assert [(d.kept_label_id, d.proposed_class) for d in store.disagreements()] == [(changed, "cat")]
+        assert store.active_labels()[1].id == model
+        # version 5: the dismissed question takes an answer, then a change of it; both are kept
+        store.answer(dismissed, "cat", oracle="web:ann")
+        store.correct(dismissed, "dog", oracle="web:ann")
+        assert [(a.class_name, a.oracle) for a in store.answers(dismissed)] == [("cat", "web:ann"), ("dog", "web:ann")]
+        with pytest.raises(sqlite3.IntegrityError):  # the rebuilt table still keeps one active label per item
+            store._connection.execute("UPDATE labels SET superseded_by = NULL")

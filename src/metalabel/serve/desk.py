@@ -6,8 +6,9 @@ the ``Desk``; the thread that owns the store takes them from ``Desk.answers``, a
 ``Answer`` records: the shape of every oracle, so the first answer to a question is committed
 by ``put_questions`` (a run) or ``record_answers`` (``metalabel serve``) like any oracle's.
 What no oracle gives (a changed answer, a review of a model label) the generator writes itself,
-each in its own transaction, through the store's human-answer path. The page hears that an
-action is saved only after its commit.
+each in its own transaction, through the store's human-answer path: a changed answer (undo, then
+another class) is ``ProjectStore.correct``, which keeps the earlier answer in the label history.
+The page hears that an action is saved only after its commit.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class _Done:
     """What was done with a task on this page: its class, or None for skipped."""
 
     label: str | None
+    question_id: int | None = None
+    """The question the answer (or skip) is recorded through: the task's, or a review's audit question."""
 
 
 @dataclass
@@ -227,7 +230,7 @@ class Desk:
                     yielded.add(answer.question_id)
                     with self._lock:
                         self._answered_in_project += 1
-                    self._record(pending, answer.label)
+                    self._record(pending, _Done(answer.label, answer.question_id))
                 pending.result.set_result(None)
                 pending = None
         except BaseException as error:
@@ -254,26 +257,30 @@ class Desk:
         task = lane.tasks[action.position]
         earlier = lane.taken_back.get(action.position)
         label = action.label
-        if action.mode is Mode.QUESTIONS:
-            if earlier is None and task.id not in first_time_yielded and (put is None or task.id in put):
-                return Answer(task.id, label, self.oracle)
-            if earlier is not None and earlier.label is None and label is not None:  # a skip, answered now
-                record_answers(store, [Answer(task.id, label, self.oracle)])
-            elif earlier is not None and earlier.label is not None and label not in (None, earlier.label):
-                self._correct(store, task, label)
-            self._record(action, label if earlier is None or earlier.label is None else
-                         (earlier.label if label is None else label))
+        if action.mode is Mode.QUESTIONS and earlier is None:  # the question's first answer (or skip)
+            answer = Answer(task.id, label, self.oracle)
+            if task.id not in first_time_yielded and (put is None or task.id in put):
+                return answer
+            record_answers(store, [answer])
+            self._record(action, _Done(label, task.id))
             return None
-        if earlier is None or earlier.label is None:
-            if label is not None:
-                self._audit(store, task, label)
-        elif label not in (None, earlier.label):
-            self._correct(store, task, label)
-        self._record(action, label if label is not None or earlier is None else earlier.label)
+        if earlier is not None and earlier.label is not None:  # answered before, taken back: kept or changed
+            if label not in (None, earlier.label):
+                assert earlier.question_id is not None
+                store.correct(earlier.question_id, label, oracle=self.oracle)
+            self._record(action, _Done(earlier.label if label is None else label, earlier.question_id))
+        elif label is None:  # skipped again, or a review skipped
+            self._record(action, _Done(None))
+        elif action.mode is Mode.QUESTIONS:  # a skip, answered now
+            record_answers(store, [Answer(task.id, label, self.oracle)])
+            self._record(action, _Done(label, task.id))
+        else:
+            self._record(action, _Done(label, self._audit(store, task, label)))
         return None
 
-    def _audit(self, store: ProjectStore, task: Task, label: str) -> None:
-        """A person's verdict on a model label: an audit question asked and answered in one transaction."""
+    def _audit(self, store: ProjectStore, task: Task, label: str) -> int:
+        """A person's verdict on a model label: an audit question asked and answered in one transaction;
+        returns the question's id."""
         with store.batch():
             active = next((row for row in store.label_history(task.item_id) if row.active), None)
             if active is None or active.id != task.id:
@@ -281,22 +288,14 @@ class Desk:
                                     hint="reload the review")
             question_id = store.ask(task.item_id, strategy=AUDIT)
             record_answers(store, [Answer(question_id, label, self.oracle)])
+            return question_id
 
-    def _correct(self, store: ProjectStore, task: Task, label: str) -> None:
-        """A changed answer: a new human label over the one given on this page (both stay in the history).
-
-        The store records a question's answer once, so the question keeps the first class and
-        the item's active label is the corrected one, with the question's round and reason.
-        """
-        store.add_label(task.item_id, label, source=LabelSource.HUMAN.value, round_id=task.round_id,
-                        query_strategy=task.why)
-
-    def _record(self, action: _Action, label: str | None) -> None:
+    def _record(self, action: _Action, done: _Done) -> None:
         with self._lock:
             lane = self._queues[action.mode]
             assert action.position is not None
             lane.taken_back.pop(action.position, None)
-            lane.done[action.position] = _Done(label)
+            lane.done[action.position] = done
             lane.history.append(action.position)
 
     def _undo(self, mode: Mode) -> None:

@@ -107,6 +107,9 @@ class Label:
     retracted_at: str | None
     retracted_round: int | None
     retraction_reason: str | None
+    oracle: str | None = None
+    """Who gave a human label's answer (``terminal:ann``, ``web:ann``, ``labelstudio:7``); None for other labels
+    and for answers recorded before schema version 5 without a question."""
 
     @property
     def active(self) -> bool:

@@ -214,10 +214,62 @@ def _add_reference_regions(connection: sqlite3.Connection) -> None:
         connection.execute(statement)
 
 
+def _keep_every_answer(connection: sqlite3.Connection) -> None:
+    """Version 5: a question may have several answers over time; each answer's label says who gave it.
+
+    A person who answers, takes it back and answers again, or corrects an answer given on review,
+    gives the question a new answer: the new human label supersedes the earlier one, and both
+    point at the question (``question_id`` is no longer unique). ``labels.oracle`` keeps who gave
+    each human answer (it was on the question only, which shows the latest answer). SQLite cannot
+    drop a column's UNIQUE constraint, so ``labels`` is rebuilt; every row keeps its id, so the
+    references to it (``superseded_by``, disagreements) still hold. ``migrate`` runs this with
+    foreign keys off and checks them before it commits.
+    """
+    for statement in (
+        """
+        CREATE TABLE labels_v5 (
+            id                    INTEGER PRIMARY KEY,
+            item_id               INTEGER NOT NULL REFERENCES items (id),
+            class_id              INTEGER NOT NULL REFERENCES classes (id),
+            source                TEXT NOT NULL
+                                  CHECK (source IN ('human', 'imported', 'generated', 'augmented', 'model')),
+            raw_confidence        REAL CHECK (raw_confidence BETWEEN 0 AND 1),
+            calibrated_confidence REAL CHECK (calibrated_confidence BETWEEN 0 AND 1),
+            threshold             REAL,
+            round_id              INTEGER REFERENCES rounds (id),
+            model_hash            TEXT,
+            query_strategy        TEXT,
+            question_id           INTEGER REFERENCES questions (id),  -- the question this answer answers
+            created_at            TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+            superseded_by         INTEGER REFERENCES labels (id) DEFERRABLE INITIALLY DEFERRED,
+            certified_precision   REAL CHECK (certified_precision BETWEEN 0 AND 1),
+            retracted_at          TEXT,
+            retracted_round       INTEGER REFERENCES rounds (id),
+            retraction_reason     TEXT,
+            oracle                TEXT                                -- who gave a human answer
+        )""",
+        """
+        INSERT INTO labels_v5 (id, item_id, class_id, source, raw_confidence, calibrated_confidence, threshold,
+                               round_id, model_hash, query_strategy, question_id, created_at, superseded_by,
+                               certified_precision, retracted_at, retracted_round, retraction_reason, oracle)
+        SELECT labels.id, labels.item_id, labels.class_id, labels.source, labels.raw_confidence,
+               labels.calibrated_confidence, labels.threshold, labels.round_id, labels.model_hash,
+               labels.query_strategy, labels.question_id, labels.created_at, labels.superseded_by,
+               labels.certified_precision, labels.retracted_at, labels.retracted_round, labels.retraction_reason,
+               questions.oracle
+        FROM labels LEFT JOIN questions ON questions.id = labels.question_id""",
+        "DROP TABLE labels",
+        "ALTER TABLE labels_v5 RENAME TO labels",
+        "CREATE UNIQUE INDEX labels_one_active_per_item ON labels (item_id) WHERE superseded_by IS NULL",
+        "CREATE INDEX labels_by_question ON labels (question_id) WHERE question_id IS NOT NULL",
+    ):
+        connection.execute(statement)
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: list[Migration] = [_create_tables, _add_synthetic_items, _add_certificates_and_retractions,
-                               _add_reference_regions]
+                               _add_reference_regions, _keep_every_answer]
 
 ACTIVE_LABEL = "labels.superseded_by IS NULL AND labels.retracted_at IS NULL"
 """SQL: the label is its item's active one (neither superseded nor retracted)."""
@@ -252,6 +304,17 @@ def migrate(connection: sqlite3.Connection, *, db_path: Path, new: bool = True) 
     # (`metalabel status`) never waits for a process that is busy writing.
     if user_version(connection) == target:
         return target
+    # A migration that rebuilds a table drops the table others point at: SQLite's procedure for that
+    # turns foreign keys off outside the transaction (inside, the pragma is a no-op) and checks them
+    # all before the commit.
+    connection.execute("PRAGMA foreign_keys = OFF")
+    try:
+        return _migrate_to(connection, target, db_path)
+    finally:
+        connection.execute("PRAGMA foreign_keys = ON")
+
+
+def _migrate_to(connection: sqlite3.Connection, target: int, db_path: Path) -> int:
     while True:
         # IMMEDIATE takes the write lock first, so two processes opening an old database
         # at once migrate it once: the second re-reads the version after the first commits.
@@ -274,6 +337,13 @@ def migrate(connection: sqlite3.Connection, *, db_path: Path, new: bool = True) 
                     f"{db_path}: migrating the schema from version {version} to {version + 1} failed "
                     f"({exc}); the database was left at version {version}"
                 ) from exc
+            broken = connection.execute("PRAGMA foreign_key_check").fetchone()
+            if broken is not None:
+                raise StoreError(
+                    f"{db_path}: migrating the schema from version {version} to {version + 1} would leave row "
+                    f"{broken[1]} of table {broken[0]!r} pointing at a missing row of {broken[2]!r}; the database "
+                    f"was left at version {version} -> check it with sqlite3 {db_path} 'PRAGMA foreign_key_check'"
+                )
             # user_version lives in the database header, so it commits or rolls back with the DDL.
             connection.execute(f"PRAGMA user_version = {version + 1}")
             connection.execute("COMMIT")

@@ -53,7 +53,7 @@ _LABEL_SELECT = """
            labels.raw_confidence, labels.calibrated_confidence, labels.threshold, labels.round_id,
            labels.model_hash, labels.query_strategy, labels.question_id, labels.created_at,
            labels.superseded_by, labels.certified_precision, labels.retracted_at, labels.retracted_round,
-           labels.retraction_reason
+           labels.retraction_reason, labels.oracle
     FROM labels JOIN items ON items.id = labels.item_id JOIN classes ON classes.id = labels.class_id
 """
 
@@ -349,7 +349,8 @@ class ProjectStore:
             return written
 
     def _write_label(
-        self, item_id: int, class_id: int, source: str, provenance: dict[str, Any], *, question_id: int | None = None
+        self, item_id: int, class_id: int, source: str, provenance: dict[str, Any], *, question_id: int | None = None,
+        oracle: str | None = None,
     ) -> LabelWrite:
         """The trust rule. Runs inside the caller's transaction."""
         active = self._connection.execute(
@@ -375,15 +376,16 @@ class ProjectStore:
             self._connection.execute("UPDATE labels SET superseded_by = ? WHERE id = ?", (label_id, active["id"]))
         self._connection.execute(
             "INSERT INTO labels (id, item_id, class_id, source, raw_confidence, calibrated_confidence, "
-            "threshold, round_id, model_hash, query_strategy, question_id) "
+            "threshold, round_id, model_hash, query_strategy, question_id, oracle) "
             "VALUES (:id, :item_id, :class_id, :source, :raw_confidence, :calibrated_confidence, "
-            ":threshold, :round_id, :model_hash, :query_strategy, :question_id)",
+            ":threshold, :round_id, :model_hash, :query_strategy, :question_id, :oracle)",
             {
                 "id": label_id,
                 "item_id": item_id,
                 "class_id": class_id,
                 "source": source,
                 "question_id": question_id,
+                "oracle": oracle,
                 **provenance,
             },
         )
@@ -548,7 +550,7 @@ class ProjectStore:
                                                  kept_class_id=active["class_id"])
             else:
                 write = self._write_label(
-                    question["item_id"], class_id, "human", provenance, question_id=question["id"]
+                    question["item_id"], class_id, "human", provenance, question_id=question["id"], oracle=oracle
                 )
             self._close_question(question["id"], class_id=class_id, oracle=oracle)
             if question["answered_at"] is not None:  # a late answer: the item is not to be asked again
@@ -559,6 +561,53 @@ class ProjectStore:
                     self._close_question(other["id"], class_id=None,
                                          oracle=f"{oracle} (answered in question {question['id']})")
             return write
+
+    def correct(self, question_id: int, class_name: str, *, oracle: str) -> LabelWrite:
+        """A person changes an answer: undone on the labeling page and answered again, or a reviewed label
+        corrected once more. One transaction.
+
+        The new class becomes the item's label, a human label that supersedes the question's earlier
+        answer; that answer stays in ``label_history`` with who gave it (``Label.oracle``) and when, so
+        no answer a person gives is lost. The question shows its latest answer and who gave it. The same
+        class again changes nothing. A question never answered with a class (open, or dismissed) takes
+        this as its first answer (``answer``). Where the item's label is no longer this question's
+        answer (another person answered since, or this answer was itself kept as a disagreement with
+        another person's), the new class is recorded as a disagreement with that label, never written
+        over it, and the question keeps the answer it had.
+        """
+        _require_oracle(oracle)
+        with self.batch():
+            question = self._connection.execute(
+                "SELECT * FROM questions WHERE id = ?", (operator.index(question_id),)).fetchone()
+            if question is None or question["answer_class_id"] is None:
+                return self.answer(question_id, class_name, oracle=oracle)  # names an unknown id
+            class_id = self._class_id(class_name)
+            active = self._connection.execute(
+                "SELECT id, class_id, source, question_id FROM labels WHERE item_id = ? AND superseded_by IS NULL",
+                (question["item_id"],),
+            ).fetchone()
+            if active is None or active["question_id"] != question["id"]:
+                kept = active or self._connection.execute(  # an item with no label left: keep the answer on record
+                    "SELECT id, class_id FROM labels WHERE question_id = ? ORDER BY id DESC LIMIT 1",
+                    (question["id"],)).fetchone()
+                if kept is None:
+                    raise StoreError(f"question {question_id} was answered but its item has no label to correct")
+                return self._human_disagreement(question, class_id, kept_label_id=kept["id"],
+                                                kept_class_id=kept["class_id"])
+            if class_id == active["class_id"]:
+                return LabelWrite(Outcome.UNCHANGED, label_id=active["id"])
+            provenance = _provenance(round_id=question["round_id"], query_strategy=question["strategy"])
+            write = self._write_label(question["item_id"], class_id, "human", provenance,
+                                      question_id=question["id"], oracle=oracle)
+            self._connection.execute("UPDATE questions SET answer_class_id = ?, oracle = ? WHERE id = ?",
+                                     (class_id, oracle, question["id"]))
+            return write
+
+    def answers(self, question_id: int) -> list[Label]:
+        """Every answer the question was given as a label, oldest first (the last is its answer now)."""
+        rows = self._connection.execute(
+            _LABEL_SELECT + " WHERE labels.question_id = ? ORDER BY labels.id", (operator.index(question_id),))
+        return [Label(**row) for row in rows]
 
     def add_human_disagreement(self, question_id: int, class_name: str) -> int | None:
         """Record that another person answered an answered question with another class.
@@ -578,8 +627,8 @@ class ProjectStore:
                     f"question {question_id} has no recorded answer to disagree with; answer it with answer()"
                 )
             class_id = self._class_id(class_name)
-            kept = self._connection.execute(
-                "SELECT id, class_id FROM labels WHERE question_id = ?", (question["id"],)
+            kept = self._connection.execute(  # the question's latest answer
+                "SELECT id, class_id FROM labels WHERE question_id = ? ORDER BY id DESC LIMIT 1", (question["id"],)
             ).fetchone() or self._connection.execute(  # the answer agreed with, or disputed, an earlier one
                 "SELECT id, class_id FROM labels WHERE item_id = ? AND superseded_by IS NULL", (question["item_id"],)
             ).fetchone()
