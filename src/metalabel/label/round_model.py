@@ -71,6 +71,25 @@ def feature_space(pool: LabeledDataset, learner: TaskLearner | None, *, encoder:
     return "minilm" if pool.modality == "text" else "efficientnet-lite0"
 
 
+SMALL_IMAGE = 64  # pixels a side: images this small are also read as raw pixels
+
+
+def rival_spaces(pool: LabeledDataset, learner: TaskLearner | None, *, encoder: str | None) -> list[str]:
+    """Encoders whose space competes with ``feature_space``'s, read by nearest class mean and the heads.
+
+    Small images (at most ``SMALL_IMAGE`` pixels a side) are read as raw pixels too:
+    ImageNet features describe small grayscale images (characters, digits, clothing
+    thumbnails) little better than their pixels, and on some sets worse. The round's
+    judge keeps whichever space predicts held-out labels best; a learner that reads the
+    images itself, or a pool already read as pixels, has no rival.
+    """
+    if pool.modality != "image" or feature_space(pool, learner, encoder=encoder) in ("pixels", "images"):
+        return []
+    items = pool.items
+    small = isinstance(items, np.ndarray) and items.ndim in (3, 4) and max(items.shape[1:3]) <= SMALL_IMAGE
+    return ["pixels"] if small else []
+
+
 def reads_images(learner: TaskLearner) -> bool:
     return any(isinstance(m, torch.nn.Conv2d) for m in learner.backbone.modules())
 
