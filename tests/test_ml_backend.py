@@ -30,7 +30,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("httpx")  # starlette's TestClient
 from starlette.testclient import TestClient  # noqa: E402
 
-from metalabel.serve.ml_backend import create_backend_app  # noqa: E402
+from metalabel.serve.ml_backend import create_backend_app, webhook_auth_header  # noqa: E402
 
 PASSWORD = "s3cret-for-tests"
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"metalabel:{PASSWORD}".encode()).decode()}
@@ -107,6 +107,14 @@ def test_every_request_needs_the_password(client):
     assert response.json() == {"status": "UP", "model_class": "metalabel", "model_version": "metalabel-round-2"}
 
 
+def test_the_printed_header_lets_label_studios_webhook_in(client):
+    # Label Studio 1.23 makes the backend's webhook without the model connection's credentials
+    # (bench/results/labelstudio_live.md): the header `metalabel ml-backend` prints is what it needs
+    assert client.post("/webhook", json={"action": "PROJECT_UPDATED"}).status_code == 401
+    header = {"Authorization": webhook_auth_header(PASSWORD)}
+    assert client.post("/webhook", headers=header, json={"action": "PROJECT_UPDATED"}).status_code == 200
+
+
 def test_setup_accepts_metalabels_labeling_config_and_refuses_others(client):
     ok = client.post("/setup", headers=AUTH, json={"project": "1.1733392400", "schema":
                                                    labeling_config(["cat", "dog"], kind="image"),
@@ -170,7 +178,7 @@ def answers(folder: Path) -> list[tuple]:
         return [(Path(q.uri).name, q.strategy, q.answer, q.oracle) for q in store.answered_questions()]
 
 
-def test_an_annotation_becomes_an_answer_with_its_annotator_and_an_update_a_disagreement(client, project):
+def test_an_annotation_becomes_an_answer_and_its_annotators_update_a_changed_answer(client, project):
     with ProjectStore.open(project) as store:
         task = question_task(store, "3", task_id=21)
     created = client.post("/webhook", headers=AUTH, json=webhook("ANNOTATION_CREATED", task, annotation(task, "dog")))
@@ -182,12 +190,24 @@ def test_an_annotation_becomes_an_answer_with_its_annotator_and_an_update_a_disa
 
     updated = client.post("/webhook", headers=AUTH,
                           json=webhook("ANNOTATION_UPDATED", task, annotation(task, "cat")))
-    assert updated.status_code == 201 and updated.json()["disagreements"] == 1
+    assert updated.status_code == 201 and updated.json()["changed"] == 1 and updated.json()["disagreements"] == 0
+    with ProjectStore.open(project) as store:
+        history = store.label_history(item(store, "3").id)
+        # the changed answer is the label; the first stays in the history, both the annotator's
+        assert [(label.class_name, label.source, label.oracle, label.active) for label in history] == [
+            ("dog", "human", "labelstudio:7", False), ("cat", "human", "labelstudio:7", True)]
+        assert store.disagreements() == []
+    assert answers(project) == [("3.png", "margin", "cat", "labelstudio:7")]
+
+    # another person's annotation on the task never writes over the answer: a disagreement
+    other = client.post("/webhook", headers=AUTH, json=webhook("ANNOTATION_UPDATED", task,
+                                                               annotation(task, "dog", annotation_id=12, user=8)))
+    assert other.status_code == 201 and other.json()["changed"] == 0 and other.json()["disagreements"] == 1
     with ProjectStore.open(project) as store:
         [label] = [label for label in store.active_labels() if label.item_id == item(store, "3").id]
-        assert (label.class_name, label.source) == ("dog", "human")  # the first answer stays the label
+        assert (label.class_name, label.oracle) == ("cat", "labelstudio:7")
         [disagreement] = store.disagreements()
-        assert (disagreement.kept_class, disagreement.proposed_class, disagreement.source) == ("dog", "cat", "human")
+        assert (disagreement.kept_class, disagreement.proposed_class, disagreement.source) == ("cat", "dog", "human")
 
 
 def test_a_reviewed_model_label_and_a_skip_land_through_the_store(client, project):

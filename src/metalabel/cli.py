@@ -209,7 +209,7 @@ def cmd_ml_backend(args: argparse.Namespace) -> int:
     import os
     import secrets
 
-    from metalabel.serve.ml_backend import PASSWORD_ENV, USER, BackendServer
+    from metalabel.serve.ml_backend import PASSWORD_ENV, USER, BackendServer, webhook_auth_header
 
     _warn_if_remote(args)
     password = os.environ.get(PASSWORD_ENV) or secrets.token_urlsafe(18)
@@ -219,6 +219,11 @@ def cmd_ml_backend(args: argparse.Namespace) -> int:
     shown = f"the value of {PASSWORD_ENV}" if os.environ.get(PASSWORD_ENV) else password
     console.print(f"connect it in Label Studio (Settings > Model) with basic auth user {USER!r}, password {shown}",
                   highlight=False, soft_wrap=True)
+    header = (f"Basic <base64 of {USER}:${PASSWORD_ENV}>" if os.environ.get(PASSWORD_ENV)
+              else webhook_auth_header(password))
+    console.print(f"then add the header `Authorization: {header}` to the webhook Label "
+                  f"Studio makes for it ({server.url}/webhook, Settings > Webhooks): Label Studio sends it no "
+                  "credentials, and annotations are refused without them", highlight=False, soft_wrap=True)
     server.serve()
     return 0
 

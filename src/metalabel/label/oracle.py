@@ -145,16 +145,19 @@ class RecordedAnswers:
     """Reviewed export labels a person confirmed: each is now a human label (an ``audit`` question's answer)."""
     corrected: int = 0
     """Reviewed export labels a person changed: the correction is a human label that supersedes the old one."""
+    changed: int = 0
+    """Answers their own annotator changed (an updated annotation): the new class is the label, the earlier
+    answer stays in its history (``ProjectStore.correct``)."""
 
 
 class _Tally:
     def __init__(self) -> None:
-        self.answered = self.dismissed = self.disagreements = self.confirmed = self.corrected = 0
+        self.answered = self.dismissed = self.disagreements = self.confirmed = self.corrected = self.changed = 0
         self.already_closed: list[int] = []
 
     def result(self) -> RecordedAnswers:
         return RecordedAnswers(self.answered, self.dismissed, self.already_closed, self.disagreements,
-                               self.confirmed, self.corrected)
+                               self.confirmed, self.corrected, self.changed)
 
     def record(self, store: ProjectStore, answer: Answer) -> None:
         """One answer, in its own transaction: a class becomes a human label, ``None`` dismisses."""
@@ -741,7 +744,7 @@ class LabelStudioQueue:
             hint="pass the image array as the query's item",
         )
 
-    def import_annotations(self, path: str | Path, *, store: ProjectStore) -> RecordedAnswers:
+    def import_annotations(self, path: str | Path, *, store: ProjectStore, changed: bool = False) -> RecordedAnswers:
         """Record the answers in a Label Studio export ("JSON" or "JSON-MIN") of tasks metalabel wrote.
 
         All or nothing: every task is checked before anything is written, and everything is
@@ -767,6 +770,11 @@ class LabelStudioQueue:
         waiting on an open question gets the review as that question's answer, unless it is a
         reference question: a reviewer saw the model's label, so the file is refused (answer the
         reference question first, or remove that review).
+
+        ``changed``: the annotations are ones their annotators changed (Label Studio's
+        ``ANNOTATION_UPDATED``). Where the answer on record is the same annotator's, the new class is
+        recorded as their changed answer (``ProjectStore.correct``: it becomes the label, the earlier
+        answer stays in the history); another person's answer is still never written over.
         """
         path = Path(path)
         questions, reviews = self._read_export(path)
@@ -776,9 +784,9 @@ class LabelStudioQueue:
         try:
             with store.batch():
                 for question_id, vote in questions.items():
-                    _record_votes(store, question_id, vote, tally)
+                    _record_votes(store, question_id, vote, tally, changed=changed)
                 for label_id, vote in reviews.items():
-                    _record_review(store, shown[label_id], vote, tally)
+                    _record_review(store, shown[label_id], vote, tally, changed=changed)
         except BadInputError as error:
             raise BadInputError(
                 f"{error}; nothing was imported (an import is all or nothing)", path=path,
@@ -1053,7 +1061,7 @@ def _check_classes(vote: _Votes, classes: set[str], path: Path) -> None:
             )
 
 
-def _record_votes(store: ProjectStore, question_id: int, vote: _Votes, tally: _Tally) -> None:
+def _record_votes(store: ProjectStore, question_id: int, vote: _Votes, tally: _Tally, *, changed: bool) -> None:
     """One question's answers, inside the import's transaction."""
     question = store.question(question_id)
     decision = vote.decision()
@@ -1070,6 +1078,10 @@ def _record_votes(store: ProjectStore, question_id: int, vote: _Votes, tally: _T
     if question.answer is None:  # open, or dismissed before: this is its answer
         write = store.answer(question_id, label, oracle=annotator)
         tally.answered += 1
+        tally.disagreements += write.disagreement_id is not None
+    elif changed and annotator == question.oracle:  # the annotator changed their own answer
+        write = store.correct(question_id, label, oracle=annotator)
+        tally.changed += write.applied
         tally.disagreements += write.disagreement_id is not None
     else:
         tally.already_closed.append(question_id)
@@ -1127,7 +1139,7 @@ def _review_vote(shown: Label, vote: _Votes) -> _Votes:
     return _Votes(vote.tasks, [entry for entry in vote.labels if entry[0] != shown.class_name])
 
 
-def _record_review(store: ProjectStore, shown: Label, vote: _Votes, tally: _Tally) -> None:
+def _record_review(store: ProjectStore, shown: Label, vote: _Votes, tally: _Tally, *, changed: bool) -> None:
     """One reviewed export label, inside the import's transaction (see ``import_annotations``)."""
     decision = _review_vote(shown, vote).decision()
     if decision is None:
@@ -1135,6 +1147,9 @@ def _record_review(store: ProjectStore, shown: Label, vote: _Votes, tally: _Tall
     label, annotator, others = decision
     active = next((candidate for candidate in store.label_history(shown.item_id) if candidate.active), None)
     if active is not None and active.source == LabelSource.HUMAN and active.question_id is not None:
+        if changed and active.oracle == annotator and not others:  # the reviewer changed their own verdict
+            tally.changed += store.correct(active.question_id, label, oracle=annotator).applied
+            return
         # a person's answer is never written over: another class is a disagreement between people
         for other in (label, *others):
             tally.disagreements += store.add_human_disagreement(active.question_id, other) is not None

@@ -24,13 +24,18 @@ answer is evidence only if the person did not see the model's guess.
 How an annotation is recorded: the task with that one annotation is kept as a Label Studio "JSON"
 export under ``PROJECT/labelstudio/webhook/`` and recorded by ``LabelStudioQueue.import_annotations``,
 the path ``metalabel import-answers`` takes: every check (project, item and content hash, class), one
-transaction, the annotator as ``labelstudio:<user id>``. An annotation changed later
-(``ANNOTATION_UPDATED``) to another class is recorded as a disagreement with the first answer, for a
-person to settle, never written over it. While another process holds the project's writer lock
-(a run), an annotation is refused (409) and its file kept: import it later with ``metalabel import-answers``.
+transaction, the annotator as ``labelstudio:<user id>``. An annotation its annotator changed later
+(``ANNOTATION_UPDATED``) is their changed answer: the new class becomes the label and the first answer
+stays in the history (``ProjectStore.correct``); a change to another person's answer is recorded as a
+disagreement, never written over it. While another process holds the project's writer lock (a run),
+an annotation is refused (409) and its file kept: import it later with ``metalabel import-answers``.
 
 Every request needs HTTP basic auth (user ``metalabel``, the password printed at start or set in
-``METALABEL_ML_BACKEND_PASSWORD``): enter both in Label Studio's model connection settings.
+``METALABEL_ML_BACKEND_PASSWORD``): enter both in Label Studio's model connection settings. Label
+Studio (1.23) sends those credentials on ``/health``, ``/setup`` and ``/predict`` only: the webhook it
+makes for the backend (``<url>/webhook``, all actions) carries no header, so its annotations are
+refused (401) until the header ``webhook_auth_header`` gives is added to that webhook (Settings >
+Webhooks, or ``PATCH /api/webhooks/<id>`` with ``{"headers": {"Authorization": ...}}``).
 """
 
 from __future__ import annotations
@@ -79,6 +84,11 @@ PASSWORD_ENV = "METALABEL_ML_BACKEND_PASSWORD"
 RECORDED_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
 WEBHOOK_FOLDER = Path("labelstudio") / "webhook"
 """Where each annotation received is kept (under the project folder), as a one-task Label Studio export."""
+
+
+def webhook_auth_header(password: str) -> str:
+    """The ``Authorization`` header value Label Studio's webhook to the backend needs (see the module's notes)."""
+    return "Basic " + base64.b64encode(f"{USER}:{password}".encode()).decode()
 
 
 def model_version(store: ProjectStore) -> str:
@@ -216,11 +226,13 @@ def record_annotation(store: ProjectStore, payload: Any) -> dict[str, Any]:
         raise ProjectLockedError(f"{error}; the annotation is kept in {path}: record it later with "
                                  f"`metalabel import-answers {store.folder} {path}`") from None
     try:
-        recorded = LabelStudioQueue(store.folder / "labelstudio").import_annotations(path, store=store)
+        recorded = LabelStudioQueue(store.folder / "labelstudio").import_annotations(
+            path, store=store, changed=payload.get("action") == "ANNOTATION_UPDATED")
     finally:
         lock.release()
     return {"status": "ok", "answered": recorded.answered, "dismissed": recorded.dismissed,
             "already_answered": len(recorded.already_closed), "disagreements": recorded.disagreements,
+            "changed": recorded.changed,
             "kept_in": str(path)}
 
 
@@ -246,7 +258,8 @@ class _BasicAuth:
                     given = b""
             if not secrets.compare_digest(given, self.expected):
                 response = JSONResponse({"status": "error", "error": "this ML backend needs basic auth: the user "
-                                         "and password `metalabel ml-backend` printed"}, status_code=401,
+                                         "and password `metalabel ml-backend` printed (for Label Studio's "
+                                         "webhook: the Authorization header it printed)"}, status_code=401,
                                         headers={"WWW-Authenticate": 'Basic realm="metalabel"'})
                 await response(scope, receive, send)
                 return
