@@ -5,10 +5,11 @@ content like a whole pool is (``embedding_cache_path``), so a chunk embedded onc
 embedded again: not by a rerun, nor by a run killed halfway and started again, nor by a
 second project whose pool shares the chunk. The missing chunks become the blocks of a
 Ray dataset that ``map_batches`` sends through a pool of actors, each holding the encoder
-(weights load once per actor, not once per batch). The driver streams the results into a
-memory-mapped copy of the whole pool's cache file, which becomes the file
-``embed_dataset`` reads once every chunk is in: the labeling run that follows finds its
-embeddings there, exactly as if it had made them itself.
+(weights load once per actor, not once per batch). Ray runs a chunk's read task only as the
+actors keep up, and the driver writes each chunk's results in place into the whole pool's
+cache file as they come, so beyond the items it was given the driver holds a few chunks at
+a time. That file becomes the one ``embed_dataset`` reads once every chunk is in: the
+labeling run that follows finds its embeddings there, exactly as if it had made them itself.
 
 The cache lives on the driver's disk; the workers only compute, so they need metalabel
 and the encoder's extra installed, not a shared file system. Ray restarts an actor whose
@@ -21,7 +22,8 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,8 +83,7 @@ def embed_on_ray(dataset: LabeledDataset, encoder: str | Encoder, *, address: st
     all) and stops it afterwards; any other value is an existing cluster's address (``"auto"``,
     ``"ray://host:10001"``, ``"host:6379"``). If Ray is already initialized in this process
     (a notebook, a test), that cluster is used as it is. ``workers`` caps the actors (default:
-    the cluster's CPUs). The driver holds the items it was given and one chunk of results at
-    a time on top; everything else streams through a memory-mapped file.
+    the cluster's CPUs). The driver holds the items it was given, and a few chunks on their way.
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise BadInputError(f"chunk_size must be a whole number >= 1, got {chunk_size!r}")
@@ -105,23 +106,46 @@ def embed_on_ray(dataset: LabeledDataset, encoder: str | Encoder, *, address: st
 
     def assemble(file: Path) -> None:
         nonlocal used_workers
-        out = np.lib.format.open_memmap(file, mode="w+", dtype=np.float32, shape=shape)
-        for start, embeddings in cached.items():
-            out[start:start + len(embeddings)] = embeddings
-        if missing:
-            with _connected(address, workers) as cluster_workers:
-                used_workers = min(cluster_workers, len(missing))  # one chunk is one actor's work at a time
-                _embed_missing(dataset, encoder, missing, out, workers=used_workers, progress=progress)
-        out.flush()
-        del out  # unmapped before the rename
+        with _PoolFile(file, shape) as out:
+            for start, embeddings in cached.items():
+                out.write(start, embeddings)
+            if missing:
+                with _connected(address, workers) as cluster_workers:
+                    used_workers = min(cluster_workers, len(missing))  # one chunk is one actor's work at a time
+                    _embed_missing(dataset, encoder, missing, out, workers=used_workers, progress=progress)
 
     write_atomically(path, assemble)
     return RayEmbedding(path, len(dataset), len(chunks), len(cached), used_workers, time.perf_counter() - began)
 
 
-def _embed_missing(dataset: LabeledDataset, encoder: Encoder, missing: list[_Chunk], out: np.ndarray, *,
+class _PoolFile:
+    """The whole pool's ``.npy`` written in place, a chunk at a time.
+
+    Plain writes at each chunk's offset go through the page cache, so the driver's memory does not
+    grow with the pool (a memory map's written pages would count as the driver's own until unmapped).
+    """
+
+    def __init__(self, file: Path, shape: tuple[int, int]) -> None:
+        self.stream = open(file, "wb")  # noqa: SIM115 (closed by __exit__)
+        np.lib.format.write_array_header_1_0(self.stream, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        self.offset = self.stream.tell()
+        self.row_bytes = 4 * shape[1]
+        self.stream.truncate(self.offset + shape[0] * self.row_bytes)
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        self.stream.seek(self.offset + start * self.row_bytes)
+        self.stream.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
+
+    def __enter__(self) -> _PoolFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stream.close()
+
+
+def _embed_missing(dataset: LabeledDataset, encoder: Encoder, missing: list[_Chunk], out: _PoolFile, *,
                    workers: int, progress: bool) -> None:
-    """Run ``missing`` through the actor pool; write each chunk's cache file as soon as all its rows are in."""
+    """Run ``missing`` through the actor pool; each chunk goes to the pool's file and its own as soon as it is whole."""
     import ray.data
 
     context = ray.data.DataContext.get_current()
@@ -129,43 +153,87 @@ def _embed_missing(dataset: LabeledDataset, encoder: Encoder, missing: list[_Chu
         context.enable_progress_bars = False  # the driver draws one bar of its own, in items
     context.print_on_execution_start = False
     context.enable_auto_log_stats = False
-    blocks = ray.data.from_arrow([_arrow_chunk(dataset, chunk) for chunk in missing])
+    # read tasks (cheap: a chunk's items unpickled) take no CPU a worker's actor needs
+    blocks = ray.data.read_datasource(_pool_chunks(dataset, missing), num_cpus=0)
     embedded = blocks.map_batches(
         _EncodeBatches, fn_constructor_args=(encoder,), batch_size=None, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers), num_cpus=1,
     )
     chunk_of = {chunk.start: chunk for chunk in missing}
     starts = np.array(sorted(chunk_of))
-    filled = dict.fromkeys(chunk_of, 0)
-    with _quiet_logger("ray.data"), progress_bar(progress, f"embedding with {encoder.name} on Ray", total=sum(
-            chunk.stop - chunk.start for chunk in missing)) as advance:
+    arriving: dict[int, tuple[np.ndarray, int]] = {}  # chunk start -> (its rows so far, how many)
+    with _quiet_logger("ray.data"), warnings.catch_warnings(), progress_bar(
+            progress, f"embedding with {encoder.name} on Ray", total=sum(c.stop - c.start for c in missing)) as advance:
+        # a read task carries its chunk's items by design (a few MB): Ray's advice against that is not for users
+        warnings.filterwarnings("ignore", message="The serialized size of your read function")
         for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
-            index = batch["index"]
-            out[index] = batch["embedding"]
-            # a block may reach the driver split or merged: count rows per chunk, write a chunk once it is whole
-            owners, counts = np.unique(starts[np.searchsorted(starts, index, side="right") - 1], return_counts=True)
-            for start, count in zip(owners.tolist(), counts.tolist()):
-                filled[start] += count
+            index, rows = batch["index"], batch["embedding"]
+            owners = starts[np.searchsorted(starts, index, side="right") - 1]
+            # a block may reach the driver split or merged: gather rows per chunk, write a chunk once it is whole
+            for start in np.unique(owners).tolist():
                 chunk = chunk_of[start]
-                if filled[start] == chunk.stop - chunk.start:
-                    done = np.array(out[chunk.start:chunk.stop])
-                    write_atomically(chunk.path, functools.partial(np.save, arr=done, allow_pickle=False))
+                mine = owners == start
+                buffer, count = arriving.get(start) or (np.empty((chunk.stop - start, encoder.dim), np.float32), 0)
+                buffer[index[mine] - start] = rows[mine]
+                count += int(mine.sum())
+                if count < chunk.stop - start:
+                    arriving[start] = (buffer, count)
+                    continue
+                arriving.pop(start, None)
+                out.write(start, buffer)
+                write_atomically(chunk.path, functools.partial(np.save, arr=buffer, allow_pickle=False))
+                chunk_of.pop(start)
             advance(len(index))
-    unfinished = [chunk for chunk in missing if filled[chunk.start] != chunk.stop - chunk.start]
-    if unfinished:  # Ray reported success but rows are missing: never write a cache file with holes
-        raise RuntimeError(f"the Ray job returned {len(unfinished)} chunks incomplete (first at item "
-                           f"{unfinished[0].start}); nothing was cached for them, run again to retry")
+    if chunk_of:  # Ray reported success but rows are missing: never write a cache file with holes
+        first = min(chunk_of)
+        raise RuntimeError(f"the Ray job returned {len(chunk_of)} chunks incomplete (first at item {first}); "
+                           "nothing was cached for them, run again to retry")
 
 
-def _arrow_chunk(dataset: LabeledDataset, chunk: _Chunk) -> Any:
+def _arrow_chunk(items: Items, start: int, text: bool) -> Any:
     """One chunk as an Arrow table: the items' positions in the pool, and the items."""
     import pyarrow as pa
     from ray.data.extensions import ArrowTensorArray
 
-    items = dataset.items[chunk.start:chunk.stop]
-    column = (pa.array(list(items), type=pa.large_string()) if dataset.modality == "text"
+    column = (pa.array(list(items), type=pa.large_string()) if text
               else ArrowTensorArray.from_numpy(np.ascontiguousarray(items)))
-    return pa.table({"index": pa.array(np.arange(chunk.start, chunk.stop, dtype=np.int64)), "item": column})
+    return pa.table({"index": pa.array(np.arange(start, start + len(items), dtype=np.int64)), "item": column})
+
+
+def _pool_chunks(dataset: LabeledDataset, chunks: list[_Chunk]) -> Any:
+    """The ``chunks`` of ``dataset`` as a Ray ``Datasource``, its class made here so this module imports no Ray."""
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    class PoolChunks(Datasource):
+        """The missing chunks as read tasks: each carries its own items, and becomes a block only when Ray runs it.
+
+        Ray submits read tasks as the actors keep up, so at most a few chunks are on their way at
+        a time, instead of the whole pool copied into the object store up front.
+        """
+
+        def __init__(self, dataset: LabeledDataset, chunks: list[_Chunk]) -> None:
+            self.dataset, self.chunks = dataset, chunks
+
+        def estimate_inmemory_data_size(self) -> int | None:
+            return None
+
+        def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                           data_context: Any = None) -> list[ReadTask]:
+            text = self.dataset.modality == "text"
+            return [ReadTask(_chunk_reader(self.dataset.items[chunk.start:chunk.stop], chunk.start, text),
+                             BlockMetadata(num_rows=chunk.stop - chunk.start, size_bytes=None, exec_stats=None))
+                    for chunk in self.chunks]
+
+    return PoolChunks(dataset, chunks)
+
+
+def _chunk_reader(items: Items, start: int, text: bool) -> Callable[[], list[Any]]:
+    """A chunk's read task (a named function: Ray names its tasks after it)."""
+    def read_chunk() -> list[Any]:
+        return [_arrow_chunk(items, start, text)]
+
+    return read_chunk
 
 
 class _EncodeBatches:
