@@ -158,7 +158,8 @@ def recording_proxy(target: str, exchanges: list[Exchange], port: int) -> Thread
             except urllib.error.HTTPError as error:
                 status, answer = error.code, error.read()
                 answer_type = error.headers.get("Content-Type", "application/json")
-            shown = {k: ("<redacted>" if k.lower() == "authorization" else v) for k, v in headers.items()}
+            shown = {k: ("<redacted>" if k.lower() == "authorization" else v) for k, v in headers.items()
+                     if k.lower() not in ("sentry-trace", "baggage")}  # Label Studio's tracing, not the protocol
             exchanges.append(Exchange(time.time(), self.command, self.path, shown, _json_or_text(body), status,
                                       _json_or_text(answer)))
             self.send_response(status)
@@ -464,9 +465,14 @@ def main() -> int:
         with journal.step("a reviewer checks model labels in Label Studio (webhooks)") as step:
             seen = len(exchanges)
             verdicts = []
-            wrong_first = sorted(listed, key=lambda t: gold[file_of(t)] == _predicted(ls, t))  # a correction shows
-            for task in wrong_first[:6]:
-                predicted, truth = _predicted(ls, task), gold[file_of(task)]
+            shown = {task["id"]: _predicted(ls, task) for task in listed}
+            # the model labels the backend predicted, wrong ones first (so a correction shows), and one it gave
+            # no prediction: its item waits on a reference question, so a review of it must be refused
+            predicted_tasks = sorted((t for t in listed if shown[t["id"]]),
+                                     key=lambda t: gold[file_of(t)] == shown[t["id"]])
+            withheld = [t for t in listed if not shown[t["id"]]]
+            for task in predicted_tasks[:5] + withheld[:1]:
+                predicted, truth = shown[task["id"]], gold[file_of(task)]
                 ls.call("POST", f"/api/tasks/{task['id']}/annotations", annotation(truth))
                 verdicts.append(f"{predicted} -> {truth}")
             time.sleep(2)
