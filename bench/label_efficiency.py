@@ -544,8 +544,9 @@ def run_worker(worker: str, args: argparse.Namespace) -> None:
             key = f"seed={seed},k={k}"
             if key not in part["baselines"]:
                 t = time.perf_counter()
-                part["baselines"][key] = run_baselines(pool, test, x_std, x_test_std, graph, seed=seed, k=k,
-                                                       budgets=curve, setfit=setfit, args=args)
+                part["baselines"][key] = run_baselines(
+                    pool, test, x_std, x_test_std, graph, seed=seed, k=k, budgets=curve,
+                    setfit=setfit and (args.setfit_seeds is None or seed in args.setfit_seeds), args=args)
                 save_part(path, part)
                 print(f"[{worker}] baselines {key}: {time.perf_counter() - t:.0f}s", flush=True)
             for strategy in args.strategies if space.loop is not None else ():
@@ -809,6 +810,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test-limit", nargs="+", metavar="[NAME=]N",
                         help="a class-balanced random subset of the test split: N, or NAME=N each")
     parser.add_argument("--no-setfit", action="store_true", help="skip the SetFit baseline (minutes a fit on CPU)")
+    parser.add_argument("--setfit-seeds", nargs="+", type=int,
+                        help="seeds SetFit runs at (default: every seed; a fit takes minutes of CPU)")
     parser.add_argument("--setfit-max-steps", type=int, default=40, help="SetFit body training steps (batch 16)")
     parser.add_argument("--setfit-iterations", type=int, default=5,
                         help="SetFit pairs per labeled text (undersampled; max-steps caps them)")
@@ -841,6 +844,10 @@ def main(argv: list[str] | None = None) -> None:
             extra["notes"] = args.notes.read_text().splitlines()
         report(args, extra)
         return
+    if "kanji" in args.datasets:  # meta-train (or read) kanji's ProtoNet once, before its workers race to train it
+        from precision_guarantee import kanji_learner
+
+        kanji_learner()
     run_workers(__file__, sys.argv[1:] if argv is None else argv, worker_names(args), jobs=args.jobs,
                 threads=args.threads, poll_seconds=1 if args.quick else 5,
                 on_poll=lambda run_time: report(args, {**meta, "run_time": run_time}))
