@@ -217,6 +217,7 @@ def test_a_reviewed_model_label_and_a_skip_land_through_the_store(client, projec
     corrected = client.post("/webhook", headers=AUTH,
                             json=webhook("ANNOTATION_CREATED", review, annotation(review, "cat", user=9)))
     assert corrected.status_code == 201, corrected.text
+    assert corrected.json()["corrected"] == 1 and corrected.json()["confirmed"] == 0
     skip = client.post("/webhook", headers=AUTH, json=webhook("ANNOTATION_CREATED", skipped,
                                                               annotation(skipped, None, annotation_id=12)))
     assert skip.status_code == 201 and skip.json()["dismissed"] == 1
@@ -282,3 +283,88 @@ def test_the_command_serves_the_backend(project):
     finally:
         backend.kill()
         backend.communicate(timeout=30)
+
+
+# -- the requests a real Label Studio 1.23.2 sent the backend (bench/labelstudio_live.py), replayed
+
+RECORDED = json.loads((Path(__file__).parent / "recorded" / "labelstudio-1.23.2-ml-backend.json").read_text())
+RECORDED_CLASSES = ("Bag", "Sneaker", "T-shirt/top", "Trouser")
+
+
+@pytest.fixture
+def recorded_project(tmp_path, capsys) -> Path:
+    """A project with the recorded run's classes (their seeds) and three more items."""
+    rng = np.random.default_rng(1)
+    (tmp_path / "pool").mkdir()
+    for i in range(7):
+        Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)).save(tmp_path / "pool" / f"{i}.png")
+    (tmp_path / "seed.csv").write_text("uri,label\n" + "".join(f"{i}.png,{name}\n"
+                                                             for i, name in enumerate(RECORDED_CLASSES)))
+    assert main(["init", str(tmp_path / "p"), "--pool", str(tmp_path / "pool"), "--labels",
+                 str(tmp_path / "seed.csv"), "--quiet"]) == 0
+    capsys.readouterr()
+    return tmp_path / "p"
+
+
+def as_ours(task: dict, store: ProjectStore, name: str, *, question: int | None = None,
+            label: int | None = None) -> dict:
+    """The recorded task as Label Studio sent it, its metalabel keys naming this project's item (and question
+    or label) instead of the live run's; everything Label Studio added is left as it came."""
+    shown = named(store, name)
+    ours = {"metalabel_uri": shown.uri, "metalabel_content_hash": shown.content_hash,
+            "metalabel_project": project_identity(store), "uri": shown.uri, "content_hash": shown.content_hash,
+            "project": project_identity(store), "item_id": shown.id, "metalabel_question_id": question,
+            "metalabel_label_id": label}
+    task = json.loads(json.dumps(task))
+    for holder in (task["data"], task.get("meta") or {}):
+        for key in holder.keys() & ours.keys():
+            holder[key] = ours[key]
+    return task
+
+
+def named(store: ProjectStore, name: str):
+    return next(i for i in store.items() if Path(i.uri).name == name)
+
+
+def test_label_studios_recorded_requests_are_served(recorded_project):
+    client = TestClient(create_backend_app(recorded_project, password=PASSWORD))
+    with ProjectStore.open(recorded_project) as store:
+        round_id = store.start_round({})
+        shown_class = RECORDED["predict"]["tasks"][0]["data"]["label"]
+        model = store.add_label(named(store, "4.png").id, shown_class, source="model", calibrated_confidence=0.63,
+                                round_id=round_id).label_id
+        store.ask(named(store, "5.png").id, strategy="reference", round_id=round_id)
+        margin = store.ask(named(store, "6.png").id, strategy="margin", round_id=round_id)
+        store.finish_round(round_id, {})
+        predict = {**RECORDED["predict"], "tasks": [as_ours(RECORDED["predict"]["tasks"][0], store, "4.png",
+                                                            label=model),
+                                                    as_ours(RECORDED["predict"]["tasks"][1], store, "5.png")]}
+        created = {**RECORDED["annotation_created"],
+                   "task": as_ours(RECORDED["annotation_created"]["task"], store, "6.png", question=margin)}
+        updated = {**RECORDED["annotation_updated"], "task": created["task"]}
+        review = {**RECORDED["review_annotation_created"],
+                  "task": as_ours(RECORDED["review_annotation_created"]["task"], store, "4.png", label=model)}
+
+    setup = client.post("/setup", headers=AUTH, json=RECORDED["setup"])  # the labeling config as it came
+    assert setup.status_code == 200 and setup.json() == {"model_version": "metalabel-round-1"}
+    results = client.post("/predict", headers=AUTH, json=predict).json()["results"]
+    assert results == [  # the model label with its score; none for an item that waits on a reference question
+        {"model_version": "metalabel-round-1", "score": 0.63, "result": [
+            {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [shown_class]}}]},
+        {"result": [], "model_version": "metalabel-round-1"}]
+
+    first = RECORDED["annotation_created"]["annotation"]["result"][0]["value"]["choices"][0]
+    then = RECORDED["annotation_updated"]["annotation"]["result"][0]["value"]["choices"][0]
+    answered = client.post("/webhook", headers=AUTH, json=created)
+    assert answered.status_code == 201 and answered.json()["answered"] == 1, answered.text
+    changed = client.post("/webhook", headers=AUTH, json=updated)
+    assert changed.status_code == 201 and changed.json()["changed"] == 1, changed.text
+    reviewed = client.post("/webhook", headers=AUTH, json=review)
+    verdict = RECORDED["review_annotation_created"]["annotation"]["result"][0]["value"]["choices"][0]
+    assert reviewed.status_code == 201 and reviewed.json()["corrected"] == int(verdict != shown_class)
+    with ProjectStore.open(recorded_project) as store:
+        assert [(label.class_name, label.oracle, label.active) for label in store.label_history(
+            named(store, "6.png").id)] == [(first, "labelstudio:1", False), (then, "labelstudio:1", True)]
+        [reviewed_label] = [label for label in store.active_labels() if label.item_id == named(store, "4.png").id]
+        assert (reviewed_label.class_name, reviewed_label.source, reviewed_label.oracle) == (
+            verdict, "human", "labelstudio:1")

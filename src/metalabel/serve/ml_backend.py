@@ -232,7 +232,7 @@ def record_annotation(store: ProjectStore, payload: Any) -> dict[str, Any]:
         lock.release()
     return {"status": "ok", "answered": recorded.answered, "dismissed": recorded.dismissed,
             "already_answered": len(recorded.already_closed), "disagreements": recorded.disagreements,
-            "changed": recorded.changed,
+            "changed": recorded.changed, "confirmed": recorded.confirmed, "corrected": recorded.corrected,
             "kept_in": str(path)}
 
 
