@@ -525,12 +525,23 @@ def _wait_for(url: str, password: str, *, seconds: float = 60.0) -> None:
             time.sleep(0.5)
 
 
+KEPT_TASKS = 3
+"""A /predict request's tasks (and results) kept in the payloads file: each is a whole task, the rest are counted."""
+
+
+def _first_tasks(body: Any, key: str) -> Any:
+    if isinstance(body, dict) and isinstance(body.get(key), list) and len(body[key]) > KEPT_TASKS:
+        return {**body, key: body[key][:KEPT_TASKS], f"{key}_left_out": len(body[key]) - KEPT_TASKS}
+    return body
+
+
 def write_results(out: Path, journal: Journal, facts: dict[str, Any], exchanges: list[Exchange]) -> None:
     payloads = out.with_name("labelstudio_live_payloads.json")
     t0 = exchanges[0].at if exchanges else 0.0
     payloads.write_text(json.dumps([shortened({"t": round(e.at - t0, 3), "method": e.method, "path": e.path,
-                                               "request_headers": e.request_headers, "request": e.request,
-                                               "status": e.status, "response": e.response})
+                                               "request_headers": e.request_headers,
+                                               "request": _first_tasks(e.request, "tasks"), "status": e.status,
+                                               "response": _first_tasks(e.response, "results")})
                                     for e in exchanges], indent=1, ensure_ascii=False) + "\n")
     version = facts.get("label_studio", {})
     lines = [
