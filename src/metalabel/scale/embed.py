@@ -46,6 +46,9 @@ LOCAL = "local"
 """The address that starts a Ray cluster on this machine for the run (and stops it after)."""
 
 DEFAULT_CHUNK_SIZE = 4096
+BLOCK_ROWS = 256
+"""Items per actor call: chunks are the unit of caching, blocks of work, so a pool of a few thousand items
+(one chunk) still keeps every worker busy."""
 
 
 @dataclass(frozen=True)
@@ -229,9 +232,10 @@ def _pool_chunks(dataset: LabeledDataset, chunks: list[_Chunk]) -> Any:
 
 
 def _chunk_reader(items: Items, start: int, text: bool) -> Callable[[], list[Any]]:
-    """A chunk's read task (a named function: Ray names its tasks after it)."""
+    """A chunk's read task (a named function: Ray names its tasks after it), in blocks of ``BLOCK_ROWS`` items."""
     def read_chunk() -> list[Any]:
-        return [_arrow_chunk(items, start, text)]
+        return [_arrow_chunk(items[offset:offset + BLOCK_ROWS], start + offset, text)
+                for offset in range(0, len(items), BLOCK_ROWS)]
 
     return read_chunk
 

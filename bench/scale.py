@@ -1,0 +1,216 @@
+"""Embedding a pool on Ray against pool size: throughput and the driver's peak memory (issue 15).
+
+Writes the cells to bench/results/scale.json and prints the markdown table that bench/results/scale.md holds.
+
+Each cell runs in a fresh Python process, so its memory is the driver's alone (Ray's workers
+are processes of their own, started by Ray's raylet), and no cache is warm: every cell has an
+empty ``METALABEL_CACHE``. Memory is counted from the moment the pool is in memory: the
+kernel's peak resident set (VmHWM), and, sampled every 50 ms, the peak growth of the private
+part (the driver's heap) and the peak of the shared part (Ray's object store, as mapped).
+
+* ``one process``: ``embed_dataset`` as the labeling loop calls it today, no Ray;
+* ``ray, w workers``: ``metalabel.scale.embed_on_ray`` on a local Ray cluster started with
+  ``num_cpus=w`` (the cluster's start is timed apart: it is paid once per run, not per item).
+
+The pool: Fashion-MNIST's 60,000 training images (28x28 grey). Sizes above 60,000 repeat them,
+each copy after the first shifted by a seeded random offset of up to 3 pixels each way (np.roll)
+with seeded noise of 0-7 grey levels added (uint8, saturating), so no two copies' bytes are equal
+(the cache is keyed by content). ``pixels`` is the raw-pixel encoder (784-d, no model: what it
+measures is Ray's and the driver's own cost per item); ``efficientnet-lite0`` at 64 px (2024-d)
+is the real encoder, on a smaller pool.
+
+    nice -n 10 python bench/scale.py --note "..."     # what made bench/results/scale.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Cell:
+    encoder: str
+    items: int
+    workers: int  # 0: one process, no Ray
+    ray_start_s: float
+    embed_s: float
+    driver_cpu_s: float
+    pool_rss_mb: float  # resident memory once the pool is in memory, before embedding
+    peak_rss_mb: float  # the kernel's peak (VmHWM) from then on: private and shared pages
+    heap_growth_mb: float  # sampled peak of private memory (RssAnon) over its value before embedding
+    shared_peak_mb: float  # sampled peak of shared memory (RssShmem): Ray's object store as the driver maps it
+
+    @property
+    def items_per_s(self) -> float:
+        return self.items / self.embed_s
+
+
+def synthetic_pool(items: int):
+    """Fashion-MNIST's training images, repeated past 60k with a seeded shift and noise per copy."""
+    import metalabel as ml
+    from metalabel.data.dataset import UNLABELED, LabeledDataset
+
+    base = ml.datasets.load("fashion-mnist", split="train").items
+    rng = np.random.default_rng(0)
+    parts, made = [], 0
+    for copy in range(-(-items // len(base))):
+        part = base[: items - made]
+        if copy:
+            part = np.roll(part, tuple(rng.integers(-3, 4, size=2)), axis=(1, 2))
+            noise = rng.integers(0, 8, size=part.shape, dtype=np.uint8)
+            part = np.minimum(part.astype(np.uint16) + noise, 255).astype(np.uint8)
+        parts.append(part)
+        made += len(part)
+    images = np.concatenate(parts)
+    return LabeledDataset(f"fashion-mnist-x{len(parts)}", "image", images, np.full(items, UNLABELED), ["?"],
+                          [f"synthetic/{i}" for i in range(items)])
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def reset_peak() -> None:
+    """Start the kernel's peak-RSS count (VmHWM) again from the current RSS: the pool's making is not measured."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+
+
+def status_mb(*fields: str) -> list[float]:
+    """Fields of /proc/self/status (kB) in MB, in the order asked."""
+    with open("/proc/self/status") as status:
+        values = dict(line.split(":", 1) for line in status)
+    return [int(values[field].split()[0]) / 1024 for field in fields]
+
+
+class PeakSampler:
+    """The largest private (RssAnon) and shared (RssShmem: Ray's object store, mapped) resident memory, sampled.
+
+    The kernel keeps a peak only for the sum (VmHWM); the split says which part is the driver's own heap.
+    """
+
+    def __init__(self, every_s: float = 0.05) -> None:
+        self.every_s, self.anon, self.shmem = every_s, 0.0, 0.0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self.stop.is_set():
+            anon, shmem = status_mb("RssAnon", "RssShmem")
+            self.anon, self.shmem = max(self.anon, anon), max(self.shmem, shmem)
+            self.stop.wait(self.every_s)
+
+    def __enter__(self) -> PeakSampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def run_cell(encoder: str, items: int, workers: int) -> Cell:
+    """One measurement, in this process (called in a fresh child by ``main``)."""
+    import gc
+    import logging
+
+    from metalabel.data.encoders import embed_dataset, get_encoder
+
+    pool = synthetic_pool(items)
+    gc.collect()
+    reset_peak()
+    pool_rss = rss_mb()
+    chosen = get_encoder(encoder, image_size=64) if encoder == "efficientnet-lite0" else get_encoder(encoder)
+    ray_start = 0.0
+    if workers:
+        import ray
+
+        began = time.perf_counter()
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        ray_start = time.perf_counter() - began
+    anon_before = status_mb("RssAnon")[0]
+    wall, cpu = time.perf_counter(), time.process_time()
+    with PeakSampler() as sampled:
+        if workers:
+            from metalabel.scale import embed_on_ray
+
+            embed_on_ray(pool, chosen, progress=False)
+        else:
+            embed_dataset(pool, chosen, progress=False)
+    embed_s, driver_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return Cell(encoder, items, workers, ray_start, embed_s, driver_cpu, pool_rss, status_mb("VmHWM")[0],
+                sampled.anon - anon_before, sampled.shmem)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,100000", help="pool sizes for the pixel encoder")
+    parser.add_argument("--real-size", type=int, default=2000, help="pool size for efficientnet-lite0 (0: skip)")
+    parser.add_argument("--workers", default="0,1,2", help="0 is one process without Ray")
+    parser.add_argument("--note", default="", help="what else ran on the machine")
+    parser.add_argument("--out", type=Path, default=RESULTS / "scale.json")
+    parser.add_argument("--cell", nargs=3, metavar=("ENCODER", "ITEMS", "WORKERS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.cell:
+        print(json.dumps(asdict(run_cell(args.cell[0], int(args.cell[1]), int(args.cell[2])))))
+        return
+    plan = [("pixels", int(size)) for size in args.sizes.split(",")]
+    if args.real_size:
+        plan.append(("efficientnet-lite0", args.real_size))
+    load_before = os.getloadavg()
+    cells = []
+    for encoder, items in plan:
+        for workers in (int(w) for w in args.workers.split(",")):
+            with tempfile.TemporaryDirectory() as cache:
+                out = subprocess.run([sys.executable, __file__, "--cell", encoder, str(items), str(workers)],
+                                     env={**os.environ, "METALABEL_CACHE": cache}, check=True,
+                                     capture_output=True, text=True)
+            cell = Cell(**json.loads(out.stdout.strip().splitlines()[-1]))
+            cells.append(cell)
+            print(f"{encoder} {items} items, {workers or 'no Ray'} workers: {cell.embed_s:.1f} s "
+                  f"({cell.items_per_s:.0f}/s), driver peak {cell.peak_rss_mb:.0f} MB", flush=True)
+    write(args, cells, load_before, os.getloadavg())
+
+
+def write(args: argparse.Namespace, cells: list[Cell], load_before: tuple[float, ...],
+          load_after: tuple[float, ...]) -> None:
+    import metalabel
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    command = "python bench/scale.py " + shlex.join(sys.argv[1:])
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    args.out.write_text(json.dumps(
+        {"command": command, "machine": machine, "note": args.note, "load_before": load_before,
+         "load_after": load_after, "metalabel": metalabel.__version__,
+         "cells": [asdict(cell) | {"items_per_s": cell.items_per_s} for cell in cells]}, indent=2))
+    rows = ["| encoder | items | run on | cluster start s | embed s | items/s | driver CPU s | driver RSS with the "
+            "pool, MB | driver peak RSS, MB | of which heap growth, MB | object store mapped, MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for cell in cells:
+        where = f"Ray, {cell.workers} worker{'s' if cell.workers > 1 else ''}" if cell.workers else "one process"
+        rows.append(f"| {cell.encoder} | {cell.items} | {where} | {cell.ray_start_s:.1f} | {cell.embed_s:.1f} | "
+                    f"{cell.items_per_s:.0f} | {cell.driver_cpu_s:.1f} | {cell.pool_rss_mb:.0f} | "
+                    f"{cell.peak_rss_mb:.0f} | {cell.heap_growth_mb:.0f} | {cell.shared_peak_mb:.0f} |")
+    print(f"`{command}` on {machine}, metalabel {metalabel.__version__}. Load average (1, 5, 15 min) "
+          f"{', '.join(f'{x:.2f}' for x in load_before)} before, {', '.join(f'{x:.2f}' for x in load_after)} "
+          f"after. Also running: {args.note or 'nothing noted'}.\n")
+    print("\n".join(rows))
+
+if __name__ == "__main__":
+    main()
