@@ -36,6 +36,9 @@ LEVELS: dict[str, int] = {
     "export": 7,
     "serve": 7,
     "report": 7,
+    # Running the heavy steps on a Ray cluster (the pool's embedding today; the round's prediction and
+    # meta-training next), called by the front door: it may use every room of the labeling run below it.
+    "scale": 7,
     "project": 8,
     # A library of finished projects reads them through the front door (their stores and pools)
     # and hands the CLI a learner for the next project's run.
@@ -64,6 +67,7 @@ ROOM_OF_TOP: dict[str, str] = {
     "export": "export",
     "serve": "serve",
     "report": "report",
+    "scale": "scale",
     "cli": "cli",
     "__main__": "cli",
 }
