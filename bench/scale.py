@@ -19,7 +19,12 @@ with seeded noise of 0-7 grey levels added (uint8, saturating), so no two copies
 measures is Ray's and the driver's own cost per item); ``efficientnet-lite0`` at 64 px (2024-d)
 is the real encoder, on a smaller pool.
 
+``--round-sizes`` times one labeling round instead (``Project.run``, pixels, 5 seed labels a class,
+20 questions, no generators, no project meta-training): what follows the embedding, the same
+with or without Ray.
+
     nice -n 10 python bench/scale.py --note "..."     # what made bench/results/scale.md
+    nice -n 10 python bench/scale.py --round-sizes 10000,30000 --out bench/results/scale_round.json
 """
 
 from __future__ import annotations
@@ -60,25 +65,25 @@ class Cell:
         return self.items / self.embed_s
 
 
-def synthetic_pool(items: int):
-    """Fashion-MNIST's training images, repeated past 60k with a seeded shift and noise per copy."""
+def synthetic_pool(items: int, *, labeled: bool = False):
+    """Fashion-MNIST's training images, repeated past 60k with a seeded shift and noise per copy (labels kept)."""
     import metalabel as ml
     from metalabel.data.dataset import UNLABELED, LabeledDataset
 
-    base = ml.datasets.load("fashion-mnist", split="train").items
+    base = ml.datasets.load("fashion-mnist", split="train")
     rng = np.random.default_rng(0)
     parts, made = [], 0
     for copy in range(-(-items // len(base))):
-        part = base[: items - made]
+        part = base.items[: items - made]
         if copy:
             part = np.roll(part, tuple(rng.integers(-3, 4, size=2)), axis=(1, 2))
             noise = rng.integers(0, 8, size=part.shape, dtype=np.uint8)
             part = np.minimum(part.astype(np.uint16) + noise, 255).astype(np.uint8)
         parts.append(part)
         made += len(part)
-    images = np.concatenate(parts)
-    return LabeledDataset(f"fashion-mnist-x{len(parts)}", "image", images, np.full(items, UNLABELED), ["?"],
-                          [f"synthetic/{i}" for i in range(items)])
+    labels = np.resize(base.labels, items) if labeled else np.full(items, UNLABELED)
+    return LabeledDataset(f"fashion-mnist-x{len(parts)}", "image", np.concatenate(parts), labels,
+                          base.class_names, [f"synthetic/{i}" for i in range(items)])
 
 
 def rss_mb() -> float:
@@ -158,6 +163,37 @@ def run_cell(encoder: str, items: int, workers: int) -> Cell:
                 sampled.anon - anon_before, sampled.shmem)
 
 
+@dataclass(frozen=True)
+class RoundCell:
+    items: int
+    seconds: float
+    pool_rss_mb: float
+    peak_rss_mb: float
+    heap_growth_mb: float
+
+
+def run_round(items: int) -> RoundCell:
+    """One labeling round on a synthetic pool in one process (what follows the embedding, with or without Ray)."""
+    import gc
+
+    from metalabel.datasets import gold_labels, seed_labels_from_pool
+    from metalabel.label.oracle import SimulatedOracle
+    from metalabel.project import Project
+
+    pool = synthetic_pool(items, labeled=True)
+    gold, seeds = gold_labels(pool), seed_labels_from_pool(pool, per_class=5, seed=0)
+    gc.collect()
+    reset_peak()
+    pool_rss, anon_before = rss_mb(), status_mb("RssAnon")[0]
+    with tempfile.TemporaryDirectory() as folder, PeakSampler() as sampled:
+        began = time.perf_counter()
+        with Project.create(Path(folder) / "p", pool=pool, labels=seeds) as project:
+            project.run(oracle=SimulatedOracle(gold), encoder="pixels", budget=20, per_round=20, max_rounds=1,
+                        project_meta_steps=0, generate=False, progress=False)
+        seconds = time.perf_counter() - began
+    return RoundCell(items, seconds, pool_rss, status_mb("VmHWM")[0], sampled.anon - anon_before)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000", help="pool sizes for the pixel encoder")
@@ -165,10 +201,18 @@ def main() -> None:
     parser.add_argument("--workers", default="0,1,2", help="0 is one process without Ray")
     parser.add_argument("--note", default="", help="what else ran on the machine")
     parser.add_argument("--out", type=Path, default=RESULTS / "scale.json")
+    parser.add_argument("--round-sizes", default="", help="pool sizes for one labeling round (pixels, one process)")
     parser.add_argument("--cell", nargs=3, metavar=("ENCODER", "ITEMS", "WORKERS"), help=argparse.SUPPRESS)
+    parser.add_argument("--round-cell", type=int, metavar="ITEMS", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cell:
         print(json.dumps(asdict(run_cell(args.cell[0], int(args.cell[1]), int(args.cell[2])))))
+        return
+    if args.round_cell:
+        print(json.dumps(asdict(run_round(args.round_cell))))
+        return
+    if args.round_sizes:
+        rounds_only(args)
         return
     plan = [("pixels", int(size)) for size in args.sizes.split(",")]
     if args.real_size:
@@ -186,6 +230,28 @@ def main() -> None:
             print(f"{encoder} {items} items, {workers or 'no Ray'} workers: {cell.embed_s:.1f} s "
                   f"({cell.items_per_s:.0f}/s), driver peak {cell.peak_rss_mb:.0f} MB", flush=True)
     write(args, cells, load_before, os.getloadavg())
+
+
+def rounds_only(args: argparse.Namespace) -> None:
+    """One labeling round per size, each in a fresh process; the cells go to ``--out``, the table is printed."""
+    load_before = os.getloadavg()
+    cells = []
+    for items in (int(size) for size in args.round_sizes.split(",")):
+        with tempfile.TemporaryDirectory() as cache:
+            out = subprocess.run([sys.executable, __file__, "--round-cell", str(items)],
+                                 env={**os.environ, "METALABEL_CACHE": cache}, check=True, capture_output=True,
+                                 text=True)
+        cells.append(RoundCell(**json.loads(out.stdout.strip().splitlines()[-1])))
+        print(f"round on {items} items: {cells[-1].seconds:.1f} s, driver peak {cells[-1].peak_rss_mb:.0f} MB",
+              flush=True)
+    args.out.write_text(json.dumps({"command": "python bench/scale.py " + shlex.join(sys.argv[1:]),
+                                    "note": args.note, "load_before": load_before, "load_after": os.getloadavg(),
+                                    "rounds": [asdict(cell) for cell in cells]}, indent=2))
+    print("| items | round s | items/s | driver RSS with the pool, MB | driver peak RSS, MB | heap growth, MB |")
+    print("|---|---|---|---|---|---|")
+    for cell in cells:
+        print(f"| {cell.items} | {cell.seconds:.1f} | {cell.items / cell.seconds:.0f} | {cell.pool_rss_mb:.0f} | "
+              f"{cell.peak_rss_mb:.0f} | {cell.heap_growth_mb:.0f} |")
 
 
 def write(args: argparse.Namespace, cells: list[Cell], load_before: tuple[float, ...],

@@ -156,8 +156,10 @@ def _embed_missing(dataset: LabeledDataset, encoder: Encoder, missing: list[_Chu
         context.enable_progress_bars = False  # the driver draws one bar of its own, in items
     context.print_on_execution_start = False
     context.enable_auto_log_stats = False
-    # read tasks (cheap: a chunk's items unpickled) take no CPU a worker's actor needs
-    blocks = ray.data.read_datasource(_pool_chunks(dataset, missing), num_cpus=0)
+    # read tasks are cheap (a chunk's items unpickled): one at a time, in one process, takes no CPU an actor
+    # needs (without a limit Ray starts a process per task); one block per chunk is read, Ray splits none
+    blocks = ray.data.read_datasource(_pool_chunks(dataset, missing), num_cpus=0, concurrency=1,
+                                      override_num_blocks=len(missing))
     embedded = blocks.map_batches(
         _EncodeBatches, fn_constructor_args=(encoder,), batch_size=None, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers), num_cpus=1,
