@@ -7,7 +7,8 @@ writes into one transaction for bulk work. All SQL lives in this package.
 Trust decides which label an item shows. A label from a source at least as trusted as
 the item's active label supersedes it (the old row stays, pointing at the new one); a
 label from a less trusted source never replaces it: if it disagrees it is recorded in
-``disagreements``, if it agrees nothing is written.
+``disagreements``, if it agrees nothing is written. No answer a person gives is lost: a changed
+answer (``correct``) supersedes the earlier one, which stays in the history with who gave it.
 """
 
 from __future__ import annotations
@@ -709,7 +710,8 @@ class ProjectStore:
             said = "dismissed it" if question.answer is None else f"answered {question.answer!r}"
             raise StoreError(
                 f"question {question_id} about {question.uri!r} is already closed: {question.oracle} "
-                f"{said} at {question.answered_at}; nothing was written (ask again to get a new answer)"
+                f"{said} at {question.answered_at}; nothing was written (a person who changes their answer: "
+                "ProjectStore.correct)"
             )
         return row
 
