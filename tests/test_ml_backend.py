@@ -229,6 +229,23 @@ def test_a_reviewed_model_label_and_a_skip_land_through_the_store(client, projec
         assert [(q.strategy, q.oracle) for q in store.dismissed_questions()] == [("margin", "labelstudio:7")]
 
 
+def test_a_reviewer_who_changes_their_verdict_changes_it_and_both_stay_on_record(client, project):
+    with ProjectStore.open(project) as store:
+        review = review_task(store, "2", task_id=31)
+    confirmed = client.post("/webhook", headers=AUTH,
+                            json=webhook("ANNOTATION_CREATED", review, annotation(review, "dog", user=9)))
+    assert confirmed.status_code == 201 and confirmed.json()["confirmed"] == 1, confirmed.text
+    changed = client.post("/webhook", headers=AUTH,
+                          json=webhook("ANNOTATION_UPDATED", review, annotation(review, "cat", user=9)))
+    assert changed.status_code == 201 and changed.json()["changed"] == 1, changed.text
+    with ProjectStore.open(project) as store:
+        history = store.label_history(item(store, "2").id)
+        assert [(label.class_name, label.source, label.oracle, label.active) for label in history] == [
+            ("dog", "model", None, False), ("dog", "human", "labelstudio:9", False),
+            ("cat", "human", "labelstudio:9", True)]
+        assert [(q.strategy, q.answer) for q in store.answered_questions()] == [("audit", "cat")]
+
+
 def test_bad_webhooks_are_refused_by_name_and_change_nothing(client, project):
     with ProjectStore.open(project) as store:
         task = question_task(store, "3", task_id=41)
