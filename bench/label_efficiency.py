@@ -760,7 +760,7 @@ def report(args: argparse.Namespace, meta: dict) -> None:
     results = args.out or RESULTS
     results.mkdir(parents=True, exist_ok=True)
     previous = results / "label_efficiency.json"
-    if previous.exists():
+    if args.report and previous.exists():  # a rebuild keeps what the run recorded; a new run starts afresh
         meta = {**json.loads(previous.read_text()).get("meta", {}), **{k: v for k, v in meta.items() if v}}
     (results / "label_efficiency.json").write_text(json.dumps({"meta": meta, "parts": parts}, indent=1))
     (results / "label_efficiency.md").write_text(markdown(parts, meta))
