@@ -336,7 +336,8 @@ def run_metalabel(pool, x_std, x_test_std, y_test, *, loop: LoopInputs, seed, k,
 
         result = project.run(loop.learner, oracle=oracle, encoder=loop.encoder, budget=max(budgets),
                              per_round=per_round, max_rounds=max(budgets) // per_round + 2, min_gain=0.0,
-                             strategy=strategy, gold=gold, progress=False, seed=seed, on_round=on_round)
+                             strategy=strategy, gold=gold, progress=False, seed=seed, on_round=on_round,
+                             **args.loop_options)
         project.close()
     return {"cells": cells, "trajectory": trajectory, "stopped_because": result.stopped_because,
             "seconds": round(time.perf_counter() - started, 1)}
@@ -527,7 +528,9 @@ def run_worker(worker: str, args: argparse.Namespace) -> None:
         "dataset": name, "features": space.name, "features_description": space.description,
         "dim": int(space.x_pool.shape[1]), "metalabel_runs_here": space.loop is not None,
         "pool": len(pool), "test": len(test), "classes": len(pool.class_names), "budgets": [],
-        "runs": {}, "baselines": {}}
+        "runs": {}, "baselines": {}, "loop_options": args.loop_options}
+    if part.get("loop_options", {}) != args.loop_options:
+        raise SystemExit(f"{path} was made with --loop-option {part.get('loop_options')}; resume with the same")
     part["budgets"] = sorted(set(part["budgets"]) | set(args.budgets))  # the table's budgets; the curve has more
     part.setdefault("pipeline_sha256", []).append(
         hashlib.sha256(Path(metalabel.pipeline.__file__).read_bytes()).hexdigest()[:12])
@@ -691,7 +694,8 @@ def markdown(parts: dict, meta: dict) -> str:
         "the same seed labels (`seed_labels_from_pool`) and the same seeds. k = human seed labels per class, "
         "B = further human answers (simulated oracle, noise 0). metalabel: `Project.create` + `project.run` with "
         f"the default learner (kanji: the meta-trained ProtoNet), target precision {TARGET}, min_gain stopping off "
-        "so every budget is spent; `active` = strategy auto, `random` = strategy random; it runs only on spaces "
+        f"so every budget is spent, other RunOptions {meta.get('loop_options') or 'the defaults'}; "
+        "`active` = strategy auto, `random` = strategy random; it runs only on spaces "
         "the library can be given. Baselines get the k*C seeds plus B randomly chosen extra human labels (the "
         "same ones for all of them) and standardized features. SetFit (text, in the data set's "
         "first section only) fine-tunes the bundled all-MiniLM-L6-v2 on undersampled pairs for at most "
@@ -789,6 +793,26 @@ def parse_features(values: list[str] | None, datasets: list[str]) -> dict[str, l
     return features
 
 
+def parse_loop_options(values: list[str]) -> dict[str, Any]:
+    """``--loop-option generate=false ...`` as RunOptions keywords, each checked against RunOptions' fields."""
+    import dataclasses
+
+    from metalabel.pipeline import RunOptions
+
+    known = {field.name for field in dataclasses.fields(RunOptions)}
+    fixed = {"budget", "per_round", "max_rounds", "min_gain", "strategy", "seed"}  # the bench sets these
+    options: dict[str, Any] = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or key not in known - fixed:
+            raise SystemExit(f"--loop-option {value!r}: write KEY=VALUE, KEY one of {', '.join(sorted(known - fixed))}")
+        try:
+            options[key] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key] = text
+    return options
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
@@ -809,6 +833,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="a class-balanced random subset of the pool: N for every data set, or NAME=N each")
     parser.add_argument("--test-limit", nargs="+", metavar="[NAME=]N",
                         help="a class-balanced random subset of the test split: N, or NAME=N each")
+    parser.add_argument("--loop-option", nargs="+", default=[], metavar="KEY=VALUE", dest="loop_options",
+                        help="RunOptions for every metalabel run, e.g. generate=false project_meta_steps=0 "
+                             "(values read as JSON, else as text)")
     parser.add_argument("--no-setfit", action="store_true", help="skip the SetFit baseline (minutes a fit on CPU)")
     parser.add_argument("--setfit-seeds", nargs="+", type=int,
                         help="seeds SetFit runs at (default: every seed; a fit takes minutes of CPU)")
@@ -830,13 +857,14 @@ def main(argv: list[str] | None = None) -> None:
     if any(b % args.per_round for b in args.budgets):
         raise SystemExit(f"budgets {args.budgets} must be multiples of --per-round {args.per_round}")
     args.features = parse_features(args.features, args.datasets)
+    args.loop_options = parse_loop_options(args.loop_options)
     if args.worker:
         run_worker(args.worker, args)
         return
     command = "python bench/label_efficiency.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     meta = {"command": command, "machine": machine(), "downstream_cap": args.downstream_cap,
             "self_training_pool": args.self_training_pool, "seeds": args.seeds,
-            "setfit_max_steps": args.setfit_max_steps}
+            "setfit_max_steps": args.setfit_max_steps, "loop_options": args.loop_options}
     if args.report:
         extra = {"downstream_cap": args.downstream_cap, "command": args.command, "run_time": args.run_time,
                  "machine": machine()}
