@@ -175,17 +175,12 @@ def capturing_run_class():
 
         captured: list[dict]
 
-        def _candidates(self, labels):
-            candidates = super()._candidates(labels)
-            self._last_candidates = candidates
-            return candidates
-
-        def _certify(self, candidates, candidate_probs, reference):
-            certificate = super()._certify(candidates, candidate_probs, reference)
+        def _accept(self, round_id, fit, labels, raw, probs, model_hash):
+            judged = super()._accept(round_id, fit, labels, raw, probs, model_hash)
             self.captured = getattr(self, "captured", [])
-            self.captured.append({"candidates": self._last_candidates, "probs": candidate_probs.copy(),
-                                  "certificate": certificate, "reference": reference})
-            return certificate
+            self.captured.append({"candidates": judged.candidates, "probs": probs[judged.candidates].copy(),
+                                  "certificate": judged.certificate, "reference": judged.reference})
+            return judged
 
     return CapturingRun
 

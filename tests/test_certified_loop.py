@@ -251,6 +251,7 @@ def test_reference_questions_never_show_the_model_s_guess(cache, tmp_path):
 
 
 def test_a_dismissed_reference_question_counts_against_the_model(cache, tmp_path):
+    from metalabel.label.fitting import pool_probabilities
     from metalabel.pipeline import LabelingRun
 
     project, gold = kanji_project(tmp_path / "p")
@@ -264,8 +265,8 @@ def test_a_dismissed_reference_question_counts_against_the_model(cache, tmp_path
                           options=RunOptions(project_meta_steps=0, generate=False), encoder="pixels", progress=False)
         labels = run._snapshot()
         _, model, calibration = run._choose_model(labels)
-        _, probs = run._pool_probabilities(model, calibration, labels)
-        evidence = run._reference_evidence(calibration, probs, run._candidates(labels))
+        _, probs = pool_probabilities(model, calibration, labels, ways=run.ways)
+        evidence = run.acceptance.reference_evidence(calibration, probs, run._candidates(labels))
         candidates = set(run._candidates(labels).tolist())
     answered = {run.index.position_of_item[q.item_id] for q in closed if q.answer is not None}
     skipped = {run.index.position_of_item[q.item_id] for q in closed if q.answer is None} - answered

@@ -5,8 +5,9 @@ from __future__ import annotations
 import metalabel as ml
 from helpers import kanji_project
 from metalabel.datasets import gold_labels, seed_labels_from_pool
+from metalabel.label.learners import PROJECT_LEARNER
 from metalabel.label.oracle import SimulatedOracle
-from metalabel.pipeline import PROJECT_LEARNER, LabelingRun, RunOptions
+from metalabel.pipeline import LabelingRun, RunOptions
 from metalabel.project import Project
 
 

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 import metalabel as ml
-from helpers import KANJI_POOL, answered, kanji_project
+from helpers import KANJI_POOL, answered, kanji_project, random_images
 from metalabel.datasets import gold_labels, seed_labels_from_pool
 from metalabel.errors import BadInputError
 from metalabel.label.oracle import SimulatedOracle
+from metalabel.label.round_model import rival_spaces
 from metalabel.pipeline import LabelingRun, RunOptions
 from metalabel.project import Project
 
@@ -151,3 +152,27 @@ def test_text_end_to_end_with_minilm(cache, tmp_path):
         labels = list(csv.DictReader(handle))
     assert {row["source"] for row in labels} >= {"imported", "human"}
     assert all(row["text"] for row in labels)
+
+
+def test_small_images_are_read_as_pixels_beside_the_encoder(cache, tmp_path):
+    project, gold = kanji_project(tmp_path / "p", per_class=3)
+    with project:
+        run = LabelingRun(project.store, project.load_pool(), None, oracle=SimulatedOracle(gold), gold=gold,
+                          progress=False, options=RunOptions(budget=0, project_meta_steps=0, generate=False))
+        [report] = run.run().rounds
+        assert set(run.learners) == {"encoder space", "pixels space"}
+        assert run.inputs["pixels"].shape == (100, 28 * 28) and len(run.inputs["efficientnet-lite0"]) == 100
+        [model] = project.store.artifacts(kind="round-model")
+    # the round model names the space its winner read: pixels and the encoder share the identity learner
+    assert model.meta["feature_space"] == run._space(report.model.split(" + ")[0])
+
+
+def test_only_small_images_from_an_encoder_get_a_rival_space():
+    def images(side: int) -> ml.LabeledDataset:
+        return ml.LabeledDataset(name="i", modality="image", items=random_images(4, shape=(side, side)),
+                                 labels=np.array([0, 1, 0, 1]), class_names=["a", "b"],
+                                 uris=[f"i/{n}" for n in range(4)])
+
+    assert rival_spaces(images(28), None, encoder=None) == ["pixels"]
+    assert rival_spaces(images(28), None, encoder="pixels") == []  # already read as pixels
+    assert rival_spaces(images(128), None, encoder=None) == []  # 28x28 grey pixels say little about a photo

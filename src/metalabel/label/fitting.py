@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from metalabel.errors import NotEnoughDataError
 from metalabel.label.calibrate import TemperatureScaling, expected_calibration_error, stratified_folds
@@ -31,18 +32,21 @@ class LabelSnapshot:
 
     ``trusted`` marks human and seed labels (weight 1); accepted model labels weigh
     ``pseudo_weight``; generated and augmented labels are not pool items and do not appear.
+    ``active`` holds every active label as read (of pool items or not): what acceptance re-judges.
     """
 
     positions: np.ndarray  # [L] pool positions
     classes: np.ndarray  # [L] class indices
     weights: np.ndarray  # [L]
     trusted: np.ndarray  # [L] bool
+    active: tuple[Label, ...] = ()
 
     @classmethod
     def of(cls, labels: Iterable[Label], *, position_of_item: Mapping[int, int], class_index: Mapping[str, int],
            pseudo_weight: float) -> LabelSnapshot:
+        read = tuple(labels)
         positions, classes, weights, trusted = [], [], [], []
-        for label in labels:
+        for label in read:
             source = LabelSource(label.source)
             weight = 1.0 if source.trusted else pseudo_weight if source is LabelSource.MODEL else 0.0
             if weight > 0 and label.item_id in position_of_item:
@@ -51,7 +55,7 @@ class LabelSnapshot:
                 weights.append(weight)
                 trusted.append(source.trusted)
         return cls(np.array(positions, dtype=np.int64), np.array(classes, dtype=np.int64),
-                   np.array(weights, dtype=np.float64), np.array(trusted, dtype=bool))
+                   np.array(weights, dtype=np.float64), np.array(trusted, dtype=bool), read)
 
     @property
     def human_positions(self) -> np.ndarray:
@@ -118,6 +122,20 @@ def calibrate(model: RoundModel, labels: LabelSnapshot, *, ways: int, folds: int
     probs = calibrator.predict_proba(logits)
     return Calibration(calibrator, float(expected_calibration_error(probs, truth)),
                        float((logits.argmax(1) == truth).mean()), probs, truth, human_positions[held], pool_logits)
+
+
+def pool_probabilities(model: RoundModel, calibration: Calibration, labels: LabelSnapshot, *,
+                       ways: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raw and calibrated probabilities of every pool item, each from a fold model that never saw its label.
+
+    Before any label can be held out (one per class), from the model adapted to all of them: no reference
+    answer exists yet, so nothing is certified from these.
+    """
+    logits = calibration.pool_logits
+    if logits is None:
+        logits = model.logits(labels.positions, labels.classes, labels.weights, ways)
+    raw = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    return raw, (calibration.calibrator.predict_proba(logits) if calibration.calibrator is not None else raw)
 
 
 def choose_model(candidates: Sequence[tuple[str, RoundModel]], labels: LabelSnapshot, *, ways: int, folds: int,
