@@ -127,3 +127,10 @@ def test_a_bad_ray_option_is_refused_before_anything_runs(kanji_pool, tmp_path, 
                         progress=False)
     with pytest.raises(ml.errors.BadInputError, match="chunk_size"):
         embed_on_ray(kanji_pool, "pixels", chunk_size=0)
+
+
+def test_a_bad_item_is_refused_by_name_before_ray_starts(cache) -> None:
+    pytest.importorskip("sentence_transformers")
+    posts = LabeledDataset("posts", "text", ["a post", "  "], np.full(2, -1), ["a"], ["posts.csv:2", "posts.csv:3"])
+    with pytest.raises(ml.errors.BadInputError, match=r"row 1: the text is empty .*posts\.csv:3"):
+        embed_on_ray(posts, "minilm", address="no-such-cluster:1")  # refused before any address is tried

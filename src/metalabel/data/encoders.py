@@ -464,12 +464,28 @@ def embedding_cache_path(items: Items, encoder: Encoder) -> Path:
 
 
 def _encode_dataset(dataset: LabeledDataset, encoder: Encoder, *, progress: bool) -> np.ndarray:
-    try:
+    with _naming_the_item(dataset):
         return encoder.encode(dataset.items, progress=progress)
+
+
+def check_items(dataset: LabeledDataset, encoder: Encoder) -> None:
+    """Refuse ``dataset`` at once if an item does not fit ``encoder`` (the error names it and its uri).
+
+    ``encode`` checks the same; this is for embedding elsewhere (``metalabel.scale``), where a bad
+    item would otherwise surface as a worker's failure.
+    """
+    with _naming_the_item(dataset):
+        encoder._prepare(dataset.items)
+
+
+@contextlib.contextmanager
+def _naming_the_item(dataset: LabeledDataset) -> Iterator[None]:
+    """A bad item's error raised with where the item came from, not only its position in the list."""
+    try:
+        yield
     except BadInputError as error:
         if error.row is None:
             raise
-        # Point at where the bad item came from, not only at its position in the list.
         where = f"the item is {dataset.uris[error.row]}"
         raise BadInputError(
             error.problem, row=error.row, hint=f"{error.hint}; {where}" if error.hint else where

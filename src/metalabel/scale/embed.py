@@ -34,6 +34,7 @@ from metalabel.data.dataset import LabeledDataset
 from metalabel.data.encoders import (
     Encoder,
     Items,
+    check_items,
     embedding_cache_path,
     encoder_for,
     progress_bar,
@@ -94,6 +95,7 @@ def embed_on_ray(dataset: LabeledDataset, encoder: str | Encoder, *, address: st
         raise BadInputError(f"workers must be a whole number >= 1, got {workers!r}")
     began = time.perf_counter()
     encoder = encoder_for(dataset, encoder)
+    check_items(dataset, encoder)  # here, naming the item: on a worker it would surface as Ray's failure
     shape = (len(dataset), encoder.dim)
     path = embedding_cache_path(dataset.items, encoder)
     chunks = [_Chunk(start, min(start + chunk_size, len(dataset)),
@@ -259,10 +261,13 @@ class _EncodeBatches:
 
 @contextlib.contextmanager
 def _quiet_logger(name: str) -> Iterator[None]:
-    """Only errors from logger ``name`` for the block, then its level as it was."""
+    """Nothing from logger ``name`` for the block but the critical, then its level as it was.
+
+    Ray Data logs a failed task's traceback before it raises; the exception reaches the caller anyway.
+    """
     logger = logging.getLogger(name)
     level = logger.level
-    logger.setLevel(logging.ERROR)
+    logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
