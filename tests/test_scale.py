@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -134,3 +135,10 @@ def test_a_bad_item_is_refused_by_name_before_ray_starts(cache) -> None:
     posts = LabeledDataset("posts", "text", ["a post", "  "], np.full(2, -1), ["a"], ["posts.csv:2", "posts.csv:3"])
     with pytest.raises(ml.errors.BadInputError, match=r"row 1: the text is empty .*posts\.csv:3"):
         embed_on_ray(posts, "minilm", address="no-such-cluster:1")  # refused before any address is tried
+
+
+def test_nothing_of_ray_is_imported_until_a_run_asks_for_it() -> None:
+    code = ("import sys, metalabel, metalabel.cli, metalabel.project, metalabel.scale; "
+            "print(sorted(name for name in sys.modules if name == 'ray' or name.startswith('ray.')))")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert shown.strip() == "[]"
