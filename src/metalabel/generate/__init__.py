@@ -3,8 +3,9 @@
 Light to import (no torch): augmentation policies (``augment``), their search
 (``policy_search``) and the held-out judges (``evidence``). The learned generators load
 torch and live in their own modules: ``hallucinate`` (a feature hallucinator meta-trained
-through a prototype classifier), ``vae`` (a class-conditional VAE for 28x28 images) and
-``engine`` (one round of all of them, as the labeling loop runs it).
+through a prototype classifier), ``vae`` (a class-conditional VAE for 28x28 images), ``gan`` (a
+conditional feature-generating WGAN-GP) and ``engine`` (one round of all of them, as the labeling
+loop runs it). ``bayesnet`` (a class-conditional Bayesian network for table rows) is numpy only.
 """
 
 from metalabel.generate.augment import (

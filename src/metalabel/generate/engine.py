@@ -5,7 +5,10 @@ Three generators, each judged by whether adding its output raises held-out accur
 round's, so operations that stop helping are dropped), a feature hallucinator
 meta-trained through a prototype classifier's query loss on many tasks (the pool's
 pseudo-classes; a third of them are kept out for judging), and a class-conditional VAE
-for 28x28 grayscale images (learning from accepted labels). The judge is k-fold accuracy
+for 28x28 grayscale images (learning from accepted labels). Two more where the caller gives
+what they need: a conditional feature WGAN-GP (``gan``) learning from the accepted rows, and for
+a table's columns a class-conditional Bayesian network (``bayesnet``) refitted on each judging
+fold's rows plus the accepted ones. The judge is k-fold accuracy
 on the human labels when enough classes have two or more; before that, few-shot
 episodes over the judging pseudo-classes. Human labels never train a generator.
 
@@ -26,7 +29,8 @@ from metalabel.generate.augment import AugmentationPolicy, Operation, expand
 from metalabel.generate.evidence import Expander, episode_accuracy, held_out_accuracy, principal_components
 from metalabel.generate.policy_search import search_policy
 
-if TYPE_CHECKING:  # the VAE needs torch, which the engine imports only when it trains one
+if TYPE_CHECKING:  # the VAE and the GAN need torch, which the engine imports only when it trains one
+    from metalabel.generate.gan import TrainedGAN
     from metalabel.generate.vae import TrainedVAE
 
 FIXED_POLICY = AugmentationPolicy("embedding", (Operation("gaussian_noise", 0.5, 0.5),
@@ -55,17 +59,20 @@ class GeneratorOptions:
     augment: bool = True
     hallucinate: bool = True
     synthesize: bool = True  # the VAE; used only for 28x28 grayscale image pools
+    gan: bool = True  # the feature WGAN-GP; used only when the step is given accepted rows
+    bayesnet: bool = True  # the Bayesian network; used only when the step's rows are a table's columns
     learn: bool = True
     copies: int = 4  # augmented copies of each human-labeled item
     per_class: int = 5  # hallucinated or synthesized items per class
     hallucinator_steps: int = 300
     vae_steps: int = 600
-    vae_regrowth: float = 1.5  # retrain the VAE once its training set has grown by half
+    gan_steps: int = 300
+    vae_regrowth: float = 1.5  # retrain the VAE or the GAN once its training set has grown by half
     generated_weight: float = 0.5  # a generated row counts this much next to a real one
     episodes: int = 40
 
     def __post_init__(self) -> None:
-        for name in ("copies", "per_class", "hallucinator_steps", "vae_steps", "episodes"):
+        for name in ("copies", "per_class", "hallucinator_steps", "vae_steps", "gan_steps", "episodes"):
             check_whole_number(name, getattr(self, name), minimum=1)
 
 
@@ -73,7 +80,7 @@ class GeneratorOptions:
 class SyntheticBatch:
     """What one generator made from the human-labeled items this round, and the verdict on it."""
 
-    generator: str  # "augment", "image augment", "hallucinator", "vae"
+    generator: str  # "augment", "image augment", "hallucinator", "vae", "gan", "bayesnet"
     kind: str  # "augmented" or "generated"
     version: str
     x: np.ndarray  # [M, D] features in the round's embedding space
@@ -121,6 +128,17 @@ class ImageInputs:
     search_policy: bool = False  # search kornia image policies (only when featurize is cheap)
 
 
+@dataclass(frozen=True, eq=False)
+class AcceptedRows:
+    """Pool rows with accepted (model) labels: what the GAN and the Bayesian network learn from.
+
+    Never the human labels: those are the held-out evidence the judge keeps or drops a generator by.
+    """
+
+    positions: np.ndarray  # rows of the step's pool_x
+    classes: np.ndarray  # their accepted class indices
+
+
 class DataGenerator:
     """Runs the generators each round and remembers the augmentation policy between rounds."""
 
@@ -131,13 +149,17 @@ class DataGenerator:
         self.image_policy = image_policy
         # (trained VAE, images it learned from, their classes): retrained when the set grew
         self._vae: tuple[TrainedVAE, int, np.ndarray] | None = None
+        self._gan: tuple[TrainedGAN, int, np.ndarray] | None = None  # the same, for the GAN
         self.project: Callable[[np.ndarray], np.ndarray] | None = None  # the judges' projection, set each step
 
     def step(self, x: np.ndarray, y: np.ndarray, *, pool_x: np.ndarray, pool_y: np.ndarray,
-             images: ImageInputs | None = None, seed: int = 0) -> GenerationStep:
+             images: ImageInputs | None = None, accepted: AcceptedRows | None = None, table: bool = False,
+             seed: int = 0) -> GenerationStep:
         """Generate from the human-labeled items ``(x, y)``; ``(pool_x, pool_y)`` are tasks to learn and judge on.
 
         ``pool_y`` labels the pool's rows with pseudo-classes (clusters, accepted labels; -1: none).
+        ``accepted`` (rows of ``pool_x`` with accepted labels) is what the GAN learns from; ``table``
+        says the rows are a table's (standardized) columns, where the Bayesian network applies.
         """
         options = self.options
         # a third of the pseudo-classes are kept for judging: a generator that learns from the
@@ -189,6 +211,21 @@ class DataGenerator:
                 if made is not None:
                     feedback.append(f"VAE {'kept' if made[0].kept else 'dropped'}: {made[0].evidence}")
                 consider(made)
+        # Like the VAE, the GAN and the network are judged on held-out human labels only: trained with feedback
+        # on before two labels per class, they could be judged by nothing but pseudo-class episodes.
+        for name, wanted, make in (("GAN", options.gan and accepted is not None,
+                                    lambda: self._feature_gan(pool_x, accepted, with_kept(full), seed)),
+                                   ("Bayesian network", options.bayesnet and table,
+                                    lambda: self._bayesnet(x, y, pool_x, accepted, with_kept(full), seed))):
+            if not wanted:
+                continue
+            if not human_judged and options.learn:
+                feedback.append(f"{name} not trained: no held-out human labels to judge it by yet")
+                continue
+            made = make()
+            if made is not None:
+                feedback.append(f"{name} {'kept' if made[0].kept else 'dropped'}: {made[0].evidence}")
+            consider(made)
         return GenerationStep(self.policy, tuple(batches), tuple(feedback), judge_name, tuple(expanders))
 
     # -- judging
@@ -327,6 +364,65 @@ class DataGenerator:
         batch = SyntheticBatch("vae", "generated", trained.version, features, labels, np.full(len(labels), -1),
                                samples, kept, evidence)
         return batch, expander
+
+    def _feature_gan(self, pool_x, accepted, judge, seed):
+        from metalabel.generate.gan import generate_features, train_feature_gan
+
+        options = self.options
+        present, local_labels = np.unique(accepted.classes, return_inverse=True)
+        if len(present) < 2:
+            return None
+        gan = self._gan
+        if (gan is None or not np.array_equal(gan[2], present) or gan[0].model.dim != pool_x.shape[1]
+                or len(accepted.classes) >= options.vae_regrowth * gan[1]):
+            gan = (train_feature_gan(pool_x[accepted.positions], local_labels, classes=len(present),
+                                     steps=options.gan_steps, seed=seed), len(accepted.classes), present)
+            self._gan = gan
+        trained = gan[0]
+        local = np.repeat(np.arange(len(present)), options.per_class)
+        labels = present[local]
+        features = generate_features(trained, local, seed=seed)
+
+        def expander(train_x, train_y, fold_seed):
+            wanted = np.isin(labels, np.unique(train_y))
+            return features[wanted], labels[wanted]
+
+        return _judged_batch("gan", trained.version, features, labels, features, expander, judge, options.learn)
+
+    def _bayesnet(self, x, y, pool_x, accepted, judge, seed):
+        """Refitted on each judging fold's rows (cheap), so the human labels it is judged by are not in it."""
+        from metalabel.generate.bayesnet import fit_bayesnet, sample_bayesnet
+
+        options = self.options
+        extra_x = pool_x[:0] if accepted is None else pool_x[accepted.positions]
+        extra_y = y[:0] if accepted is None else accepted.classes
+
+        def fitted(train_x, train_y):
+            return fit_bayesnet(np.concatenate([train_x, extra_x]), np.concatenate([train_y, extra_y]))
+
+        def make(net, train_y, make_seed):
+            labels = np.repeat(np.unique(train_y), options.per_class)
+            return sample_bayesnet(net, labels, seed=make_seed).astype(x.dtype), labels
+
+        def expander(train_x, train_y, fold_seed):
+            return make(fitted(train_x, train_y), train_y, fold_seed)
+
+        net = fitted(x, y)
+        rows, labels = make(net, y, seed)
+        return _judged_batch("bayesnet", net.version, rows, labels, rows, expander, judge, options.learn)
+
+
+def _judged_batch(generator: str, version: str, features: np.ndarray, labels: np.ndarray, content: np.ndarray,
+                  expander: Expander, judge, learn: bool) -> tuple[SyntheticBatch, Expander]:
+    """A whole-class generator's batch: kept if its rows raise held-out accuracy (unjudged without ``learn``)."""
+    if not learn:
+        kept, evidence = True, "kept unjudged (feedback off)"
+    else:
+        score, reference = judge(expander), judge(None)
+        kept = score > reference
+        evidence = f"held-out {score:.1%} vs {reference:.1%} without it"
+    return SyntheticBatch(generator, "generated", version, features, labels, np.full(len(labels), -1), content, kept,
+                          evidence), expander
 
 
 def _judged_classes(pool_y: np.ndarray, *, share: float, seed: int) -> np.ndarray:
