@@ -304,10 +304,17 @@ def run_metalabel(pool, x_std, x_test_std, y_test, *, loop: LoopInputs, seed, k,
             if report.questions:
                 # the pipeline's label_accuracy is taken after the round's own answers landed; a run whose budget
                 # ends here never gets them, so count each asked item with the label it had before its answer
+                # (its prediction where it had none). A reference question carries no suggestion (the person must
+                # not see the model's guess); those items are a random sample, so each counts as wrong with the
+                # round's pool error rate, in expectation (counting them all wrong cost kanji 4.5 points at B=0)
                 before = {label.uri: label.class_name for label in labels}
-                wrong = sum(before.get(q.uri, q.suggestion) != gold[q.uri] for q in oracle.queries)
+                unseen = [q for q in oracle.queries if q.uri not in before and q.suggestion is None]
+                wrong = sum(before.get(q.uri, q.suggestion) != gold[q.uri] for q in oracle.queries
+                            if q.uri in before or q.suggestion is not None)
+                wrong += len(unseen) * (1 - gold_metrics["pool_accuracy"])
                 gold_metrics["label_accuracy_as_reported"] = gold_metrics["label_accuracy"]
                 gold_metrics["label_accuracy"] -= wrong / len(pool)
+                gold_metrics["asked_without_suggestion"] = len(unseen)
             row = {"answered": answered, "human_labels": report.human_labels, "coverage": report.coverage,
                    "estimated_precision": report.estimated_precision,
                    "certified_precision": report.certified_precision, "reference_answers": report.reference_answers,
