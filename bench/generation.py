@@ -702,8 +702,9 @@ def designed_markdown(designed: dict) -> str:
              "± 95% t over seeds). The GAN learns from the stand-in for accepted labels the VAE uses (the 25% of the "
              "pool a nearest-class-mean classifier of the labeled items is surest of, with its labels). The network "
              "is refitted on each judging fold's labeled rows plus those accepted rows; *labeled rows only* = fitted "
-             "on the labeled rows alone, forced in. *accepted rows themselves* = the stand-in's rows added as they are, weighted as "
-             "generated rows (`shared_weights`): what the accepted labels give without a generator. At k=1 the engine has no held-out human labels and trains "
+             "on the labeled rows alone, forced in. *accepted rows themselves* = the stand-in's rows added as they "
+             "are, weighted as generated rows (`shared_weights`): what the accepted labels give without a generator. "
+             "At k=1 the engine has no held-out human labels and trains "
              "neither; *(forced)* rows then come from `learn=False`. Tables: scikit-learn's bundled digits (64 "
              "columns, 10 classes) and breast cancer (30 columns, 2 classes), standardized, a fixed test draw "
              f"({TABLE_TEST['digits']} / {TABLE_TEST['breast-cancer']} rows) and per seed a pool of 80% of the rest.",
