@@ -35,6 +35,13 @@ bench/logs/label_efficiency/), so a run cut short still leaves its finished cell
 rebuilds the JSON and markdown table from those.
 
     python bench/label_efficiency.py --seeds 0 1 --jobs 2        # both strategies, default spaces
+    # the issue-11 grid (kanji's default loop costs about 20 CPU-minutes a run here; see --loop-option)
+    python bench/label_efficiency.py --datasets 20newsgroups fashion-mnist digits --seeds 0 1 2 \
+        --pool-limit fashion-mnist=10000 20newsgroups=3000 --test-limit 20newsgroups=2000 --strategies auto \
+        --setfit-seeds 0 --jobs 2
+    python bench/label_efficiency.py --datasets kanji --seeds 0 1 2 --strategies auto \
+        --loop-option generate=false project_meta_steps=0
+    python bench/label_efficiency.py --report --command "..." --run-time "..."   # one table of all four
     python bench/label_efficiency.py --report                    # table from whatever finished
     python bench/label_efficiency.py --quick --datasets digits --out /tmp/le   # smoke run, seconds
 """
@@ -701,7 +708,7 @@ def markdown(parts: dict, meta: dict) -> str:
         "the same seed labels (`seed_labels_from_pool`) and the same seeds. k = human seed labels per class, "
         "B = further human answers (simulated oracle, noise 0). metalabel: `Project.create` + `project.run` with "
         f"the default learner (kanji: the meta-trained ProtoNet), target precision {TARGET}, min_gain stopping off "
-        f"so every budget is spent, other RunOptions {meta.get('loop_options') or 'the defaults'}; "
+        "so every budget is spent, other RunOptions at their defaults unless a section says otherwise; "
         "`active` = strategy auto, `random` = strategy random; it runs only on spaces "
         "the library can be given. Baselines get the k*C seeds plus B randomly chosen extra human labels (the "
         "same ones for all of them) and standardized features. SetFit (text, in the data set's "
@@ -754,6 +761,10 @@ def markdown(parts: dict, meta: dict) -> str:
                 lines += ["", "metalabel runs that failed (no cells): " + "; ".join(
                     f"`{key}`: {error}" for key, error in failed.items())]
             run_s = [r["seconds"] for r in part["runs"].values() if "error" not in r]
+            if part.get("loop_options") and part["metalabel_runs_here"]:
+                lines += ["", "metalabel ran with RunOptions " + ", ".join(
+                    f"{key}={json.dumps(value)}" for key, value in part["loop_options"].items())
+                    + " (`--loop-option`)."]
             lines += ["", f"Pool {part['pool']} items, test {part['test']}, {part['classes']} classes. metalabel "
                       f"runs: {len(run_s)}, {min(run_s or [0]):.0f}–{max(run_s or [0]):.0f} s each (one run covers "
                       f"every B). kNN graph for LabelSpreading: {part.get('knn_graph_seconds')} s once (at most; "
