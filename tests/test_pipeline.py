@@ -176,3 +176,18 @@ def test_only_small_images_from_an_encoder_get_a_rival_space():
     assert rival_spaces(images(28), None, encoder=None) == ["pixels"]
     assert rival_spaces(images(28), None, encoder="pixels") == []  # already read as pixels
     assert rival_spaces(images(128), None, encoder=None) == []  # 28x28 grey pixels say little about a photo
+
+
+def test_a_round_reads_the_labels_twice_what_it_learns_from_and_what_it_leaves(cache, tmp_path, monkeypatch):
+    project, gold = kanji_project(tmp_path / "p")
+    with project:
+        run = LabelingRun(project.store, project.load_pool(), None, oracle=None, gold=gold, encoder="pixels",
+                          progress=False, options=RunOptions(budget=0, project_meta_steps=0, generate=False))
+        reads = []
+        read = project.store.active_labels
+        monkeypatch.setattr(project.store, "active_labels", lambda: reads.append(1) or read())
+        [report] = run.run().rounds
+    # acceptance, the gold figures and the scorecard share the read after acceptance
+    assert report.gold is not None and report.scorecard.label_quality.gold is not None
+    assert report.scorecard.downstream is not None
+    assert len(reads) == 2

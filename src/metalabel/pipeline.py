@@ -290,12 +290,13 @@ class LabelingRun:
             # ... unless the round that spends the budget audits what it exports (it ends the run); only the
             # binomial certificate has a test for draws from a region
             audit = options.audit and options.certify == "binomial" and 0 < ask == remaining
-            if not len(self._candidates(self._snapshot())):
+            labels = self._snapshot()  # what the round learns from: nothing writes a label before it accepts
+            if not len(self._candidates(labels)):
                 return RunResult(reports, "every pool item has a person's label: nothing is left for a model")
             number = self._round_number()
             round_id = self.store.start_round({**asdict(options), "models": self.hashes, "ask": ask})
             try:
-                report = self._round(round_id, number, ask=ask, audit=audit)
+                report = self._round(round_id, number, labels, ask=ask, audit=audit)
             except OracleStopped:
                 self.store.finish_round(round_id, {"stopped_by_oracle": True}, status="failed")
                 return RunResult(reports, "stopped by the oracle")
@@ -344,9 +345,11 @@ class LabelingRun:
                                               generated_weight=self.options.generated_weight)
 
     # -- one round
-    def _round(self, round_id: int, number: int, *, ask: int, audit: bool = False) -> RoundReport:
+    def _round(self, round_id: int, number: int, labels: LabelSnapshot, *, ask: int,
+               audit: bool = False) -> RoundReport:
+        """One round on ``labels`` (read by ``run`` just before): fit, predict, accept, keep what was generated,
+        score, ask; with ``audit``, certify the same predictions again on the audit's answers."""
         started = time.perf_counter()
-        labels = self._snapshot()
         self._require_a_label_per_class(labels)
         feedback: list[str] = []
         fit = self._fit(round_id, number, labels, feedback)
