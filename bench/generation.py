@@ -413,6 +413,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
     if args.designed:
         worker = sys.argv.index("--worker")  # the command as typed: without the worker's own two arguments
         part["command"] = "python bench/generation.py " + shlex.join(sys.argv[1:worker] + sys.argv[worker + 2:])
+        part["machine"] = machine()
     featurize = None
     if data["modality"] == "image" and not args.no_vae and not args.designed:
         from metalabel.data.encoders import get_encoder
@@ -692,7 +693,7 @@ def markdown(parts: dict, meta: dict) -> str:
     return "\n".join(lines)
 
 
-def designed_markdown(designed: dict) -> str:
+def designed_markdown(designed: dict, notes: list[str] | None = None) -> str:
     """The --designed section: per data set, the generator judged and forced against none, similarity, verdicts."""
     import numpy as np
 
@@ -747,8 +748,8 @@ def designed_markdown(designed: dict) -> str:
             f"k={k}: {np.mean([a['items'] for kk, a in accepted if kk == k]):.0f} rows, "
             f"{100 * np.mean([a['precision'] for kk, a in accepted if kk == k]):.1f}% right"
             for k in sorted({k for k, _ in accepted})) +
-            f". Worker time: {part.get('seconds', 'unfinished')} s.", ""]
-    return "\n".join(lines)
+            f". Worker time: {part.get('seconds', 'unfinished')} s on {part.get('machine', '?')}.", ""]
+    return "\n".join(lines + (["#### Notes", "", *notes, ""] if notes else []))
 
 
 def report(args: argparse.Namespace, meta: dict) -> None:
@@ -759,21 +760,22 @@ def report(args: argparse.Namespace, meta: dict) -> None:
     if args.designed:  # only its own section and key: the rest of the page stays as the last full run left it
         designed = {**before.get("designed", {}), **{name: json.loads(part_path(args, name).read_text())
                                                      for name in args.datasets if part_path(args, name).exists()}}
-        previous.write_text(json.dumps({**before, "designed": designed}, indent=1, default=float))
+        notes = args.notes.read_text().splitlines() if args.notes else before.get("designed_notes")
+        previous.write_text(json.dumps({**before, "designed": designed, **({"designed_notes": notes} if notes else {})},
+                                       indent=1, default=float))
         page = (out / "generation.md").read_text() if (out / "generation.md").exists() else ""
         page = page.split("\n" + DESIGNED_SECTION)[0].rstrip("\n") + "\n\n"
-        (out / "generation.md").write_text(page + designed_markdown(designed))
+        (out / "generation.md").write_text(page + designed_markdown(designed, notes))
         return
     parts = {name: json.loads(part_path(args, name).read_text()) for name in args.datasets
              if part_path(args, name).exists()}
     if args.report and previous.exists():
         meta = {**before.get("meta", {}), **{k: v for k, v in meta.items() if v}}
-    designed = before.get("designed", {})
-    (out / "generation.json").write_text(json.dumps({"meta": meta, "datasets": parts,
-                                                     **({"designed": designed} if designed else {})},
-                                                    indent=1, default=float))
-    (out / "generation.md").write_text(markdown(parts, meta) + ("\n" + designed_markdown(designed) if designed
-                                                                 else ""))
+    kept = {key: before[key] for key in ("designed", "designed_notes") if key in before}
+    (out / "generation.json").write_text(json.dumps({"meta": meta, "datasets": parts, **kept}, indent=1,
+                                                    default=float))
+    (out / "generation.md").write_text(markdown(parts, meta) + ("\n" + designed_markdown(
+        kept["designed"], kept.get("designed_notes")) if "designed" in kept else ""))
 
 
 def machine() -> str:

@@ -79,7 +79,7 @@ def wine_round():
 
 def test_the_engine_judges_the_network_on_tables_and_records_where_its_rows_came_from(wine_round):
     x, y, human, accepted = wine_round
-    options = GeneratorOptions(augment=False, hallucinate=False, gan=False)
+    options = GeneratorOptions(augment=False, hallucinate=False)
     pseudo = np.repeat(np.arange(len(y) // 6 + 1), 6)[:len(y)]
     result = DataGenerator(options).step(x[human], y[human], pool_x=x, pool_y=pseudo, accepted=accepted,
                                          table=True, seed=0)
@@ -91,14 +91,14 @@ def test_the_engine_judges_the_network_on_tables_and_records_where_its_rows_came
     # not a table: the network is not run
     assert not DataGenerator(options).step(x[human], y[human], pool_x=x, pool_y=pseudo, seed=0).batches
     # feedback off: kept unjudged
-    unjudged = DataGenerator(GeneratorOptions(augment=False, hallucinate=False, gan=False, learn=False)).step(
+    unjudged = DataGenerator(GeneratorOptions(augment=False, hallucinate=False, learn=False)).step(
         x[human], y[human], pool_x=x, pool_y=pseudo, table=True, seed=0)
     assert unjudged.batches[0].kept and "unjudged" in unjudged.batches[0].evidence
 
 
 def test_the_engine_trains_the_gan_on_accepted_rows_only_and_judges_it(wine_round):
     x, y, human, accepted = wine_round
-    options = GeneratorOptions(augment=False, hallucinate=False, bayesnet=False, gan_steps=20)
+    options = GeneratorOptions(augment=False, hallucinate=False, bayesnet=False, gan=True, gan_steps=20)
     pseudo = np.repeat(np.arange(len(y) // 6 + 1), 6)[:len(y)]
     generator = DataGenerator(options)
     result = generator.step(x[human], y[human], pool_x=x, pool_y=pseudo, accepted=accepted, seed=0)

@@ -617,7 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the round that spends the budget audits a random sample of the labels it is about to export "
                         "and ends the run (certifies more where the model is middling, less where one more round of "
                         "training would help much; see bench/results/precision_guarantee.md)")
-    p.add_argument("--no-generate", action="store_true", help="no augmentation, hallucination or synthesis")
+    p.add_argument("--no-generate", action="store_true",
+                   help="no augmentation, hallucination or synthesis (VAE, GAN, Bayesian network for tables)")
     p.add_argument("--no-feedback", action="store_true",
                    help="fixed target and hand-set policy, generators unjudged (a baseline to compare with)")
     p.add_argument("--rules", type=Path, default=None,
