@@ -65,9 +65,9 @@ def test_project_meta_learning_competes_with_the_encoder_space(cache, tmp_path):
                           gold=gold, progress=False,
                           options=RunOptions(budget=0, project_meta_steps=30, generate=False))
         [report] = run.run().rounds
-        assert set(run.learners) == {"encoder space", "project meta-learned"}
+        assert set(run.candidates.learners) == {"encoder space", "project meta-learned"}
         models = {label.model_hash for label in project.store.active_labels() if label.source == "model"}
-    assert report.model.split(" + ")[0] in run.learners and 0 <= report.held_out_accuracy <= 1
+    assert report.model.split(" + ")[0] in run.candidates.learners and 0 <= report.held_out_accuracy <= 1
     assert not models  # no reference answers (budget 0): nothing is certified, so no model label
 
 
@@ -160,11 +160,12 @@ def test_small_images_are_read_as_pixels_beside_the_encoder(cache, tmp_path):
         run = LabelingRun(project.store, project.load_pool(), None, oracle=SimulatedOracle(gold), gold=gold,
                           progress=False, options=RunOptions(budget=0, project_meta_steps=0, generate=False))
         [report] = run.run().rounds
-        assert set(run.learners) == {"encoder space", "pixels space"}
-        assert run.inputs["pixels"].shape == (100, 28 * 28) and len(run.inputs["efficientnet-lite0"]) == 100
+        assert set(run.candidates.learners) == {"encoder space", "pixels space"}
+        inputs = run.candidates.inputs
+        assert inputs["pixels"].shape == (100, 28 * 28) and len(inputs["efficientnet-lite0"]) == 100
         [model] = project.store.artifacts(kind="round-model")
     # the round model names the space its winner read: pixels and the encoder share the identity learner
-    assert model.meta["feature_space"] == run._space(report.model.split(" + ")[0])
+    assert model.meta["feature_space"] == run.candidates.space_of_learner(report.model.split(" + ")[0])
 
 
 def test_only_small_images_from_an_encoder_get_a_rival_space():

@@ -36,7 +36,6 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-from torch import Tensor
 
 from metalabel.data.dataset import LabeledDataset
 from metalabel.errors import BadInputError, check_whole_number
@@ -65,30 +64,19 @@ from metalabel.label.acceptance import Acceptance, CertifiedFigures, ReferenceEv
 from metalabel.label.active import STRATEGIES
 from metalabel.label.certify import BudgetPlan, Certificate, Method
 from metalabel.label.fitting import Calibration, LabelSnapshot, choose_model, pool_probabilities
-from metalabel.label.graph import PoolGraph
 from metalabel.label.learners import (
-    ENCODER_SPACE,
     GIVEN_LEARNER,
     PROJECT_LEARNER,
+    Candidates,
     continue_meta_learning,
     keep_round_model,
     meta_learn_on_project,
     remove_unrecorded_checkpoints,
-    save_checkpoint,
-    saved_project_learner,
 )
 from metalabel.label.oracle import Oracle, OracleStopped
 from metalabel.label.positions import PoolIndex
 from metalabel.label.questions import Asking
-from metalabel.label.round_model import (
-    RoundModel,
-    default_learner,
-    feature_space,
-    learner_hash,
-    pool_inputs,
-    reads_images,
-    rival_spaces,
-)
+from metalabel.label.round_model import RoundModel
 from metalabel.meta.functional import TaskLearner
 from metalabel.rules import RuleVotes
 from metalabel.store import LabelSource, ProjectStore
@@ -237,33 +225,14 @@ class LabelingRun:
                  on_round: Callable[[RoundReport], None] | None = None, rules: RuleVotes | None = None) -> None:
         self.store, self.pool, self.oracle, self.options = store, pool, oracle, options
         self.rules = rules  # the labeling functions' votes on the pool (metalabel.rules), evidence beside the model
-        self.x = pool_inputs(self.pool, learner, encoder=encoder, progress=progress)
-        self.space = feature_space(self.pool, learner, encoder=encoder)
+        self.candidates = Candidates(store, pool, learner, encoder=encoder, progress=progress)
         self.encoder = encoder
-        self.learners: dict[str, TaskLearner] = {GIVEN_LEARNER: learner} if learner is not None else {}
-        if learner is None or not reads_images(learner):
-            # on encoder features the plain space competes with a given learner (a library's, say): the judge
-            # keeps the given one only where it predicts held-out labels better; first while none can be held out
-            self.learners[ENCODER_SPACE] = default_learner()
-        # every learner reads the main space except the rival spaces' plain learners (raw pixels of small images)
-        self.inputs: dict[str, Tensor] = {self.space: self.x}
-        self.space_of: dict[str, str] = {}
-        for space in rival_spaces(self.pool, learner, encoder=encoder):
-            self.inputs[space] = pool_inputs(self.pool, None, encoder=space, progress=progress)
-            self.learners[f"{space} space"] = default_learner()
-            self.space_of[f"{space} space"] = space
         self.classes = self.store.classes()
         self.class_index = {name: c for c, name in enumerate(self.classes)}
         self.index = PoolIndex(self.pool, self.store.items())
         self.gold = gold
         self.on_round = on_round
         self.generator: DataGenerator | None = None
-        saved = saved_project_learner(self.store) if learner is None else None
-        if saved is not None:  # a resumed or re-opened project continues with the meta-learner it made last
-            self.learners[PROJECT_LEARNER] = saved
-        self.hashes = {name: learner_hash(model) for name, model in self.learners.items()}
-        # by learner hash and space: each embedding's graph, built once
-        self.pool_graphs: dict[tuple[str, str], list[PoolGraph]] = {}
 
     @property
     def ways(self) -> int:
@@ -294,7 +263,7 @@ class LabelingRun:
             if not len(self._candidates(labels)):
                 return RunResult(reports, "every pool item has a person's label: nothing is left for a model")
             number = self._round_number()
-            round_id = self.store.start_round({**asdict(options), "models": self.hashes, "ask": ask})
+            round_id = self.store.start_round({**asdict(options), "models": self.candidates.hashes, "ask": ask})
             try:
                 report = self._round(round_id, number, labels, ask=ask, audit=audit)
             except OracleStopped:
@@ -332,14 +301,13 @@ class LabelingRun:
 
     def _prepare(self) -> None:
         """The project's own meta-learner (trained once, then kept as a checkpoint) and the generators."""
-        if GIVEN_LEARNER not in self.learners and PROJECT_LEARNER not in self.learners \
-                and self.options.project_meta_steps > 0:
-            learned = meta_learn_on_project(self.x, self._snapshot(), steps=self.options.project_meta_steps,
+        learners = self.candidates.learners
+        if GIVEN_LEARNER not in learners and PROJECT_LEARNER not in learners and self.options.project_meta_steps > 0:
+            learned = meta_learn_on_project(self.candidates.x, self._snapshot(), steps=self.options.project_meta_steps,
                                             seed=self.options.seed)
             if learned is not None:
-                self._keep_project_learner(learned, round_id=None)
-        for name, learner in self.learners.items():  # every model label's model_hash resolves to a checkpoint
-            save_checkpoint(self.store, name, learner, self.hashes[name], round_id=None)
+                self.candidates.keep(self.store, PROJECT_LEARNER, learned, round_id=None)
+        self.candidates.save(self.store)
         if self.options.generate:
             self.generator = resume_generator(self.store, learn=self.options.feedback,
                                               generated_weight=self.options.generated_weight)
@@ -354,8 +322,8 @@ class LabelingRun:
         feedback: list[str] = []
         fit = self._fit(round_id, number, labels, feedback)
         raw, probs = pool_probabilities(fit.model, fit.calibration, labels, ways=self.ways)
-        model_hash = keep_round_model(self.store, fit.name, self.hashes[fit.name],
-                                      feature_space=self._space(fit.name),
+        model_hash = keep_round_model(self.store, fit.name, self.candidates.hashes[fit.name],
+                                      feature_space=self.candidates.space_of_learner(fit.name),
                                       head=fit.model.head if fit.model.prototype_space else None, round_id=round_id)
         judged = self._accept(round_id, fit, labels, raw, probs, model_hash)
         feedback.append(judged.certificate.reason)
@@ -396,7 +364,8 @@ class LabelingRun:
         generation = None
         if self.generator is not None:
             generation = generate(self.generator, model, labels, self.pool,
-                                  encoder=self.space_of.get(name, self.encoder), seed=self.options.seed + number)
+                                  encoder=self.candidates.space_of.get(name, self.encoder),
+                                  seed=self.options.seed + number)
         if generation is not None:
             feedback.extend(generation.feedback)
             model, calibration, measured = use_generated(
@@ -447,19 +416,10 @@ class LabelingRun:
                                 hint="label at least one example of every class before running")
 
     def _choose_model(self, labels: LabelSnapshot) -> tuple[str, RoundModel, Calibration]:
-        candidates = [(name, variant) for name, learner in self.learners.items()
-                      for variant in RoundModel(learner, self.inputs[self._space(name)],
-                                                refine_steps=self.options.refine_steps, seed=self.options.seed,
-                                                graph_holder=self.pool_graphs.setdefault(
-                                                    (self.hashes[name], self._space(name)), []),
-                                                rule_votes=None if self.rules is None else self.rules.matrix
-                                                ).variants()]
-        return choose_model(candidates, labels, ways=self.ways, folds=self.options.calibration_folds,
+        variants = self.candidates.variants(refine_steps=self.options.refine_steps, seed=self.options.seed,
+                                            rule_votes=None if self.rules is None else self.rules.matrix)
+        return choose_model(variants, labels, ways=self.ways, folds=self.options.calibration_folds,
                             seed=self.options.seed)
-
-    def _space(self, learner_name: str) -> str:
-        """The feature space the named learner reads."""
-        return self.space_of.get(learner_name, self.space)
 
     def _candidates(self, labels: LabelSnapshot) -> np.ndarray:
         """Pool positions a model may label: known to the store and without a person's label."""
@@ -469,20 +429,15 @@ class LabelingRun:
     def _continue_meta_learning(self, round_id: int, number: int, labels: LabelSnapshot,
                                 feedback: list[str]) -> None:
         """Continue the project's meta-learner on tasks from the grown data set; keep it only if it predicts better."""
-        current = self.learners.get(PROJECT_LEARNER)
+        current = self.candidates.learners.get(PROJECT_LEARNER)
         if current is None or not self.options.meta_continue_steps or not self.options.feedback:
             return
         continued, measured = continue_meta_learning(
-            current, self.x, labels, steps=self.options.meta_continue_steps, seed=self.options.seed + number,
+            current, self.candidates.x, labels, steps=self.options.meta_continue_steps, seed=self.options.seed + number,
             ways=self.ways, folds=self.options.calibration_folds, calibration_seed=self.options.seed)
         feedback.extend([measured] if measured else [])
         if continued is not None:
-            self._keep_project_learner(continued, round_id=round_id)
-
-    def _keep_project_learner(self, learner: TaskLearner, *, round_id: int | None) -> None:
-        self.learners[PROJECT_LEARNER] = learner
-        self.hashes[PROJECT_LEARNER] = learner_hash(learner)
-        save_checkpoint(self.store, PROJECT_LEARNER, learner, self.hashes[PROJECT_LEARNER], round_id=round_id)
+            self.candidates.keep(self.store, PROJECT_LEARNER, continued, round_id=round_id)
 
     # -- state read from the store
     @cached_property

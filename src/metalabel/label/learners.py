@@ -1,6 +1,6 @@
-"""The learners a project's rounds choose from, kept in the project: its own meta-learner (meta-trained on
-the pool's pseudo-tasks, continued on the grown data set), a checkpoint of every learner, and the
-``round-model`` record a model label's ``model_hash`` names.
+"""The learners a project's rounds choose from (``Candidates``: each with the feature space it reads), kept in
+the project: its own meta-learner (meta-trained on the pool's pseudo-tasks, continued on the grown data set),
+a checkpoint of every learner, and the ``round-model`` record a model label's ``model_hash`` names.
 
 Everything lands under ``PROJECT/models/``, one folder per learner named by ``learner_hash``; a save
 is atomic and recorded after it, so a kill in between leaves a complete folder that the next call
@@ -17,9 +17,19 @@ import shutil
 import numpy as np
 import torch
 
+from metalabel.data.dataset import LabeledDataset
 from metalabel.errors import NotEnoughDataError
 from metalabel.label.fitting import LabelSnapshot, calibrate
-from metalabel.label.round_model import RoundModel
+from metalabel.label.graph import PoolGraph
+from metalabel.label.round_model import (
+    RoundModel,
+    default_learner,
+    feature_space,
+    learner_hash,
+    pool_inputs,
+    reads_images,
+    rival_spaces,
+)
 from metalabel.meta.functional import TaskLearner
 from metalabel.store import ProjectStore
 
@@ -30,6 +40,61 @@ ROUND_MODEL = "round-model"
 """Artifact kind: what a model label's ``model_hash`` names (learner checkpoint, head, feature space)."""
 LEARNER_HASH = re.compile(r"[0-9a-f]{16}")
 """How ``learner_hash`` names the checkpoint folders the loop writes under ``PROJECT/models/``."""
+
+
+class Candidates:
+    """The learners a round's judge chooses from, each with the pool's inputs in the feature space it reads.
+
+    A given ``learner`` reads the main space (``feature_space``); on encoder features the plain space
+    competes with it (a library's learner, say: the judge keeps the given one only where it predicts
+    held-out labels better; first while none can be held out); the rival spaces' plain learners read
+    raw pixels of small images; without a given learner, the project's own meta-learner continues
+    where the last run left it. The pool is embedded here, once per space.
+    """
+
+    def __init__(self, store: ProjectStore, pool: LabeledDataset, learner: TaskLearner | None, *,
+                 encoder: str | None, progress: bool) -> None:
+        self.x = pool_inputs(pool, learner, encoder=encoder, progress=progress)
+        self.space = feature_space(pool, learner, encoder=encoder)
+        self.learners: dict[str, TaskLearner] = {GIVEN_LEARNER: learner} if learner is not None else {}
+        if learner is None or not reads_images(learner):
+            self.learners[ENCODER_SPACE] = default_learner()
+        # every learner reads the main space except the rival spaces' plain learners (raw pixels of small images)
+        self.inputs: dict[str, torch.Tensor] = {self.space: self.x}
+        self.space_of: dict[str, str] = {}
+        for space in rival_spaces(pool, learner, encoder=encoder):
+            self.inputs[space] = pool_inputs(pool, None, encoder=space, progress=progress)
+            self.learners[f"{space} space"] = default_learner()
+            self.space_of[f"{space} space"] = space
+        saved = saved_project_learner(store) if learner is None else None
+        if saved is not None:  # a resumed or re-opened project continues with the meta-learner it made last
+            self.learners[PROJECT_LEARNER] = saved
+        self.hashes = {name: learner_hash(model) for name, model in self.learners.items()}
+        # by learner hash and space: each embedding's graph, built once
+        self.pool_graphs: dict[tuple[str, str], list[PoolGraph]] = {}
+
+    def space_of_learner(self, name: str) -> str:
+        """The feature space the named learner reads."""
+        return self.space_of.get(name, self.space)
+
+    def variants(self, *, refine_steps: int, seed: int, rule_votes: np.ndarray | None) -> list[tuple[str, RoundModel]]:
+        """Every learner's round models, one per head, by learner name."""
+        return [(name, variant) for name, learner in self.learners.items()
+                for variant in RoundModel(learner, self.inputs[self.space_of_learner(name)], refine_steps=refine_steps,
+                                          seed=seed, graph_holder=self.pool_graphs.setdefault(
+                                              (self.hashes[name], self.space_of_learner(name)), []),
+                                          rule_votes=rule_votes).variants()]
+
+    def keep(self, store: ProjectStore, name: str, learner: TaskLearner, *, round_id: int | None) -> None:
+        """``learner`` is the named candidate from now on, saved in the project under its hash."""
+        self.learners[name] = learner
+        self.hashes[name] = learner_hash(learner)
+        save_checkpoint(store, name, learner, self.hashes[name], round_id=round_id)
+
+    def save(self, store: ProjectStore) -> None:
+        """Every candidate in the project, so every model label's model_hash resolves to a checkpoint."""
+        for name, learner in self.learners.items():
+            save_checkpoint(store, name, learner, self.hashes[name], round_id=None)
 
 
 def meta_learn_on_project(x: torch.Tensor, labels: LabelSnapshot, *, steps: int, seed: int,
