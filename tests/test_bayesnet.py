@@ -109,3 +109,27 @@ def test_the_engine_trains_the_gan_on_accepted_rows_only_and_judges_it(wine_roun
     first = DataGenerator(options).step(x[human[::5]], y[human[::5]], pool_x=x, pool_y=pseudo, accepted=accepted,
                                         seed=0)
     assert not first.batches and any("GAN not trained" in line for line in first.feedback)
+
+
+def test_the_loop_runs_the_network_on_a_table_and_gives_the_gan_its_accepted_rows_only_when_asked(tmp_path):
+    from sklearn.datasets import load_wine
+
+    import metalabel as ml
+    from metalabel.datasets import gold_labels, seed_labels_from_pool
+    from metalabel.label.oracle import SimulatedOracle
+    from metalabel.pipeline import LabelingRun, RunOptions
+    from metalabel.project import Project
+
+    bunch = load_wine()
+    pool = ml.LabeledDataset(name="wine", modality="tabular", items=bunch.data.astype(np.float32),
+                             labels=bunch.target.astype(np.int64), class_names=list(bunch.target_names),
+                             uris=[f"wine/{i}" for i in range(len(bunch.target))])
+    for gan in (False, True):
+        folder = tmp_path / f"gan-{gan}"
+        with Project.create(folder, pool=pool, labels=seed_labels_from_pool(pool, per_class=5, seed=0)) as project:
+            run = LabelingRun(project.store, project.load_pool(), None, oracle=SimulatedOracle(gold_labels(pool)),
+                              progress=False, options=RunOptions(budget=0, project_meta_steps=0, gan=gan))
+            [report] = run.run().rounds
+        assert run.generator is not None and run.generator.options.gan is gan
+        # the network ran on the table's columns; the GAN waits for accepted rows (none without answers)
+        assert "bayesnet" in report.generation["generators"] and "gan" not in report.generation["generators"]

@@ -141,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                              max_rounds=args.max_rounds, strategy=args.strategy, seed=args.seed,
                              encoder=encoder, gold=gold or None, progress=not args.quiet, on_round=show,
                              generate=not args.no_generate, feedback=not args.no_feedback, rules=args.rules,
-                             audit=args.audit, ray=args.ray)
+                             gan=args.gan, audit=args.audit, ray=args.ray)
         console.print(table)
         for warning in project.warnings:  # e.g. pool items added since init
             err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
@@ -619,6 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "training would help much; see bench/results/precision_guarantee.md)")
     p.add_argument("--no-generate", action="store_true",
                    help="no augmentation, hallucination or synthesis (VAE, GAN, Bayesian network for tables)")
+    p.add_argument("--gan", action="store_true",
+                   help="also the conditional feature GAN among the generators (off by default: it did not raise "
+                        "held-out accuracy in bench/results/generation.md)")
     p.add_argument("--no-feedback", action="store_true",
                    help="fixed target and hand-set policy, generators unjudged (a baseline to compare with)")
     p.add_argument("--rules", type=Path, default=None,

@@ -113,8 +113,10 @@ class RunOptions:
     continues it ``meta_continue_steps`` on the grown data set, kept only when it predicts
     better. With ``generate``, each round runs the generators (``metalabel.generate.engine``);
     what they make counts ``generated_weight`` in the round's model, and only while it
-    raises held-out accuracy. ``feedback=False`` turns every evidence-driven change off
-    (fixed policy, generators unjudged): the baseline for measuring what feedback is worth.
+    raises held-out accuracy; ``gan`` adds the conditional feature GAN to them (off by
+    default: it did not raise accuracy where it could be judged, bench/results/generation.md).
+    ``feedback=False`` turns every evidence-driven change off (fixed policy, generators
+    unjudged): the baseline for measuring what feedback is worth.
     """
 
     target_precision: float = 0.95
@@ -134,6 +136,7 @@ class RunOptions:
     project_meta_steps: int = 500
     meta_continue_steps: int = 100
     generate: bool = True
+    gan: bool = False
     generated_weight: float = 0.5
     feedback: bool = True
     seed: int = 0
@@ -169,7 +172,7 @@ class RunOptions:
         if self.strategy != "auto" and str(self.strategy).strip().lower().replace("-", "_") not in STRATEGIES:
             raise BadInputError(f"no query strategy named {self.strategy!r}",
                                 hint=f"choose auto or one of {', '.join(STRATEGIES)}")
-        for name in ("generate", "feedback", "audit"):
+        for name in ("generate", "gan", "feedback", "audit"):
             if not isinstance(getattr(self, name), bool):
                 raise BadInputError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
@@ -309,7 +312,7 @@ class LabelingRun:
                 self.candidates.keep(self.store, PROJECT_LEARNER, learned, round_id=None)
         self.candidates.save(self.store)
         if self.options.generate:
-            self.generator = resume_generator(self.store, learn=self.options.feedback,
+            self.generator = resume_generator(self.store, learn=self.options.feedback, gan=self.options.gan,
                                               generated_weight=self.options.generated_weight)
 
     # -- one round

@@ -14,7 +14,7 @@ import torch
 from metalabel.data.dataset import LabeledDataset
 from metalabel.files import write_atomically
 from metalabel.generate.augment import AugmentationPolicy
-from metalabel.generate.engine import DataGenerator, GenerationStep, GeneratorOptions, ImageInputs
+from metalabel.generate.engine import AcceptedRows, DataGenerator, GenerationStep, GeneratorOptions, ImageInputs
 from metalabel.label.fitting import Calibration, LabelSnapshot, calibrate
 from metalabel.label.positions import PoolIndex
 from metalabel.label.round_model import RoundModel, in_chunks, reads_images
@@ -25,8 +25,8 @@ GENERATED_FOLDER = "generated"
 """Where a round's generated content is kept, under the project folder: ``round-N.npz``."""
 
 
-def resume_generator(store: ProjectStore, *, learn: bool, generated_weight: float) -> DataGenerator:
-    """The generators, continuing from the augmentation policies the last finished round kept."""
+def resume_generator(store: ProjectStore, *, learn: bool, gan: bool, generated_weight: float) -> DataGenerator:
+    """The generators (with ``gan``, the feature GAN too), continuing from the policies the last round kept."""
     policies: dict[str, AugmentationPolicy | None] = {"policy": None, "image_policy": None}
     for past in reversed(store.rounds()):
         summary = (past.metrics or {}).get("generation") if past.status == "finished" else None
@@ -34,7 +34,7 @@ def resume_generator(store: ProjectStore, *, learn: bool, generated_weight: floa
             policies = {key: AugmentationPolicy.from_dict(summary[key]) if summary.get(key) else None
                         for key in policies}
             break
-    return DataGenerator(GeneratorOptions(learn=learn, generated_weight=generated_weight), **policies)
+    return DataGenerator(GeneratorOptions(learn=learn, gan=gan, generated_weight=generated_weight), **policies)
 
 
 def generate(generator: DataGenerator, model: RoundModel, labels: LabelSnapshot, pool: LabeledDataset, *,
@@ -57,14 +57,17 @@ def generate(generator: DataGenerator, model: RoundModel, labels: LabelSnapshot,
     pseudo = cluster_pseudo_labels(embeddings, clusters=clusters, seed=seed)
     images = None
     items = pool.items
+    accepted = labels.pseudo  # the VAE, GAN and network learn from accepted labels; human ones stay the evidence
     if pool.modality == "image" and isinstance(items, np.ndarray) and items.ndim == 3:
-        accepted = labels.pseudo  # the VAE learns from accepted labels; the human ones stay held-out evidence
         images = ImageInputs(labeled=items[labels.human_positions],
                              featurize=_image_featurizer(learner, pool, encoder=encoder),
                              train_images=items[accepted.positions], train_labels=accepted.classes,
                              train_weights=None, search_policy=reads_images(learner))
+    # the Bayesian network models a table's own columns, not an embedding learned from them
+    table = pool.modality == "tabular" and isinstance(learner.backbone, torch.nn.Identity)
     return generator.step(embeddings[labels.human_positions], labels.human_classes, pool_x=embeddings,
-                          pool_y=pseudo, images=images, seed=seed)
+                          pool_y=pseudo, images=images, accepted=AcceptedRows(accepted.positions, accepted.classes),
+                          table=table, seed=seed)
 
 
 def _image_featurizer(learner: ProtoNet, pool: LabeledDataset, *,
