@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from metalabel.label.fitting import LabelSnapshot, calibrate
+from metalabel.label.fitting import FAIR_LABELS_TO_JUDGE, LabelSnapshot, calibrate, choose_model
 from metalabel.label.round_model import RoundModel, default_learner
 
 
@@ -62,3 +62,50 @@ def test_one_label_per_class_leaves_nothing_to_hold_out():
     labels = LabelSnapshot(np.array([0, 1]), np.array([0, 1]), np.ones(2), np.ones(2, bool))
     calibration = calibrate(RoundModel(default_learner(), torch.from_numpy(x)), labels, ways=2, folds=3, seed=0)
     assert calibration.calibrator is None and calibration.pool_logits is None
+
+
+class FixedModel(RoundModel):
+    """A head whose logits are given: it is right exactly where ``right`` says."""
+
+    def __init__(self, x, truth, right, ways):
+        super().__init__(default_learner(), torch.from_numpy(x))
+        self.table = np.eye(ways)[np.where(right, truth, (truth + 1) % ways)] * 5
+
+    def logits(self, support, y, weights, ways, targets=None):
+        return self.table if targets is None else self.table[targets]
+
+
+def test_the_judge_trusts_fair_labels_over_answers_picked_for_being_hard():
+    ways, items = 3, 90
+    truth = np.arange(items) % ways
+    x = np.zeros((items, 2), dtype=np.float32)
+    chosen = np.arange(items) >= 30  # 30 seed or reference answers, then 60 answers to active questions
+    labels = LabelSnapshot(np.arange(items), truth, np.ones(items), np.ones(items, bool), chosen)
+    right_on_fair = FixedModel(x, truth, ~chosen, ways)  # right on the pool's fair sample
+    right_on_chosen = FixedModel(x, truth, chosen, ways)  # right more often, but only where the last model was unsure
+    name, _, calibration = choose_model([("chosen", right_on_chosen), ("fair", right_on_fair)], labels, ways=ways,
+                                        folds=3, seed=0)
+    assert name == "fair" and calibration.fair_count == 30 and calibration.fair_accuracy == 1.0
+    assert calibration.accuracy is not None and calibration.accuracy < 0.5
+    # with fewer fair labels than FAIR_LABELS_TO_JUDGE every held-out label judges
+    few = LabelSnapshot(np.arange(items), truth, np.ones(items), np.ones(items, bool), np.arange(items) >= 10)
+    name, _, _ = choose_model([("fair", FixedModel(x, truth, ~few.chosen, ways)),
+                               ("chosen", FixedModel(x, truth, few.chosen, ways))], few, ways=ways, folds=3, seed=0)
+    assert name == "chosen" and FAIR_LABELS_TO_JUDGE > 10
+
+
+def test_a_snapshot_marks_the_answers_to_questions_picked_for_being_hard():
+    from metalabel.store import Label
+
+    def label(item, source, strategy):
+        return Label(id=item, item_id=item, uri=f"u{item}", class_name="a", source=source, raw_confidence=None,
+                     calibrated_confidence=None, threshold=None, round_id=None, model_hash=None,
+                     query_strategy=strategy, question_id=None, created_at="", superseded_by=None,
+                     certified_precision=None, retracted_at=None, retracted_round=None, retraction_reason=None)
+
+    read = [label(0, "imported", None), label(1, "human", "reference"), label(2, "human", "random"),
+            label(3, "human", "margin"), label(4, "human", "label-issue"), label(5, "model", None)]
+    snapshot = LabelSnapshot.of(read, position_of_item={i: i for i in range(6)}, class_index={"a": 0},
+                                pseudo_weight=0.5)
+    assert snapshot.chosen is not None and snapshot.chosen.tolist() == [False, False, False, True, True, False]
+    assert snapshot.human_chosen.tolist() == [False, False, False, True, True]

@@ -100,6 +100,11 @@ WRITER = textwrap.dedent("""
 """)
 
 
+def running_round(folder) -> bool:
+    with sqlite3.connect(folder / "project.db") as db:
+        return db.execute("SELECT 1 FROM rounds WHERE status = 'running'").fetchone() is not None
+
+
 def test_sigkill_mid_run_then_resume_loses_no_answer_and_asks_nothing_twice(cache, tmp_path):
     project, _ = kanji_project(tmp_path / "p")
     project.close()
@@ -108,7 +113,9 @@ def test_sigkill_mid_run_then_resume_loses_no_answer_and_asks_nothing_twice(cach
     env = {**os.environ, "METALABEL_CACHE": str(cache)}
     writer = subprocess.Popen([sys.executable, str(script), str(tmp_path / "p"), "12"], env=env)
     deadline = time.monotonic() + 120
-    while len(answered(tmp_path / "p")) < 5 and time.monotonic() < deadline and writer.poll() is None:
+    # killed mid-round, after some answers: between two rounds nothing would be left running to recover
+    while not (len(answered(tmp_path / "p")) >= 5 and running_round(tmp_path / "p")) \
+            and time.monotonic() < deadline and writer.poll() is None:
         time.sleep(0.02)
     writer.send_signal(signal.SIGKILL)
     writer.wait()

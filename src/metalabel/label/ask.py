@@ -26,6 +26,8 @@ from metalabel.label.active import select
 
 REFERENCE = "reference"
 LABEL_ISSUE = "label-issue"
+DRAWN_AT_RANDOM = frozenset({REFERENCE, "random"})
+"""Question strategies whose items are a uniform sample of the pool: their answers judge models without bias."""
 REGION_MARGIN = 1.5
 """How much wider than where a certificate is expected a reference region is: later rounds' models,
 trained on more answers, are confident on more items, and a draw is evidence only for sets inside its region."""
