@@ -47,15 +47,22 @@ HOLDER = textwrap.dedent("""
 """)
 
 SLOW_RUN = textwrap.dedent("""
-    import sys, time
+    import os, sys, time
     from metalabel.label.oracle import SimulatedOracle
     from metalabel.project import Project
 
     class SlowOracle(SimulatedOracle):
+        given = 0
+
         def answer(self, questions):
             answers = []
             for query in questions:       # a person answering one question after the other
                 time.sleep(0.4)
+                self.given += 1
+                # the second round's first answer waits for the test to have tried a second run
+                deadline = time.monotonic() + 120
+                while self.given == 3 and not os.path.exists(sys.argv[2]) and time.monotonic() < deadline:
+                    time.sleep(0.05)
                 answers.append(super().answer([query])[0])
             return answers
 
@@ -141,8 +148,9 @@ def test_the_cli_run_is_refused_while_another_process_writes_and_changes_nothing
 def test_two_runs_at_once_the_second_fails_clearly_and_the_first_finishes_untouched(project_folder, tmp_path):
     script = tmp_path / "slow_run.py"
     script.write_text(SLOW_RUN)
-    first = subprocess.Popen([sys.executable, str(script), str(project_folder)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    release = tmp_path / "release"  # the first run's second round waits for it: the two surely overlap
+    first = subprocess.Popen([sys.executable, str(script), str(project_folder), str(release)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while answered(project_folder) < 1 and time.monotonic() < deadline and first.poll() is None:
@@ -150,6 +158,7 @@ def test_two_runs_at_once_the_second_fails_clearly_and_the_first_finishes_untouc
         assert first.poll() is None, first.communicate()
         second = cli_run(project_folder)
         assert first.poll() is None  # the test really ran the two at once
+        release.touch()
         out, err = first.communicate(timeout=300)
     finally:
         if first.poll() is None:
