@@ -27,14 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.progress import track
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from metalabel.data.arrays import check_matrix
 from metalabel.errors import BadInputError, EmptyClassError, check_whole_number
 from metalabel.generate.hallucinate import _normalization
-from metalabel.generate.weights import content_version, seeded_linear, write_generator
+from metalabel.generate.weights import content_version, read_generator_weights, seeded_linear, write_generator
 from metalabel.meta.checkpoint import required_files
 
 GENERATOR_NAME = "gan"
@@ -281,18 +279,7 @@ def load_gan(folder: str | Path, *, device: str | torch.device = "cpu") -> Train
     except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as error:
         raise BadInputError(f"not a GAN record ({error})", path=config_path,
                             hint="point at a folder written by save_gan") from error
-    try:
-        tensors = load_file(str(weights_path))
-    except SafetensorError as error:
-        raise BadInputError(f"unreadable weights ({error})", path=weights_path) from error
-    if content_version(model.config(), tensors) != version:
-        raise BadInputError(f"weights do not match the recorded version {version}", path=weights_path,
-                            hint="the files come from different saves or were changed; save the GAN again")
-    prefix = "model."
-    try:
-        model.load_state_dict({name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)})
-    except RuntimeError as error:
-        raise BadInputError(f"weights that do not fit the recorded model ({error})", path=weights_path) from error
+    tensors = read_generator_weights(weights_path, model, config=model.config(), version=version, what="GAN")
     return TrainedGAN(model=model.to(device), mean=tensors["normalization.mean"].numpy(),
                       scale=float(tensors["normalization.scale"]), critic_losses=losses[0],
                       generator_losses=losses[1], version=version, config=training)

@@ -21,15 +21,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.progress import track
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from metalabel.data.arrays import check_matrix
 from metalabel.data.dataset import UNLABELED
 from metalabel.data.episodes import EpisodeSampler
 from metalabel.errors import BadInputError, NotEnoughDataError, check_whole_number
-from metalabel.generate.weights import content_version, seeded_linear, write_generator
+from metalabel.generate.weights import content_version, read_generator_weights, seeded_linear, write_generator
 from metalabel.label.transductive import prototype_logits
 from metalabel.meta.checkpoint import required_files
 
@@ -260,15 +258,8 @@ def load_hallucinator(folder: str | Path, *, device: str | torch.device = "cpu")
     except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as error:
         raise BadInputError(f"not a hallucinator record ({error})", path=config_path,
                             hint="point at a folder written by save_hallucinator") from error
-    try:
-        tensors = load_file(str(weights_path))
-    except SafetensorError as error:
-        raise BadInputError(f"unreadable weights ({error})", path=weights_path) from error
-    if content_version(model.config(), tensors) != version:
-        raise BadInputError(f"weights do not match the recorded version {version}", path=weights_path,
-                            hint="the files come from different saves or were changed; save the hallucinator again")
-    prefix = "model."
-    model.load_state_dict({name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)})
+    tensors = read_generator_weights(weights_path, model, config=model.config(), version=version,
+                                     what="hallucinator")
     return TrainedHallucinator(model=model.to(device), mean=tensors["normalization.mean"].numpy(),
                                scale=float(tensors["normalization.scale"]), losses=losses,
                                val_accuracy_with=accuracies[0], val_accuracy_without=accuracies[1],

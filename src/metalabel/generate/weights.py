@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from metalabel.errors import BadInputError
 from metalabel.meta.checkpoint import write_folder_atomically
 
 
@@ -50,3 +52,26 @@ def write_generator(folder: Path, *, weights_file: str, tensors: dict[str, Tenso
         (staging / config_file).write_text(json.dumps(record, indent=2) + "\n")
 
     return write_folder_atomically(folder, write)
+
+
+def read_generator_weights(weights_path: Path, model: nn.Module, *, config: dict[str, Any], version: str,
+                           what: str) -> dict[str, Tensor]:
+    """Load ``write_generator``'s tensors into ``model`` (those named ``model.*``) after checking ``version``.
+
+    Returns every tensor read (a generator keeps e.g. its normalization beside the model's).
+    Unreadable weights, weights of another save and weights that do not fit ``model`` are
+    each refused with a BadInputError naming the file; ``what`` names the generator in the hint.
+    """
+    try:
+        tensors = load_file(str(weights_path))
+    except SafetensorError as error:
+        raise BadInputError(f"unreadable weights ({error})", path=weights_path) from error
+    if content_version(config, tensors) != version:
+        raise BadInputError(f"weights do not match the recorded version {version}", path=weights_path,
+                            hint=f"the files come from different saves or were changed; save the {what} again")
+    prefix = "model."
+    try:
+        model.load_state_dict({name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)})
+    except RuntimeError as error:
+        raise BadInputError(f"weights that do not fit the recorded model ({error})", path=weights_path) from error
+    return tensors
