@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 
 from metalabel.errors import BadInputError
 from metalabel.label import active
-from metalabel.label.active import STRATEGIES, class_balanced, coreset, select, typiclust
+from metalabel.label.active import STRATEGIES, QueryPool, class_balanced, coreset, select, typiclust
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +30,8 @@ def digits_probs(digits) -> np.ndarray:
 def test_every_strategy_returns_budget_unique_valid_indices(name, digits, digits_probs):
     features, _ = digits
     for budget in (0, 1, 25):
-        picked = STRATEGIES[name](
-            digits_probs, features, budget=budget, labeled_embeddings=features[:10], rng=np.random.default_rng(0)
-        )
+        picked = STRATEGIES[name](QueryPool(digits_probs, features, labeled_embeddings=features[:10]), budget=budget,
+                                  rng=np.random.default_rng(0))
         assert picked.shape == (budget,)
         assert np.issubdtype(picked.dtype, np.integer)
         assert len(np.unique(picked)) == budget
@@ -44,14 +43,14 @@ def test_same_rng_seed_same_picks(name, digits, digits_probs):
     features, _ = digits
 
     def pick(seed: int) -> np.ndarray:
-        return select(name, digits_probs, features, budget=15, rng=np.random.default_rng(seed))
+        return select(name, QueryPool(digits_probs, features), budget=15, rng=np.random.default_rng(seed))
 
     assert np.array_equal(pick(3), pick(3))
 
 
 def test_budget_beyond_the_pool_returns_the_whole_pool():
     probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.5, 0.5]])
-    picked = active.margin(probs, None, budget=10, rng=np.random.default_rng(0))
+    picked = active.margin(QueryPool(probs), budget=10, rng=np.random.default_rng(0))
     assert sorted(picked.tolist()) == [0, 1, 2]
 
 
@@ -65,14 +64,15 @@ def test_uncertainty_strategies_pick_the_expected_items():
         ]
     )
     rng = np.random.default_rng(0)
-    assert active.least_confidence(probs, None, budget=4, rng=rng).tolist() == [2, 1, 3, 0]
-    assert active.margin(probs, None, budget=2, rng=rng).tolist() == [1, 2]
-    assert active.entropy(probs, None, budget=4, rng=rng).tolist() == [2, 1, 3, 0]
+    assert active.least_confidence(QueryPool(probs), budget=4, rng=rng).tolist() == [2, 1, 3, 0]
+    assert active.margin(QueryPool(probs), budget=2, rng=rng).tolist() == [1, 2]
+    assert active.entropy(QueryPool(probs), budget=4, rng=rng).tolist() == [2, 1, 3, 0]
 
 
 def test_ties_are_broken_by_the_rng_not_by_position():
     uniform = np.full((100, 4), 0.25)
-    firsts = {int(active.entropy(uniform, None, budget=1, rng=np.random.default_rng(seed))[0]) for seed in range(10)}
+    firsts = {int(active.entropy(QueryPool(uniform), budget=1, rng=np.random.default_rng(seed))[0])
+              for seed in range(10)}
     assert len(firsts) > 1
 
 
@@ -81,7 +81,7 @@ def test_coreset_picks_the_points_farthest_from_the_labeled_ones():
     near = rng.normal(0.0, 0.1, size=(50, 2))
     far = np.array([[10.0, 0.0], [0.0, -10.0], [-7.0, 7.0]])
     pool = np.concatenate([near, far])
-    picked = coreset(None, pool, budget=3, labeled_embeddings=np.zeros((1, 2)), rng=rng)
+    picked = coreset(QueryPool(None, pool, labeled_embeddings=np.zeros((1, 2))), budget=3, rng=rng)
     assert set(picked.tolist()) == {50, 51, 52}
     assert picked[0] == 50  # the farthest first
 
@@ -89,7 +89,8 @@ def test_coreset_picks_the_points_farthest_from_the_labeled_ones():
 def test_coreset_spreads_its_picks_instead_of_taking_neighbours():
     """Two far points next to each other: after one is picked, its neighbour is close to a pick."""
     pool = np.array([[0.0, 0.0], [0.1, 0.0], [10.0, 0.0], [10.1, 0.0], [5.0, 8.0]])
-    picked = coreset(None, pool, budget=2, labeled_embeddings=np.array([[0.0, 0.0]]), rng=np.random.default_rng(0))
+    labeled = np.array([[0.0, 0.0]])
+    picked = coreset(QueryPool(None, pool, labeled_embeddings=labeled), budget=2, rng=np.random.default_rng(0))
     assert picked[0] == 3 and picked[1] == 4
 
 
@@ -99,7 +100,7 @@ def test_badge_prefers_uncertain_items_and_spreads_them():
     probs = np.tile([0.99, 0.01], (200, 1))
     uncertain = np.arange(0, 200, 20)  # ten items the model is unsure about
     probs[uncertain] = [0.5, 0.5]
-    picked = active.badge(probs, embeddings, budget=10, rng=rng)
+    picked = active.badge(QueryPool(probs, embeddings), budget=10, rng=rng)
     # Confident items have gradient embeddings near zero, so k-means++ seeding lands on the uncertain ones.
     assert len(set(picked.tolist()) & set(uncertain.tolist())) >= 8
 
@@ -109,8 +110,8 @@ def test_badge_accepts_gradient_embeddings_computed_elsewhere(digits, digits_pro
     residual = -digits_probs.copy()
     residual[np.arange(len(residual)), residual.argmin(axis=1)] += 1.0  # argmin of -p is argmax of p
     gradients = (residual[:, :, None] * features[:, None, :]).reshape(len(features), -1)
-    implicit = active.badge(digits_probs, features, budget=12, rng=np.random.default_rng(5))
-    explicit = active.badge(None, None, budget=12, rng=np.random.default_rng(5), gradient_embeddings=gradients)
+    implicit = active.badge(QueryPool(digits_probs, features), budget=12, rng=np.random.default_rng(5))
+    explicit = active.badge(QueryPool(gradient_embeddings=gradients), budget=12, rng=np.random.default_rng(5))
     assert np.array_equal(implicit, explicit)
 
 
@@ -120,7 +121,7 @@ def test_diversity_strategies_subsample_large_pools(monkeypatch):
     pool = rng.normal(size=(400, 3))
     probs = rng.dirichlet(np.ones(3), size=400)
     for name in ("coreset", "badge", "typiclust"):
-        picked = STRATEGIES[name](probs, pool, budget=80, rng=np.random.default_rng(1))
+        picked = STRATEGIES[name](QueryPool(probs, pool), budget=80, rng=np.random.default_rng(1))
         assert len(np.unique(picked)) == 80  # budget above the cap still gets budget items
 
 
@@ -132,7 +133,7 @@ def test_typiclust_cold_start_picks_one_typical_point_per_dense_cluster():
     pool = np.concatenate(blobs)
     blob_of = np.repeat(np.arange(4), sizes)
 
-    picked = typiclust(None, pool, budget=4, rng=np.random.default_rng(1))
+    picked = typiclust(QueryPool(None, pool), budget=4, rng=np.random.default_rng(1))
     assert sorted(blob_of[picked].tolist()) == [0, 1, 2, 3]
     assert blob_of[picked].tolist() == [0, 1, 2, 3]  # largest cluster first
     # Typical means central: each pick lies near its blob's centre, not on the fringe.
@@ -144,13 +145,13 @@ def test_typiclust_skips_clusters_that_already_hold_a_label():
     centres = np.array([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0]])
     pool = np.concatenate([centre + rng.normal(0, 1.0, size=(60, 2)) for centre in centres])
     labeled = np.array([[0.0, 0.0], [20.0, 0.0]])
-    picked = typiclust(None, pool, budget=1, labeled_embeddings=labeled, rng=np.random.default_rng(2))
+    picked = typiclust(QueryPool(None, pool, labeled_embeddings=labeled), budget=1, rng=np.random.default_rng(2))
     assert 120 <= picked[0] < 180
 
 
 def test_typiclust_first_labels_cover_most_digit_classes(digits):
     features, labels = digits
-    picked = typiclust(None, features, budget=10, rng=np.random.default_rng(0))
+    picked = typiclust(QueryPool(None, features), budget=10, rng=np.random.default_rng(0))
     random_picks = np.random.default_rng(0).permutation(len(features))[:10]
     assert len(set(labels[picked].tolist())) >= 8
     assert len(set(labels[picked].tolist())) >= len(set(labels[random_picks].tolist()))
@@ -168,8 +169,9 @@ def test_class_balanced_round_robins_over_predicted_classes():
 @pytest.mark.parametrize("name", ["margin", "entropy", "badge"])
 def test_select_spreads_questions_evenly_over_predicted_classes(name, digits, digits_probs):
     features, _ = digits
-    alone = select(name, digits_probs, features, budget=20, rng=np.random.default_rng(0), balance_classes=False)
-    balanced = select(name, digits_probs, features, budget=20, rng=np.random.default_rng(0))
+    alone = select(name, QueryPool(digits_probs, features), budget=20, rng=np.random.default_rng(0),
+                   balance_classes=False)
+    balanced = select(name, QueryPool(digits_probs, features), budget=20, rng=np.random.default_rng(0))
     per_class_alone = np.bincount(digits_probs[alone].argmax(axis=1), minlength=10)
     per_class_balanced = np.bincount(digits_probs[balanced].argmax(axis=1), minlength=10)
     assert per_class_alone.max() > 2  # on its own the strategy crowds some classes ...
@@ -178,26 +180,26 @@ def test_select_spreads_questions_evenly_over_predicted_classes(name, digits, di
 
 def test_select_names_the_valid_strategies_for_an_unknown_one(digits_probs):
     with pytest.raises(BadInputError, match="margin") as error:
-        select("uncertainty", digits_probs, None, budget=3, rng=np.random.default_rng(0))
+        select("uncertainty", QueryPool(digits_probs), budget=3, rng=np.random.default_rng(0))
     assert "least_confidence" in str(error.value) and "typiclust" in str(error.value)
     # Hyphens as typed on a command line work too.
-    assert len(select("least-confidence", digits_probs, None, budget=3, rng=np.random.default_rng(0))) == 3
+    assert len(select("least-confidence", QueryPool(digits_probs), budget=3, rng=np.random.default_rng(0))) == 3
 
 
 def test_missing_or_bad_inputs_get_typed_errors(digits_probs):
     rng = np.random.default_rng(0)
     with pytest.raises(BadInputError, match="probabilities"):
-        active.margin(None, np.zeros((5, 2)), budget=2, rng=rng)
+        active.margin(QueryPool(None, np.zeros((5, 2))), budget=2, rng=rng)
     with pytest.raises(BadInputError, match="embeddings"):
-        coreset(digits_probs, None, budget=2, rng=rng)
+        coreset(QueryPool(digits_probs), budget=2, rng=rng)
     with pytest.raises(BadInputError, match="logits"):
-        active.entropy(np.array([[2.0, -1.0]]), None, budget=1, rng=rng)
+        active.entropy(QueryPool(np.array([[2.0, -1.0]])), budget=1, rng=rng)
     with pytest.raises(BadInputError, match="budget"):
-        active.random(digits_probs, None, budget=-1, rng=rng)
+        active.random(QueryPool(digits_probs), budget=-1, rng=rng)
     with pytest.raises(BadInputError, match="disagree"):
-        active.badge(digits_probs, np.zeros((3, 4)), budget=1, rng=rng)
+        active.badge(QueryPool(digits_probs, np.zeros((3, 4))), budget=1, rng=rng)
     with pytest.raises(BadInputError, match="dims"):
-        coreset(None, np.zeros((5, 3)), budget=1, labeled_embeddings=np.zeros((2, 4)), rng=rng)
+        coreset(QueryPool(None, np.zeros((5, 3)), labeled_embeddings=np.zeros((2, 4))), budget=1, rng=rng)
 
 
 def _final_accuracy(strategy: str, seed: int, features: np.ndarray, labels: np.ndarray) -> float:
@@ -211,7 +213,7 @@ def _final_accuracy(strategy: str, seed: int, features: np.ndarray, labels: np.n
         unlabeled = np.setdiff1d(np.arange(len(pool)), labeled)
         probs = np.zeros((len(unlabeled), 10))
         probs[:, model.classes_] = model.predict_proba(features[pool[unlabeled]])
-        picked = select(strategy, probs, features[pool[unlabeled]], budget=10, rng=rng)
+        picked = select(strategy, QueryPool(probs, features[pool[unlabeled]]), budget=10, rng=rng)
         labeled += unlabeled[picked].tolist()
     model = LogisticRegression(max_iter=300).fit(features[pool[labeled]], labels[pool[labeled]])
     return model.score(features[test], labels[test])

@@ -2,7 +2,7 @@
 refine prototypes with the unlabeled pool, and choose what to ask a person."""
 
 from metalabel.label.accept import AcceptDecision, ClassAcceptance, accept_at_precision, wilson_accuracy
-from metalabel.label.active import STRATEGIES, class_balanced, select
+from metalabel.label.active import STRATEGIES, QueryPool, class_balanced, select
 from metalabel.label.calibrate import (
     ClassTemperatureScaling,
     OutOfFoldLogits,
@@ -35,6 +35,7 @@ __all__ = [
     "OracleStopped",
     "OutOfFoldLogits",
     "Query",
+    "QueryPool",
     "SimulatedOracle",
     "TemperatureScaling",
     "TerminalOracle",

@@ -2,15 +2,14 @@
 
 Every strategy is a plain function (as in modAL) with one signature::
 
-    strategy(probs, embeddings, *, budget, labeled_embeddings=None, rng, gradient_embeddings=None)
-        -> np.ndarray of indices into the candidate pool, most valuable first
+    strategy(pool: QueryPool, *, budget, rng) -> np.ndarray of indices into the candidate pool, most valuable first
 
-``probs`` is the model's ``[N, C]`` class probabilities on the candidate pool,
-``embeddings`` its ``[N, D]`` features; a strategy that does not use one accepts
-``None`` for it. ``labeled_embeddings`` are the features of items already
-labeled (the diversity strategies avoid their neighbourhood). Each call returns
-``min(budget, N)`` distinct indices, and the same ``rng`` state gives the same
-answer.
+``QueryPool`` holds what a strategy may read of the candidate pool: the model's
+``[N, C]`` class probabilities, its ``[N, D]`` features, the features of items
+already labeled (the diversity strategies avoid their neighbourhood) and, for
+BADGE, gradient embeddings computed elsewhere; a strategy that does not use one
+accepts ``None`` for it. Each call returns ``min(budget, N)`` distinct indices,
+and the same ``rng`` state gives the same answer.
 
 The strategies:
 
@@ -32,14 +31,28 @@ over the predicted classes (``class_balanced``).
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from metalabel.data.arrays import check_matrix
 from metalabel.errors import BadInputError, MissingDependencyError
 
-Strategy = Callable[..., np.ndarray]
+
+@dataclass(frozen=True)
+class QueryPool:
+    """What a query strategy reads of the candidate pool, one row per candidate item (None: not given)."""
+
+    probs: np.ndarray | None = None  # [N, C] the model's class probabilities
+    embeddings: np.ndarray | None = None  # [N, D] its features
+    labeled_embeddings: np.ndarray | None = None  # [L, D] features of the items already labeled
+    gradient_embeddings: np.ndarray | None = None  # [N, G] for BADGE, where the caller computed true ones
+
+
+class Strategy(Protocol):
+    def __call__(self, pool: QueryPool, *, budget: int, rng: np.random.Generator) -> np.ndarray: ...
+
 
 MAX_CANDIDATES = 20_000
 """The diversity strategies (coreset, badge, typiclust) look at a seeded random subsample of this
@@ -58,91 +71,51 @@ _DISTANCE_BLOCK_ELEMENTS = 8_000_000  # bounds the [rows, n_labeled] distance bl
 # ------------------------------------------------------------------ uncertainty
 
 
-def least_confidence(
-    probs: np.ndarray | None,
-    embeddings: np.ndarray | None,
-    *,
-    budget: int,
-    labeled_embeddings: np.ndarray | None = None,
-    rng: np.random.Generator,
-    gradient_embeddings: np.ndarray | None = None,
-) -> np.ndarray:
+def least_confidence(pool: QueryPool, *, budget: int, rng: np.random.Generator) -> np.ndarray:
     """Items whose most likely class is least likely: highest ``1 - max(p)`` first."""
-    p = _probabilities(probs, "least_confidence")
+    p = _probabilities(pool.probs, "least_confidence")
     return _top_scores(1.0 - p.max(axis=1), budget, rng)
 
 
-def margin(
-    probs: np.ndarray | None,
-    embeddings: np.ndarray | None,
-    *,
-    budget: int,
-    labeled_embeddings: np.ndarray | None = None,
-    rng: np.random.Generator,
-    gradient_embeddings: np.ndarray | None = None,
-) -> np.ndarray:
+def margin(pool: QueryPool, *, budget: int, rng: np.random.Generator) -> np.ndarray:
     """Items whose two most likely classes are closest: smallest ``p(1st) - p(2nd)`` first."""
-    p = _probabilities(probs, "margin")
+    p = _probabilities(pool.probs, "margin")
     if p.shape[1] < 2:
         raise BadInputError("margin sampling needs probabilities over at least 2 classes", hint="use 'random'")
     top_two = np.partition(p, -2, axis=1)[:, -2:]
     return _top_scores(top_two[:, 0] - top_two[:, 1], budget, rng)
 
 
-def entropy(
-    probs: np.ndarray | None,
-    embeddings: np.ndarray | None,
-    *,
-    budget: int,
-    labeled_embeddings: np.ndarray | None = None,
-    rng: np.random.Generator,
-    gradient_embeddings: np.ndarray | None = None,
-) -> np.ndarray:
+def entropy(pool: QueryPool, *, budget: int, rng: np.random.Generator) -> np.ndarray:
     """Items with the most spread-out prediction: highest Shannon entropy first."""
-    p = _probabilities(probs, "entropy")
+    p = _probabilities(pool.probs, "entropy")
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(p > 0, -p * np.log(p), 0.0)
     return _top_scores(terms.sum(axis=1), budget, rng)
 
 
-def random(
-    probs: np.ndarray | None,
-    embeddings: np.ndarray | None,
-    *,
-    budget: int,
-    labeled_embeddings: np.ndarray | None = None,
-    rng: np.random.Generator,
-    gradient_embeddings: np.ndarray | None = None,
-) -> np.ndarray:
+def random(pool: QueryPool, *, budget: int, rng: np.random.Generator) -> np.ndarray:
     """Uniformly random items: the baseline."""
-    n = _pool_size("random", probs=probs, embeddings=embeddings, gradient_embeddings=gradient_embeddings)
+    n = _pool_size("random", pool)
     return rng.permutation(n)[: _budget(budget, n)]
 
 
 # -------------------------------------------------------------------- diversity
 
 
-def coreset(
-    probs: np.ndarray | None,
-    embeddings: np.ndarray | None,
-    *,
-    budget: int,
-    labeled_embeddings: np.ndarray | None = None,
-    rng: np.random.Generator,
-    gradient_embeddings: np.ndarray | None = None,
-) -> np.ndarray:
+def coreset(pool: QueryPool, *, budget: int, rng: np.random.Generator) -> np.ndarray:
     """k-center greedy: repeatedly pick the item farthest from all labeled and already picked items.
 
     With nothing labeled yet, the first pick is random.
     """
-    features = _features(embeddings, "coreset", "embeddings")
+    features = _features(pool.embeddings, "coreset", "embeddings")
     n = len(features)
     budget = _budget(budget, n)
     candidates = _subsample(n, budget, rng)
     x = features[candidates]
     x_sq = _row_sq_norms(x)
 
-    labeled = _labeled(labeled_embeddings, x.shape[1])
+    labeled = _labeled(pool.labeled_embeddings, x.shape[1])
     if labeled is None:
         nearest_sq = np.full(len(x), np.inf)
     else:
@@ -157,15 +130,7 @@ def coreset(
     return candidates[np.asarray(picks, dtype=np.int64)]
 
 
-def badge(
-    probs: np.ndarray | None,
-    embeddings: np.ndarray | None,
-    *,
-    budget: int,
-    labeled_embeddings: np.ndarray | None = None,
-    rng: np.random.Generator,
-    gradient_embeddings: np.ndarray | None = None,
-) -> np.ndarray:
+def badge(pool: QueryPool, *, budget: int, rng: np.random.Generator) -> np.ndarray:
     """BADGE: k-means++ seeding on gradient embeddings.
 
     The gradient embedding of item ``i`` is the last layer's loss gradient under the
@@ -181,16 +146,16 @@ def badge(
     shrinks the gradients of items like them.
     """
     space: _ExplicitSpace | _GradientSpace
-    if gradient_embeddings is not None:
-        explicit = _features(gradient_embeddings, "badge", "gradient_embeddings")
-        n = _pool_size("badge", probs=probs, embeddings=embeddings, gradient_embeddings=explicit)
+    if pool.gradient_embeddings is not None:
+        explicit = _features(pool.gradient_embeddings, "badge", "gradient_embeddings")
+        n = _pool_size("badge", pool)
         budget = _budget(budget, n)
         candidates = _subsample(n, budget, rng)
         space = _ExplicitSpace(explicit[candidates])
     else:
-        p = _probabilities(probs, "badge")
-        features = _features(embeddings, "badge", "embeddings")
-        n = _pool_size("badge", probs=p, embeddings=features)
+        p = _probabilities(pool.probs, "badge")
+        features = _features(pool.embeddings, "badge", "embeddings")
+        n = _pool_size("badge", QueryPool(p, features))
         budget = _budget(budget, n)
         candidates = _subsample(n, budget, rng)
         p = p[candidates]
@@ -238,15 +203,7 @@ class _ExplicitSpace:
         return _sq_distances_to(self.gradients, self.sq_norms, index)
 
 
-def typiclust(
-    probs: np.ndarray | None,
-    embeddings: np.ndarray | None,
-    *,
-    budget: int,
-    labeled_embeddings: np.ndarray | None = None,
-    rng: np.random.Generator,
-    gradient_embeddings: np.ndarray | None = None,
-) -> np.ndarray:
+def typiclust(pool: QueryPool, *, budget: int, rng: np.random.Generator) -> np.ndarray:
     """TypiClust, for the first labels, when a model's uncertainty means little yet.
 
     The pool is split into ``budget + n_labeled`` k-means clusters; each pick is the most
@@ -262,14 +219,14 @@ def typiclust(
             "the 'typiclust' strategy needs scikit-learn: pip install scikit-learn"
         ) from None
 
-    features = _features(embeddings, "typiclust", "embeddings")
+    features = _features(pool.embeddings, "typiclust", "embeddings")
     n = len(features)
     budget = _budget(budget, n)
     if budget == 0:
         return np.empty(0, dtype=np.int64)
     candidates = _subsample(n, budget, rng)
     x = features[candidates].astype(np.float32, copy=False)
-    labeled = _labeled(labeled_embeddings, x.shape[1])
+    labeled = _labeled(pool.labeled_embeddings, x.shape[1])
     n_labeled = 0 if labeled is None else len(labeled)
 
     seed = int(rng.integers(2**31 - 1))
@@ -364,20 +321,11 @@ STRATEGIES: dict[str, Strategy] = {
 }
 
 
-def select(
-    name: str,
-    probs: np.ndarray | None,
-    embeddings: np.ndarray | None,
-    *,
-    budget: int,
-    labeled_embeddings: np.ndarray | None = None,
-    rng: np.random.Generator,
-    gradient_embeddings: np.ndarray | None = None,
-    balance_classes: bool = True,
-) -> np.ndarray:
+def select(name: str, pool: QueryPool, *, budget: int, rng: np.random.Generator,
+           balance_classes: bool = True) -> np.ndarray:
     """Run the strategy called ``name`` (``least-confidence`` and ``least_confidence`` both work).
 
-    With ``balance_classes`` and ``probs`` given, the strategy ranks
+    With ``balance_classes`` and the pool's ``probs`` given, the strategy ranks
     ``CLASS_BALANCE_OVERSAMPLE * budget`` items and ``class_balanced`` chooses ``budget``
     of them spread over the predicted classes; without ``probs`` (a cold start) there are
     no predicted classes to balance over and the strategy's own choice is returned.
@@ -386,13 +334,12 @@ def select(
     if key not in STRATEGIES:
         raise BadInputError(f"no query strategy named {name!r}", hint=f"choose one of {', '.join(STRATEGIES)}")
     strategy = STRATEGIES[key]
-    options = {"labeled_embeddings": labeled_embeddings, "rng": rng, "gradient_embeddings": gradient_embeddings}
-    if not balance_classes or probs is None:
-        return strategy(probs, embeddings, budget=budget, **options)
-    n = _pool_size(key, probs=probs, embeddings=embeddings, gradient_embeddings=gradient_embeddings)
+    if not balance_classes or pool.probs is None:
+        return strategy(pool, budget=budget, rng=rng)
+    n = _pool_size(key, pool)
     budget = _budget(budget, n)
-    ranked = strategy(probs, embeddings, budget=min(n, CLASS_BALANCE_OVERSAMPLE * budget), **options)
-    return class_balanced(ranked, probs, budget=budget)
+    ranked = strategy(pool, budget=min(n, CLASS_BALANCE_OVERSAMPLE * budget), rng=rng)
+    return class_balanced(ranked, pool.probs, budget=budget)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -447,7 +394,8 @@ def _labeled(labeled_embeddings: np.ndarray | None, dims: int) -> np.ndarray | N
     return labeled
 
 
-def _pool_size(strategy: str, **arrays: np.ndarray | None) -> int:
+def _pool_size(strategy: str, pool: QueryPool) -> int:
+    arrays = {"probs": pool.probs, "embeddings": pool.embeddings, "gradient_embeddings": pool.gradient_embeddings}
     sizes = {what: len(values) for what, values in arrays.items() if values is not None}
     if not sizes:
         raise BadInputError(f"the {strategy!r} strategy needs probs or embeddings to know the pool")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metalabel.label.active import select
+from metalabel.label.active import QueryPool, select
 
 REFERENCE = "reference"
 LABEL_ISSUE = "label-issue"
@@ -85,7 +85,7 @@ def choose_questions(probs: np.ndarray, embeddings: np.ndarray, candidates: np.n
         if strategy == "auto":
             ways = probs.shape[1]
             strategy = "typiclust" if len(human_positions) < 2 * ways else "margin"
-        chosen = select(strategy, probs[remaining], embeddings[remaining], budget=wanted,
-                        labeled_embeddings=embeddings[human_positions] if len(human_positions) else None, rng=rng)
+        labeled = embeddings[human_positions] if len(human_positions) else None
+        chosen = select(strategy, QueryPool(probs[remaining], embeddings[remaining], labeled), budget=wanted, rng=rng)
         questions += [Ask(int(p), strategy) for p in remaining[chosen]]
     return questions
