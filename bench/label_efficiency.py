@@ -282,7 +282,10 @@ class SnapshotOracle:
         return self.oracle.answer(questions)
 
 
-def run_metalabel(pool, x_std, x_test_std, y_test, *, loop: LoopInputs, seed, k, strategy, budgets, per_round, args):
+def run_metalabel(pool, x_std, x_test_std, y_test, *, loop: LoopInputs, seed, k, strategy, budgets, per_round, args,
+                  after_run=None):
+    """One metalabel run's rows at each budget and its per-round trajectory. ``x_test_std`` None: no downstream
+    test accuracy; ``after_run(project, result)`` sees the finished project before its folder goes."""
     import numpy as np
 
     from metalabel.datasets import gold_labels, seed_labels_from_pool
@@ -340,11 +343,12 @@ def run_metalabel(pool, x_std, x_test_std, y_test, *, loop: LoopInputs, seed, k,
             row["built_model_labels"] = int(model.sum())
             row["built_coverage"] = float(model.sum() / (len(pool) - (~model).sum()))
             row["built_model_precision"] = float((classes[model] == truth[model]).mean()) if model.any() else None
-            if answered in wanted:
+            if answered in wanted and x_test_std is not None:
                 rng = np.random.default_rng([seed, k, answered, 11])
                 fitted = fit_predict_test(x_std[positions], classes, x_test_std, y_test, cap=args.downstream_cap,
                                           rng=rng, keep=~model)
                 row["test_accuracy"], row["downstream_train_rows"] = fitted if fitted else (None, None)
+            if answered in wanted:
                 cells[answered] = row
             trajectory.append(row)
 
@@ -352,6 +356,8 @@ def run_metalabel(pool, x_std, x_test_std, y_test, *, loop: LoopInputs, seed, k,
                              per_round=per_round, max_rounds=max(budgets) // per_round + 2, min_gain=0.0,
                              strategy=strategy, gold=gold, progress=False, seed=seed, on_round=on_round,
                              **args.loop_options)
+        if after_run is not None:
+            after_run(project, result)
         project.close()
     return {"cells": cells, "trajectory": trajectory, "stopped_because": result.stopped_because,
             "seconds": round(time.perf_counter() - started, 1)}
