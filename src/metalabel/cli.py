@@ -520,7 +520,7 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
         "time_budget_s", "seed") if getattr(args, key) is not None}
     out = args.out or Path("runs") / f"{args.source.replace(':', '-')}-{args.algo}-{args.ways}w{args.shots}s"
     meta_train(args.source, out=out, resume=not args.restart, device=args.device,
-               progress=not args.quiet, **options)
+               progress=not args.quiet, workers=args.workers, ray=args.ray, **options)
     history = (out / "history.jsonl").read_text().splitlines()
     best = max((json.loads(line) for line in history), key=lambda r: r["val_accuracy"])
     console.print(f"best validation accuracy {100 * best['val_accuracy']:.2f} ± {100 * best['val_ci95']:.2f}% "
@@ -739,6 +739,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/SOURCE-ALGO-NwKs)")
     p.add_argument("--restart", action="store_true", help="start over instead of resuming the run folder")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=int, default=1,
+                   help="split each meta-batch over this many worker processes (data parallel; the update is the "
+                        "one-process update up to rounding; --meta-batch must be at least this)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run the --workers through Ray Train: alone, on a Ray cluster started on this machine; or "
+                        "an existing cluster's address (auto, host:6379, ray://host:10001). Needs metalabel[ray]")
     p.set_defaults(func=cmd_meta_train)
 
     p = sub.add_parser("meta-eval", parents=[common], help="accuracy with a 95%% CI over fixed test episodes")

@@ -11,10 +11,11 @@ A run folder holds::
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from metalabel.data.dataset import LabeledDataset
 from metalabel.data.episodes import EpisodeSampler
-from metalabel.errors import BadInputError
+from metalabel.errors import BadInputError, check_whole_number
 from metalabel.files import write_atomically
 from metalabel.meta.backbones import build_backbone
 from metalabel.meta.bayes import BayesProtoNet
@@ -34,6 +35,9 @@ from metalabel.meta.maml import MAML
 from metalabel.meta.protonet import ProtoNet
 from metalabel.meta.recurrent import RecurrentLearner
 from metalabel.meta.reptile import Reptile
+
+if TYPE_CHECKING:  # torch.distributed is imported only by a data-parallel run
+    from metalabel.meta.distributed import Collective
 
 ALGOS = ("protonet", "maml", "fomaml", "anil", "reptile", "gnn", "recurrent", "bayes")
 
@@ -215,6 +219,58 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, scheduler, folder: Path) -
     return payload
 
 
+@dataclass(frozen=True)
+class TrainingJob:
+    """A meta-training run settled before its first step: the data, the options, the run folder.
+
+    :func:`prepare_training` makes it in the calling process (options checked, run folder
+    cleaned and its ``train.json`` written), so the processes of a data-parallel run only
+    read the folder until rank 0 writes its first checkpoint.
+    """
+
+    source: LabeledDataset
+    config: TrainConfig
+    run: Path | None
+    resuming: bool  # the run continues from ``run/last``
+    device: str
+    progress: bool
+    init_state: dict[str, torch.Tensor] | None  # weights to start from instead of a fresh initialization
+
+
+def training_config(options: dict[str, Any]) -> TrainConfig:
+    """The resolved configuration of :func:`meta_train`'s ``options``; an unknown one is named."""
+    unknown = set(options) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise BadInputError(f"unknown training options {sorted(unknown)}",
+                            hint=f"use {sorted(TrainConfig.__dataclass_fields__)}")
+    return TrainConfig(**options).resolved()
+
+
+def prepare_training(source: LabeledDataset | str, config: TrainConfig, *, out: str | Path | None, resume: bool,
+                     device: str | torch.device, progress: bool, init: TaskLearner | None) -> TrainingJob:
+    """Load a named source and prepare the run folder, as :func:`meta_train` describes."""
+    if isinstance(source, str):
+        from metalabel.datasets import from_spec
+
+        source = from_spec(source, seed=config.seed)
+    run = Path(out) if out is not None else None
+    resuming = False
+    if run is not None:
+        run.mkdir(parents=True, exist_ok=True)
+        for saved in ("last", "best"):  # finish or undo a save a kill interrupted
+            remove_stale_staging(run / saved)
+        config_path = run / "train.json"
+        resuming = config_path.exists() and resume and (run / "last" / "state.json").exists()
+        if resuming and _identity(json.loads(config_path.read_text())) != _identity(asdict(config)):
+            raise BadInputError("this run folder was trained with other options", path=config_path,
+                                hint="use another --out folder, or the same options to resume")
+        write_atomically(config_path, json.dumps(asdict(config), indent=2))
+        if not resuming:
+            (run / "history.jsonl").unlink(missing_ok=True)
+    init_state = None if init is None else {k: v.detach().clone() for k, v in init.state_dict().items()}
+    return TrainingJob(source, config, run, resuming, str(device), progress, init_state)
+
+
 def meta_train(
     source: LabeledDataset | str,
     *,
@@ -223,6 +279,8 @@ def meta_train(
     device: str | torch.device = "cpu",
     progress: bool = True,
     init: TaskLearner | None = None,
+    workers: int = 1,
+    ray: str | None = None,
     **options: Any,
 ) -> TaskLearner:
     """Meta-train a learner on episodes of ``source`` and return the best one by validation accuracy.
@@ -235,16 +293,41 @@ def meta_train(
     also stretches its learning-rate annealing. ``init`` starts from a learner's
     weights (same algorithm and backbone) instead of a fresh initialization, to
     continue meta-training on new tasks.
-    """
-    unknown = set(options) - set(TrainConfig.__dataclass_fields__)
-    if unknown:
-        raise BadInputError(f"unknown training options {sorted(unknown)}",
-                            hint=f"use {sorted(TrainConfig.__dataclass_fields__)}")
-    config = TrainConfig(**options).resolved()
-    if isinstance(source, str):
-        from metalabel.datasets import from_spec
 
-        source = from_spec(source, seed=config.seed)
+    ``workers`` > 1 splits each meta-batch over that many processes on this machine
+    (torch.distributed, gloo), whose gradients are averaged, so each update is the
+    one-process update up to float rounding; ``ray`` (``"local"`` or a cluster
+    address) runs the workers through Ray Train instead. The checkpoints are the same
+    files, written by the first worker, and any number of workers resumes them.
+    """
+    check_whole_number("workers", workers, minimum=1)
+    config = training_config(options)
+
+    def prepare(folder: str | Path | None) -> TrainingJob:
+        return prepare_training(source, config, out=folder, resume=resume, device=device, progress=progress,
+                                init=init)
+
+    if workers == 1 and ray is None:
+        return run_training(prepare(out))
+    from metalabel.meta.distributed import check_data_parallel, train_data_parallel
+
+    check_data_parallel(config, workers=workers, ray=ray)  # before the run folder is touched
+    if out is not None:
+        return train_data_parallel(prepare(out), workers=workers, ray=ray)
+    # the first worker hands the learner back through its checkpoint
+    with tempfile.TemporaryDirectory(prefix="metalabel-meta-train-") as scratch:
+        return train_data_parallel(prepare(scratch), workers=workers, ray=ray)
+
+
+def run_training(job: TrainingJob, collective: Collective | None = None) -> TaskLearner:
+    """The training loop of one process: all of it alone, or one worker's share with ``collective``.
+
+    In a data-parallel run every worker takes its share of each meta-batch's episodes,
+    the gradients are averaged across workers before every worker takes the same
+    optimizer step, and only the first worker validates and writes checkpoints.
+    """
+    source, config, run, device = job.source, job.config, job.run, job.device
+    writes = collective is None or collective.rank == 0
     train_classes, val_classes = split_validation_classes(source, fraction=config.val_fraction, seed=config.seed)
     sampler = EpisodeSampler.from_dataset(source, ways=config.train_ways, shots=config.shots,
                                           queries=config.queries, classes=train_classes, seed=config.seed)
@@ -253,9 +336,9 @@ def meta_train(
                                              length=config.val_episodes)
     in_channels = sampler[0].support_x.shape[1]
     learner = build_learner(config, in_channels=in_channels).to(device)
-    if init is not None:
+    if job.init_state is not None:
         try:
-            learner.load_state_dict(init.state_dict())
+            learner.load_state_dict(job.init_state)
         except RuntimeError as error:
             raise BadInputError(f"init's weights do not fit a {config.algo} learner with backbone "
                                 f"{config.backbone!r} ({error})",
@@ -268,28 +351,14 @@ def meta_train(
     scheduler = (torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / config.steps))
                  if is_reptile else None)
 
-    run = Path(out) if out is not None else None
     step, best_accuracy, elapsed = 0, -1.0, 0.0
-    if run is not None:
-        run.mkdir(parents=True, exist_ok=True)
-        for saved in ("last", "best"):  # finish or undo a save a kill interrupted
-            remove_stale_staging(run / saved)
-        config_path = run / "train.json"
-        if config_path.exists() and resume and (run / "last" / "state.json").exists():
-            saved = json.loads(config_path.read_text())
-            if _identity(saved) != _identity(asdict(config)):
-                raise BadInputError("this run folder was trained with other options", path=config_path,
-                                    hint="use another --out folder, or the same options to resume")
-            learner.load_state_dict(load_learner(run / "last", device=device).state_dict())
-            state = _load_optimizer(optimizer, scheduler, run / "last")
-            write_atomically(config_path, json.dumps(asdict(config), indent=2))
-            step, best_accuracy, elapsed = state["step"], state["best_accuracy"], state["elapsed_s"]
-            # "auto" picks vmap or the loop by timing; a resumed run keeps the first choice so it
-            # continues bit for bit (the two agree only up to rounding)
-            learner.runner.resolved = state.get("task_parallel") or learner.runner.resolved
-        else:
-            write_atomically(config_path, json.dumps(asdict(config), indent=2))
-            (run / "history.jsonl").unlink(missing_ok=True)
+    if run is not None and job.resuming:
+        learner.load_state_dict(load_learner(run / "last", device=device).state_dict())
+        state = _load_optimizer(optimizer, scheduler, run / "last")
+        step, best_accuracy, elapsed = state["step"], state["best_accuracy"], state["elapsed_s"]
+        # "auto" picks vmap or the loop by timing; a resumed run keeps the first choice so it
+        # continues bit for bit (the two agree only up to rounding)
+        learner.runner.resolved = state.get("task_parallel") or learner.runner.resolved
 
     best_state: dict[str, torch.Tensor] = {}  # the best weights, kept in memory when there is no run folder
 
@@ -318,36 +387,45 @@ def meta_train(
         save_learner(learner, folder / "last",
                      extra=lambda staging: _save_optimizer(optimizer, scheduler, staging, state))
 
+    def out_of_time() -> bool:
+        late = config.time_budget_s is not None and elapsed >= config.time_budget_s
+        # the first worker's clock decides for all, so every worker stops after the same step
+        return late if collective is None or config.time_budget_s is None else collective.agree(late)
+
     learner.train()
     loss_value = float("nan")
-    with _Progress(progress, config.steps, step, f"{config.algo} {config.ways}w{config.shots}s") as bar:
+    with _Progress(job.progress and writes, config.steps, step, f"{config.algo} {config.ways}w{config.shots}s") as bar:
         try:
             while step < config.steps:
-                if config.time_budget_s is not None and elapsed >= config.time_budget_s:
+                if out_of_time():
                     break
                 started = time.perf_counter()
-                batch = sampler.batch(step * meta_batch, meta_batch).to(device)
+                first, tasks = step * meta_batch, meta_batch
+                if collective is not None:
+                    first, tasks = collective.share(first, tasks)
+                batch = sampler.batch(first, tasks).to(device)
                 optimizer.zero_grad(set_to_none=True)
                 loss = learner.meta_loss(batch)
                 loss.backward()
+                loss_value = (loss.item() if collective is None
+                              else collective.average(learner, loss, weight=tasks / meta_batch))
                 optimizer.step()
                 if scheduler:
                     scheduler.step()
                 step += 1
                 elapsed += time.perf_counter() - started
-                loss_value = loss.item()
                 bar.update(status=f"loss {loss_value:.3f} best val {100 * max(best_accuracy, 0):.1f}%")
-                if step % config.val_every == 0 or step == config.steps:
+                if writes and (step % config.val_every == 0 or step == config.steps):
                     validate_and_checkpoint(loss_value)
                     learner.train()
         except KeyboardInterrupt:
             # keep every finished step: the next call with the same options resumes here
-            if run is not None:
+            if run is not None and writes:
                 save_last(run)
             raise
-    if step % config.val_every and step < config.steps:  # stopped by the time budget between validations
+    if writes and step % config.val_every and step < config.steps:  # stopped by the time budget between validations
         validate_and_checkpoint(loss_value)
-    if run is not None:
+    if run is not None and writes:
         return load_learner(run / "best", device=device)
     if best_state:
         learner.load_state_dict(best_state)
