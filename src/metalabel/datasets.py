@@ -94,9 +94,10 @@ def read_table(path: str | Path, **options) -> LabeledDataset:
 def from_spec(spec: str | Path, *, seed: int = 0, **options) -> LabeledDataset:
     """Resolve what a user typed on the command line into a data set.
 
-    A folder is an image folder; a CSV/TSV with a ``text`` column or a JSONL file whose
-    first object has a ``text`` key is text; Parquet and any other CSV/TSV/JSONL is a
-    table; anything else is ``name[:split]`` of a built-in source, e.g. ``fashion-mnist:test``.
+    A folder is an image folder, or a table if it holds Parquet files and no images (a Parquet
+    dataset); a CSV/TSV with a ``text`` column or a JSONL file whose first object has a ``text``
+    key is text; Parquet and any other CSV/TSV/JSONL is a table; anything else is ``name[:split]``
+    of a built-in source, e.g. ``fashion-mnist:test``.
     ``options`` go to the reader, e.g. ``encoding="cp1252"`` for a file not saved as UTF-8.
     """
     user = importlib.import_module("metalabel.data.sources.user")
@@ -104,7 +105,7 @@ def from_spec(spec: str | Path, *, seed: int = 0, **options) -> LabeledDataset:
     suffix = path.suffix.lower()
     known_suffixes = user.CSV_SUFFIXES | user.JSONL_SUFFIXES | user.PARQUET_SUFFIXES
     if path.is_dir():
-        return _read_user_data("imagefolder", path, options)
+        return _read_user_data("read_table" if user.is_parquet_dataset(path) else "imagefolder", path, options)
     if path.is_file():
         if suffix not in known_suffixes:
             raise UnknownDatasetError(

@@ -3,7 +3,9 @@
 ``get_encoder(name)`` gives an :class:`Encoder`; ``encoder.encode(items)`` turns texts or
 images into a float32 array ``[N, dim]``. ``embed_dataset(dataset, name)`` does the same for
 a :class:`LabeledDataset` and keeps the result under ``cache_dir()/embeddings``, so the
-second call costs a hash of the items instead of minutes of model time.
+second call costs a hash of the items instead of minutes of model time. ``embed_in_chunks``
+does it for a pool read from disk a chunk at a time (a pool larger than memory): it writes the
+same cache file, so the labeling run that follows finds its embeddings there.
 
 Encoders (``available()`` lists them):
 
@@ -30,8 +32,11 @@ import importlib.metadata
 import inspect
 import json
 import os
+import secrets
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -41,6 +46,7 @@ import torch.nn.functional as F
 
 from metalabel.data.dataset import LabeledDataset, Modality
 from metalabel.data.paths import cache_dir
+from metalabel.data.sources.user import DEFAULT_CHUNK_SIZE, ChunkedPool, PoolChunk
 from metalabel.errors import BadInputError, MissingDependencyError
 from metalabel.files import write_atomically
 
@@ -438,7 +444,126 @@ def embed_dataset(
     return embeddings
 
 
-def encoder_for(dataset: LabeledDataset, encoder: str | Encoder, *, device: str | torch.device = "cpu") -> Encoder:
+@dataclass(frozen=True)
+class ChunkedEmbedding:
+    """What :func:`embed_in_chunks` did: where the pool's embeddings are, and how many chunks were cached already."""
+
+    path: Path
+    """The whole pool's cache file, the one ``embed_dataset`` reads for the pool read whole: ``[items, dim]``."""
+    items: int
+    chunks: int
+    chunks_cached: int
+    seconds: float
+
+    def load(self) -> np.ndarray:
+        """The embeddings, memory-mapped: read from disk as they are used, so never all in memory unless used so."""
+        return np.load(self.path, mmap_mode="r", allow_pickle=False)
+
+
+def embed_in_chunks(
+    pool: ChunkedPool,
+    encoder: str | Encoder,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+) -> ChunkedEmbedding:
+    """Embed a pool read from disk a chunk at a time into the cache ``embed_dataset`` reads.
+
+    Memory stays bounded by ``chunk_size``: one chunk of raw items (decoded images, texts) and its
+    embeddings at a time; each chunk's embeddings go to the pool's cache file as they are made, and
+    to a cache file of the chunk's own (keyed by its content like a whole pool, and the same one
+    ``metalabel.scale.embed_on_ray`` keeps), so a run killed halfway, or a pool that shares chunks
+    with one embedded before, embeds only what is missing. The pool's file is keyed as
+    ``embed_dataset`` keys the pool read whole, so the labeling run that follows finds it. An image
+    pool that loses items to ``on_error="skip"`` is read a second time (its key begins with the count).
+    """
+    began = time.perf_counter()
+    encoder = encoder_for(pool, encoder, device=device)
+    directory = cache_dir() / "embeddings"
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = directory / f".{encoder.name}-{os.getpid()}-{secrets.token_hex(4)}.npy"
+    digest = _ItemsDigest(pool.count or 0)
+    chunks = cached = 0
+    try:
+        with progress_bar(progress, f"embedding with {encoder.name}", total=pool.count) as advance:
+            def write(file: Path) -> None:
+                nonlocal chunks, cached
+                with EmbeddingsFile(file, encoder.dim) as out:
+                    for chunk in pool.chunks(chunk_size):
+                        digest.update(chunk.items)
+                        embeddings, was_cached = _chunk_embeddings(chunk, encoder)
+                        out.write(chunk.start, embeddings)
+                        chunks, cached = chunks + 1, cached + was_cached
+                        advance(len(chunk))
+
+            write_atomically(staging, write)
+        if not digest.seen:
+            raise BadInputError(f"the pool {pool.name!r} holds no items to embed", hint="see the skipped items")
+        if not digest.complete:  # an array's key begins with its shape: hash the items again, now counted
+            digest = _ItemsDigest(digest.seen)
+            for chunk in pool.chunks(chunk_size):
+                digest.update(chunk.items)
+        path = _cache_path(digest.hexdigest(), encoder)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+    return ChunkedEmbedding(path, digest.seen, chunks, cached, time.perf_counter() - began)
+
+
+def _chunk_embeddings(chunk: PoolChunk, encoder: Encoder) -> tuple[np.ndarray, bool]:
+    """A chunk's embeddings from its own cache file, or made and kept there; and whether they were cached."""
+    path = embedding_cache_path(chunk.items, encoder)
+    cached = read_cached_embeddings(path, expected_shape=(len(chunk), encoder.dim))
+    if cached is not None:
+        return cached, True
+    with _naming_the_item(chunk.uris, chunk.start):
+        embeddings = encoder.encode(chunk.items, progress=False)
+    write_atomically(path, lambda file: np.save(file, embeddings, allow_pickle=False))
+    return embeddings, False
+
+
+class EmbeddingsFile:
+    """An ``.npy`` of float32 embeddings ``[rows, dim]`` written a chunk at a time, never whole in memory.
+
+    ``write(start, rows)`` puts rows at their place; the file holds as many rows as written up to
+    the furthest (``rows``, when given, sizes it up front). Plain writes go through the page cache,
+    so the writer's memory does not grow with the pool (a memory map's written pages would count as
+    the writer's own until unmapped). numpy pads an ``.npy`` header so the row count can grow in it:
+    the header is written again, same length, when the file is closed.
+    """
+
+    def __init__(self, file: Path, dim: int, *, rows: int = 0) -> None:
+        self.stream = open(file, "wb")  # noqa: SIM115 (closed by __exit__)
+        self.dim, self.rows = dim, rows
+        self._header()
+        self.offset = self.stream.tell()
+        self.stream.truncate(self.offset + rows * 4 * dim)
+
+    def _header(self) -> None:
+        self.stream.seek(0)
+        np.lib.format.write_array_header_1_0(
+            self.stream, {"descr": "<f4", "fortran_order": False, "shape": (self.rows, self.dim)})
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        self.stream.seek(self.offset + start * 4 * self.dim)
+        self.stream.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
+        self.rows = max(self.rows, start + len(rows))
+
+    def __enter__(self) -> EmbeddingsFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            self._header()
+            if self.stream.tell() != self.offset:  # never a file whose header overlaps its rows
+                raise RuntimeError(f"the .npy header of {self.rows} rows did not fit the space numpy left for it")
+        finally:
+            self.stream.close()
+
+
+def encoder_for(dataset: LabeledDataset | ChunkedPool, encoder: str | Encoder, *,
+                device: str | torch.device = "cpu") -> Encoder:
     """``encoder`` as an :class:`Encoder` (a name is built on ``device``); refused unless it reads the items."""
     if isinstance(encoder, str):
         encoder = get_encoder(encoder, device=device)
@@ -453,18 +578,17 @@ def encoder_for(dataset: LabeledDataset, encoder: str | Encoder, *, device: str 
 
 def embedding_cache_path(items: Items, encoder: Encoder) -> Path:
     """Where ``embed_dataset`` keeps the embeddings of ``items`` made by ``encoder``."""
-    key = {
-        "encoder": encoder.name,
-        "version": encoder.version,
-        "options": encoder.options,
-        "items": _items_sha256(items),
-    }
+    return _cache_path(_items_sha256(items), encoder)
+
+
+def _cache_path(items_sha256: str, encoder: Encoder) -> Path:
+    key = {"encoder": encoder.name, "version": encoder.version, "options": encoder.options, "items": items_sha256}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()
     return cache_dir() / "embeddings" / f"{encoder.name}-{digest}.npy"
 
 
 def _encode_dataset(dataset: LabeledDataset, encoder: Encoder, *, progress: bool) -> np.ndarray:
-    with _naming_the_item(dataset):
+    with _naming_the_item(dataset.uris):
         return encoder.encode(dataset.items, progress=progress)
 
 
@@ -474,39 +598,69 @@ def check_items(dataset: LabeledDataset, encoder: Encoder) -> None:
     ``encode`` checks the same; this is for embedding elsewhere (``metalabel.scale``), where a bad
     item would otherwise surface as a worker's failure.
     """
-    with _naming_the_item(dataset):
+    with _naming_the_item(dataset.uris):
         encoder._prepare(dataset.items)
 
 
 @contextlib.contextmanager
-def _naming_the_item(dataset: LabeledDataset) -> Iterator[None]:
-    """A bad item's error raised with where the item came from, not only its position in the list."""
+def _naming_the_item(uris: Sequence[str], start: int = 0) -> Iterator[None]:
+    """A bad item's error raised with where the item came from, not only its position in the list.
+
+    ``uris`` are those of the items encoded, the pool's from position ``start`` on.
+    """
     try:
         yield
     except BadInputError as error:
         if error.row is None:
             raise
-        where = f"the item is {dataset.uris[error.row]}"
+        where = f"the item is {uris[error.row]}"
         raise BadInputError(
-            error.problem, row=error.row, hint=f"{error.hint}; {where}" if error.hint else where
+            error.problem, row=start + error.row, hint=f"{error.hint}; {where}" if error.hint else where
         ) from error
 
 
 def _items_sha256(items: Items) -> str:
-    digest = hashlib.sha256()
-    if isinstance(items, np.ndarray) and items.dtype.kind not in "UO":
-        array = np.ascontiguousarray(items)
-        digest.update(f"array {array.dtype.str} {array.shape}\0".encode())
-        if array.size:  # the bytes of an empty array are nothing, and its memoryview refuses the cast
-            digest.update(array.data.cast("B"))
-        return digest.hexdigest()
-    digest.update(b"texts\0")
-    for text in items:
-        data = str(text).encode("utf-8")
-        # A length prefix keeps ["ab", "c"] and ["a", "bc"] apart.
-        digest.update(len(data).to_bytes(8, "little"))
-        digest.update(data)
+    digest = _ItemsDigest(len(items))
+    digest.update(items)
     return digest.hexdigest()
+
+
+class _ItemsDigest:
+    """The sha256 of a pool's items that keys its cache, fed a chunk at a time.
+
+    An array's digest begins with its shape, so it needs the pool's item ``count`` before the first
+    chunk; ``complete`` says afterwards whether it is the digest of the items seen (texts' always is).
+    """
+
+    def __init__(self, count: int) -> None:
+        self.count, self.seen, self.texts = count, 0, False
+        self.digest = hashlib.sha256()
+
+    def update(self, items: Items) -> None:
+        first = self.seen == 0
+        self.seen += len(items)
+        if isinstance(items, np.ndarray) and items.dtype.kind not in "UO":
+            array = np.ascontiguousarray(items)
+            if first:
+                self.digest.update(f"array {array.dtype.str} {(self.count, *array.shape[1:])}\0".encode())
+            if array.size:  # the bytes of an empty array are nothing, and its memoryview refuses the cast
+                self.digest.update(array.data.cast("B"))
+            return
+        if first:
+            self.texts = True
+            self.digest.update(b"texts\0")
+        for text in items:
+            data = str(text).encode("utf-8")
+            # A length prefix keeps ["ab", "c"] and ["a", "bc"] apart.
+            self.digest.update(len(data).to_bytes(8, "little"))
+            self.digest.update(data)
+
+    @property
+    def complete(self) -> bool:
+        return self.texts or self.seen == self.count
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
 
 
 def read_cached_embeddings(path: Path, *, expected_shape: tuple[int, int], mmap: bool = False) -> np.ndarray | None:
@@ -624,8 +778,8 @@ def _quiet_transformers() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def progress_bar(enabled: bool, description: str, *, total: int) -> Iterator:
-    """A rich bar counting items; yields ``advance(n)``. Nothing is drawn when disabled."""
+def progress_bar(enabled: bool, description: str, *, total: int | None) -> Iterator:
+    """A rich bar counting items (``total=None``: not known); yields ``advance(n)``. Nothing is drawn when disabled."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

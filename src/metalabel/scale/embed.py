@@ -32,6 +32,7 @@ import numpy as np
 
 from metalabel.data.dataset import LabeledDataset
 from metalabel.data.encoders import (
+    EmbeddingsFile,
     Encoder,
     Items,
     check_items,
@@ -40,13 +41,13 @@ from metalabel.data.encoders import (
     progress_bar,
     read_cached_embeddings,
 )
+from metalabel.data.sources.user import DEFAULT_CHUNK_SIZE
 from metalabel.errors import BadInputError, MissingDependencyError
 from metalabel.files import write_atomically
 
 LOCAL = "local"
 """The address that starts a Ray cluster on this machine for the run (and stops it after)."""
 
-DEFAULT_CHUNK_SIZE = 4096
 BLOCK_ROWS = 256
 """Items per actor call: chunks are the unit of caching, blocks of work, so a pool of a few thousand items
 (one chunk) still keeps every worker busy."""
@@ -111,7 +112,7 @@ def embed_on_ray(dataset: LabeledDataset, encoder: str | Encoder, *, address: st
 
     def assemble(file: Path) -> None:
         nonlocal used_workers
-        with _PoolFile(file, shape) as out:
+        with EmbeddingsFile(file, encoder.dim, rows=len(dataset)) as out:
             for start, embeddings in cached.items():
                 out.write(start, embeddings)
             if missing:
@@ -123,32 +124,7 @@ def embed_on_ray(dataset: LabeledDataset, encoder: str | Encoder, *, address: st
     return RayEmbedding(path, len(dataset), len(chunks), len(cached), used_workers, time.perf_counter() - began)
 
 
-class _PoolFile:
-    """The whole pool's ``.npy`` written in place, a chunk at a time.
-
-    Plain writes at each chunk's offset go through the page cache, so the driver's memory does not
-    grow with the pool (a memory map's written pages would count as the driver's own until unmapped).
-    """
-
-    def __init__(self, file: Path, shape: tuple[int, int]) -> None:
-        self.stream = open(file, "wb")  # noqa: SIM115 (closed by __exit__)
-        np.lib.format.write_array_header_1_0(self.stream, {"descr": "<f4", "fortran_order": False, "shape": shape})
-        self.offset = self.stream.tell()
-        self.row_bytes = 4 * shape[1]
-        self.stream.truncate(self.offset + shape[0] * self.row_bytes)
-
-    def write(self, start: int, rows: np.ndarray) -> None:
-        self.stream.seek(self.offset + start * self.row_bytes)
-        self.stream.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
-
-    def __enter__(self) -> _PoolFile:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stream.close()
-
-
-def _embed_missing(dataset: LabeledDataset, encoder: Encoder, missing: list[_Chunk], out: _PoolFile, *,
+def _embed_missing(dataset: LabeledDataset, encoder: Encoder, missing: list[_Chunk], out: EmbeddingsFile, *,
                    workers: int, progress: bool) -> None:
     """Run ``missing`` through the actor pool; each chunk goes to the pool's file and its own as soon as it is whole."""
     import ray.data

@@ -230,21 +230,26 @@ def read_csv_header(path: Path, *, encoding: str) -> list[str]:
 
 def read_csv(
     path: Path, *, encoding: str, bad_items: BadItems
-) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """Header and ``(line, {column: cell})`` per data row of a CSV (TSV for ``.tsv``).
+) -> tuple[list[str], Generator[tuple[int, dict[str, str]], None, None]]:
+    """Header and ``(line, {column: cell})`` per data row of a CSV (TSV for ``.tsv``), the rows read as they are used.
 
     ``line`` is where the row starts in the file counting the header as line 1, as an
     editor shows it. Short rows get no cells for the missing columns; a row with more
     cells than the header (an unquoted delimiter, usually) is a bad item.
     """
-    records: list[tuple[int, dict[str, str]]] = []
+    header = read_csv_header(path, encoding=encoding)
+    if not header:
+        raise BadInputError("is empty; the first line must name the columns", path=path)
+    if len(set(header)) != len(header):
+        raise BadInputError(f"the header names a column twice: {header}", path=path, row=1)
+    return header, _csv_records(path, header, encoding=encoding, bad_items=bad_items)
+
+
+def _csv_records(
+    path: Path, header: list[str], *, encoding: str, bad_items: BadItems
+) -> Generator[tuple[int, dict[str, str]], None, None]:
     with contextlib.closing(csv_rows(path, encoding=text_encoding(encoding))) as rows:
-        _, header = next(rows, (1, []))
-        header = [name.strip() for name in header]
-        if not header:
-            raise BadInputError("is empty; the first line must name the columns", path=path)
-        if len(set(header)) != len(header):
-            raise BadInputError(f"the header names a column twice: {header}", path=path, row=1)
+        next(rows, None)  # the header
         for line, cells in rows:
             if len(cells) > len(header):
                 bad_items.handle(
@@ -256,8 +261,7 @@ def read_csv(
                     )
                 )
             else:
-                records.append((line, dict(zip(header, cells))))
-    return header, records
+                yield line, dict(zip(header, cells))
 
 
 class TextRow(NamedTuple):
@@ -283,20 +287,10 @@ def text_dataset(
     texts: list[str] = []
     labels: list[str | None] = []
     uris: list[str] = []
-    for path, row, text, raw_label, uri in rows:
-        label = label_name(raw_label)
-        try:
-            if not isinstance(text, str) or not text.strip():
-                raise UnreadableItemError(
-                    f"has no text (column {text_column!r} is missing or empty)", path=path, row=row, hint=ROW_IS_LINE
-                )
-            classes.check(label, path=path, row=row)
-        except (UnreadableItemError, UnknownLabelError) as error:
-            bad_items.handle(error)
-            continue
+    for text, label, uri in text_items(rows, text_column=text_column, classes=classes, bad_items=bad_items):
         texts.append(text)
         labels.append(label)
-        uris.append(uri or location(path, row))
+        uris.append(uri)
     encoded, class_names = classes.encode(labels)
     return LabeledDataset(
         name=name,
@@ -308,6 +302,24 @@ def text_dataset(
         groups=None if group_of is None else [group_of(c) for c in class_names],
         skipped=bad_items.skipped,
     )
+
+
+def text_items(
+    rows: Iterable[TextRow], *, text_column: str, classes: ClassNames, bad_items: BadItems
+) -> Iterator[tuple[str, str | None, str]]:
+    """``(text, class name or None, uri)`` per usable row, one at a time; a row without text is a bad item."""
+    for path, row, text, raw_label, uri in rows:
+        label = label_name(raw_label)
+        try:
+            if not isinstance(text, str) or not text.strip():
+                raise UnreadableItemError(
+                    f"has no text (column {text_column!r} is missing or empty)", path=path, row=row, hint=ROW_IS_LINE
+                )
+            classes.check(label, path=path, row=row)
+        except (UnreadableItemError, UnknownLabelError) as error:
+            bad_items.handle(error)
+            continue
+        yield text, label, uri or location(path, row)
 
 
 @dataclass(frozen=True)
@@ -375,51 +387,88 @@ def image_dataset(
     already have one size. ``grayscale=None`` keeps grey images grey unless any
     image has colour, in which case all become RGB.
     """
+    images: list[np.ndarray] = []
+    kept: list[ImageFile] = []
+    for image, file in decoded_images(files, class_names, where=where, size=size, grayscale=grayscale,
+                                      bad_items=bad_items):
+        images.append(image)
+        kept.append(file)
+    return LabeledDataset(
+        name=name,
+        modality="image",
+        items=stack_images(images, size=size),
+        labels=np.array([f.label for f in kept], dtype=np.int64),
+        class_names=class_names,
+        uris=[f.uri for f in kept],
+        groups=groups,
+        skipped=bad_items.skipped,
+    )
+
+
+def stack_images(images: Sequence[np.ndarray], *, size: int | tuple[int, int] | None) -> np.ndarray:
+    """Decoded images as one uint8 array ``[N, H, W(, 3)]``; none at all as ``[0, *size]``."""
+    return np.stack(images) if images else np.zeros((0, *(_height_width(size) or (0, 0))), dtype=np.uint8)
+
+
+def decoded_images(
+    files: Sequence[ImageFile],
+    class_names: list[str],
+    *,
+    where: str | Path,
+    size: int | tuple[int, int] | None,
+    grayscale: bool | None,
+    bad_items: BadItems,
+) -> Iterator[tuple[np.ndarray, ImageFile]]:
+    """``(uint8 image, its file)`` per readable file, decoded one at a time (see ``image_dataset``).
+
+    With ``grayscale=None`` the files' headers are read first (not their pixels): if any image has
+    colour, grey ones are repeated to RGB as they are decoded, so every image has the pool's shape.
+    A class none of whose images could be read raises ``EmptyClassError`` once all were tried.
+    """
     target = _height_width(size)
     files_per_class = np.bincount([f.label for f in files if f.label != UNLABELED], minlength=len(class_names))
     for class_name, count in zip(class_names, files_per_class):
         if count == 0:
             raise EmptyClassError("has no images", path=where, cls=class_name, hint="add images or remove the class")
-
-    images: list[np.ndarray] = []
-    kept: list[ImageFile] = []
+    colour = grayscale is None and any(_has_colour(file) for file in files)
+    first: tuple[np.ndarray, ImageFile] | None = None
+    kept_per_class = np.zeros(len(class_names), dtype=np.int64)
     for file in files:
         try:
             image = decode_image(file, size=target, grayscale=grayscale)
         except UnreadableItemError as error:
             bad_items.handle(error)
             continue
-        if images and image.shape[:2] != images[0].shape[:2]:
-            (height, width), (first_height, first_width) = image.shape[:2], images[0].shape[:2]
+        if colour and image.ndim == 2:  # mixed grey and colour: promote grey to RGB
+            image = np.repeat(image[..., None], 3, axis=2)
+        if first is None:
+            first = image, file
+        elif image.shape[:2] != first[0].shape[:2]:
+            (height, width), (first_height, first_width) = image.shape[:2], first[0].shape[:2]
             raise BadInputError(
-                f"image is {width}x{height} but {kept[0].uri} is {first_width}x{first_height}",
+                f"image is {width}x{height} but {first[1].uri} is {first_width}x{first_height}",
                 path=file.uri,
                 hint="pass size=... to resize every image to one size",
             )
-        images.append(image)
-        kept.append(file)
-
-    labels = np.array([f.label for f in kept], dtype=np.int64)
-    kept_per_class = np.bincount(labels[labels != UNLABELED], minlength=len(class_names))
+        if file.label != UNLABELED:
+            kept_per_class[file.label] += 1
+        yield image, file
     for class_name, count in zip(class_names, kept_per_class):
         if count == 0:
             raise EmptyClassError(
                 "has no readable images; every one was skipped", path=where, cls=class_name,
                 hint="see the skipped files",
             )
-    if any(image.ndim == 3 for image in images):  # mixed grey and colour: promote grey to RGB
-        images = [np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image for image in images]
-    items = np.stack(images) if images else np.zeros((0, *(target or (0, 0))), dtype=np.uint8)
-    return LabeledDataset(
-        name=name,
-        modality="image",
-        items=items,
-        labels=labels,
-        class_names=class_names,
-        uris=[f.uri for f in kept],
-        groups=groups,
-        skipped=bad_items.skipped,
-    )
+
+
+def _has_colour(file: ImageFile) -> bool:
+    """Whether the image's header names a colour mode; a file that will not open counts as grey (its decoding
+    reports it)."""
+    try:
+        with file.open() as stream, Image.open(stream) as opened:
+            return opened.mode not in _GREY_MODES
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # UnidentifiedImageError is an OSError
+        return False
 
 
 def download(url: str, destination: Path, *, md5: str, timeout: float = 20.0) -> None:

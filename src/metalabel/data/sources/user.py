@@ -6,6 +6,11 @@ names are the sorted labels seen (numerically when all are integers) unless
 ``on_error="skip"`` leaves it out instead and lists it in ``dataset.skipped``.
 Row numbers are line numbers in the file counting the header as line 1 (what an
 editor shows), except for Parquet, where they count data rows from 1.
+
+Each reader reads through a :class:`ChunkedPool` (``chunked_imagefolder``, ``chunked_text``,
+``chunked_table``): the file or folder read a chunk of items at a time, so a pool larger than
+memory can be embedded (``metalabel.data.encoders.embed_in_chunks``) with no more than one chunk
+of raw items in memory; the readers above concatenate the chunks.
 """
 
 from __future__ import annotations
@@ -15,13 +20,14 @@ import json
 import math
 import os
 import reprlib
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import SupportsFloat, SupportsIndex
+from typing import Any, SupportsFloat, SupportsIndex
 
 import numpy as np
 
-from metalabel.data.dataset import UNLABELED, LabeledDataset
+from metalabel.data.dataset import UNLABELED, LabeledDataset, Modality
 from metalabel.data.sources._common import (
     IMAGE_SUFFIXES,
     ROW_IS_LINE,
@@ -32,15 +38,16 @@ from metalabel.data.sources._common import (
     ImageFile,
     OnError,
     TextRow,
+    decoded_images,
     existing_path,
-    image_dataset,
     label_name,
     location,
     read_csv,
     read_csv_header,
     sorted_class_names,
-    text_dataset,
+    stack_images,
     text_encoding,
+    text_items,
     undecodable,
 )
 from metalabel.errors import (
@@ -54,6 +61,84 @@ from metalabel.errors import (
 CSV_SUFFIXES = frozenset({".csv", ".tsv"})
 JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
 PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
+
+DEFAULT_CHUNK_SIZE = 4096
+"""Items per chunk: a few MB of small images or texts, and the unit the embedding cache keys chunks by."""
+
+Row = tuple[Any, str | None, str]
+"""One item as a reader yields it: the item, its class name as written (``None``: unlabeled), its uri."""
+
+
+@dataclass(frozen=True)
+class PoolChunk:
+    """Consecutive items of a pool: ``items[i]`` is the pool's item ``start + i``."""
+
+    start: int
+    items: np.ndarray | list[str]
+    labels: list[str | None]
+    """Class names as written (``None``: unlabeled): class indices need the whole pool's classes."""
+    uris: list[str]
+
+    def __len__(self) -> int:
+        return len(self.uris)
+
+
+class ChunkedPool:
+    """A pool's file or folder, read a chunk at a time: each pass (``chunks``) reads it again from disk.
+
+    No more than one chunk of raw items (decoded images, texts, table rows) is in memory at a time;
+    what stays for the whole pool is what the reader needs to find the items again (an image
+    folder's file list). Bad items are handled as the reader's ``on_error`` says; ``skipped``
+    holds those of the last whole pass. ``dataset()`` is the pool read whole.
+    """
+
+    def __init__(self, name: str, modality: Modality, rows: Callable[[BadItems], Iterator[Row]],
+                 stack: Callable[[list[Any]], np.ndarray | list[str]], *, on_error: OnError, classes: ClassNames,
+                 count: int | None = None, feature_names: list[str] | None = None,
+                 skipped_listing: Sequence[tuple[str, str]] = ()) -> None:
+        BadItems(on_error)  # refuses an on_error it does not know now, not at the first pass
+        self.name, self.modality = name, modality
+        self._rows, self._stack, self._on_error, self._classes = rows, stack, on_error, classes
+        self.count = count
+        """How many items the pool holds if none is skipped, when known before reading (files listed, Parquet
+        metadata); ``None`` otherwise."""
+        self.feature_names = feature_names
+        self._skipped_listing = list(skipped_listing)  # items left out while listing the files, before any pass
+        self.skipped: list[tuple[str, str]] = list(skipped_listing)
+
+    def chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[PoolChunk]:
+        """The pool's items in order, ``chunk_size`` at a time (the last chunk may be shorter)."""
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise BadInputError(f"chunk_size must be a whole number >= 1, got {chunk_size!r}")
+        bad_items = BadItems(self._on_error)
+        bad_items.skipped.extend(self._skipped_listing)
+        start, rows = 0, []
+        for row in self._rows(bad_items):
+            rows.append(row)
+            if len(rows) == chunk_size:
+                yield self._chunk(start, rows)
+                start, rows = start + len(rows), []
+        self.skipped = bad_items.skipped
+        if rows:
+            yield self._chunk(start, rows)
+
+    def _chunk(self, start: int, rows: list[Row]) -> PoolChunk:
+        items, labels, uris = zip(*rows)
+        return PoolChunk(start, self._stack(list(items)), list(labels), list(uris))
+
+    def dataset(self) -> LabeledDataset:
+        """The whole pool in memory: what ``imagefolder``, ``read_text`` and ``read_table`` return."""
+        chunks = list(self.chunks())
+        if self.modality == "text":
+            items: np.ndarray | list[str] = [text for chunk in chunks for text in chunk.items]
+        elif len(chunks) == 1:
+            items = chunks[0].items
+        else:
+            items = np.concatenate([chunk.items for chunk in chunks]) if chunks else self._stack([])
+        labels, class_names = self._classes.encode([label for chunk in chunks for label in chunk.labels])
+        return LabeledDataset(name=self.name, modality=self.modality, items=items, labels=labels,
+                              class_names=class_names, uris=[uri for chunk in chunks for uri in chunk.uris],
+                              feature_names=self.feature_names, skipped=self.skipped)
 
 
 def imagefolder(
@@ -72,6 +157,19 @@ def imagefolder(
     ``True`` gives ``[N, H, W]``, ``False`` ``[N, H, W, 3]``, ``None`` grey only if
     every image is grey. uris are the absolute file paths.
     """
+    return chunked_imagefolder(path, size=size, unlabeled_dir=unlabeled_dir, grayscale=grayscale,
+                               on_error=on_error).dataset()
+
+
+def chunked_imagefolder(
+    path: str | Path,
+    *,
+    size: int | tuple[int, int] | None = None,
+    unlabeled_dir: str | None = "unlabeled",
+    grayscale: bool | None = None,
+    on_error: OnError = "raise",
+) -> ChunkedPool:
+    """``imagefolder``'s pool read in chunks: the files are listed now, decoded a chunk at a time."""
     folder = existing_path(path, folder=True)
     bad_items = BadItems(on_error)
     subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -110,9 +208,15 @@ def imagefolder(
             hint=f"put one folder of images per class, unlabeled images directly in {folder.name}/; "
             f"images end in {', '.join(sorted(IMAGE_SUFFIXES))}",
         )
-    return image_dataset(
-        folder.name, files, class_names, where=folder, size=size, grayscale=grayscale, bad_items=bad_items
-    )
+
+    def rows(bad_items: BadItems) -> Iterator[Row]:
+        for image, file in decoded_images(files, class_names, where=folder, size=size, grayscale=grayscale,
+                                          bad_items=bad_items):
+            yield image, None if file.label == UNLABELED else class_names[file.label], file.uri
+
+    return ChunkedPool(folder.name, "image", rows, lambda images: stack_images(images, size=size),
+                       on_error=on_error, classes=ClassNames(class_names), count=len(files),
+                       skipped_listing=bad_items.skipped)
 
 
 def _is_text(path: Path) -> bool:
@@ -145,25 +249,43 @@ def read_text(
     ``UnknownLabelError`` (or is skipped). ``encoding`` is the file's text encoding
     (e.g. ``"cp1252"`` for a CSV Excel saved on Windows); a UTF-8 byte-order mark is dropped.
     """
+    return chunked_text(path, text_column=text_column, label_column=label_column, classes=classes,
+                        encoding=encoding, on_error=on_error).dataset()
+
+
+def chunked_text(
+    path: str | Path,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    classes: Sequence[str] | None = None,
+    encoding: str = "utf-8",
+    on_error: OnError = "raise",
+) -> ChunkedPool:
+    """``read_text``'s pool read in chunks: the file is checked now and read a chunk of rows at a time."""
     file = existing_path(path, folder=False, suffixes=CSV_SUFFIXES | JSONL_SUFFIXES)
-    bad_items = BadItems(on_error)
     class_names = ClassNames(classes)  # checks classes before the file is read
-    if file.suffix.lower() in JSONL_SUFFIXES:
-        rows = (
-            TextRow(file, line, record.get(text_column), record.get(label_column))
-            for line, record in _jsonl_records(file, encoding=encoding, bad_items=bad_items)
-        )
-    else:
-        header, records = read_csv(file, encoding=encoding, bad_items=bad_items)
-        if text_column not in header:
+    jsonl = file.suffix.lower() in JSONL_SUFFIXES
+    if not jsonl:
+        header = read_csv_header(file, encoding=encoding)
+        if header and text_column not in header:
             raise BadInputError(
                 f"has no column {text_column!r}",
                 path=file,
                 row=1,
                 hint=f"its columns are {', '.join(header)}; pass text_column=...",
             )
-        rows = (TextRow(file, line, cells.get(text_column), cells.get(label_column)) for line, cells in records)
-    return text_dataset(file.stem, rows, text_column=text_column, classes=class_names, bad_items=bad_items)
+
+    def rows(bad_items: BadItems) -> Iterator[Row]:
+        if jsonl:
+            raw = (TextRow(file, line, record.get(text_column), record.get(label_column))
+                   for line, record in _jsonl_records(file, encoding=encoding, bad_items=bad_items))
+        else:
+            _, records = read_csv(file, encoding=encoding, bad_items=bad_items)
+            raw = (TextRow(file, line, cells.get(text_column), cells.get(label_column)) for line, cells in records)
+        yield from text_items(raw, text_column=text_column, classes=class_names, bad_items=bad_items)
+
+    return ChunkedPool(file.stem, "text", rows, list, on_error=on_error, classes=class_names)
 
 
 def columns_of(path: str | Path, *, encoding: str = "utf-8") -> list[str]:
@@ -228,48 +350,64 @@ def read_table(
     label are unlabeled. ``encoding`` is a CSV or JSONL file's text encoding. Parquet
     needs pyarrow (``pip install metalabel[tabular]``).
     """
-    file = existing_path(path, folder=False, suffixes=CSV_SUFFIXES | JSONL_SUFFIXES | PARQUET_SUFFIXES)
-    bad_items = BadItems(on_error)
+    return chunked_table(path, label_column=label_column, classes=classes, encoding=encoding,
+                         on_error=on_error).dataset()
+
+
+def chunked_table(
+    path: str | Path,
+    *,
+    label_column: str = "label",
+    classes: Sequence[str] | None = None,
+    encoding: str = "utf-8",
+    on_error: OnError = "raise",
+) -> ChunkedPool:
+    """``read_table``'s pool read in chunks; ``path`` may also be a Parquet dataset (a folder of Parquet files).
+
+    The columns are known before the rows are read: a CSV's header, Parquet's schema, and for
+    JSONL one pass over the file collecting the keys (in the order they first appear).
+    """
+    suffixes = CSV_SUFFIXES | JSONL_SUFFIXES | PARQUET_SUFFIXES
+    file = Path(path).expanduser().resolve()
+    file = file if is_parquet_dataset(file) else existing_path(path, folder=False, suffixes=suffixes)
     class_names = ClassNames(classes)
     suffix = file.suffix.lower()
-    row_meaning = ROW_IS_RECORD if suffix in PARQUET_SUFFIXES else ROW_IS_LINE
-    records: Sequence[tuple[int, Mapping[str, object]]]
-    if suffix in PARQUET_SUFFIXES:
-        columns, records = _parquet_records(file)
+    parquet = file.is_dir() or suffix in PARQUET_SUFFIXES
+    row_meaning = ROW_IS_RECORD if parquet else ROW_IS_LINE
+    count = None
+    records: Callable[[BadItems], Iterator[tuple[int, Mapping[str, object]]]]
+    if parquet:
+        dataset = _parquet_dataset(file)
+        columns, count = dataset.schema.names, dataset.count_rows()
+        records = lambda bad_items: _parquet_records(file, dataset)  # noqa: E731 (bad rows are the caller's)
     elif suffix in JSONL_SUFFIXES:
-        records = list(_jsonl_records(file, encoding=encoding, bad_items=bad_items))
-        columns = list(dict.fromkeys(key for _, record in records for key in record))
+        keys = (record for _, record in _jsonl_records(file, encoding=encoding, bad_items=BadItems(on_error)))
+        columns = list(dict.fromkeys(key for record in keys for key in record))
+        records = lambda bad_items: _jsonl_records(file, encoding=encoding, bad_items=bad_items)  # noqa: E731
     else:
-        columns, records = read_csv(file, encoding=encoding, bad_items=bad_items)
+        columns, _ = read_csv(file, encoding=encoding, bad_items=BadItems(on_error))
+        records = lambda bad_items: read_csv(file, encoding=encoding, bad_items=bad_items)[1]  # noqa: E731
     feature_names = [column for column in columns if column != label_column]
     if not feature_names:
         raise BadInputError("has no feature columns", path=file, hint=f"every column but {label_column!r} is a feature")
 
-    features: list[list[float]] = []
-    labels: list[str | None] = []
-    uris: list[str] = []
-    for row, cells in records:
-        label = label_name(cells.get(label_column))
-        try:
-            values = [_number(cells.get(column), file, row, column, row_meaning) for column in feature_names]
-            class_names.check(label, path=file, row=row)
-        except (UnreadableItemError, UnknownLabelError) as error:
-            bad_items.handle(error)
-            continue
-        features.append(values)
-        labels.append(label)
-        uris.append(location(file, row))
-    encoded, names = class_names.encode(labels)
-    return LabeledDataset(
-        name=file.stem,
-        modality="tabular",
-        items=np.array(features, dtype=np.float32).reshape(len(features), len(feature_names)),
-        labels=encoded,
-        class_names=names,
-        uris=uris,
-        feature_names=feature_names,
-        skipped=bad_items.skipped,
-    )
+    def rows(bad_items: BadItems) -> Iterator[Row]:
+        for row, cells in records(bad_items):
+            label = label_name(cells.get(label_column))
+            try:
+                values = [_number(cells.get(column), file, row, column, row_meaning) for column in feature_names]
+                class_names.check(label, path=file, row=row)
+            except (UnreadableItemError, UnknownLabelError) as error:
+                bad_items.handle(error)
+                continue
+            yield values, label, location(file, row)
+
+    def stack(values: list[Any]) -> np.ndarray:
+        return np.array(values, dtype=np.float32).reshape(len(values), len(feature_names))
+
+    name = file.name if file.is_dir() else file.stem
+    return ChunkedPool(name, "tabular", rows, stack, on_error=on_error, classes=class_names, count=count,
+                       feature_names=feature_names)
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -308,16 +446,29 @@ def _float(value: object) -> float:
     raise TypeError(f"float() argument must be a string or a real number, not {type(value).__name__!r}")
 
 
-def _parquet_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, object]]]]:
-    """Column names and ``(row, {column: value})`` per row, rows counted from 1."""
+def is_parquet_dataset(path: Path) -> bool:
+    """Whether ``path`` is a folder of Parquet files (a Parquet dataset, partitioned or not) and of no images."""
+    if not path.is_dir():
+        return False
+    found = False
+    for file in path.rglob("*"):  # an image folder is told at its first image, not after listing it all
+        suffix = file.suffix.lower()
+        if suffix in IMAGE_SUFFIXES:
+            return False
+        found = found or suffix in PARQUET_SUFFIXES
+    return found
+
+
+def _parquet_dataset(path: Path) -> Any:
+    """A Parquet file or folder as a ``pyarrow.dataset.Dataset`` (read as it is iterated), its columns checked."""
     try:  # optional: only Parquet needs pyarrow
         import pyarrow as pa
-        import pyarrow.parquet as pq
+        import pyarrow.dataset as ds
     except ImportError as error:
         raise MissingDependencyError("reading Parquet needs pyarrow: pip install 'metalabel[tabular]'") from error
     try:
-        table = pq.read_table(path)
-        names = table.column_names
+        dataset = ds.dataset(path, format="parquet")
+        names = dataset.schema.names
     # UnicodeDecodeError: a damaged file's column names are not UTF-8
     except (pa.ArrowException, OSError, UnicodeDecodeError) as error:
         raise UnreadableItemError(
@@ -325,14 +476,32 @@ def _parquet_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, o
         ) from error
     if len(set(names)) != len(names):
         raise BadInputError(f"names a column twice: {names}", path=path, hint="give each column its own name")
-    columns = []
-    for name, column in zip(names, table.columns):
-        try:
-            columns.append(column.to_pylist())
-        # a damaged file can hold strings that are not UTF-8, or dates past year 9999
-        except (pa.ArrowException, ValueError, OverflowError) as error:
-            raise UnreadableItemError(
-                f"column {name!r} holds values Python cannot read: {error}", path=path,
-                hint="fix the column in the program that wrote the file, or drop it",
-            ) from error
-    return names, [(row, dict(zip(names, values))) for row, values in enumerate(zip(*columns), start=1)]
+    return dataset
+
+
+def _parquet_records(path: Path, dataset: Any) -> Iterator[tuple[int, dict[str, object]]]:
+    """``(row, {column: value})`` per row of a Parquet ``dataset``, rows counted from 1, read a batch at a time."""
+    import pyarrow as pa
+
+    names = dataset.schema.names
+    row = 0
+    try:
+        batches = iter(dataset.to_batches(batch_size=DEFAULT_CHUNK_SIZE))
+        while (batch := next(batches, None)) is not None:
+            columns = []
+            for name, column in zip(names, batch.columns):
+                try:
+                    columns.append(column.to_pylist())
+                # a damaged file can hold strings that are not UTF-8, or dates past year 9999
+                except (pa.ArrowException, ValueError, OverflowError) as error:
+                    raise UnreadableItemError(
+                        f"column {name!r} holds values Python cannot read: {error}", path=path,
+                        hint="fix the column in the program that wrote the file, or drop it",
+                    ) from error
+            for values in zip(*columns):
+                row += 1
+                yield row, dict(zip(names, values))
+    except (pa.ArrowException, OSError) as error:  # a damaged page surfaces only when its batch is read
+        raise UnreadableItemError(
+            f"is not a readable Parquet file: {error}", path=path, hint="write the file again, or check it is Parquet"
+        ) from error
