@@ -23,7 +23,7 @@ import reprlib
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, SupportsFloat, SupportsIndex
+from typing import Any, SupportsFloat, SupportsIndex, overload
 
 import numpy as np
 
@@ -182,7 +182,7 @@ def chunked_imagefolder(
     class_names = sorted_class_names(p.name for p in subfolders if p.name != unlabeled_dir)
     label_of_folder = {name: label for label, name in enumerate(class_names)}
 
-    def image_files(under: Path, label: int, *, recursive: bool = True) -> list[ImageFile]:
+    def image_files(under: Path, *, recursive: bool = True) -> list[str]:
         candidates = under.rglob("*") if recursive else under.iterdir()
         files = []
         for p in sorted(candidates):
@@ -194,13 +194,19 @@ def chunked_imagefolder(
                     "the file's name is not UTF-8 text", path=_shown(p), hint="rename it; uris are stored as text"
                 ))
                 continue
-            files.append(ImageFile(uri=str(p), label=label, open=FileOpener(p)))
+            files.append(str(p))
         return files
 
-    files = [file for name in class_names for file in image_files(folder / name, label_of_folder[name])]
-    if unlabeled_dir is not None and (folder / unlabeled_dir).is_dir():
-        files += image_files(folder / unlabeled_dir, UNLABELED)
-    files += image_files(folder, UNLABELED, recursive=False)
+    uris: list[str] = []
+    labels: list[int] = []
+    for label, under, recursive in [*((label_of_folder[name], folder / name, True) for name in class_names),
+                                    *([(UNLABELED, folder / unlabeled_dir, True)]
+                                      if unlabeled_dir is not None and (folder / unlabeled_dir).is_dir() else []),
+                                    (UNLABELED, folder, False)]:
+        found = image_files(under, recursive=recursive)
+        uris += found
+        labels += [label] * len(found)
+    files = _ListedImages(uris, np.array(labels, dtype=np.int64))
     if not files:
         raise DataNotFoundError(
             "holds no images",
@@ -217,6 +223,29 @@ def chunked_imagefolder(
     return ChunkedPool(folder.name, "image", rows, lambda images: stack_images(images, size=size),
                        on_error=on_error, classes=ClassNames(class_names), count=len(files),
                        skipped_listing=bad_items.skipped)
+
+
+class _ListedImages(Sequence[ImageFile]):
+    """An image folder's files as their paths and class indices (about 130 bytes a file, a third of a ``Path``
+    alone): each ``ImageFile`` is made when it is read, so a pool of millions of files lists in little memory."""
+
+    def __init__(self, uris: list[str], labels: np.ndarray) -> None:
+        self.uris, self.labels = uris, labels
+
+    def __len__(self) -> int:
+        return len(self.uris)
+
+    @overload
+    def __getitem__(self, index: int) -> ImageFile: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ImageFile]: ...
+
+    def __getitem__(self, index: int | slice) -> ImageFile | list[ImageFile]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        uri = self.uris[index]
+        return ImageFile(uri=uri, label=int(self.labels[index]), open=FileOpener(Path(uri)))
 
 
 def _is_text(path: Path) -> bool:
