@@ -304,3 +304,87 @@ def test_the_default_learner_starts_as_the_plain_encoder_space(tmp_path, library
     assert model.validation_accuracy == pytest.approx(model.encoder_space_accuracy)
     with pytest.raises(BadInputError, match="hidden must be a whole number >= 1"):
         library.train(steps=1, hidden=0)
+
+
+def _round(round_id: int, strategy: str, questions: int, coverage: float):
+    from metalabel.store import Round
+
+    return Round(round_id, "t", "t", "finished", {"strategy": strategy},
+                 {"questions": questions, "coverage": coverage})
+
+
+def test_what_each_strategy_bought_is_the_next_rounds_coverage_per_answer():
+    from metalabel.library.runs import StrategyRecord, strategy_records, suggest_strategy
+
+    rounds = [_round(1, "typiclust", 10, 0.0), _round(2, "margin", 10, 0.2), _round(3, "margin", 5, 0.5),
+              _round(4, "margin", 0, 0.6)]
+    records = strategy_records(rounds)
+    # round 1's answers show in round 2 (+0.2); rounds 2-3 asked 15 with margin (+0.3 +0.1); round 4 asked none
+    assert records == (StrategyRecord("margin", 2, 15, pytest.approx(0.4)),
+                       StrategyRecord("typiclust", 1, 10, pytest.approx(0.2)))
+    assert suggest_strategy([("a", records)]) is None  # neither tried on 20 answers: nothing to compare
+    more = (StrategyRecord("margin", 2, 20, 0.0), StrategyRecord("random", 3, 30, 0.6))
+    suggestion = suggest_strategy([("a", records), ("b", more)])
+    assert suggestion is not None and suggestion.strategy == "random"
+    assert suggestion.points_per_100_answers == pytest.approx(200.0)  # 60 points over 30 answers
+    # margin pooled over both projects: 40 points over 35 answers; typiclust saw 10 answers, too few to compare
+    assert suggestion.others == (("margin", pytest.approx(4000 / 35), 35),)
+    assert "suggested by the library" in suggestion.summary()
+
+
+def test_strategies_are_kept_and_a_run_from_the_library_takes_the_suggested_one(tmp_path, capsys):
+    lib = tmp_path / "lib"
+    library = Library(lib)
+    for name, strategy in (("lows", "margin"), ("mids", "random")):
+        with digits_project(tmp_path, name, GROUPS[name], seeds=2) as project:
+            # rounds 1 and 2 ask 10 each, round 3 sees what round 2's answers bought
+            project.run(oracle=SimulatedOracle(gold_labels(project.load_pool())), budget=20, per_round=10,
+                        max_rounds=3, strategy=strategy, generate=False, project_meta_steps=0, progress=False)
+            manifest = library.add(project)
+        assert [(r.strategy, r.rounds, r.answers) for r in manifest.strategies] == [(strategy, 2, 20)]
+    assert library.entry("lows").manifest.strategies == library.manifests()[0].strategies  # read back from disk
+    suggestion = library.suggest_strategy("tabular")
+    assert suggestion is not None and {suggestion.strategy, *(n for n, _, _ in suggestion.others)} == {"margin",
+                                                                                                        "random"}
+    assert library.suggest_strategy("text") is None
+    library.train(steps=5, shots=2, queries=2, val_every=5, val_episodes=5)
+
+    digits_csv(tmp_path / "new.csv", (9, 0))
+    assert main(["init", str(tmp_path / "new"), "--pool", str(tmp_path / "new.csv"), "--seed-per-class", "2",
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "new"), "--oracle", "simulated", "--budget", "4", "--max-rounds", "1",
+                 "--no-generate", "--from-library", "--library", str(lib)]) == 0
+    assert "suggested by the library" in capsys.readouterr().out
+    with ProjectStore.open(tmp_path / "new") as store:
+        assert store.rounds()[-1].config["strategy"] == suggestion.strategy
+    assert main(["run", str(tmp_path / "new"), "--oracle", "simulated", "--budget", "8", "--max-rounds", "1",
+                 "--no-generate", "--from-library", "--library", str(lib), "--strategy", "entropy", "--quiet"]) == 0
+    with ProjectStore.open(tmp_path / "new") as store:
+        assert store.rounds()[-1].config["strategy"] == "entropy"  # a strategy the user chose wins
+
+
+def test_a_project_set_to_auto_add_joins_the_library_after_each_run(tmp_path, capsys):
+    lib = ["--library", str(tmp_path / "lib")]
+    digits_csv(tmp_path / "lows.csv", GROUPS["lows"])
+    assert main(["init", str(tmp_path / "lows"), "--pool", str(tmp_path / "lows.csv"), "--seed-per-class", "2",
+                 "--quiet"]) == 0
+    # two rounds: the first asks, the last (whose answers nothing would learn from) does not
+    run = ["run", str(tmp_path / "lows"), "--oracle", "simulated", "--max-rounds", "2", "--per-round", "3",
+           "--no-generate", "--quiet"]
+    assert main(["library", "auto-add", str(tmp_path / "lows"), *lib]) == 0
+    capsys.readouterr()
+    assert main([*run, "--budget", "3"]) == 0
+    assert "added to the library as lows" in capsys.readouterr().out
+    first = Library(tmp_path / "lib").entry("lows").manifest
+    assert first.sources["human"] == 3
+    assert main([*run, "--budget", "6"]) == 0  # run further: the entry is refreshed, not refused
+    second = Library(tmp_path / "lib").entry("lows").manifest
+    assert second.sources["human"] == 6
+
+    with digits_project(tmp_path, "other", GROUPS["mids"], seeds=2) as project:  # another project, same name
+        with pytest.raises(BadInputError, match="already holds a project named 'lows'"):
+            Library(tmp_path / "lib").add(project, name="lows", replace=True)
+    assert main(["library", "auto-add", str(tmp_path / "lows"), "--off", *lib]) == 0
+    assert main([*run, "--budget", "9"]) == 0
+    assert Library(tmp_path / "lib").entry("lows").manifest == second

@@ -117,6 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             oracle = LabelStudioQueue(project.folder / "labelstudio", feature_names=pool.feature_names)
         learner, encoder = _run_learner(args, modality=pool.modality)
+        strategy = _run_strategy(args, modality=pool.modality)
         delta = args.delta
         table = Table("round", "human", "reference", "model labels", "coverage",
                       f"certified precision (1-{delta:g})", "estimate", "retracted", "asked",
@@ -138,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = project.run(learner, oracle=oracle, target_precision=args.target_precision, delta=delta,
                              certify=args.certify, budget=args.budget, per_round=args.per_round,
                              reference_share=args.reference_share, coverage_goal=args.coverage_goal,
-                             max_rounds=args.max_rounds, strategy=args.strategy, seed=args.seed,
+                             max_rounds=args.max_rounds, strategy=strategy, seed=args.seed,
                              encoder=encoder, gold=gold or None, progress=not args.quiet, on_round=show,
                              generate=not args.no_generate, feedback=not args.no_feedback, rules=args.rules,
                              gan=args.gan, audit=args.audit, ray=args.ray)
@@ -150,7 +151,34 @@ def cmd_run(args: argparse.Namespace) -> int:
                 for line in report.feedback:
                     console.print(f"round {report.round_id}: {line}", highlight=False, soft_wrap=True)
         console.print(f"stopped: {result.stopped_because}")
+        _add_to_library(project, encoder=encoder, quiet=args.quiet)
     return 0
+
+
+def _run_strategy(args: argparse.Namespace, *, modality: str) -> str:
+    """``--strategy``; else, with ``--from-library``, the one that paid best on the library's past projects where
+    it can tell (shown as the library's suggestion); else auto."""
+    if args.strategy is not None or not args.from_library:
+        return args.strategy or "auto"
+    from metalabel.library import Library
+
+    suggestion = Library(args.library).suggest_strategy(modality)
+    if suggestion is None:
+        return "auto"
+    if not args.quiet:
+        console.print(suggestion.summary(), highlight=False, soft_wrap=True)
+    return suggestion.strategy
+
+
+def _add_to_library(project, *, encoder: str | None, quiet: bool) -> None:
+    """The project setting `library auto-add`: the finished run's labels go to the library."""
+    from metalabel.library import add_finished_run
+
+    manifest = add_finished_run(project, encoder=encoder, progress=not quiet)
+    if manifest is not None:
+        console.print(f"added to the library as {manifest.name}: {manifest.items} labeled items "
+                      f"(`metalabel library auto-add {project.folder} --off` stops this)", highlight=False,
+                      soft_wrap=True)
 
 
 def _run_learner(args: argparse.Namespace, *, modality: str):
@@ -419,6 +447,11 @@ def cmd_library_list(args: argparse.Namespace) -> int:
         console.print("empty: add finished projects with `metalabel library add PROJECT`")
     elif library.model_folder.is_dir():
         console.print(f"model: {library.model().summary()}", highlight=False, soft_wrap=True)
+    for modality in sorted({m.modality for m in manifests}):
+        suggestion = library.suggest_strategy(modality)
+        console.print(f"{modality}: " + (suggestion.summary() if suggestion else
+                                          "no two query strategies tried enough to suggest one"),
+                      highlight=False, soft_wrap=True)
     return 0
 
 
@@ -428,6 +461,20 @@ def cmd_library_remove(args: argparse.Namespace) -> int:
     Library(args.library).remove(args.name)
     console.print(f"removed {args.name}; a model trained with it keeps what it learned until `library train` runs "
                   "again", highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_library_auto_add(args: argparse.Namespace) -> int:
+    from metalabel.library import Library, set_auto_add
+    from metalabel.project import Project
+
+    library = None if args.off else Library(args.library)
+    with Project.open(args.project) as project:
+        set_auto_add(project, library)
+        name = project.name
+    console.print(f"{name}: not added to a library after its runs" if library is None else
+                  f"{name} goes to the library {library.folder} after each of its runs", highlight=False,
+                  soft_wrap=True)
     return 0
 
 
@@ -485,6 +532,12 @@ def _library_parser(sub) -> None:
     p = commands.add_parser("remove", parents=[common], help="drop a project from the library")
     p.add_argument("name")
     p.set_defaults(func=cmd_library_remove)
+
+    p = commands.add_parser("auto-add", parents=[common],
+                            help="add a project to the library after each of its runs (a project setting)")
+    p.add_argument("project", type=Path)
+    p.add_argument("--off", action="store_true", help="stop adding it")
+    p.set_defaults(func=cmd_library_auto_add)
 
     p = commands.add_parser("export", parents=[common], help="write the library's projects into one file to share")
     p.add_argument("file", type=Path)
@@ -599,8 +652,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=100, help="questions to the oracle over the whole project")
     p.add_argument("--per-round", type=int, default=None)
     p.add_argument("--max-rounds", type=int, default=10)
-    p.add_argument("--strategy", default="auto", help="auto, margin, entropy, least-confidence, coreset, badge, "
-                   "typiclust, random")
+    p.add_argument("--strategy", default=None, help="auto, margin, entropy, least-confidence, coreset, badge, "
+                   "typiclust, random (default: auto; with --from-library, the one that bought the most certified "
+                   "coverage per answer on the library's projects, where two were tried)")
     p.add_argument("--oracle", choices=["simulated", "terminal", "labelstudio", "web"], default="terminal",
                    help="who answers; web: a page in the browser (see `metalabel serve`)")
     p.add_argument("--noise", type=float, default=0.0, help="error rate of the simulated oracle")

@@ -8,10 +8,13 @@ projects starts the next project's loop::
     library.add(Project.open("tickets-march"))
     model = library.train(algo="protonet")
     project.run(model.learner, encoder=model.run_encoder, oracle=...)
+    set_auto_add(project, library)            # from now on, add_finished_run(project) after each run
 """
 
+from metalabel.library.auto import add_finished_run, auto_add_library, set_auto_add
 from metalabel.library.entries import EncoderSpace, EntryManifest, LibraryEntry
 from metalabel.library.folder import LIBRARY_ENV, ImportResult, Library, default_library_folder
+from metalabel.library.runs import StrategyRecord, StrategySuggestion
 from metalabel.library.train import (
     LibraryModel,
     ProjectEpisodes,
@@ -30,9 +33,14 @@ __all__ = [
     "LibraryEntry",
     "LibraryModel",
     "ProjectEpisodes",
+    "StrategyRecord",
+    "StrategySuggestion",
     "TaskSource",
+    "add_finished_run",
+    "auto_add_library",
     "default_library_folder",
     "load_library_model",
+    "set_auto_add",
     "task_sources",
     "train_on_library",
 ]

@@ -10,7 +10,8 @@ kept (a person's answer, a seed label, or a model label a certificate admitted):
     confidence  float64 [n]     a model label's calibrated confidence, NaN for a person's
     uris, hashes str [n]        where the item came from and its content hash
     content     [n, ...]        the items themselves, only when added ``with_content``
-    manifest    str             JSON: name, project, modality, encoder, classes, counts, version
+    manifest    str             JSON: name, project, modality, encoder, classes, counts, version, and
+                                what each query strategy the project's runs used bought
 
 Pool content stays out unless asked: embeddings and labels are what meta-training needs,
 and a shared library should not carry a team's raw data by accident.
@@ -32,6 +33,7 @@ import numpy as np
 
 from metalabel._version import __version__
 from metalabel.errors import BadInputError, EmptyClassError
+from metalabel.library.runs import StrategyRecord
 from metalabel.store import LabelSource
 
 ENTRY_FORMAT = 1
@@ -73,6 +75,8 @@ class EntryManifest:
     metalabel_version: str
     added_at: str
     format: int = ENTRY_FORMAT
+    strategies: tuple[StrategyRecord, ...] = ()
+    """What each query strategy the project's runs used bought (``metalabel.library.runs``)."""
 
     @property
     def group(self) -> str:
@@ -80,7 +84,8 @@ class EntryManifest:
         return f"space:{self.label_space}" if self.label_space else f"project:{self.name}"
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "class_names": list(self.class_names)}
+        return {**asdict(self), "class_names": list(self.class_names),
+                "strategies": [asdict(record) for record in self.strategies]}
 
     @classmethod
     def from_json(cls, data: object, *, where: str | Path) -> EntryManifest:
@@ -97,7 +102,11 @@ class EntryManifest:
                        label_space=None if data["label_space"] is None else str(data["label_space"]),
                        sources={str(k): int(v) for k, v in data["sources"].items()}, items=int(data["items"]),
                        with_content=bool(data["with_content"]), metalabel_version=str(data["metalabel_version"]),
-                       added_at=str(data["added_at"]), format=int(data["format"]))
+                       added_at=str(data["added_at"]), format=int(data["format"]),
+                       # entries added before strategies were recorded hold none
+                       strategies=tuple(StrategyRecord(str(r["strategy"]), int(r["rounds"]), int(r["answers"]),
+                                                       float(r["coverage_gain"]))
+                                        for r in data.get("strategies", [])))
         except (AssertionError, KeyError, TypeError, ValueError, AttributeError) as error:
             raise BadInputError(f"not a metalabel library entry ({type(error).__name__}: {error})", path=where,
                                 hint="use a file written by `metalabel library add` or `library export`") from error
@@ -182,7 +191,8 @@ def default_entry_name(project_name: str) -> str:
 
 def make_entry(*, name: str, project: str, project_folder: str | Path, modality: str, encoder: EncoderSpace,
                class_names: list[str], label_space: str | None, embeddings: np.ndarray, labels: list[Any],
-               uris: list[str], hashes: list[str], content: np.ndarray | None) -> LibraryEntry:
+               uris: list[str], hashes: list[str], content: np.ndarray | None,
+               strategies: tuple[StrategyRecord, ...] = ()) -> LibraryEntry:
     """An entry from a project's active labels (``metalabel.store.Label`` rows) and their items' embeddings.
 
     ``embeddings``, ``uris``, ``hashes`` and ``content`` are aligned with ``labels``.
@@ -198,7 +208,8 @@ def make_entry(*, name: str, project: str, project_folder: str | Path, modality:
         name=entry_name(name), project=project, project_folder=str(Path(project_folder).resolve()),
         modality=modality, encoder=encoder, class_names=tuple(class_names), label_space=label_space,
         sources=dict(sorted(Counter(sources).items())), items=len(labels), with_content=content is not None,
-        metalabel_version=__version__, added_at=datetime.now(UTC).isoformat(timespec="seconds"))
+        metalabel_version=__version__, added_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        strategies=strategies)
     confidence = [math.nan if label.calibrated_confidence is None else label.calibrated_confidence
                   for label in labels]
     return LibraryEntry(

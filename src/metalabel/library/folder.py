@@ -35,6 +35,7 @@ from metalabel.library.entries import (
     entry_name,
     make_entry,
 )
+from metalabel.library.runs import StrategySuggestion, strategy_records, suggest_strategy
 from metalabel.library.train import LibraryModel, load_library_model, train_on_library
 from metalabel.store import LabelSource
 
@@ -107,7 +108,8 @@ class Library:
 
     # -- adding and removing
     def add(self, project: Project, *, name: str | None = None, with_content: bool = False,
-            encoder: str | None = None, label_space: str | None = None, progress: bool = False) -> EntryManifest:
+            encoder: str | None = None, label_space: str | None = None, replace: bool = False,
+            progress: bool = False) -> EntryManifest:
         """Keep ``project``'s labeled items (human, seed and accepted model labels) as an entry.
 
         The items are embedded as the labeling loop embeds them (``encoder``: the one the
@@ -115,13 +117,19 @@ class Library:
         for images; table rows are their standardized columns). ``name`` defaults to the
         project's name; ``label_space`` names a label space the project shares with others
         (their classes may then meet in one episode). ``with_content`` also keeps the items.
-        Refused, with the library unchanged: a name already held, a project without labels, an
-        encoder other than the library's.
+        What each query strategy of the project's runs bought is kept too (``suggest_strategy``).
+        ``replace``: an entry of the same name added from this same project folder is replaced
+        (the project was run further). Refused, with the library unchanged: a name already held
+        (by another project, with ``replace``), a project without labels, an encoder other than the
+        library's.
         """
         from metalabel.label.round_model import pool_inputs
 
         name = entry_name(name) if name is not None else default_entry_name(project.name)
-        if self._entry_path(name).exists():
+        held = self._entry_path(name).exists()
+        if held and replace and self.entry(name).manifest.project_folder == str(Path(project.folder).resolve()):
+            held = False
+        if held:
             raise BadInputError(f"the library already holds a project named {name!r}", path=self.folder,
                                 hint=f"`metalabel library remove {name}` first, or add it under another --name")
         pool = project.load_pool()
@@ -142,7 +150,8 @@ class Library:
         entry = make_entry(name=name, project=project.name, project_folder=project.folder, modality=pool.modality,
                            encoder=space, class_names=project.store.classes(), label_space=label_space,
                            embeddings=embeddings, labels=labels, uris=[label.uri for label in labels],
-                           hashes=[hashes[label.uri] for label in labels], content=content)
+                           hashes=[hashes[label.uri] for label in labels], content=content,
+                           strategies=strategy_records(project.store.rounds()))
         self.projects_folder.mkdir(parents=True, exist_ok=True)
         write_atomically(self._entry_path(name), entry.to_bytes())
         return entry.manifest
@@ -161,6 +170,11 @@ class Library:
                                 f"embeddings ({held[0].name}, ...), which cannot be compared with it",
                                 path=self.folder, hint="use another --library folder for this encoder, or add "
                                 "the project with the library's --encoder")
+
+    def suggest_strategy(self, modality: str) -> StrategySuggestion | None:
+        """The query strategy that bought the most certified coverage per answer on the library's projects of
+        ``modality``; None where fewer than two strategies were tried enough to compare."""
+        return suggest_strategy((m.name, m.strategies) for m in self.manifests() if m.modality == modality)
 
     # -- meta-training
     def train(self, **options: Any) -> LibraryModel:
