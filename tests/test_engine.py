@@ -105,3 +105,30 @@ def test_the_vae_learns_from_accepted_labels_and_is_judged_on_held_out_human_one
     assert vae.content.shape == (30, 28, 28) and vae.content.dtype == np.uint8
     assert (vae.parents == -1).all() and vae.kind == "generated"
     assert "held-out" in vae.evidence and vae.kept == result.feedback[0].startswith("VAE kept")
+
+
+def test_image_policies_are_searched_embedding_each_labeled_image_once_per_policy(kanji):
+    pool, images, features, pseudo = kanji
+    rows = labeled(pool, 4)
+    batches: list[int] = []
+
+    def featurize(uint8_images):
+        batches.append(len(uint8_images))
+        return uint8_images.reshape(len(uint8_images), -1).astype(np.float32) / 255
+
+    generator = DataGenerator(GeneratorOptions(hallucinate=False, synthesize=False))
+    inputs = ImageInputs(labeled=images[rows], featurize=featurize, search_policy=True)
+    result = generator.step(features[rows], pool.labels[rows], pool_x=features, pool_y=pseudo, images=inputs,
+                            seed=0)
+    # on raw kanji pixels a small translation helps (seed 0: +15 points held out), so the search keeps one
+    assert generator.image_policy is not None and generator.image_policy.operations
+    assert any(line.startswith("image augmentation: added") for line in result.feedback)
+    # one pass over the labeled images' two copies per policy scored (13 candidates at least), plus the kept
+    # batch: not one per fold and repeat of the judge, which made it 15 times as many
+    assert len(batches) >= 14 and set(batches) == {2 * len(rows)}
+    assert [batch.generator for batch in result.batches] == ["augment", "image augment"]
+    # the round model's expander hands back the copies of exactly the rows it is given, with their labels
+    some = np.arange(0, len(rows), 3)
+    new_x, new_y = result.expanders[-1](features[rows][some], pool.labels[rows][some], 5)
+    assert new_x.shape == (2 * len(some), features.shape[1])
+    assert sorted(new_y) == sorted(np.tile(pool.labels[rows][some], 2))

@@ -277,11 +277,21 @@ class DataGenerator:
         copies = max(1, self.options.copies // 2)
 
         def image_expander(policy: AugmentationPolicy) -> Expander:
-            # the judge hands over feature rows; the images behind them are found by value
+            # Every labeled image is augmented and embedded once per policy, and each of the judge's folds takes
+            # the copies of its training items: the judge calls an expander 15 times (5 folds, 3 repeats), and
+            # embedding fresh copies each time through a conv learner was two thirds of a kanji round.
+            made_once: list[tuple[np.ndarray, np.ndarray]] = []
+
             def make(train_x, train_y, fold_seed):
-                rows = _rows_of(train_x, x)
-                made = expand(images.labeled[rows], train_y, policy, copies=copies, seed=fold_seed)
-                return images.featurize(made.x), made.y
+                if not made_once:
+                    made = expand(images.labeled, y, policy, copies=copies, seed=seed)
+                    made_once.append((made.parents, images.featurize(made.x)))
+                parents, features = made_once[0]
+                # the judge hands over feature rows; the labeled items behind them are found by value
+                slot = np.full(len(x), -1)
+                slot[_rows_of(train_x, x)] = np.arange(len(train_x))
+                keep = slot[parents] >= 0
+                return features[keep], np.asarray(train_y)[slot[parents[keep]]]
             return make
 
         search = search_policy(lambda p: judge(image_expander(p)), modality="image",
