@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from metalabel.data.dataset import LabeledDataset
+from metalabel.data.generated import GENERATED_WEIGHT
 from metalabel.errors import BadInputError, check_whole_number
 from metalabel.evaluate.assembly import (
     GeneratedData,
@@ -137,7 +138,7 @@ class RunOptions:
     meta_continue_steps: int = 100
     generate: bool = True
     gan: bool = False
-    generated_weight: float = 0.5
+    generated_weight: float = GENERATED_WEIGHT
     feedback: bool = True
     seed: int = 0
 

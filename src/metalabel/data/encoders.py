@@ -377,6 +377,11 @@ def available() -> list[str]:
     return sorted(_ENCODERS)
 
 
+def default_encoder(modality: str) -> str:
+    """The encoder a pool of ``modality`` (text or images) is read with when none is named."""
+    return MiniLMEncoder.name if modality == "text" else EfficientNetLite0Encoder.name
+
+
 def check_encoder(name: object, modality: str) -> str:
     """``name`` as ``get_encoder`` keys it, if it names an encoder for ``modality`` items.
 

@@ -15,6 +15,11 @@ Expander = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]
 """(train_x [N, D], train_y [N], seed) -> (new_x [M, D], new_y [M])."""
 
 
+GENERATED_WEIGHT = 0.5
+"""How much the generated rows count next to the real rows they came from, unless a caller says otherwise:
+the loop's, the generators' and the scorecard's default."""
+
+
 def shared_weights(real_rows: float, generated_rows: int, generated_weight: float) -> tuple[float, float]:
     """(scale of each real row's weight, weight of each generated row): the one rule for mixing them.
 

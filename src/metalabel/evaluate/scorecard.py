@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from metalabel.data.generated import Expander
+from metalabel.data.generated import GENERATED_WEIGHT, Expander
 from metalabel.evaluate.downstream import compare_with_generated
 from metalabel.evaluate.quality import accuracy_with_ci, confusion, label_issues, per_class_accuracy
 from metalabel.evaluate.records import (
@@ -124,7 +124,7 @@ def downstream_section(
     human: np.ndarray,
     *,
     expand: Expander | None,
-    generated_weight: float = 0.5,
+    generated_weight: float = GENERATED_WEIGHT,
     seed: int = 0,
     featurize: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Downstream | None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from metalabel.data.generated import GENERATED_WEIGHT
 from metalabel.errors import check_whole_number
 from metalabel.generate.augment import AugmentationPolicy, Operation, expand
 from metalabel.generate.evidence import Expander, episode_accuracy, held_out_accuracy, principal_components
@@ -71,7 +72,7 @@ class GeneratorOptions:
     vae_steps: int = 600
     gan_steps: int = 300
     vae_regrowth: float = 1.5  # retrain the VAE or the GAN once its training set has grown by half
-    generated_weight: float = 0.5  # a generated row counts this much next to a real one
+    generated_weight: float = GENERATED_WEIGHT  # a generated row counts this much next to a real one
     episodes: int = 40
 
     def __post_init__(self) -> None:

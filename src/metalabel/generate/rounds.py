@@ -77,9 +77,9 @@ def _image_featurizer(learner: ProtoNet, pool: LabeledDataset, *,
         if reads_images(learner):
             inputs = torch.from_numpy(np.asarray(images)).float().div_(255).unsqueeze(1)
         else:
-            from metalabel.data.encoders import get_encoder
+            from metalabel.data.encoders import default_encoder, get_encoder
 
-            name = encoder or ("minilm" if pool.modality == "text" else "efficientnet-lite0")
+            name = encoder or default_encoder(pool.modality)
             inputs = torch.from_numpy(get_encoder(name).encode(np.asarray(images), progress=False))
         with torch.no_grad():
             return in_chunks(learner.embed, inputs).numpy()

@@ -262,14 +262,14 @@ class Library:
 
 def _encoder_space(encoder: str | None, modality: str, columns: int | None) -> EncoderSpace:
     """The space ``pool_inputs`` puts a pool of ``modality`` in with ``encoder`` (None: the loop's default)."""
-    from metalabel.data.encoders import check_encoder, get_encoder
+    from metalabel.data.encoders import check_encoder, default_encoder, get_encoder
 
     if modality == "tabular":
         if encoder is not None:
             check_encoder(encoder, modality)  # refuses any name, saying table rows take none
         assert columns is not None
         return EncoderSpace(TABLE_ENCODER, columns, "standardized")
-    name = check_encoder(encoder or ("minilm" if modality == "text" else "efficientnet-lite0"), modality)
+    name = check_encoder(encoder or default_encoder(modality), modality)
     model = get_encoder(name)  # cheap: the weights load on the first encode
     options = "".join(f";{key}={value}" for key, value in sorted(model.options.items()))
     return EncoderSpace(name, model.dim, model.version + options)
