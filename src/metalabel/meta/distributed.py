@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from metalabel.errors import BadInputError, MetalabelError, MissingDependencyError
-from metalabel.meta.checkpoint import load_learner
+from metalabel.meta.checkpoint import load_learner, remove_stale_staging
 from metalabel.meta.functional import TaskLearner
 from metalabel.meta.train import TrainConfig, TrainingJob, _resolved, run_training
 
@@ -151,17 +151,29 @@ def _train_on_processes(job: TrainingJob, *, workers: int) -> None:
 
 
 def _ray_worker(settings: dict) -> None:
+    import torch.distributed as dist
     from ray import train
 
     context = train.get_context()
-    run_training(settings["job"], Collective(context.get_world_rank(), context.get_world_size()))
+    collective = Collective(context.get_world_rank(), context.get_world_size())
+    job: TrainingJob = settings["job"]
+    assert job.run is not None
+    state = job.run / "last" / "state.json"
+    if collective.rank == 0:  # after a worker died in a save: put back or clear what it left
+        remove_stale_staging(job.run / "last")
+    dist.barrier()
+    if not job.resuming and state.exists() and state.read_text() != settings["state_before"]:
+        # Ray Train restarted the workers after one died: continue from this run's own checkpoint,
+        # as running the command again would
+        job = dataclasses.replace(job, resuming=True)
+    run_training(job, collective)
 
 
-def _train_on_ray(job: TrainingJob, *, workers: int, address: str) -> None:
+def _train_on_ray(job: TrainingJob, *, workers: int, address: str, max_failures: int = 3) -> None:
     assert job.run is not None
     try:
         import ray
-        from ray.train import RunConfig, ScalingConfig
+        from ray.train import FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
     except ImportError as error:
         raise MissingDependencyError(f"meta-training on Ray needs Ray Train ({error}): "
@@ -171,12 +183,15 @@ def _train_on_ray(job: TrainingJob, *, workers: int, address: str) -> None:
         ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
     try:
         # the run folder holds the checkpoints; Ray Train's own storage only gets its bookkeeping
+        state = job.run / "last" / "state.json"
+        settings = {"job": dataclasses.replace(job, progress=False),
+                    "state_before": state.read_text() if state.exists() else None}
         with tempfile.TemporaryDirectory(prefix="metalabel-ray-train-") as scratch:
             trainer = TorchTrainer(
-                _ray_worker, train_loop_config={"job": dataclasses.replace(job, progress=False)},
-                torch_config=TorchConfig(backend="gloo"),
+                _ray_worker, train_loop_config=settings, torch_config=TorchConfig(backend="gloo"),
                 scaling_config=ScalingConfig(num_workers=workers, use_gpu=job.device.startswith("cuda")),
-                run_config=RunConfig(name=job.run.name, storage_path=scratch))
+                run_config=RunConfig(name=job.run.name, storage_path=scratch,
+                                     failure_config=FailureConfig(max_failures=max_failures)))
             trainer.fit()
     except Exception as error:  # Ray wraps a worker's failure in its own types, by version
         raise WorkerFailedError(f"meta-training on Ray failed ({type(error).__name__}: {error}); "
