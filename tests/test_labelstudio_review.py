@@ -165,6 +165,20 @@ def test_refused_reviews_change_nothing(project, tmp_path):
     assert snapshot(project) == before
 
 
+def test_a_model_label_whose_item_waits_on_a_reference_question_is_not_put_up_for_review(project, tmp_path):
+    project, pool = project
+    (item_id,) = project.store.item_ids([pool.uris[2]])
+    project.store.ask(item_id, strategy="reference")
+    export = export_project(project.store, tmp_path / "review", format="labelstudio")
+    uris = [task["data"]["uri"] for task in json.loads((export.path / "tasks.json").read_text())]
+    # the reviewer would see the model's guess, and the reference answer is evidence only without it
+    assert pool.uris[2] not in uris and export.skipped == {"awaits_reference_answer": 1}
+    assert {pool.uris[0], pool.uris[1], pool.uris[3], pool.uris[4]} == set(uris)
+    # other formats are not put before a labeler: the label stays in them
+    csv_rows = read_csv(export_project(project.store, tmp_path / "csv", format="csv").path / "labels.csv")
+    assert pool.uris[2] in csv_rows
+
+
 def test_a_review_answers_an_open_question_about_the_item(project, tmp_path):
     project, pool = project
     tasks = json.loads((export_project(project.store, tmp_path / "review", format="labelstudio").path

@@ -22,7 +22,9 @@
   reviewed export can be imported back: ``LabelStudioQueue.import_annotations``) and
   ``label_config.xml``. Table rows are shown as ``{column: value}``; images are embedded as
   data URIs, or with ``local_files_root`` (Label Studio's document root) written to
-  ``images/`` and linked under that root.
+  ``images/`` and linked under that root. A model label whose item waits on a reference
+  question is left out until it is answered: the reviewer would see the guess the answer
+  must be given without.
 - ``hf``: ``data/<split>-00000-of-00001.parquet`` with ``datasets`` features in the schema
   (``Image`` bytes, ``ClassLabel``, every provenance column) and a ``README.md`` dataset card;
   ``datasets.load_dataset(folder)`` reads it offline. ``test_split`` puts the answers to
@@ -84,7 +86,7 @@ from metalabel.data.dataset import LabeledDataset
 from metalabel.data.sources._common import IMAGE_SUFFIXES
 from metalabel.errors import BadInputError, MissingDependencyError, StoreError
 from metalabel.evaluate.records import RoundCertificate, Scorecard, recorded_before_certification
-from metalabel.label.ask import REFERENCE
+from metalabel.label.ask import REFERENCE, awaiting_reference
 from metalabel.label.labelstudio import CONFIG_FILE as LABELSTUDIO_CONFIG
 from metalabel.label.labelstudio import ReviewIdentity, Suggestion, choices_task, write_config
 from metalabel.label.oracle import project_identity
@@ -261,7 +263,8 @@ def export_project(
             content.check_if_reachable()  # no content written, but no labels for items that are gone either
         facts = _ProjectFacts.of(store) if format in _CARD_FORMATS else None
         job = _Job(rows, content, modality, store.classes(), out.resolve(), skipped, facts,
-                   _feature_columns(modality, content), test_split, project_identity(store), root)
+                   _feature_columns(modality, content), test_split, project_identity(store), root,
+                   awaiting_reference(store.open_questions()) if format == "labelstudio" else frozenset())
 
         with _staged_folder(out) as staging:
             written = _WRITERS[format](job, staging)
@@ -310,6 +313,8 @@ class _Job:
     """The project's identity (``project_identity``), which Label Studio tasks carry."""
     local_files_root: Path | None = None
     """Label Studio's LOCAL_FILES_DOCUMENT_ROOT (absolute), which image links are relative to."""
+    awaiting_reference: frozenset[int] = frozenset()
+    """Items with an open reference question (format ``labelstudio``): their model labels are not put up for review."""
 
 
 @dataclass
@@ -768,6 +773,9 @@ def _write_labelstudio(job: _Job, folder: Path) -> _Written:
     image_names = _UniqueNames()
     tasks, written = [], []
     for row in job.rows:
+        if row.item.id in job.awaiting_reference and not LabelSource(row.label.source).trusted:
+            job.skipped["awaits_reference_answer"] += 1  # a reviewer would see the guess the answer must not see
+            continue
         value: str | dict[str, float] | None
         if kind == "image":
             image = _image_source(row, job.content)

@@ -18,11 +18,13 @@ seeded the same, asks the same questions as one that was never interrupted.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 from metalabel.label.active import QueryPool, select
+from metalabel.store.records import Question
 
 REFERENCE = "reference"
 LABEL_ISSUE = "label-issue"
@@ -89,3 +91,9 @@ def choose_questions(probs: np.ndarray, embeddings: np.ndarray, candidates: np.n
         chosen = select(strategy, QueryPool(probs[remaining], embeddings[remaining], labeled), budget=wanted, rng=rng)
         questions += [Ask(int(p), strategy) for p in remaining[chosen]]
     return questions
+
+
+def awaiting_reference(open_questions: Iterable[Question]) -> frozenset[int]:
+    """Items whose reference question is still open: no one may be shown a model's guess for them until answered,
+    since a reference answer is evidence only if the person did not see it."""
+    return frozenset(question.item_id for question in open_questions if question.strategy == REFERENCE)

@@ -52,7 +52,7 @@ from typing import Any
 
 from metalabel.errors import BadInputError, MetalabelError, MissingDependencyError, ProjectLockedError
 from metalabel.files import write_atomically
-from metalabel.label.ask import REFERENCE
+from metalabel.label.ask import awaiting_reference
 from metalabel.label.labelstudio import (
     CHOICES_NAME,
     HASH_KEY,
@@ -114,7 +114,7 @@ def predictions(store: ProjectStore, tasks: Any, *,
     items = {item.uri: item for item in store.items()}
     labels = {label.item_id: label for label in store.active_labels()}
     questions = {question.id: question for question in store.open_questions()}
-    waiting_on_reference = {q.item_id for q in questions.values() if q.strategy == REFERENCE}
+    waiting_on_reference = awaiting_reference(questions.values())
     out = []
     for task in tasks:
         data = task.get("data") if isinstance(task, dict) else None
