@@ -388,3 +388,33 @@ def test_a_project_set_to_auto_add_joins_the_library_after_each_run(tmp_path, ca
     assert main(["library", "auto-add", str(tmp_path / "lows"), "--off", *lib]) == 0
     assert main([*run, "--budget", "9"]) == 0
     assert Library(tmp_path / "lib").entry("lows").manifest == second
+
+
+def test_when_past_projects_were_first_certified_is_a_prior_not_evidence(tmp_path):
+    from metalabel.library.entries import EntryManifest
+    from metalabel.library.runs import CertificationRecord, certification_prior, certification_record
+    from metalabel.store import Round
+
+    def certified(round_id: int, bound: float | None, threshold: float | None, reference: int) -> Round:
+        return Round(round_id, "t", "t", "finished", {"target_precision": 0.95},
+                     {"certified_precision": bound, "threshold": threshold, "reference_answers": reference,
+                      "coverage": 0.5})
+
+    record = certification_record([certified(1, None, None, 10), certified(2, 0.96, 0.9, 30),
+                                   certified(3, 0.97, 0.8, 50)])
+    assert record == CertificationRecord(0.95, 0.9, 0.96, 30, 0.5)  # the first certified round
+    assert certification_record([certified(1, None, None, 10)]) is None
+    prior = certification_prior([record, None, CertificationRecord(0.95, 0.8, 0.95, 50, 0.7),
+                                 CertificationRecord(0.9, 0.5, 0.91, 5, 0.9)], target_precision=0.95)
+    assert prior is not None and prior.thresholds == (0.9, 0.8) and prior.reference_answers == (30, 50)
+    assert "0.80-0.90 after a median of 40 reference answers" in prior.summary()
+    assert "not evidence" in prior.summary()
+    assert certification_prior([record], target_precision=0.99) is None
+
+    with digits_project(tmp_path, "lows", GROUPS["lows"], seeds=2) as project:
+        manifest = Library(tmp_path / "lib").add(project)
+    assert manifest.certification is None  # never run: nothing certified
+    kept = EntryManifest.from_json({**manifest.to_json(), "certification": {
+        "target_precision": 0.95, "threshold": 0.9, "certified_precision": 0.96, "reference_answers": 30,
+        "coverage": 0.5}}, where="x")
+    assert kept.certification == record

@@ -189,7 +189,8 @@ def _run_learner(args: argparse.Namespace, *, modality: str):
 
     if args.model:
         raise BadInputError("give either --model or --from-library, not both")
-    model = Library(args.library).model()
+    library = Library(args.library)
+    model = library.model()
     if model.modality != modality:
         raise BadInputError(f"the library's model learned from {model.modality} projects, but this pool holds "
                             f"{modality}", path=args.library, hint="use a library of projects like this one")
@@ -198,6 +199,9 @@ def _run_learner(args: argparse.Namespace, *, modality: str):
                             hint="leave --encoder out with --from-library")
     if not args.quiet:
         console.print(f"starting from the library: {model.summary()}", highlight=False, soft_wrap=True)
+        prior = library.certification_prior(modality, target_precision=args.target_precision)
+        if prior is not None:
+            console.print(prior.summary(), highlight=False, soft_wrap=True)
     return model.learner, model.run_encoder
 
 
@@ -452,6 +456,11 @@ def cmd_library_list(args: argparse.Namespace) -> int:
         console.print(f"{modality}: " + (suggestion.summary() if suggestion else
                                           "no two query strategies tried enough to suggest one"),
                       highlight=False, soft_wrap=True)
+        for target in sorted({m.certification.target_precision for m in manifests
+                              if m.modality == modality and m.certification is not None}):
+            prior = library.certification_prior(modality, target_precision=target)
+            assert prior is not None
+            console.print(f"{modality}: {prior.summary()}", highlight=False, soft_wrap=True)
     return 0
 
 

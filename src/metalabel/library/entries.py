@@ -11,7 +11,8 @@ kept (a person's answer, a seed label, or a model label a certificate admitted):
     uris, hashes str [n]        where the item came from and its content hash
     content     [n, ...]        the items themselves, only when added ``with_content``
     manifest    str             JSON: name, project, modality, encoder, classes, counts, version, and
-                                what each query strategy the project's runs used bought
+                                what each query strategy the project's runs used bought, and
+                                when its labels were first certified
 
 Pool content stays out unless asked: embeddings and labels are what meta-training needs,
 and a shared library should not carry a team's raw data by accident.
@@ -33,7 +34,7 @@ import numpy as np
 
 from metalabel._version import __version__
 from metalabel.errors import BadInputError, EmptyClassError
-from metalabel.library.runs import StrategyRecord
+from metalabel.library.runs import CertificationRecord, StrategyRecord
 from metalabel.store import LabelSource
 
 ENTRY_FORMAT = 1
@@ -77,6 +78,8 @@ class EntryManifest:
     format: int = ENTRY_FORMAT
     strategies: tuple[StrategyRecord, ...] = ()
     """What each query strategy the project's runs used bought (``metalabel.library.runs``)."""
+    certification: CertificationRecord | None = None
+    """The project's first certified round (its threshold and the reference answers it took), None if none."""
 
     @property
     def group(self) -> str:
@@ -85,7 +88,8 @@ class EntryManifest:
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "class_names": list(self.class_names),
-                "strategies": [asdict(record) for record in self.strategies]}
+                "strategies": [asdict(record) for record in self.strategies],
+                "certification": None if self.certification is None else asdict(self.certification)}
 
     @classmethod
     def from_json(cls, data: object, *, where: str | Path) -> EntryManifest:
@@ -106,7 +110,8 @@ class EntryManifest:
                        # entries added before strategies were recorded hold none
                        strategies=tuple(StrategyRecord(str(r["strategy"]), int(r["rounds"]), int(r["answers"]),
                                                        float(r["coverage_gain"]))
-                                        for r in data.get("strategies", [])))
+                                        for r in data.get("strategies", [])),
+                       certification=_certification(data.get("certification")))
         except (AssertionError, KeyError, TypeError, ValueError, AttributeError) as error:
             raise BadInputError(f"not a metalabel library entry ({type(error).__name__}: {error})", path=where,
                                 hint="use a file written by `metalabel library add` or `library export`") from error
@@ -174,6 +179,14 @@ class LibraryEntry:
                                 hint="add the project again, or import a fresh export")
 
 
+def _certification(data: Any) -> CertificationRecord | None:
+    if data is None:  # never certified, or added before certifications were kept
+        return None
+    return CertificationRecord(float(data["target_precision"]), float(data["threshold"]),
+                               float(data["certified_precision"]), int(data["reference_answers"]),
+                               float(data["coverage"]))
+
+
 def entry_name(name: str) -> str:
     """``name`` if it can name an entry's file, else a BadInputError saying what can."""
     if not _SAFE_NAME.fullmatch(name):
@@ -192,7 +205,8 @@ def default_entry_name(project_name: str) -> str:
 def make_entry(*, name: str, project: str, project_folder: str | Path, modality: str, encoder: EncoderSpace,
                class_names: list[str], label_space: str | None, embeddings: np.ndarray, labels: list[Any],
                uris: list[str], hashes: list[str], content: np.ndarray | None,
-               strategies: tuple[StrategyRecord, ...] = ()) -> LibraryEntry:
+               strategies: tuple[StrategyRecord, ...] = (),
+               certification: CertificationRecord | None = None) -> LibraryEntry:
     """An entry from a project's active labels (``metalabel.store.Label`` rows) and their items' embeddings.
 
     ``embeddings``, ``uris``, ``hashes`` and ``content`` are aligned with ``labels``.
@@ -209,7 +223,7 @@ def make_entry(*, name: str, project: str, project_folder: str | Path, modality:
         modality=modality, encoder=encoder, class_names=tuple(class_names), label_space=label_space,
         sources=dict(sorted(Counter(sources).items())), items=len(labels), with_content=content is not None,
         metalabel_version=__version__, added_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        strategies=strategies)
+        strategies=strategies, certification=certification)
     confidence = [math.nan if label.calibrated_confidence is None else label.calibrated_confidence
                   for label in labels]
     return LibraryEntry(

@@ -35,7 +35,14 @@ from metalabel.library.entries import (
     entry_name,
     make_entry,
 )
-from metalabel.library.runs import StrategySuggestion, strategy_records, suggest_strategy
+from metalabel.library.runs import (
+    CertificationPrior,
+    StrategySuggestion,
+    certification_prior,
+    certification_record,
+    strategy_records,
+    suggest_strategy,
+)
 from metalabel.library.train import LibraryModel, load_library_model, train_on_library
 from metalabel.store import LabelSource
 
@@ -141,6 +148,7 @@ class Library:
                   if LabelSource(label.source) in KEPT_SOURCES and label.uri in position]
         rows = np.array([position[label.uri] for label in labels], dtype=np.int64)
         hashes = {item.uri: item.content_hash for item in project.store.items()}
+        rounds = project.store.rounds()
         embeddings = np.zeros((0, space.dim), dtype=np.float32)
         if labels:  # embedding is the slow part: only once the project has something to keep
             x = pool_inputs(pool, None, encoder=None if pool.modality == "tabular" else space.name,
@@ -151,7 +159,7 @@ class Library:
                            encoder=space, class_names=project.store.classes(), label_space=label_space,
                            embeddings=embeddings, labels=labels, uris=[label.uri for label in labels],
                            hashes=[hashes[label.uri] for label in labels], content=content,
-                           strategies=strategy_records(project.store.rounds()))
+                           strategies=strategy_records(rounds), certification=certification_record(rounds))
         self.projects_folder.mkdir(parents=True, exist_ok=True)
         write_atomically(self._entry_path(name), entry.to_bytes())
         return entry.manifest
@@ -175,6 +183,12 @@ class Library:
         """The query strategy that bought the most certified coverage per answer on the library's projects of
         ``modality``; None where fewer than two strategies were tried enough to compare."""
         return suggest_strategy((m.name, m.strategies) for m in self.manifests() if m.modality == modality)
+
+    def certification_prior(self, modality: str, *, target_precision: float) -> CertificationPrior | None:
+        """How the library's projects of ``modality`` were first certified at ``target_precision`` (thresholds,
+        reference answers): a prior to plan by, never evidence for a new project's acceptance."""
+        return certification_prior((m.certification for m in self.manifests() if m.modality == modality),
+                                   target_precision=target_precision)
 
     # -- meta-training
     def train(self, **options: Any) -> LibraryModel:

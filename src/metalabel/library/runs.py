@@ -1,4 +1,4 @@
-"""What past projects' query strategies paid, and the one the library suggests for the next project.
+"""What past projects' runs tell the next one: the query strategy that paid, and when certification came.
 
 A finished project's rounds say which query strategy asked each round's questions
 (``RunOptions.strategy``, kept in the round's config) and how much of the pool was certified
@@ -8,10 +8,17 @@ gained over the rounds it asked for, per answer; the library keeps that per proj
 strategy, the one that bought most across the projects that used it. It is a starting default,
 shown as such: projects differ in difficulty, so a strategy tried on easier projects looks
 better than it is, and a suggestion needs at least two strategies each tried on enough answers.
+
+The library also keeps when each project's labels were first certified (``CertificationRecord``:
+the confidence threshold its reference sample certified at the target precision, after how
+many reference answers). Across past projects that is a prior to plan a budget by, shown as
+such; it is never evidence: a new project's labels are accepted only on its own reference
+answers (``metalabel.label.certify``), whatever past projects did.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -85,3 +92,52 @@ def suggest_strategy(records: Iterable[tuple[str, Sequence[StrategyRecord]]]) ->
         return None
     (points, name, answers, used_by), *rest = compared
     return StrategySuggestion(name, points, answers, used_by, tuple((n, p, a) for p, n, a, _ in rest))
+
+
+@dataclass(frozen=True)
+class CertificationRecord:
+    """A project's first certified round: its target, the threshold certified, and the evidence it took."""
+
+    target_precision: float
+    threshold: float
+    certified_precision: float
+    reference_answers: int
+    coverage: float
+
+
+def certification_record(rounds: Sequence[Round]) -> CertificationRecord | None:
+    """The first finished round whose reference sample certified a threshold; None if none did."""
+    for r in rounds:
+        m = r.metrics
+        if (r.status == "finished" and m and m.get("certified_precision") is not None
+                and m.get("threshold") is not None and "target_precision" in r.config):
+            return CertificationRecord(float(r.config["target_precision"]), float(m["threshold"]),
+                                       float(m["certified_precision"]), int(m["reference_answers"]),
+                                       float(m["coverage"]))
+    return None
+
+
+@dataclass(frozen=True)
+class CertificationPrior:
+    """How past projects at one target precision got certified: a starting expectation, not evidence."""
+
+    target_precision: float
+    thresholds: tuple[float, ...]
+    reference_answers: tuple[int, ...]
+
+    def summary(self) -> str:
+        return (f"past projects certified {100 * self.target_precision:g}% precision at confidence thresholds "
+                f"{min(self.thresholds):.2f}-{max(self.thresholds):.2f} after a median of "
+                f"{statistics.median(self.reference_answers):g} reference answers ({len(self.thresholds)} "
+                "project(s); a prior to plan by, not evidence: this project's labels are accepted only on its own "
+                "reference answers)")
+
+
+def certification_prior(records: Iterable[CertificationRecord | None], *,
+                        target_precision: float) -> CertificationPrior | None:
+    """The past projects certified at ``target_precision``; None if none was."""
+    kept = [r for r in records if r is not None and r.target_precision == target_precision]
+    if not kept:
+        return None
+    return CertificationPrior(target_precision, tuple(r.threshold for r in kept),
+                              tuple(r.reference_answers for r in kept))
