@@ -8,6 +8,7 @@ between polls so a run cut short still leaves a table of what finished.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -62,3 +63,20 @@ def save_part(path: Path, part: dict) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(part, indent=1, default=float))
+
+
+def package_sha256() -> str:
+    """Short sha256 of every source file of the metalabel package this process imports (paths and bytes).
+
+    A result records it so it says which code made it: a change anywhere in the package changes it, not
+    only in the loop's module (a snapshot run from ``git archive`` hashes the same as its commit's tree).
+    """
+    import metalabel
+
+    root = Path(metalabel.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(f"{path.relative_to(root).as_posix()}\0".encode())
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()[:12]

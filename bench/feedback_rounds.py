@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _workers import package_sha256  # bench/ is on sys.path
+
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 DATASETS = {"fashion-mnist": "efficientnet-lite0", "20newsgroups": "minilm"}
@@ -129,7 +131,8 @@ def main() -> None:
     command = "python bench/feedback_rounds.py " + shlex.join(sys.argv[1:])
     lines = [
         "# Feedback on vs off, round by round", "",
-        f"`{command}` — {time.time() - started:.0f} s on this 2-core CPU, {len(args.seeds)} seeds, pools of "
+        f"`{command}` (metalabel package sha256 {package_sha256()}) — {time.time() - started:.0f} s on this "
+        f"2-core CPU, {len(args.seeds)} seeds, pools of "
         f"{args.pool_size} test-split items, {args.k} seed labels per class, {args.budget} questions "
         f"({args.per_round} a round, split by the planner between the reference sample and the query "
         "strategy). Figures are means over seeds, in %. "

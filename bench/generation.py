@@ -67,7 +67,7 @@ import sys
 import time
 from pathlib import Path
 
-from _workers import add_pool_options, run_workers, save_part  # bench/ is on the path when a script here runs
+from _workers import add_pool_options, package_sha256, run_workers, save_part  # bench/ is on sys.path
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -374,15 +374,17 @@ def part_path(args, name: str) -> Path:
 
 
 def source_hashes() -> dict[str, str]:
-    """Short sha256 of the engine's and the judge's source, so a partial file says which code made it."""
+    """Short sha256 of the whole package, and of the engine's and the judge's source, so a partial file says which
+    code made it (the engine's alone tells the notes which judge setting the cells saw)."""
     import hashlib
 
     import metalabel.generate.engine
     import metalabel.generate.evidence
 
-    return {f"{module.__name__.rsplit('.', 1)[1]}_sha256":
-            hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:12]
-            for module in (metalabel.generate.engine, metalabel.generate.evidence)}
+    modules = {f"{module.__name__.rsplit('.', 1)[1]}_sha256": Path(module.__file__)
+               for module in (metalabel.generate.engine, metalabel.generate.evidence)}
+    return {"package_sha256": package_sha256(),
+            **{key: hashlib.sha256(path.read_bytes()).hexdigest()[:12] for key, path in modules.items()}}
 
 
 def engine_options() -> dict:

@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _workers import add_pool_options, run_workers, save_part  # bench/ is on the path when a script here runs
+from _workers import add_pool_options, package_sha256, run_workers, save_part  # bench/ is on sys.path
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -530,8 +530,6 @@ def limit_for(values: list[str] | None, name: str) -> int | None:
 def run_worker(worker: str, args: argparse.Namespace) -> None:
     import torch
 
-    import metalabel.pipeline
-
     torch.set_num_threads(args.threads)
     # sklearn's guess that few labels of many classes are a regression target: they are classes
     warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
@@ -552,8 +550,7 @@ def run_worker(worker: str, args: argparse.Namespace) -> None:
     if part.get("loop_options", {}) != args.loop_options:
         raise SystemExit(f"{path} was made with --loop-option {part.get('loop_options')}; resume with the same")
     part["budgets"] = sorted(set(part["budgets"]) | set(args.budgets))  # the table's budgets; the curve has more
-    part.setdefault("pipeline_sha256", []).append(
-        hashlib.sha256(Path(metalabel.pipeline.__file__).read_bytes()).hexdigest()[:12])
+    part.setdefault("package_sha256", []).append(package_sha256())
     t = time.perf_counter()
     graph = knn_graph(x_std, 7, parts_dir(args))
     if "knn_graph_seconds" not in part:  # a resumed run reads the graph from its cache

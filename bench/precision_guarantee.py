@@ -43,7 +43,6 @@ each finishes, so a run cut short keeps its finished runs; ``--report`` rebuilds
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -55,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _workers import add_pool_options, run_workers, save_part  # bench/ is on the path when a script here runs
+from _workers import add_pool_options, package_sha256, run_workers, save_part  # bench/ is on sys.path
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -285,8 +284,6 @@ def seeds_for(name: str, args) -> list[int]:
 def run_worker(worker: str, args: argparse.Namespace) -> None:
     import torch
 
-    import metalabel.pipeline
-
     torch.set_num_threads(args.threads)
     name, target = worker.split("@")[0], float(worker.split("@")[1])
     share, audit = parse_share(worker.split("@")[2])
@@ -295,8 +292,7 @@ def run_worker(worker: str, args: argparse.Namespace) -> None:
         "dataset": name, "target": target, "split": split_name(share, audit), "pool": len(pool),
         "classes": pool.num_classes,
         "encoder": encoder or ("kanji ProtoNet (Conv-4)" if learner is not None else "table columns"), "runs": {}}
-    part.setdefault("pipeline_sha256", []).append(
-        hashlib.sha256(Path(metalabel.pipeline.__file__).read_bytes()).hexdigest()[:12])
+    part.setdefault("package_sha256", []).append(package_sha256())
     for seed in seeds_for(name, args):
         for k in args.seed_per_class:
             for budget in args.budgets:
