@@ -348,6 +348,9 @@ def test_strategies_are_kept_and_a_run_from_the_library_takes_the_suggested_one(
                                                                                                         "random"}
     assert library.suggest_strategy("text") is None
     library.train(steps=5, shots=2, queries=2, val_every=5, val_episodes=5)
+    capsys.readouterr()
+    assert main(["library", "list", "--library", str(lib)]) == 0
+    assert f"tabular: query strategy {suggestion.strategy}, suggested by the library" in capsys.readouterr().out
 
     digits_csv(tmp_path / "new.csv", (9, 0))
     assert main(["init", str(tmp_path / "new"), "--pool", str(tmp_path / "new.csv"), "--seed-per-class", "2",
