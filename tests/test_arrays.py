@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from metalabel.data.arrays import check_matrix
+from metalabel.data.arrays import check_class_ids, check_matrix, check_weights
 from metalabel.errors import BadInputError
 
 
@@ -35,3 +35,19 @@ def test_the_first_non_finite_row_is_named_with_the_count_and_the_hint():
         check_matrix(values, name="embeddings", hint="re-encode those items")
     assert raised.value.row == 2
     assert str(raised.value) == "row 2: NaN or infinity in embeddings (2 row(s) like this) -> re-encode those items"
+
+
+def test_class_ids_and_weights_come_back_typed_or_name_the_row():
+    assert check_class_ids([2, 0, 1], name="y", rows=3, classes=3).dtype == np.int64
+    assert check_class_ids(np.array([0, -1], np.int8), name="y", unlabeled=True).tolist() == [0, -1]
+    assert check_weights(None, name="w", rows=2).tolist() == [1.0, 1.0]
+    for call, message in [
+        (lambda: check_class_ids([0, 3], name="y", classes=3), "row 1: y holds 3, outside 0..2"),
+        (lambda: check_class_ids([0, -1], name="y"), "row 1: y holds -1, outside 0 or more"),
+        (lambda: check_class_ids([0.5], name="y"), "integer class ids"),
+        (lambda: check_class_ids([0, 1], name="y", rows=3, row_name="image"), r"one class id per image \(3\)"),
+        (lambda: check_weights([1.0, np.nan], name="w", rows=2), "row 1: w holds nan"),
+        (lambda: check_weights([1.0], name="w", rows=2), r"one weight per row \(2\)"),
+    ]:
+        with pytest.raises(BadInputError, match=message):
+            call()

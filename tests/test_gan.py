@@ -101,7 +101,7 @@ def test_bad_input_names_the_row_or_class(digits):
     assert "row 7" in str(error.value)
     with pytest.raises(EmptyClassError):
         train_feature_gan(features, labels, classes=4, steps=1)
-    with pytest.raises(BadInputError, match="one per row"):
+    with pytest.raises(BadInputError, match="one class id per row"):
         train_feature_gan(features, labels[:-1], classes=3, steps=1)
     with pytest.raises(BadInputError, match="penalty"):
         train_feature_gan(features, labels, classes=3, steps=1, penalty=0)

@@ -123,7 +123,7 @@ def test_too_few_classes_with_enough_examples_names_the_shortest(data):
     ("x", "y", "message"),
     [
         (np.zeros((4, DIM + 1), np.float32), np.zeros(4, int), "trained on 16"),
-        (np.zeros((4, DIM), np.float32), np.zeros(3, int), "one label per row"),
+        (np.zeros((4, DIM), np.float32), np.zeros(3, int), r"one class id per row of x_support \(4\)"),
         (np.full((4, DIM), np.nan, np.float32), np.zeros(4, int), "row 0.*NaN"),
         (np.zeros((4, DIM), np.float32), np.array([0, 0, -1, 1]), "row 2.*unlabeled"),
     ],

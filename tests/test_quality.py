@@ -47,9 +47,9 @@ def test_confusion_counts_true_by_row_and_predicted_by_column() -> None:
 
 
 def test_confusion_and_per_class_accuracy_refuse_bad_input() -> None:
-    with pytest.raises(BadInputError, match="not a class index in 0..2"):
+    with pytest.raises(BadInputError, match="outside 0..2"):
         confusion(np.array([0, 3]), np.array([0, 1]), classes=3)
-    with pytest.raises(BadInputError, match="must match"):
+    with pytest.raises(BadInputError, match=r"one class id per true label \(2\)"):
         confusion(np.array([0, 1]), np.array([0]), classes=3)
     with pytest.raises(BadInputError, match="square"):
         per_class_accuracy(np.zeros((2, 3), dtype=int))
@@ -112,7 +112,7 @@ def test_label_issues_with_fewer_than_two_classes_present_finds_none(only_class:
 def test_label_issues_refuses_logits_and_mismatched_labels() -> None:
     with pytest.raises(BadInputError, match="out_of_fold_probs"):
         label_issues(np.array([0, 1]), np.array([[2.0, -1.0], [0.5, 3.0]]))
-    with pytest.raises(BadInputError, match="3 labels for 2 items"):
+    with pytest.raises(BadInputError, match=r"one class id per row of probs \(2\)"):
         label_issues(np.array([0, 1, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]))
 
 

@@ -117,7 +117,7 @@ def test_save_and_load_give_the_same_samples(tmp_path):
         (random_images(4, shape=(32, 32)), np.zeros(4, int), {}, BadInputError, "28x28 grayscale"),
         (random_images(4, shape=(28, 28, 3)), np.zeros(4, int), {}, BadInputError, "28x28 grayscale"),
         (random_images(4).astype(np.float32), np.zeros(4, int), {}, BadInputError, "uint8"),
-        (random_images(4), np.zeros(3, int), {}, BadInputError, r"one per image \(4 images\)"),
+        (random_images(4), np.zeros(3, int), {}, BadInputError, r"one class id per image \(4\)"),
         (random_images(4), np.array([0, 1, 3, 0]), {}, BadInputError, r"row 2.*outside 0\.\.2"),
         (random_images(4), np.array([0, 1, 1, 0]), {}, EmptyClassError, "class '2'.*no training image"),
         (random_images(4), np.array([0, 1, 2, 0]), {"sample_weight": np.array([1.0, 0, 1, 1])},

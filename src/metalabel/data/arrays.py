@@ -1,4 +1,5 @@
-"""The one check for a matrix the caller hands in (features, embeddings, logits, probabilities).
+"""The checks for arrays the caller hands in: a matrix (features, embeddings, logits, probabilities),
+class ids and weights.
 
 It sits in the lowest room that has NumPy, so every room above uses this one and none keeps a copy.
 """
@@ -52,3 +53,47 @@ def check_matrix(
             f"NaN or infinity in {name} ({bad_rows.size} row(s) like this)", row=int(bad_rows[0]), hint=hint
         )
     return array
+
+
+def check_class_ids(
+    values: ArrayLike,
+    *,
+    name: str,
+    rows: int | None = None,
+    row_name: str = "row",
+    classes: int | None = None,
+    unlabeled: bool = False,
+) -> np.ndarray:
+    """``values`` as int64 class ids ``[N]``, or a BadInputError naming the first row that is not one.
+
+    ``rows``: how many there must be (one per ``row_name``); ``classes``: ids lie in ``0..classes-1``;
+    ``unlabeled``: -1 (an unlabeled row) is allowed too.
+    """
+    y = np.asarray(values)
+    if y.ndim != 1 or (rows is not None and len(y) != rows):
+        expected = "a 1-D array of class ids" if rows is None else f"one class id per {row_name} ({rows})"
+        raise BadInputError(f"{name} must hold {expected}, got shape {y.shape}")
+    if y.size and y.dtype.kind not in "iu":
+        raise BadInputError(f"{name} must hold integer class ids, got dtype {y.dtype}",
+                            hint="map class names to ids 0..C-1")
+    y = y.astype(np.int64)
+    too_high = np.zeros(len(y), dtype=bool) if classes is None else y >= classes
+    outside = np.flatnonzero((y < (-1 if unlabeled else 0)) | too_high)
+    if outside.size:
+        valid = ("0 or more" if classes is None else f"0..{classes - 1}") + (" (or -1: unlabeled)" if unlabeled else "")
+        raise BadInputError(f"{name} holds {y[outside[0]]}, outside {valid}", row=int(outside[0]),
+                            hint="map class names to ids 0..C-1 in the order of the classes")
+    return y
+
+
+def check_weights(values: ArrayLike | None, *, name: str, rows: int, row_name: str = "row") -> np.ndarray:
+    """float64 weights ``[rows]``, each finite and >= 0 (None: all ones), or a BadInputError naming the row."""
+    if values is None:
+        return np.ones(rows)
+    weights = np.asarray(values, dtype=np.float64)
+    if weights.shape != (rows,):
+        raise BadInputError(f"{name} must hold one weight per {row_name} ({rows}), got shape {weights.shape}")
+    bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
+    if bad.size:
+        raise BadInputError(f"{name} holds {weights[bad[0]]}; weights must be finite and >= 0", row=int(bad[0]))
+    return weights

@@ -12,10 +12,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from metalabel.data.arrays import check_matrix
+from metalabel.data.arrays import check_class_ids, check_matrix
 from metalabel.data.generated import shared_weights
 from metalabel.errors import BadInputError, check_whole_number
-from metalabel.label.calibrate import validate_labels
 
 FloatArray = NDArray[np.float64]
 
@@ -43,9 +42,9 @@ def downstream_accuracy(
     if classes is not None:
         check_whole_number("classes", classes, minimum=1)
     x_train = _features(train_x, "train_x")
-    y_train = validate_labels(train_y, items=len(x_train), classes=classes, name="train_y")
+    y_train = check_class_ids(train_y, name="train_y", rows=len(x_train), classes=classes)
     x_test = _features(test_x, "test_x", features=x_train.shape[1])
-    y_test = validate_labels(test_y, items=len(x_test), classes=classes, name="test_y")
+    y_test = check_class_ids(test_y, name="test_y", rows=len(x_test), classes=classes)
     weights = None if sample_weight is None else _weights(sample_weight, len(x_train), "sample_weight")
 
     present = np.unique(y_train if weights is None else y_train[weights > 0])
@@ -89,9 +88,9 @@ def compare_with_generated(
     Generated data may be empty, with 0 rows.
     """
     x_real = _features(real_x, "real_x")
-    y_real = validate_labels(real_y, items=len(x_real), name="real_y")
+    y_real = check_class_ids(real_y, name="real_y", rows=len(x_real))
     x_generated = _features(generated_x, "generated_x", features=x_real.shape[1], allow_empty=True)
-    y_generated = validate_labels(generated_y, items=len(x_generated), name="generated_y")
+    y_generated = check_class_ids(generated_y, name="generated_y", rows=len(x_generated))
     if not 0 <= generated_weight < np.inf:
         raise BadInputError(f"generated_weight must be a finite number >= 0, got {generated_weight}")
     weights_real = np.ones(len(x_real)) if real_weight is None else _weights(real_weight, len(x_real), "real_weight")

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from metalabel.data.arrays import check_class_ids
 from metalabel.errors import BadInputError, MissingDependencyError, check_whole_number
 from metalabel.label.accept import wilson_accuracy
-from metalabel.label.calibrate import validate_labels, validate_probabilities
+from metalabel.label.calibrate import validate_probabilities
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -35,8 +36,8 @@ def accuracy_with_ci(correct: ArrayLike, *, confidence: float = 0.95) -> dict[st
 def confusion(true: ArrayLike, predicted: ArrayLike, *, classes: int) -> IntArray:
     """``[classes, classes]`` counts: row = true class, column = predicted class."""
     check_whole_number("classes", classes, minimum=1)
-    truth = validate_labels(true, classes=classes, name="true")
-    guess = validate_labels(predicted, items=len(truth), classes=classes, name="predicted")
+    truth = check_class_ids(true, name="true", classes=classes)
+    guess = check_class_ids(predicted, name="predicted", rows=len(truth), row_name="true label", classes=classes)
     return np.bincount(truth * classes + guess, minlength=classes * classes).reshape(classes, classes)
 
 
@@ -107,7 +108,8 @@ def label_issues(labels: ArrayLike, out_of_fold_probs: ArrayLike, *, max_issues:
         raise BadInputError(f"no label-issue method named {method!r}",
                             hint=f"use one of {', '.join(LABEL_ISSUE_METHODS)}")
     probs = validate_probabilities(out_of_fold_probs, name="out_of_fold_probs")
-    given_labels = validate_labels(labels, items=len(probs), classes=probs.shape[1], name="labels")
+    given_labels = check_class_ids(labels, name="labels", rows=len(probs), row_name="row of probs",
+                                   classes=probs.shape[1])
     if max_issues is not None:
         check_whole_number("max_issues", max_issues, minimum=0)
     if method == "auto":

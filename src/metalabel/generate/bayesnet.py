@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metalabel.data.arrays import check_matrix
+from metalabel.data.arrays import check_class_ids, check_matrix
 from metalabel.errors import BadInputError, check_whole_number
 
 GENERATOR_NAME = "bayesnet"
@@ -70,15 +70,11 @@ def fit_bayesnet(x: np.ndarray, y: np.ndarray, *, bins: int = 5, prior: float = 
     if isinstance(prior, bool) or not isinstance(prior, (int, float)) or not 0 < prior < np.inf:
         raise BadInputError(f"prior must be a finite number > 0, got {prior!r}", hint="e.g. 1.0")
     rows = check_matrix(x, name="x", columns="columns", dtype=np.float64, hint="drop or impute that row")
-    labels = np.asarray(y)
-    if labels.ndim != 1 or len(labels) != len(rows):
-        raise BadInputError(f"y must hold one class per row of x ({len(rows)} rows), got shape {labels.shape}")
-    if labels.size and labels.dtype.kind not in "iu":
-        raise BadInputError(f"y must be integer class ids, got dtype {labels.dtype}", hint="map class names to ids")
+    labels = check_class_ids(y, name="y", rows=len(rows), row_name="row of x", unlabeled=True)
     labeled = labels >= 0
     if not labeled.any():
         raise BadInputError("y holds no labeled row", hint="label some rows first")
-    rows, labels = rows[labeled], labels[labeled].astype(np.int64)
+    rows, labels = rows[labeled], labels[labeled]
     classes, class_of = np.unique(labels, return_inverse=True)
     column_bins = tuple(_column_bins(column, bins) for column in rows.T)
     states = np.stack([_states(column, b) for column, b in zip(rows.T, column_bins)], axis=1)  # [N, D]

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from rich.progress import track
 from torch import Tensor, nn
 
-from metalabel.data.arrays import check_matrix
+from metalabel.data.arrays import check_class_ids, check_matrix, check_weights
 from metalabel.errors import BadInputError, EmptyClassError, check_whole_number
 from metalabel.generate.hallucinate import _normalization
 from metalabel.generate.weights import content_version, read_generator_weights, seeded_linear, write_generator
@@ -181,7 +181,7 @@ def train_feature_gan(
                        weighted=sample_weight is not None)
     x = check_matrix(features, name="features", columns="dims", dtype=np.float32,
                      shape_hint="pass one feature vector per row, e.g. an encoder's output")
-    y = _checked_labels(labels, rows=len(x), classes=config.classes)
+    y = check_class_ids(labels, name="labels", rows=len(x), classes=config.classes)
     weights = _checked_weights(sample_weight, y, classes=config.classes)
     mean, scale = _normalization(x, normalize=config.normalize)
     rows = torch.from_numpy((x - mean) / scale).to(device)
@@ -230,7 +230,7 @@ def generate_features(trained: TrainedGAN, labels: np.ndarray, *, seed: int) -> 
     """float32 features ``[M, D]`` in the caller's space, one of class ``labels[i]`` each; a seed fixes them."""
     check_whole_number("seed", seed, minimum=0)
     model = trained.model
-    targets = _checked_labels(labels, rows=None, classes=model.classes)
+    targets = check_class_ids(labels, name="labels", classes=model.classes)
     device = next(model.parameters()).device
     noise = torch.randn(len(targets), model.noise_dim, generator=torch.Generator().manual_seed(seed)).to(device)
     with torch.no_grad():
@@ -296,28 +296,9 @@ def _pixels(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), SIDE * SIDE).astype(np.float32) / 255
 
 
-def _checked_labels(labels: np.ndarray, *, rows: int | None, classes: int) -> np.ndarray:
-    y = np.asarray(labels)
-    if y.ndim != 1 or (rows is not None and len(y) != rows):
-        raise BadInputError(f"labels must be {'a 1-D array' if rows is None else f'one per row ({rows} rows)'}, "
-                            f"got shape {y.shape}")
-    if y.size and y.dtype.kind not in "iu":
-        raise BadInputError(f"labels must be integer class ids, got dtype {y.dtype}", hint="map class names to ids")
-    outside = np.flatnonzero((y < 0) | (y >= classes))
-    if outside.size:
-        raise BadInputError(f"labels holds {y[outside[0]]}, outside 0..{classes - 1}", row=int(outside[0]),
-                            hint="leave unlabeled (-1) rows out, or raise classes")
-    return y.astype(np.int64)
-
-
 def _checked_weights(sample_weight: np.ndarray | None, labels: np.ndarray, *, classes: int) -> np.ndarray:
     """float64 sampling weights (the caller's, or ones); every class must have a row of positive weight."""
-    weights = np.ones(len(labels)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    if weights.shape != labels.shape:
-        raise BadInputError(f"sample_weight must hold one weight per row ({len(labels)}), got shape {weights.shape}")
-    bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
-    if bad.size:
-        raise BadInputError(f"sample_weight holds {weights[bad[0]]}; weights must be finite and >= 0", row=int(bad[0]))
+    weights = check_weights(sample_weight, name="sample_weight", rows=len(labels))
     weight_per_class = np.bincount(labels, weights=weights, minlength=classes)
     for cls in np.flatnonzero(~(weight_per_class > 0)):
         raise EmptyClassError("has no training row of positive weight, so the GAN cannot learn it", cls=str(cls),

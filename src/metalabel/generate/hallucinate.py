@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from rich.progress import track
 from torch import Tensor, nn
 
-from metalabel.data.arrays import check_matrix
+from metalabel.data.arrays import check_class_ids, check_matrix
 from metalabel.data.dataset import UNLABELED
 from metalabel.data.episodes import EpisodeSampler
 from metalabel.errors import BadInputError, NotEnoughDataError, check_whole_number
@@ -310,18 +310,10 @@ def _checked_features(
     if dim is not None and x.shape[1] != dim:
         raise BadInputError(f"{x_name} has {x.shape[1]} dims, but the hallucinator was trained on {dim}",
                             hint="embed the items with the encoder the hallucinator was trained on")
-    y = np.asarray(labels)
-    if y.ndim != 1 or len(y) != len(x):
-        raise BadInputError(f"{y_name} must hold one label per row of {x_name}: {len(x)} rows, "
-                            f"but {y_name} has shape {y.shape}")
-    if y.size and y.dtype.kind not in "iu":
-        raise BadInputError(f"{y_name} must be integer class ids, got dtype {y.dtype}", hint="map class names to ids")
-    if y.size and y.min() < UNLABELED:
-        row = int(np.argmin(y))
-        raise BadInputError(f"{y_name} holds {y[row]}; ids are 0..C-1, or -1 for unlabeled", row=row)
+    y = check_class_ids(labels, name=y_name, rows=len(x), row_name=f"row of {x_name}", unlabeled=True)
     if not (y != UNLABELED).any():
         raise BadInputError(f"{y_name} holds no labeled rows", hint="label some examples first")
-    return x, y.astype(np.int64)
+    return x, y
 
 
 def _episode_classes(labels: np.ndarray, config: HallucinatorConfig) -> tuple[np.ndarray, np.ndarray]:

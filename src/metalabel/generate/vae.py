@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from metalabel.data.arrays import check_class_ids, check_weights
 from metalabel.errors import BadInputError, EmptyClassError, check_whole_number
 from metalabel.generate.weights import content_version, seeded_linear, write_generator
 from metalabel.meta.checkpoint import required_files
@@ -153,8 +154,8 @@ def train_vae(
     config = VAEConfig(classes=classes, steps=steps, batch_size=batch_size, lr=lr, latent=latent, hidden=hidden,
                        seed=seed, weighted=sample_weight is not None)
     pixels = _checked_images(images)
-    targets = _checked_labels(labels, count=len(pixels), classes=config.classes, name="labels")
-    weights = _checked_weights(sample_weight, targets)
+    targets = check_class_ids(labels, name="labels", rows=len(pixels), row_name="image", classes=config.classes)
+    weights = check_weights(sample_weight, name="sample_weight", rows=len(targets), row_name="image")
     _require_every_class(targets, weights, classes=config.classes)
 
     pixel_rows = torch.from_numpy(pixels.reshape(len(pixels), PIXELS)).to(device, torch.float32).div_(255)
@@ -181,7 +182,7 @@ def sample_images(trained: TrainedVAE, labels: np.ndarray, *, seed: int) -> np.n
     """uint8 images ``[M, 28, 28]``, one of class ``labels[i]`` each: the decoder's mean for a prior draw."""
     check_whole_number("seed", seed, minimum=0)
     model = trained.model
-    targets = _checked_labels(labels, count=None, classes=model.classes, name="labels")
+    targets = check_class_ids(labels, name="labels", classes=model.classes)
     device = next(model.parameters()).device
     noise = torch.randn(len(targets), model.latent, generator=torch.Generator().manual_seed(seed)).to(device)
     with torch.no_grad():
@@ -247,33 +248,6 @@ def _checked_images(images: np.ndarray) -> np.ndarray:
     if not len(images):
         raise BadInputError("images is empty", hint="pass at least one image of each class")
     return images.reshape(len(images), SIDE, SIDE)
-
-
-def _checked_labels(labels: np.ndarray, *, count: int | None, classes: int, name: str) -> np.ndarray:
-    y = np.asarray(labels)
-    if y.ndim != 1 or (count is not None and len(y) != count):
-        expected = "a 1-D array" if count is None else f"one per image ({count} images)"
-        raise BadInputError(f"{name} must be {expected}, got shape {y.shape}")
-    if y.size and y.dtype.kind not in "iu":
-        raise BadInputError(f"{name} must be integer class ids, got dtype {y.dtype}", hint="map class names to ids")
-    outside = np.flatnonzero((y < 0) | (y >= classes))
-    if outside.size:
-        raise BadInputError(f"{name} holds {y[outside[0]]}, outside 0..{classes - 1}", row=int(outside[0]),
-                            hint="leave unlabeled (-1) images out, or raise classes")
-    return y.astype(np.int64)
-
-
-def _checked_weights(sample_weight: np.ndarray | None, labels: np.ndarray) -> np.ndarray:
-    """float64 ``[N]`` sampling weights: the caller's, or all ones."""
-    if sample_weight is None:
-        return np.ones(len(labels))
-    weights = np.asarray(sample_weight, dtype=np.float64)
-    if weights.shape != labels.shape:
-        raise BadInputError(f"sample_weight must hold one weight per image ({len(labels)}), got shape {weights.shape}")
-    bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
-    if bad.size:
-        raise BadInputError(f"sample_weight holds {weights[bad[0]]}; weights must be finite and >= 0", row=int(bad[0]))
-    return weights
 
 
 def _require_every_class(labels: np.ndarray, weights: np.ndarray, *, classes: int) -> None:

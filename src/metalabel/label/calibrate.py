@@ -23,7 +23,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_softmax, softmax
 
-from metalabel.data.arrays import check_matrix
+from metalabel.data.arrays import check_class_ids, check_matrix
 from metalabel.errors import BadInputError, MetalabelError, NotEnoughDataError, check_whole_number
 
 FloatArray = NDArray[np.float64]
@@ -68,30 +68,6 @@ def validate_probabilities(probs: ArrayLike, *, name: str = "probs") -> FloatArr
             hint="pass probabilities (softmax of the logits, e.g. TemperatureScaling.predict_proba), not scores",
         )
     return array
-
-
-def validate_labels(y: ArrayLike, *, items: int | None = None, classes: int | None = None, name: str = "y") -> IntArray:
-    """``y`` as a 1-D int64 array of class indices, checked against the item and class counts."""
-    array = np.asarray(y)
-    if array.ndim != 1:
-        raise BadInputError(f"{name} must be a 1-D array of class indices, got shape {array.shape}")
-    if array.size and not np.issubdtype(array.dtype, np.integer):
-        raise BadInputError(
-            f"{name} must hold integer class indices, got dtype {array.dtype}", hint="cast with .astype(int)"
-        )
-    if items is not None and array.shape[0] != items:
-        raise BadInputError(f"{name} has {array.shape[0]} labels for {items} items; they must match one to one")
-    labels = array.astype(np.int64)
-    out_of_range = labels < 0 if classes is None else (labels < 0) | (labels >= classes)
-    bad = np.flatnonzero(out_of_range)
-    if bad.size:
-        valid = "0 or more" if classes is None else f"in 0..{classes - 1}"
-        raise BadInputError(
-            f"{name} holds {labels[bad[0]]}, which is not a class index {valid}",
-            row=int(bad[0]),
-            hint="map class names to indices 0..C-1 in the order of the model's outputs",
-        )
-    return labels
 
 
 def _check_temperature_bounds(bounds: tuple[float, float]) -> tuple[float, float]:
@@ -167,7 +143,7 @@ class TemperatureScaling:
 
     def fit(self, logits: ArrayLike, y: ArrayLike) -> Self:
         z = validate_logits(logits)
-        labels = validate_labels(y, items=len(z), classes=z.shape[1])
+        labels = check_class_ids(y, name="y", rows=len(z), row_name="item", classes=z.shape[1])
         self.temperature = _fit_temperature(z, labels, self.uniform_pseudo_labels, self.bounds)
         return self
 
@@ -212,7 +188,7 @@ class ClassTemperatureScaling:
 
     def fit(self, logits: ArrayLike, y: ArrayLike) -> Self:
         z = validate_logits(logits)
-        labels = validate_labels(y, items=len(z), classes=z.shape[1])
+        labels = check_class_ids(y, name="y", rows=len(z), row_name="item", classes=z.shape[1])
         shared_temperature = _fit_temperature(z, labels, self.uniform_pseudo_labels, self.bounds)
         centered = z - z.mean(axis=1, keepdims=True)
         targets = _smoothed_targets(labels, z.shape[1], self.uniform_pseudo_labels)
@@ -258,7 +234,7 @@ def reliability_curve(probs: ArrayLike, y: ArrayLike, *, bins: int = 15) -> dict
     Bin i holds confidences in (edges[i], edges[i+1]].
     """
     p = validate_probabilities(probs)
-    labels = validate_labels(y, items=len(p), classes=p.shape[1])
+    labels = check_class_ids(y, name="y", rows=len(p), row_name="item", classes=p.shape[1])
     if int(bins) != bins or bins < 1:
         raise BadInputError(f"bins must be a whole number >= 1, got {bins}")
     confidence = p.max(axis=1)
@@ -312,7 +288,7 @@ def stratified_folds(y: ArrayLike, *, folds: int, seed: int | np.random.Generato
     Each class's labels are shuffled and dealt round-robin across the folds, each class
     starting where the previous one stopped (``cross_validated_logits`` says why).
     """
-    labels = validate_labels(y)
+    labels = check_class_ids(y, name="y")
     check_whole_number("folds", folds, minimum=2)
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(labels, return_counts=True)
@@ -359,7 +335,7 @@ def cross_validated_logits(
     a wrong ``folds`` is a plain BadInputError, so a caller can skip calibration on the
     first and still stop on the second.
     """
-    labels = validate_labels(y)
+    labels = check_class_ids(y, name="y")
     fold_of = stratified_folds(labels, folds=folds, seed=seed)
     classes, counts = np.unique(labels, return_counts=True)
     logits: FloatArray | None = None
