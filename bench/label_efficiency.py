@@ -531,8 +531,6 @@ def run_worker(worker: str, args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    # sklearn's guess that few labels of many classes are a regression target: they are classes
-    warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
     name, space_name = worker.split("@")
     path = part_path(worker, args)
     started = time.perf_counter()

@@ -1,5 +1,7 @@
 """Downstream effect of the built data: a fresh classifier trained on it, tested on held-out real data."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -93,3 +95,13 @@ def test_exact_copies_change_nothing_and_only_the_parents_share_their_weight() -
     assert narrow["with_generated"] != broad["with_generated"]  # the weight they share differs
     with pytest.raises(BadInputError, match="one bool per real item"):
         compare_with_generated(real_x, real_y, helpful_x, helpful_y, TEST_X, TEST_Y, parents=parents[:3])
+
+
+def test_one_label_a_class_fits_without_scikit_learns_regression_warning():
+    """30 classes, one training item each: scikit-learn warns that y might be a regression target (more distinct
+    values than half its length) unless the fit says they are classes (metalabel.data.classifier)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, DIMS)), np.arange(30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert 0 <= downstream_accuracy(x, y, x, y, classes=30) <= 1

@@ -6,7 +6,6 @@ import argparse
 import json
 import sqlite3
 import sys
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -826,11 +825,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with warnings.catch_warnings():
-        # a few labels per class is what metalabel is for: scikit-learn's note that a label
-        # vector with many distinct values might be a regression target is noise here
-        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
-        return _run_command(args)
+    return _run_command(args)
 
 
 def _run_command(args: argparse.Namespace) -> int:

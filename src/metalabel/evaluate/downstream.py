@@ -12,7 +12,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from metalabel.data.arrays import check_class_ids, check_matrix
+from metalabel.data.arrays import check_class_ids, check_matrix, check_weights
+from metalabel.data.classifier import fit_classifier
 from metalabel.data.generated import shared_weights
 from metalabel.errors import BadInputError, check_whole_number
 
@@ -51,12 +52,8 @@ def downstream_accuracy(
     if present.size == 1:  # logistic regression needs two classes; one class leaves one possible answer
         return float((y_test == present[0]).mean())
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, random_state=seed))
-    model.fit(
-        x_train,
-        y_train,
-        standardscaler__sample_weight=weights,
-        logisticregression__sample_weight=weights,
-    )
+    fit_classifier(model, x_train, y_train, standardscaler__sample_weight=weights,
+                   logisticregression__sample_weight=weights)
     return float((model.predict(x_test) == y_test).mean())
 
 
@@ -132,9 +129,7 @@ def _features(values: ArrayLike, name: str, *, features: int | None = None, allo
 
 
 def _weights(values: ArrayLike, items: int, name: str) -> FloatArray:
-    weights = np.asarray(values, dtype=np.float64)
-    if weights.shape != (items,):
-        raise BadInputError(f"{name} must hold one weight per training item ({items}), got shape {weights.shape}")
-    if not (np.isfinite(weights) & (weights >= 0)).all() or weights.sum() == 0:
-        raise BadInputError(f"{name} must be finite, >= 0 and not all 0")
+    weights = check_weights(values, name=name, rows=items, row_name="training item")
+    if not weights.any():
+        raise BadInputError(f"{name} is 0 for every training item", hint="give some item a positive weight")
     return weights

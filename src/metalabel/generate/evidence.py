@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from metalabel.data.classifier import fit_classifier
 from metalabel.data.generated import Expander, shared_weights
 from metalabel.errors import BadInputError, NotEnoughDataError, check_whole_number
 
@@ -65,8 +66,8 @@ def fit_predict(classifier: str, train_x: np.ndarray, train_y: np.ndarray, test_
 
         # standardized, as the scorecard's downstream classifier is: one judge, one classifier
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-        model.fit(train_x, train_y, standardscaler__sample_weight=train_weights,
-                  logisticregression__sample_weight=train_weights)
+        fit_classifier(model, train_x, train_y, standardscaler__sample_weight=train_weights,
+                       logisticregression__sample_weight=train_weights)
         return model.predict(test_x)
     classes = np.unique(train_y)
     weights = np.ones(len(train_y)) if train_weights is None else train_weights

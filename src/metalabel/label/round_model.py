@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from metalabel.data.classifier import fit_classifier
 from metalabel.data.dataset import LabeledDataset
 from metalabel.data.generated import GENERATED_WEIGHT, shared_weights
 from metalabel.errors import BadInputError
@@ -267,8 +268,8 @@ class RoundModel:
             # classes weighted to equal totals: labels answered by active learning crowd the classes the model
             # confused, and an unweighted probe on unit-length text embeddings then leans to those classes (20
             # Newsgroups, 3k posts, 5 seeds a class + 45 answers: 54% of the pool right unweighted, 68% weighted)
-            probe = LogisticRegression(max_iter=300, class_weight="balanced").fit(
-                support_emb[rows], y[rows], sample_weight=weights[rows])
+            probe = fit_classifier(LogisticRegression(max_iter=300, class_weight="balanced"),
+                                   support_emb[rows], y[rows], sample_weight=weights[rows])
             if cache_key is not None:
                 if len(self._probe_fits) >= 32:  # a round fits one per fold; older rounds' fits are stale
                     self._probe_fits.clear()
