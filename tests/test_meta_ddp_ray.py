@@ -74,6 +74,7 @@ def test_a_worker_killed_on_ray_is_restarted_and_the_run_ends_as_an_uninterrupte
     # resumed from its checkpoint, not started over: each validation is in the history once
     history = [json.loads(line)["step"] for line in (run / "history.jsonl").read_text().splitlines()]
     assert history == list(range(2, 41, 2))
+    assert sorted(p.name for p in run.iterdir()) == ["best", "history.jsonl", "last", "train.json"]  # Ray's removed
 
     meta_train(kanji, out=tmp_path / "processes", steps=40, workers=2, **OPTIONS)
     on_ray, on_processes = (load_learner(tmp_path / name / "last").state_dict() for name in ("ray", "processes"))

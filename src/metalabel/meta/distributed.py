@@ -17,6 +17,8 @@ only by a data-parallel run; torch.distributed and Ray are imported here, lazily
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,8 +115,6 @@ def _last_step(run: Path) -> str:
     state = run / "last" / "state.json"
     if not state.exists():
         return "no checkpoint was written yet"
-    import json
-
     return f"the last checkpoint ({run / 'last'}, step {json.loads(state.read_text())['step']}) is whole"
 
 
@@ -182,17 +182,18 @@ def _train_on_ray(job: TrainingJob, *, workers: int, address: str, max_failures:
     if started_here:
         ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
     try:
-        # the run folder holds the checkpoints; Ray Train's own storage only gets its bookkeeping
         state = job.run / "last" / "state.json"
         settings = {"job": dataclasses.replace(job, progress=False),
                     "state_before": state.read_text() if state.exists() else None}
-        with tempfile.TemporaryDirectory(prefix="metalabel-ray-train-") as scratch:
-            trainer = TorchTrainer(
-                _ray_worker, train_loop_config=settings, torch_config=TorchConfig(backend="gloo"),
-                scaling_config=ScalingConfig(num_workers=workers, use_gpu=job.device.startswith("cuda")),
-                run_config=RunConfig(name=job.run.name, storage_path=scratch,
-                                     failure_config=FailureConfig(max_failures=max_failures)))
-            trainer.fit()
+        # the run folder holds the checkpoints; Ray Train's storage (where every node reaches it, as the
+        # run folder must be) only gets its bookkeeping, removed after the run
+        trainer = TorchTrainer(
+            _ray_worker, train_loop_config=settings, torch_config=TorchConfig(backend="gloo"),
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=job.device.startswith("cuda")),
+            run_config=RunConfig(name="ray-train", storage_path=str(job.run.resolve() / ".ray-train"),
+                                 failure_config=FailureConfig(max_failures=max_failures)))
+        trainer.fit()
+        shutil.rmtree(job.run / ".ray-train", ignore_errors=True)
     except Exception as error:  # Ray wraps a worker's failure in its own types, by version
         raise WorkerFailedError(f"meta-training on Ray failed ({type(error).__name__}: {error}); "
                                 f"{_last_step(job.run)}") from error
