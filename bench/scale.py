@@ -19,12 +19,31 @@ with seeded noise of 0-7 grey levels added (uint8, saturating), so no two copies
 measures is Ray's and the driver's own cost per item); ``efficientnet-lite0`` at 64 px (2024-d)
 is the real encoder, on a smaller pool.
 
+``--read-sizes`` measures reading and embedding a pool kept on disk instead (no Ray): the same
+synthetic images written as PNG files into a flat folder, read whole (``imagefolder`` then
+``embed_dataset``, as before chunked reading) or in chunks of 4,096 (``chunked_imagefolder`` then
+``embed_in_chunks``), with the pixel encoder; memory counted from before the folder is read.
+Chunks are read twice: with glibc's default allocator settings and with ``MALLOC_MMAP_THRESHOLD_``
+fixed at 1 MiB, which tells memory the program holds from freed buffers glibc keeps.
+
+``--predict-ray ITEMS`` asks whether a round's prediction over every pool item is worth running on
+Ray: the prototype head and a logistic regression's ``predict_log_proba`` over the pool's pixel
+embeddings in one process, then the same regression as Ray Data ``map_batches`` on a local cluster
+of 2 CPUs with only its weights shipped (timed: Ray's start, the embeddings into the object store,
+each prediction).
+
+``--graph-memory SIZES`` measures the heap growth of building the round's nearest-neighbour graph
+alone (``PoolGraph.build`` on random 784-d float32 pools), each size in a fresh process.
+
 ``--round-sizes`` times one labeling round instead (``Project.run``, pixels, 5 seed labels a class,
 20 questions, no generators, no project meta-training): what follows the embedding, the same
 with or without Ray.
 
     nice -n 10 python bench/scale.py --note "..."     # what made bench/results/scale.md
     nice -n 10 python bench/scale.py --round-sizes 10000,30000 --out bench/results/scale_round.json
+    nice -n 10 python bench/scale.py --read-sizes 10000,100000 --out bench/results/scale_read.json
+    nice -n 10 python bench/scale.py --predict-ray 60000
+    nice -n 10 python bench/scale.py --graph-memory 10000,30000
 """
 
 from __future__ import annotations
@@ -194,6 +213,143 @@ def run_round(items: int) -> RoundCell:
     return RoundCell(items, seconds, pool_rss, status_mb("VmHWM")[0], sampled.anon - anon_before)
 
 
+@dataclass(frozen=True)
+class ReadCell:
+    how: str  # "whole", or "chunks" (with glibc's default allocator settings or a fixed mmap threshold)
+    items: int
+    seconds: float
+    start_rss_mb: float  # resident memory before reading (Python, numpy, torch and metalabel imported)
+    peak_rss_mb: float  # the kernel's peak (VmHWM) from then on
+    heap_growth_mb: float  # sampled peak of private memory (RssAnon) over its value before reading
+
+
+def write_png_folder(items: int, folder: Path) -> None:
+    """The synthetic pool's images as PNG files in one flat folder (an unlabeled pool)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for index, image in enumerate(synthetic_pool(items).items):
+        Image.fromarray(image).save(folder / f"{index:07d}.png")
+
+
+def run_read(how: str, folder: Path) -> ReadCell:
+    """Read and embed the PNG folder whole or in chunks, in this process (a fresh child of ``reads_only``)."""
+    import gc
+
+    from metalabel.data.encoders import embed_dataset, embed_in_chunks, get_encoder
+    from metalabel.data.sources.user import chunked_imagefolder, imagefolder
+
+    encoder = get_encoder("pixels")
+    gc.collect()
+    reset_peak()
+    start_rss, anon_before = rss_mb(), status_mb("RssAnon")[0]
+    began = time.perf_counter()
+    with PeakSampler() as sampled:
+        if how == "whole":
+            items = len(embed_dataset(imagefolder(folder), encoder, progress=False))
+        else:
+            items = embed_in_chunks(chunked_imagefolder(folder), encoder, progress=False).items
+    return ReadCell(how, items, time.perf_counter() - began, start_rss, status_mb("VmHWM")[0],
+                    sampled.anon - anon_before)
+
+
+def reads_only(args: argparse.Namespace) -> None:
+    """Per size, the PNG folder written once, then read whole and in chunks, each in a fresh process."""
+    load_before = os.getloadavg()
+    cells = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for items in (int(size) for size in args.read_sizes.split(",")):
+            folder = Path(scratch) / f"pool{items}"
+            write_png_folder(items, folder)
+            for how in ("whole", "chunks", "chunks, fixed mmap threshold"):
+                # glibc raises its mmap threshold as big buffers are freed, then keeps freed ones in its heap;
+                # a fixed threshold (1 MiB) hands each back at once: the third row tells the heap it keeps apart
+                allocator = {"MALLOC_MMAP_THRESHOLD_": str(2**20)} if "mmap" in how else {}
+                with tempfile.TemporaryDirectory() as cache:
+                    out = subprocess.run([sys.executable, __file__, "--read-cell", how, str(folder)],
+                                         env={**os.environ, "METALABEL_CACHE": cache, **allocator}, check=True,
+                                         capture_output=True, text=True)
+                cells.append(ReadCell(**json.loads(out.stdout.strip().splitlines()[-1])))
+                print(f"{how} {items} items: {cells[-1].seconds:.1f} s, peak {cells[-1].peak_rss_mb:.0f} MB",
+                      flush=True)
+    args.out.write_text(json.dumps({"command": "python bench/scale.py " + shlex.join(sys.argv[1:]),
+                                    "note": args.note, "load_before": load_before, "load_after": os.getloadavg(),
+                                    "reads": [asdict(cell) for cell in cells]}, indent=2))
+    print("| read | items | s | items/s | driver RSS before, MB | driver peak RSS, MB | heap growth, MB |")
+    print("|---|---|---|---|---|---|---|")
+    for cell in cells:
+        print(f"| {cell.how} | {cell.items} | {cell.seconds:.1f} | {cell.items / cell.seconds:.0f} | "
+              f"{cell.start_rss_mb:.0f} | {cell.peak_rss_mb:.0f} | {cell.heap_growth_mb:.0f} |")
+
+
+def graph_memory(items: int) -> None:
+    """The heap growth of building the pool graph alone on ``items`` random 784-d rows (printed)."""
+    import gc
+
+    from metalabel.label.graph import PoolGraph
+
+    embeddings = np.random.default_rng(0).random((items, 784), dtype=np.float32)
+    gc.collect()
+    before = status_mb("RssAnon")[0]
+    with PeakSampler(every_s=0.01) as sampled:
+        PoolGraph.build(embeddings)
+    growth = sampled.anon - before
+    print(f"| {items} | {growth:.0f} | {growth * 1024 / items:.1f} |")
+
+
+def predict_on_ray(items: int) -> None:
+    """The heads' prediction over ``items`` pool items locally and as Ray Data map_batches (printed)."""
+    import logging
+
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from metalabel.data.encoders import embed_dataset
+    from metalabel.label.transductive import prototype_logits
+
+    pool = synthetic_pool(items, labeled=True)
+    embeddings = embed_dataset(pool, "pixels", progress=False)
+    rng = np.random.default_rng(0)
+    support = np.concatenate([rng.choice(np.flatnonzero(pool.labels == c), 50, replace=False) for c in range(10)])
+    prototypes = torch.stack([torch.from_numpy(embeddings[support[pool.labels[support] == c]]).mean(0)
+                              for c in range(10)])
+    probe = LogisticRegression(max_iter=300).fit(embeddings[support], pool.labels[support])
+
+    def best_of_three(predict):
+        seconds = []
+        for _ in range(3):
+            began = time.perf_counter()
+            out = predict()
+            seconds.append(time.perf_counter() - began)
+        return min(seconds), out
+
+    prototype_s, _ = best_of_three(lambda: prototype_logits(torch.from_numpy(embeddings), prototypes).numpy())
+    probe_s, local = best_of_three(lambda: probe.predict_log_proba(embeddings))
+    import ray
+    import ray.data
+
+    began = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    start_s = time.perf_counter() - began
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars, context.print_on_execution_start = False, False
+    coef, intercept = probe.coef_, probe.intercept_
+
+    def predict(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        logits = batch["data"] @ coef.T + intercept
+        logits -= logits.max(1, keepdims=True)
+        return {"log_p": logits - np.log(np.exp(logits).sum(1, keepdims=True))}
+
+    began = time.perf_counter()
+    dataset = ray.data.from_numpy(embeddings).materialize()
+    put_s = time.perf_counter() - began
+    ray_s, remote = best_of_three(lambda: np.concatenate([batch["log_p"] for batch in dataset.map_batches(
+        predict, batch_size=8192, batch_format="numpy").iter_batches(batch_size=None, batch_format="numpy")]))
+    ray.shutdown()
+    print(f"| {items} | {embeddings.shape[1]} | {prototype_s:.2f} | {probe_s:.2f} | {start_s:.1f} | {put_s:.1f} | "
+          f"{ray_s:.2f} | {np.abs(remote - local).max():.0e} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000", help="pool sizes for the pixel encoder")
@@ -204,6 +360,11 @@ def main() -> None:
     parser.add_argument("--round-sizes", default="", help="pool sizes for one labeling round (pixels, one process)")
     parser.add_argument("--cell", nargs=3, metavar=("ENCODER", "ITEMS", "WORKERS"), help=argparse.SUPPRESS)
     parser.add_argument("--round-cell", type=int, metavar="ITEMS", help=argparse.SUPPRESS)
+    parser.add_argument("--read-sizes", default="", help="pool sizes to read from a PNG folder, whole and in chunks")
+    parser.add_argument("--graph-memory", default="", help="pool sizes to build the round's graph alone at")
+    parser.add_argument("--graph-cell", type=int, metavar="ITEMS", help=argparse.SUPPRESS)
+    parser.add_argument("--predict-ray", type=int, metavar="ITEMS", help="time the pool's prediction, local and Ray")
+    parser.add_argument("--read-cell", nargs=2, metavar=("HOW", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cell:
         print(json.dumps(asdict(run_cell(args.cell[0], int(args.cell[1]), int(args.cell[2])))))
@@ -211,8 +372,27 @@ def main() -> None:
     if args.round_cell:
         print(json.dumps(asdict(run_round(args.round_cell))))
         return
+    if args.predict_ray:
+        predict_on_ray(args.predict_ray)
+        return
+    if args.graph_cell:
+        graph_memory(args.graph_cell)
+        return
+    if args.graph_memory:
+        print("| items | heap growth, MB | per item, KB |\n|---|---|---|")
+        for size in args.graph_memory.split(","):
+            out = subprocess.run([sys.executable, __file__, "--graph-cell", size], check=True, capture_output=True,
+                                 text=True)
+            print(out.stdout.strip().splitlines()[-1], flush=True)
+        return
+    if args.read_cell:
+        print(json.dumps(asdict(run_read(args.read_cell[0], Path(args.read_cell[1])))))
+        return
     if args.round_sizes:
         rounds_only(args)
+        return
+    if args.read_sizes:
+        reads_only(args)
         return
     plan = [("pixels", int(size)) for size in args.sizes.split(",")]
     if args.real_size:

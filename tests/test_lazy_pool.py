@@ -96,7 +96,7 @@ def test_a_csv_of_newsgroup_posts_read_in_chunks_is_the_file_read_whole_and_embe
         newsgroups_csv, cache) -> None:
     pytest.importorskip("sentence_transformers")
     whole = ml.datasets.read_text(newsgroups_csv)
-    pool = chunked_text(newsgroups_csv)
+    pool = ml.datasets.chunked(newsgroups_csv)  # a CSV with a text column: text
     _assert_same_pool(pool, whole, chunk_size=8)
     encoder = get_encoder("minilm", max_seq_length=64)  # one model load for both embeddings
     made = embed_in_chunks(pool, encoder, chunk_size=8, progress=False)
@@ -121,7 +121,7 @@ def test_a_parquet_dataset_folder_reads_as_one_table_rows_counted_across_its_fil
     assert table.modality == "tabular" and table.feature_names == ["a", "b", "c"]
     np.testing.assert_array_equal(table.items, features)
     assert table.uris[25] == f"{folder}:26" and table.class_names == ["x", "y"]
-    _assert_same_pool(chunked_table(folder), table, chunk_size=7)
+    _assert_same_pool(ml.datasets.chunked(folder), table, chunk_size=7)
 
     pq.write_table(pa.table({"a": [1.0, float("nan")], "b": [0.0, 0.0], "c": [0.0, 0.0], "label": ["x", "y"]}),
                    folder / "part-3.parquet")

@@ -10,11 +10,15 @@ from __future__ import annotations
 import importlib
 import inspect
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from metalabel.data.dataset import LabeledDataset
 from metalabel.errors import BadInputError, DataNotFoundError, UnknownDatasetError, check_whole_number
+
+if TYPE_CHECKING:
+    from metalabel.data.sources.user import ChunkedPool
 
 # name -> (module under metalabel.data.sources, default split, splits)
 _SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -64,6 +68,13 @@ def _read_user_data(reader: str, path: str | Path, options: dict) -> LabeledData
     # imported on use so `import metalabel` stays light
     user = importlib.import_module("metalabel.data.sources.user")
     read = getattr(user, reader)
+    _check_options(reader, read, path, options)
+    dataset = read(path, **options)
+    dataset.reload_spec = {"reader": reader, "path": str(Path(path).resolve()), "options": options}
+    return dataset
+
+
+def _check_options(reader: str, read, path: str | Path, options: dict) -> None:
     accepted = [name for name, p in inspect.signature(read).parameters.items() if p.kind is p.KEYWORD_ONLY]
     if unknown := sorted(set(options) - set(accepted)):
         raise BadInputError(
@@ -71,9 +82,6 @@ def _read_user_data(reader: str, path: str | Path, options: dict) -> LabeledData
             path=path,
             hint=f"its options are {', '.join(accepted)}",
         )
-    dataset = read(path, **options)
-    dataset.reload_spec = {"reader": reader, "path": str(Path(path).resolve()), "options": options}
-    return dataset
 
 
 def imagefolder(path: str | Path, **options) -> LabeledDataset:
@@ -100,12 +108,38 @@ def from_spec(spec: str | Path, *, seed: int = 0, **options) -> LabeledDataset:
     of a built-in source, e.g. ``fashion-mnist:test``.
     ``options`` go to the reader, e.g. ``encoding="cp1252"`` for a file not saved as UTF-8.
     """
+    reader = _user_reader(spec, options)
+    if reader is not None:
+        return _read_user_data(reader, Path(spec), options)
+    name, _, split = str(spec).partition(":")
+    return load(name, split=split or None, seed=seed, **options)
+
+
+def chunked(path: str | Path, **options) -> ChunkedPool:
+    """A pool's file or folder to read a chunk at a time (a ``ChunkedPool``), told apart as ``from_spec`` does.
+
+    ``metalabel.data.encoders.embed_in_chunks(pool, encoder)`` embeds it with memory bounded by the
+    chunk size, into the cache the labeling run reads; ``pool.dataset()`` reads it whole.
+    """
+    user = importlib.import_module("metalabel.data.sources.user")
+    reader = _user_reader(path, options)
+    if reader is None:
+        raise DataNotFoundError("does not exist", path=path, hint="give a folder of images, or a CSV, JSONL or "
+                                "Parquet file, or a folder of Parquet files")
+    read = getattr(user, {"imagefolder": "chunked_imagefolder", "read_text": "chunked_text",
+                          "read_table": "chunked_table"}[reader])
+    _check_options(reader, read, path, options)
+    return read(path, **options)
+
+
+def _user_reader(spec: str | Path, options: dict) -> str | None:
+    """The reader of ``sources.user`` for a file or folder; ``None`` when ``spec`` is neither and names no file."""
     user = importlib.import_module("metalabel.data.sources.user")
     path = Path(spec)
     suffix = path.suffix.lower()
     known_suffixes = user.CSV_SUFFIXES | user.JSONL_SUFFIXES | user.PARQUET_SUFFIXES
     if path.is_dir():
-        return _read_user_data("read_table" if user.is_parquet_dataset(path) else "imagefolder", path, options)
+        return "read_table" if user.is_parquet_dataset(path) else "imagefolder"
     if path.is_file():
         if suffix not in known_suffixes:
             raise UnknownDatasetError(
@@ -115,11 +149,10 @@ def from_spec(spec: str | Path, *, seed: int = 0, **options) -> LabeledDataset:
         is_text = suffix not in user.PARQUET_SUFFIXES and options.get("text_column", "text") in user.columns_of(
             path, encoding=options.get("encoding", "utf-8")
         )
-        return _read_user_data("read_text" if is_text else "read_table", path, options)
+        return "read_text" if is_text else "read_table"
     if suffix in known_suffixes or "/" in str(spec):
         raise DataNotFoundError("does not exist", path=path, hint="check the path")
-    name, _, split = str(spec).partition(":")
-    return load(name, split=split or None, seed=seed, **options)
+    return None
 
 
 def reload(spec: dict) -> LabeledDataset:
