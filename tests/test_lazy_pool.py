@@ -59,6 +59,9 @@ def test_an_image_folder_read_in_chunks_is_the_folder_read_whole_and_embeds_into
     assert made.path == embedding_cache_path(whole.items, get_encoder("pixels"))  # the file the run reads
     alone = embed_dataset(whole, "pixels", cache=False, progress=False)
     assert np.array_equal(made.load(), alone)
+    # each chunk's own file is where metalabel.scale.embed_on_ray looks a chunk up: either finds the other's work
+    pixels = get_encoder("pixels")
+    assert all(embedding_cache_path(whole.items[start:start + 5], pixels).is_file() for start in range(0, 36, 5))
     again = embed_in_chunks(chunked_imagefolder(folder), "pixels", chunk_size=5, progress=False)
     assert (again.path, again.chunks_cached) == (made.path, 8)  # every chunk came from its own cache file
 
