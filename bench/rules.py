@@ -91,8 +91,8 @@ def one_cell(pool, x, votes, shots: int, seed: int, graph: list) -> dict:
     variants = base.variants()
     plain = [v for v in variants if not v.uses_rules]
     for name, candidates in (("model", plain), ("both", variants)):
-        _, chosen, calibration = choose_model([("encoder space", v) for v in candidates], labels, ways=ways,
-                                              folds=5, seed=seed)
+        choice = choose_model([("encoder space", v) for v in candidates], labels, ways=ways, folds=5, seed=seed)
+        chosen, calibration = choice.model, choice.calibration
         predicted = pool_predictions(chosen, calibration, labels, ways)
         cell[name] = {"head": chosen.head, "accuracy": accuracy(predicted, scored),
                       "accuracy_covered": accuracy(predicted, covered), "accuracy_quiet": accuracy(predicted, quiet),

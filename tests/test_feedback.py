@@ -58,3 +58,28 @@ def test_a_wrong_seed_label_is_found_asked_again_and_corrected(cache, tmp_path):
     assert issues[0].uri == pool.uris[flipped] and issues[0].given == seeds[flipped]  # the most suspect
     assert pool.uris[flipped] in {question.uri for question in asked}
     assert (label.source, label.class_name) == ("human", gold[pool.uris[flipped]])  # the person fixed it
+
+
+def test_a_learner_that_keeps_losing_is_retired_and_stays_retired_when_the_run_resumes(cache, tmp_path):
+    from metalabel.label.fitting import retired_learners
+
+    # a project meta-learner trained one step is a poor embedding: it loses every judged round to the pixels
+    project, gold = kanji_project(tmp_path / "p", per_class=3, max_classes=8, samples_per_class=40)
+    with project:
+        options = RunOptions(budget=10, per_round=5, max_rounds=3, project_meta_steps=1, generate=False)
+        run = LabelingRun(project.store, project.load_pool(), None, oracle=SimulatedOracle(gold), options=options,
+                          encoder="pixels", progress=False)
+        rounds = run.run().rounds
+        scored = [set(report.judged) for report in rounds]
+        assert scored[0] == scored[1] == {"encoder space", PROJECT_LEARNER}
+        assert scored[2] == {"encoder space"}  # lost rounds 1 and 2: not computed in round 3
+        retiring = [line for line in rounds[2].feedback if line.startswith("the judge retires")]
+        assert len(retiring) == 1 and PROJECT_LEARNER in retiring[0]
+        assert retired_learners([report.judged for report in rounds], keep="encoder space") == {
+            PROJECT_LEARNER: "retired in an earlier round"}
+        # a later run on the project reads the retirement from the rounds it recorded
+        more = LabelingRun(project.store, project.load_pool(), None, oracle=SimulatedOracle(gold),
+                           options=RunOptions(budget=5, per_round=5, max_rounds=1, project_meta_steps=1,
+                                              generate=False), encoder="pixels", progress=False).run()
+        assert set(more.rounds[0].judged) == {"encoder space"}
+        assert not any(line.startswith("the judge retires") for line in more.rounds[0].feedback)

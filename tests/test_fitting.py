@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from metalabel.label.fitting import FAIR_LABELS_TO_JUDGE, LabelSnapshot, calibrate, choose_model
+from metalabel.label.fitting import (
+    FAIR_LABELS_TO_JUDGE,
+    LabelSnapshot,
+    calibrate,
+    choose_model,
+    retired_learners,
+)
 from metalabel.label.round_model import RoundModel, default_learner
 
 
@@ -83,15 +89,16 @@ def test_the_judge_trusts_fair_labels_over_answers_picked_for_being_hard():
     labels = LabelSnapshot(np.arange(items), truth, np.ones(items), np.ones(items, bool), chosen)
     right_on_fair = FixedModel(x, truth, ~chosen, ways)  # right on the pool's fair sample
     right_on_chosen = FixedModel(x, truth, chosen, ways)  # right more often, but only where the last model was unsure
-    name, _, calibration = choose_model([("chosen", right_on_chosen), ("fair", right_on_fair)], labels, ways=ways,
-                                        folds=3, seed=0)
-    assert name == "fair" and calibration.fair_count == 30 and calibration.fair_accuracy == 1.0
+    choice = choose_model([("chosen", right_on_chosen), ("fair", right_on_fair)], labels, ways=ways, folds=3, seed=0)
+    calibration = choice.calibration
+    assert choice.name == "fair" and calibration.fair_count == 30 and calibration.fair_accuracy == 1.0
     assert calibration.accuracy is not None and calibration.accuracy < 0.5
+    assert choice.scores == {"chosen": 0.0, "fair": 1.0}  # each learner's judging accuracy, kept for later rounds
     # with fewer fair labels than FAIR_LABELS_TO_JUDGE every held-out label judges
     few = LabelSnapshot(np.arange(items), truth, np.ones(items), np.ones(items, bool), np.arange(items) >= 10)
-    name, _, _ = choose_model([("fair", FixedModel(x, truth, ~few.chosen, ways)),
-                               ("chosen", FixedModel(x, truth, few.chosen, ways))], few, ways=ways, folds=3, seed=0)
-    assert name == "chosen" and FAIR_LABELS_TO_JUDGE > 10
+    choice = choose_model([("fair", FixedModel(x, truth, ~few.chosen, ways)),
+                           ("chosen", FixedModel(x, truth, few.chosen, ways))], few, ways=ways, folds=3, seed=0)
+    assert choice.name == "chosen" and FAIR_LABELS_TO_JUDGE > 10
 
 
 def test_a_snapshot_marks_the_answers_to_questions_picked_for_being_hard():
@@ -109,3 +116,19 @@ def test_a_snapshot_marks_the_answers_to_questions_picked_for_being_hard():
                                 pseudo_weight=0.5)
     assert snapshot.chosen is not None and snapshot.chosen.tolist() == [False, False, False, True, True, False]
     assert snapshot.human_chosen.tolist() == [False, False, False, True, True]
+
+
+def test_a_learner_that_lost_two_judged_rounds_in_a_row_is_retired_the_first_never():
+    history = [{"plain": 0.70, "meta": 0.60, "pixels": 0.71},  # pixels best: plain, the first candidate, lost
+               {"plain": 0.80, "meta": 0.75, "pixels": 0.795}]  # pixels 0.5 points behind: within noise
+    retired = retired_learners(history, keep="plain")
+    assert list(retired) == ["meta"] and "11.0 and 5.0 points" in retired["meta"]
+    assert retired_learners(history[:1], keep="plain") == {}  # one round is not enough evidence
+    # rounds with nothing held out to judge by are skipped, not counted as losses or wins
+    assert retired_learners([history[0], {"plain": None, "meta": None}, history[1]], keep="plain") == retired
+    assert retired_learners([{"plain": None, "meta": None}] * 3, keep="plain") == {}
+    # a retired learner is no longer scored; a resumed run reads that from the rounds it recorded
+    later = [*history, {"plain": 0.82, "pixels": 0.80}]
+    assert retired_learners(later, keep="plain") == {"meta": "retired in an earlier round"}
+    # a learner that wins in between is not retired
+    assert retired_learners([history[0], {"plain": 0.7, "meta": 0.9}, history[1]], keep="plain") == {}

@@ -44,6 +44,7 @@ STORED_ROUND = {
         "generators": {"vae": {"kept": True, "count": 80, "version": "1", "evidence": "held-out accuracy up"}},
         "feedback": ["kept the VAE"]},
     "generation": {"judge": "held-out", "policy": None, "generators": {}},
+    "judged": {"encoder space": 0.88, "project meta-learned": None},
 }
 
 
@@ -56,6 +57,10 @@ def test_a_stored_round_reads_back_as_a_record_and_writes_the_same_json() -> Non
     assert json.loads(json.dumps(report.to_json())) == STORED_ROUND
     certificate = RoundCertificate.from_json(STORED_ROUND, "round 3's metrics")
     assert (certificate.certified_precision, certificate.threshold, certificate.retracted) == (0.951, 0.93, 2)
+    # a round recorded before the judge kept each learner's score reads back with none
+    older = {key: value for key, value in STORED_ROUND.items() if key != "judged"}
+    assert RoundReport.from_json(older, "round 3's metrics").judged == {}
+    assert report.judged == {"encoder space": 0.88, "project meta-learned": None}
 
 
 @pytest.mark.parametrize("path", [("coverage",), ("gold", "label_accuracy"), ("scorecard", "label_quality", "ece"),

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from typing import Any
@@ -50,7 +50,7 @@ from metalabel.evaluate.assembly import (
     recorded_certificate,
     round_scorecard,
 )
-from metalabel.evaluate.records import GeneratorOutcome, GoldMetrics, RoundReport, Scorecard
+from metalabel.evaluate.records import GeneratorOutcome, GoldMetrics, RoundReport, Scorecard, judged_scores
 from metalabel.files import write_atomically
 from metalabel.generate.engine import JUDGE_DIMS, DataGenerator, GenerationStep
 from metalabel.generate.evidence import principal_components
@@ -64,7 +64,14 @@ from metalabel.generate.rounds import (
 from metalabel.label.acceptance import Acceptance, CertifiedFigures, ReferenceEvidence
 from metalabel.label.active import STRATEGIES
 from metalabel.label.certify import BudgetPlan, Certificate, Method
-from metalabel.label.fitting import Calibration, LabelSnapshot, choose_model, pool_probabilities
+from metalabel.label.fitting import (
+    Calibration,
+    LabelSnapshot,
+    ModelChoice,
+    choose_model,
+    pool_probabilities,
+    retired_learners,
+)
 from metalabel.label.learners import (
     GIVEN_LEARNER,
     PROJECT_LEARNER,
@@ -199,6 +206,7 @@ class RoundFit:
     model: RoundModel
     calibration: Calibration
     generation: GenerationStep | None
+    scores: Mapping[str, float | None]  # each candidate learner's best held-out score (ModelChoice.scores)
 
 
 @dataclass(frozen=True, eq=False)
@@ -357,12 +365,13 @@ class LabelingRun:
             model=f"{fit.name} + {fit.model.head}" if fit.model.prototype_space else fit.name,
             held_out_accuracy=fit.calibration.accuracy, disagreements=len(self.store.disagreements()),
             gold=judged.gold, feedback=tuple(feedback), scorecard=scorecard,
-            generation=fit.generation.summary() if fit.generation is not None else {})
+            generation=fit.generation.summary() if fit.generation is not None else {}, judged=fit.scores)
 
     def _fit(self, round_id: int, number: int, labels: LabelSnapshot, feedback: list[str]) -> RoundFit:
         """The learner and head that predict held-out labels best, the project's meta-learner continued where it
         won, and the generators' rows where they help; what was measured goes to ``feedback``."""
-        name, model, calibration = self._choose_model(labels)
+        choice = self._choose_model(labels, feedback)
+        name, model, calibration = choice.name, choice.model, choice.calibration
         if name == PROJECT_LEARNER:  # it earns more training by winning the round; otherwise the run skips the cost
             self._continue_meta_learning(round_id, number, labels, feedback)
         generation = None
@@ -376,7 +385,7 @@ class LabelingRun:
                 generation, model, calibration, labels, ways=self.ways, folds=self.options.calibration_folds,
                 seed=self.options.seed, generated_weight=self.options.generated_weight, judged=self.options.feedback)
             feedback.extend([measured] if measured else [])
-        return RoundFit(name, model, calibration, generation)
+        return RoundFit(name, model, calibration, generation, choice.scores)
 
     def _accept(self, round_id: int, fit: RoundFit, labels: LabelSnapshot, raw: np.ndarray, probs: np.ndarray,
                 model_hash: str) -> Judged:
@@ -419,9 +428,17 @@ class LabelingRun:
             raise BadInputError(f"class {self.classes[missing[0]]!r} has no human or seed label",
                                 hint="label at least one example of every class before running")
 
-    def _choose_model(self, labels: LabelSnapshot) -> tuple[str, RoundModel, Calibration]:
+    def _choose_model(self, labels: LabelSnapshot, feedback: list[str] | None = None) -> ModelChoice:
+        """The judge's choice among the candidates it has not retired (``retired_learners``: those that kept
+        losing are no longer computed); a newly retired one is named in ``feedback``."""
+        history = [judged_scores(past.metrics or {}) for past in self.store.rounds() if past.status == "finished"]
+        retired = retired_learners(history, keep=next(iter(self.candidates.learners)))
+        for name, why in retired.items():
+            if feedback is not None and why != "retired in an earlier round":
+                feedback.append(f"the judge retires {name} for the rest of the run: {why}; its cost is skipped")
         variants = self.candidates.variants(refine_steps=self.options.refine_steps, seed=self.options.seed,
-                                            rule_votes=None if self.rules is None else self.rules.matrix)
+                                            rule_votes=None if self.rules is None else self.rules.matrix,
+                                            leave_out=retired)
         return choose_model(variants, labels, ways=self.ways, folds=self.options.calibration_folds,
                             seed=self.options.seed)
 
@@ -483,23 +500,24 @@ class LabelingRun:
         """The planner's figures from the evidence as it stands: nothing is written, nothing asked."""
         labels = self._snapshot()
         self._require_a_label_per_class(labels)
-        _, model, calibration = self._choose_model(labels)
-        _, probs = pool_probabilities(model, calibration, labels, ways=self.ways)
+        choice = self._choose_model(labels)
+        _, probs = pool_probabilities(choice.model, choice.calibration, labels, ways=self.ways)
         candidates = self._candidates(labels)
-        return self.asking.plan(probs[candidates], self.acceptance.reference_evidence(calibration, probs, candidates),
+        return self.asking.plan(probs[candidates],
+                                self.acceptance.reference_evidence(choice.calibration, probs, candidates),
                                 questions=self._per_round, coverage=coverage)
 
     def scorecard(self) -> Scorecard:
         """The scorecard of the labels as they stand now: nothing is written, nothing asked."""
         labels = self._snapshot()
-        name, model, calibration = self._choose_model(labels)
-        _, probs = pool_probabilities(model, calibration, labels, ways=self.ways)
+        choice = self._choose_model(labels)
+        _, probs = pool_probabilities(choice.model, choice.calibration, labels, ways=self.ways)
         candidates = self._candidates(labels)
-        reference = self.acceptance.reference_evidence(calibration, probs, candidates)
+        reference = self.acceptance.reference_evidence(choice.calibration, probs, candidates)
         # the labels as they stand were admitted by the certificate the last round recorded with them
         figures = figures_as_recorded(self.store, coverage=len(labels.pseudo.positions) / max(len(candidates), 1),
                                       delta=self.options.delta, ways=self.ways)
-        return self._scorecard(RoundFit(name, model, calibration, None),
+        return self._scorecard(RoundFit(choice.name, choice.model, choice.calibration, None, choice.scores),
                                ScoredLabels.of(labels.active, self.index, self.class_index), figures, reference, [])
 
 

@@ -10,7 +10,7 @@ the report can import these without loading the models.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from metalabel.errors import StoreError
@@ -348,7 +348,9 @@ class RoundReport(RoundCertificate):
     """What one round did, as stored in the round's metrics: its certificate and the rest of the round.
 
     ``gold`` is None where the user gave no gold labels; ``generation`` is the generators'
-    own summary (``metalabel.generate.engine.GenerationStep.summary``; empty when none ran).
+    own summary (``metalabel.generate.engine.GenerationStep.summary``; empty when none ran);
+    ``judged``, each candidate learner's best held-out score (``label.fitting.ModelChoice.scores``;
+    empty in rounds recorded before it was kept), is what later rounds retire learners by.
     """
 
     round_id: int
@@ -366,17 +368,19 @@ class RoundReport(RoundCertificate):
     feedback: tuple[str, ...]
     scorecard: Scorecard
     generation: Mapping[str, Any]
+    judged: Mapping[str, float | None] = field(default_factory=dict)
 
     def to_json(self) -> Json:
         # the keys every release has stored: no gold labels is an empty object, as before
         return {**super().to_json(), **{name: getattr(self, name) for name in _names(RoundReport)
                                          if name not in _names(RoundCertificate)},
                 "gold": {} if self.gold is None else self.gold.to_json(), "feedback": list(self.feedback),
-                "scorecard": self.scorecard.to_json(), "generation": dict(self.generation)}
+                "scorecard": self.scorecard.to_json(), "generation": dict(self.generation),
+                "judged": dict(self.judged)}
 
     @classmethod
     def from_json(cls, data: object, what: str) -> RoundReport:
-        data = _object(data, what, _names(cls))
+        data = _object(data, what, [name for name in _names(cls) if name != "judged"])
         return cls(
             **RoundCertificate.from_json(data, what).to_json(),
             round_id=int(data["round_id"]), human_labels=int(data["human_labels"]),
@@ -387,7 +391,14 @@ class RoundReport(RoundCertificate):
             gold=GoldMetrics.from_json(data["gold"], f"{what}, gold") if data["gold"] else None,
             feedback=tuple(map(str, data["feedback"])),
             scorecard=Scorecard.from_json(data["scorecard"], f"{what}, scorecard"),
-            generation=dict(_object(data["generation"], f"{what}, generation", ())))
+            generation=dict(_object(data["generation"], f"{what}, generation", ())),
+            judged=judged_scores(data, what))
+
+
+def judged_scores(metrics: Mapping[str, Any], what: str = "a round's metrics") -> dict[str, float | None]:
+    """A finished round's ``RoundReport.judged`` (empty for rounds recorded before it was kept)."""
+    judged = _object(metrics.get("judged", {}), f"{what}, judged", ())
+    return {str(name): _optional_float(score) for name, score in judged.items()}
 
 
 def recorded_before_certification(metrics: Mapping[str, Any]) -> bool:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import shutil
+from collections.abc import Collection
 
 import numpy as np
 import torch
@@ -77,9 +78,10 @@ class Candidates:
         """The feature space the named learner reads."""
         return self.space_of.get(name, self.space)
 
-    def variants(self, *, refine_steps: int, seed: int, rule_votes: np.ndarray | None) -> list[tuple[str, RoundModel]]:
-        """Every learner's round models, one per head, by learner name."""
-        return [(name, variant) for name, learner in self.learners.items()
+    def variants(self, *, refine_steps: int, seed: int, rule_votes: np.ndarray | None,
+                 leave_out: Collection[str] = ()) -> list[tuple[str, RoundModel]]:
+        """Every learner's round models (but ``leave_out``'s), one per head, by learner name."""
+        return [(name, variant) for name, learner in self.learners.items() if name not in leave_out
                 for variant in RoundModel(learner, self.inputs[self.space_of_learner(name)], refine_steps=refine_steps,
                                           seed=seed, graph_holder=self.pool_graphs.setdefault(
                                               (self.hashes[name], self.space_of_learner(name)), []),
