@@ -27,7 +27,7 @@ import torch
 
 from metalabel.errors import BadInputError, MetalabelError, MissingDependencyError
 from metalabel.meta.checkpoint import load_learner, remove_stale_staging
-from metalabel.meta.functional import TaskLearner
+from metalabel.meta.functional import RUNNING_STAT_BUFFERS, TaskLearner
 from metalabel.meta.train import TrainConfig, TrainingJob, _resolved, run_training
 
 
@@ -58,18 +58,21 @@ class Collective:
         import torch.distributed as dist
 
         params = [p for p in learner.parameters() if p.requires_grad]
+        reached = [p.grad is not None for p in params]
         # running statistics are task means too (TaskLearner.meta_loss averages per-task copies);
         # in transductive mode they are never updated and stay equal on every worker
-        buffers = ([b for name, b in learner.named_buffers() if b.is_floating_point() and name.endswith(
-            ("running_mean", "running_var"))] if getattr(learner, "batch_norm", None) == "running" else [])
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        buffers = ([b for name, b in learner.named_buffers()
+                    if b.is_floating_point() and name.rsplit(".", 1)[-1] in RUNNING_STAT_BUFFERS]
+                   if learner.batch_norm == "running" else [])
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]  # one layout on every worker
         flat = torch.cat([t.detach().reshape(-1) for t in (*grads, *buffers)] + [loss.detach().reshape(1)])
         flat.mul_(weight)
         dist.all_reduce(flat)
         offset = 0
-        for param, target in zip(params, grads):
-            param.grad = flat[offset: offset + target.numel()].view_as(target).clone()
-            offset += target.numel()
+        for param, has_grad in zip(params, reached):
+            # a parameter the loss does not reach keeps no gradient, so the optimizer skips it as one process would
+            param.grad = flat[offset: offset + param.numel()].view_as(param).clone() if has_grad else None
+            offset += param.numel()
         for buffer in buffers:
             buffer.copy_(flat[offset: offset + buffer.numel()].view_as(buffer))
             offset += buffer.numel()
