@@ -83,3 +83,35 @@ def test_a_learner_that_keeps_losing_is_retired_and_stays_retired_when_the_run_r
                                               generate=False), encoder="pixels", progress=False).run()
         assert set(more.rounds[0].judged) == {"encoder space"}
         assert not any(line.startswith("the judge retires") for line in more.rounds[0].feedback)
+
+
+def test_generators_rest_once_their_rows_earned_no_place_in_two_judged_rounds():
+    from metalabel.generate.rounds import generators_resting
+
+    assert generators_resting([]) is None
+    assert generators_resting([False]) is None  # one round is not enough evidence
+    assert "rest for the rest of the run" in generators_resting([False, None, False])  # unjudged rounds skipped
+    assert generators_resting([False, True]) is None and generators_resting([True, False]) is None
+    # once resting they record nothing (None), so a resumed or later run keeps them resting
+    assert generators_resting([True, False, False, None, None]) is not None
+
+
+def test_the_round_log_says_whether_generated_rows_earned_their_place_and_rests_them_by_it(cache, tmp_path):
+    from metalabel.generate.rounds import generators_resting
+
+    project, gold = kanji_project(tmp_path / "p", per_class=3, max_classes=6, samples_per_class=20)
+    with project:
+        rounds = project.run(oracle=SimulatedOracle(gold), encoder="pixels", budget=15, per_round=5, max_rounds=4,
+                             progress=False, project_meta_steps=0).rounds
+    judged = [report for report in rounds if report.generators_earned is not None]
+    assert judged  # the generators ran and were judged on held-out labels at least once
+    for number, report in enumerate(rounds):
+        resting = generators_resting([past.generators_earned for past in rounds[:number]])
+        log = " | ".join(report.feedback)
+        assert (resting is not None) == ("generators rest" in log)
+        if resting:
+            assert report.generators_earned is None and not report.generation
+        elif report.generators_earned is True:
+            assert "the round's model trains on the kept generated data" in log
+        elif report.generators_earned is False:
+            assert "left out of the round's model" in log or "dropped" in log

@@ -50,12 +50,20 @@ from metalabel.evaluate.assembly import (
     recorded_certificate,
     round_scorecard,
 )
-from metalabel.evaluate.records import GeneratorOutcome, GoldMetrics, RoundReport, Scorecard, judged_scores
+from metalabel.evaluate.records import (
+    GeneratorOutcome,
+    GoldMetrics,
+    RoundReport,
+    Scorecard,
+    generators_earned,
+    judged_scores,
+)
 from metalabel.files import write_atomically
 from metalabel.generate.engine import JUDGE_DIMS, DataGenerator, GenerationStep
 from metalabel.generate.evidence import principal_components
 from metalabel.generate.rounds import (
     generate,
+    generators_resting,
     remove_unrecorded_generated,
     resume_generator,
     store_generated,
@@ -207,6 +215,7 @@ class RoundFit:
     calibration: Calibration
     generation: GenerationStep | None
     scores: Mapping[str, float | None]  # each candidate learner's best held-out score (ModelChoice.scores)
+    generators_earned: bool | None = None  # whether the generated rows earned a place (GeneratedUse.earned)
 
 
 @dataclass(frozen=True, eq=False)
@@ -365,7 +374,8 @@ class LabelingRun:
             model=f"{fit.name} + {fit.model.head}" if fit.model.prototype_space else fit.name,
             held_out_accuracy=fit.calibration.accuracy, disagreements=len(self.store.disagreements()),
             gold=judged.gold, feedback=tuple(feedback), scorecard=scorecard,
-            generation=fit.generation.summary() if fit.generation is not None else {}, judged=fit.scores)
+            generation=fit.generation.summary() if fit.generation is not None else {}, judged=fit.scores,
+            generators_earned=fit.generators_earned)
 
     def _fit(self, round_id: int, number: int, labels: LabelSnapshot, feedback: list[str]) -> RoundFit:
         """The learner and head that predict held-out labels best, the project's meta-learner continued where it
@@ -374,18 +384,22 @@ class LabelingRun:
         name, model, calibration = choice.name, choice.model, choice.calibration
         if name == PROJECT_LEARNER:  # it earns more training by winning the round; otherwise the run skips the cost
             self._continue_meta_learning(round_id, number, labels, feedback)
-        generation = None
-        if self.generator is not None:
+        generation, earned = None, None
+        resting = generators_resting([generators_earned(past.metrics or {}) for past in self.store.rounds()
+                                      if past.status == "finished"])
+        feedback.extend([resting] if self.generator is not None and resting else [])
+        if self.generator is not None and not resting:
             generation = generate(self.generator, model, labels, self.pool,
                                   encoder=self.candidates.space_of.get(name, self.encoder),
                                   seed=self.options.seed + number)
         if generation is not None:
             feedback.extend(generation.feedback)
-            model, calibration, measured = use_generated(
-                generation, model, calibration, labels, ways=self.ways, folds=self.options.calibration_folds,
-                seed=self.options.seed, generated_weight=self.options.generated_weight, judged=self.options.feedback)
-            feedback.extend([measured] if measured else [])
-        return RoundFit(name, model, calibration, generation, choice.scores)
+            used = use_generated(generation, model, calibration, labels, ways=self.ways,
+                                 folds=self.options.calibration_folds, seed=self.options.seed,
+                                 generated_weight=self.options.generated_weight, judged=self.options.feedback)
+            model, calibration, earned = used.model, used.calibration, used.earned
+            feedback.extend([used.measured] if used.measured else [])
+        return RoundFit(name, model, calibration, generation, choice.scores, earned)
 
     def _accept(self, round_id: int, fit: RoundFit, labels: LabelSnapshot, raw: np.ndarray, probs: np.ndarray,
                 model_hash: str) -> Judged:

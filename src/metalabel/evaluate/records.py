@@ -350,7 +350,9 @@ class RoundReport(RoundCertificate):
     ``gold`` is None where the user gave no gold labels; ``generation`` is the generators'
     own summary (``metalabel.generate.engine.GenerationStep.summary``; empty when none ran);
     ``judged``, each candidate learner's best held-out score (``label.fitting.ModelChoice.scores``;
-    empty in rounds recorded before it was kept), is what later rounds retire learners by.
+    empty in rounds recorded before it was kept), is what later rounds retire learners by;
+    ``generators_earned``, whether the generators' rows earned a place in the round's model (None:
+    nothing judged them, or they did not run), what later rounds rest the generators by.
     """
 
     round_id: int
@@ -369,6 +371,7 @@ class RoundReport(RoundCertificate):
     scorecard: Scorecard
     generation: Mapping[str, Any]
     judged: Mapping[str, float | None] = field(default_factory=dict)
+    generators_earned: bool | None = None
 
     def to_json(self) -> Json:
         # the keys every release has stored: no gold labels is an empty object, as before
@@ -376,11 +379,11 @@ class RoundReport(RoundCertificate):
                                          if name not in _names(RoundCertificate)},
                 "gold": {} if self.gold is None else self.gold.to_json(), "feedback": list(self.feedback),
                 "scorecard": self.scorecard.to_json(), "generation": dict(self.generation),
-                "judged": dict(self.judged)}
+                "judged": dict(self.judged), "generators_earned": self.generators_earned}
 
     @classmethod
     def from_json(cls, data: object, what: str) -> RoundReport:
-        data = _object(data, what, [name for name in _names(cls) if name != "judged"])
+        data = _object(data, what, [name for name in _names(cls) if name not in _FIELDS_ADDED_LATER])
         return cls(
             **RoundCertificate.from_json(data, what).to_json(),
             round_id=int(data["round_id"]), human_labels=int(data["human_labels"]),
@@ -392,7 +395,17 @@ class RoundReport(RoundCertificate):
             feedback=tuple(map(str, data["feedback"])),
             scorecard=Scorecard.from_json(data["scorecard"], f"{what}, scorecard"),
             generation=dict(_object(data["generation"], f"{what}, generation", ())),
-            judged=judged_scores(data, what))
+            judged=judged_scores(data, what), generators_earned=generators_earned(data))
+
+
+_FIELDS_ADDED_LATER = ("judged", "generators_earned")
+"""RoundReport fields that rounds recorded by earlier releases lack: read as empty / None."""
+
+
+def generators_earned(metrics: Mapping[str, Any]) -> bool | None:
+    """A finished round's ``RoundReport.generators_earned`` (None for rounds recorded before it was kept)."""
+    earned = metrics.get("generators_earned")
+    return None if earned is None else bool(earned)
 
 
 def judged_scores(metrics: Mapping[str, Any], what: str = "a round's metrics") -> dict[str, float | None]:

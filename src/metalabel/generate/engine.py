@@ -44,6 +44,8 @@ POLICY_CANDIDATES = tuple(Operation(name, 0.5, magnitude)
 JUDGE_DIMS = 64
 """The policy searches' judge classifies in the pool's top principal components (quick enough for dozens of
 candidates a round); keep-or-drop decisions for the learned generators use the full feature space."""
+NO_JUDGE = "nothing to judge by yet"
+"""``GenerationStep.judge`` where neither held-out human labels nor pseudo-class episodes could judge."""
 JUDGE_REPEATS = 3
 """Cross-validation repeats of the held-out judge: one split of a few labels per class is too noisy."""
 MIN_GAIN = 0.005
@@ -244,7 +246,7 @@ class DataGenerator:
         shots = max(1, int(counts[counts > 0].min()))
         ways = min(5, int((pseudo_counts >= shots + 5).sum()))
         if ways < 2:
-            return "nothing to judge by yet", None
+            return NO_JUDGE, None
         return "held-out episodes of the pool's pseudo-classes", lambda expander: episode_accuracy(
             pool_x, pool_y, expand=expander, ways=ways, shots=shots, episodes=options.episodes, seed=seed,
             generated_weight=options.generated_weight, featurize=featurize)

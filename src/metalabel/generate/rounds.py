@@ -6,6 +6,7 @@ they made kept in the project (an ``.npz`` artifact with its rows' provenance in
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,8 +15,15 @@ import torch
 from metalabel.data.dataset import LabeledDataset
 from metalabel.files import write_atomically
 from metalabel.generate.augment import AugmentationPolicy
-from metalabel.generate.engine import AcceptedRows, DataGenerator, GenerationStep, GeneratorOptions, ImageInputs
-from metalabel.label.fitting import Calibration, LabelSnapshot, calibrate
+from metalabel.generate.engine import (
+    NO_JUDGE,
+    AcceptedRows,
+    DataGenerator,
+    GenerationStep,
+    GeneratorOptions,
+    ImageInputs,
+)
+from metalabel.label.fitting import RETIRE_AFTER, Calibration, LabelSnapshot, calibrate
 from metalabel.label.positions import PoolIndex
 from metalabel.label.round_model import RoundModel, in_chunks, reads_images
 from metalabel.meta.protonet import ProtoNet
@@ -86,22 +94,47 @@ def _image_featurizer(learner: ProtoNet, pool: LabeledDataset, *,
     return featurize
 
 
+@dataclass(frozen=True, eq=False)
+class GeneratedUse:
+    """The round's model with or without the generated rows, and what decided it."""
+
+    model: RoundModel
+    calibration: Calibration
+    measured: str | None  # the held-out comparison, for the round log
+    earned: bool | None  # whether the rows earned their place; None where nothing judged them
+
+
 def use_generated(generation: GenerationStep, model: RoundModel, calibration: Calibration, labels: LabelSnapshot, *,
-                  ways: int, folds: int, seed: int, generated_weight: float,
-                  judged: bool) -> tuple[RoundModel, Calibration, str | None]:
+                  ways: int, folds: int, seed: int, generated_weight: float, judged: bool) -> GeneratedUse:
     """The round model trains on the kept generated rows too, unless that lowers held-out accuracy (``judged``;
-    without it they are used whatever it says). Returns the model, its calibration, and what was measured."""
-    if not generation.expanders:
-        return model, calibration, None
+    without it they are used whatever it says)."""
+    if not generation.expanders:  # every generator dropped by its own judge: nothing earned, where one could judge
+        return GeneratedUse(model, calibration, None, None if generation.judge == NO_JUDGE or not judged else False)
     grown = model.with_generated(generation.expand, weight=generated_weight)
     grown_calibration = calibrate(grown, labels, ways=ways, folds=folds, seed=seed)
     if calibration.accuracy is None or grown_calibration.accuracy is None:
-        return grown, grown_calibration, None  # nothing to judge by yet: the generators' own evidence stands
-    if grown_calibration.accuracy > calibration.accuracy or not judged:
-        return grown, grown_calibration, (f"the round's model trains on the kept generated data: held-out accuracy "
-                                          f"{grown_calibration.accuracy:.1%} vs {calibration.accuracy:.1%} without")
-    return model, calibration, (f"generated data left out of the round's model: held-out accuracy "
-                                f"{grown_calibration.accuracy:.1%} with vs {calibration.accuracy:.1%} without")
+        return GeneratedUse(grown, grown_calibration, None, None)  # nothing to judge by: the generators' own evidence
+    if not judged:
+        return GeneratedUse(grown, grown_calibration, None, None)
+    comparison = f"held-out accuracy {grown_calibration.accuracy:.1%} with vs {calibration.accuracy:.1%} without"
+    if grown_calibration.accuracy > calibration.accuracy:
+        return GeneratedUse(grown, grown_calibration, f"the round's model trains on the kept generated data: "
+                                                      f"{comparison}", True)
+    return GeneratedUse(model, calibration, f"generated data left out of the round's model: {comparison}", False)
+
+
+def generators_resting(history: Sequence[bool | None]) -> str | None:
+    """Why the generators no longer run in this run (None: they do), from the past rounds' ``generators_earned``.
+
+    Their rows must earn a place in the round's model (``use_generated``) in one of the last
+    ``RETIRE_AFTER`` rounds that judged them; they cost most of a round where they run (the
+    hallucinator's training, the policy searches), so a run stops paying for them once they did not.
+    """
+    judged = [earned for earned in history if earned is not None]
+    if len(judged) >= RETIRE_AFTER and not any(judged[-RETIRE_AFTER:]):
+        return (f"the generators rest for the rest of the run: their rows earned no place in the round's model in the "
+                f"last {RETIRE_AFTER} rounds that judged them")
+    return None
 
 
 def store_generated(store: ProjectStore, index: PoolIndex, classes: Sequence[str], round_id: int,
