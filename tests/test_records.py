@@ -45,6 +45,7 @@ STORED_ROUND = {
         "feedback": ["kept the VAE"]},
     "generation": {"judge": "held-out", "policy": None, "generators": {}},
     "judged": {"encoder space": 0.88, "project meta-learned": None},
+    "generators_earned": False,
 }
 
 
@@ -58,9 +59,11 @@ def test_a_stored_round_reads_back_as_a_record_and_writes_the_same_json() -> Non
     certificate = RoundCertificate.from_json(STORED_ROUND, "round 3's metrics")
     assert (certificate.certified_precision, certificate.threshold, certificate.retracted) == (0.951, 0.93, 2)
     # a round recorded before the judge kept each learner's score reads back with none
-    older = {key: value for key, value in STORED_ROUND.items() if key != "judged"}
-    assert RoundReport.from_json(older, "round 3's metrics").judged == {}
+    older = RoundReport.from_json({key: value for key, value in STORED_ROUND.items()
+                                   if key not in ("judged", "generators_earned")}, "round 3's metrics")
+    assert (older.judged, older.generators_earned) == ({}, None)
     assert report.judged == {"encoder space": 0.88, "project meta-learned": None}
+    assert report.generators_earned is False
 
 
 @pytest.mark.parametrize("path", [("coverage",), ("gold", "label_accuracy"), ("scorecard", "label_quality", "ece"),
