@@ -52,12 +52,20 @@ class PoolGraph:
             z = z @ components
         squared_norms = (z * z).sum(1)
         rows, columns, distances = [], [], []
-        for start in range(0, n, 2048):
-            squared = squared_norms[start:start + 2048, None] + squared_norms[None] - 2 * z[start:start + 2048] @ z.T
-            own = torch.arange(squared.shape[0])
-            squared[own, own + start] = np.inf  # an item is not its own neighbour
-            nearest, index = (-squared).topk(k, dim=1)
-            rows.append(np.repeat(np.arange(start, start + len(nearest)), k))
+        # two [block, n] buffers, reused: a block's squared distances were four temporaries, most of a round's
+        # memory on a big pool (34-36 KB an item, bench/results/scale.md)
+        block = min(2048, n)
+        squared, products = torch.empty(block, n), torch.empty(block, n)
+        for start in range(0, n, block):
+            height = min(block, n - start)
+            rows_squared, rows_products = squared[:height], products[:height]
+            torch.add(squared_norms[start:start + height, None], squared_norms[None], out=rows_squared)
+            torch.matmul(z[start:start + height], z.T, out=rows_products)
+            rows_squared.sub_(rows_products.mul_(2))
+            own = torch.arange(height)
+            rows_squared[own, own + start] = np.inf  # an item is not its own neighbour
+            nearest, index = rows_squared.neg_().topk(k, dim=1)
+            rows.append(np.repeat(np.arange(start, start + height), k))
             columns.append(index.numpy().ravel())
             distances.append(np.maximum(-nearest.numpy().ravel(), 0.0))
         squared_distance = np.concatenate(distances).astype(np.float64)
