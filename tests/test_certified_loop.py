@@ -266,9 +266,9 @@ def test_a_dismissed_reference_question_counts_against_the_model(cache, tmp_path
         run = LabelingRun(project.store, project.load_pool(), None, oracle=None,
                           options=RunOptions(project_meta_steps=0, generate=False), encoder="pixels", progress=False)
         labels = run._snapshot()
-        _, model, calibration = run._choose_model(labels)
-        _, probs = pool_probabilities(model, calibration, labels, ways=run.ways)
-        evidence = run.acceptance.reference_evidence(calibration, probs, run._candidates(labels))
+        choice = run._choose_model(labels)
+        _, probs = pool_probabilities(choice.model, choice.calibration, labels, ways=run.ways)
+        evidence = run.acceptance.reference_evidence(choice.calibration, probs, run._candidates(labels))
         candidates = set(run._candidates(labels).tolist())
     answered = {run.index.position_of_item[q.item_id] for q in closed if q.answer is not None}
     skipped = {run.index.position_of_item[q.item_id] for q in closed if q.answer is None} - answered

@@ -57,14 +57,22 @@ def test_a_worker_killed_on_ray_is_restarted_and_the_run_ends_as_an_uninterrupte
     run = tmp_path / "ray"
     killed: list[int] = []
 
+    def saved_step() -> int | None:
+        # a save replaces last/ whole, so for a moment there is none: read until a whole one is there
+        try:
+            return int(json.loads((run / "last" / "state.json").read_text())["step"])
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
     def kill_a_worker_after_the_first_checkpoint() -> None:
         deadline = time.monotonic() + 120
-        while not (run / "last" / "state.json").exists() and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            step, workers = saved_step(), ray_train_workers()
+            if step is not None and workers:
+                os.kill(workers[-1], signal.SIGKILL)
+                killed.append(step)
+                return
             time.sleep(0.05)
-        workers = ray_train_workers()
-        if workers:
-            os.kill(workers[-1], signal.SIGKILL)
-            killed.append(json.loads((run / "last" / "state.json").read_text())["step"])
 
     killer = threading.Thread(target=kill_a_worker_after_the_first_checkpoint)
     killer.start()
