@@ -90,7 +90,7 @@ def test_generators_rest_once_their_rows_earned_no_place_in_two_judged_rounds():
 
     assert generators_resting([]) is None
     assert generators_resting([False]) is None  # one round is not enough evidence
-    assert "rest for the rest of the run" in generators_resting([False, None, False])  # unjudged rounds skipped
+    assert "rest in this project from now on" in generators_resting([False, None, False])  # unjudged rounds skipped
     assert generators_resting([False, True]) is None and generators_resting([True, False]) is None
     # once resting they record nothing (None), so a resumed or later run keeps them resting
     assert generators_resting([True, False, False, None, None]) is not None

@@ -454,7 +454,7 @@ class LabelingRun:
         retired = retired_learners(history, keep=next(iter(self.candidates.learners)))
         for name, why in retired.items():
             if feedback is not None and why != "retired in an earlier round":
-                feedback.append(f"the judge retires {name} for the rest of the run: {why}; its cost is skipped")
+                feedback.append(f"the judge retires {name} in this project from now on: {why}; its cost is skipped")
         variants = self.candidates.variants(refine_steps=self.options.refine_steps, seed=self.options.seed,
                                             rule_votes=None if self.rules is None else self.rules.matrix,
                                             leave_out=retired)

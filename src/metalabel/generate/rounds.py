@@ -124,16 +124,17 @@ def use_generated(generation: GenerationStep, model: RoundModel, calibration: Ca
 
 
 def generators_resting(history: Sequence[bool | None]) -> str | None:
-    """Why the generators no longer run in this run (None: they do), from the past rounds' ``generators_earned``.
+    """Why the generators no longer run in this project (None: they do), from its rounds' ``generators_earned``.
 
     Their rows must earn a place in the round's model (``use_generated``) in one of the last
     ``RETIRE_AFTER`` rounds that judged them; they cost most of a round where they run (the
-    hallucinator's training, the policy searches), so a run stops paying for them once they did not.
+    hallucinator's training, the policy searches), so the project stops paying for them once they did not
+    (a resumed or later run reads the same recorded rounds).
     """
     judged = [earned for earned in history if earned is not None]
     if len(judged) >= RETIRE_AFTER and not any(judged[-RETIRE_AFTER:]):
-        return (f"the generators rest for the rest of the run: their rows earned no place in the round's model in the "
-                f"last {RETIRE_AFTER} rounds that judged them")
+        return (f"the generators rest in this project from now on: their rows earned no place in the round's model "
+                f"in the last {RETIRE_AFTER} rounds that judged them")
     return None
 
 

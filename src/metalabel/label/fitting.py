@@ -207,13 +207,14 @@ def choose_model(candidates: Sequence[tuple[str, RoundModel]], labels: LabelSnap
 
 
 RETIRE_AFTER = 2
-"""Rounds in a row a learner must lose before the judge retires it for the rest of the run."""
+"""Rounds in a row a learner must lose before the judge retires it from the project's later rounds (resumed and
+later runs included: the history is the project's rounds)."""
 RETIRE_MARGIN = 0.01
 """How far below the round's best a learner's best head must score to count as a loss: closer is noise."""
 
 
 def retired_learners(history: Sequence[Mapping[str, float | None]], *, keep: str) -> dict[str, str]:
-    """Learners the judge stops computing, from the last rounds' ``ModelChoice.scores`` (oldest first), with why.
+    """Learners the judge stops computing, from the project's rounds' ``ModelChoice.scores`` (oldest first), with why.
 
     A learner (``keep``, the first candidate, aside) whose best head scored at least
     ``RETIRE_MARGIN`` below the round's best in each of the last ``RETIRE_AFTER`` judged
