@@ -32,6 +32,7 @@ import numpy as np
 
 from metalabel.data.dataset import LabeledDataset
 from metalabel.data.encoders import (
+    ChunkedEmbedding,
     EmbeddingsFile,
     Encoder,
     Items,
@@ -54,22 +55,12 @@ BLOCK_ROWS = 256
 
 
 @dataclass(frozen=True)
-class RayEmbedding:
-    """What :func:`embed_on_ray` did: where the embeddings are, and how much of them was made on the cluster."""
+class RayEmbedding(ChunkedEmbedding):
+    """What :func:`embed_on_ray` did: where the embeddings are (``load()``, memory-mapped), how many chunks were
+    found in the cache, and how much was made on the cluster."""
 
-    path: Path
-    """The whole pool's cache file (``embedding_cache_path(pool.items, encoder)``), float32 ``[items, dim]``."""
-    items: int
-    chunks: int
-    chunks_cached: int
-    """Chunks found in the cache and not embedded again."""
     workers: int
     """Actors the cluster ran the encoder on (0 when everything was cached and Ray was not started)."""
-    seconds: float
-
-    def load(self) -> np.ndarray:
-        """The embeddings, memory-mapped (read from disk as they are used)."""
-        return np.load(self.path, mmap_mode="r", allow_pickle=False)
 
 
 @dataclass(frozen=True)
@@ -103,7 +94,8 @@ def embed_on_ray(dataset: LabeledDataset, encoder: str | Encoder, *, address: st
                      embedding_cache_path(dataset.items[start:start + chunk_size], encoder))
               for start in range(0, len(dataset), chunk_size)]
     if read_cached_embeddings(path, expected_shape=shape, mmap=True) is not None:
-        return RayEmbedding(path, len(dataset), len(chunks), len(chunks), 0, time.perf_counter() - began)
+        return RayEmbedding(path=path, items=len(dataset), chunks=len(chunks), chunks_cached=len(chunks),
+                            seconds=time.perf_counter() - began, workers=0)
     cached = {chunk.start: embeddings for chunk in chunks if (embeddings := read_cached_embeddings(
         chunk.path, expected_shape=(chunk.stop - chunk.start, encoder.dim), mmap=True)) is not None}
     missing = [chunk for chunk in chunks if chunk.start not in cached]
@@ -121,7 +113,8 @@ def embed_on_ray(dataset: LabeledDataset, encoder: str | Encoder, *, address: st
                     _embed_missing(dataset, encoder, missing, out, workers=used_workers, progress=progress)
 
     write_atomically(path, assemble)
-    return RayEmbedding(path, len(dataset), len(chunks), len(cached), used_workers, time.perf_counter() - began)
+    return RayEmbedding(path=path, items=len(dataset), chunks=len(chunks), chunks_cached=len(cached),
+                        seconds=time.perf_counter() - began, workers=used_workers)
 
 
 def _embed_missing(dataset: LabeledDataset, encoder: Encoder, missing: list[_Chunk], out: EmbeddingsFile, *,
