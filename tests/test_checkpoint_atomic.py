@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from metalabel.errors import BadInputError
+from metalabel.files import remove_stale_staging
 from metalabel.generate.weights import write_generator
 from metalabel.meta.backbones import build_backbone
 from metalabel.meta.checkpoint import (
@@ -20,7 +21,6 @@ from metalabel.meta.checkpoint import (
     WEIGHTS_FILE,
     checkpoint_is_complete,
     load_learner,
-    remove_stale_staging,
     save_learner,
 )
 from metalabel.meta.protonet import ProtoNet

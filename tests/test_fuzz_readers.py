@@ -236,7 +236,7 @@ def _project_is_made_or_left_out(folder: Path, *, pool: ml.LabeledDataset, label
     except MetalabelError as error:
         event(f"Project.create: refused ({type(error).__name__})")
         assert not folder.exists(), f"a refused Project.create left {folder} behind"
-        assert not list(folder.parent.glob(f".{folder.name}.creating-*")), "a refused create left its staging folder"
+        assert not list(folder.parent.glob(f".{folder.name}.staging-*")), "a refused create left its staging folder"
     else:
         event("Project.create: made")
         assert (folder / "project.db").is_file()

@@ -66,9 +66,7 @@ import json
 import math
 import mimetypes
 import numbers
-import os
 import re
-import secrets
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -86,6 +84,7 @@ from metalabel.data.dataset import LabeledDataset
 from metalabel.data.sources._common import IMAGE_SUFFIXES
 from metalabel.errors import BadInputError, MissingDependencyError, StoreError
 from metalabel.evaluate.records import RoundCertificate, Scorecard, recorded_before_certification
+from metalabel.files import IfExists, staged_folder
 from metalabel.label.ask import REFERENCE, awaiting_reference
 from metalabel.label.labelstudio import CONFIG_FILE as LABELSTUDIO_CONFIG
 from metalabel.label.labelstudio import ReviewIdentity, Suggestion, choices_task, write_config
@@ -266,7 +265,9 @@ def export_project(
                    _feature_columns(modality, content), test_split, project_identity(store), root,
                    awaiting_reference(store.open_questions()) if format == "labelstudio" else frozenset())
 
-        with _staged_folder(out) as staging:
+        # _check_target let an existing export through only with overwrite: anything else there now is new
+        if_exists = IfExists.REPLACE if overwrite else IfExists.REFUSE
+        with staged_folder(out, if_exists=if_exists, what="the export") as staging:
             written = _WRITERS[format](job, staging)
             sidecar = _sidecar(store, job, written, format=format, min_confidence=min_confidence,
                                sources=wanted_sources, include_retracted=include_retracted)
@@ -1155,40 +1156,3 @@ def _refuse_to_delete_project_data(out: Path, store: ProjectStore) -> None:
                 path=out,
                 hint="export into another folder",
             )
-
-
-@contextmanager
-def _staged_folder(out: Path) -> Iterator[Path]:
-    """A hidden folder beside ``out`` to write into; renamed to ``out`` if the block succeeds."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.exporting-{secrets.token_hex(4)}"
-    staging.mkdir()
-    try:
-        yield staging
-        _move_into_place(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _move_into_place(staging: Path, out: Path) -> None:
-    if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
-        out.rmdir()
-    if not (out.exists() or out.is_symlink()):
-        try:
-            os.rename(staging, out)
-        except OSError as error:
-            raise BadInputError("appeared while the export was being written", path=out) from error
-        return
-    # Overwriting: the old export steps aside first, so `out` is never half old and half new.
-    aside = out.parent / f".{out.name}.replaced-{secrets.token_hex(4)}"
-    os.rename(out, aside)
-    try:
-        os.rename(staging, out)
-    except BaseException:
-        os.rename(aside, out)
-        raise
-    if aside.is_dir() and not aside.is_symlink():
-        shutil.rmtree(aside)
-    else:
-        aside.unlink()

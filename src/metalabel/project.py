@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import secrets
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -30,6 +27,7 @@ from metalabel.errors import (
     PoolChangedError,
     UnknownLabelError,
 )
+from metalabel.files import IfExists, staged_folder
 from metalabel.store import (
     CERTIFICATE_METRIC,
     DB_FILENAME,
@@ -104,9 +102,8 @@ class Project:
         hashes = [content_hash(item) for item in pool.items]
         _warn_of_duplicate_content(pool.uris, hashes, warnings)
 
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = folder.parent / f".{folder.name}.creating-{secrets.token_hex(4)}"
-        try:
+        # _check_folder_free found the place free: anything there by the end was made meanwhile
+        with staged_folder(folder, if_exists=IfExists.REFUSE, what="the project") as staging:
             with ProjectStore.create(staging, name=name or folder.name) as store, store.batch():
                 store.set_classes(class_names)
                 item_ids = store.add_items(
@@ -122,10 +119,6 @@ class Project:
                 if seed_file is not None:
                     # Provenance of the seed: which file, and its hash, in case it changes later.
                     store.add_artifact("seed-labels", seed_file, meta={"labels": len(seeds)})
-            _move_into_place(staging, folder)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         project = cls(ProjectStore.open(folder), warnings=warnings)
         project._pool = pool
         return project
@@ -700,13 +693,3 @@ def _warn_of_duplicate_content(uris: Sequence[str], hashes: list[str], warnings:
         )
 
 
-def _move_into_place(staging: Path, folder: Path) -> None:
-    # One rename: the project appears whole or not at all.
-    try:
-        if folder.is_dir():
-            folder.rmdir()  # _check_folder_free let it through only if empty
-        os.rename(staging, folder)
-    except OSError as exc:
-        raise BadInputError(
-            "appeared while the project was being made", path=folder, hint="choose another folder"
-        ) from exc

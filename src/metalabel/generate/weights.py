@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from metalabel.errors import BadInputError
-from metalabel.meta.checkpoint import write_folder_atomically
+from metalabel.files import IfExists, staged_folder
 
 
 def seeded_linear(fan_in: int, fan_out: int, generator: torch.Generator, *, negative_slope: float = 0.0) -> nn.Linear:
@@ -43,15 +43,13 @@ def write_generator(folder: Path, *, weights_file: str, tensors: dict[str, Tenso
                     record: dict[str, Any]) -> Path:
     """Write ``tensors`` (safetensors) and ``record`` (JSON) as ``folder``: the whole folder or none of it.
 
-    Staged beside ``folder`` and renamed into place (:func:`~metalabel.meta.checkpoint.write_folder_atomically`),
-    replacing a previous ``folder``.
+    Staged beside ``folder`` and renamed into place (:func:`metalabel.files.staged_folder`),
+    replacing a previous save of the same files, never a folder holding others.
     """
-
-    def write(staging: Path) -> None:
+    with staged_folder(folder, if_exists=IfExists.REPLACE_OWN, what="the generator's weights") as staging:
         save_file(tensors, str(staging / weights_file), metadata={"format": "pt"})
         (staging / config_file).write_text(json.dumps(record, indent=2) + "\n")
-
-    return write_folder_atomically(folder, write)
+    return folder
 
 
 def read_generator_weights(weights_path: Path, model: nn.Module, *, config: dict[str, Any], version: str,

@@ -173,7 +173,8 @@ def save_checkpoint(store: ProjectStore, name: str, learner: TaskLearner, model_
     The save is atomic (a folder is complete or absent) and the artifact row is written
     after it, so a kill in between leaves a complete folder that the next call records.
     """
-    from metalabel.meta.checkpoint import checkpoint_is_complete, remove_stale_staging, save_learner
+    from metalabel.files import remove_stale_staging
+    from metalabel.meta.checkpoint import checkpoint_is_complete, save_learner
 
     folder = store.folder / "models" / model_hash
     remove_stale_staging(folder)
@@ -207,7 +208,8 @@ def remove_unrecorded_checkpoints(store: ProjectStore) -> None:
     Only folders under ``models/`` named by a learner hash, as the loop names them, are touched;
     a folder a person put there under another name is left alone.
     """
-    from metalabel.meta.checkpoint import STAGING_MARK, checkpoint_is_complete, remove_stale_staging
+    from metalabel.files import STAGING_MARK, remove_stale_staging
+    from metalabel.meta.checkpoint import checkpoint_is_complete
 
     models = store.folder / "models"
     if not models.is_dir():

@@ -27,7 +27,6 @@ from metalabel.meta.checkpoint import (
     checkpoint_is_complete,
     load_learner,
     load_run,
-    remove_stale_staging,
     save_learner,
 )
 from metalabel.meta.functional import Adapted, FastWeightClassifier, MetaLearner, TaskLearner
@@ -64,6 +63,5 @@ __all__ = [
     "load_learner",
     "load_run",
     "register_backbone",
-    "remove_stale_staging",
     "save_learner",
 ]

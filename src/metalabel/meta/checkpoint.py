@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -22,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from metalabel.errors import BadInputError, DataNotFoundError
-from metalabel.files import fsync
+from metalabel.files import IfExists, staged_folder
 from metalabel.meta.backbones import backbone_spec, build_backbone
 from metalabel.meta.bayes import BayesProtoNet
 from metalabel.meta.functional import TaskLearner
@@ -58,116 +56,25 @@ def learner_config(learner: TaskLearner) -> dict[str, Any]:
     }
 
 
-STAGING_MARK = ".staging-"
-"""Folders named ``.NAME.staging-PID`` beside ``NAME`` hold a save in progress (or a killed one)."""
-
-
-def _staging_prefix(folder: Path) -> str:
-    return f".{folder.name}{STAGING_MARK}"
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True  # someone else's process (or not a pid we can ask about): leave its folder alone
-    return True
-
-
-def remove_stale_staging(folder: str | Path) -> list[Path]:
-    """Clean up after a save of ``folder`` that was killed; returns the staging folders removed.
-
-    A killed save leaves ``folder`` as it was and its work in a staging folder, which is
-    deleted. Killed in the one moment between moving the previous ``folder`` aside and
-    renaming the new one in, it leaves no ``folder``: the previous one is put back. A staging
-    folder whose writer (the pid in its name) still runs is left alone.
-    """
-    folder = Path(folder)
-    if not folder.parent.is_dir():
-        return []
-    removed = []
-    for candidate in sorted(folder.parent.glob(_staging_prefix(folder) + "*")):
-        pid, _, role = candidate.name[len(_staging_prefix(folder)):].partition("-")
-        if pid.isdigit() and int(pid) != os.getpid() and _process_alive(int(pid)):
-            continue
-        if role == "old" and not folder.exists():
-            os.rename(candidate, folder)  # the previous version, whole: it was the checkpoint until moved aside
-            continue
-        shutil.rmtree(candidate, ignore_errors=True)
-        removed.append(candidate)
-    return removed
-
-
-def _check_replaceable(folder: Path, written: set[str]) -> None:
-    if not folder.is_dir():
-        raise BadInputError("is a file, not a checkpoint folder", path=folder, hint="save to a folder name")
-    foreign = sorted(entry.name for entry in folder.iterdir() if entry.name not in written or not entry.is_file())
-    if foreign:
-        raise BadInputError(f"holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which a checkpoint "
-                            "save would delete", path=folder,
-                            hint="save into a new folder (or a checkpoint folder written by metalabel)")
-
-
-def write_folder_atomically(folder: str | Path, write: Callable[[Path], None]) -> Path:
-    """Let ``write`` fill a staging folder beside ``folder``, then rename it into place; returns ``folder``.
-
-    ``folder`` is either the whole previous version or the whole new one, never half of
-    either: a kill during ``write`` leaves only the staging folder (removed by the next save
-    of ``folder`` or by :func:`remove_stale_staging`). A previous ``folder`` is moved aside
-    before the rename and deleted after it, so a kill in between leaves no ``folder`` at all
-    (and a complete copy in a staging folder), never a mixed one.
-
-    Only a previous ``folder`` that holds nothing but files of the names ``write`` writes
-    is replaced; anything else there raises BadInputError, so a save never deletes what it
-    did not write.
-    """
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(folder)
-    staging = folder.with_name(f"{_staging_prefix(folder)}{os.getpid()}-new")
-    retired = folder.with_name(f"{_staging_prefix(folder)}{os.getpid()}-old")
-    for leftover in (staging, retired):
-        shutil.rmtree(leftover, ignore_errors=True)
-    staging.mkdir()
-    try:
-        write(staging)
-        for path in staging.iterdir():  # on disk before the rename makes them the checkpoint
-            if path.is_file():
-                fsync(path)
-        if folder.exists():
-            _check_replaceable(folder, {path.name for path in staging.iterdir()})
-            os.rename(folder, retired)
-        os.rename(staging, folder)
-        fsync(folder.parent)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
-    return folder
-
-
 def save_learner(learner: TaskLearner, folder: str | Path, *,
                  extra: Callable[[Path], None] | None = None) -> Path:
     """Write ``model.safetensors`` and ``config.json`` into ``folder``; returns the folder.
 
-    The folder is written whole or not at all (:func:`write_folder_atomically`): it replaces
-    any previous ``folder``. ``extra(staging)`` may add files (an optimizer's state) that must
-    land together with the weights.
+    The folder is written whole or not at all (:func:`metalabel.files.staged_folder`): it
+    replaces a previous checkpoint ``folder``, never a folder holding other files.
+    ``extra(staging)`` may add files (an optimizer's state) that must land together with the weights.
     """
     folder = Path(folder)
     config = learner_config(learner)
     # safetensors wants dense, row-major tensors; channels-last weights are re-laid out on load
     tensors = {name: t.detach().contiguous() for name, t in learner.state_dict().items()}
 
-    def write(staging: Path) -> None:
+    with staged_folder(folder, if_exists=IfExists.REPLACE_OWN, what="a checkpoint") as staging:
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         if extra is not None:
             extra(staging)
-
-    return write_folder_atomically(folder, write)
+    return folder
 
 
 def checkpoint_is_complete(folder: str | Path, names: tuple[str, ...] = (CONFIG_FILE, WEIGHTS_FILE)) -> bool:

@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from metalabel.errors import BadInputError, MetalabelError, MissingDependencyError
-from metalabel.meta.checkpoint import load_learner, remove_stale_staging
+from metalabel.files import remove_stale_staging
+from metalabel.meta.checkpoint import load_learner
 from metalabel.meta.functional import RUNNING_STAT_BUFFERS, TaskLearner
 from metalabel.meta.train import TrainConfig, TrainingJob, _resolved, run_training
 

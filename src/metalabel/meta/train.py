@@ -24,10 +24,10 @@ from safetensors.torch import load_file, save_file
 from metalabel.data.dataset import LabeledDataset
 from metalabel.data.episodes import EpisodeSampler
 from metalabel.errors import BadInputError, check_whole_number
-from metalabel.files import write_atomically
+from metalabel.files import remove_stale_staging, write_atomically
 from metalabel.meta.backbones import build_backbone
 from metalabel.meta.bayes import BayesProtoNet
-from metalabel.meta.checkpoint import load_learner, remove_stale_staging, save_learner
+from metalabel.meta.checkpoint import load_learner, save_learner
 from metalabel.meta.evaluation import EvalResult, meta_evaluate
 from metalabel.meta.functional import BatchNormMode, TaskLearner, TaskParallel
 from metalabel.meta.gnn import GraphLearner
