@@ -216,11 +216,11 @@ def test_an_import_that_fails_while_writing_writes_nothing(store, tmp_path, monk
     before = snapshot(store)
     calls = []
 
-    def fails_on_the_third(question_id, class_name):
+    def fails_on_the_third(question_id, class_name, *, oracle):
         calls.append(question_id)
         if len(calls) == 3:
             raise StoreError("disk full")
-        return ProjectStore.add_human_disagreement(store, question_id, class_name)
+        return ProjectStore.add_human_disagreement(store, question_id, class_name, oracle=oracle)
 
     monkeypatch.setattr(store, "add_human_disagreement", fails_on_the_third)
     with pytest.raises(StoreError, match="disk full; nothing was imported"):

@@ -448,7 +448,7 @@ def test_a_late_answer_closes_the_items_newer_question_and_two_answers_disagree_
     assert label.class_name == "bird"  # the first answer stays; the other is on record
     [disagreement] = store.disagreements()
     assert (disagreement.kept_class, disagreement.proposed_class, disagreement.source) == ("bird", "cat", "human")
-    assert store.add_human_disagreement(second, "cat") is None  # recorded once
+    assert store.add_human_disagreement(second, "cat", oracle="carol") is None  # recorded once
 
 
 def test_answers_are_recorded_in_the_store_once(store):

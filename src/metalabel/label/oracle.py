@@ -942,8 +942,9 @@ class _Votes:
     def add(self, label: str, annotator: str, index: int) -> None:
         self.labels.append((label, annotator, index))
 
-    def decision(self) -> tuple[str, str, list[str]] | None:
-        """The class most annotators chose (the first chosen on a tie), who chose it first, and the other classes."""
+    def decision(self) -> tuple[str, str, list[tuple[str, str]]] | None:
+        """The class most annotators chose (the first chosen on a tie), who chose it first, and each other
+        (class, annotator): every answer not kept, with who gave it, once."""
         if not self.labels:
             return None
         counts: dict[str, int] = {}
@@ -951,7 +952,8 @@ class _Votes:
             counts[label] = counts.get(label, 0) + 1
         winner = max(counts, key=lambda label: counts[label])  # dicts keep first-seen order: ties go to the first
         annotator = next(who for label, who, _ in self.labels if label == winner)
-        return winner, annotator, [label for label in counts if label != winner]
+        others = dict.fromkeys((label, who) for label, who, _ in self.labels if label != winner)
+        return winner, annotator, list(others)
 
 
 def _brief(value: Any, limit: int = 60) -> str:
@@ -1085,9 +1087,9 @@ def _record_votes(store: ProjectStore, question_id: int, vote: _Votes, tally: _T
         tally.disagreements += write.disagreement_id is not None
     else:
         tally.already_closed.append(question_id)
-        others = [label] + others
-    for other in others:
-        tally.disagreements += store.add_human_disagreement(question_id, other) is not None
+        others = [(label, annotator)] + others
+    for other, who in others:
+        tally.disagreements += store.add_human_disagreement(question_id, other, oracle=who) is not None
 
 
 def _check_reviews(reviews: dict[int, _Votes], store: ProjectStore, path: Path) -> dict[int, Label]:
@@ -1151,8 +1153,8 @@ def _record_review(store: ProjectStore, shown: Label, vote: _Votes, tally: _Tall
             tally.changed += store.correct(active.question_id, label, oracle=annotator).applied
             return
         # a person's answer is never written over: another class is a disagreement between people
-        for other in (label, *others):
-            tally.disagreements += store.add_human_disagreement(active.question_id, other) is not None
+        for other, who in ((label, annotator), *others):
+            tally.disagreements += store.add_human_disagreement(active.question_id, other, oracle=who) is not None
         return
     waiting = next((question for question in store.open_questions() if question.item_id == shown.item_id), None)
     question_id = waiting.id if waiting is not None else store.ask(shown.item_id, strategy=AUDIT)
@@ -1161,8 +1163,8 @@ def _record_review(store: ProjectStore, shown: Label, vote: _Votes, tally: _Tall
         tally.confirmed += 1
     else:
         tally.corrected += 1
-    for other in others:
-        tally.disagreements += store.add_human_disagreement(question_id, other) is not None
+    for other, who in others:
+        tally.disagreements += store.add_human_disagreement(question_id, other, oracle=who) is not None
 
 
 def _question_identity(query: Query) -> QuestionIdentity:

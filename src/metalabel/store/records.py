@@ -154,6 +154,9 @@ class Disagreement:
     created_at: str
     resolved_by_label_id: int | None
     """A later human label on the item settles the disagreement."""
+    oracle: str | None = None
+    """Who gave the answer that was not kept, where a person did (``web:bob``, ``labelstudio:bob@x``); None for
+    a model's label and for disagreements recorded before schema version 6."""
 
 
 @dataclass(frozen=True, slots=True)

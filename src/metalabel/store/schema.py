@@ -266,10 +266,20 @@ def _keep_every_answer(connection: sqlite3.Connection) -> None:
         connection.execute(statement)
 
 
+def _name_who_disagreed(connection: sqlite3.Connection) -> None:
+    """Version 6: a disagreement between people says who gave the answer that was not kept.
+
+    The kept answer's label names its annotator (``labels.oracle``); without this column the other
+    person's name was lost (two annotators of one Label Studio task, a late or changed answer about an
+    item someone else had answered). NULL for model disagreements and for those recorded before.
+    """
+    connection.execute("ALTER TABLE disagreements ADD COLUMN oracle TEXT")
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: list[Migration] = [_create_tables, _add_synthetic_items, _add_certificates_and_retractions,
-                               _add_reference_regions, _keep_every_answer]
+                               _add_reference_regions, _keep_every_answer, _name_who_disagreed]
 
 ACTIVE_LABEL = "labels.superseded_by IS NULL AND labels.retracted_at IS NULL"
 """SQL: the label is its item's active one (neither superseded nor retracted)."""

@@ -72,7 +72,7 @@ _DISAGREEMENT_SELECT = """
            proposed_class.name AS proposed_class, disagreements.source,
            disagreements.raw_confidence, disagreements.calibrated_confidence, disagreements.threshold,
            disagreements.round_id, disagreements.model_hash, disagreements.query_strategy,
-           disagreements.created_at, disagreements.resolved_by_label_id
+           disagreements.created_at, disagreements.resolved_by_label_id, disagreements.oracle
     FROM disagreements
     JOIN items ON items.id = disagreements.item_id
     JOIN labels AS kept ON kept.id = disagreements.kept_label_id
@@ -548,7 +548,7 @@ class ProjectStore:
             ).fetchone()
             if active is not None and active["source"] == "human":
                 write = self._human_disagreement(question, class_id, kept_label_id=active["id"],
-                                                 kept_class_id=active["class_id"])
+                                                 kept_class_id=active["class_id"], oracle=oracle)
             else:
                 write = self._write_label(
                     question["item_id"], class_id, "human", provenance, question_id=question["id"], oracle=oracle
@@ -594,7 +594,7 @@ class ProjectStore:
                 if kept is None:
                     raise StoreError(f"question {question_id} was answered but its item has no label to correct")
                 return self._human_disagreement(question, class_id, kept_label_id=kept["id"],
-                                                kept_class_id=kept["class_id"])
+                                                kept_class_id=kept["class_id"], oracle=oracle)
             if class_id == active["class_id"]:
                 return LabelWrite(Outcome.UNCHANGED, label_id=active["id"])
             provenance = _provenance(round_id=question["round_id"], query_strategy=question["strategy"])
@@ -610,14 +610,15 @@ class ProjectStore:
             _LABEL_SELECT + " WHERE labels.question_id = ? ORDER BY labels.id", (operator.index(question_id),))
         return [Label(**row) for row in rows]
 
-    def add_human_disagreement(self, question_id: int, class_name: str) -> int | None:
-        """Record that another person answered an answered question with another class.
+    def add_human_disagreement(self, question_id: int, class_name: str, *, oracle: str) -> int | None:
+        """Record that another person (``oracle``) answered an answered question with another class.
 
         The answer already recorded stays the item's label; the other class becomes a
         disagreement (source ``human``) that ``disagreements()`` surfaces until a person
         settles it. Returns its id; ``None`` when the class is the one recorded or the
-        same disagreement is already on record (an export imported twice).
+        same person's disagreement is already on record (an export imported twice).
         """
+        _require_oracle(oracle)
         with self.batch():
             question = self._connection.execute(
                 "SELECT * FROM questions WHERE id = ?", (operator.index(question_id),)
@@ -636,26 +637,27 @@ class ProjectStore:
             if kept is None:
                 raise StoreError(f"question {question_id} was answered but its item has no label to keep")
             return self._human_disagreement(
-                question, class_id, kept_label_id=kept["id"], kept_class_id=kept["class_id"]
+                question, class_id, kept_label_id=kept["id"], kept_class_id=kept["class_id"], oracle=oracle
             ).disagreement_id
 
     def _human_disagreement(
-        self, question: sqlite3.Row, class_id: int, *, kept_label_id: int, kept_class_id: int
+        self, question: sqlite3.Row, class_id: int, *, kept_label_id: int, kept_class_id: int, oracle: str
     ) -> LabelWrite:
-        """Two people's answers about one item: the kept one stays; another class is recorded, once."""
+        """Two people's answers about one item: the kept one stays; another class is recorded with who gave it
+        (``oracle``), once per person (an export imported twice adds nothing)."""
         if class_id == kept_class_id:
             return LabelWrite(Outcome.UNCHANGED, label_id=kept_label_id)
         on_record = self._connection.execute(
             "SELECT id FROM disagreements WHERE item_id = ? AND kept_label_id = ? AND class_id = ? "
-            "AND source = 'human' AND resolved_by_label_id IS NULL",
-            (question["item_id"], kept_label_id, class_id),
+            "AND source = 'human' AND oracle IS ? AND resolved_by_label_id IS NULL",
+            (question["item_id"], kept_label_id, class_id, oracle),
         ).fetchone()
         if on_record is not None:
             return LabelWrite(Outcome.UNCHANGED, label_id=kept_label_id)
         cursor = self._connection.execute(
-            "INSERT INTO disagreements (item_id, kept_label_id, class_id, source, round_id, query_strategy) "
-            "VALUES (?, ?, ?, 'human', ?, ?)",
-            (question["item_id"], kept_label_id, class_id, question["round_id"], question["strategy"]),
+            "INSERT INTO disagreements (item_id, kept_label_id, class_id, source, round_id, query_strategy, oracle) "
+            "VALUES (?, ?, ?, 'human', ?, ?, ?)",
+            (question["item_id"], kept_label_id, class_id, question["round_id"], question["strategy"], oracle),
         )
         return LabelWrite(Outcome.DISAGREEMENT, label_id=kept_label_id, disagreement_id=cursor.lastrowid)
 
