@@ -356,9 +356,12 @@ def cmd_import_answers(args: argparse.Namespace) -> int:
     from metalabel.project import Project
 
     with Project.open(args.project) as project:
-        recorded = project.import_answers(args.file)
+        recorded = project.import_answers(args.file, changed=args.changed)
     console.print(f"{recorded.answered} answers recorded, {recorded.dismissed} skipped by the annotator, "
                   f"{len(recorded.already_closed)} already answered before", highlight=False)
+    if recorded.changed:
+        console.print(f"{recorded.changed} answers changed by their annotators (the earlier answer stays in the "
+                      "label history)", highlight=False)
     if recorded.confirmed or recorded.corrected:
         console.print(f"reviewed export labels: {recorded.confirmed} confirmed, {recorded.corrected} corrected "
                       "(each now a human label)", highlight=False)
@@ -761,6 +764,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project", type=Path)
     p.add_argument("file", type=Path, help="the JSON (or JSON-MIN) export of the Label Studio project; a reviewed "
                    "`export --format labelstudio` too (JSON only)")
+    p.add_argument("--changed", action="store_true",
+                   help="the annotations are ones their annotators changed (an ANNOTATION_UPDATED that `metalabel "
+                        "ml-backend` kept): each becomes that annotator's changed answer")
     p.set_defaults(func=cmd_import_answers)
 
     p = sub.add_parser("export", parents=[common], help="write the labeled data set with provenance")

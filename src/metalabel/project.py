@@ -197,7 +197,7 @@ class Project:
             added = set(ids)
             return [item for item in self.store.items() if item.id in added]
 
-    def import_answers(self, path: str | Path):
+    def import_answers(self, path: str | Path, *, changed: bool = False):
         """Record the answers in a Label Studio export of the tasks this project's queue wrote.
 
         ``path`` is the Label Studio project's "JSON" or "JSON-MIN" export. All or nothing:
@@ -206,12 +206,15 @@ class Project:
         as it was), then everything is recorded in one transaction. Holds the writer lock
         (``ProjectLockedError`` if another process writes to the project). Returns a
         ``metalabel.label.oracle.RecordedAnswers`` (answered, dismissed, already closed,
-        disagreements); see ``LabelStudioQueue.import_annotations``.
+        disagreements); see ``LabelStudioQueue.import_annotations``. ``changed``: the annotations are
+        ones their annotators changed (an ``ANNOTATION_UPDATED`` the ML backend kept while it could not
+        record it): an annotator's new class becomes their answer, the first stays in its history.
         """
         from metalabel.label.oracle import LabelStudioQueue
 
         with self.writer_lock():
-            return LabelStudioQueue(self.folder / "labelstudio").import_annotations(path, store=self.store)
+            return LabelStudioQueue(self.folder / "labelstudio").import_annotations(path, store=self.store,
+                                                                                  changed=changed)
 
     def run(self, learner=None, *, oracle, rules: str | Path | RuleSet | Sequence[LabelingFunction] | None = None,
             ray: str | None = None, **options: Any):

@@ -28,7 +28,9 @@ transaction, the annotator as ``labelstudio:<user id>``. An annotation its annot
 (``ANNOTATION_UPDATED``) is their changed answer: the new class becomes the label and the first answer
 stays in the history (``ProjectStore.correct``); a change to another person's answer is recorded as a
 disagreement, never written over it. While another process holds the project's writer lock (a run),
-an annotation is refused (409) and its file kept: import it later with ``metalabel import-answers``.
+an annotation is refused (409) and its file kept: the refusal names the command that records it later
+(``metalabel import-answers``, with ``--changed`` for an update), and the backend's console says so too, since
+Label Studio shows its annotators no webhook failure.
 
 Every request needs HTTP basic auth (user ``metalabel``, the password printed at start or set in
 ``METALABEL_ML_BACKEND_PASSWORD``): enter both in Label Studio's model connection settings. Label
@@ -43,14 +45,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import secrets
+import shlex
 import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from metalabel.errors import BadInputError, MetalabelError, MissingDependencyError, ProjectLockedError
+from metalabel.errors import BadInputError, MetalabelError, MissingDependencyError, ProjectLockedError, StoreError
 from metalabel.files import write_atomically
 from metalabel.label.ask import awaiting_reference
 from metalabel.label.labelstudio import (
@@ -84,6 +88,9 @@ PASSWORD_ENV = "METALABEL_ML_BACKEND_PASSWORD"
 RECORDED_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
 WEBHOOK_FOLDER = Path("labelstudio") / "webhook"
 """Where each annotation received is kept (under the project folder), as a one-task Label Studio export."""
+
+log = logging.getLogger(__name__)
+"""Says on the backend's console which annotation was not recorded: Label Studio shows no webhook failure."""
 
 
 def webhook_auth_header(password: str) -> str:
@@ -219,15 +226,19 @@ def record_annotation(store: ProjectStore, payload: Any) -> dict[str, Any]:
     path = store.folder / WEBHOOK_FOLDER / name
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps([{**task, "annotations": [annotation]}], ensure_ascii=False))
+    changed = payload.get("action") == "ANNOTATION_UPDATED"
+    # an updated annotation is its annotator's changed answer: the later import must record it as one
+    later = (f"the annotation is kept in {path}: record it later with `metalabel import-answers "
+             f"{shlex.quote(str(store.folder))} {shlex.quote(str(path))}{' --changed' if changed else ''}`")
     lock = WriterLock(store.folder)
     try:
         lock.acquire(command="metalabel ml-backend (recording an annotation)")
     except ProjectLockedError as error:
-        raise ProjectLockedError(f"{error}; the annotation is kept in {path}: record it later with "
-                                 f"`metalabel import-answers {store.folder} {path}`") from None
+        raise ProjectLockedError(f"{error}; {later}") from None
     try:
-        recorded = LabelStudioQueue(store.folder / "labelstudio").import_annotations(
-            path, store=store, changed=payload.get("action") == "ANNOTATION_UPDATED")
+        recorded = LabelStudioQueue(store.folder / "labelstudio").import_annotations(path, store=store, changed=changed)
+    except StoreError as error:  # the store could not take it now (busy, disk): the file can be recorded later
+        raise StoreError(f"{error}; {later}") from error
     finally:
         lock.release()
     return {"status": "ok", "answered": recorded.answered, "dismissed": recorded.dismissed,
@@ -303,8 +314,12 @@ def create_backend_app(folder: str | Path, *, password: str) -> ASGIApp:
         if action not in RECORDED_ACTIONS:
             return JSONResponse({"status": "ignored", "reason": f"metalabel records {' and '.join(RECORDED_ACTIONS)}"
                                                                 f", not {action!r}"})
-        with ProjectStore.open(folder) as store:
-            return JSONResponse(record_annotation(store, payload), status_code=201)
+        try:
+            with ProjectStore.open(folder) as store:
+                return JSONResponse(record_annotation(store, payload), status_code=201)
+        except MetalabelError as error:
+            log.warning("metalabel ml-backend: an annotation was not recorded (%s): %s", action, error)
+            raise
 
     async def refused(request: Request, error: Exception) -> Response:
         status = 409 if isinstance(error, ProjectLockedError) else 400 if isinstance(error, BadInputError) else 500

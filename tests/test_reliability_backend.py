@@ -1,0 +1,137 @@
+"""Reliability: an annotation the Label Studio ML backend cannot record now is kept, said so where a person
+sees it, and recorded later as what it was.
+
+While a run holds the project, the backend refuses each webhook (409) and keeps the annotation in a file.
+Label Studio shows no webhook failure to its annotators, so the backend's console is where the person who
+started it learns of it; and the command it names must record the annotation with its meaning: a changed
+annotation (``ANNOTATION_UPDATED``) is the annotator's changed answer, not a disagreement with themselves.
+Real processes: ``metalabel ml-backend`` over HTTP on localhost, the run's lock held by another process.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from metalabel.cli import main
+from metalabel.label.labelstudio import QuestionIdentity, choices_task
+from metalabel.label.oracle import project_identity
+from metalabel.store import ProjectStore
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+PASSWORD = "s3cret-for-tests"
+AUTH = "Basic " + base64.b64encode(f"metalabel:{PASSWORD}".encode()).decode()
+
+
+@pytest.fixture
+def project(tmp_path, capsys) -> Path:
+    """An image project with one open question (item 3) that Label Studio's annotator 7 answers."""
+    rng = np.random.default_rng(0)
+    for folder in ("cat", "dog", "unlabeled"):
+        (tmp_path / "pool" / folder).mkdir(parents=True)
+        for i in range(4):
+            pixels = rng.integers(0, 255, (12, 12), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "pool" / folder / f"{i}.png")
+    assert main(["init", str(tmp_path / "p"), "--pool", str(tmp_path / "pool"), "--quiet"]) == 0
+    capsys.readouterr()
+    with ProjectStore.open(tmp_path / "p") as store:
+        store.ask(unlabeled(store, "3").id, strategy="margin")
+    return tmp_path / "p"
+
+
+def unlabeled(store: ProjectStore, name: str):
+    return next(i for i in store.items() if i.uri.endswith(f"unlabeled/{name}.png"))
+
+
+def question_task(store: ProjectStore) -> dict:
+    """The open question's task as Label Studio holds it (metalabel's task plus Label Studio's id and project)."""
+    [question] = store.open_questions()
+    shown = unlabeled(store, "3")
+    identity = QuestionIdentity(question.id, shown.id, shown.uri, shown.content_hash, project_identity(store))
+    return {"id": 21, "project": 1, **choices_task("image", "data:image/png;base64,AAAA", question=identity)}
+
+
+def webhook(action: str, task: dict, choice: str) -> bytes:
+    annotation = {"id": 11, "completed_by": 7, "task": task["id"], "project": 1, "was_cancelled": False,
+                  "result": [{"id": "r1", "from_name": "label", "to_name": "image", "type": "choices",
+                              "origin": "manual", "value": {"choices": [choice]}}],
+                  "created_at": "2026-12-05T10:00:00.000000Z", "updated_at": "2026-12-05T10:05:00.000000Z"}
+    return json.dumps({"action": action, "annotation": annotation, "task": task, "project": {"id": 1}}).encode()
+
+
+def post(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, headers={"Authorization": AUTH,
+                                                              "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def hold_the_lock(folder: Path) -> subprocess.Popen:
+    """Another process that holds the project's writer lock, as `metalabel run` does, until its stdin closes."""
+    script = textwrap.dedent(f"""
+        import sys
+        from metalabel.store.lock import WriterLock
+        lock = WriterLock({str(folder)!r})
+        lock.acquire(command="metalabel run (another process)")
+        print("held", flush=True)
+        sys.stdin.read()
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_changed_annotation_refused_during_a_run_is_told_on_the_console_and_recorded_later_as_a_change(project):
+    backend = subprocess.Popen([sys.executable, "-m", "metalabel.cli", "ml-backend", str(project), "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1", "METALABEL_ML_BACKEND_PASSWORD": PASSWORD})
+    try:
+        assert backend.stdout is not None
+        url = next((found.group(0) for line in backend.stdout
+                    if (found := re.search(r"http://127\.0\.0\.1:\d+", line))), "")
+        assert url, backend.communicate(timeout=30)
+        with ProjectStore.open(project) as store:
+            task = question_task(store)
+        assert post(url + "/webhook", webhook("ANNOTATION_CREATED", task, "dog"))[0] == 201
+
+        holder = hold_the_lock(project)
+        try:
+            status, refused = post(url + "/webhook", webhook("ANNOTATION_UPDATED", task, "cat"))
+        finally:
+            holder.communicate(input="", timeout=30)
+    finally:
+        backend.terminate()
+        console = backend.communicate(timeout=30)[1]
+    assert status == 409 and "metalabel run (another process)" in refused["error"]
+    # the person who started the backend is told, on its console, what was not recorded and how to record it
+    [command] = re.findall(r"`(metalabel import-answers [^`]+)`", refused["error"])
+    assert command in console and "not recorded" in console, console
+    with ProjectStore.open(project) as store:
+        [label] = [label for label in store.active_labels() if label.item_id == unlabeled(store, "3").id]
+        assert (label.class_name, label.oracle) == ("dog", "labelstudio:7")  # nothing written while refused
+
+    assert main(shlex.split(command)[1:]) == 0  # the command as named
+    with ProjectStore.open(project) as store:
+        history = store.label_history(unlabeled(store, "3").id)
+        # the annotator's changed answer is the label; the first stays in the history; no disagreement with herself
+        assert [(label.class_name, label.oracle, label.active) for label in history] == [
+            ("dog", "labelstudio:7", False), ("cat", "labelstudio:7", True)]
+        assert store.disagreements() == []
