@@ -87,6 +87,11 @@ class _Queue:
     def current(self) -> int | None:
         return next((position for position in range(len(self.tasks)) if position not in self.done), None)
 
+    def saved(self, task_id: int | None) -> _Done | None:
+        """What was done with the task of this id, if it is done (committed)."""
+        return next((self.done[position] for position, task in enumerate(self.tasks)
+                     if task.id == task_id and position in self.done), None)
+
 
 @dataclass(frozen=True)
 class _Action:
@@ -143,7 +148,17 @@ class Desk:
                 lane = self._queues[mode]
                 position = lane.current()
                 if position is None or lane.tasks[position].id != task_id:
-                    raise BadInputError(f"item {task_id} is not the one on the page now; reload the page")
+                    saved = lane.saved(task_id)
+                    if saved is None:
+                        raise BadInputError(f"item {task_id} is not the one on the page now; reload the page")
+                    if saved.label == label:  # sent again (its reply was lost, or a second tab): it is saved
+                        repeat: Future = Future()
+                        repeat.set_result(None)
+                        return repeat
+                    said = "skipped" if saved.label is None else f"answered {saved.label!r}"
+                    change = "undo back to it (U) and answer again" if self._can_undo(mode) else "reload the page"
+                    raise BadInputError(f"item {task_id} is not the one on the page now: it is already saved as "
+                                        f"{said}; nothing was changed -> {change}")
                 if label is not None and label not in self.class_names:
                     raise BadInputError(f"{label!r} is not one of the project's classes",
                                         hint=f"classes: {', '.join(self.class_names)}")

@@ -1,0 +1,107 @@
+"""Reliability: an answer the labeling page sends again (a retry after its reply was lost, a second tab) is
+recognised as the one already saved, never refused as "not saved" and never written twice.
+
+A browser that loses the reply to an answer (a timeout, a dropped connection) cannot know the answer was
+committed; the page says "not saved", and the person sends it again. The server must then say it is saved,
+not refuse it as if it were lost, and an answer that contradicts the saved one must be refused with what
+was saved and how to change it. Real processes: `metalabel serve` over HTTP on localhost, read back from
+project.db with a plain SQLite connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from metalabel.cli import main
+from metalabel.store import ProjectStore
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+
+@pytest.fixture
+def project(tmp_path, capsys) -> Path:
+    """Three open questions about unlabeled images; classes cat and dog."""
+    rng = np.random.default_rng(0)
+    for folder in ("cat", "dog", "unlabeled"):
+        (tmp_path / "pool" / folder).mkdir(parents=True)
+        for i in range(3):
+            pixels = rng.integers(0, 255, (12, 12), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "pool" / folder / f"{i}.png")
+    assert main(["init", str(tmp_path / "p"), "--pool", str(tmp_path / "pool"), "--quiet"]) == 0
+    capsys.readouterr()
+    with ProjectStore.open(tmp_path / "p") as store:
+        for item in store.items():
+            if "/unlabeled/" in item.uri:
+                store.ask(item.id, strategy="margin")
+    return tmp_path / "p"
+
+
+@pytest.fixture
+def page(project):
+    """`metalabel serve` in its own process; yields the page's URL (with its token)."""
+    server = subprocess.Popen([sys.executable, "-m", "metalabel.cli", "serve", str(project), "--annotator", "ann",
+                               "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert server.stdout is not None
+    url = next((found.group(0) for line in server.stdout if (found := re.search(r"http://\S+token=\S+", line))), "")
+    try:
+        assert url, server.communicate(timeout=30)
+        yield url
+    finally:
+        server.kill()
+        server.communicate(timeout=30)
+
+
+def call(url: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    base, token = url.split("/?token=")
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{base}{path}?token={token}", data=data,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def answers(project: Path) -> list[tuple[int, str, str]]:
+    """(question, class, annotator) of every human label, and of every human disagreement, as stored."""
+    with sqlite3.connect(project / "project.db") as db:
+        return db.execute("SELECT l.question_id, c.name, l.oracle FROM labels l JOIN classes c ON c.id = l.class_id "
+                          "WHERE l.source = 'human' UNION ALL SELECT NULL, c.name, d.oracle FROM disagreements d "
+                          "JOIN classes c ON c.id = d.class_id ORDER BY 1").fetchall()
+
+
+def test_an_answer_sent_again_is_saved_once_and_the_page_hears_it_is_saved(project, page):
+    status, state = call(page, "/api/state")
+    first = state["task"]["id"]
+    assert status == 200 and state["progress"]["done"] == 0
+    assert call(page, "/api/answer", {"task": first, "label": "dog"})[0] == 200
+    # the reply was lost: the browser sends the same answer again
+    status, again = call(page, "/api/answer", {"task": first, "label": "dog"})
+    assert status == 200, again
+    assert again["progress"]["done"] == 1 and again["task"]["id"] != first  # the page moves on, as after a save
+    assert answers(project) == [(first, "dog", "web:ann")]
+
+    # a stale tab sends another class for the saved answer: refused, naming what is saved and how to change it
+    status, refused = call(page, "/api/answer", {"task": first, "label": "cat"})
+    assert status == 400, refused
+    assert "already saved" in refused["error"] and "'dog'" in refused["error"] and "undo" in refused["error"]
+    assert answers(project) == [(first, "dog", "web:ann")]
+    # the next question is answered as usual
+    status, state = call(page, "/api/answer", {"task": again["task"]["id"], "label": "cat"})
+    assert status == 200 and state["progress"]["done"] == 2
+    assert answers(project) == [(first, "dog", "web:ann"), (again["task"]["id"], "cat", "web:ann")]
