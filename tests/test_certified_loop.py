@@ -160,13 +160,18 @@ def store_rows(folder):
         return rows
 
 
-def test_evaluate_and_plan_write_nothing_but_the_scorecard(cache, tmp_path, capsys):
+def test_evaluate_and_plan_write_nothing_but_the_scorecard(cache, tmp_path, capsys, monkeypatch):
     # 300 items: enough for the project's own meta-learner (a pool under 240 makes too few pseudo-classes), so an
     # evaluate that meta-trained as a run does would write its checkpoint (checked: this test then fails)
     project, gold = kanji_project(tmp_path / "p", samples_per_class=60)
     with project:
         project.run(oracle=SimulatedOracle(gold), budget=10, per_round=10, reference_share=0.5, **QUIET)
     rows, files = store_rows(tmp_path / "p"), folder_digest(tmp_path / "p")
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("evaluate and plan read the project through a ProjectView, never a LabelingRun")
+
+    monkeypatch.setattr("metalabel.pipeline.LabelingRun", no_run)
     with Project.open(tmp_path / "p") as project:
         project.evaluate(encoder="pixels", progress=False, project_meta_steps=50)  # would meta-train if it could
         plan = project.plan(encoder="pixels", coverage=0.5, target_precision=0.9, progress=False)
@@ -254,7 +259,7 @@ def test_reference_questions_never_show_the_model_s_guess(cache, tmp_path):
 
 def test_a_dismissed_reference_question_counts_against_the_model(cache, tmp_path):
     from metalabel.label.fitting import pool_probabilities
-    from metalabel.pipeline import LabelingRun
+    from metalabel.pipeline import ProjectView
 
     project, gold = kanji_project(tmp_path / "p")
     with project:
@@ -263,15 +268,15 @@ def test_a_dismissed_reference_question_counts_against_the_model(cache, tmp_path
                     **QUIET)
         closed = (project.store.answered_questions(strategy="reference")
                   + project.store.dismissed_questions(strategy="reference"))
-        run = LabelingRun(project.store, project.load_pool(), None, oracle=None,
-                          options=RunOptions(project_meta_steps=0, generate=False), encoder="pixels", progress=False)
-        labels = run._snapshot()
-        choice = run._choose_model(labels)
-        _, probs = pool_probabilities(choice.model, choice.calibration, labels, ways=run.ways)
-        evidence = run.acceptance.reference_evidence(choice.calibration, probs, run._candidates(labels))
-        candidates = set(run._candidates(labels).tolist())
-    answered = {run.index.position_of_item[q.item_id] for q in closed if q.answer is not None}
-    skipped = {run.index.position_of_item[q.item_id] for q in closed if q.answer is None} - answered
+        view = ProjectView(project.store, project.load_pool(), None,
+                           options=RunOptions(project_meta_steps=0, generate=False), encoder="pixels", progress=False)
+        labels = view.snapshot()
+        choice = view.choose_model(labels)
+        _, probs = pool_probabilities(choice.model, choice.calibration, labels, ways=view.ways)
+        evidence = view.acceptance.reference_evidence(choice.calibration, probs, view.unlabeled(labels))
+        candidates = set(view.unlabeled(labels).tolist())
+    answered = {view.index.position_of_item[q.item_id] for q in closed if q.answer is not None}
+    skipped = {view.index.position_of_item[q.item_id] for q in closed if q.answer is None} - answered
     assert skipped and answered  # "can't tell" on a third of them
     by_position = dict(zip(evidence.positions.tolist(), zip(evidence.answered, evidence.correct)))
     # a skip is kept as evidence, and as an error: hard items are the ones people skip

@@ -31,7 +31,7 @@ def test_the_meta_learner_continues_only_when_it_wins_and_is_kept_only_when_bett
 
         saved_before, feedback = len(saved()), []
         for number in (4, 5):
-            run._continue_meta_learning(None, number, run._snapshot(), feedback)
+            run._continue_meta_learning(None, number, run.snapshot(), feedback)
         saved_after = saved()
     assert len(feedback) == 2
     kept = 0

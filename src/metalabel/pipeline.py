@@ -23,6 +23,9 @@ A round, top to bottom (``LabelingRun._round``); each step is a call into the ro
 7. plan and ask: reference questions drawn at random, the rest by the query strategy,
    each answer committed as it is given (``metalabel.label.questions``); an audit
    certifies the round's predictions again on its answers.
+
+``plan`` and ``evaluate`` read the project through a ``ProjectView`` (what a round reads, with none of
+the steps that write): they train nothing and write nothing but ``evaluate``'s scorecard.
 """
 
 from __future__ import annotations
@@ -235,21 +238,22 @@ class Judged:
     gold: GoldMetrics | None
 
 
-# ----------------------------------------------------------------------------- the loop
+# ----------------------------------------------------------------------------- the project as it stands
 
 
-class LabelingRun:
-    """One call of ``Project.run`` (or ``evaluate``, ``plan``): rounds until the budget or the gains run out.
+class ProjectView:
+    """The project as it stands, read: its labels (one snapshot a call), the pool's positions and classes,
+    the learners a round's judge chooses from, and what ``plan`` and ``evaluate`` report from them.
 
-    It works on the project's store and its pool, loaded and checked against the stored
-    hashes (``metalabel.store.pool``); the caller holds the writer lock.
+    Nothing here writes to the store or trains a learner: ``plan_project`` and ``evaluate_project`` are
+    made of it alone, and ``LabelingRun`` adds the steps that do. It works on the project's store and
+    its pool, loaded and checked against the stored hashes (``metalabel.store.pool``).
     """
 
     def __init__(self, store: ProjectStore, pool: LabeledDataset, learner: TaskLearner | None, *,
-                 oracle: Oracle | None, options: RunOptions,
-                 encoder: str | None = None, gold: dict[str, str] | None = None, progress: bool = True,
-                 on_round: Callable[[RoundReport], None] | None = None, rules: RuleVotes | None = None) -> None:
-        self.store, self.pool, self.oracle, self.options = store, pool, oracle, options
+                 options: RunOptions, encoder: str | None = None, gold: dict[str, str] | None = None,
+                 progress: bool = True, rules: RuleVotes | None = None) -> None:
+        self.store, self.pool, self.options = store, pool, options
         self.rules = rules  # the labeling functions' votes on the pool (metalabel.rules), evidence beside the model
         self.candidates = Candidates(store, pool, learner, encoder=encoder, progress=progress)
         self.encoder = encoder
@@ -257,12 +261,114 @@ class LabelingRun:
         self.class_index = {name: c for c, name in enumerate(self.classes)}
         self.index = PoolIndex(self.pool, self.store.items())
         self.gold = gold
-        self.on_round = on_round
-        self.generator: DataGenerator | None = None
 
     @property
     def ways(self) -> int:
         return len(self.classes)
+
+    def snapshot(self) -> LabelSnapshot:
+        """The project's active labels, read once, by pool position."""
+        return LabelSnapshot.of(self.store.active_labels(), position_of_item=self.index.position_of_item,
+                                class_index=self.class_index, pseudo_weight=self.options.pseudo_weight)
+
+    def unlabeled(self, labels: LabelSnapshot) -> np.ndarray:
+        """Pool positions a model may label: known to the store and without a person's label."""
+        return np.setdiff1d(self.index.registered, labels.human_positions)
+
+    def choose_model(self, labels: LabelSnapshot, feedback: list[str] | None = None) -> ModelChoice:
+        """The judge's choice among the candidates it has not retired (``retired_learners``: those that kept
+        losing are no longer computed); a newly retired one is named in ``feedback``."""
+        history = [judged_scores(past.metrics or {}) for past in self.store.rounds() if past.status == "finished"]
+        retired = retired_learners(history, keep=next(iter(self.candidates.learners)))
+        for name, why in retired.items():
+            if feedback is not None and why != "retired in an earlier round":
+                feedback.append(f"the judge retires {name} in this project from now on: {why}; its cost is skipped")
+        variants = self.candidates.variants(refine_steps=self.options.refine_steps, seed=self.options.seed,
+                                            rule_votes=None if self.rules is None else self.rules.matrix,
+                                            leave_out=retired)
+        return choose_model(variants, labels, ways=self.ways, folds=self.options.calibration_folds,
+                            seed=self.options.seed)
+
+    def plan(self, *, coverage: float | None = None) -> BudgetPlan:
+        """The planner's figures from the evidence as it stands: nothing is written, nothing asked."""
+        labels = self.snapshot()
+        self._require_a_label_per_class(labels)
+        choice = self.choose_model(labels)
+        _, probs = pool_probabilities(choice.model, choice.calibration, labels, ways=self.ways)
+        candidates = self.unlabeled(labels)
+        return self._asking(None).plan(probs[candidates],
+                                       self.acceptance.reference_evidence(choice.calibration, probs, candidates),
+                                       questions=self._per_round, coverage=coverage)
+
+    def scorecard(self) -> Scorecard:
+        """The scorecard of the labels as they stand now: nothing is written, nothing asked."""
+        labels = self.snapshot()
+        choice = self.choose_model(labels)
+        _, probs = pool_probabilities(choice.model, choice.calibration, labels, ways=self.ways)
+        candidates = self.unlabeled(labels)
+        reference = self.acceptance.reference_evidence(choice.calibration, probs, candidates)
+        # the labels as they stand were admitted by the certificate the last round recorded with them
+        figures = figures_as_recorded(self.store, coverage=len(labels.pseudo.positions) / max(len(candidates), 1),
+                                      delta=self.options.delta, ways=self.ways)
+        return self._scorecard(RoundFit(choice.name, choice.model, choice.calibration, None, choice.scores),
+                               ScoredLabels.of(labels.active, self.index, self.class_index), figures, reference, [])
+
+    def _scorecard(self, fit: RoundFit, labels: ScoredLabels, certified: CertifiedFigures,
+                   reference: ReferenceEvidence, feedback: list[str]) -> Scorecard:
+        embeddings = fit.model.embeddings()
+        quality = label_quality(fit.calibration, certified, reference, labels, self.truth)
+        # the classifiers and distances work in the space's top principal components: a round stays quick
+        project = principal_components(embeddings, dims=JUDGE_DIMS, seed=self.options.seed)
+        return round_scorecard(labels, quality, fit.calibration, embeddings, index=self.index, classes=self.classes,
+                               truth=self.truth, pseudo_weight=self.options.pseudo_weight,
+                               generated_weight=self.options.generated_weight, seed=self.options.seed,
+                               featurize=project, generated=_generated_data(fit.generation), feedback=feedback)
+
+    def _require_a_label_per_class(self, labels: LabelSnapshot) -> None:
+        missing = sorted(set(range(self.ways)) - set(labels.human_classes.tolist()))
+        if missing:
+            raise BadInputError(f"class {self.classes[missing[0]]!r} has no human or seed label",
+                                hint="label at least one example of every class before running")
+
+    @cached_property
+    def acceptance(self) -> Acceptance:
+        return Acceptance(self.store, self.index, self.classes, target=self.options.target_precision,
+                          delta=self.options.delta, method=self.options.certify)
+
+    def _asking(self, oracle: Oracle | None) -> Asking:
+        options = self.options
+        return Asking(self.store, self.pool, self.index, self.classes, oracle, target=options.target_precision,
+                      delta=options.delta, coverage_goal=options.coverage_goal,
+                      reference_share=options.reference_share, strategy=options.strategy, seed=options.seed)
+
+    @cached_property
+    def truth(self) -> np.ndarray | None:
+        """The true class of every pool item (-1: unknown), where the user gave gold labels."""
+        return gold_classes(self.gold, self.pool.uris, self.classes)
+
+    @property
+    def _per_round(self) -> int:
+        return self.options.per_round or max(self.ways, self.options.budget // 5, 1)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class LabelingRun(ProjectView):
+    """One call of ``Project.run``: rounds until the budget or the gains run out, each written as it goes.
+
+    What it reads of the project is its ``ProjectView``; the caller holds the writer lock.
+    """
+
+    def __init__(self, store: ProjectStore, pool: LabeledDataset, learner: TaskLearner | None, *,
+                 oracle: Oracle | None, options: RunOptions,
+                 encoder: str | None = None, gold: dict[str, str] | None = None, progress: bool = True,
+                 on_round: Callable[[RoundReport], None] | None = None, rules: RuleVotes | None = None) -> None:
+        super().__init__(store, pool, learner, options=options, encoder=encoder, gold=gold, progress=progress,
+                         rules=rules)
+        self.oracle = oracle
+        self.on_round = on_round
+        self.generator: DataGenerator | None = None
 
     # -- the loop
     def run(self) -> RunResult:
@@ -285,8 +391,8 @@ class LabelingRun:
             # ... unless the round that spends the budget audits what it exports (it ends the run); only the
             # binomial certificate has a test for draws from a region
             audit = options.audit and options.certify == "binomial" and 0 < ask == remaining
-            labels = self._snapshot()  # what the round learns from: nothing writes a label before it accepts
-            if not len(self._candidates(labels)):
+            labels = self.snapshot()  # what the round learns from: nothing writes a label before it accepts
+            if not len(self.unlabeled(labels)):
                 return RunResult(reports, "every pool item has a person's label: nothing is left for a model")
             number = self._round_number()
             round_id = self.store.start_round({**asdict(options), "models": self.candidates.hashes, "ask": ask})
@@ -329,7 +435,7 @@ class LabelingRun:
         """The project's own meta-learner (trained once, then kept as a checkpoint) and the generators."""
         learners = self.candidates.learners
         if GIVEN_LEARNER not in learners and PROJECT_LEARNER not in learners and self.options.project_meta_steps > 0:
-            learned = meta_learn_on_project(self.candidates.x, self._snapshot(), steps=self.options.project_meta_steps,
+            learned = meta_learn_on_project(self.candidates.x, self.snapshot(), steps=self.options.project_meta_steps,
                                             seed=self.options.seed)
             if learned is not None:
                 self.candidates.keep(self.store, PROJECT_LEARNER, learned, round_id=None)
@@ -364,7 +470,7 @@ class LabelingRun:
         if audit and not self.store.open_questions():
             # the same predictions, certified again with the audit's answers: they were made before them
             before = judged.retracted
-            judged = self._accept(round_id, fit, self._snapshot(), raw, probs, model_hash)
+            judged = self._accept(round_id, fit, self.snapshot(), raw, probs, model_hash)
             judged = replace(judged, retracted=before + judged.retracted)
             feedback.append(f"after the audit: {judged.certificate.reason}")
             # the rest of the scorecard stays as measured on the labels the round's generators were judged on
@@ -385,7 +491,7 @@ class LabelingRun:
     def _fit(self, round_id: int, number: int, labels: LabelSnapshot, feedback: list[str]) -> RoundFit:
         """The learner and head that predict held-out labels best, the project's meta-learner continued where it
         won, and the generators' rows where they help; what was measured goes to ``feedback``."""
-        choice = self._choose_model(labels, feedback)
+        choice = self.choose_model(labels, feedback)
         name, model, calibration = choice.name, choice.model, choice.calibration
         if name == PROJECT_LEARNER:  # it earns more training by winning the round; otherwise the run skips the cost
             self._continue_meta_learning(round_id, number, labels, feedback)
@@ -410,7 +516,7 @@ class LabelingRun:
                 model_hash: str) -> Judged:
         """Certify on the reference evidence, write what the certificate admits (retracting what it no longer
         does, from ``labels`` as read), then read the labels the round leaves, once, and measure them on gold."""
-        candidates = self._candidates(labels)
+        candidates = self.unlabeled(labels)
         reference = self.acceptance.reference_evidence(fit.calibration, probs, candidates)
         certificate = self.acceptance.certify(candidates, probs[candidates], reference)
         # one transaction, with the certificate on the round: the labels a round leaves active are exactly what
@@ -426,45 +532,6 @@ class LabelingRun:
         gold = gold_metrics(self.truth, probs, candidates[certificate.mask], left)
         return Judged(candidates, reference, certificate, retracted, left, gold)
 
-    def _scorecard(self, fit: RoundFit, labels: ScoredLabels, certified: CertifiedFigures,
-                   reference: ReferenceEvidence, feedback: list[str]) -> Scorecard:
-        embeddings = fit.model.embeddings()
-        quality = label_quality(fit.calibration, certified, reference, labels, self.truth)
-        # the classifiers and distances work in the space's top principal components: a round stays quick
-        project = principal_components(embeddings, dims=JUDGE_DIMS, seed=self.options.seed)
-        return round_scorecard(labels, quality, fit.calibration, embeddings, index=self.index, classes=self.classes,
-                               truth=self.truth, pseudo_weight=self.options.pseudo_weight,
-                               generated_weight=self.options.generated_weight, seed=self.options.seed,
-                               featurize=project, generated=_generated_data(fit.generation), feedback=feedback)
-
-    def _snapshot(self) -> LabelSnapshot:
-        return LabelSnapshot.of(self.store.active_labels(), position_of_item=self.index.position_of_item,
-                                class_index=self.class_index, pseudo_weight=self.options.pseudo_weight)
-
-    def _require_a_label_per_class(self, labels: LabelSnapshot) -> None:
-        missing = sorted(set(range(self.ways)) - set(labels.human_classes.tolist()))
-        if missing:
-            raise BadInputError(f"class {self.classes[missing[0]]!r} has no human or seed label",
-                                hint="label at least one example of every class before running")
-
-    def _choose_model(self, labels: LabelSnapshot, feedback: list[str] | None = None) -> ModelChoice:
-        """The judge's choice among the candidates it has not retired (``retired_learners``: those that kept
-        losing are no longer computed); a newly retired one is named in ``feedback``."""
-        history = [judged_scores(past.metrics or {}) for past in self.store.rounds() if past.status == "finished"]
-        retired = retired_learners(history, keep=next(iter(self.candidates.learners)))
-        for name, why in retired.items():
-            if feedback is not None and why != "retired in an earlier round":
-                feedback.append(f"the judge retires {name} in this project from now on: {why}; its cost is skipped")
-        variants = self.candidates.variants(refine_steps=self.options.refine_steps, seed=self.options.seed,
-                                            rule_votes=None if self.rules is None else self.rules.matrix,
-                                            leave_out=retired)
-        return choose_model(variants, labels, ways=self.ways, folds=self.options.calibration_folds,
-                            seed=self.options.seed)
-
-    def _candidates(self, labels: LabelSnapshot) -> np.ndarray:
-        """Pool positions a model may label: known to the store and without a person's label."""
-        return np.setdiff1d(self.index.registered, labels.human_positions)
-
     # -- the project's own meta-learner
     def _continue_meta_learning(self, round_id: int, number: int, labels: LabelSnapshot,
                                 feedback: list[str]) -> None:
@@ -479,27 +546,10 @@ class LabelingRun:
         if continued is not None:
             self.candidates.keep(self.store, PROJECT_LEARNER, continued, round_id=round_id)
 
-    # -- state read from the store
-    @cached_property
-    def acceptance(self) -> Acceptance:
-        return Acceptance(self.store, self.index, self.classes, target=self.options.target_precision,
-                          delta=self.options.delta, method=self.options.certify)
-
+    # -- the run's own state
     @cached_property
     def asking(self) -> Asking:
-        options = self.options
-        return Asking(self.store, self.pool, self.index, self.classes, self.oracle, target=options.target_precision,
-                      delta=options.delta, coverage_goal=options.coverage_goal,
-                      reference_share=options.reference_share, strategy=options.strategy, seed=options.seed)
-
-    @cached_property
-    def truth(self) -> np.ndarray | None:
-        """The true class of every pool item (-1: unknown), where the user gave gold labels."""
-        return gold_classes(self.gold, self.pool.uris, self.classes)
-
-    @property
-    def _per_round(self) -> int:
-        return self.options.per_round or max(self.ways, self.options.budget // 5, 1)
+        return self._asking(self.oracle)
 
     def _answered_total(self) -> int:
         return int(self.store.summary()["answered_questions"])
@@ -513,32 +563,6 @@ class LabelingRun:
         """
         asked = self.store.open_questions() + self.store.answered_questions()
         return 1 + len({q.round_id for q in asked if q.round_id is not None})
-
-    # -- reading the project without changing it
-    def plan(self, *, coverage: float | None = None) -> BudgetPlan:
-        """The planner's figures from the evidence as it stands: nothing is written, nothing asked."""
-        labels = self._snapshot()
-        self._require_a_label_per_class(labels)
-        choice = self._choose_model(labels)
-        _, probs = pool_probabilities(choice.model, choice.calibration, labels, ways=self.ways)
-        candidates = self._candidates(labels)
-        return self.asking.plan(probs[candidates],
-                                self.acceptance.reference_evidence(choice.calibration, probs, candidates),
-                                questions=self._per_round, coverage=coverage)
-
-    def scorecard(self) -> Scorecard:
-        """The scorecard of the labels as they stand now: nothing is written, nothing asked."""
-        labels = self._snapshot()
-        choice = self._choose_model(labels)
-        _, probs = pool_probabilities(choice.model, choice.calibration, labels, ways=self.ways)
-        candidates = self._candidates(labels)
-        reference = self.acceptance.reference_evidence(choice.calibration, probs, candidates)
-        # the labels as they stand were admitted by the certificate the last round recorded with them
-        figures = figures_as_recorded(self.store, coverage=len(labels.pseudo.positions) / max(len(candidates), 1),
-                                      delta=self.options.delta, ways=self.ways)
-        return self._scorecard(RoundFit(choice.name, choice.model, choice.calibration, None, choice.scores),
-                               ScoredLabels.of(labels.active, self.index, self.class_index), figures, reference, [])
-
 
 def _temperature(calibration: Calibration) -> float:
     temperature = calibration.calibrator.temperature if calibration.calibrator is not None else None
@@ -576,9 +600,9 @@ def plan_project(store: ProjectStore, pool: LabeledDataset, learner: TaskLearner
     Reads the project as it stands and writes nothing; ``options`` as for ``run``
     (``target_precision``, ``delta``, ``per_round`` ...). See ``metalabel.label.certify.plan_budget``.
     """
-    run = LabelingRun(store, pool, learner, oracle=None, options=RunOptions(**{"generate": False, **options}),
-                      encoder=encoder, progress=progress, rules=rules)
-    return run.plan(coverage=coverage)
+    view = ProjectView(store, pool, learner, options=RunOptions(**{"generate": False, **options}), encoder=encoder,
+                       progress=progress, rules=rules)
+    return view.plan(coverage=coverage)
 
 
 def evaluate_project(store: ProjectStore, pool: LabeledDataset, learner: TaskLearner | None = None, *,
@@ -592,9 +616,9 @@ def evaluate_project(store: ProjectStore, pool: LabeledDataset, learner: TaskLea
     calibration), confusion, label issues and the downstream classifier; generation is a
     part of runs, so its similarity figures come from the rounds (``metalabel report``).
     """
-    run = LabelingRun(store, pool, learner, oracle=None, options=RunOptions(**{"generate": False, **options}),
-                      encoder=encoder, gold=gold, progress=progress, rules=rules)
-    scorecard = run.scorecard()
+    view = ProjectView(store, pool, learner, options=RunOptions(**{"generate": False, **options}), encoder=encoder,
+                       gold=gold, progress=progress, rules=rules)
+    scorecard = view.scorecard()
     path = store.folder / "scorecard.json"
     write_atomically(path, json.dumps(scorecard.to_json(), indent=2, default=float))
     store.add_artifact("scorecard", path, meta={"labels": store.summary()["labeled_items"]})
