@@ -99,30 +99,52 @@ def hold_the_lock(folder: Path) -> subprocess.Popen:
     return holder
 
 
-def test_a_changed_annotation_refused_during_a_run_is_told_on_the_console_and_recorded_later_as_a_change(project):
-    backend = subprocess.Popen([sys.executable, "-m", "metalabel.cli", "ml-backend", str(project), "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1", "METALABEL_ML_BACKEND_PASSWORD": PASSWORD})
-    try:
-        assert backend.stdout is not None
-        url = next((found.group(0) for line in backend.stdout
-                    if (found := re.search(r"http://127\.0\.0\.1:\d+", line))), "")
-        assert url, backend.communicate(timeout=30)
-        with ProjectStore.open(project) as store:
-            task = question_task(store)
-        assert post(url + "/webhook", webhook("ANNOTATION_CREATED", task, "dog"))[0] == 201
+class Backend:
+    """`metalabel ml-backend` in its own process, and its URL; ``stop`` returns what it wrote on its console."""
 
-        holder = hold_the_lock(project)
-        try:
-            status, refused = post(url + "/webhook", webhook("ANNOTATION_UPDATED", task, "cat"))
-        finally:
-            holder.communicate(input="", timeout=30)
+    def __init__(self, project: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "metalabel.cli", "ml-backend", str(project), "--port", "0"], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "METALABEL_ML_BACKEND_PASSWORD": PASSWORD})
+        assert self.process.stdout is not None
+        self.url = next((found.group(0) for line in self.process.stdout
+                         if (found := re.search(r"http://127\.0\.0\.1:\d+", line))), "")
+        assert self.url, self.stop()
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.terminate()
+        return self.process.communicate(timeout=30)[1] or ""
+
+
+@pytest.fixture
+def backend(project):
+    started = Backend(project)
+    yield started
+    started.stop()
+
+
+def refused_while_a_run_holds_the_project(project: Path, url: str, body: bytes) -> dict:
+    holder = hold_the_lock(project)
+    try:
+        status, refused = post(url + "/webhook", body)
     finally:
-        backend.terminate()
-        console = backend.communicate(timeout=30)[1]
+        holder.communicate(input="", timeout=30)
     assert status == 409 and "metalabel run (another process)" in refused["error"]
-    # the person who started the backend is told, on its console, what was not recorded and how to record it
+    return refused
+
+
+def test_a_changed_annotation_refused_during_a_run_is_told_on_the_console_and_recorded_later_as_a_change(
+        project, backend):
+    url = backend.url
+    with ProjectStore.open(project) as store:
+        task = question_task(store)
+    assert post(url + "/webhook", webhook("ANNOTATION_CREATED", task, "dog"))[0] == 201
+    refused = refused_while_a_run_holds_the_project(project, url, webhook("ANNOTATION_UPDATED", task, "cat"))
     [command] = re.findall(r"`(metalabel import-answers [^`]+)`", refused["error"])
+    # the person who started the backend is told, on its console, what was not recorded and how to record it
+    console = backend.stop()
     assert command in console and "not recorded" in console, console
     with ProjectStore.open(project) as store:
         [label] = [label for label in store.active_labels() if label.item_id == unlabeled(store, "3").id]
@@ -135,3 +157,25 @@ def test_a_changed_annotation_refused_during_a_run_is_told_on_the_console_and_re
         assert [(label.class_name, label.oracle, label.active) for label in history] == [
             ("dog", "labelstudio:7", False), ("cat", "labelstudio:7", True)]
         assert store.disagreements() == []
+
+
+def test_status_names_every_annotation_the_backend_kept_but_did_not_record_until_it_is(project, backend, capsys):
+    url = backend.url
+    with ProjectStore.open(project) as store:
+        task = question_task(store)
+    refused_while_a_run_holds_the_project(project, url, webhook("ANNOTATION_CREATED", task, "dog"))
+    [kept] = (project / "labelstudio" / "webhook").glob("*.json")
+    capsys.readouterr()
+    assert main(["status", str(project)]) == 0
+    warning = capsys.readouterr().err
+    assert "1 Label Studio annotations the ML backend kept are not recorded" in warning and kept.name in warning
+    assert main(["status", str(project), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["unrecorded_annotations"] == [str(kept)]
+
+    assert main(["import-answers", str(project), str(kept)]) == 0
+    # recorded now, and an annotation the backend records at once is never listed
+    assert post(url + "/webhook", webhook("ANNOTATION_UPDATED", task, "cat"))[0] == 201
+    capsys.readouterr()
+    assert main(["status", str(project), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["unrecorded_annotations"] == []
+    assert len(list((project / "labelstudio" / "webhook").glob("*.json"))) == 2  # both files are still kept

@@ -395,7 +395,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status if rules is None else {**status, "rules": rules.to_json()}, indent=2))
         return 0
     certified = status.pop("certified")
-    _print_mapping(f"project {args.project}", status)
+    unrecorded = status.pop("unrecorded_annotations")
+    _print_mapping(f"project {args.project}", {**status, "unrecorded_annotations": len(unrecorded)})
+    if unrecorded:
+        err_console.print(f"[yellow]warning:[/] {len(unrecorded)} Label Studio annotations the ML backend kept are "
+                          "not recorded in the project (a run held it, or they were refused); record each with "
+                          f"`metalabel import-answers {escape(str(args.project))} FILE`, adding --changed where the "
+                          f"file's name says 'updated': {escape(', '.join(unrecorded))}",
+                          highlight=False, soft_wrap=True)
     for line in _certified_lines(certified, retracted_total=status["retracted_labels"]):
         console.print(line, highlight=False, soft_wrap=True)
     for line in rules.lines() if rules is not None else ():

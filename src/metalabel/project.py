@@ -353,8 +353,11 @@ class Project:
         ``1 - delta``, None when nothing is certified), ``estimated_precision`` (the point
         estimate), ``coverage``, ``threshold``, ``reference_answers``, ``reference_needed``,
         ``model_labels``, ``retracted_in_round``, ``certificate`` (the loop's line) and
-        ``summary`` (the figures in one sentence).
+        ``summary`` (the figures in one sentence). ``unrecorded_annotations``: the files of Label Studio
+        annotations the ML backend kept but could not record (``metalabel import-answers`` records one).
         """
+        from metalabel.label.oracle import unrecorded_annotations
+
         meta = self.store.meta()
         return {
             "folder": str(self.folder),
@@ -362,6 +365,7 @@ class Project:
             "modality": meta.get("modality"),
             **self.store.summary(),
             "retracted_labels": len(self.store.retracted_labels()),
+            "unrecorded_annotations": [str(path) for path in unrecorded_annotations(self.store)],
             "certified": self._last_certified(),
         }
 

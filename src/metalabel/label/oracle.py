@@ -63,7 +63,7 @@ from metalabel.label.labelstudio import (
     choices_task,
     write_config,
 )
-from metalabel.store import Label, LabelSource, ProjectStore
+from metalabel.store import Label, LabelSource, ProjectStore, path_sha256
 
 
 @dataclass(frozen=True)
@@ -771,6 +771,9 @@ class LabelStudioQueue:
         reference question: a reviewer saw the model's label, so the file is refused (answer the
         reference question first, or remove that review).
 
+        The file is recorded as an ``answers-import`` artifact in the same transaction (once), so what was
+        recorded can be told from what was not (``unrecorded_annotations``).
+
         ``changed``: the annotations are ones their annotators changed (Label Studio's
         ``ANNOTATION_UPDATED``). Where the answer on record is the same annotator's, the new class is
         recorded as their changed answer (``ProjectStore.correct``: it becomes the label, the earlier
@@ -787,6 +790,12 @@ class LabelStudioQueue:
                     _record_votes(store, question_id, vote, tally, changed=changed)
                 for label_id, vote in reviews.items():
                     _record_review(store, shown[label_id], vote, tally, changed=changed)
+                # in the same transaction: the file is on record exactly when its answers are (once: a file
+                # imported again adds nothing)
+                digest = path_sha256(path)
+                if not any(artifact.path == path.resolve() and artifact.sha256 == digest
+                           for artifact in store.artifacts(kind=ANSWERS_IMPORT)):
+                    store.add_artifact(ANSWERS_IMPORT, path, meta={"changed": changed})
         except BadInputError as error:
             raise BadInputError(
                 f"{error}; nothing was imported (an import is all or nothing)", path=path,
@@ -907,6 +916,19 @@ class LabelStudioQueue:
 
 
 AUDIT = "audit"
+
+ANSWERS_IMPORT = "answers-import"
+"""The artifact kind of a Label Studio export whose answers were recorded (``import_annotations``)."""
+WEBHOOK_FOLDER = Path("labelstudio") / "webhook"
+"""Where the ML backend keeps each annotation it receives (under the project folder), as a one-task export."""
+
+
+def unrecorded_annotations(store: ProjectStore) -> list[Path]:
+    """Annotations the ML backend kept but could not record (a run held the project, the store was busy, or
+    they were refused), oldest first: answers people gave that are not in the project yet."""
+    recorded = {artifact.path for artifact in store.artifacts(kind=ANSWERS_IMPORT)}
+    kept = sorted((store.folder / WEBHOOK_FOLDER).glob("*.json"), key=lambda path: (path.stat().st_mtime_ns, path))
+    return [path for path in kept if path.resolve() not in recorded]
 """The strategy of the question a reviewed export label is recorded through (as the labeling page's review)."""
 
 TASK_FILE_PREFIX = "tasks-q"

@@ -30,7 +30,8 @@ stays in the history (``ProjectStore.correct``); a change to another person's an
 disagreement, never written over it. While another process holds the project's writer lock (a run),
 an annotation is refused (409) and its file kept: the refusal names the command that records it later
 (``metalabel import-answers``, with ``--changed`` for an update), and the backend's console says so too, since
-Label Studio shows its annotators no webhook failure.
+Label Studio shows its annotators no webhook failure. ``metalabel status`` lists every kept annotation not
+recorded yet (``unrecorded_annotations``); a kept file's name says ``updated`` for an update.
 
 Every request needs HTTP basic auth (user ``metalabel``, the password printed at start or set in
 ``METALABEL_ML_BACKEND_PASSWORD``): enter both in Label Studio's model connection settings. Label
@@ -67,7 +68,7 @@ from metalabel.label.labelstudio import (
     Suggestion,
     prediction_json,  # the one prediction builder, shared with the task files metalabel writes
 )
-from metalabel.label.oracle import TASK_FILE_PREFIX, LabelStudioQueue, project_identity
+from metalabel.label.oracle import TASK_FILE_PREFIX, WEBHOOK_FOLDER, LabelStudioQueue, project_identity
 from metalabel.serve.app import Listener
 from metalabel.store import LabelSource, ProjectStore
 from metalabel.store.lock import WriterLock
@@ -86,9 +87,6 @@ except ImportError as error:  # a core install: say how to get the backend
 USER = "metalabel"
 PASSWORD_ENV = "METALABEL_ML_BACKEND_PASSWORD"
 RECORDED_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
-WEBHOOK_FOLDER = Path("labelstudio") / "webhook"
-"""Where each annotation received is kept (under the project folder), as a one-task Label Studio export."""
-
 log = logging.getLogger(__name__)
 """Says on the backend's console which annotation was not recorded: Label Studio shows no webhook failure."""
 
@@ -219,14 +217,15 @@ def record_annotation(store: ProjectStore, payload: Any) -> dict[str, Any]:
     if not isinstance(annotation, dict) or not isinstance(task, dict):
         raise BadInputError(f"a {payload.get('action')} webhook carries 'annotation' and 'task' objects",
                             hint="send Label Studio's webhook payload as it is")
+    changed = payload.get("action") == "ANNOTATION_UPDATED"
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    # the token keeps two events about one annotation in one second apart
+    # the token keeps two events about one annotation in one second apart; the name says an update, which a
+    # later import must be told (--changed)
     name = (f"{stamp}-task{_safe_id(task.get('id'))}-annotation{_safe_id(annotation.get('id'))}-"
-            f"{secrets.token_hex(3)}.json")
+            f"{'updated' if changed else 'created'}-{secrets.token_hex(3)}.json")
     path = store.folder / WEBHOOK_FOLDER / name
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps([{**task, "annotations": [annotation]}], ensure_ascii=False))
-    changed = payload.get("action") == "ANNOTATION_UPDATED"
     # an updated annotation is its annotator's changed answer: the later import must record it as one
     later = (f"the annotation is kept in {path}: record it later with `metalabel import-answers "
              f"{shlex.quote(str(store.folder))} {shlex.quote(str(path))}{' --changed' if changed else ''}`")
