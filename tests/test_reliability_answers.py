@@ -98,3 +98,33 @@ def test_a_version_5_project_gains_who_disagreed_and_keeps_its_disagreements(tmp
         [old] = store.disagreements()
         assert (old.kept_class, old.proposed_class, old.oracle) == ("cat", "dog", None)  # nobody recorded then
         assert store_schema.user_version(store._connection) == store_schema.current_version()
+
+
+def test_a_disagreement_between_two_people_stays_open_until_their_answers_agree(tmp_path):
+    with make_store(tmp_path / "p") as store:
+        item = store.items()[0]
+        asked = store.ask(item.id, strategy="margin")
+        store.answer(asked, "cat", oracle="web:ann")
+        # bob, a second annotator of the same Label Studio task, says otherwise: on record beside ann's
+        store.add_human_disagreement(asked, "dog", oracle="labelstudio:bob")
+        # ann changes her answer to a third class: bob's answer still contradicts the label, so it stays open
+        store.correct(asked, "bird", oracle="web:ann")
+        [open_one] = store.disagreements()
+        assert (open_one.kept_class, open_one.kept_source, open_one.proposed_class, open_one.oracle) == (
+            "bird", "human", "dog", "labelstudio:bob")  # about the label the item has now
+        # ann (her annotation updated) comes round to bob's answer: now they agree, and that settles it
+        store.correct(asked, "dog", oracle="web:ann")
+        assert store.disagreements() == []
+        [settled] = store.disagreements(include_resolved=True)
+        assert settled.resolved_by_label_id == store.active_labels()[0].id
+
+
+def test_a_persons_answer_still_settles_what_a_model_said_against_the_item(tmp_path):
+    with make_store(tmp_path / "p") as store:
+        item = store.items()[0]
+        asked = store.ask(item.id, strategy="margin")
+        store.answer(asked, "cat", oracle="web:ann")
+        store.add_label(item.id, "dog", source="model", calibrated_confidence=0.9)  # a model disagrees
+        assert len(store.disagreements()) == 1
+        store.correct(asked, "bird", oracle="web:ann")  # the person looked again
+        assert store.disagreements() == []

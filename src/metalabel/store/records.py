@@ -153,7 +153,8 @@ class Disagreement:
     query_strategy: str | None
     created_at: str
     resolved_by_label_id: int | None
-    """A later human label on the item settles the disagreement."""
+    """The later human label that settled it: any, for what a model or seed said; for another person's answer,
+    one of the same class (until then ``kept_label_id`` follows the item's human label)."""
     oracle: str | None = None
     """Who gave the answer that was not kept, where a person did (``web:bob``, ``labelstudio:bob@x``); None for
     a model's label and for disagreements recorded before schema version 6."""

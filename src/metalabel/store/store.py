@@ -390,9 +390,17 @@ class ProjectStore:
                 **provenance,
             },
         )
-        if source == "human":  # a person looked at the item again: that settles its open disagreements
+        if source == "human":
+            # A person looked at the item again: that settles what a model (or a seed) said against it, and another
+            # person's answer that this one now agrees with. Another person's other class still contradicts the
+            # label, so it stays open, about the new label: one person changing their answer is no verdict on it.
             self._connection.execute(
-                "UPDATE disagreements SET resolved_by_label_id = ? WHERE item_id = ? AND resolved_by_label_id IS NULL",
+                "UPDATE disagreements SET resolved_by_label_id = ? WHERE item_id = ? AND resolved_by_label_id IS NULL "
+                "AND (source != 'human' OR class_id = ?)",
+                (label_id, item_id, class_id),
+            )
+            self._connection.execute(
+                "UPDATE disagreements SET kept_label_id = ? WHERE item_id = ? AND resolved_by_label_id IS NULL",
                 (label_id, item_id),
             )
         return LabelWrite(
