@@ -105,3 +105,19 @@ def test_an_answer_sent_again_is_saved_once_and_the_page_hears_it_is_saved(proje
     status, state = call(page, "/api/answer", {"task": again["task"]["id"], "label": "cat"})
     assert status == 200 and state["progress"]["done"] == 2
     assert answers(project) == [(first, "dog", "web:ann"), (again["task"]["id"], "cat", "web:ann")]
+
+
+def test_a_skip_after_undo_is_refused_not_taken_as_saved_while_the_answer_stays(project, page):
+    first = call(page, "/api/state")[1]["task"]["id"]
+    assert call(page, "/api/answer", {"task": first, "label": "dog"})[0] == 200
+    status, state = call(page, "/api/undo", {})
+    assert status == 200 and state["task"]["id"] == first and state["task"]["earlier"] == {"label": "dog"}
+    # "can't tell" now: the saved answer cannot be withdrawn (only changed), so the page must not say "saved"
+    status, refused = call(page, "/api/answer", {"task": first, "label": None})
+    assert status == 400, refused
+    assert "'dog'" in refused["error"] and "withdrawn" in refused["error"]
+    assert call(page, "/api/state")[1]["task"]["id"] == first  # still on the page, to be answered
+    assert answers(project) == [(first, "dog", "web:ann")]
+    status, state = call(page, "/api/answer", {"task": first, "label": "dog"})  # kept, as the person chooses
+    assert status == 200 and state["progress"]["done"] == 1
+    assert answers(project) == [(first, "dog", "web:ann")]

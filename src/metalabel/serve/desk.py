@@ -162,6 +162,12 @@ class Desk:
                 if label is not None and label not in self.class_names:
                     raise BadInputError(f"{label!r} is not one of the project's classes",
                                         hint=f"classes: {', '.join(self.class_names)}")
+                earlier = lane.taken_back.get(position)
+                if label is None and earlier is not None and earlier.label is not None:
+                    # the store changes a person's answer but never withdraws it: a skip would keep it unseen
+                    raise BadInputError(f"your earlier answer {earlier.label!r} to item {task_id} is saved and can be "
+                                        "changed but not withdrawn; nothing was changed -> choose "
+                                        f"{earlier.label!r} again to keep it, or another class")
             elif kind == "undo":
                 if not self._can_undo(mode):
                     raise BadInputError("there is no answer to undo",
@@ -280,10 +286,11 @@ class Desk:
             self._record(action, _Done(label, task.id))
             return None
         if earlier is not None and earlier.label is not None:  # answered before, taken back: kept or changed
-            if label not in (None, earlier.label):
+            assert label is not None  # a skip is refused (``submit``): an answer is changed, never withdrawn
+            if label != earlier.label:
                 assert earlier.question_id is not None
                 store.correct(earlier.question_id, label, oracle=self.oracle)
-            self._record(action, _Done(earlier.label if label is None else label, earlier.question_id))
+            self._record(action, _Done(label, earlier.question_id))
         elif label is None:  # skipped again, or a review skipped
             self._record(action, _Done(None))
         elif action.mode is Mode.QUESTIONS:  # a skip, answered now
