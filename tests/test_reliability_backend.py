@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shlex
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -82,6 +83,11 @@ def post(url: str, body: bytes) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def every_row(folder: Path) -> list[str]:
+    with sqlite3.connect(folder / "project.db") as db:
+        return list(db.iterdump())
 
 
 def hold_the_lock(folder: Path) -> subprocess.Popen:
@@ -179,3 +185,25 @@ def test_status_names_every_annotation_the_backend_kept_but_did_not_record_until
     assert main(["status", str(project), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["unrecorded_annotations"] == []
     assert len(list((project / "labelstudio" / "webhook").glob("*.json"))) == 2  # both files are still kept
+
+
+def test_an_import_while_another_process_writes_is_refused_whole_and_the_same_command_records_it_after(
+        project, capsys):
+    with ProjectStore.open(project) as store:
+        task = question_task(store)
+    export = project.parent / "export.json"
+    export.write_text(json.dumps([{**task, "annotations": [json.loads(webhook("ANNOTATION_CREATED", task, "dog"))
+                                                           ["annotation"]]}]))
+    before = every_row(project)
+    holder = hold_the_lock(project)
+    try:
+        assert main(["import-answers", str(project), str(export)]) == 2
+    finally:
+        holder.communicate(input="", timeout=30)
+    refused = capsys.readouterr().err
+    assert "metalabel run (another process)" in refused and "wait for it to finish" in refused
+    assert every_row(project) == before
+    assert main(["import-answers", str(project), str(export)]) == 0
+    with ProjectStore.open(project) as store:
+        [label] = [label for label in store.active_labels() if label.item_id == unlabeled(store, "3").id]
+        assert (label.class_name, label.source, label.oracle) == ("dog", "human", "labelstudio:7")
