@@ -200,6 +200,7 @@ def run_cell(data: dict, drawn: dict, *, seed: int, k: int, featurize, args: arg
 
     from metalabel.evaluate import similarity_report
     from metalabel.generate.engine import DataGenerator, GeneratorOptions, ImageInputs
+    from metalabel.pipeline import generation_record
 
     labeled_in_pool = np.concatenate([order[:k] for order in drawn["order"]])
     x, y = drawn["pool_x"][labeled_in_pool], drawn["pool_y"][labeled_in_pool]
@@ -234,7 +235,8 @@ def run_cell(data: dict, drawn: dict, *, seed: int, k: int, featurize, args: arg
         return next((b for b in made.batches if b.generator == generator), None)
 
     def summarize(name, made, seconds):
-        cell["steps"][name] = {**made.summary(), "feedback": list(made.feedback), "seconds": round(seconds, 2)}
+        cell["steps"][name] = {**generation_record(made).to_json(), "feedback": list(made.feedback),
+                               "seconds": round(seconds, 2)}
 
     record("none", None, None, 0.0)
 
@@ -310,6 +312,7 @@ def run_designed_cell(data: dict, drawn: dict, *, seed: int, k: int, args: argpa
 
     from metalabel.evaluate import similarity_report
     from metalabel.generate.engine import AcceptedRows, DataGenerator, GeneratorOptions
+    from metalabel.pipeline import generation_record
 
     labeled_in_pool = np.concatenate([order[:k] for order in drawn["order"]])
     x, y = drawn["pool_x"][labeled_in_pool], drawn["pool_y"][labeled_in_pool]
@@ -335,7 +338,8 @@ def run_designed_cell(data: dict, drawn: dict, *, seed: int, k: int, args: argpa
                                            table=data["modality"] == "tabular", seed=seed)
         batch = next((b for b in made.batches if b.generator == generator), None)
         cell["steps"][f"{name}, learn={learn}, accepted={with_accepted}"] = {
-            **made.summary(), "feedback": list(made.feedback), "seconds": round(time.perf_counter() - started, 2)}
+            **generation_record(made).to_json(), "feedback": list(made.feedback),
+            "seconds": round(time.perf_counter() - started, 2)}
         return made, batch, time.perf_counter() - started
 
     record("none", None, None, 0.0)

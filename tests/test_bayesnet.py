@@ -133,4 +133,5 @@ def test_the_loop_runs_the_network_on_a_table_and_gives_the_gan_its_accepted_row
             [report] = run.run().rounds
         assert run.generator is not None and run.generator.options.gan is gan
         # the network ran on the table's columns; the GAN waits for accepted rows (none without answers)
-        assert "bayesnet" in report.generation["generators"] and "gan" not in report.generation["generators"]
+        assert report.generation is not None
+        assert "bayesnet" in report.generation.generators and "gan" not in report.generation.generators

@@ -47,11 +47,12 @@ def test_every_synthetic_item_traces_back_to_its_parents_generator_and_file(labe
         stored = np.load(artifacts[item.artifact_id].path)
         key = item.generator.replace(" ", "_")
         assert content_hash(stored[f"{key}.content"][item.row_in_artifact]) == item.content_hash
-    assert any(report.generation.get("generators") for report in result.rounds), "no round ran its generators"
-    for report in result.rounds:  # what the round log says was dropped is marked dropped in the store
-        for generator, verdict in report.generation.get("generators", {}).items():
+    generated = [report for report in result.rounds if report.generation is not None]
+    assert any(report.generation.generators for report in generated), "no round ran its generators"
+    for report in generated:  # what the round log says was dropped is marked dropped in the store
+        for generator, verdict in report.generation.generators.items():
             rows = [item for item in synthetic if item.round_id == report.round_id and item.generator == generator]
-            assert rows and all(item.kept == verdict["kept"] for item in rows)
+            assert rows and all(item.kept == verdict.kept for item in rows)
 
 
 def test_evaluate_scores_the_labels_against_gold_and_saves_the_scorecard(labeled_project, capsys):

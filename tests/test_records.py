@@ -10,11 +10,14 @@ import pytest
 from metalabel.errors import StoreError
 from metalabel.evaluate.records import (
     EarlyRound,
+    GenerationRecord,
+    GeneratorOutcome,
     GoldMetrics,
     RoundCertificate,
     RoundReport,
     Scorecard,
     recorded_before_certification,
+    recorded_generation,
 )
 
 # a finished round's metrics exactly as the store holds them for projects made before the records (asdict of the
@@ -43,7 +46,11 @@ STORED_ROUND = {
                        "generated": 80, "test": "held-out human labels (5-fold)"},
         "generators": {"vae": {"kept": True, "count": 80, "version": "1", "evidence": "held-out accuracy up"}},
         "feedback": ["kept the VAE"]},
-    "generation": {"judge": "held-out", "policy": None, "generators": {}},
+    "generation": {"judge": "held-out",
+                   "policy": {"modality": "embedding", "no_flip_classes": [],
+                              "operations": [{"name": "gaussian_noise", "probability": 0.5, "magnitude": 0.5}]},
+                   "generators": {"hallucinator": {"kept": False, "count": 10, "version": "ab12",
+                                                   "evidence": "held-out 80.0% vs 81.0% without it"}}},
     "judged": {"encoder space": 0.88, "project meta-learned": None},
     "generators_earned": False,
 }
@@ -55,7 +62,10 @@ def test_a_stored_round_reads_back_as_a_record_and_writes_the_same_json() -> Non
     assert report.scorecard.label_issues[0].suggested == "b" and report.scorecard.generators["vae"].kept
     assert report.scorecard.label_quality.reference_in_accepted is not None
     assert report.scorecard.label_quality.reference_in_accepted.count == 20
-    assert json.loads(json.dumps(report.to_json())) == STORED_ROUND
+    # rounds now keep the image augmentation policy too; an older round's reads as none
+    assert report.generation is not None and report.generation.image_policy is None
+    assert json.loads(json.dumps(report.to_json())) == {
+        **STORED_ROUND, "generation": {**STORED_ROUND["generation"], "image_policy": None}}
     certificate = RoundCertificate.from_json(STORED_ROUND, "round 3's metrics")
     assert (certificate.certified_precision, certificate.threshold, certificate.retracted) == (0.951, 0.93, 2)
     # a round recorded before the judge kept each learner's score reads back with none
@@ -67,6 +77,7 @@ def test_a_stored_round_reads_back_as_a_record_and_writes_the_same_json() -> Non
 
 
 @pytest.mark.parametrize("path", [("coverage",), ("gold", "label_accuracy"), ("scorecard", "label_quality", "ece"),
+                                  ("generation", "judge"), ("generation", "generators", "hallucinator", "kept"),
                                   ("scorecard", "downstream", "real_only"), ("scorecard", "label_issues", 0, "uri")])
 def test_a_missing_or_misspelled_field_fails_loudly_naming_it(path: tuple) -> None:
     for misspell in (False, True):
@@ -113,3 +124,33 @@ def test_a_round_from_before_certified_acceptance_reads_what_it_recorded() -> No
                                                                                                        ())
     with pytest.raises(StoreError, match="lacks 'coverage'"):
         EarlyRound.from_json({k: v for k, v in early_metrics.items() if k != "coverage"}, "round 1")
+
+
+def test_what_the_generators_did_is_a_typed_record_and_none_ran_is_stored_as_before() -> None:
+    report = RoundReport.from_json(STORED_ROUND, "round 3's metrics")
+    assert report.generation == GenerationRecord(
+        judge="held-out", policy=STORED_ROUND["generation"]["policy"], image_policy=None,
+        generators={"hallucinator": GeneratorOutcome(False, 10, "ab12", "held-out 80.0% vs 81.0% without it")})
+    nothing_ran = RoundReport.from_json({**STORED_ROUND, "generation": {}}, "round 3")
+    assert nothing_ran.generation is None and nothing_ran.to_json()["generation"] == {}
+    assert recorded_generation({**STORED_ROUND, "generation": {}}) is None
+    assert recorded_generation({"round_id": 1}) is None  # a round from before generation was kept
+    with pytest.raises(StoreError, match="generation, generators is a JSON list"):
+        RoundReport.from_json({**STORED_ROUND, "generation": {**STORED_ROUND["generation"], "generators": []}}, "r")
+
+
+def test_the_next_run_starts_from_the_policies_an_old_round_recorded_and_from_the_image_policy_now_kept() -> None:
+    from metalabel.generate.augment import AugmentationPolicy, Operation
+    from metalabel.generate.rounds import resume_generator
+
+    old = recorded_generation(STORED_ROUND, "round 3's metrics")
+    assert old is not None
+    generator = resume_generator(old.policy, old.image_policy, learn=True, gan=False, generated_weight=0.5)
+    assert generator.policy == AugmentationPolicy("embedding", (Operation("gaussian_noise", 0.5, 0.5),))
+    assert generator.image_policy is None
+    image_policy = AugmentationPolicy("image", (Operation("rotate", 0.5, 0.3),))
+    stored = GenerationRecord("held-out", None, {}, image_policy.to_dict()).to_json()
+    new = recorded_generation({"generation": json.loads(json.dumps(stored))})
+    assert new is not None
+    assert resume_generator(new.policy, new.image_policy, learn=True, gan=False,
+                            generated_weight=0.5).image_policy == image_policy

@@ -54,12 +54,14 @@ from metalabel.evaluate.assembly import (
     round_scorecard,
 )
 from metalabel.evaluate.records import (
+    GenerationRecord,
     GeneratorOutcome,
     GoldMetrics,
     RoundReport,
     Scorecard,
     generators_earned,
     judged_scores,
+    recorded_generation,
 )
 from metalabel.files import write_atomically
 from metalabel.generate.engine import JUDGE_DIMS, DataGenerator, GenerationStep
@@ -440,9 +442,13 @@ class LabelingRun(ProjectView):
             if learned is not None:
                 self.candidates.keep(self.store, PROJECT_LEARNER, learned, round_id=None)
         self.candidates.save(self.store)
-        if self.options.generate:
-            self.generator = resume_generator(self.store, learn=self.options.feedback, gan=self.options.gan,
-                                              generated_weight=self.options.generated_weight)
+        if self.options.generate:  # the policies continue from the last round whose generators ran
+            history = (recorded_generation(past.metrics or {}, f"round {past.id}'s metrics")
+                       for past in reversed(self.store.rounds()) if past.status == "finished")
+            last = next((record for record in history if record is not None), None)
+            self.generator = resume_generator(None if last is None else last.policy,
+                                              None if last is None else last.image_policy, learn=self.options.feedback,
+                                              gan=self.options.gan, generated_weight=self.options.generated_weight)
 
     # -- one round
     def _round(self, round_id: int, number: int, labels: LabelSnapshot, *, ask: int,
@@ -485,7 +491,7 @@ class LabelingRun(ProjectView):
             model=f"{fit.name} + {fit.model.head}" if fit.model.prototype_space else fit.name,
             held_out_accuracy=fit.calibration.accuracy, disagreements=len(self.store.disagreements()),
             gold=judged.gold, feedback=tuple(feedback), scorecard=scorecard,
-            generation=fit.generation.summary() if fit.generation is not None else {}, judged=fit.scores,
+            generation=generation_record(fit.generation) if fit.generation is not None else None, judged=fit.scores,
             generators_earned=fit.generators_earned)
 
     def _fit(self, round_id: int, number: int, labels: LabelSnapshot, feedback: list[str]) -> RoundFit:
@@ -574,9 +580,19 @@ def _generated_data(generation: GenerationStep | None) -> GeneratedData:
     if generation is None:
         return GeneratedData()
     return GeneratedData(generation.expand if generation.expanders else None,
-                         {b.generator: b.x for b in generation.batches},
-                         {b.generator: GeneratorOutcome(b.kept, int(len(b.y)), b.version, b.evidence)
-                          for b in generation.batches})
+                         {b.generator: b.x for b in generation.batches}, _outcomes(generation))
+
+
+def generation_record(generation: GenerationStep) -> GenerationRecord:
+    """What a round's generators did, as its report keeps it."""
+    return GenerationRecord(
+        judge=generation.judge, policy=None if generation.policy is None else generation.policy.to_dict(),
+        image_policy=None if generation.image_policy is None else generation.image_policy.to_dict(),
+        generators=_outcomes(generation))
+
+
+def _outcomes(generation: GenerationStep) -> dict[str, GeneratorOutcome]:
+    return {b.generator: GeneratorOutcome(b.kept, int(len(b.y)), b.version, b.evidence) for b in generation.batches}
 
 
 def run_labeling(store: ProjectStore, pool: LabeledDataset, learner: TaskLearner | None = None, *, oracle: Oracle,

@@ -235,6 +235,39 @@ class GeneratorOutcome:
 
 
 @dataclass(frozen=True)
+class GenerationRecord:
+    """What the generators did in a round (``RoundReport.generation``): the judge that kept or dropped each
+    one's rows, the augmentation policies the round ended with (as ``AugmentationPolicy.to_dict`` writes
+    them; the next run's generators start from them), and each generator's outcome."""
+
+    judge: str
+    policy: Mapping[str, Any] | None
+    generators: Mapping[str, GeneratorOutcome]
+    image_policy: Mapping[str, Any] | None = None
+
+    def to_json(self) -> Json:
+        return {"judge": self.judge, "policy": None if self.policy is None else dict(self.policy),
+                "image_policy": None if self.image_policy is None else dict(self.image_policy),
+                "generators": {name: outcome.to_json() for name, outcome in self.generators.items()}}
+
+    @classmethod
+    def from_json(cls, data: object, what: str) -> GenerationRecord | None:
+        """The record, or None for the empty object a round stores when no generator ran."""
+        if isinstance(data, Mapping) and not data:
+            return None
+        # rounds recorded before image policies were kept lack image_policy: read as none
+        data = _object(data, what, [name for name in _names(cls) if name != "image_policy"])
+        return cls(judge=str(data["judge"]), policy=_optional_object(data["policy"], f"{what}, policy"),
+                   image_policy=_optional_object(data.get("image_policy"), f"{what}, image_policy"),
+                   generators={str(name): GeneratorOutcome.from_json(outcome, f"{what}, generator {name}")
+                               for name, outcome in _object(data["generators"], f"{what}, generators", ()).items()})
+
+
+def _optional_object(data: object, what: str) -> Mapping[str, Any] | None:
+    return None if data is None else dict(_object(data, what, ()))
+
+
+@dataclass(frozen=True)
 class Scorecard:
     """The scorecard of a built data set (``metalabel.evaluate.scorecard``).
 
@@ -347,8 +380,8 @@ class RoundCertificate:
 class RoundReport(RoundCertificate):
     """What one round did, as stored in the round's metrics: its certificate and the rest of the round.
 
-    ``gold`` is None where the user gave no gold labels; ``generation`` is the generators'
-    own summary (``metalabel.generate.engine.GenerationStep.summary``; empty when none ran);
+    ``gold`` is None where the user gave no gold labels; ``generation`` is what the generators
+    did (None when none ran: stored as an empty object, as every release has);
     ``judged``, each candidate learner's best held-out score (``label.fitting.ModelChoice.scores``;
     empty in rounds recorded before it was kept), is what later rounds retire learners by;
     ``generators_earned``, whether the generators' rows earned a place in the round's model (None:
@@ -369,7 +402,7 @@ class RoundReport(RoundCertificate):
     gold: GoldMetrics | None
     feedback: tuple[str, ...]
     scorecard: Scorecard
-    generation: Mapping[str, Any]
+    generation: GenerationRecord | None
     judged: Mapping[str, float | None] = field(default_factory=dict)
     generators_earned: bool | None = None
 
@@ -378,7 +411,8 @@ class RoundReport(RoundCertificate):
         return {**super().to_json(), **{name: getattr(self, name) for name in _names(RoundReport)
                                          if name not in _names(RoundCertificate)},
                 "gold": {} if self.gold is None else self.gold.to_json(), "feedback": list(self.feedback),
-                "scorecard": self.scorecard.to_json(), "generation": dict(self.generation),
+                "scorecard": self.scorecard.to_json(),
+                "generation": {} if self.generation is None else self.generation.to_json(),
                 "judged": dict(self.judged), "generators_earned": self.generators_earned}
 
     @classmethod
@@ -394,7 +428,7 @@ class RoundReport(RoundCertificate):
             gold=GoldMetrics.from_json(data["gold"], f"{what}, gold") if data["gold"] else None,
             feedback=tuple(map(str, data["feedback"])),
             scorecard=Scorecard.from_json(data["scorecard"], f"{what}, scorecard"),
-            generation=dict(_object(data["generation"], f"{what}, generation", ())),
+            generation=GenerationRecord.from_json(data["generation"], f"{what}, generation"),
             judged=judged_scores(data, what), generators_earned=generators_earned(data))
 
 
@@ -406,6 +440,11 @@ def generators_earned(metrics: Mapping[str, Any]) -> bool | None:
     """A finished round's ``RoundReport.generators_earned`` (None for rounds recorded before it was kept)."""
     earned = metrics.get("generators_earned")
     return None if earned is None else bool(earned)
+
+
+def recorded_generation(metrics: Mapping[str, Any], what: str = "a round's metrics") -> GenerationRecord | None:
+    """A finished round's ``RoundReport.generation``: None where no generator ran (or before rounds kept it)."""
+    return GenerationRecord.from_json(metrics.get("generation", {}), f"{what}, generation")
 
 
 def judged_scores(metrics: Mapping[str, Any], what: str = "a round's metrics") -> dict[str, float | None]:

@@ -99,25 +99,22 @@ class SyntheticBatch:
 
 @dataclass(frozen=True, eq=False)
 class GenerationStep:
-    """A round's generators: the kept ones expand the support of the round's model."""
+    """A round's generators: the kept ones expand the support of the round's model. ``policy`` and
+    ``image_policy`` are the augmentation policies the generator holds after the round (for features and
+    for images), the next round's starting points."""
 
     policy: AugmentationPolicy | None
     batches: tuple[SyntheticBatch, ...]
     feedback: tuple[str, ...]
     judge: str
     expanders: tuple[Expander, ...] = field(default=())
+    image_policy: AugmentationPolicy | None = None
 
     def expand(self, x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows every kept generator adds to a support set ``(x, y)``."""
         if not self.expanders:
             return x[:0], y[:0]
         return _combined(list(self.expanders))(x, y, seed)
-
-    def summary(self) -> dict:
-        """JSON-ready: what was generated, kept or dropped, and why."""
-        return {"judge": self.judge, "policy": None if self.policy is None else self.policy.to_dict(),
-                "generators": {b.generator: {"kept": b.kept, "count": int(len(b.y)), "version": b.version,
-                                             "evidence": b.evidence} for b in self.batches}}
 
 
 @dataclass(frozen=True, eq=False)
@@ -232,7 +229,8 @@ class DataGenerator:
             if made is not None:
                 feedback.append(f"{name} {'kept' if made[0].kept else 'dropped'}: {made[0].evidence}")
             consider(made)
-        return GenerationStep(self.policy, tuple(batches), tuple(feedback), judge_name, tuple(expanders))
+        return GenerationStep(self.policy, tuple(batches), tuple(feedback), judge_name, tuple(expanders),
+                              image_policy=self.image_policy)
 
     # -- judging
     def _judge(self, x, y, pool_x, pool_y, *, seed, featurize):

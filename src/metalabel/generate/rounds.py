@@ -5,7 +5,7 @@ they made kept in the project (an ``.npz`` artifact with its rows' provenance in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,16 +33,13 @@ GENERATED_FOLDER = "generated"
 """Where a round's generated content is kept, under the project folder: ``round-N.npz``."""
 
 
-def resume_generator(store: ProjectStore, *, learn: bool, gan: bool, generated_weight: float) -> DataGenerator:
-    """The generators (with ``gan``, the feature GAN too), continuing from the policies the last round kept."""
-    policies: dict[str, AugmentationPolicy | None] = {"policy": None, "image_policy": None}
-    for past in reversed(store.rounds()):
-        summary = (past.metrics or {}).get("generation") if past.status == "finished" else None
-        if summary:
-            policies = {key: AugmentationPolicy.from_dict(summary[key]) if summary.get(key) else None
-                        for key in policies}
-            break
-    return DataGenerator(GeneratorOptions(learn=learn, gan=gan, generated_weight=generated_weight), **policies)
+def resume_generator(policy: Mapping[str, Any] | None, image_policy: Mapping[str, Any] | None, *, learn: bool,
+                     gan: bool, generated_weight: float) -> DataGenerator:
+    """The generators (with ``gan``, the feature GAN too), continuing from the augmentation policies the last
+    round kept (``AugmentationPolicy.to_dict``'s; None: searched from the start)."""
+    return DataGenerator(GeneratorOptions(learn=learn, gan=gan, generated_weight=generated_weight),
+                         policy=None if policy is None else AugmentationPolicy.from_dict(policy),
+                         image_policy=None if image_policy is None else AugmentationPolicy.from_dict(image_policy))
 
 
 def generate(generator: DataGenerator, model: RoundModel, labels: LabelSnapshot, pool: LabeledDataset, *,
