@@ -121,3 +121,24 @@ def test_a_skip_after_undo_is_refused_not_taken_as_saved_while_the_answer_stays(
     status, state = call(page, "/api/answer", {"task": first, "label": "dog"})  # kept, as the person chooses
     assert status == 200 and state["progress"]["done"] == 1
     assert answers(project) == [(first, "dog", "web:ann")]
+
+
+def test_a_busy_store_is_told_to_the_page_and_labeling_goes_on(project, page):
+    """Another process (not metalabel: a sqlite3 shell, a backup tool) holds a write transaction past the
+    store's busy timeout while an answer is given: the page hears why it was not saved, the session stays up,
+    and the same answer given again is saved."""
+    first = call(page, "/api/state")[1]["task"]["id"]
+    other = sqlite3.connect(project / "project.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        status, refused = call(page, "/api/answer", {"task": first, "label": "dog"})
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert status == 409 and "busy" in refused["error"], refused
+    assert answers(project) == []
+    status, state = call(page, "/api/state")
+    assert status == 200 and state["task"]["id"] == first  # the server is up, and the item still waits
+    status, state = call(page, "/api/answer", {"task": first, "label": "dog"})
+    assert status == 200 and state["progress"]["done"] == 1
+    assert answers(project) == [(first, "dog", "web:ann")]

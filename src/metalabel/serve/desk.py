@@ -3,19 +3,20 @@
 The web server runs in a thread of its own and never touches the store (a SQLite connection
 belongs to the thread that opened it). Each action a person takes on the page is handed to
 the ``Desk``; the thread that owns the store takes them from ``Desk.answers``, a generator of
-``Answer`` records: the shape of every oracle, so the first answer to a question is committed
-by ``put_questions`` (a run) or ``record_answers`` (``metalabel serve``) like any oracle's.
-What no oracle gives (a changed answer, a review of a model label) the generator writes itself,
-each in its own transaction, through the store's human-answer path: a changed answer (undo, then
-another class) is ``ProjectStore.correct``, which keeps the earlier answer in the label history.
-The page hears that an action is saved only after its commit.
+``Answer`` records: the shape of every oracle, so the first answer to a question a run put is
+committed by ``put_questions`` like any oracle's. Everything else (``metalabel serve``'s answers, a
+changed answer, a review of a model label) the generator writes itself, each in its own transaction,
+through the store's human-answer path (a changed answer, undo then another class, is
+``ProjectStore.correct``, which keeps the earlier answer in the label history), so a write the store
+refuses (busy, say) is told to the page and labeling goes on. The page hears that an action is saved
+only after its commit.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -25,7 +26,7 @@ import numpy as np
 from metalabel.data.dataset import LabeledDataset
 from metalabel.errors import BadInputError, MetalabelError
 from metalabel.label.ask import LABEL_ISSUE, REFERENCE
-from metalabel.label.oracle import AUDIT, Answer, OracleStopped, Query, record_answers
+from metalabel.label.oracle import AUDIT, Answer, OracleStopped, Query, RecordedAnswers, record_answers
 from metalabel.store import LabelSource, ProjectStore
 
 
@@ -120,6 +121,7 @@ class Desk:
         self.budget = budget
         self._answered_in_project = answered_before
         self._lock = threading.Lock()
+        self._recorded = {"answered": 0, "dismissed": 0}
         self._queues = {Mode.QUESTIONS: _Queue(), Mode.REVIEW: _Queue()}
         self._actions: queue.Queue[_Action] = queue.Queue()
         self.stopped = False
@@ -212,13 +214,12 @@ class Desk:
 
     # -- the store's side (the thread that owns the store)
 
-    def answers(self, store: ProjectStore, *, put: set[int] | None = None,
+    def answers(self, store: ProjectStore, *, put: Collection[int] = frozenset(),
                 until_done: bool = False) -> Iterator[Answer]:
-        """The first answer to each question, yielded to be committed by the caller; the other actions
-        are written here. Runs until stopped (``OracleStopped`` when ``until_done``: a run's
-        oracle stopping) or, with ``until_done``, until every question has been acted on.
-
-        ``put``: the questions the caller commits (the rest, changed answers, are written here).
+        """The first answer to each question in ``put``, yielded to be committed by the caller (a run's
+        ``put_questions``); every other action is written here. Runs until stopped (``OracleStopped`` when
+        ``until_done``: a run's oracle stopping) or, with ``until_done``, until every question has been
+        acted on.
         """
         yielded: set[int] = set()
         pending: _Action | None = None
@@ -270,8 +271,15 @@ class Desk:
             except KeyboardInterrupt:
                 raise OracleStopped([], reason="by Ctrl-C") from None
 
+    def record(self, store: ProjectStore) -> RecordedAnswers:
+        """Take the page's actions until it stops, writing each here (``metalabel serve``); returns the first
+        answers and skips recorded."""
+        for _ in self.answers(store):  # puts nothing, so nothing is yielded
+            pass
+        return RecordedAnswers(self._recorded["answered"], self._recorded["dismissed"], [])
+
     def _act(self, store: ProjectStore, action: _Action, *, first_time_yielded: set[int],
-             put: set[int] | None) -> Answer | None:
+             put: Collection[int]) -> Answer | None:
         """Write what ``action`` asks unless it is a question's first answer, which is returned to be yielded."""
         lane = self._queues[action.mode]
         assert action.position is not None
@@ -280,10 +288,14 @@ class Desk:
         label = action.label
         if action.mode is Mode.QUESTIONS and earlier is None:  # the question's first answer (or skip)
             answer = Answer(task.id, label, self.oracle)
-            if task.id not in first_time_yielded and (put is None or task.id in put):
+            if task.id not in first_time_yielded and task.id in put:
                 return answer
-            record_answers(store, [answer])
+            recorded = record_answers(store, [answer])
             self._record(action, _Done(label, task.id))
+            with self._lock:
+                self._answered_in_project += 1
+                self._recorded["answered"] += recorded.answered
+                self._recorded["dismissed"] += recorded.dismissed
             return None
         if earlier is not None and earlier.label is not None:  # answered before, taken back: kept or changed
             assert label is not None  # a skip is refused (``submit``): an answer is changed, never withdrawn

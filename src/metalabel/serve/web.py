@@ -1,8 +1,8 @@
 """Answering in a browser: ``serve_questions`` (``metalabel serve``) and ``WebOracle`` (``metalabel run --oracle web``).
 
-Both commit each answer in the store's own thread, the moment the page gives it, through
-``record_answers`` / ``put_questions`` (see ``metalabel.serve.desk``), with the annotator
-recorded as ``web:<name>``; a kill loses at most the answer in flight.
+Both commit each answer in the store's own thread, the moment the page gives it (``Desk.record`` /
+``put_questions``, see ``metalabel.serve.desk``), with the annotator recorded as ``web:<name>``; a kill
+loses at most the answer in flight.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 
 from metalabel.data.dataset import LabeledDataset
-from metalabel.label.oracle import Answer, Query, RecordedAnswers, record_answers
+from metalabel.label.oracle import Answer, Query, RecordedAnswers
 from metalabel.serve.app import PageServer
 from metalabel.serve.desk import Desk, open_question_tasks, question_tasks, review_tasks
 from metalabel.store import ProjectStore
@@ -35,7 +35,7 @@ def serve_questions(store: ProjectStore, pool: LabeledDataset, *, annotator: str
     desk.set_reviews(review_tasks(store, pool))
     with PageServer(desk, host=host, port=port, allow_remote=allow_remote) as server:
         on_ready(server.url)
-        return record_answers(store, desk.answers(store))
+        return desk.record(store)
 
 
 class WebOracle:
