@@ -246,7 +246,8 @@ def export_project(
         _import_pyarrow()  # fail before any work if it is missing
     out = Path(out)
     root = _checked_local_files_root(local_files_root, out, format=format)
-    with _opened_store(store_or_folder) as store:
+    # one moment of the project: a run or `metalabel serve` may commit answers while the export reads
+    with _opened_store(store_or_folder) as store, store.reading():
         _check_target(out, store, overwrite=overwrite)
         modality = _modality(store)
         _check_format_fits(format, modality)

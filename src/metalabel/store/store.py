@@ -89,6 +89,7 @@ class ProjectStore:
         self._connection = connection
         self.folder = folder
         self._batch_depth = 0
+        self._reading = False
 
     # ------------------------------------------------------------------ opening
 
@@ -175,6 +176,8 @@ class ProjectStore:
         """
         outermost = self._batch_depth == 0
         savepoint = f"batch_{self._batch_depth}"
+        if self._reading:
+            raise StoreError("the project is being read as of one moment (ProjectStore.reading); write outside it")
         if outermost:
             self._begin()
         else:
@@ -194,6 +197,26 @@ class ProjectStore:
             raise
         finally:
             self._batch_depth -= 1
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Every read inside sees the project as of one moment, whatever other processes commit meanwhile.
+
+        For a reader that reads several tables while a run or ``metalabel serve`` writes (an export): a
+        label read in one query and who gave it in another must come from the same commit. Takes no
+        lock (WAL: writers go on); nothing may be written inside.
+        """
+        if self._connection.in_transaction:  # inside a batch: already one moment
+            yield
+            return
+        self._connection.execute("BEGIN")  # deferred: the first read fixes the snapshot
+        self._reading = True
+        try:
+            yield
+        finally:
+            self._reading = False
+            if self._connection.in_transaction:
+                self._connection.execute("COMMIT")
 
     def _begin(self) -> None:
         # IMMEDIATE takes the write lock before the first read, so no other process can
