@@ -10,6 +10,7 @@ the labels: the worst moment for an export that reads its tables one by one.
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
@@ -58,3 +59,20 @@ def test_nothing_is_written_while_the_store_is_read_as_one_moment(tmp_path):
             store.set_meta("note", "x")
         store.set_meta("note", "y")  # after it, writes go on as before
         assert store.meta()["note"] == "y"
+
+
+def test_a_label_studio_export_names_the_person_whose_answer_disagrees(tmp_path):
+    pool_file = tmp_path / "reviews.csv"
+    pool_file.write_text("text,label\ngreat phone,pos\nbroke in a day,neg\nlove the screen,\n", encoding="utf-8")
+    pool = datasets.read_text(pool_file)
+    with Project.create(tmp_path / "reviews", pool=pool) as project:
+        [item] = project.store.item_ids([pool.uris[2]])
+        asked = project.store.ask(item, strategy="margin")
+        project.store.answer(asked, "pos", oracle="labelstudio:ann@x")
+        project.store.add_human_disagreement(asked, "neg", oracle="labelstudio:bob@x")  # a second annotator
+        result = project.export(tmp_path / "out", format="labelstudio")
+    tasks = {task["data"]["uri"]: task for task in json.loads((result.path / "tasks.json").read_text())}
+    disputed = tasks[pool.uris[2]]
+    assert disputed["annotations"][0]["result"][0]["value"] == {"choices": ["pos"]}
+    [other] = disputed["predictions"]  # bob's answer beside ann's, under his name, for the reviewer to weigh
+    assert (other["result"][0]["value"], other["model_version"]) == ({"choices": ["neg"]}, "labelstudio:bob@x")

@@ -823,9 +823,10 @@ def _labelstudio_task(row: _Row, kind: str, value: str | dict[str, float], proje
     suggestions = [] if by_person else [
         Suggestion(label.class_name, label.model_hash or label.source, label.calibrated_confidence)]
     if row.disagreement is not None:
-        # The contradicting label goes along as a prediction, so a reviewer sees both.
+        # The contradicting label goes along as a prediction, so a reviewer sees both, and whose it is.
         disagreement = row.disagreement
-        suggestions.append(Suggestion(disagreement.proposed_class, disagreement.model_hash or disagreement.source,
+        suggestions.append(Suggestion(disagreement.proposed_class,
+                                      disagreement.model_hash or disagreement.oracle or disagreement.source,
                                       disagreement.calibrated_confidence))
     # every provenance column rides along in the task's data (Label Studio shows it beside the item), and the
     # label's identity, so a reviewed export can be imported back (LabelStudioQueue.import_annotations)
