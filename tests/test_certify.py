@@ -206,8 +206,15 @@ def test_bad_arrays_raise_typed_errors() -> None:
     with pytest.raises(BadInputError, match="reference_correct"):
         certify_acceptance([0.9], [0], reference_confidence=[0.9], reference_predicted=[0], reference_correct=[],
                            target=0.9)
-    with pytest.raises(BadInputError, match="predicted"):
+    with pytest.raises(BadInputError, match=r"predicted must hold one class id per value of confidence \(2\)"):
         certify_acceptance([0.9, 0.8], [0], reference_confidence=[], reference_predicted=[], reference_correct=[],
+                           target=0.9)
+    # the class ids are checked by the one class-id check (data.arrays), which names the first bad row
+    with pytest.raises(BadInputError, match="row 1: reference_predicted holds -1"):
+        certify_acceptance([0.9], [0], reference_confidence=[0.9, 0.8], reference_predicted=[0, -1],
+                           reference_correct=[True, True], target=0.9)
+    with pytest.raises(BadInputError, match="predicted must hold integer class ids"):
+        certify_acceptance([0.9], [0.0], reference_confidence=[], reference_predicted=[], reference_correct=[],
                            target=0.9)
 
 

@@ -105,6 +105,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import special, stats
 
+from metalabel.data.arrays import check_class_ids
 from metalabel.errors import BadInputError, check_whole_number
 
 Method = Literal["binomial", "ppi"]
@@ -770,13 +771,7 @@ def _check_confidence(values: ArrayLike, name: str, *, allow_empty: bool = False
 def _check_items(confidence: ArrayLike, predicted: ArrayLike, name: str, predicted_name: str, *,
                  allow_empty: bool = False) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     conf = _check_confidence(confidence, name, allow_empty=allow_empty)
-    pred = np.asarray(predicted)
-    if pred.shape != conf.shape:
-        raise BadInputError(f"{predicted_name} has shape {pred.shape} but {name} has {conf.shape}",
-                            hint="give one predicted class per item")
-    if pred.size and (not np.issubdtype(pred.dtype, np.integer) or pred.min() < 0):
-        raise BadInputError(f"{predicted_name} must hold class indices >= 0")
-    return conf, pred.astype(np.int64)
+    return conf, check_class_ids(predicted, name=predicted_name, rows=conf.size, row_name=f"value of {name}")
 
 
 def _check_correct(values: ArrayLike, size: int) -> NDArray[np.bool_]:
