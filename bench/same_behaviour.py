@@ -110,7 +110,8 @@ def main() -> None:
                 "| run | what it did | seconds |\n|---|---|---|\n"
                 + "".join(f"| {path.name} | {summary(data)} | {data['seconds']} |\n"
                           for path, data in zip(args.compare, (before, after), strict=True))
-                + f"\nQuestions, answers, round reports (seconds aside), evaluate's scorecard and plan: **{verdict}**.\n")
+                + "\nQuestions, answers, round reports (seconds aside), evaluate's scorecard and plan: "
+                f"**{verdict}**.\n")
 
 
 if __name__ == "__main__":
