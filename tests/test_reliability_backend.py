@@ -123,6 +123,12 @@ class Backend:
             self.process.terminate()
         return self.process.communicate(timeout=30)[1] or ""
 
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
 
 @pytest.fixture
 def backend(project):
@@ -207,3 +213,54 @@ def test_an_import_while_another_process_writes_is_refused_whole_and_the_same_co
     with ProjectStore.open(project) as store:
         [label] = [label for label in store.active_labels() if label.item_id == unlabeled(store, "3").id]
         assert (label.class_name, label.source, label.oracle) == ("dog", "human", "labelstudio:7")
+
+
+def test_what_a_run_made_the_backend_keep_is_recorded_in_order_before_the_next_annotation(project, backend):
+    with ProjectStore.open(project) as store:
+        task = question_task(store)
+        other = store.ask(unlabeled(store, "2").id, strategy="margin")
+        shown = unlabeled(store, "2")
+        identity = QuestionIdentity(other, shown.id, shown.uri, shown.content_hash, project_identity(store))
+        later_task = {"id": 22, "project": 1, **choices_task("image", "data:image/png;base64,AAAA",
+                                                             question=identity)}
+    holder = hold_the_lock(project)
+    try:  # the annotator answers, then changes her mind, while a run holds the project
+        assert post(backend.url + "/webhook", webhook("ANNOTATION_CREATED", task, "dog"))[0] == 409
+        assert post(backend.url + "/webhook", webhook("ANNOTATION_UPDATED", task, "cat"))[0] == 409
+    finally:
+        holder.communicate(input="", timeout=30)
+    assert len(list((project / "labelstudio" / "webhook").glob("*.json"))) == 2
+    # the run is over; the next annotation arrives, and what was kept is recorded first, in order
+    status, recorded = post(backend.url + "/webhook", webhook("ANNOTATION_CREATED", later_task, "dog"))
+    assert status == 201 and recorded["answered"] == 1, recorded
+    with ProjectStore.open(project) as store:
+        history = store.label_history(unlabeled(store, "3").id)
+        assert [(label.class_name, label.oracle, label.active) for label in history] == [
+            ("dog", "labelstudio:7", False), ("cat", "labelstudio:7", True)]  # her answer, then her change
+        assert store.disagreements() == []
+        assert [label.class_name for label in store.active_labels() if label.item_id == shown.id] == ["dog"]
+
+
+def test_import_answers_kept_records_every_kept_annotation_and_names_one_it_cannot(project, capsys):
+    with ProjectStore.open(project) as store:
+        task = question_task(store)
+    with Backend(project) as backend:  # the backend stops (the annotations stay kept) before the import
+        holder = hold_the_lock(project)
+        try:
+            assert post(backend.url + "/webhook", webhook("ANNOTATION_CREATED", task, "dog"))[0] == 409
+            assert post(backend.url + "/webhook", webhook("ANNOTATION_UPDATED", task, "cat"))[0] == 409
+            # another annotator's, with a class the project lacks: kept too, and refused when it is recorded
+            assert post(backend.url + "/webhook", webhook("ANNOTATION_CREATED", task, "fox"))[0] == 409
+        finally:
+            holder.communicate(input="", timeout=30)
+    capsys.readouterr()
+    assert main(["import-answers", str(project), "--kept"]) == 2  # one is refused: said, and it stays kept
+    out, err = capsys.readouterr()
+    assert "2 kept annotations recorded" in out and "'fox' is not one of the project's classes" in err
+    with ProjectStore.open(project) as store:
+        [label] = [label for label in store.active_labels() if label.item_id == unlabeled(store, "3").id]
+        assert (label.class_name, label.oracle) == ("cat", "labelstudio:7")
+    assert main(["status", str(project), "--json"]) == 0
+    [left] = json.loads(capsys.readouterr().out)["unrecorded_annotations"]
+    assert "-created-" in left
+    assert main(["import-answers", str(project), "x.json", "--kept"]) == 2  # a file or --kept, not both

@@ -355,6 +355,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_import_answers(args: argparse.Namespace) -> int:
     from metalabel.project import Project
 
+    if args.kept == (args.file is not None):
+        raise BadInputError("give the Label Studio export to import, or --kept (not both)",
+                            hint="--kept records the annotations `metalabel ml-backend` kept but could not record")
+    if args.kept:
+        return _import_kept(args)
     with Project.open(args.project) as project:
         recorded = project.import_answers(args.file, changed=args.changed)
     console.print(f"{recorded.answered} answers recorded, {recorded.dismissed} skipped by the annotator, "
@@ -369,6 +374,20 @@ def cmd_import_answers(args: argparse.Namespace) -> int:
         console.print(f"{recorded.disagreements} disagreements between annotators recorded (the most chosen class "
                       "is the label; see `metalabel status`)", highlight=False)
     return 0
+
+
+def _import_kept(args: argparse.Namespace) -> int:
+    from metalabel.project import Project
+
+    with Project.open(args.project) as project:
+        kept = project.import_kept_annotations()
+    answered = sum(recorded.answered + recorded.changed for _, recorded in kept.recorded)
+    console.print(f"{len(kept.recorded)} kept annotations recorded ({answered} answers given or changed)",
+                  highlight=False)
+    for path, why in kept.refused:
+        err_console.print(f"[yellow]not recorded:[/] {escape(str(path))}: {escape(why)}", highlight=False,
+                          soft_wrap=True)
+    return 2 if kept.refused else 0
 
 
 def cmd_add_items(args: argparse.Namespace) -> int:
@@ -399,10 +418,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     _print_mapping(f"project {args.project}", {**status, "unrecorded_annotations": len(unrecorded)})
     if unrecorded:
         err_console.print(f"[yellow]warning:[/] {len(unrecorded)} Label Studio annotations the ML backend kept are "
-                          "not recorded in the project (a run held it, or they were refused); record each with "
-                          f"`metalabel import-answers {escape(str(args.project))} FILE`, adding --changed where the "
-                          f"file's name says 'updated': {escape(', '.join(unrecorded))}",
-                          highlight=False, soft_wrap=True)
+                          "not recorded in the project (a run held it, or they were refused); record them with "
+                          f"`metalabel import-answers {escape(str(args.project))} --kept`: "
+                          f"{escape(', '.join(unrecorded))}", highlight=False, soft_wrap=True)
     for line in _certified_lines(certified, retracted_total=status["retracted_labels"]):
         console.print(line, highlight=False, soft_wrap=True)
     for line in rules.lines() if rules is not None else ():
@@ -769,8 +787,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("import-answers", parents=[common], help="record answers from a Label Studio JSON export")
     p.add_argument("project", type=Path)
-    p.add_argument("file", type=Path, help="the JSON (or JSON-MIN) export of the Label Studio project; a reviewed "
-                   "`export --format labelstudio` too (JSON only)")
+    p.add_argument("file", type=Path, nargs="?", help="the JSON (or JSON-MIN) export of the Label Studio project; a "
+                   "reviewed `export --format labelstudio` too (JSON only)")
+    p.add_argument("--kept", action="store_true",
+                   help="instead of a file: every annotation `metalabel ml-backend` kept but could not record (a "
+                        "run held the project), oldest first, each as the event it was")
     p.add_argument("--changed", action="store_true",
                    help="the annotations are ones their annotators changed (an ANNOTATION_UPDATED that `metalabel "
                         "ml-backend` kept): each becomes that annotator's changed answer")

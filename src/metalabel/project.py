@@ -216,6 +216,15 @@ class Project:
             return LabelStudioQueue(self.folder / "labelstudio").import_annotations(path, store=self.store,
                                                                                   changed=changed)
 
+    def import_kept_annotations(self):
+        """Record the Label Studio annotations the ML backend kept but could not record (a run held the project),
+        oldest first, each as the event it was; returns a ``metalabel.label.oracle.KeptAnnotations`` (those
+        recorded, and those refused with why: they stay kept). Holds the writer lock."""
+        from metalabel.label.oracle import record_kept_annotations
+
+        with self.writer_lock():
+            return record_kept_annotations(self.store)
+
     def run(self, learner=None, *, oracle, rules: str | Path | RuleSet | Sequence[LabelingFunction] | None = None,
             ray: str | None = None, **options: Any):
         """Label the pool: rounds of adapt, calibrate, accept at a target precision and ask ``oracle``.

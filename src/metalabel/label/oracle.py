@@ -916,11 +916,14 @@ class LabelStudioQueue:
 
 
 AUDIT = "audit"
+"""The strategy of the question a reviewed export label is recorded through (as the labeling page's review)."""
 
 ANSWERS_IMPORT = "answers-import"
 """The artifact kind of a Label Studio export whose answers were recorded (``import_annotations``)."""
 WEBHOOK_FOLDER = Path("labelstudio") / "webhook"
 """Where the ML backend keeps each annotation it receives (under the project folder), as a one-task export."""
+UPDATED_MARK = "-updated-"
+"""In a kept annotation's file name: it came as ``ANNOTATION_UPDATED``, its annotator's changed answer."""
 
 
 def unrecorded_annotations(store: ProjectStore) -> list[Path]:
@@ -929,7 +932,31 @@ def unrecorded_annotations(store: ProjectStore) -> list[Path]:
     recorded = {artifact.path for artifact in store.artifacts(kind=ANSWERS_IMPORT)}
     kept = sorted((store.folder / WEBHOOK_FOLDER).glob("*.json"), key=lambda path: (path.stat().st_mtime_ns, path))
     return [path for path in kept if path.resolve() not in recorded]
-"""The strategy of the question a reviewed export label is recorded through (as the labeling page's review)."""
+
+
+@dataclass(frozen=True)
+class KeptAnnotations:
+    """What ``record_kept_annotations`` did: the files recorded, with what they held, and those refused, with why."""
+
+    recorded: list[tuple[Path, RecordedAnswers]]
+    refused: list[tuple[Path, str]]
+
+
+def record_kept_annotations(store: ProjectStore, *, but: Path | None = None) -> KeptAnnotations:
+    """Record the annotations the ML backend kept but did not record, oldest first, each as the event it was
+    (an update as its annotator's changed answer), each all or nothing. One that is refused (its question
+    gone from this project, a class the project lacks) stays kept and listed by ``unrecorded_annotations``.
+    ``but``: a kept file to leave for the caller. Hold the project's writer lock around it."""
+    queue = LabelStudioQueue(store.folder / "labelstudio")
+    recorded, refused = [], []
+    for path in unrecorded_annotations(store):
+        if but is not None and path.resolve() == but.resolve():
+            continue
+        try:
+            recorded.append((path, queue.import_annotations(path, store=store, changed=UPDATED_MARK in path.name)))
+        except MetalabelError as error:
+            refused.append((path, str(error)))
+    return KeptAnnotations(recorded, refused)
 
 TASK_FILE_PREFIX = "tasks-q"
 """How the queue's task files are named (``tasks-q<first>-q<last>.json``), for whoever reads them back."""

@@ -28,10 +28,10 @@ transaction, the annotator as ``labelstudio:<user id>``. An annotation its annot
 (``ANNOTATION_UPDATED``) is their changed answer: the new class becomes the label and the first answer
 stays in the history (``ProjectStore.correct``); a change to another person's answer is recorded as a
 disagreement, never written over it. While another process holds the project's writer lock (a run),
-an annotation is refused (409) and its file kept: the refusal names the command that records it later
-(``metalabel import-answers``, with ``--changed`` for an update), and the backend's console says so too, since
-Label Studio shows its annotators no webhook failure. ``metalabel status`` lists every kept annotation not
-recorded yet (``unrecorded_annotations``); a kept file's name says ``updated`` for an update.
+an annotation is refused (409) and its file kept, and the backend's console says so (Label Studio shows its
+annotators no webhook failure). Kept annotations are recorded, oldest first and each as the event it was (an
+update as a changed answer), before the next annotation the backend records, or by ``metalabel import-answers
+PROJECT --kept``; ``metalabel status`` lists those not recorded yet (``unrecorded_annotations``).
 
 Every request needs HTTP basic auth (user ``metalabel``, the password printed at start or set in
 ``METALABEL_ML_BACKEND_PASSWORD``): enter both in Label Studio's model connection settings. Label
@@ -68,7 +68,14 @@ from metalabel.label.labelstudio import (
     Suggestion,
     prediction_json,  # the one prediction builder, shared with the task files metalabel writes
 )
-from metalabel.label.oracle import TASK_FILE_PREFIX, WEBHOOK_FOLDER, LabelStudioQueue, project_identity
+from metalabel.label.oracle import (
+    TASK_FILE_PREFIX,
+    UPDATED_MARK,
+    WEBHOOK_FOLDER,
+    LabelStudioQueue,
+    project_identity,
+    record_kept_annotations,
+)
 from metalabel.serve.app import Listener
 from metalabel.store import LabelSource, ProjectStore
 from metalabel.store.lock import WriterLock
@@ -219,22 +226,23 @@ def record_annotation(store: ProjectStore, payload: Any) -> dict[str, Any]:
                             hint="send Label Studio's webhook payload as it is")
     changed = payload.get("action") == "ANNOTATION_UPDATED"
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    # the token keeps two events about one annotation in one second apart; the name says an update, which a
-    # later import must be told (--changed)
-    name = (f"{stamp}-task{_safe_id(task.get('id'))}-annotation{_safe_id(annotation.get('id'))}-"
-            f"{'updated' if changed else 'created'}-{secrets.token_hex(3)}.json")
+    # the token keeps two events about one annotation in one second apart; the name says an update, so a later
+    # import of the kept file records it as one (record_kept_annotations)
+    name = (f"{stamp}-task{_safe_id(task.get('id'))}-annotation{_safe_id(annotation.get('id'))}"
+            f"{UPDATED_MARK if changed else '-created-'}{secrets.token_hex(3)}.json")
     path = store.folder / WEBHOOK_FOLDER / name
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps([{**task, "annotations": [annotation]}], ensure_ascii=False))
-    # an updated annotation is its annotator's changed answer: the later import must record it as one
-    later = (f"the annotation is kept in {path}: record it later with `metalabel import-answers "
-             f"{shlex.quote(str(store.folder))} {shlex.quote(str(path))}{' --changed' if changed else ''}`")
+    later = (f"the annotation is kept in {path} and recorded with the next one the backend can record, or "
+             f"with `metalabel import-answers {shlex.quote(str(store.folder))} --kept`")
     lock = WriterLock(store.folder)
     try:
         lock.acquire(command="metalabel ml-backend (recording an annotation)")
     except ProjectLockedError as error:
         raise ProjectLockedError(f"{error}; {later}") from None
     try:
+        # what a run made the backend keep comes first, in order: an update after the answer it changes
+        record_kept_annotations(store, but=path)
         recorded = LabelStudioQueue(store.folder / "labelstudio").import_annotations(path, store=store, changed=changed)
     except StoreError as error:  # the store could not take it now (busy, disk): the file can be recorded later
         raise StoreError(f"{error}; {later}") from error
