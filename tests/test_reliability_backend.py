@@ -264,3 +264,17 @@ def test_import_answers_kept_records_every_kept_annotation_and_names_one_it_cann
     [left] = json.loads(capsys.readouterr().out)["unrecorded_annotations"]
     assert "-created-" in left
     assert main(["import-answers", str(project), "x.json", "--kept"]) == 2  # a file or --kept, not both
+
+
+def test_an_annotation_deleted_in_label_studio_is_said_on_the_console_and_its_answer_kept(project, backend):
+    with ProjectStore.open(project) as store:
+        task = question_task(store)
+    assert post(backend.url + "/webhook", webhook("ANNOTATION_CREATED", task, "dog"))[0] == 201
+    deleted = json.dumps({"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 11}], "project": {"id": 1}})
+    status, reply = post(backend.url + "/webhook", deleted.encode())
+    assert status == 200 and reply["status"] == "ignored"
+    console = backend.stop()
+    assert "deleted an annotation (ANNOTATIONS_DELETED)" in console and "stays in the project" in console, console
+    with ProjectStore.open(project) as store:  # the person's answer is not withdrawn by it
+        [label] = [label for label in store.active_labels() if label.item_id == unlabeled(store, "3").id]
+        assert (label.class_name, label.source) == ("dog", "human")

@@ -319,6 +319,10 @@ def create_backend_app(folder: str | Path, *, password: str) -> ASGIApp:
         payload = await body(request)
         action = payload.get("action")
         if action not in RECORDED_ACTIONS:
+            if isinstance(action, str) and action.startswith("ANNOTATION") and action.endswith("DELETED"):
+                # the annotator took an answer back; the project keeps it (an answer is changed, never withdrawn)
+                log.warning("metalabel ml-backend: Label Studio deleted an annotation (%s); the answer it gave stays "
+                            "in the project: to change it, update the annotation instead", action)
             return JSONResponse({"status": "ignored", "reason": f"metalabel records {' and '.join(RECORDED_ACTIONS)}"
                                                                 f", not {action!r}"})
         try:
