@@ -924,13 +924,18 @@ WEBHOOK_FOLDER = Path("labelstudio") / "webhook"
 """Where the ML backend keeps each annotation it receives (under the project folder), as a one-task export."""
 UPDATED_MARK = "-updated-"
 """In a kept annotation's file name: it came as ``ANNOTATION_UPDATED``, its annotator's changed answer."""
+CREATED_MARK = "-created-"
+"""In a kept annotation's file name: it came as ``ANNOTATION_CREATED``. A file with neither mark was kept by a
+backend before schema version 6, which recorded it without saying so: it is not replayed."""
 
 
 def unrecorded_annotations(store: ProjectStore) -> list[Path]:
     """Annotations the ML backend kept but could not record (a run held the project, the store was busy, or
     they were refused), oldest first: answers people gave that are not in the project yet."""
     recorded = {artifact.path for artifact in store.artifacts(kind=ANSWERS_IMPORT)}
-    kept = sorted((store.folder / WEBHOOK_FOLDER).glob("*.json"), key=lambda path: (path.stat().st_mtime_ns, path))
+    kept = sorted((path for path in (store.folder / WEBHOOK_FOLDER).glob("*.json")
+                   if CREATED_MARK in path.name or UPDATED_MARK in path.name),
+                  key=lambda path: (path.stat().st_mtime_ns, path))
     return [path for path in kept if path.resolve() not in recorded]
 
 

@@ -69,6 +69,7 @@ from metalabel.label.labelstudio import (
     prediction_json,  # the one prediction builder, shared with the task files metalabel writes
 )
 from metalabel.label.oracle import (
+    CREATED_MARK,
     TASK_FILE_PREFIX,
     UPDATED_MARK,
     WEBHOOK_FOLDER,
@@ -229,7 +230,7 @@ def record_annotation(store: ProjectStore, payload: Any) -> dict[str, Any]:
     # the token keeps two events about one annotation in one second apart; the name says an update, so a later
     # import of the kept file records it as one (record_kept_annotations)
     name = (f"{stamp}-task{_safe_id(task.get('id'))}-annotation{_safe_id(annotation.get('id'))}"
-            f"{UPDATED_MARK if changed else '-created-'}{secrets.token_hex(3)}.json")
+            f"{UPDATED_MARK if changed else CREATED_MARK}{secrets.token_hex(3)}.json")
     path = store.folder / WEBHOOK_FOLDER / name
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps([{**task, "annotations": [annotation]}], ensure_ascii=False))

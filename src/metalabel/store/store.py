@@ -680,7 +680,8 @@ class ProjectStore:
             return LabelWrite(Outcome.UNCHANGED, label_id=kept_label_id)
         on_record = self._connection.execute(
             "SELECT id FROM disagreements WHERE item_id = ? AND kept_label_id = ? AND class_id = ? "
-            "AND source = 'human' AND oracle IS ? AND resolved_by_label_id IS NULL",
+            # an unnamed one was recorded before schema 6 (who it was is unknown): it may be this person's
+            "AND source = 'human' AND (oracle IS ? OR oracle IS NULL) AND resolved_by_label_id IS NULL",
             (question["item_id"], kept_label_id, class_id, oracle),
         ).fetchone()
         if on_record is not None:
