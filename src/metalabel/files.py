@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
 import shutil
@@ -118,7 +119,7 @@ def remove_stale_staging(folder: str | Path) -> list[Path]:
         return []
     removed = []
     prefix = _staging_prefix(folder)
-    for candidate in sorted(folder.parent.glob(prefix + "*")):
+    for candidate in sorted(folder.parent.glob(glob.escape(prefix) + "*")):  # the name is no pattern: run[1]
         pid, _, rest = candidate.name[len(prefix):].partition("-")
         if candidate.resolve() in _writing or (pid.isdigit() and int(pid) != os.getpid() and _process_alive(int(pid))):
             continue
