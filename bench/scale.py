@@ -189,16 +189,24 @@ class RoundCell:
     pool_rss_mb: float
     peak_rss_mb: float
     heap_growth_mb: float
+    neighbours: str  # how the round's nearest-neighbour graph was searched: "exact" or "approximate (faiss)"
 
 
-def run_round(items: int) -> RoundCell:
-    """One labeling round on a synthetic pool in one process (what follows the embedding, with or without Ray)."""
+def run_round(items: int, exact_max: int | None = None) -> RoundCell:
+    """One labeling round on a synthetic pool in one process (what follows the embedding, with or without Ray).
+
+    ``exact_max`` overrides the pool size above which the graph's neighbours are searched approximately.
+    """
     import gc
 
+    import metalabel.label.graph as graph
     from metalabel.datasets import gold_labels, seed_labels_from_pool
     from metalabel.label.oracle import SimulatedOracle
     from metalabel.project import Project
 
+    if exact_max is not None:
+        graph.EXACT_NEIGHBOURS_MAX = exact_max
+    approximate = items > graph.EXACT_NEIGHBOURS_MAX and graph.faiss_installed()
     pool = synthetic_pool(items, labeled=True)
     gold, seeds = gold_labels(pool), seed_labels_from_pool(pool, per_class=5, seed=0)
     gc.collect()
@@ -210,7 +218,8 @@ def run_round(items: int) -> RoundCell:
             project.run(oracle=SimulatedOracle(gold), encoder="pixels", budget=20, per_round=20, max_rounds=1,
                         project_meta_steps=0, generate=False, progress=False)
         seconds = time.perf_counter() - began
-    return RoundCell(items, seconds, pool_rss, status_mb("VmHWM")[0], sampled.anon - anon_before)
+    return RoundCell(items, seconds, pool_rss, status_mb("VmHWM")[0], sampled.anon - anon_before,
+                     "approximate (faiss)" if approximate else "exact")
 
 
 @dataclass(frozen=True)
@@ -360,6 +369,8 @@ def main() -> None:
     parser.add_argument("--round-sizes", default="", help="pool sizes for one labeling round (pixels, one process)")
     parser.add_argument("--cell", nargs=3, metavar=("ENCODER", "ITEMS", "WORKERS"), help=argparse.SUPPRESS)
     parser.add_argument("--round-cell", type=int, metavar="ITEMS", help=argparse.SUPPRESS)
+    parser.add_argument("--exact-neighbours-max", type=int,
+                        help="with --round-sizes: search the graph's neighbours approximately above this many items")
     parser.add_argument("--read-sizes", default="", help="pool sizes to read from a PNG folder, whole and in chunks")
     parser.add_argument("--graph-memory", default="", help="pool sizes to build the round's graph alone at")
     parser.add_argument("--graph-cell", type=int, metavar="ITEMS", help=argparse.SUPPRESS)
@@ -370,7 +381,7 @@ def main() -> None:
         print(json.dumps(asdict(run_cell(args.cell[0], int(args.cell[1]), int(args.cell[2])))))
         return
     if args.round_cell:
-        print(json.dumps(asdict(run_round(args.round_cell))))
+        print(json.dumps(asdict(run_round(args.round_cell, args.exact_neighbours_max))))
         return
     if args.predict_ray:
         predict_on_ray(args.predict_ray)
@@ -418,7 +429,9 @@ def rounds_only(args: argparse.Namespace) -> None:
     cells = []
     for items in (int(size) for size in args.round_sizes.split(",")):
         with tempfile.TemporaryDirectory() as cache:
-            out = subprocess.run([sys.executable, __file__, "--round-cell", str(items)],
+            limit = [] if args.exact_neighbours_max is None else ["--exact-neighbours-max",
+                                                                  str(args.exact_neighbours_max)]
+            out = subprocess.run([sys.executable, __file__, "--round-cell", str(items), *limit],
                                  env={**os.environ, "METALABEL_CACHE": cache}, check=True, capture_output=True,
                                  text=True)
         cells.append(RoundCell(**json.loads(out.stdout.strip().splitlines()[-1])))
@@ -427,11 +440,13 @@ def rounds_only(args: argparse.Namespace) -> None:
     args.out.write_text(json.dumps({"command": "python bench/scale.py " + shlex.join(sys.argv[1:]),
                                     "note": args.note, "load_before": load_before, "load_after": os.getloadavg(),
                                     "rounds": [asdict(cell) for cell in cells]}, indent=2))
-    print("| items | round s | items/s | driver RSS with the pool, MB | driver peak RSS, MB | heap growth, MB |")
-    print("|---|---|---|---|---|---|")
+    print("| items | neighbours | round s | items/s | driver RSS with the pool, MB | driver peak RSS, MB | "
+          "heap growth, MB | heap growth per item, KB |")
+    print("|---|---|---|---|---|---|---|---|")
     for cell in cells:
-        print(f"| {cell.items} | {cell.seconds:.1f} | {cell.items / cell.seconds:.0f} | {cell.pool_rss_mb:.0f} | "
-              f"{cell.peak_rss_mb:.0f} | {cell.heap_growth_mb:.0f} |")
+        print(f"| {cell.items} | {cell.neighbours} | {cell.seconds:.1f} | {cell.items / cell.seconds:.0f} | "
+              f"{cell.pool_rss_mb:.0f} | {cell.peak_rss_mb:.0f} | {cell.heap_growth_mb:.0f} | "
+              f"{cell.heap_growth_mb * 1024 / cell.items:.1f} |")
 
 
 def write(args: argparse.Namespace, cells: list[Cell], load_before: tuple[float, ...],

@@ -60,6 +60,29 @@ def test_a_wide_space_is_projected_and_the_graph_is_reproducible():
     assert (first.propagate(labeled, np.arange(3), np.ones(3), 3).argmax(1) == y).mean() > 0.95
 
 
+def test_the_graph_does_not_depend_on_how_many_rows_a_distance_block_holds(monkeypatch):
+    x, _ = two_moons(300)
+    whole = PoolGraph.build(x)  # one block of all 300 rows
+    monkeypatch.setattr("metalabel.label.graph.BLOCK_BYTES", 8 * 300 * 16)  # the smallest block, 16 rows
+    blocked = PoolGraph.build(x)
+    assert abs(whole.affinity - blocked.affinity).max() < 1e-9
+    assert whole.affinity.nnz == blocked.affinity.nnz > 0
+
+
+def test_a_big_pool_gets_approximate_neighbours_that_agree_with_the_exact_ones(monkeypatch):
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(2)
+    centres = rng.normal(0, 4, size=(20, 32))
+    x = (centres[rng.integers(0, 20, 3000)] + rng.normal(size=(3000, 32))).astype(np.float32)
+    exact = PoolGraph.build(x)
+    monkeypatch.setattr("metalabel.label.graph.EXACT_NEIGHBOURS_MAX", 1000)  # 3000 items count as big
+    approximate, again = PoolGraph.build(x), PoolGraph.build(x)
+    assert (approximate.affinity != again.affinity).nnz == 0  # reproducible: a resumed run gets the same graph
+    assert approximate.affinity.diagonal().max() == 0  # no item is its own neighbour
+    same_edges = exact.affinity.multiply(approximate.affinity > 0).nnz / exact.affinity.nnz
+    assert same_edges > 0.9
+
+
 @pytest.mark.parametrize("bad", [np.zeros(5), np.array([[0.0, np.nan], [1.0, 2.0]])])
 def test_embeddings_that_are_not_a_finite_matrix_are_refused(bad):
     with pytest.raises(BadInputError):

@@ -163,8 +163,11 @@ class RoundModel:
         self.generated_weight = GENERATED_WEIGHT
         self.prototype_space = isinstance(learner, ProtoNet)
         if isinstance(learner, ProtoNet):  # the prototype space
-            with torch.no_grad():
-                self.pool_embeddings = in_chunks(learner.embed, x)
+            if isinstance(learner.backbone, torch.nn.Identity):  # nearest class mean: the inputs are the space
+                self.pool_embeddings = x  # (a copy was a second [N, d] on the driver, bench/results/scale.md)
+            else:
+                with torch.no_grad():
+                    self.pool_embeddings = in_chunks(learner.embed, x)
         # The pool graph, built on first use and shared by the variants (one embedding, one graph); a caller
         # that keeps the same learner across rounds passes the same holder, so a big pool's graph is built once.
         self._graph: list[PoolGraph] = [] if graph_holder is None else graph_holder
@@ -240,16 +243,26 @@ class RoundModel:
         if self.head == "self-training":
             return self._self_trained_log_probs(support, support_emb.numpy(), y, weights, ways)[targets]
         if self.head in ("linear probe", "ensemble"):
-            probe = self._linear_probe_logits(support_emb.numpy(), y, weights, ways, emb[targets].numpy(),
+            probe = self._linear_probe_logits(support_emb.numpy(), y, weights, ways, self._rows(targets).numpy(),
                                               key=None if self.expand is not None else (support, y, weights))
             return probe if propagated is None else probe + propagated
-        unlabeled = torch.ones(len(emb), dtype=torch.bool)
-        unlabeled[torch.as_tensor(support)] = False
         steps = self.refine_steps if self.head == "soft k-means" else 0
+        unlabeled = emb[:0]  # plain prototypes read no pool item: no [N, d] copy for them
+        if steps:
+            outside_support = torch.ones(len(emb), dtype=torch.bool)
+            outside_support[torch.as_tensor(support)] = False
+            unlabeled = emb[outside_support]
         with torch.no_grad():
-            prototypes = refine_prototypes(support_emb, label_tensor, emb[unlabeled], ways=ways, steps=steps,
+            prototypes = refine_prototypes(support_emb, label_tensor, unlabeled, ways=ways, steps=steps,
                                            support_weights=weight_tensor)
-            return prototype_logits(emb[targets], prototypes).numpy()
+            return in_chunks(lambda rows: prototype_logits(rows, prototypes), self._rows(targets)).numpy()
+
+    def _rows(self, targets: np.ndarray) -> Tensor:
+        """The pool embeddings of ``targets``: the pool's own tensor (no ``[N, d]`` copy) when they are all of it."""
+        emb = self.pool_embeddings
+        if len(targets) == len(emb) and bool((targets == np.arange(len(emb))).all()):
+            return emb
+        return emb[torch.as_tensor(targets)]
 
     def _linear_probe_logits(self, support_emb: np.ndarray, y: np.ndarray, weights: np.ndarray, ways: int,
                              target_emb: np.ndarray, *,
@@ -275,8 +288,11 @@ class RoundModel:
                     self._probe_fits.clear()
                 self._probe_fits[cache_key] = probe
         logits = np.full((len(target_emb), ways), -1e4)  # a class the fold lacks gets (almost) no probability
-        with np.errstate(divide="ignore"):  # a probability that rounds to 0 is log 0: -inf, clipped below
-            logits[:, probe.classes_] = np.maximum(probe.predict_log_proba(target_emb), -1e4)
+        # by blocks of rows: the regression's float64 weights would make numpy cast a whole float32 pool to float64
+        for start in range(0, len(target_emb), PREDICT_ROWS):
+            with np.errstate(divide="ignore"):  # a probability that rounds to 0 is log 0: -inf, clipped below
+                block = probe.predict_log_proba(target_emb[start:start + PREDICT_ROWS])
+            logits[start:start + PREDICT_ROWS, probe.classes_] = np.maximum(block, -1e4)
         return logits
 
     def _self_trained_log_probs(self, support: np.ndarray, support_emb: np.ndarray, y: np.ndarray,
@@ -346,6 +362,9 @@ def surest_per_class(log_probs: np.ndarray, eligible: np.ndarray, count: int) ->
               for members in (np.flatnonzero(eligible & (predicted == c)) for c in np.unique(predicted[eligible]))]
     positions = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
     return positions, predicted[positions]
+
+
+PREDICT_ROWS = 8192  # pool rows predicted at a time: a prediction's temporaries stay bounded on a big pool
 
 
 def in_chunks(function: Callable[[Tensor], Tensor], x: Tensor, size: int = 2048) -> Tensor:
