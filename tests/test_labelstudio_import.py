@@ -202,17 +202,19 @@ def test_two_tasks_of_one_question_that_disagree_are_recorded_too(store, tmp_pat
     assert (disagreement.kept_class, disagreement.proposed_class) == ("dog", "bird")
 
 
-def test_a_later_export_that_changes_an_answer_records_a_disagreement(store, tmp_path):
+def test_a_later_export_with_another_persons_answer_records_a_disagreement(store, tmp_path):
+    # the same person's later answer is her change (tests/test_reliability_changes.py)
     tasks = export_questions(store, tmp_path / "queue")
     imported(store, write(tmp_path / "1.json", labeled(tasks, {1: [annotation("dog")]})))
-    recorded = imported(store, write(tmp_path / "2.json", labeled(tasks, {1: [annotation("cat")]})))
+    recorded = imported(store, write(tmp_path / "2.json", labeled(tasks, {1: [annotation("cat", who="bob@x")]})))
     assert (recorded.already_closed, recorded.disagreements) == ([1], 1)
     assert store.question(1).answer == "dog" and store.disagreements()[0].proposed_class == "cat"
 
 
 def test_an_import_that_fails_while_writing_writes_nothing(store, tmp_path, monkeypatch):
     tasks = export_questions(store, tmp_path / "queue")
-    export = write(tmp_path / "e.json", labeled(tasks, {q: [annotation("dog"), annotation("cat")] for q in (1, 2, 3)}))
+    export = write(tmp_path / "e.json", labeled(tasks, {q: [annotation("dog"), annotation("cat", who="bob@x")]
+                                                               for q in (1, 2, 3)}))
     before = snapshot(store)
     calls = []
 

@@ -34,6 +34,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -774,10 +775,15 @@ class LabelStudioQueue:
         The file is recorded as an ``answers-import`` artifact in the same transaction (once), so what was
         recorded can be told from what was not (``unrecorded_annotations``).
 
+        One person gives one answer: of her annotations of one question the newest (``updated_at``, else
+        the last in the file) counts, and where the answer on record is hers, a later one is her changed
+        answer (``ProjectStore.correct``: it becomes the label, the earlier answer stays in the history),
+        never a disagreement with herself; one older than her answer recorded from an earlier file (a kept
+        webhook replayed late) is left out. Another person's answer is still never written over.
+
         ``changed``: the annotations are ones their annotators changed (Label Studio's
-        ``ANNOTATION_UPDATED``). Where the answer on record is the same annotator's, the new class is
-        recorded as their changed answer (``ProjectStore.correct``: it becomes the label, the earlier
-        answer stays in the history); another person's answer is still never written over.
+        ``ANNOTATION_UPDATED``): one as old as the answer on record still changes it, and a reviewer's
+        changed verdict on a reviewed label is recorded as their changed answer.
         """
         path = Path(path)
         questions, reviews = self._read_export(path)
@@ -786,8 +792,9 @@ class LabelStudioQueue:
         tally = _Tally()
         try:
             with store.batch():
+                recorded_at = _recorded_answer_times(store)
                 for question_id, vote in questions.items():
-                    _record_votes(store, question_id, vote, tally, changed=changed)
+                    _record_votes(store, question_id, vote, tally, recorded_at, changed=changed)
                 for label_id, vote in reviews.items():
                     _record_review(store, shown[label_id], vote, tally, changed=changed)
                 # in the same transaction: the file is on record exactly when its answers are (once: a file
@@ -795,7 +802,10 @@ class LabelStudioQueue:
                 digest = path_sha256(path)
                 if not any(artifact.path == path.resolve() and artifact.sha256 == digest
                            for artifact in store.artifacts(kind=ANSWERS_IMPORT)):
-                    store.add_artifact(ANSWERS_IMPORT, path, meta={"changed": changed})
+                    store.add_artifact(ANSWERS_IMPORT, path, meta={"changed": changed, ANSWER_TIMES: {
+                        str(question_id): {who: when.isoformat() for who, when in vote.answered_at.items()
+                                           if when is not None}
+                        for question_id, vote in questions.items()}})
         except BadInputError as error:
             raise BadInputError(
                 f"{error}; nothing was imported (an import is all or nothing)", path=path,
@@ -904,9 +914,11 @@ class LabelStudioQueue:
                     vote.skipped_by.append(annotator)
                     continue
                 value = choices[-1].get("value")
-                vote.add(_one_choice(value.get("choices") if isinstance(value, dict) else None), annotator, index)
+                vote.add(_one_choice(value.get("choices") if isinstance(value, dict) else None), annotator, index,
+                         _annotation_time(annotation))
         elif CHOICES_NAME in task:  # "JSON-MIN": the choice sits under the control's name
-            vote.add(_one_choice(task[CHOICES_NAME]), self._annotator(task.get("annotator")), index)
+            vote.add(_one_choice(task[CHOICES_NAME]), self._annotator(task.get("annotator")), index,
+                     _annotation_time(task))
 
     def _annotator(self, completed_by: Any) -> str:
         """``labelstudio:<email or user id>``: Label Studio writes either, or a user object."""
@@ -990,11 +1002,22 @@ class _Votes:
     """Everything an export says about one question (over all its tasks and annotations)."""
 
     tasks: list[_TaskIdentity] = field(default_factory=list)
-    labels: list[tuple[str, str, int]] = field(default_factory=list)  # (class, annotator, task index)
+    labels: list[tuple[str, str, int]] = field(default_factory=list)  # (class, annotator, task index), one a person
     skipped_by: list[str] = field(default_factory=list)
+    answered_at: dict[str, datetime | None] = field(default_factory=dict)
+    """When each annotator last changed the answer in ``labels`` (Label Studio's ``updated_at``), where known."""
 
-    def add(self, label: str, annotator: str, index: int) -> None:
-        self.labels.append((label, annotator, index))
+    def add(self, label: str, annotator: str, index: int, when: datetime | None = None) -> None:
+        """One person's answer. A person answers once: of two (a task imported twice), the newer is her answer,
+        the later in the file where a time is missing."""
+        earlier = next((n for n, (_, who, _) in enumerate(self.labels) if who == annotator), None)
+        if earlier is None:
+            self.labels.append((label, annotator, index))
+        elif _not_older(when, self.answered_at[annotator]):
+            self.labels[earlier] = (label, annotator, index)
+        else:
+            return
+        self.answered_at[annotator] = when
 
     def decision(self) -> tuple[str, str, list[tuple[str, str]]] | None:
         """The class most annotators chose (the first chosen on a tie), who chose it first, and each other
@@ -1117,8 +1140,12 @@ def _check_classes(vote: _Votes, classes: set[str], path: Path) -> None:
             )
 
 
-def _record_votes(store: ProjectStore, question_id: int, vote: _Votes, tally: _Tally, *, changed: bool) -> None:
-    """One question's answers, inside the import's transaction."""
+def _record_votes(store: ProjectStore, question_id: int, vote: _Votes, tally: _Tally,
+                  recorded_at: Mapping[tuple[int, str], datetime], *, changed: bool) -> None:
+    """One question's answers, inside the import's transaction. An answer from the person whose answer is on
+    record is her change; one older than her answer recorded from an earlier file (a kept webhook replayed
+    after an export with her later annotation), or as old and not an update (``changed``), is left out: her
+    newer answer stands."""
     question = store.question(question_id)
     decision = vote.decision()
     if decision is None:
@@ -1135,15 +1162,62 @@ def _record_votes(store: ProjectStore, question_id: int, vote: _Votes, tally: _T
         write = store.answer(question_id, label, oracle=annotator)
         tally.answered += 1
         tally.disagreements += write.disagreement_id is not None
-    elif changed and annotator == question.oracle:  # the annotator changed their own answer
-        write = store.correct(question_id, label, oracle=annotator)
-        tally.changed += write.applied
-        tally.disagreements += write.disagreement_id is not None
     else:
-        tally.already_closed.append(question_id)
         others = [(label, annotator)] + others
+    changes = 0
     for other, who in others:
-        tally.disagreements += store.add_human_disagreement(question_id, other, oracle=who) is not None
+        if not _not_older(vote.answered_at[who], recorded_at.get((question_id, who)), equal=changed):
+            continue
+        if who == question.oracle:  # the person whose answer is on record changed it
+            write = store.correct(question_id, other, oracle=who)
+            changes += write.applied
+            tally.disagreements += write.disagreement_id is not None
+        else:
+            tally.disagreements += store.add_human_disagreement(question_id, other, oracle=who) is not None
+    tally.changed += changes
+    if question.answer is not None and not changes:
+        tally.already_closed.append(question_id)
+
+
+ANSWER_TIMES = "answer_times"
+"""In an ``answers-import`` artifact's meta: ``{question id: {annotator: updated_at}}`` of the answers it held."""
+
+
+def _annotation_time(annotation: Mapping[str, Any]) -> datetime | None:
+    """When the annotation was last changed (``updated_at``, else ``created_at``), as an aware time; None where
+    Label Studio wrote neither (then the order of the files and tasks decides)."""
+    for key in ("updated_at", "created_at"):
+        value = annotation.get(key)
+        if isinstance(value, str):
+            try:
+                when = datetime.fromisoformat(value)
+            except ValueError:
+                continue
+            return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return None
+
+
+def _not_older(when: datetime | None, than: datetime | None, *, equal: bool = True) -> bool:
+    """Whether an answer given at ``when`` replaces one given at ``than``: where either time is unknown, the
+    later one read does. ``equal``: whether the same time counts (it does in one file, and for an update event;
+    otherwise, across files, it is the answer already recorded)."""
+    if when is None or than is None:
+        return True
+    return when >= than if equal else when > than
+
+
+def _recorded_answer_times(store: ProjectStore) -> dict[tuple[int, str], datetime]:
+    """The newest time of each person's answer to each question that earlier imports recorded (their artifacts'
+    meta; imports before this was kept recorded none)."""
+    newest: dict[tuple[int, str], datetime] = {}
+    for artifact in store.artifacts(kind=ANSWERS_IMPORT):
+        for question_id, times in artifact.meta.get(ANSWER_TIMES, {}).items():
+            for who, text in times.items():
+                when = datetime.fromisoformat(text)
+                key = (int(question_id), who)
+                if key not in newest or when > newest[key]:
+                    newest[key] = when
+    return newest
 
 
 def _check_reviews(reviews: dict[int, _Votes], store: ProjectStore, path: Path) -> dict[int, Label]:

@@ -1,0 +1,102 @@
+"""Reliability: a person who changes an answer in Label Studio is recorded as changing it.
+
+One person gives one answer about an item: a later annotation by the same Label Studio user is her changed
+answer, never a disagreement with herself, and an older one arriving late (a kept webhook replayed after an
+export) does not undo her newer one. A person whose answer was not kept can change it too: his earlier
+disagreement is replaced, or settled when he now agrees. Real SQLite projects and Label Studio's "JSON"
+export and webhook payload shapes throughout.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from metalabel.label.oracle import LabelStudioQueue, Query, put_questions
+from metalabel.store import ItemRecord, ProjectStore
+
+CLASSES = ("cat", "dog", "bird")
+ANN, BOB = "labelstudio:ann@x", "labelstudio:bob@x"
+
+
+def make_project(folder: Path) -> tuple[ProjectStore, list[dict]]:
+    """A project with one open question about item 0; the tasks Label Studio holds for it."""
+    store = ProjectStore.create(folder / "p", name="pets")
+    store.set_classes(CLASSES)
+    store.add_items(ItemRecord(uri=f"pool/{i}.txt", content_hash=f"h{i}", modality="text") for i in range(2))
+    item = store.items()[0]
+    query = Query(store.ask(item.id, strategy="margin"), item.id, item.uri, f"text {item.uri}", CLASSES)
+    put_questions(store, LabelStudioQueue(folder / "queue"), [query])
+    [tasks_file] = (folder / "queue").glob("tasks-*.json")
+    return store, json.loads(tasks_file.read_text())
+
+
+def annotation(who: str, choice: str, updated_at: str, annotation_id: int = 1) -> dict:
+    """One annotation as Label Studio's "JSON" export and webhooks carry it."""
+    return {"id": annotation_id, "completed_by": {"id": 3, "email": who}, "was_cancelled": False,
+            "result": [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [choice]}}],
+            "created_at": "2026-12-05T09:00:00.000000Z", "updated_at": updated_at}
+
+
+def export(folder: Path, name: str, tasks: list[dict], *annotations: dict, copies: int = 1) -> Path:
+    """A Label Studio "JSON" export of the question's task (``copies`` tasks of it, annotations dealt in turn)."""
+    exported = [{"id": n + 1, "project": 1, "data": tasks[0]["data"], "meta": tasks[0]["meta"], "predictions": [],
+                 "annotations": [a for i, a in enumerate(annotations) if i % copies == n]} for n in range(copies)]
+    path = folder / name
+    path.write_text(json.dumps(exported))
+    return path
+
+
+def item_answers(store: ProjectStore) -> tuple[list[tuple[str, str | None, bool]], set[tuple[str, str | None]]]:
+    """Item 0's label history (class, who, active) and its open disagreements (class, who)."""
+    item = store.items()[0]
+    history = [(label.class_name, label.oracle, label.active) for label in store.label_history(item.id)]
+    return history, {(d.proposed_class, d.oracle) for d in store.disagreements() if d.item_id == item.id}
+
+
+def test_a_later_export_with_her_changed_answer_is_her_change_not_a_disagreement_with_herself(tmp_path):
+    store, tasks = make_project(tmp_path)
+    queue = LabelStudioQueue(tmp_path / "queue")
+    with store:
+        monday = export(tmp_path, "monday.json", tasks, annotation("ann@x", "cat", "2026-12-05T10:00:00Z"))
+        queue.import_annotations(monday, store=store)
+        recorded = queue.import_annotations(
+            export(tmp_path, "tuesday.json", tasks, annotation("ann@x", "dog", "2026-12-06T10:00:00Z")), store=store)
+        assert (recorded.changed, recorded.disagreements) == (1, 0)
+        assert item_answers(store) == ([("cat", ANN, False), ("dog", ANN, True)], set())
+        assert [question.answer for question in store.answered_questions()] == ["dog"]
+
+
+def test_her_newest_annotation_in_one_export_is_her_answer_whatever_the_order(tmp_path):
+    store, tasks = make_project(tmp_path)
+    with store:  # the question's task was imported into Label Studio twice; she answered both, the later says bird
+        two_tasks = export(tmp_path, "export.json", tasks, annotation("ann@x", "bird", "2026-12-05T11:00:00Z"),
+                           annotation("ann@x", "dog", "2026-12-05T10:00:00Z"), copies=2)
+        recorded = LabelStudioQueue(tmp_path / "queue").import_annotations(two_tasks, store=store)
+        assert (recorded.answered, recorded.disagreements) == (1, 0)
+        assert item_answers(store) == ([("bird", ANN, True)], set())
+
+
+def test_a_kept_webhook_replayed_after_an_export_with_her_newer_answer_does_not_undo_it(tmp_path):
+    store, tasks = make_project(tmp_path)
+    queue = LabelStudioQueue(tmp_path / "queue")
+    with store:
+        # the ML backend kept her first annotation (a run held the project) as a one-task export
+        kept = export(tmp_path, "kept-created.json", tasks, annotation("ann@x", "cat", "2026-12-05T10:00:00Z"))
+        # meanwhile an export with her changed annotation is imported; then the kept one is replayed
+        queue.import_annotations(export(tmp_path, "later.json", tasks,
+                                        annotation("ann@x", "dog", "2026-12-05T12:00:00Z")), store=store)
+        recorded = queue.import_annotations(kept, store=store)
+        assert (recorded.changed, recorded.disagreements) == (0, 0)
+        assert item_answers(store) == ([("dog", ANN, True)], set())
+
+
+def test_another_persons_answer_in_a_later_export_is_still_a_disagreement(tmp_path):
+    store, tasks = make_project(tmp_path)
+    queue = LabelStudioQueue(tmp_path / "queue")
+    with store:
+        queue.import_annotations(export(tmp_path, "a.json", tasks, annotation("ann@x", "cat", "2026-12-05T10:00:00Z")),
+                                 store=store)
+        queue.import_annotations(export(tmp_path, "b.json", tasks, annotation("ann@x", "cat", "2026-12-05T10:00:00Z"),
+                                        annotation("bob@x", "dog", "2026-12-05T11:00:00Z", 2)), store=store)
+        assert item_answers(store) == ([("cat", ANN, True)], {("dog", BOB)})
