@@ -5,7 +5,9 @@ and gives ``Answer`` records (a class name, or ``None`` for "can't tell"), one a
 time if it likes: ``answer`` returns any iterable, and a generator's answers are
 committed as they come. ``put_questions`` is how the labeling loop asks: it commits
 each answer in its own transaction before the oracle shows the next question, and
-turns SIGTERM and SIGHUP into a clean stop, so an answer given is an answer kept.
+turns SIGTERM and SIGHUP into a clean stop, so an answer given is an answer kept. An
+answer the store cannot commit (busy, say) is thrown back into a generator oracle as
+``AnswerNotSaved``, so the person hears it was not saved and answers again.
 
 - ``SimulatedOracle``: answers from gold labels, with optional seeded noise
   (benchmarks and tests).
@@ -31,7 +33,7 @@ import re
 import signal
 import threading
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -119,6 +121,19 @@ class Oracle(Protocol):
     def answer(self, questions: Sequence[Query]) -> Iterable[Answer]:
         """The answers, in any order, each at most once; a generator may yield each as it is given."""
         ...
+
+
+class AnswerNotSaved(StoreError):
+    """An answer the store could not commit (busy past its timeout, disk full, ...): nothing of it was written.
+
+    ``put_questions`` throws it into a generator oracle at the ``yield`` that gave the answer, so the
+    oracle can tell the person and ask again; an oracle that does not catch it ends labeling with it.
+    """
+
+    def __init__(self, answer: Answer, uri: str, cause: StoreError) -> None:
+        self.answer = answer
+        given = "the skip" if answer.label is None else f"the answer {answer.label!r}"
+        super().__init__(f"{given} for {uri} (question {answer.question_id}) was not saved: {cause}")
 
 
 class OracleStopped(MetalabelError):
@@ -260,18 +275,22 @@ def put_questions(store: ProjectStore, oracle: Oracle, queries: Sequence[Query])
     ``OracleStopped`` is raised, as when the person types ``q``. ``OracleStopped``
     (from the oracle or a signal) carries every answer this call committed.
 
+    An answer the store refuses (``StoreError``: busy past its timeout, say) writes nothing and is
+    thrown back into a generator oracle as ``AnswerNotSaved``, whose answer to it (asked again) comes
+    next; an oracle that is not a generator, or does not catch it, ends labeling with the error.
+
     The queries get the store's content hash and project identity (``Query.content_hash``,
     ``Query.project``) so that an asynchronous oracle can tie its answers to them, and why each
     was asked and the item's label now (``Query.asked_because``, ``Query.current_label``).
     An answer to a question that was not put is refused.
     """
     queries = _with_identity(store, queries)
-    asked = {query.question_id for query in queries}
+    uris = {query.question_id: query.uri for query in queries}
     tally = _Tally()
     committed: list[Answer] = []
 
     def commit(answer: Answer) -> None:
-        if not isinstance(answer, Answer) or answer.question_id not in asked:
+        if not isinstance(answer, Answer) or answer.question_id not in uris:
             raise BadInputError(
                 f"the oracle answered question {getattr(answer, 'question_id', answer)!r}, which was not put to it",
                 hint="an oracle answers only the questions it is given",
@@ -282,15 +301,22 @@ def put_questions(store: ProjectStore, oracle: Oracle, queries: Sequence[Query])
     stop = _StopOnSignal()
     with stop.installed():
         answers: Iterator[Answer] | None = None
+        not_saved: AnswerNotSaved | None = None
         try:
             with stop.waiting_for_the_oracle():
                 answers = iter(oracle.answer(queries))
             while True:
                 with stop.waiting_for_the_oracle():
-                    answer = next(answers, None)
+                    answer = _next_answer(answers, not_saved)
                 if answer is None:
                     break
-                commit(answer)
+                try:
+                    commit(answer)
+                    not_saved = None
+                except StoreError as error:
+                    if not isinstance(answers, Generator):  # nobody to ask again
+                        raise
+                    not_saved = AnswerNotSaved(answer, uris[answer.question_id], error)
             if stop.requested is not None:
                 raise _Signalled(stop.requested)
         except OracleStopped as stopped:
@@ -305,6 +331,16 @@ def put_questions(store: ProjectStore, oracle: Oracle, queries: Sequence[Query])
             if close is not None:
                 close()  # a generator oracle that was stopped mid-way tidies up (its finally blocks run)
     return tally.result()
+
+
+def _next_answer(answers: Iterator[Answer], not_saved: AnswerNotSaved | None) -> Answer | None:
+    """The oracle's next answer (None when it has no more); after ``not_saved``, what it gives once told."""
+    if not_saved is None or not isinstance(answers, Generator):
+        return next(answers, None)
+    try:
+        return answers.throw(not_saved)
+    except StopIteration:
+        return None
 
 
 def _with_identity(store: ProjectStore, queries: Sequence[Query]) -> list[Query]:
@@ -396,7 +432,8 @@ class TerminalOracle:
     classes), classes are chosen by name only, so ``3`` always means class ``3``.
 
     ``answer`` is a generator: each answer is handed over as soon as it is typed, so
-    ``put_questions`` commits it before the next question is shown. Stopping (``q``,
+    ``put_questions`` commits it before the next question is shown; one the store could not
+    save is said to be not saved, and the same item is asked again. Stopping (``q``,
     Ctrl-C or the end of input) raises ``OracleStopped`` with the answers given so far.
 
     Everything shown that came from the data (uris, text, class names) has terminal
@@ -435,12 +472,17 @@ class TerminalOracle:
                 except _UnclearReply as unclear:
                     self.console.print(Text(f"{unclear} {_HELP}", style="yellow"))
                     continue
+                if choice is _Command.STOP:
+                    raise OracleStopped(answers)
+                answer = Answer(query.question_id, None if choice is _Command.SKIP else choice, self.name)
+                try:
+                    yield answer
+                except AnswerNotSaved as not_saved:  # nothing of it was written: the same item again
+                    self.console.print(Text(f"{escape_controls(str(not_saved))}. Answer this item again, or q to "
+                                            "stop.", style="bold red"))
+                    continue
+                answers.append(answer)
                 break
-            if choice is _Command.STOP:
-                raise OracleStopped(answers)
-            answer = Answer(query.question_id, None if choice is _Command.SKIP else choice, self.name)
-            answers.append(answer)
-            yield answer
 
     def _show(self, query: Query, position: int, total: int, numbered: bool) -> None:
         console = self.console

@@ -26,7 +26,7 @@ import numpy as np
 from metalabel.data.dataset import LabeledDataset
 from metalabel.errors import BadInputError, MetalabelError
 from metalabel.label.ask import LABEL_ISSUE, REFERENCE
-from metalabel.label.oracle import AUDIT, Answer, OracleStopped, Query, RecordedAnswers, record_answers
+from metalabel.label.oracle import AUDIT, Answer, AnswerNotSaved, OracleStopped, Query, RecordedAnswers, record_answers
 from metalabel.store import LabelSource, ProjectStore
 
 
@@ -248,7 +248,12 @@ class Desk:
                     pending = None
                     continue
                 if answer is not None:
-                    yield answer  # the caller commits it before asking for the next one
+                    try:
+                        yield answer  # the caller commits it before asking for the next one
+                    except AnswerNotSaved as not_saved:  # nothing was written: the page says why, the item stays
+                        pending.result.set_exception(not_saved)
+                        pending = None
+                        continue
                     yielded.add(answer.question_id)
                     with self._lock:
                         self._answered_in_project += 1

@@ -185,7 +185,10 @@ class ProjectStore:
         self._batch_depth += 1
         try:
             yield
-            self._connection.execute("COMMIT" if outermost else f"RELEASE {savepoint}")
+            try:
+                self._connection.execute("COMMIT" if outermost else f"RELEASE {savepoint}")
+            except sqlite3.Error as exc:  # disk full, an I/O error: said in words (rolled back below)
+                raise _store_error(exc, self.path) from exc
         except BaseException:
             # SQLite may have rolled the whole transaction back itself (disk full, I/O error).
             if self._connection.in_transaction:
