@@ -70,13 +70,13 @@ def test_a_second_persons_answer_and_a_changed_one_are_disagreements_that_name_w
         store.answer(store.ask(second.id, strategy="audit"), "dog", oracle="web:cid")
         # bob's late answer to the question he skipped: cid answered the item meanwhile, so it is kept beside hers
         assert store.answer(skipped, "cat", oracle="web:bob").disagreement_id is not None
-        # bob changes that answer (undo on the page, another class): still beside cid's, still his
+        # bob changes that answer (undo on the page, another class): still beside cid's, still his; it replaces
+        # his earlier one (tests/test_reliability_changes.py)
         assert store.correct(skipped, "bird", oracle="web:bob").disagreement_id is not None
         # another annotator on an answered question (a Label Studio import names who)
         assert store.add_human_disagreement(asked, "dog", oracle="labelstudio:eve") is not None
         found = {(d.uri, d.kept_class, d.proposed_class, d.oracle) for d in store.disagreements()}
-        assert found == {("pool/1.txt", "dog", "cat", "web:bob"), ("pool/1.txt", "dog", "bird", "web:bob"),
-                         ("pool/0.txt", "cat", "dog", "labelstudio:eve")}
+        assert found == {("pool/1.txt", "dog", "bird", "web:bob"), ("pool/0.txt", "cat", "dog", "labelstudio:eve")}
 
 
 def test_a_version_5_project_gains_who_disagreed_and_keeps_its_disagreements(tmp_path):

@@ -100,3 +100,37 @@ def test_another_persons_answer_in_a_later_export_is_still_a_disagreement(tmp_pa
         queue.import_annotations(export(tmp_path, "b.json", tasks, annotation("ann@x", "cat", "2026-12-05T10:00:00Z"),
                                         annotation("bob@x", "dog", "2026-12-05T11:00:00Z", 2)), store=store)
         assert item_answers(store) == ([("cat", ANN, True)], {("dog", BOB)})
+
+
+def test_a_person_whose_answer_was_not_kept_can_change_it_and_agreeing_settles_it(tmp_path):
+    store, tasks = make_project(tmp_path)
+    queue = LabelStudioQueue(tmp_path / "queue")
+    with store:
+        queue.import_annotations(export(tmp_path, "a.json", tasks, annotation("ann@x", "cat", "2026-12-05T10:00:00Z"),
+                                        annotation("bob@x", "dog", "2026-12-05T10:30:00Z", 2)), store=store)
+        assert item_answers(store) == ([("cat", ANN, True)], {("dog", BOB)})
+        # bob changes his answer: his new one replaces his old disagreement
+        queue.import_annotations(export(tmp_path, "b.json", tasks, annotation("bob@x", "bird", "2026-12-05T11:00:00Z",
+                                                                              2)), store=store)
+        assert item_answers(store) == ([("cat", ANN, True)], {("bird", BOB)})
+        # and changes it to ann's class: he agrees now, nothing is left open
+        queue.import_annotations(export(tmp_path, "c.json", tasks, annotation("bob@x", "cat", "2026-12-05T12:00:00Z",
+                                                                              2)), store=store)
+        assert item_answers(store) == ([("cat", ANN, True)], set())
+        [label] = store.active_labels()
+        settled = store.disagreements(include_resolved=True)
+        assert [(d.proposed_class, d.oracle, d.resolved_by_label_id) for d in settled] == [
+            ("dog", BOB, label.id), ("bird", BOB, label.id)]  # his answers stay on record, settled by the label kept
+
+
+def test_a_person_whose_answer_was_not_kept_changes_it_on_the_store(tmp_path):
+    store, _ = make_project(tmp_path)
+    with store:
+        [question] = store.open_questions()
+        store.answer(question.id, "cat", oracle=ANN)
+        store.add_human_disagreement(question.id, "dog", oracle=BOB)
+        store.add_human_disagreement(question.id, "bird", oracle=BOB)
+        store.add_human_disagreement(question.id, "bird", oracle="labelstudio:cid@x")  # another person's stays
+        assert item_answers(store)[1] == {("bird", BOB), ("bird", "labelstudio:cid@x")}
+        store.add_human_disagreement(question.id, "cat", oracle=BOB)
+        assert item_answers(store)[1] == {("bird", "labelstudio:cid@x")}

@@ -678,7 +678,16 @@ class ProjectStore:
         self, question: sqlite3.Row, class_id: int, *, kept_label_id: int, kept_class_id: int, oracle: str
     ) -> LabelWrite:
         """Two people's answers about one item: the kept one stays; another class is recorded with who gave it
-        (``oracle``), once per person (an export imported twice adds nothing)."""
+        (``oracle``), once per person (an export imported twice adds nothing). A person holds one answer about
+        an item: this one replaces their earlier disagreement, which is settled (they changed it, or agree now)."""
+        # resolved_by_label_id is the kept label: the person's answer was not kept, so no label of theirs exists
+        # to name, and the kept label is what stands; what they say now is the open disagreement below (none when
+        # they agree), and the earlier one stays on record (disagreements(include_resolved=True)).
+        self._connection.execute(
+            "UPDATE disagreements SET resolved_by_label_id = ? WHERE item_id = ? AND source = 'human' AND oracle = ? "
+            "AND class_id != ? AND resolved_by_label_id IS NULL",
+            (kept_label_id, question["item_id"], oracle, class_id),
+        )
         if class_id == kept_class_id:
             return LabelWrite(Outcome.UNCHANGED, label_id=kept_label_id)
         on_record = self._connection.execute(
