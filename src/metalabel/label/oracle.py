@@ -30,8 +30,10 @@ import io
 import json
 import mimetypes
 import re
+import secrets
 import signal
 import threading
+import time
 import unicodedata
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -983,13 +985,40 @@ CREATED_MARK = "-created-"
 backend before schema version 6, which recorded it without saying so: it is not replayed."""
 
 
+_kept_clock = threading.Lock()
+_last_kept_ns = 0
+_KEPT_STAMP = re.compile(r"(\d{8}T\d{6})\.(\d{9})Z-")
+
+
+def kept_annotation_name(task_id: str, annotation_id: str, *, changed: bool) -> str:
+    """The file name the ML backend keeps an annotation under. It starts with the time in nanoseconds (UTC),
+    later for each file this process names, so two events about one annotation are never taken in the wrong
+    order (a file system's timestamps tick coarser); the random token keeps two processes' files apart."""
+    global _last_kept_ns
+    with _kept_clock:
+        _last_kept_ns = max(time.time_ns(), _last_kept_ns + 1)
+        now = _last_kept_ns
+    stamp = datetime.fromtimestamp(now // 10**9, UTC).strftime("%Y%m%dT%H%M%S")
+    return (f"{stamp}.{now % 10**9:09d}Z-task{task_id}-annotation{annotation_id}"
+            f"{UPDATED_MARK if changed else CREATED_MARK}{secrets.token_hex(3)}.json")
+
+
+def _kept_order(path: Path) -> tuple[int, str]:
+    """When a kept annotation came: its name's time, or, for a name without one (a backend before this
+    release: seconds and a random token), the file's modification time."""
+    found = _KEPT_STAMP.match(path.name)
+    if found is None:
+        return path.stat().st_mtime_ns, path.name
+    seconds = int(datetime.strptime(found[1], "%Y%m%dT%H%M%S").replace(tzinfo=UTC).timestamp())
+    return seconds * 10**9 + int(found[2]), path.name
+
+
 def unrecorded_annotations(store: ProjectStore) -> list[Path]:
     """Annotations the ML backend kept but could not record (a run held the project, the store was busy, or
     they were refused), oldest first: answers people gave that are not in the project yet."""
     recorded = {artifact.path for artifact in store.artifacts(kind=ANSWERS_IMPORT)}
     kept = sorted((path for path in (store.folder / WEBHOOK_FOLDER).glob("*.json")
-                   if CREATED_MARK in path.name or UPDATED_MARK in path.name),
-                  key=lambda path: (path.stat().st_mtime_ns, path))
+                   if CREATED_MARK in path.name or UPDATED_MARK in path.name), key=_kept_order)
     return [path for path in kept if path.resolve() not in recorded]
 
 

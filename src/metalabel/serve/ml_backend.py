@@ -49,7 +49,6 @@ import json
 import logging
 import secrets
 import shlex
-import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Mapping
 from pathlib import Path
@@ -69,11 +68,10 @@ from metalabel.label.labelstudio import (
     prediction_json,  # the one prediction builder, shared with the task files metalabel writes
 )
 from metalabel.label.oracle import (
-    CREATED_MARK,
     TASK_FILE_PREFIX,
-    UPDATED_MARK,
     WEBHOOK_FOLDER,
     LabelStudioQueue,
+    kept_annotation_name,
     project_identity,
     record_kept_annotations,
 )
@@ -226,12 +224,9 @@ def record_annotation(store: ProjectStore, payload: Any) -> dict[str, Any]:
         raise BadInputError(f"a {payload.get('action')} webhook carries 'annotation' and 'task' objects",
                             hint="send Label Studio's webhook payload as it is")
     changed = payload.get("action") == "ANNOTATION_UPDATED"
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    # the token keeps two events about one annotation in one second apart; the name says an update, so a later
-    # import of the kept file records it as one (record_kept_annotations)
-    name = (f"{stamp}-task{_safe_id(task.get('id'))}-annotation{_safe_id(annotation.get('id'))}"
-            f"{UPDATED_MARK if changed else CREATED_MARK}{secrets.token_hex(3)}.json")
-    path = store.folder / WEBHOOK_FOLDER / name
+    # the name orders the kept files and says an update, so a later import records it as one (record_kept_annotations)
+    path = store.folder / WEBHOOK_FOLDER / kept_annotation_name(_safe_id(task.get("id")),
+                                                                _safe_id(annotation.get("id")), changed=changed)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps([{**task, "annotations": [annotation]}], ensure_ascii=False))
     later = (f"the annotation is kept in {path} and recorded with the next one the backend can record, or "

@@ -1,0 +1,90 @@
+"""Reliability: the annotations the Label Studio ML backend kept (a run held the project) are recorded in the
+order they came, and what stops them is said.
+
+A busy store stops the replay at the first file it cannot take (a later update must not go in before the
+answer it changes); files kept within one tick of the file system's clock keep their order; a kept file that
+is refused is said once on the backend's console, not never and not at every webhook. Real SQLite projects,
+the backend's own webhook handling, and Label Studio's webhook payload shape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from metalabel.cli import main
+from metalabel.errors import ProjectLockedError
+from metalabel.label.oracle import LabelStudioQueue, Query, put_questions, unrecorded_annotations
+from metalabel.store import ItemRecord, ProjectStore
+from metalabel.store.lock import WriterLock
+
+pytest.importorskip("starlette")
+
+from metalabel.serve.ml_backend import record_annotation  # noqa: E402
+
+CLASSES = ("cat", "dog", "bird")
+
+
+@pytest.fixture
+def project(tmp_path) -> tuple[Path, list[dict]]:
+    """A project with a question about each of two items, put to Label Studio: its folder and the tasks."""
+    folder = tmp_path / "p"
+    with ProjectStore.create(folder, name="pets") as store:
+        store.set_classes(CLASSES)
+        store.add_items(ItemRecord(uri=f"pool/{i}.txt", content_hash=f"h{i}", modality="text") for i in range(2))
+        queries = [Query(store.ask(item.id, strategy="margin"), item.id, item.uri, f"text {item.uri}", CLASSES)
+                   for item in store.items()]
+        put_questions(store, LabelStudioQueue(tmp_path / "queue"), queries)
+    [tasks_file] = (tmp_path / "queue").glob("tasks-*.json")
+    tasks = [{"id": 21 + n, "project": 1, **task} for n, task in enumerate(json.loads(tasks_file.read_text()))]
+    return folder, tasks
+
+
+def webhook(action: str, task: dict, who: int, choice: str, minute: int) -> dict:
+    """Label Studio's webhook payload for one annotation (annotator ``who``'s, one a task and person)."""
+    annotation = {"id": 100 * task["id"] + who, "completed_by": who, "task": task["id"], "project": 1,
+                  "was_cancelled": False,
+                  "result": [{"id": "r1", "from_name": "label", "to_name": "text", "type": "choices",
+                              "origin": "manual", "value": {"choices": [choice]}}],
+                  "created_at": "2026-12-05T10:00:00.000000Z", "updated_at": f"2026-12-05T10:{minute:02d}:00.000000Z"}
+    return {"action": action, "annotation": annotation, "task": task, "project": {"id": 1}}
+
+
+def kept_while_a_run_holds_the_project(folder: Path, payloads: list[dict]) -> list[Path]:
+    """Send each to the backend while another writer holds the project: each is refused and kept. The kept files,
+    in the order they came."""
+    lock = WriterLock(folder)
+    lock.acquire(command="metalabel run (another writer)")
+    kept: list[Path] = []
+    try:
+        for payload in payloads:
+            with ProjectStore.open(folder) as store, pytest.raises(ProjectLockedError):
+                record_annotation(store, payload)
+            [new] = set((folder / "labelstudio" / "webhook").glob("*.json")) - set(kept)
+            kept.append(new)
+    finally:
+        lock.release()
+    return kept
+
+
+def history(folder: Path, position: int) -> list[tuple[str, str | None]]:
+    with ProjectStore.open(folder) as store:
+        return [(label.class_name, label.oracle) for label in store.label_history(store.items()[position].id)]
+
+
+def test_updates_kept_in_one_tick_of_the_file_systems_clock_are_recorded_in_the_order_they_came(project):
+    folder, tasks = project
+    classes = ["cat", "dog", "bird", "cat", "dog", "bird", "cat", "dog"]
+    kept = kept_while_a_run_holds_the_project(folder, [
+        webhook("ANNOTATION_CREATED" if n == 0 else "ANNOTATION_UPDATED", tasks[0], 7, choice, n)
+        for n, choice in enumerate(classes)])
+    for path in kept:  # one timestamp for all (a coarse clock, or a copy that did not keep them)
+        os.utime(path, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+    with ProjectStore.open(folder) as store:
+        assert unrecorded_annotations(store) == kept
+    assert main(["import-answers", str(folder), "--kept"]) == 0
+    # each change applied after the one before it: her last is the label
+    assert history(folder, 0) == [(choice, "labelstudio:7") for choice in classes]
