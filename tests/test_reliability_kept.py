@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ import pytest
 from metalabel.cli import main
 from metalabel.errors import ProjectLockedError
 from metalabel.label.oracle import LabelStudioQueue, Query, put_questions, unrecorded_annotations
-from metalabel.store import ItemRecord, ProjectStore
+from metalabel.store import ItemRecord, ProjectStore, schema
 from metalabel.store.lock import WriterLock
 
 pytest.importorskip("starlette")
@@ -88,3 +89,34 @@ def test_updates_kept_in_one_tick_of_the_file_systems_clock_are_recorded_in_the_
     assert main(["import-answers", str(folder), "--kept"]) == 0
     # each change applied after the one before it: her last is the label
     assert history(folder, 0) == [(choice, "labelstudio:7") for choice in classes]
+
+
+def test_a_busy_store_stops_recording_kept_annotations_at_the_first_and_keeps_the_rest_in_order(
+        project, monkeypatch, capsys):
+    folder, tasks = project
+    kept = kept_while_a_run_holds_the_project(folder, [
+        webhook("ANNOTATION_CREATED", tasks[0], 7, "cat", 1),
+        webhook("ANNOTATION_UPDATED", tasks[0], 7, "dog", 2),
+        webhook("ANNOTATION_CREATED", tasks[1], 8, "bird", 3)])
+    monkeypatch.setattr(schema, "BUSY_TIMEOUT_S", 0.3)  # a held write lock is "busy" after 0.3 s, not 10 s
+    holder = sqlite3.connect(folder / "project.db", isolation_level=None)  # another process writing, past the timeout
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        capsys.readouterr()
+        assert main(["import-answers", str(folder), "--kept"]) == 2
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    out, err = capsys.readouterr()
+    err = " ".join(err.split())
+    assert "0 kept annotations recorded" in out
+    # it stopped at the first: the update was not tried (nor waited for) before the answer it changes
+    assert f"stopped at {kept[0]}" in err and "is busy" in err and "the 2 kept after it are left" in err, err
+    assert kept[1].name not in err and kept[2].name not in err and "not recorded" not in err
+    assert history(folder, 0) == []
+    with ProjectStore.open(folder) as store:
+        assert unrecorded_annotations(store) == kept
+
+    assert main(["import-answers", str(folder), "--kept"]) == 0  # the store is free: all of them, in order
+    assert history(folder, 0) == [("cat", "labelstudio:7"), ("dog", "labelstudio:7")]
+    assert history(folder, 1) == [("bird", "labelstudio:8")]

@@ -387,7 +387,12 @@ def _import_kept(args: argparse.Namespace) -> int:
     for path, why in kept.refused:
         err_console.print(f"[yellow]not recorded:[/] {escape(str(path))}: {escape(why)}", highlight=False,
                           soft_wrap=True)
-    return 2 if kept.refused else 0
+    if kept.stopped is not None:
+        path, why = kept.stopped
+        err_console.print(f"[yellow]stopped at[/] {escape(str(path))}: {escape(why)}; it and the "
+                          f"{len(kept.left) - 1} kept after it are left, in order, for the next `metalabel "
+                          f"import-answers {escape(str(args.project))} --kept`", highlight=False, soft_wrap=True)
+    return 2 if kept.refused or kept.stopped else 0
 
 
 def cmd_add_items(args: argparse.Namespace) -> int:

@@ -1024,24 +1024,32 @@ def unrecorded_annotations(store: ProjectStore) -> list[Path]:
 
 @dataclass(frozen=True)
 class KeptAnnotations:
-    """What ``record_kept_annotations`` did: the files recorded, with what they held, and those refused, with why."""
+    """What ``record_kept_annotations`` did: the files recorded, with what they held, those refused, with why,
+    and, where the store could not be written (busy, disk), the file it stopped at, with why, and every file
+    left for the next time (that one first)."""
 
     recorded: list[tuple[Path, RecordedAnswers]]
     refused: list[tuple[Path, str]]
+    stopped: tuple[Path, str] | None = None
+    left: list[Path] = field(default_factory=list)
 
 
 def record_kept_annotations(store: ProjectStore, *, but: Path | None = None) -> KeptAnnotations:
     """Record the annotations the ML backend kept but did not record, oldest first, each as the event it was
     (an update as its annotator's changed answer), each all or nothing. One that is refused (its question
     gone from this project, a class the project lacks) stays kept and listed by ``unrecorded_annotations``.
+    A ``StoreError`` (the store busy past its timeout, the disk full) stops it there: a later file (an update)
+    must not go in before that one, and each would wait the timeout again; they stay kept.
     ``but``: a kept file to leave for the caller. Hold the project's writer lock around it."""
     queue = LabelStudioQueue(store.folder / "labelstudio")
-    recorded, refused = [], []
-    for path in unrecorded_annotations(store):
-        if but is not None and path.resolve() == but.resolve():
-            continue
+    recorded: list[tuple[Path, RecordedAnswers]] = []
+    refused: list[tuple[Path, str]] = []
+    kept = [path for path in unrecorded_annotations(store) if but is None or path.resolve() != but.resolve()]
+    for n, path in enumerate(kept):
         try:
             recorded.append((path, queue.import_annotations(path, store=store, changed=UPDATED_MARK in path.name)))
+        except StoreError as error:
+            return KeptAnnotations(recorded, refused, stopped=(path, str(error)), left=kept[n:])
         except MetalabelError as error:
             refused.append((path, str(error)))
     return KeptAnnotations(recorded, refused)

@@ -238,7 +238,10 @@ def record_annotation(store: ProjectStore, payload: Any) -> dict[str, Any]:
         raise ProjectLockedError(f"{error}; {later}") from None
     try:
         # what a run made the backend keep comes first, in order: an update after the answer it changes
-        record_kept_annotations(store, but=path)
+        kept = record_kept_annotations(store, but=path)
+        if kept.stopped is not None:  # this one must not go in before those
+            raise StoreError(f"{kept.stopped[1]}; {len(kept.left)} annotations kept earlier wait to be recorded "
+                             f"first")
         recorded = LabelStudioQueue(store.folder / "labelstudio").import_annotations(path, store=store, changed=changed)
     except StoreError as error:  # the store could not take it now (busy, disk): the file can be recorded later
         raise StoreError(f"{error}; {later}") from error
