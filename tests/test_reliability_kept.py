@@ -9,7 +9,9 @@ the backend's own webhook handling, and Label Studio's webhook payload shape.
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import os
 import sqlite3
 from pathlib import Path
@@ -23,10 +25,14 @@ from metalabel.store import ItemRecord, ProjectStore, schema
 from metalabel.store.lock import WriterLock
 
 pytest.importorskip("starlette")
+pytest.importorskip("httpx")  # starlette's TestClient
+from starlette.testclient import TestClient  # noqa: E402
 
-from metalabel.serve.ml_backend import record_annotation  # noqa: E402
+from metalabel.serve.ml_backend import create_backend_app, record_annotation  # noqa: E402
 
 CLASSES = ("cat", "dog", "bird")
+PASSWORD = "s3cret-for-tests"
+AUTH = "Basic " + base64.b64encode(f"metalabel:{PASSWORD}".encode()).decode()
 
 
 @pytest.fixture
@@ -120,3 +126,20 @@ def test_a_busy_store_stops_recording_kept_annotations_at_the_first_and_keeps_th
     assert main(["import-answers", str(folder), "--kept"]) == 0  # the store is free: all of them, in order
     assert history(folder, 0) == [("cat", "labelstudio:7"), ("dog", "labelstudio:7")]
     assert history(folder, 1) == [("bird", "labelstudio:8")]
+
+
+def test_a_kept_annotation_that_is_refused_is_said_once_on_the_backends_console(project, caplog):
+    folder, tasks = project
+    [refused] = kept_while_a_run_holds_the_project(folder, [webhook("ANNOTATION_CREATED", tasks[0], 7, "fox", 1)])
+    client = TestClient(create_backend_app(folder, password=PASSWORD),
+                        headers={"Authorization": AUTH})
+    with caplog.at_level(logging.WARNING, logger="metalabel.serve.ml_backend"):
+        # two later annotations: each replays what was kept first; the refused one is told the first time
+        assert client.post("/webhook", json=webhook("ANNOTATION_CREATED", tasks[1], 8, "bird", 2)).status_code == 201
+        assert client.post("/webhook", json=webhook("ANNOTATION_UPDATED", tasks[1], 8, "dog", 3)).status_code == 201
+    told = [record.getMessage() for record in caplog.records if "kept annotation is refused" in record.getMessage()]
+    assert len(told) == 1 and "'fox' is not one of the project's classes" in told[0], caplog.text
+    assert f"metalabel import-answers {folder} --kept" in told[0]
+    assert history(folder, 1) == [("bird", "labelstudio:8"), ("dog", "labelstudio:8")]
+    with ProjectStore.open(folder) as store:
+        assert unrecorded_annotations(store) == [refused]

@@ -217,8 +217,9 @@ def check_labeling_config(store: ProjectStore, schema: Any) -> None:
                             hint=f"the project's classes: {', '.join(store.classes())}; {hint}")
 
 
-def record_annotation(store: ProjectStore, payload: Any) -> dict[str, Any]:
-    """Keep the webhook's annotation as a one-task export and import it; returns what was recorded."""
+def record_annotation(store: ProjectStore, payload: Any, *, told: set[Path] | None = None) -> dict[str, Any]:
+    """Keep the webhook's annotation as a one-task export and import it; returns what was recorded.
+    ``told``: kept annotations whose refusal the console has shown (each is said once, not at every webhook)."""
     annotation, task = payload.get("annotation"), payload.get("task")
     if not isinstance(annotation, dict) or not isinstance(task, dict):
         raise BadInputError(f"a {payload.get('action')} webhook carries 'annotation' and 'task' objects",
@@ -239,6 +240,13 @@ def record_annotation(store: ProjectStore, payload: Any) -> dict[str, Any]:
     try:
         # what a run made the backend keep comes first, in order: an update after the answer it changes
         kept = record_kept_annotations(store, but=path)
+        for refused, why in kept.refused:
+            if told is None or refused not in told:
+                log.warning("metalabel ml-backend: a kept annotation is refused (%s); it stays kept and `metalabel "
+                            "status` lists it: fix the project or the file, then `metalabel import-answers %s "
+                            "--kept`", why, shlex.quote(str(store.folder)))
+                if told is not None:
+                    told.add(refused)
         if kept.stopped is not None:  # this one must not go in before those
             raise StoreError(f"{kept.stopped[1]}; {len(kept.left)} annotations kept earlier wait to be recorded "
                              f"first")
@@ -287,6 +295,7 @@ def create_backend_app(folder: str | Path, *, password: str) -> ASGIApp:
     """The ML backend over the project in ``folder``; each request opens the store afresh (any thread may serve)."""
     folder = Path(folder)
     suggestions = RunSuggestions(folder)
+    told: set[Path] = set()  # kept annotations whose refusal the console has shown
 
     async def body(request: Request) -> dict[str, Any]:
         try:
@@ -326,7 +335,7 @@ def create_backend_app(folder: str | Path, *, password: str) -> ASGIApp:
                                                                 f", not {action!r}"})
         try:
             with ProjectStore.open(folder) as store:
-                return JSONResponse(record_annotation(store, payload), status_code=201)
+                return JSONResponse(record_annotation(store, payload, told=told), status_code=201)
         except MetalabelError as error:
             log.warning("metalabel ml-backend: an annotation was not recorded (%s): %s", action, error)
             raise
