@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from metalabel import datasets
+from metalabel.export import export_project
 from metalabel.label.oracle import LabelStudioQueue, Query, put_questions
+from metalabel.project import Project
 from metalabel.store import ItemRecord, ProjectStore
 
 CLASSES = ("cat", "dog", "bird")
@@ -63,6 +66,7 @@ def test_a_later_export_with_her_changed_answer_is_her_change_not_a_disagreement
         recorded = queue.import_annotations(
             export(tmp_path, "tuesday.json", tasks, annotation("ann@x", "dog", "2026-12-06T10:00:00Z")), store=store)
         assert (recorded.changed, recorded.disagreements) == (1, 0)
+        queue.import_annotations(monday, store=store)  # the older export again: her newer answer stands
         assert item_answers(store) == ([("cat", ANN, False), ("dog", ANN, True)], set())
         assert [question.answer for question in store.answered_questions()] == ["dog"]
 
@@ -134,3 +138,29 @@ def test_a_person_whose_answer_was_not_kept_changes_it_on_the_store(tmp_path):
         assert item_answers(store)[1] == {("bird", BOB), ("bird", "labelstudio:cid@x")}
         store.add_human_disagreement(question.id, "cat", oracle=BOB)
         assert item_answers(store)[1] == {("bird", "labelstudio:cid@x")}
+
+
+def test_a_reviewer_who_changes_her_verdict_in_a_later_export_changes_her_answer(tmp_path):
+    (tmp_path / "reviews.csv").write_text("text,label\ngreat phone,pos\nbroke in a day,neg\nworks fine,\n")
+    pool = datasets.read_text(tmp_path / "reviews.csv")
+    with Project.create(tmp_path / "p", pool=pool) as project:
+        store = project.store
+        [item_id] = store.item_ids([pool.uris[2]])
+        store.add_label(item_id, "pos", source="model", calibrated_confidence=0.9, round_id=store.start_round({}))
+        [task] = [task for task in json.loads((export_project(store, tmp_path / "review", format="labelstudio").path
+                                               / "tasks.json").read_text()) if task["data"]["uri"] == pool.uris[2]]
+
+        def reviewed(name: str, verdict: str, updated_at: str) -> Path:
+            path = tmp_path / name
+            path.write_text(json.dumps([{**task, "id": 1, "project": 3, "annotations": [
+                {**annotation("rev@x", verdict, updated_at), "completed_by": {"id": 7, "email": "rev@x"}}]}]))
+            return path
+
+        first = reviewed("monday.json", "neg", "2026-12-05T10:00:00Z")
+        project.import_answers(first)
+        assert project.import_answers(reviewed("tuesday.json", "pos", "2026-12-06T10:00:00Z")).changed == 1
+        project.import_answers(first)  # the older export again: her newer verdict stands
+        history = [(label.class_name, label.source, label.oracle) for label in store.label_history(item_id)]
+        assert history == [("pos", "model", None), ("neg", "human", "labelstudio:rev@x"),
+                           ("pos", "human", "labelstudio:rev@x")]
+        assert store.disagreements() == []

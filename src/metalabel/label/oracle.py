@@ -172,6 +172,12 @@ class _Tally:
     def __init__(self) -> None:
         self.answered = self.dismissed = self.disagreements = self.confirmed = self.corrected = self.changed = 0
         self.already_closed: list[int] = []
+        self.answer_times: dict[int, dict[str, str]] = {}  # an import's ANSWER_TIMES, by question id
+
+    def saw(self, question_id: int, vote: _Votes) -> None:
+        """Keep when each person in ``vote`` answered ``question_id`` (where Label Studio said)."""
+        self.answer_times.setdefault(question_id, {}).update(
+            (who, when.isoformat()) for who, when in vote.answered_at.items() if when is not None)
 
     def result(self) -> RecordedAnswers:
         return RecordedAnswers(self.answered, self.dismissed, self.already_closed, self.disagreements,
@@ -823,11 +829,11 @@ class LabelStudioQueue:
         the last in the file) counts, and where the answer on record is hers, a later one is her changed
         answer (``ProjectStore.correct``: it becomes the label, the earlier answer stays in the history),
         never a disagreement with herself; one older than her answer recorded from an earlier file (a kept
-        webhook replayed late) is left out. Another person's answer is still never written over.
+        webhook replayed late) is left out. A reviewer's verdicts on a reviewed label follow the same rule.
+        Another person's answer is still never written over.
 
         ``changed``: the annotations are ones their annotators changed (Label Studio's
-        ``ANNOTATION_UPDATED``): one as old as the answer on record still changes it, and a reviewer's
-        changed verdict on a reviewed label is recorded as their changed answer.
+        ``ANNOTATION_UPDATED``): one as old as the answer on record still changes it.
         """
         path = Path(path)
         questions, reviews = self._read_export(path)
@@ -840,16 +846,14 @@ class LabelStudioQueue:
                 for question_id, vote in questions.items():
                     _record_votes(store, question_id, vote, tally, recorded_at, changed=changed)
                 for label_id, vote in reviews.items():
-                    _record_review(store, shown[label_id], vote, tally, changed=changed)
+                    _record_review(store, shown[label_id], vote, tally, recorded_at, changed=changed)
                 # in the same transaction: the file is on record exactly when its answers are (once: a file
                 # imported again adds nothing)
                 digest = path_sha256(path)
                 if not any(artifact.path == path.resolve() and artifact.sha256 == digest
                            for artifact in store.artifacts(kind=ANSWERS_IMPORT)):
                     store.add_artifact(ANSWERS_IMPORT, path, meta={"changed": changed, ANSWER_TIMES: {
-                        str(question_id): {who: when.isoformat() for who, when in vote.answered_at.items()
-                                           if when is not None}
-                        for question_id, vote in questions.items()}})
+                        str(question_id): times for question_id, times in tally.answer_times.items()}})
         except BadInputError as error:
             raise BadInputError(
                 f"{error}; nothing was imported (an import is all or nothing)", path=path,
@@ -1227,6 +1231,7 @@ def _record_votes(store: ProjectStore, question_id: int, vote: _Votes, tally: _T
     newer answer stands."""
     question = store.question(question_id)
     decision = vote.decision()
+    tally.saw(question_id, vote)
     if decision is None:
         if not vote.skipped_by:
             return  # nobody annotated it yet: the question stays open
@@ -1345,26 +1350,33 @@ def _review_vote(shown: Label, vote: _Votes) -> _Votes:
     no reviewer's act and is left out."""
     if not LabelSource(shown.source).trusted:
         return vote
-    return _Votes(vote.tasks, [entry for entry in vote.labels if entry[0] != shown.class_name])
+    return _Votes(vote.tasks, [entry for entry in vote.labels if entry[0] != shown.class_name],
+                  answered_at=vote.answered_at)
 
 
-def _record_review(store: ProjectStore, shown: Label, vote: _Votes, tally: _Tally, *, changed: bool) -> None:
-    """One reviewed export label, inside the import's transaction (see ``import_annotations``)."""
-    decision = _review_vote(shown, vote).decision()
+def _record_review(store: ProjectStore, shown: Label, vote: _Votes, tally: _Tally,
+                   recorded_at: Mapping[tuple[int, str], datetime], *, changed: bool) -> None:
+    """One reviewed export label, inside the import's transaction (see ``import_annotations``). A reviewer's
+    later verdict on the label that is her answer is her change, as ``_record_votes`` has it."""
+    vote = _review_vote(shown, vote)
+    decision = vote.decision()
     if decision is None:
         return  # not reviewed, skipped, or a person's label left as it was exported
     label, annotator, others = decision
     active = next((candidate for candidate in store.label_history(shown.item_id) if candidate.active), None)
     if active is not None and active.source == LabelSource.HUMAN and active.question_id is not None:
-        if changed and active.oracle == annotator and not others:  # the reviewer changed their own verdict
-            tally.changed += store.correct(active.question_id, label, oracle=annotator).applied
-            return
-        # a person's answer is never written over: another class is a disagreement between people
+        tally.saw(active.question_id, vote)
         for other, who in ((label, annotator), *others):
-            tally.disagreements += store.add_human_disagreement(active.question_id, other, oracle=who) is not None
+            if not _not_older(vote.answered_at[who], recorded_at.get((active.question_id, who)), equal=changed):
+                continue
+            if who == active.oracle:  # the reviewer changed their own verdict
+                tally.changed += store.correct(active.question_id, other, oracle=who).applied
+            else:  # a person's answer is never written over: another class is a disagreement between people
+                tally.disagreements += store.add_human_disagreement(active.question_id, other, oracle=who) is not None
         return
     waiting = next((question for question in store.open_questions() if question.item_id == shown.item_id), None)
     question_id = waiting.id if waiting is not None else store.ask(shown.item_id, strategy=AUDIT)
+    tally.saw(question_id, vote)
     store.answer(question_id, label, oracle=annotator)
     if label == shown.class_name:
         tally.confirmed += 1
