@@ -799,7 +799,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "run held the project), oldest first, each as the event it was")
     p.add_argument("--changed", action="store_true",
                    help="the annotations are ones their annotators changed (an ANNOTATION_UPDATED that `metalabel "
-                        "ml-backend` kept): each becomes that annotator's changed answer")
+                        "ml-backend` kept): each is that annotator's changed answer even where it carries the same "
+                        "time as the answer on record (a later answer of hers is her change without it)")
     p.set_defaults(func=cmd_import_answers)
 
     p = sub.add_parser("export", parents=[common], help="write the labeled data set with provenance")

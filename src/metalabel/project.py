@@ -206,9 +206,10 @@ class Project:
         as it was), then everything is recorded in one transaction. Holds the writer lock
         (``ProjectLockedError`` if another process writes to the project). Returns a
         ``metalabel.label.oracle.RecordedAnswers`` (answered, dismissed, already closed,
-        disagreements); see ``LabelStudioQueue.import_annotations``. ``changed``: the annotations are
-        ones their annotators changed (an ``ANNOTATION_UPDATED`` the ML backend kept while it could not
-        record it): an annotator's new class becomes their answer, the first stays in its history.
+        disagreements); see ``LabelStudioQueue.import_annotations``: an annotator's later answer is her
+        changed answer (the first stays in its history). ``changed``: the annotations are ones their
+        annotators changed (an ``ANNOTATION_UPDATED`` the ML backend kept while it could not record it):
+        one as old as the answer on record still changes it.
         """
         from metalabel.label.oracle import LabelStudioQueue
 
@@ -219,7 +220,8 @@ class Project:
     def import_kept_annotations(self):
         """Record the Label Studio annotations the ML backend kept but could not record (a run held the project),
         oldest first, each as the event it was; returns a ``metalabel.label.oracle.KeptAnnotations`` (those
-        recorded, and those refused with why: they stay kept). Holds the writer lock."""
+        recorded, those refused with why, and where a busy store stopped it: they stay kept). Holds the writer
+        lock."""
         from metalabel.label.oracle import record_kept_annotations
 
         with self.writer_lock():
