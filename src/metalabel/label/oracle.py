@@ -68,7 +68,7 @@ from metalabel.label.labelstudio import (
     choices_task,
     write_config,
 )
-from metalabel.store import Label, LabelSource, ProjectStore, path_sha256
+from metalabel.store import Artifact, Label, LabelSource, ProjectStore, path_sha256
 
 
 @dataclass(frozen=True)
@@ -842,7 +842,8 @@ class LabelStudioQueue:
         tally = _Tally()
         try:
             with store.batch():
-                recorded_at = _recorded_answer_times(store)
+                imports = store.artifacts(kind=ANSWERS_IMPORT)
+                recorded_at = _recorded_answer_times(imports)
                 for question_id, vote in questions.items():
                     _record_votes(store, question_id, vote, tally, recorded_at, changed=changed)
                 for label_id, vote in reviews.items():
@@ -851,7 +852,7 @@ class LabelStudioQueue:
                 # imported again adds nothing)
                 digest = path_sha256(path)
                 if not any(artifact.path == path.resolve() and artifact.sha256 == digest
-                           for artifact in store.artifacts(kind=ANSWERS_IMPORT)):
+                           for artifact in imports):
                     store.add_artifact(ANSWERS_IMPORT, path, meta={"changed": changed, ANSWER_TIMES: {
                         str(question_id): times for question_id, times in tally.answer_times.items()}})
         except BadInputError as error:
@@ -1290,11 +1291,11 @@ def _not_older(when: datetime | None, than: datetime | None, *, equal: bool = Tr
     return when >= than if equal else when > than
 
 
-def _recorded_answer_times(store: ProjectStore) -> dict[tuple[int, str], datetime]:
-    """The newest time of each person's answer to each question that earlier imports recorded (their artifacts'
-    meta; imports before this was kept recorded none)."""
+def _recorded_answer_times(imports: Iterable[Artifact]) -> dict[tuple[int, str], datetime]:
+    """The newest time of each person's answer to each question that earlier imports recorded (their
+    ``answers-import`` artifacts' meta; imports before this was kept recorded none)."""
     newest: dict[tuple[int, str], datetime] = {}
-    for artifact in store.artifacts(kind=ANSWERS_IMPORT):
+    for artifact in imports:
         for question_id, times in artifact.meta.get(ANSWER_TIMES, {}).items():
             for who, text in times.items():
                 when = datetime.fromisoformat(text)

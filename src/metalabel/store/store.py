@@ -850,10 +850,9 @@ class ProjectStore:
         rows = self._connection.execute(
             "SELECT * FROM artifacts WHERE ? IS NULL OR kind = ? ORDER BY id", (kind, kind)
         ).fetchall()
-        return [
-            Artifact(**{**row, "path": self.folder.resolve() / row["path"], "meta": json.loads(row["meta"])})
-            for row in map(dict, rows)
-        ]
+        folder = self.folder.resolve()  # once, not per row: the ML backend records a file per annotation
+        return [Artifact(**{**row, "path": folder / row["path"], "meta": json.loads(row["meta"])})
+                for row in map(dict, rows)]
 
     # ---------------------------------------------------------- synthetic items
 
