@@ -369,16 +369,17 @@ class Project:
         """
         from metalabel.label.oracle import unrecorded_annotations
 
-        meta = self.store.meta()
-        return {
-            "folder": str(self.folder),
-            "pool": meta.get("pool"),
-            "modality": meta.get("modality"),
-            **self.store.summary(),
-            "retracted_labels": len(self.store.retracted_labels()),
-            "unrecorded_annotations": [str(path) for path in unrecorded_annotations(self.store)],
-            "certified": self._last_certified(),
-        }
+        with self.store.reading():  # one moment: a run or a serve session may commit between two reads
+            meta = self.store.meta()
+            return {
+                "folder": str(self.folder),
+                "pool": meta.get("pool"),
+                "modality": meta.get("modality"),
+                **self.store.summary(),
+                "retracted_labels": len(self.store.retracted_labels()),
+                "unrecorded_annotations": [str(path) for path in unrecorded_annotations(self.store)],
+                "certified": self._last_certified(),
+            }
 
     def _last_certified(self) -> dict[str, Any] | None:
         from metalabel.evaluate.records import EarlyRound, RoundCertificate, recorded_before_certification

@@ -37,7 +37,12 @@ def write_project_report(project, out: str | Path | None = None) -> Path:
 
 
 def collect(project) -> ReportData:
-    """Everything the report shows, from ``project`` (a ``metalabel.Project``)."""
+    """Everything the report shows, from ``project`` (a ``metalabel.Project``), as of one moment of its store."""
+    with project.store.reading():  # a run or a serve session may commit between two reads
+        return _collect(project)
+
+
+def _collect(project) -> ReportData:
     store = project.store
     meta = store.meta()
     summary = store.summary()
