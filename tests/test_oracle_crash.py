@@ -9,11 +9,13 @@ it writes.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -41,10 +43,11 @@ def project(tmp_path, capsys):
     return tmp_path / "p"
 
 
-def wait_for(condition, *, process, seconds=180.0) -> None:
+def wait_for(condition, *, process, seconds=180.0) -> bool:
     deadline = time.monotonic() + seconds
     while not condition() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
+    return condition()
 
 
 def run_terminal(folder, **popen):
@@ -54,28 +57,70 @@ def run_terminal(folder, **popen):
                             text=True, **popen)
 
 
+class Screen:
+    """What a running process has written to stdout and stderr so far, read as it comes (the pipes never fill)."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
+        self.parts: dict[str, list[str]] = {"out": [], "err": []}
+        self.readers = [threading.Thread(target=self._read, args=(stream, self.parts[name]), daemon=True)
+                        for name, stream in (("out", process.stdout), ("err", process.stderr))]
+        for reader in self.readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream, into: list[str]) -> None:
+        for chunk in iter(lambda: os.read(stream.fileno(), 4096), b""):
+            into.append(chunk.decode(errors="replace"))
+
+    @property
+    def out(self) -> str:
+        return "".join(self.parts["out"])
+
+    @property
+    def err(self) -> str:
+        return "".join(self.parts["err"])
+
+    def finish(self, timeout: float = 60) -> tuple[str, str]:
+        """Close stdin (the person walks away), wait for the process, and return all it wrote."""
+        self.process.stdin.close()
+        self.process.wait(timeout=timeout)
+        for reader in self.readers:
+            reader.join(timeout=timeout)
+        return self.out, self.err
+
+
 @pytest.mark.parametrize("signame", ["SIGKILL", "SIGTERM", "SIGHUP"])
 def test_terminal_answers_survive_a_kill_after_five_of_six(project, signame):
     person = run_terminal(project)
+    screen = Screen(person)
     person.stdin.write("1\n" * 5)  # five answers typed; the sixth question waits for the person
     person.stdin.flush()
-    wait_for(lambda: len(answered(project)) >= 5, process=person)
-    time.sleep(0.3)  # the sixth question is on screen, waiting
+
+    def sixth_question_waits() -> bool:  # its prompt is out: the process is blocked reading the answer
+        out = screen.out
+        return "question 6 of 6" in out and "label>" in out.rsplit("question 6 of 6", 1)[1]
+
+    # not a fixed sleep: on a loaded machine the sixth question may not be on screen yet, and a signal
+    # that lands while it is drawn tests something else (and can print "Exception ignored" tracebacks)
+    waited = wait_for(lambda: len(answered(project)) >= 5 and sixth_question_waits(), process=person)
+    assert waited, (person.poll(), screen.out[-2000:], screen.err[-2000:])
     person.send_signal(getattr(signal, signame))
-    out, err = person.communicate(timeout=60)
+    out, err = screen.finish()
+    seen = (person.returncode, out[-2000:], err[-2000:])  # every check below says what the process said
     given = answered(project)
-    assert len(given) == 5, (out[-2000:], err[-2000:])  # every answer typed is on disk, none more
+    assert len(given) == 5, seen  # every answer typed is on disk, none more
     with sqlite3.connect(project / "project.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         open_questions = db.execute("SELECT count(*) FROM questions WHERE answered_at IS NULL").fetchone()[0]
         statuses = [row[0] for row in db.execute("SELECT status FROM rounds")]
-    assert open_questions == 1  # the sixth, still to be asked
+    assert open_questions == 1, seen  # the sixth, still to be asked
     if signame == "SIGKILL":
-        assert person.returncode == -signal.SIGKILL
+        assert person.returncode == -signal.SIGKILL, seen
     else:  # a clean stop: the loop ends, says so, and records the round as stopped
-        assert person.returncode == 0, err[-2000:]
-        assert "Traceback" not in err and "stopped" in out
-        assert statuses and statuses[-1] == "failed"
+        assert person.returncode == 0, seen
+        assert "Traceback" not in err and "stopped" in out, seen
+        assert statuses and statuses[-1] == "failed", (statuses, seen)
 
     # the next run asks the open question first, and nothing twice
     rerun = run_terminal(project)
