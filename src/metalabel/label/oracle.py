@@ -32,6 +32,7 @@ import mimetypes
 import re
 import secrets
 import signal
+import sys
 import threading
 import time
 import unicodedata
@@ -452,13 +453,13 @@ class TerminalOracle:
     def __init__(
         self,
         *,
-        input: Callable[[str], str] = input,
+        input: Callable[[str], str] | None = None,
         console: Console | None = None,
         name: str = "terminal",
         preview_width: int = 28,
         max_text_chars: int = 1200,
     ) -> None:
-        self._input = input
+        self._input = input or _read_answer
         self.console = console or Console(highlight=False)
         self.name = name
         self.preview_width = preview_width
@@ -526,6 +527,15 @@ class TerminalOracle:
 
 
 _HELP = "Type a class number or name, Enter for the suggestion, s to skip, q to stop."
+
+
+def _read_answer(prompt: str) -> str:
+    """``input(prompt)`` with the prompt flushed here: the builtin discards an exception raised while it flushes,
+    which is where a stop signal's handler runs when the write blocks (output paused with Ctrl-S), so the
+    stop would wait for the next answer."""
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    return input()
 
 
 def _interpret(reply: str, query: Query, *, numbered: bool) -> str | _Command:
