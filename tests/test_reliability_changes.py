@@ -164,3 +164,44 @@ def test_a_reviewer_who_changes_her_verdict_in_a_later_export_changes_her_answer
         assert history == [("pos", "model", None), ("neg", "human", "labelstudio:rev@x"),
                            ("pos", "human", "labelstudio:rev@x")]
         assert store.disagreements() == []
+
+
+def test_her_change_to_a_class_someone_listed_before_her_also_chose_is_her_change(tmp_path):
+    store, tasks = make_project(tmp_path)
+    queue = LabelStudioQueue(tmp_path / "queue")
+    with store:
+        queue.import_annotations(export(tmp_path, "a.json", tasks, annotation("ann@x", "cat", "2026-12-05T10:00:00Z"),
+                                        annotation("bob@x", "dog", "2026-12-05T10:30:00Z", 2)), store=store)
+        # she changes to bob's class; bob's annotation comes first in the later export
+        recorded = queue.import_annotations(
+            export(tmp_path, "b.json", tasks, annotation("bob@x", "dog", "2026-12-05T10:30:00Z", 2),
+                   annotation("ann@x", "dog", "2026-12-05T12:00:00Z")), store=store)
+        assert recorded.changed == 1
+        assert item_answers(store) == ([("cat", ANN, False), ("dog", ANN, True)], set())
+
+
+def test_a_reviewers_change_to_a_class_another_reviewer_listed_before_her_chose_is_her_change(tmp_path):
+    (tmp_path / "reviews.csv").write_text("text,label\ngreat phone,pos\nbroke in a day,neg\nworks fine,\n")
+    pool = datasets.read_text(tmp_path / "reviews.csv")
+    with Project.create(tmp_path / "p", pool=pool) as project:
+        store = project.store
+        [item_id] = store.item_ids([pool.uris[2]])
+        store.add_label(item_id, "pos", source="model", calibrated_confidence=0.9, round_id=store.start_round({}))
+        [task] = [task for task in json.loads((export_project(store, tmp_path / "review", format="labelstudio").path
+                                               / "tasks.json").read_text()) if task["data"]["uri"] == pool.uris[2]]
+
+        def reviewed(name: str, *verdicts: tuple[str, str, str]) -> Path:
+            path = tmp_path / name
+            path.write_text(json.dumps([{**task, "id": 1, "project": 3, "annotations": [
+                {**annotation(who, verdict, updated_at, n), "completed_by": {"id": n, "email": who}}
+                for n, (who, verdict, updated_at) in enumerate(verdicts, start=1)]}]))
+            return path
+
+        project.import_answers(reviewed("monday.json", ("rev@x", "neg", "2026-12-05T10:00:00Z")))
+        later = reviewed("tuesday.json", ("oth@x", "pos", "2026-12-05T11:00:00Z"),
+                         ("rev@x", "pos", "2026-12-06T10:00:00Z"))
+        assert project.import_answers(later).changed == 1
+        history = [(label.class_name, label.source, label.oracle) for label in store.label_history(item_id)]
+        assert history == [("pos", "model", None), ("neg", "human", "labelstudio:rev@x"),
+                           ("pos", "human", "labelstudio:rev@x")]
+        assert store.disagreements() == []

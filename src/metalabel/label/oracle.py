@@ -1257,8 +1257,8 @@ def _record_votes(store: ProjectStore, question_id: int, vote: _Votes, tally: _T
         write = store.answer(question_id, label, oracle=annotator)
         tally.answered += 1
         tally.disagreements += write.disagreement_id is not None
-    else:
-        others = [(label, annotator)] + others
+    else:  # every person's answer: hers to change, another's to dispute (not only the first of each class)
+        others = [(chosen, who) for chosen, who, _ in vote.labels]
     changes = 0
     for other, who in others:
         if not _not_older(vote.answered_at[who], recorded_at.get((question_id, who)), equal=changed):
@@ -1377,7 +1377,7 @@ def _record_review(store: ProjectStore, shown: Label, vote: _Votes, tally: _Tall
     active = next((candidate for candidate in store.label_history(shown.item_id) if candidate.active), None)
     if active is not None and active.source == LabelSource.HUMAN and active.question_id is not None:
         tally.saw(active.question_id, vote)
-        for other, who in ((label, annotator), *others):
+        for other, who, _ in vote.labels:  # every reviewer, not only the first of each class
             if not _not_older(vote.answered_at[who], recorded_at.get((active.question_id, who)), equal=changed):
                 continue
             if who == active.oracle:  # the reviewer changed their own verdict
