@@ -10,7 +10,9 @@ store's busy timeout is shortened to half a second so the test does not wait ten
 from __future__ import annotations
 
 import io
+import os
 import queue
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -142,3 +144,29 @@ def test_a_busy_store_during_a_run_on_the_page_is_told_and_labeling_goes_on(proj
     labels = human_labels(project)
     assert len(labels) == 6 and len({question for question, _ in labels}) == 6
     assert {oracle for _, oracle in labels} == {"web:ann"}
+
+
+def test_a_stop_that_lands_while_an_answer_waits_on_a_busy_store_says_the_answer_was_not_saved(project, monkeypatch):
+    # busy after 2 s: the signal lands well inside the answer's wait (0.3 s), the lock is freed well after that
+    # answer was refused (2.6 s) and well before the run's own closing write gives up on it (about 4 s)
+    monkeypatch.setattr(schema, "BUSY_TIMEOUT_S", 2.0)
+    holder: WriteLockHolder | None = None
+    prompts = 0
+
+    def person(prompt: str) -> str:
+        nonlocal holder, prompts
+        prompts += 1
+        if prompts == 2:  # another process holds the store, and SIGTERM comes while this answer waits on it
+            holder = WriteLockHolder(project)
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            threading.Timer(2.6, holder.release).start()
+        return "1"
+
+    oracle = TerminalOracle(input=person, console=Console(file=io.StringIO(), width=300, color_system=None))
+    with Project.open(project) as opened:
+        result = opened.run(oracle=oracle, **RUN)
+    assert prompts == 2
+    assert len(answered(project)) == 1  # the first answer is kept; the second never reached the store
+    assert result.stopped_because.startswith("stopped by the oracle; the answer")
+    assert "was not saved" in result.stopped_because and "busy" in result.stopped_because
+    assert "next run asks it again" in result.stopped_because

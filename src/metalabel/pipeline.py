@@ -400,9 +400,10 @@ class LabelingRun(ProjectView):
             round_id = self.store.start_round({**asdict(options), "models": self.candidates.hashes, "ask": ask})
             try:
                 report = self._round(round_id, number, labels, ask=ask, audit=audit)
-            except OracleStopped:
+            except OracleStopped as stopped:
                 self.store.finish_round(round_id, {"stopped_by_oracle": True}, status="failed")
-                return RunResult(reports, "stopped by the oracle")
+                lost = "" if stopped.not_saved is None else f"; {stopped.not_saved} (the next run asks it again)"
+                return RunResult(reports, "stopped by the oracle" + lost)
             except BaseException:
                 self.store.finish_round(round_id, {"error": True}, status="failed")
                 raise

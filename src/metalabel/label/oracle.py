@@ -143,13 +143,20 @@ class OracleStopped(MetalabelError):
     """The person (or a SIGTERM / SIGHUP) asked to stop. ``answers`` holds what was answered before.
 
     Raised by an oracle, it carries the answers it has not handed over yet (commit those and
-    stop); raised by ``put_questions``, it carries every answer committed in that call.
+    stop); raised by ``put_questions``, it carries every answer committed in that call, and
+    ``not_saved``, the answer the store refused last if the stop came before it was given again.
     """
 
-    def __init__(self, answers: list[Answer], *, reason: str = "by the oracle") -> None:
+    def __init__(self, answers: list[Answer], *, reason: str = "by the oracle",
+                 not_saved: AnswerNotSaved | None = None) -> None:
         self.answers = answers
         self.reason = reason
-        super().__init__(f"labeling stopped {reason} after {len(answers)} answer(s); every answer given is kept")
+        self.not_saved = not_saved
+        kept = f"labeling stopped {reason} after {len(answers)} answer(s); every answer given is kept"
+        if not_saved is not None:  # a stop that lands while a commit waits on a busy store must not hide its loss
+            kept = (f"labeling stopped {reason} after {len(answers)} saved answer(s), which are kept; {not_saved} "
+                    "(its question stays open: the next run asks it again)")
+        super().__init__(kept)
 
 
 @dataclass(frozen=True)
@@ -332,9 +339,10 @@ def put_questions(store: ProjectStore, oracle: Oracle, queries: Sequence[Query])
             for answer in stopped.answers:  # an oracle that hands over its answers only when it stops
                 if not any(answer.question_id == done.question_id for done in committed):
                     commit(answer)
-            raise OracleStopped(committed, reason=stopped.reason) from None
+            raise OracleStopped(committed, reason=stopped.reason, not_saved=not_saved) from None
         except _Signalled as signalled:
-            raise OracleStopped(committed, reason=f"by {signal.Signals(signalled.signum).name}") from None
+            raise OracleStopped(committed, reason=f"by {signal.Signals(signalled.signum).name}",
+                                not_saved=not_saved) from None
         finally:
             close = getattr(answers, "close", None)
             if close is not None:
