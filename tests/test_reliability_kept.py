@@ -143,3 +143,28 @@ def test_a_kept_annotation_that_is_refused_is_said_once_on_the_backends_console(
     assert history(folder, 1) == [("bird", "labelstudio:8"), ("dog", "labelstudio:8")]
     with ProjectStore.open(folder) as store:
         assert unrecorded_annotations(store) == [refused]
+
+
+def test_a_kept_annotation_the_store_refuses_for_good_does_not_hold_back_the_ones_after_it(project, monkeypatch):
+    # A refusal that would recur (here the store's own "already has a person's answer", which a reviewed task can
+    # meet) is that file's; only a store that cannot be written just now (busy, full) stops the replay.
+    from metalabel.errors import StoreError
+    from metalabel.label.oracle import record_kept_annotations
+
+    folder, tasks = project
+    kept = kept_while_a_run_holds_the_project(folder, [webhook("ANNOTATION_CREATED", tasks[0], 7, "cat", 1),
+                                                       webhook("ANNOTATION_CREATED", tasks[1], 8, "bird", 2)])
+    real_import = LabelStudioQueue.import_annotations
+
+    def import_annotations(self, path, **kwargs):
+        if path == kept[0]:
+            raise StoreError("item 1 ('pool/0.txt') already has a person's answer; a person is not asked twice")
+        return real_import(self, path, **kwargs)
+
+    monkeypatch.setattr(LabelStudioQueue, "import_annotations", import_annotations)
+    with ProjectStore.open(folder) as store:
+        result = record_kept_annotations(store)
+        assert result.stopped is None and [path for path, _ in result.refused] == [kept[0]]
+        assert [path for path, _ in result.recorded] == [kept[1]]
+        assert unrecorded_annotations(store) == [kept[0]]  # still kept, and listed
+    assert history(folder, 1) == [("bird", "labelstudio:8")]

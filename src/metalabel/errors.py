@@ -86,6 +86,13 @@ class StoreError(MetalabelError):
     """The project store cannot do what was asked."""
 
 
+class StoreUnavailableError(StoreError):
+    """The store cannot be written just now (busy past its timeout, read-only, full, an I/O error).
+
+    Nothing was written, and the same write may succeed later: unlike a refusal, worth trying again.
+    """
+
+
 class SchemaVersionError(StoreError):
     """The project store was written by a newer metalabel."""
 

@@ -51,7 +51,14 @@ from rich.console import Console
 from rich.style import Style
 from rich.text import Text
 
-from metalabel.errors import BadInputError, DataNotFoundError, MetalabelError, StoreError, UnknownLabelError
+from metalabel.errors import (
+    BadInputError,
+    DataNotFoundError,
+    MetalabelError,
+    StoreError,
+    StoreUnavailableError,
+    UnknownLabelError,
+)
 from metalabel.files import write_atomically
 from metalabel.label.ask import REFERENCE
 from metalabel.label.labelstudio import (
@@ -879,7 +886,8 @@ class LabelStudioQueue:
                 hint="fix the export or the project and import the whole file again",
             ) from error
         except StoreError as error:
-            raise StoreError(f"{error}; nothing was imported from {path} (an import is all or nothing)") from error
+            kind = StoreUnavailableError if isinstance(error, StoreUnavailableError) else StoreError
+            raise kind(f"{error}; nothing was imported from {path} (an import is all or nothing)") from error
         return tally.result()
 
     def _read_export(self, path: Path) -> tuple[dict[int, _Votes], dict[int, _Votes]]:
@@ -1061,8 +1069,9 @@ def record_kept_annotations(store: ProjectStore, *, but: Path | None = None) -> 
     """Record the annotations the ML backend kept but did not record, oldest first, each as the event it was
     (an update as its annotator's changed answer), each all or nothing. One that is refused (its question
     gone from this project, a class the project lacks) stays kept and listed by ``unrecorded_annotations``.
-    A ``StoreError`` (the store busy past its timeout, the disk full) stops it there: a later file (an update)
-    must not go in before that one, and each would wait the timeout again; they stay kept.
+    A ``StoreUnavailableError`` (the store busy past its timeout, the disk full) stops it there: a later file (an
+    update) must not go in before that one, and each would wait the timeout again; they stay kept. Any other
+    refusal (the store's included) is the file's own and would recur: it is listed and the rest go on.
     ``but``: a kept file to leave for the caller. Hold the project's writer lock around it."""
     queue = LabelStudioQueue(store.folder / "labelstudio")
     recorded: list[tuple[Path, RecordedAnswers]] = []
@@ -1071,7 +1080,7 @@ def record_kept_annotations(store: ProjectStore, *, but: Path | None = None) -> 
     for n, path in enumerate(kept):
         try:
             recorded.append((path, queue.import_annotations(path, store=store, changed=UPDATED_MARK in path.name)))
-        except StoreError as error:
+        except StoreUnavailableError as error:
             return KeptAnnotations(recorded, refused, stopped=(path, str(error)), left=kept[n:])
         except MetalabelError as error:
             refused.append((path, str(error)))

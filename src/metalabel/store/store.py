@@ -26,7 +26,14 @@ from typing import Any
 import numpy as np
 
 from metalabel._version import __version__
-from metalabel.errors import BadInputError, DataNotFoundError, StoreCorruptError, StoreError, UnknownLabelError
+from metalabel.errors import (
+    BadInputError,
+    DataNotFoundError,
+    StoreCorruptError,
+    StoreError,
+    StoreUnavailableError,
+    UnknownLabelError,
+)
 from metalabel.store import schema
 from metalabel.store.hashing import path_sha256
 from metalabel.store.records import (
@@ -1092,14 +1099,16 @@ def _store_error(exc: sqlite3.Error, db_path: Path) -> StoreError:
     """A StoreError that says what went wrong with the database file, in words."""
     primary_code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # extended codes keep it in the low byte
     if primary_code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        return StoreError(
+        return StoreUnavailableError(
             f"{db_path} is busy: another metalabel process has been writing for over "
             f"{schema.BUSY_TIMEOUT_S:g} s; wait for it to finish and try again"
         )
     if primary_code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
         return corrupt_store_error(db_path, f"damaged or not an SQLite database ({exc})")
     if primary_code == sqlite3.SQLITE_READONLY:
-        return StoreError(f"{db_path} cannot be written (read-only file or folder); check its permissions")
+        return StoreUnavailableError(f"{db_path} cannot be written (read-only file or folder); check its permissions")
+    if primary_code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+        return StoreUnavailableError(f"{db_path}: {exc}")
     return StoreError(f"{db_path}: {exc}")
 
 
