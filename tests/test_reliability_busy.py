@@ -113,9 +113,17 @@ def test_a_busy_store_during_a_run_on_the_page_is_told_and_labeling_goes_on(proj
 
     urls: queue.Queue[str] = queue.Queue()
     seen: list[tuple[int, dict]] = []
+    failed: list[BaseException] = []
 
-    def person() -> None:  # the page's side: six answers, the second one while another process holds the store
+    def person() -> None:  # a failure on the page's side stops the run instead of leaving it waiting for answers
         url = urls.get(timeout=300)
+        try:
+            answer_six(url)
+        except BaseException as error:
+            failed.append(error)
+            call(url, "/api/stop", {})
+
+    def answer_six(url: str) -> None:  # the page's side: six answers, the second one while another process holds it
         for number in range(6):
             deadline = time.monotonic() + 120
             while (task := call(url, "/api/state")[1]["task"]) is None and time.monotonic() < deadline:
@@ -135,6 +143,8 @@ def test_a_busy_store_during_a_run_on_the_page_is_told_and_labeling_goes_on(proj
     with Project.open(project) as opened, WebOracle(opened.store, annotator="ann", on_ready=urls.put) as oracle:
         result = opened.run(oracle=oracle, **RUN)
     page.join(timeout=60)
+    if failed:
+        raise failed[0]
     assert result.stopped_because == "budget spent"
     statuses = [status for status, _ in seen]
     assert statuses == [200, 409, 200, 200, 200, 200, 200], seen
