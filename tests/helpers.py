@@ -29,6 +29,18 @@ def answered(folder: Path) -> dict[int, str]:
         return dict(db.execute("SELECT q.id, c.name FROM questions q JOIN classes c ON c.id = q.answer_class_id"))
 
 
+def pet_image_folder(root: Path, *, per_folder: int) -> Path:
+    """``root/{cat,dog,unlabeled}/{0..per_folder-1}.png``: 12x12 grey noise, the same bytes every time."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for folder in ("cat", "dog", "unlabeled"):
+        (root / folder).mkdir(parents=True)
+        for i in range(per_folder):
+            Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(root / folder / f"{i}.png")
+    return root
+
+
 def random_images(count: int, *, seed: int = 0, shape: tuple[int, ...] = (28, 28)) -> np.ndarray:
     """uint8 noise images ``[count, *shape]``."""
     return np.random.default_rng(seed).integers(0, 256, size=(count, *shape), dtype=np.uint8)

@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import metalabel as ml
+from helpers import pet_image_folder
 from metalabel.data.dataset import UNLABELED, LabeledDataset
 from metalabel.errors import BadInputError, DataNotFoundError, ProjectLockedError
 from metalabel.label.oracle import QUESTION_KEY, LabelStudioQueue, Query, put_questions
@@ -92,12 +92,7 @@ def test_load_run_reads_a_run_folders_best_checkpoint_or_a_checkpoint_folder(tmp
 
 @pytest.fixture
 def image_project(tmp_path):
-    rng = np.random.default_rng(0)
-    for folder in ("cat", "dog", "unlabeled"):
-        (tmp_path / "pool" / folder).mkdir(parents=True)
-        for i in range(3):
-            image = rng.integers(0, 255, (12, 12), dtype=np.uint8)
-            Image.fromarray(image).save(tmp_path / "pool" / folder / f"{i}.png")
+    pet_image_folder(tmp_path / "pool", per_folder=3)
     pool = ml.datasets.imagefolder(tmp_path / "pool")
     with Project.create(tmp_path / "p", pool=pool, labels={"cat/0.png": "cat", "dog/1.png": "dog"}) as project:
         store = project.store

@@ -10,17 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import pet_image_folder
 from metalabel.cli import main
 
 
 @pytest.fixture
 def pool(tmp_path):
-    rng = np.random.default_rng(0)
-    for folder in ("cat", "dog", "unlabeled"):
-        (tmp_path / "pool" / folder).mkdir(parents=True)
-        for i in range(3):
-            pixels = rng.integers(0, 255, (12, 12), dtype=np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "pool" / folder / f"{i}.png")
+    pet_image_folder(tmp_path / "pool", per_folder=3)
     seed = tmp_path / "seed.csv"
     seed.write_text("uri,label\ncat/0.png,cat\ndog/1.png,dog\n")
     return tmp_path / "pool", seed

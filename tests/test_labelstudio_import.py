@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import pet_image_folder
 from metalabel.cli import main
 from metalabel.errors import BadInputError, MetalabelError, StoreError
 from metalabel.label.oracle import QUESTION_KEY, LabelStudioQueue, Query, put_questions
@@ -280,17 +281,10 @@ def test_missing_and_undecodable_files_are_typed_errors(store, tmp_path):
 
 
 def test_import_answers_cli_says_what_it_recorded_and_that_a_refusal_changed_nothing(tmp_path, capsys):
-    import numpy as np
-    from PIL import Image
 
     from metalabel.project import Project
 
-    rng = np.random.default_rng(0)
-    for folder in ("cat", "dog", "unlabeled"):
-        (tmp_path / "pool" / folder).mkdir(parents=True)
-        for i in range(3):
-            image = rng.integers(0, 255, (12, 12), dtype=np.uint8)
-            Image.fromarray(image).save(tmp_path / "pool" / folder / f"{i}.png")
+    pet_image_folder(tmp_path / "pool", per_folder=3)
     (tmp_path / "seed.csv").write_text("uri,label\ncat/0.png,cat\ndog/1.png,dog\n")
     init = ["init", str(tmp_path / "p"), "--pool", str(tmp_path / "pool"), "--labels", str(tmp_path / "seed.csv")]
     assert main(init) == 0

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import pet_image_folder
 from metalabel.cli import main
 from metalabel.label.labelstudio import QuestionIdentity, ReviewIdentity, choices_task, labeling_config
 from metalabel.label.oracle import LabelStudioQueue, Query, project_identity, put_questions
@@ -38,12 +39,7 @@ AUTH = {"Authorization": "Basic " + base64.b64encode(f"metalabel:{PASSWORD}".enc
 
 @pytest.fixture
 def project(tmp_path, capsys) -> Path:
-    rng = np.random.default_rng(0)
-    for folder in ("cat", "dog", "unlabeled"):
-        (tmp_path / "pool" / folder).mkdir(parents=True)
-        for i in range(4):
-            pixels = rng.integers(0, 255, (12, 12), dtype=np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "pool" / folder / f"{i}.png")
+    pet_image_folder(tmp_path / "pool", per_folder=4)
     assert main(["init", str(tmp_path / "p"), "--pool", str(tmp_path / "pool"), "--quiet"]) == 0
     capsys.readouterr()
     folder = tmp_path / "p"

@@ -18,11 +18,9 @@ import textwrap
 import threading
 import time
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from helpers import answered
+from helpers import answered, pet_image_folder
 from metalabel.cli import main
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
@@ -30,12 +28,7 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs PO
 
 @pytest.fixture
 def project(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    for folder in ("cat", "dog", "unlabeled"):
-        (tmp_path / "pool" / folder).mkdir(parents=True)
-        for i in range(4):
-            image = rng.integers(0, 255, (12, 12), dtype=np.uint8)
-            Image.fromarray(image).save(tmp_path / "pool" / folder / f"{i}.png")
+    pet_image_folder(tmp_path / "pool", per_folder=4)
     (tmp_path / "seed.csv").write_text("uri,label\ncat/0.png,cat\ndog/1.png,dog\n")
     assert main(["init", str(tmp_path / "p"), "--pool", str(tmp_path / "pool"), "--labels", str(tmp_path / "seed.csv"),
                  "--quiet"]) == 0

@@ -23,10 +23,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
+from helpers import pet_image_folder
 from metalabel.cli import main
 from metalabel.label.labelstudio import QuestionIdentity, choices_task
 from metalabel.label.oracle import project_identity
@@ -42,12 +41,7 @@ AUTH = "Basic " + base64.b64encode(f"metalabel:{PASSWORD}".encode()).decode()
 @pytest.fixture
 def project(tmp_path, capsys) -> Path:
     """An image project with one open question (item 3) that Label Studio's annotator 7 answers."""
-    rng = np.random.default_rng(0)
-    for folder in ("cat", "dog", "unlabeled"):
-        (tmp_path / "pool" / folder).mkdir(parents=True)
-        for i in range(4):
-            pixels = rng.integers(0, 255, (12, 12), dtype=np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "pool" / folder / f"{i}.png")
+    pet_image_folder(tmp_path / "pool", per_folder=4)
     assert main(["init", str(tmp_path / "p"), "--pool", str(tmp_path / "pool"), "--quiet"]) == 0
     capsys.readouterr()
     with ProjectStore.open(tmp_path / "p") as store:

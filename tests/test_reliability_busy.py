@@ -20,12 +20,10 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 from rich.console import Console
 
-from helpers import answered
+from helpers import answered, pet_image_folder
 from metalabel.cli import main
 from metalabel.label.oracle import TerminalOracle
 from metalabel.project import Project
@@ -46,12 +44,7 @@ db.execute("ROLLBACK")
 @pytest.fixture
 def project(tmp_path, capsys, monkeypatch) -> Path:
     monkeypatch.setattr(schema, "BUSY_TIMEOUT_S", 0.5)  # a held write lock is "busy" after 0.5 s, not 10 s
-    rng = np.random.default_rng(0)
-    for folder in ("cat", "dog", "unlabeled"):
-        (tmp_path / "pool" / folder).mkdir(parents=True)
-        for i in range(4):
-            pixels = rng.integers(0, 255, (12, 12), dtype=np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "pool" / folder / f"{i}.png")
+    pet_image_folder(tmp_path / "pool", per_folder=4)
     (tmp_path / "seed.csv").write_text("uri,label\ncat/0.png,cat\ndog/1.png,dog\n")
     assert main(["init", str(tmp_path / "p"), "--pool", str(tmp_path / "pool"), "--labels", str(tmp_path / "seed.csv"),
                  "--quiet"]) == 0

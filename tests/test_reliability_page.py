@@ -20,10 +20,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
+from helpers import pet_image_folder
 from metalabel.cli import main
 from metalabel.store import ProjectStore
 
@@ -34,12 +33,7 @@ pytest.importorskip("uvicorn")
 @pytest.fixture
 def project(tmp_path, capsys) -> Path:
     """Three open questions about unlabeled images; classes cat and dog."""
-    rng = np.random.default_rng(0)
-    for folder in ("cat", "dog", "unlabeled"):
-        (tmp_path / "pool" / folder).mkdir(parents=True)
-        for i in range(3):
-            pixels = rng.integers(0, 255, (12, 12), dtype=np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "pool" / folder / f"{i}.png")
+    pet_image_folder(tmp_path / "pool", per_folder=3)
     assert main(["init", str(tmp_path / "p"), "--pool", str(tmp_path / "pool"), "--quiet"]) == 0
     capsys.readouterr()
     with ProjectStore.open(tmp_path / "p") as store:
