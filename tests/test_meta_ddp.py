@@ -22,8 +22,15 @@ from metalabel.cli import main
 from metalabel.data.episodes import EpisodeSampler
 from metalabel.errors import BadInputError
 from metalabel.meta import load_learner
-from metalabel.meta.distributed import Collective
-from metalabel.meta.train import _load_optimizer, meta_train, split_validation_classes
+from metalabel.meta.distributed import Collective, WorkerFailedError, _process_worker, _train_on_processes
+from metalabel.meta.train import (
+    TrainingJob,
+    _load_optimizer,
+    meta_train,
+    prepare_training,
+    split_validation_classes,
+    training_config,
+)
 
 KANJI = dict(max_classes=40, samples_per_class=10)
 TINY = dict(backbone="conv4", backbone_kwargs={"hidden": 8}, ways=3, shots=1, queries=2, task_parallel="loop",
@@ -93,6 +100,34 @@ def test_two_workers_update_as_one_and_their_checkpoint_resumes_on_one_worker_bi
     assert resumed.keys() == learner.state_dict().keys()
     for name, tensor in learner.state_dict().items():
         assert torch.equal(resumed[name], tensor), name
+
+
+def aborts_after_its_share(rank: int, world: int, scratch: str, job: TrainingJob, threads: int) -> None:
+    """A worker whose process dies as torch.distributed shuts down (gloo was seen to abort so in CI)."""
+    _process_worker(rank, world, scratch, job, threads)
+    if rank == 1:
+        os.abort()
+
+
+def aborts_before_training(rank: int, world: int, scratch: str, job: TrainingJob, threads: int) -> None:
+    if rank == 1:
+        os.abort()
+    _process_worker(rank, world, scratch, job, threads)
+
+
+def test_a_worker_dying_after_the_run_finished_loses_nothing_one_dying_before_stops_the_run(kanji, tmp_path) -> None:
+    options = {k: v for k, v in TINY.items() if k != "progress"} | {"algo": "protonet", "meta_batch": 2, "steps": 2}
+
+    def job(name: str) -> TrainingJob:
+        return prepare_training(kanji, training_config(options), out=tmp_path / name, resume=False, device="cpu",
+                                progress=False, init=None)
+
+    _train_on_processes(job("whole"), workers=2)
+    _train_on_processes(job("aborted"), workers=2, worker=aborts_after_its_share)
+    assert largest_difference(weights(tmp_path / "whole" / "last"), weights(tmp_path / "aborted" / "last")) == 0
+
+    with pytest.raises(WorkerFailedError, match="worker 1 of 2 was killed by SIGABRT.*no checkpoint was written"):
+        _train_on_processes(job("never"), workers=2, worker=aborts_before_training)
 
 
 def test_a_meta_batch_that_cannot_be_split_is_refused_before_any_worker_starts(kanji, tmp_path) -> None:

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,8 @@ from metalabel.files import remove_stale_staging
 from metalabel.meta.checkpoint import load_learner
 from metalabel.meta.functional import RUNNING_STAT_BUFFERS, TaskLearner
 from metalabel.meta.train import TrainConfig, TrainingJob, _resolved, run_training
+
+_log = logging.getLogger(__name__)
 
 
 class WorkerFailedError(MetalabelError, RuntimeError):
@@ -122,18 +126,28 @@ def _last_step(run: Path) -> str:
     return f"the last checkpoint ({run / 'last'}, step {json.loads(state.read_text())['step']}) is whole"
 
 
-def _process_worker(rank: int, world: int, rendezvous: str, job: TrainingJob, threads: int) -> None:
+def _finished_mark(scratch: Path, rank: int) -> Path:
+    return scratch / f"finished-{rank}"
+
+
+def _process_worker(rank: int, world: int, scratch: str, job: TrainingJob, threads: int) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(threads)
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{Path(scratch) / 'rendezvous'}", rank=rank,
+                            world_size=world)
     try:
         run_training(job, Collective(rank, world))
+        # no worker tears down its connections while the first still validates and writes checkpoints
+        # (a worker that left early was seen to abort in gloo's teardown)
+        dist.barrier()
+        _finished_mark(Path(scratch), rank).touch()
     finally:
         dist.destroy_process_group()
 
 
-def _train_on_processes(job: TrainingJob, *, workers: int) -> None:
+def _train_on_processes(job: TrainingJob, *, workers: int, worker: Callable[..., None] = _process_worker) -> None:
+    """Spawn ``workers`` processes running ``worker(rank, workers, scratch, job, threads)``."""
     import torch.multiprocessing as mp
 
     assert job.run is not None
@@ -141,9 +155,15 @@ def _train_on_processes(job: TrainingJob, *, workers: int) -> None:
     # spawn, not fork: a forked child inherits torch's thread pools in whatever state they are
     with tempfile.TemporaryDirectory(prefix="metalabel-ddp-") as scratch:
         try:
-            mp.start_processes(_process_worker, args=(workers, str(Path(scratch) / "rendezvous"), job, threads),
-                               nprocs=workers, join=True, start_method="spawn")
+            mp.start_processes(worker, args=(workers, scratch, job, threads), nprocs=workers, join=True,
+                               start_method="spawn")
         except mp.ProcessExitedException as error:
+            if any(_finished_mark(Path(scratch), rank).exists() for rank in range(workers)):
+                # a worker past the final barrier means every worker finished training and the checkpoints are
+                # written: a crash while torch.distributed shut down loses nothing
+                _log.info("meta-training worker %d of %d died after the run finished (%s)", error.error_index,
+                          workers, error)
+                return
             how = f"was killed by {error.signal_name}" if error.signal_name else f"exited with {error.exit_code}"
             raise WorkerFailedError(f"meta-training worker {error.error_index} of {workers} {how}; the others "
                                     f"were stopped; {_last_step(job.run)}: run the same command again to "
