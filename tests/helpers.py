@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -44,3 +45,9 @@ def pet_image_folder(root: Path, *, per_folder: int) -> Path:
 def random_images(count: int, *, seed: int = 0, shape: tuple[int, ...] = (28, 28)) -> np.ndarray:
     """uint8 noise images ``[count, *shape]``."""
     return np.random.default_rng(seed).integers(0, 256, size=(count, *shape), dtype=np.uint8)
+
+
+def label_studio_user(email: str) -> dict:
+    """A Label Studio user object as an export carries it: each email its own user id, as in Label Studio
+    (where one id with two emails is one user who changed her email)."""
+    return {"id": zlib.crc32(email.encode()) + 1, "email": email}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import pet_image_folder
+from helpers import label_studio_user, pet_image_folder
 from metalabel.cli import main
 from metalabel.errors import BadInputError, MetalabelError, StoreError
 from metalabel.label.oracle import QUESTION_KEY, LabelStudioQueue, Query, put_questions
@@ -45,7 +45,7 @@ def annotation(choice: str | None, *, who: str = "ann@example.com", cancelled: b
     result = [] if choice is None else [
         {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [choice]}}
     ]
-    return {"completed_by": {"id": 3, "email": who}, "result": result, "was_cancelled": cancelled}
+    return {"completed_by": label_studio_user(who), "result": result, "was_cancelled": cancelled}
 
 
 def labeled(tasks: list[dict], annotations: dict[int, list[dict]]) -> list[dict]:

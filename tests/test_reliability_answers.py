@@ -11,6 +11,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+from helpers import label_studio_user
 from metalabel.label.oracle import QUESTION_KEY, LabelStudioQueue, Query, put_questions
 from metalabel.store import ItemRecord, ProjectStore
 from metalabel.store import schema as store_schema
@@ -35,7 +36,7 @@ def label_studio_export(store: ProjectStore, queue: Path, votes: dict[int, list[
     tasks = json.loads(tasks_file.read_text())
     position = {query.question_id: n for n, query in enumerate(queries)}
     export = [{"id": n + 1, "project": 1, "data": task["data"], "meta": task["meta"], "predictions": [],
-               "annotations": [{"completed_by": {"id": 3, "email": who}, "was_cancelled": False,
+               "annotations": [{"completed_by": label_studio_user(who), "was_cancelled": False,
                                 "result": [{"from_name": "label", "to_name": "text", "type": "choices",
                                             "value": {"choices": [choice]}}]}
                                for who, choice in votes.get(position[task["meta"][QUESTION_KEY]], [])]}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from helpers import label_studio_user
 from metalabel import datasets
 from metalabel.export import export_project
 from metalabel.label.oracle import LabelStudioQueue, Query, put_questions
@@ -36,7 +37,7 @@ def make_project(folder: Path) -> tuple[ProjectStore, list[dict]]:
 
 def annotation(who: str, choice: str, updated_at: str, annotation_id: int = 1) -> dict:
     """One annotation as Label Studio's "JSON" export and webhooks carry it."""
-    return {"id": annotation_id, "completed_by": {"id": 3, "email": who}, "was_cancelled": False,
+    return {"id": annotation_id, "completed_by": label_studio_user(who), "was_cancelled": False,
             "result": [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [choice]}}],
             "created_at": "2026-12-05T09:00:00.000000Z", "updated_at": updated_at}
 
@@ -153,7 +154,7 @@ def test_a_reviewer_who_changes_her_verdict_in_a_later_export_changes_her_answer
         def reviewed(name: str, verdict: str, updated_at: str) -> Path:
             path = tmp_path / name
             path.write_text(json.dumps([{**task, "id": 1, "project": 3, "annotations": [
-                {**annotation("rev@x", verdict, updated_at), "completed_by": {"id": 7, "email": "rev@x"}}]}]))
+                {**annotation("rev@x", verdict, updated_at), "completed_by": label_studio_user("rev@x")}]}]))
             return path
 
         first = reviewed("monday.json", "neg", "2026-12-05T10:00:00Z")
@@ -193,7 +194,7 @@ def test_a_reviewers_change_to_a_class_another_reviewer_listed_before_her_chose_
         def reviewed(name: str, *verdicts: tuple[str, str, str]) -> Path:
             path = tmp_path / name
             path.write_text(json.dumps([{**task, "id": 1, "project": 3, "annotations": [
-                {**annotation(who, verdict, updated_at, n), "completed_by": {"id": n, "email": who}}
+                {**annotation(who, verdict, updated_at, n), "completed_by": label_studio_user(who)}
                 for n, (who, verdict, updated_at) in enumerate(verdicts, start=1)]}]))
             return path
 
@@ -205,3 +206,61 @@ def test_a_reviewers_change_to_a_class_another_reviewer_listed_before_her_chose_
         assert history == [("pos", "model", None), ("neg", "human", "labelstudio:rev@x"),
                            ("pos", "human", "labelstudio:rev@x")]
         assert store.disagreements() == []
+
+
+def by_user_id(annotation: dict) -> dict:
+    """The annotation as a webhook (and Label Studio's plain "JSON" export) names its annotator: the user id."""
+    return {**annotation, "completed_by": annotation["completed_by"]["id"]}
+
+
+ANN_BY_ID = f"labelstudio:{label_studio_user('ann@x')['id']}"
+
+
+def test_her_change_under_her_user_id_and_under_her_email_is_her_change_in_either_order(tmp_path):
+    for first_by_id in (True, False):
+        folder = tmp_path / str(first_by_id)
+        folder.mkdir()
+        store, tasks = make_project(folder)
+        queue = LabelStudioQueue(folder / "queue")
+        cat = annotation("ann@x", "cat", "2026-12-05T10:00:00Z")
+        dog = annotation("ann@x", "dog", "2026-12-05T12:00:00Z")
+        with store:
+            queue.import_annotations(export(folder, "first.json", tasks, by_user_id(cat) if first_by_id else cat),
+                                     store=store)
+            recorded = queue.import_annotations(
+                export(folder, "second.json", tasks, dog if first_by_id else by_user_id(dog)), store=store)
+            assert (recorded.changed, recorded.disagreements) == (1, 0)
+            # her first answer keeps the name it was recorded under; later ones get the name a person reads
+            assert item_answers(store) == ([("cat", ANN_BY_ID if first_by_id else ANN, False), ("dog", ANN, True)],
+                                           set())
+            assert store.people().same(ANN_BY_ID, ANN) and not store.people().same(ANN_BY_ID, BOB)
+
+
+def test_an_older_export_naming_her_by_email_does_not_undo_her_change_by_webhook(tmp_path):
+    store, tasks = make_project(tmp_path)
+    queue = LabelStudioQueue(tmp_path / "queue")
+    cat, dog = annotation("ann@x", "cat", "2026-12-05T10:00:00Z"), annotation("ann@x", "dog", "2026-12-05T12:00:00Z")
+    with store:
+        queue.import_annotations(export(tmp_path, "created.json", tasks, by_user_id(cat)), store=store)
+        queue.import_annotations(export(tmp_path, "updated.json", tasks, by_user_id(dog)), store=store, changed=True)
+        # an export taken before her change, with user objects, imported afterwards
+        recorded = queue.import_annotations(export(tmp_path, "old.json", tasks, cat), store=store)
+        assert (recorded.changed, recorded.disagreements) == (0, 0)
+        assert item_answers(store) == ([("cat", ANN_BY_ID, False), ("dog", ANN_BY_ID, True)], set())
+
+
+def test_her_disagreement_under_her_user_id_is_settled_when_she_agrees_under_her_email(tmp_path):
+    store, tasks = make_project(tmp_path)
+    queue = LabelStudioQueue(tmp_path / "queue")
+    with store:
+        queue.import_annotations(export(tmp_path, "bob.json", tasks, annotation("bob@x", "cat", "2026-12-05T10:00:00Z",
+                                                                                2)), store=store)
+        queue.import_annotations(export(tmp_path, "ann.json", tasks,
+                                        by_user_id(annotation("ann@x", "dog", "2026-12-05T11:00:00Z"))), store=store)
+        assert item_answers(store) == ([("cat", BOB, True)], {("dog", ANN_BY_ID)})
+        # she now agrees with bob, in an export that names her by email: her disagreement is settled, not kept
+        # beside a second one of hers
+        queue.import_annotations(export(tmp_path, "both.json", tasks, annotation("bob@x", "cat", "2026-12-05T10:00:00Z",
+                                                                                 2),
+                                        annotation("ann@x", "cat", "2026-12-05T12:00:00Z")), store=store)
+        assert item_answers(store) == ([("cat", BOB, True)], set())

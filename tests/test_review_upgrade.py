@@ -15,6 +15,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+from helpers import label_studio_user
 from metalabel.label.oracle import (
     WEBHOOK_FOLDER,
     LabelStudioQueue,
@@ -46,7 +47,7 @@ def tasks_put_to_label_studio(store: ProjectStore) -> list[dict]:
 
 
 def one_annotation(task: dict, who: str, choice: str) -> list[dict]:
-    return [{**task, "annotations": [{"id": 11, "completed_by": {"id": 7, "email": who}, "was_cancelled": False,
+    return [{**task, "annotations": [{"id": 11, "completed_by": label_studio_user(who), "was_cancelled": False,
                                       "result": [{"from_name": "label", "to_name": "text", "type": "choices",
                                                   "value": {"choices": [choice]}}]}]}]
 

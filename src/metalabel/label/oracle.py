@@ -76,7 +76,7 @@ from metalabel.label.labelstudio import (
     choices_task,
     write_config,
 )
-from metalabel.store import Artifact, Label, LabelSource, ProjectStore, path_sha256
+from metalabel.store import Artifact, Label, LabelSource, People, ProjectStore, path_sha256
 
 
 @dataclass(frozen=True)
@@ -861,18 +861,23 @@ class LabelStudioQueue:
         ``ANNOTATION_UPDATED``): one as old as the answer on record still changes it.
         """
         path = Path(path)
-        questions, reviews = self._read_export(path)
-        _check_against_store(questions, store, path)
-        shown = _check_reviews(reviews, store, path)
+        export = self._read_export(path)
+        _check_against_store(export.questions, store, path)
+        shown = _check_reviews(export.reviews, store, path)
         tally = _Tally()
         try:
             with store.batch():
+                for name, other in sorted(export.same_people):
+                    store.same_person(name, other)
+                people = store.people()  # a person is one, whichever name an export or a webhook gave her
                 imports = store.artifacts(kind=ANSWERS_IMPORT)
-                recorded_at = _recorded_answer_times(imports)
-                for question_id, vote in questions.items():
-                    _record_votes(store, question_id, vote, tally, recorded_at, changed=changed)
-                for label_id, vote in reviews.items():
-                    _record_review(store, shown[label_id], vote, tally, recorded_at, changed=changed)
+                recorded_at = _recorded_answer_times(imports, people)
+                for question_id, vote in export.questions.items():
+                    _record_votes(store, question_id, vote.named(people), tally, recorded_at, people,
+                                  changed=changed)
+                for label_id, vote in export.reviews.items():
+                    _record_review(store, shown[label_id], vote.named(people), tally, recorded_at, people,
+                                   changed=changed)
                 # in the same transaction: the file is on record exactly when its answers are (once: a file
                 # imported again adds nothing)
                 digest = path_sha256(path)
@@ -890,8 +895,8 @@ class LabelStudioQueue:
             raise kind(f"{error}; nothing was imported from {path} (an import is all or nothing)") from error
         return tally.result()
 
-    def _read_export(self, path: Path) -> tuple[dict[int, _Votes], dict[int, _Votes]]:
-        """The votes on each question, and on each reviewed label, in the export."""
+    def _read_export(self, path: Path) -> _Export:
+        """What the export says: the votes on each question and on each reviewed label, and who is who."""
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -922,19 +927,18 @@ class LabelStudioQueue:
                 "is not a Label Studio export: expected a list of tasks; nothing was imported", path=path,
                 hint="use the 'JSON' export format",
             )
-        questions: dict[int, _Votes] = {}
-        reviews: dict[int, _Votes] = {}
+        export = _Export()
         for index, task in enumerate(tasks):
             try:
-                self._read_task(task, index, questions, reviews)
+                self._read_task(task, index, export)
             except _TaskProblem as problem:
                 raise BadInputError(
                     f"task {index}{_task_id(task)}: {problem}; nothing was imported (an import is all or nothing)",
                     path=path, hint="pass the export file as Label Studio wrote it, of tasks this project exported",
                 ) from None
-        return questions, reviews
+        return export
 
-    def _read_task(self, task: Any, index: int, questions: dict[int, _Votes], reviews: dict[int, _Votes]) -> None:
+    def _read_task(self, task: Any, index: int, export: _Export) -> None:
         if not isinstance(task, dict):
             raise _TaskProblem("is not a JSON object")
         # meta (full JSON) names them plainly; data (every format) and, in JSON-MIN, the task itself
@@ -949,13 +953,13 @@ class LabelStudioQueue:
         if raw_question_id is not None and raw_label_id is not None:
             raise _TaskProblem(f"carries both a {QUESTION_KEY} and a {LABEL_KEY}; was it changed by hand?")
         if raw_question_id is not None:
-            vote = questions.setdefault(_question_id(raw_question_id, QUESTION_KEY), _Votes())
+            vote = export.questions.setdefault(_question_id(raw_question_id, QUESTION_KEY), _Votes())
         elif raw_label_id is not None:
             if "annotations" not in task:
                 # JSON-MIN puts the choice under "label", where the exported task's data has the label shown
                 raise _TaskProblem("a reviewed export task is read from Label Studio's 'JSON' export, not "
                                    "'JSON-MIN' (which cannot tell the label shown from the reviewer's answer)")
-            vote = reviews.setdefault(_question_id(raw_label_id, LABEL_KEY), _Votes())
+            vote = export.reviews.setdefault(_question_id(raw_label_id, LABEL_KEY), _Votes())
         else:
             raise _TaskProblem(
                 f"carries neither a {QUESTION_KEY} (a question `metalabel run --oracle labelstudio` asked) nor a "
@@ -974,7 +978,7 @@ class LabelStudioQueue:
             if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
                 raise _TaskProblem("'annotations' is not a list of objects")
             for annotation in annotations:
-                annotator = self._annotator(annotation.get("completed_by"))
+                annotator = self._annotator(annotation.get("completed_by"), export)
                 if annotation.get("was_cancelled", False) is True:
                     vote.skipped_by.append(annotator)
                     continue
@@ -992,13 +996,17 @@ class LabelStudioQueue:
                 vote.add(_one_choice(value.get("choices") if isinstance(value, dict) else None), annotator, index,
                          _annotation_time(annotation))
         elif CHOICES_NAME in task:  # "JSON-MIN": the choice sits under the control's name
-            vote.add(_one_choice(task[CHOICES_NAME]), self._annotator(task.get("annotator")), index,
+            vote.add(_one_choice(task[CHOICES_NAME]), self._annotator(task.get("annotator"), export), index,
                      _annotation_time(task))
 
-    def _annotator(self, completed_by: Any) -> str:
-        """``labelstudio:<email or user id>``: Label Studio writes either, or a user object."""
+    def _annotator(self, completed_by: Any, export: _Export) -> str:
+        """``labelstudio:<email or user id>``: Label Studio writes either, or a user object, whose id and
+        email are then one person's names (webhooks name her by id)."""
         if isinstance(completed_by, dict):
-            completed_by = completed_by.get("email") or completed_by.get("id")
+            email, user_id = completed_by.get("email"), completed_by.get("id")
+            if email not in (None, "") and user_id not in (None, ""):
+                export.same_people.add((f"{self.name}:{email}", f"{self.name}:{user_id}"))
+            completed_by = email or user_id
         return self.name if completed_by in (None, "") else f"{self.name}:{completed_by}"
 
 
@@ -1143,6 +1151,23 @@ class _Votes:
         others = dict.fromkeys((label, who) for label, who, _ in self.labels if label != winner)
         return winner, annotator, list(others)
 
+    def named(self, people: People) -> _Votes:
+        """These votes with each person under the one name the project gives her (``People.canonical``): her
+        annotations under two names are one person's, of which the newer counts."""
+        votes = _Votes(self.tasks, skipped_by=[people.canonical(who) for who in self.skipped_by])
+        for label, who, index in self.labels:
+            votes.add(label, people.canonical(who), index, self.answered_at[who])
+        return votes
+
+
+@dataclass
+class _Export:
+    """What one Label Studio export says."""
+
+    questions: dict[int, _Votes] = field(default_factory=dict)
+    reviews: dict[int, _Votes] = field(default_factory=dict)  # by the id of the label a reviewed task showed
+    same_people: set[tuple[str, str]] = field(default_factory=set)  # (email name, id name) of one user
+
 
 def _brief(value: Any, limit: int = 60) -> str:
     """A short, safe rendering of a value from a file (no deep recursion, no huge output)."""
@@ -1252,7 +1277,7 @@ def _check_classes(vote: _Votes, classes: set[str], path: Path) -> None:
 
 
 def _record_votes(store: ProjectStore, question_id: int, vote: _Votes, tally: _Tally,
-                  recorded_at: Mapping[tuple[int, str], datetime], *, changed: bool) -> None:
+                  recorded_at: Mapping[tuple[int, str], datetime], people: People, *, changed: bool) -> None:
     """One question's answers, inside the import's transaction. An answer from the person whose answer is on
     record is her change; one older than her answer recorded from an earlier file (a kept webhook replayed
     after an export with her later annotation), or as old and not an update (``changed``), is left out: her
@@ -1280,7 +1305,7 @@ def _record_votes(store: ProjectStore, question_id: int, vote: _Votes, tally: _T
     for other, who in others:
         if not _not_older(vote.answered_at[who], recorded_at.get((question_id, who)), equal=changed):
             continue
-        if who == question.oracle:  # the person whose answer is on record changed it
+        if people.same(who, question.oracle):  # the person whose answer is on record changed it
             write = store.correct(question_id, other, oracle=who)
             changes += write.applied
             tally.disagreements += write.disagreement_id is not None
@@ -1318,15 +1343,15 @@ def _not_older(when: datetime | None, than: datetime | None, *, equal: bool = Tr
     return when >= than if equal else when > than
 
 
-def _recorded_answer_times(imports: Iterable[Artifact]) -> dict[tuple[int, str], datetime]:
+def _recorded_answer_times(imports: Iterable[Artifact], people: People) -> dict[tuple[int, str], datetime]:
     """The newest time of each person's answer to each question that earlier imports recorded (their
-    ``answers-import`` artifacts' meta; imports before this was kept recorded none)."""
+    ``answers-import`` artifacts' meta; imports before this was kept recorded none), under her one name."""
     newest: dict[tuple[int, str], datetime] = {}
     for artifact in imports:
         for question_id, times in artifact.meta.get(ANSWER_TIMES, {}).items():
             for who, text in times.items():
                 when = datetime.fromisoformat(text)
-                key = (int(question_id), who)
+                key = (int(question_id), people.canonical(who))
                 if key not in newest or when > newest[key]:
                     newest[key] = when
     return newest
@@ -1383,7 +1408,7 @@ def _review_vote(shown: Label, vote: _Votes) -> _Votes:
 
 
 def _record_review(store: ProjectStore, shown: Label, vote: _Votes, tally: _Tally,
-                   recorded_at: Mapping[tuple[int, str], datetime], *, changed: bool) -> None:
+                   recorded_at: Mapping[tuple[int, str], datetime], people: People, *, changed: bool) -> None:
     """One reviewed export label, inside the import's transaction (see ``import_annotations``). A reviewer's
     later verdict on the label that is her answer is her change, as ``_record_votes`` has it."""
     vote = _review_vote(shown, vote)
@@ -1397,7 +1422,7 @@ def _record_review(store: ProjectStore, shown: Label, vote: _Votes, tally: _Tall
         for other, who, _ in vote.labels:  # every reviewer, not only the first of each class
             if not _not_older(vote.answered_at[who], recorded_at.get((active.question_id, who)), equal=changed):
                 continue
-            if who == active.oracle:  # the reviewer changed their own verdict
+            if people.same(who, active.oracle):  # the reviewer changed their own verdict
                 tally.changed += store.correct(active.question_id, other, oracle=who).applied
             else:  # a person's answer is never written over: another class is a disagreement between people
                 tally.disagreements += store.add_human_disagreement(active.question_id, other, oracle=who) is not None

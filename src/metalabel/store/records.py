@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -211,3 +212,25 @@ class SyntheticItem:
     parents: tuple[int, ...]
     kept: bool
     created_at: str
+
+
+@dataclass(frozen=True)
+class People:
+    """Which names of answerers are one person (``ProjectStore.people``): a Label Studio user is
+    ``labelstudio:<id>`` in webhooks and ``labelstudio:<email>`` in exports that carry a user object."""
+
+    groups: Mapping[str, frozenset[str]]
+    """Each name that has another, with every name of its person (itself included)."""
+
+    def names(self, name: str) -> frozenset[str]:
+        """Every name of the person who answered as ``name``."""
+        return self.groups.get(name, frozenset((name,)))
+
+    def same(self, name: str, other: str | None) -> bool:
+        return other is not None and other in self.names(name)
+
+    def canonical(self, name: str) -> str:
+        """The one name new records give the person: an email-based one where known (a person reads it), the
+        first in order otherwise, so every import names her the same way."""
+        names = sorted(self.names(name))
+        return next((candidate for candidate in names if "@" in candidate), names[0])

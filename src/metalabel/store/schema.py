@@ -276,10 +276,28 @@ def _name_who_disagreed(connection: sqlite3.Connection) -> None:
     connection.execute("ALTER TABLE disagreements ADD COLUMN oracle TEXT")
 
 
+def _know_people_by_every_name(connection: sqlite3.Connection) -> None:
+    """Version 7: names under which one person answered.
+
+    Label Studio names an annotator by user id in webhooks and in some exports, and by a user object
+    (id and email) in others; metalabel names her ``labelstudio:<email>`` from the one and
+    ``labelstudio:<id>`` from the other. Each row says two names are one person, so her later answer
+    under either name is her change, never a disagreement with herself.
+    """
+    connection.execute(
+        """
+        CREATE TABLE person_names (
+            name    TEXT NOT NULL,
+            same_as TEXT NOT NULL,
+            PRIMARY KEY (name, same_as)
+        )""")
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: list[Migration] = [_create_tables, _add_synthetic_items, _add_certificates_and_retractions,
-                               _add_reference_regions, _keep_every_answer, _name_who_disagreed]
+                               _add_reference_regions, _keep_every_answer, _name_who_disagreed,
+                               _know_people_by_every_name]
 
 ACTIVE_LABEL = "labels.superseded_by IS NULL AND labels.retracted_at IS NULL"
 """SQL: the label is its item's active one (neither superseded nor retracted)."""

@@ -45,6 +45,7 @@ from metalabel.store.records import (
     LabelSource,
     LabelWrite,
     Outcome,
+    People,
     Question,
     Round,
     SyntheticItem,
@@ -690,18 +691,20 @@ class ProjectStore:
         # resolved_by_label_id is the kept label: the person's answer was not kept, so no label of theirs exists
         # to name, and the kept label is what stands; what they say now is the open disagreement below (none when
         # they agree), and the earlier one stays on record (disagreements(include_resolved=True)).
+        names = sorted(self.people().names(oracle))  # theirs under any name they answered by
+        among = f"oracle IN ({', '.join('?' * len(names))})"
         self._connection.execute(
-            "UPDATE disagreements SET resolved_by_label_id = ? WHERE item_id = ? AND source = 'human' AND oracle = ? "
+            f"UPDATE disagreements SET resolved_by_label_id = ? WHERE item_id = ? AND source = 'human' AND {among} "
             "AND class_id != ? AND resolved_by_label_id IS NULL",
-            (kept_label_id, question["item_id"], oracle, class_id),
+            (kept_label_id, question["item_id"], *names, class_id),
         )
         if class_id == kept_class_id:
             return LabelWrite(Outcome.UNCHANGED, label_id=kept_label_id)
         on_record = self._connection.execute(
             "SELECT id FROM disagreements WHERE item_id = ? AND kept_label_id = ? AND class_id = ? "
             # an unnamed one was recorded before schema 6 (who it was is unknown): it may be this person's
-            "AND source = 'human' AND (oracle IS ? OR oracle IS NULL) AND resolved_by_label_id IS NULL",
-            (question["item_id"], kept_label_id, class_id, oracle),
+            f"AND source = 'human' AND ({among} OR oracle IS NULL) AND resolved_by_label_id IS NULL",
+            (question["item_id"], kept_label_id, class_id, *names),
         ).fetchone()
         if on_record is not None:
             return LabelWrite(Outcome.UNCHANGED, label_id=kept_label_id)
@@ -711,6 +714,24 @@ class ProjectStore:
             (question["item_id"], kept_label_id, class_id, question["round_id"], question["strategy"], oracle),
         )
         return LabelWrite(Outcome.DISAGREEMENT, label_id=kept_label_id, disagreement_id=cursor.lastrowid)
+
+    def same_person(self, name: str, other: str) -> None:
+        """Record that ``name`` and ``other`` are one person's names (a Label Studio user's id and email), for
+        good: their answers under either name are hers (``people``)."""
+        _require_oracle(name)
+        _require_oracle(other)
+        if name != other:
+            with self.batch():
+                self._connection.execute("INSERT OR IGNORE INTO person_names (name, same_as) VALUES (?, ?)",
+                                         tuple(sorted((name, other))))
+
+    def people(self) -> People:
+        """Which answerers' names are one person's (every pair ``same_person`` recorded, and what follows)."""
+        groups: dict[str, frozenset[str]] = {}
+        for name, other in self._connection.execute("SELECT name, same_as FROM person_names ORDER BY rowid"):
+            joined = groups.get(name, frozenset((name,))) | groups.get(other, frozenset((other,)))
+            groups.update(dict.fromkeys(joined, joined))
+        return People(groups)
 
     def dismiss(self, question_id: int, *, oracle: str) -> None:
         """Close a question the oracle could not answer, writing no label."""
