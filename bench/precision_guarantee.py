@@ -27,7 +27,16 @@ bench reads the **final** round (the one that asks nothing and whose model learn
   probabilities of the same run.
 
 The final round's probabilities come from a subclass of ``LabelingRun`` that keeps what its
-``_candidates`` and ``_certify`` steps saw; nothing in the loop changes.
+``_accept`` step saw; nothing in the loop changes.
+
+With ``+audit`` (``RunOptions.audit``) the round that spends the budget is an audit and a final round
+competes with it, each certificate at delta / 2 (``metalabel.pipeline.AuditCertificate``); the export
+may then be the audit model's labels. Its oracle coverage is the larger of the two rankings' (the
+audit round's and the final round's, over the same candidates), so "of oracle" never flatters it;
+each run also records both certificates' sizes and which was kept.
+
+``--results NAME`` keeps partial files under bench/logs/NAME/ and writes bench/results/NAME.{md,json}
+(default ``precision_guarantee``), so a comparison can be kept apart from the main table.
 
 Runs go to one partial JSON per worker (data set x target) under bench/logs/precision_guarantee/ as
 each finishes, so a run cut short keeps its finished runs; ``--report`` rebuilds the JSON and the table.
@@ -38,6 +47,8 @@ each finishes, so a run cut short keeps its finished runs; ``--report`` rebuilds
     PYTHONPATH=/tmp/pg_src/src nice -n 10 python bench/precision_guarantee.py --seeds 20 --seeds-for kanji=10 \
         --reference-shares plan 0.5 --fixed-share-datasets fashion-mnist 20newsgroups digits --jobs 2
     python bench/precision_guarantee.py --report --notes NOTES.md      # table from what finished
+
+    # what made bench/results/precision_guarantee_audit.md: see its notes (two snapshots, merged parts)
 """
 
 from __future__ import annotations
@@ -58,8 +69,8 @@ from _workers import add_pool_options, package_sha256, run_workers, save_part  #
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
-PARTS = ROOT / "logs" / "precision_guarantee"
-KANJI_RUN = PARTS / "kanji-protonet"
+RESULTS_NAME = "precision_guarantee"
+KANJI_RUN = ROOT / "logs" / RESULTS_NAME / "kanji-protonet"
 DATASETS = ("fashion-mnist", "20newsgroups", "kanji", "digits")
 TARGETS = (0.95, 0.90, 0.98)  # run in this order: 0.95 first, the cell the goals name
 DELTA = 0.05
@@ -174,11 +185,12 @@ def capturing_run_class():
 
         captured: list[dict]
 
-        def _accept(self, round_id, fit, labels, raw, probs, model_hash):
-            judged = super()._accept(round_id, fit, labels, raw, probs, model_hash)
+        def _accept(self, round_id, fit, labels, raw, probs, model_hash, **options):
+            judged = super()._accept(round_id, fit, labels, raw, probs, model_hash, **options)
             self.captured = getattr(self, "captured", [])
             self.captured.append({"candidates": judged.candidates, "probs": probs[judged.candidates].copy(),
-                                  "certificate": judged.certificate, "reference": judged.reference})
+                                  "certificate": judged.certificate, "reference": judged.reference,
+                                  "recorded": judged.recorded, "kept_audit": judged.kept_audit})
             return judged
 
     return CapturingRun
@@ -208,6 +220,8 @@ def run_once(pool, learner, encoder, *, seed: int, k: int, budget: int, per_roun
         with project.writer_lock():
             result = run.run()
         final, report = run.captured[-1], rounds[-1]
+        kept_round = {label.round_id for label in project.store.active_labels()
+                      if LabelSource(label.source) is LabelSource.MODEL}
         # what the export writes: every active model label after the last round
         position = {uri: i for i, uri in enumerate(pool.uris)}
         exported = [(position[label.uri], run.class_index[label.class_name]) for label in project.store.active_labels()
@@ -223,12 +237,17 @@ def run_once(pool, learner, encoder, *, seed: int, k: int, budget: int, per_roun
     exported_correct = np.array([truth_all[p] == c for p, c in exported], dtype=bool)
     certified = rule_metrics(np.ones(len(exported), bool), exported_correct, target)
     certified["coverage"] = len(exported) / len(candidates)
-    # the store's active model labels are exactly the final certificate's accepted set
-    assert len(exported) == certificate.accepted, (len(exported), certificate.accepted)
+    # the store's active model labels are exactly what the final round recorded (its own certificate's, or the
+    # audit's it kept)
+    assert len(exported) == final["recorded"].model_labels, (len(exported), final["recorded"].model_labels)
+    assert len(kept_round) <= 1, kept_round
     oracle = oracle_count(probs.max(1), correct, target)
+    rival = audit_figures(run.captured, candidates, truth_all, target) if audit else {}
+    if rival:
+        oracle = max(oracle, rival.pop("oracle_accepted"))
     return {
         "seed": seed, "k": k, "budget": budget, "target": target, "split": split_name(reference_share, audit),
-        "answered": answered,
+        "answered": answered, **rival,
         "rounds": len(rounds), "stopped_because": result.stopped_because,
         "candidates": int(len(candidates)), "pool_accuracy": float(correct.mean()),
         "oracle_accepted": oracle, "oracle_coverage": oracle / len(candidates),
@@ -247,16 +266,36 @@ def run_once(pool, learner, encoder, *, seed: int, k: int, budget: int, per_roun
     }
 
 
+def audit_figures(captured: list[dict], candidates: np.ndarray, truth_all: np.ndarray, target: float) -> dict:
+    """Of a run with an audit: both certificates' sizes, which was kept, and the audit ranking's oracle count.
+
+    ``captured[-2]`` is the audit round's certificate on its answers (its last ``_accept``), ``captured[-1]``
+    the final round's; an audit that never happened (a run that stopped before) gives {}.
+    """
+    if len(captured) < 2 or captured[-1]["certificate"].delta >= DELTA:  # the final round certified alone
+        return {}
+    audit, final = captured[-2], captured[-1]
+    assert np.array_equal(audit["candidates"], candidates), "the final round has the audit's candidates"
+    correct = audit["probs"].argmax(1) == truth_all[candidates]
+    return {"audit_accepted": audit["certificate"].accepted, "final_accepted": final["certificate"].accepted,
+            "kept": "audit" if final["kept_audit"] else "final",
+            "oracle_accepted": oracle_count(audit["probs"].max(1), correct, target)}
+
+
 # ----------------------------------------------------------------------------- driver
 
 
+def parts_folder() -> Path:
+    return ROOT / "logs" / RESULTS_NAME
+
+
 def part_path(worker: str) -> Path:
-    return PARTS / f"{worker}.json"
+    return parts_folder() / f"{worker}.json"
 
 
 def split_name(reference_share: float | None, audit: bool = False) -> str:
     name = "planner" if reference_share is None else f"{100 * reference_share:.0f}% reference"
-    return f"{name}, audit" if audit else name
+    return f"{name}, audit vs final" if audit else name
 
 
 def parse_share(text: str) -> tuple[float | None, bool]:
@@ -357,6 +396,12 @@ def summarize(runs: list[dict], target: float) -> dict:
     out["reference_used"] = mean([r["certified"]["reference_used"] for r in ok])
     out["answered"] = mean([r["answered"] for r in ok])
     out["pool_accuracy"] = mean([r["pool_accuracy"] for r in ok])
+    rivals = [r for r in ok if "kept" in r]
+    if rivals:  # runs with an audit and a final round: which certificate the export kept
+        out["audit_kept"] = sum(r["kept"] == "audit" for r in rivals) / len(rivals)
+        out["audit_accepted"] = mean([r["audit_accepted"] for r in rivals])
+        out["final_accepted"] = mean([r["final_accepted"] for r in rivals])
+        out["rival_runs"] = len(rivals)
     needed = [r["certified"]["reference_needed"] for r in ok if not r["certified"]["accepted"]]
     out["reference_needed"] = sorted(needed, key=lambda v: (v is None, v or 0))
     out["seconds"] = mean([r["seconds"] for r in ok])
@@ -413,7 +458,9 @@ def markdown(parts: dict, meta: dict, rows: list[dict]) -> str:
         f"(`LabelingRun`, delta {DELTA}, certify=binomial, generate=False, project_meta_steps=0, min_gain=0, "
         "B / 2 questions a round, so two asking rounds and a last one that asks nothing and learns from every "
         "answer; with *audit* (`audit=True`) the second asking round asks only reference questions from its "
-        "confident region, certifies its own predictions again on them, and the run ends there) answered by "
+        "confident region and certifies its own predictions again on them: *audit* alone (the loop before "
+        "the final round competed) ends the run there at delta; *audit vs final* goes on to the last round "
+        "and keeps the larger of the audit's and the last round's certificates, each at delta / 2) answered by "
         "`SimulatedOracle` from the true labels (noise 0) until B answers are spent. **split**: how each round "
         "divides its questions between the random reference sample and active learning, *planner* = the loop's "
         "default (`plan_budget`), *50% reference* = `reference_share=0.5`. All figures are read off the final "
@@ -434,6 +481,17 @@ def markdown(parts: dict, meta: dict, rows: list[dict]) -> str:
         "",
     ]
     lines += summary_lines(parts)
+    rivals = [r for r in rows if r.get("rival_runs")]
+    if rivals:
+        lines += ["## Audit vs final: which certificate the export kept", "",
+                  "Runs with an audit and a final round, each certified at delta / 2: the share of runs whose "
+                  "export is the audit's labels, and the mean size (labels) of each certificate.", "",
+                  "| data set | split | target | k | B | runs | audit kept | audit certified | final certified |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['dataset']} | {r['split']} | {r['target']:.2f} | {r['k']} | {r['budget']} | "
+                  f"{r['rival_runs']} | {pct(r['audit_kept'], 0)}% | {r['audit_accepted']:.0f} | "
+                  f"{r['final_accepted']:.0f} |" for r in rivals]
+        lines.append("")
     for name in [n for n in DATASETS if any(r["dataset"] == n for r in rows)]:
         info = next(p for p in parts.values() if p["dataset"] == name)
         lines += [f"## {name}", "",
@@ -473,18 +531,18 @@ def markdown(parts: dict, meta: dict, rows: list[dict]) -> str:
 
 def report(args: argparse.Namespace, meta: dict) -> None:
     parts = {}
-    for path in sorted(PARTS.glob("*@*.json")):  # every worker's part, whichever invocation made it
+    for path in sorted(parts_folder().glob("*@*.json")):  # every worker's part, whichever invocation made it
         part = json.loads(path.read_text())
         if part["dataset"] in args.datasets:
             parts[path.stem] = part
     RESULTS.mkdir(parents=True, exist_ok=True)
-    previous = RESULTS / "precision_guarantee.json"
+    previous = RESULTS / f"{RESULTS_NAME}.json"
     if previous.exists():
         meta = {**json.loads(previous.read_text()).get("meta", {}), **{k: v for k, v in meta.items() if v}}
     rows = collect(parts)
-    (RESULTS / "precision_guarantee.json").write_text(
+    (RESULTS / f"{RESULTS_NAME}.json").write_text(
         json.dumps({"meta": meta, "cells": rows, "workers": parts}, default=float))  # one line: every run is in it
-    (RESULTS / "precision_guarantee.md").write_text(markdown(parts, meta, rows))
+    (RESULTS / f"{RESULTS_NAME}.md").write_text(markdown(parts, meta, rows))
 
 
 def machine() -> str:
@@ -499,6 +557,7 @@ def machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global RESULTS_NAME  # where parts and results go, read by every function that writes them
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--targets", nargs="+", type=float, default=list(TARGETS))
@@ -519,9 +578,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="data sets that also run the fixed shares")
     parser.add_argument("--minutes", type=float, help="each worker stops starting new seeds after this long")
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--results", default=RESULTS_NAME,
+                        help="partial files under bench/logs/NAME/, the table in bench/results/NAME.md")
     add_pool_options(parser)
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
+    RESULTS_NAME = args.results
     if args.worker:
         run_worker(args.worker, args)
         return

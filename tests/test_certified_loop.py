@@ -322,25 +322,27 @@ def test_the_planner_keeps_asking_reference_questions_while_no_coverage_looks_re
     assert asking and all(r.reference_questions >= 3 for r in asking)  # at least a quarter of every round
 
 
-def test_the_round_that_spends_the_budget_audits_what_it_exports_and_ends_the_run(cache, tmp_path):
+def test_the_round_that_spends_the_budget_audits_what_it_exports_and_a_final_round_competes(cache, tmp_path):
     project, gold = kanji_project(tmp_path / "p")
     with project:
         result = project.run(oracle=SimulatedOracle(gold), budget=60, per_round=15, target_precision=0.8,
                              reference_share=0.6, gold=gold, seed=1, audit=True, **QUIET)
         store = project.store
-        last = result.rounds[-1]
-        asked_last = [q for q in store.answered_questions() if q.round_id == last.round_id]
+        audit, last = result.rounds[-2], result.rounds[-1]
+        asked_last = [q for q in store.answered_questions() if q.round_id == audit.round_id]
         audited = [q for q in asked_last if q.reference_region is not None]
         region = store.reference_region(audited[0].reference_region)
         active = [label for label in store.active_labels() if label.source == "model"]
-    assert result.stopped_because.startswith("budget spent: the last round's questions audited")
-    assert [r.questions for r in result.rounds] == [15, 15, 15, 15]
+    assert result.stopped_because == "budget spent"
+    assert [r.questions for r in result.rounds] == [15, 15, 15, 15, 0]
     # the audit asks reference questions only (besides a suspect seed label), drawn from its confident region
     assert {q.strategy for q in asked_last} <= {"reference", "label-issue"} and len(audited) >= 13
-    assert last.reference_questions == len(audited) and {q.item_id for q in audited} <= set(region.tolist())
-    # the round's labels are what the audited certificate covers, and the audit's answers are its evidence
-    assert any(line.startswith("after the audit: ") for line in last.feedback)
-    assert last.reference_answers == 3 * 9 + len(audited)
-    assert last.certified_precision is not None and len(active) == last.model_labels > 0
+    assert audit.reference_questions == len(audited) and {q.item_id for q in audited} <= set(region.tolist())
+    # the audit's certificate rests on its answers, at half the run's delta: the final round competes with it
+    assert any(line.startswith("after the audit: ") for line in audit.feedback)
+    assert audit.reference_answers == 3 * 9 + len(audited) and audit.delta == last.delta == 0.025
+    assert any(line.startswith("final round against the audit") for line in last.feedback)
+    # this seed ties (the whole pool either way): the final round's model, which learned from every answer, is kept
+    assert last.certified_precision is not None and len(active) == last.model_labels == audit.model_labels > 0
     assert all(label.round_id == last.round_id for label in active)
     assert last.gold is not None and last.gold.achieved_precision >= 0.8

@@ -711,9 +711,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coverage-goal", type=float, default=0.9,
                    help="share of the pool the planner aims to certify")
     p.add_argument("--audit", action="store_true",
-                   help="the round that spends the budget audits a random sample of the labels it is about to export "
-                        "and ends the run (certifies more where the model is middling, less where one more round of "
-                        "training would help much; see bench/results/precision_guarantee.md)")
+                   help="the round that spends the budget audits a random sample of the labels it is about to export; "
+                        "a final round then learns from every answer, and the run keeps whichever of the two "
+                        "certificates (each at delta / 2) covers more (see bench/results/precision_guarantee_audit.md; "
+                        "binomial certificate only)")
     p.add_argument("--no-generate", action="store_true",
                    help="no augmentation, hallucination or synthesis (VAE, GAN, Bayesian network for tables)")
     p.add_argument("--gan", action="store_true",

@@ -22,7 +22,8 @@ A round, top to bottom (``LabelingRun._round``); each step is a call into the ro
 6. score (``metalabel.evaluate.assembly``);
 7. plan and ask: reference questions drawn at random, the rest by the query strategy,
    each answer committed as it is given (``metalabel.label.questions``); an audit
-   certifies the round's predictions again on its answers.
+   certifies the round's predictions again on its answers, and the final round's plain
+   certificate competes with that one (``AuditCertificate``).
 
 ``plan`` and ``evaluate`` read the project through a ``ProjectView`` (what a round reads, with none of
 the steps that write): they train nothing and write nothing but ``evaluate``'s scorecard.
@@ -57,6 +58,7 @@ from metalabel.evaluate.records import (
     GenerationRecord,
     GeneratorOutcome,
     GoldMetrics,
+    RoundCertificate,
     RoundReport,
     Scorecard,
     generators_earned,
@@ -76,6 +78,7 @@ from metalabel.generate.rounds import (
 )
 from metalabel.label.acceptance import Acceptance, CertifiedFigures, ReferenceEvidence
 from metalabel.label.active import STRATEGIES
+from metalabel.label.ask import REFERENCE
 from metalabel.label.certify import BudgetPlan, Certificate, Method
 from metalabel.label.fitting import (
     Calibration,
@@ -100,7 +103,7 @@ from metalabel.label.questions import Asking
 from metalabel.label.round_model import RoundModel
 from metalabel.meta.functional import TaskLearner
 from metalabel.rules import RuleVotes
-from metalabel.store import LabelSource, ProjectStore
+from metalabel.store import CERTIFICATE_METRIC, LabelSource, ProjectStore
 
 PROJECT_META_STEPS = 500
 """Meta-training steps of the project's own learner where a user asks for it (``run --project-meta-learning``)."""
@@ -125,10 +128,13 @@ class RunOptions:
     the rest of the budget is an audit: every question it asks is a reference draw from
     the round's confident region (``metalabel.label.ask.confident_region``), where the
     set it will export lies, and once answered its own predictions (made before the
-    answers) are certified again on that evidence and the run ends. It certifies more
-    where the model is middling (a uniform sample sends too few draws where the export
-    lies) and less where a last round trained on every answer would be much better
-    (measured in bench/results/precision_guarantee.md), so it is off by default.
+    answers) are certified again on that evidence at ``delta / 2``; a final round then
+    learns from every answer, certifies its model the plain way (uniform reference draws
+    only) at ``delta / 2``, and the run keeps whichever certified more (``AuditCertificate``
+    says why that keeps the guarantee). The audit alone certified more where the model is
+    middling (a uniform sample sends too few draws where the export lies) and less where a
+    last round trained on every answer is much better; measured in
+    bench/results/precision_guarantee_audit.md.
     A run stops when the budget is spent, after ``max_rounds``, or when a round raised
     coverage by less than ``min_gain`` twice in a row.
     Without a given learner, ``project_meta_steps`` > 0 (e.g. ``PROJECT_META_STEPS``) also
@@ -201,6 +207,10 @@ class RunOptions:
         for name in ("generate", "gan", "feedback", "audit"):
             if not isinstance(getattr(self, name), bool):
                 raise BadInputError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.audit and self.certify != "binomial":
+            raise BadInputError(f"the audit needs the binomial certificate, not {self.certify!r}: only the binomial "
+                                "test counts draws from the audit's confident region",
+                                hint="drop audit (--audit) or certify with binomial (--certify binomial)")
 
 
 def _check_number(name: str, value: object) -> None:
@@ -230,14 +240,47 @@ class RoundFit:
 
 @dataclass(frozen=True, eq=False)
 class Judged:
-    """A round's acceptance and what was measured of the labels it left: ``left`` read once, after it."""
+    """A round's acceptance and what was measured of the labels it left: ``left`` read once, after it.
+
+    ``certificate`` is the round's own; ``recorded`` and ``figures`` describe the labels it left, which are
+    the audit's when the final round kept those (``kept_audit``).
+    """
 
     candidates: np.ndarray
     reference: ReferenceEvidence
     certificate: Certificate
+    recorded: RoundCertificate
+    figures: CertifiedFigures
     retracted: int
     left: ScoredLabels
     gold: GoldMetrics | None
+    kept_audit: bool = False
+
+
+@dataclass(frozen=True)
+class AuditCertificate:
+    """What an audit round certified on its own answers: the rival of the final round's plain certificate.
+
+    Why keeping the larger of the two keeps the guarantee. The audit certifies the predictions
+    its round made before the answers (region draws, ``certify_acceptance(regions=...)``); the
+    final round certifies a model that learned from every answer, on the uniform reference draws
+    only: the audit's draws came from a region chosen by the audit's model, so they are not a
+    uniform sample of the final model's candidates, and ``ReferenceEvidence.region`` (the store's
+    ``reference_region`` of each question) keeps them out. Every reference item is still scored out
+    of fold (``pool_probabilities``: a fold model that did not learn its answer), as in any round.
+    Each certificate is issued at ``delta / 2``, a split fixed before any answer is seen, so by the
+    union bound both hold at once with probability >= 1 - delta; on that event whichever set is
+    kept is at least ``target`` precise, so choosing after seeing both costs nothing more.
+
+    Found from the store, not from memory (``LabelingRun._audit_to_beat``), so a run killed between
+    the audit and the final round ends as an uninterrupted one: the last finished round asked
+    region draws and recorded its certificate at half the run's delta. An audit whose answers came
+    after its round (an asynchronous oracle) was never certified again, and its round keeps the
+    full-delta certificate it made first: the final round then certifies alone, at the full delta.
+    """
+
+    round_id: int
+    recorded: RoundCertificate
 
 
 # ----------------------------------------------------------------------------- the project as it stands
@@ -390,16 +433,17 @@ class LabelingRun(ProjectView):
                 stop_reason = "max_rounds"
             # the last round asks nothing: its model learns from every answer given before it
             ask = 0 if stop_reason else min(per_round, remaining)
-            # ... unless the round that spends the budget audits what it exports (it ends the run); only the
-            # binomial certificate has a test for draws from a region
-            audit = options.audit and options.certify == "binomial" and 0 < ask == remaining
+            # ... unless the round that spends the budget audits what it exports (the final round then competes
+            # with it)
+            audit = options.audit and 0 < ask == remaining
             labels = self.snapshot()  # what the round learns from: nothing writes a label before it accepts
             if not len(self.unlabeled(labels)):
                 return RunResult(reports, "every pool item has a person's label: nothing is left for a model")
             number = self._round_number()
             round_id = self.store.start_round({**asdict(options), "models": self.candidates.hashes, "ask": ask})
             try:
-                report = self._round(round_id, number, labels, ask=ask, audit=audit)
+                report = self._round(round_id, number, labels, ask=ask, audit=audit,
+                                     rival=None if ask else self._audit_to_beat())
             except OracleStopped as stopped:
                 self.store.finish_round(round_id, {"stopped_by_oracle": True}, status="failed")
                 lost = "" if stopped.not_saved is None else f"; {stopped.not_saved} (the next run asks it again)"
@@ -418,8 +462,6 @@ class LabelingRun(ProjectView):
                 stop_reason = "nothing left to ask"
             if self.store.open_questions():  # an asynchronous oracle (a Label Studio queue) answers later
                 return RunResult(reports, "waiting for the oracle's answers (metalabel import-answers)")
-            if audit:
-                return RunResult(reports, "budget spent: the last round's questions audited the labels it exports")
             # while nothing is certified, more answers are what it takes: only certified coverage can stall
             stalled = len(reports) > 1 and report.certified_precision is not None and gain < options.min_gain
             small_gains = small_gains + 1 if stalled else 0
@@ -453,9 +495,10 @@ class LabelingRun(ProjectView):
 
     # -- one round
     def _round(self, round_id: int, number: int, labels: LabelSnapshot, *, ask: int,
-               audit: bool = False) -> RoundReport:
+               audit: bool = False, rival: AuditCertificate | None = None) -> RoundReport:
         """One round on ``labels`` (read by ``run`` just before): fit, predict, accept, keep what was generated,
-        score, ask; with ``audit``, certify the same predictions again on the audit's answers."""
+        score, ask; with ``audit``, certify the same predictions again on the audit's answers (at delta / 2);
+        with ``rival``, certify the plain way at delta / 2 and keep whichever of the two certified more."""
         started = time.perf_counter()
         self._require_a_label_per_class(labels)
         feedback: list[str] = []
@@ -464,28 +507,30 @@ class LabelingRun(ProjectView):
         model_hash = keep_round_model(self.store, fit.name, self.candidates.hashes[fit.name],
                                       feature_space=self.candidates.space_of_learner(fit.name),
                                       head=fit.model.head if fit.model.prototype_space else None, round_id=round_id)
-        judged = self._accept(round_id, fit, labels, raw, probs, model_hash)
+        judged = self._accept(round_id, fit, labels, raw, probs, model_hash, rival=rival)
         feedback.append(judged.certificate.reason)
+        if rival is not None:
+            feedback.append(_verdict(judged, rival))
         if fit.generation is not None:
             store_generated(self.store, self.index, self.classes, round_id, fit.generation, labels.human_positions)
-        scorecard = self._scorecard(fit, judged.left, CertifiedFigures.of(judged.certificate), judged.reference,
-                                    feedback)
+        scorecard = self._scorecard(fit, judged.left, judged.figures, judged.reference, feedback)
         suspects = [issue.item_id for issue in scorecard.label_issues if issue.source == LabelSource.IMPORTED]
         reference_questions, asked = self.asking.ask(
             round_id, number, ask, probs, fit.model.embeddings(), judged.candidates, judged.reference, suspects,
             audit=audit) if ask else (0, 0)
         if audit and not self.store.open_questions():
             # the same predictions, certified again with the audit's answers: they were made before them
+            # at half the run's delta: the final round's plain certificate competes with it (AuditCertificate)
             before = judged.retracted
-            judged = self._accept(round_id, fit, self.snapshot(), raw, probs, model_hash)
+            judged = self._accept(round_id, fit, self.snapshot(), raw, probs, model_hash,
+                                  delta=self.options.delta / 2)
             judged = replace(judged, retracted=before + judged.retracted)
             feedback.append(f"after the audit: {judged.certificate.reason}")
             # the rest of the scorecard stays as measured on the labels the round's generators were judged on
             scorecard = replace(scorecard, feedback=tuple(feedback), label_quality=label_quality(
-                fit.calibration, CertifiedFigures.of(judged.certificate), judged.reference, judged.left, self.truth))
+                fit.calibration, judged.figures, judged.reference, judged.left, self.truth))
         return RoundReport(
-            **recorded_certificate(judged.certificate, reference_answers=len(judged.reference.positions),
-                                   retracted=judged.retracted).to_json(),
+            **replace(judged.recorded, retracted=judged.retracted).to_json(),
             round_id=round_id, human_labels=len(labels.human_positions), temperature=_temperature(fit.calibration),
             calibration_ece=fit.calibration.ece, questions=asked, reference_questions=reference_questions,
             answered_total=self._answered_total(), seconds=round(time.perf_counter() - started, 2),
@@ -520,24 +565,64 @@ class LabelingRun(ProjectView):
         return RoundFit(name, model, calibration, generation, choice.scores, earned)
 
     def _accept(self, round_id: int, fit: RoundFit, labels: LabelSnapshot, raw: np.ndarray, probs: np.ndarray,
-                model_hash: str) -> Judged:
-        """Certify on the reference evidence, write what the certificate admits (retracting what it no longer
-        does, from ``labels`` as read), then read the labels the round leaves, once, and measure them on gold."""
+                model_hash: str, *, delta: float | None = None, rival: AuditCertificate | None = None) -> Judged:
+        """Certify on the reference evidence (at ``delta``, default the run's), write what the certificate admits
+        (retracting what it no longer does, from ``labels`` as read), then read the labels the round leaves, once,
+        and measure them on gold.
+
+        With ``rival`` (the audit's certificate, at half the run's delta), certify at that delta on the uniform
+        reference draws alone, and write only if this certificate admits at least as many labels as the
+        audit's (a tie goes to this model, which learned from every answer); otherwise the audit's labels
+        stay, and what the round records is the audit's certificate.
+        """
         candidates = self.unlabeled(labels)
-        reference = self.acceptance.reference_evidence(fit.calibration, probs, candidates)
-        certificate = self.acceptance.certify(candidates, probs[candidates], reference)
+        acceptance = self.acceptance
+        if rival is not None:
+            acceptance = replace(acceptance, delta=rival.recorded.delta)
+        elif delta is not None:
+            acceptance = replace(acceptance, delta=delta)
+        reference = acceptance.reference_evidence(fit.calibration, probs, candidates)
+        if rival is not None:  # the audit's draws came from its own model's region: not uniform for this model
+            reference = reference.subset(reference.region < 0)
+        certificate = acceptance.certify(candidates, probs[candidates], reference)
+        audit_kept = (replace(rival.recorded, retracted=0)
+                      if rival is not None and rival.recorded.model_labels > certificate.accepted else None)
+        kept_audit = audit_kept is not None
         # one transaction, with the certificate on the round: the labels a round leaves active are exactly what
         # its certificate covers, whatever ends the round later
         with self.store.batch():
-            retracted = self.acceptance.write(round_id, labels.active, candidates, certificate, raw, probs,
-                                              model_hash, rules=self.rules if fit.model.uses_rules else None,
-                                              head=fit.model.head)
-            self.store.record_round_metrics(round_id, recorded_certificate(
-                certificate, reference_answers=len(reference.positions), retracted=retracted).to_json())
+            if audit_kept is not None:
+                retracted, recorded = 0, audit_kept
+            else:
+                retracted = acceptance.write(round_id, labels.active, candidates, certificate, raw, probs,
+                                             model_hash, rules=self.rules if fit.model.uses_rules else None,
+                                             head=fit.model.head)
+                recorded = recorded_certificate(certificate, reference_answers=len(reference.positions),
+                                                retracted=retracted)
+            self.store.record_round_metrics(round_id, recorded.to_json())
         left = ScoredLabels.of(self.store.active_labels(), self.index, self.class_index)
+        figures = (figures_as_recorded(self.store, coverage=recorded.coverage, delta=recorded.delta, ways=self.ways)
+                   if kept_audit else CertifiedFigures.of(certificate))
         # before asking: this round's answers not counted
-        gold = gold_metrics(self.truth, probs, candidates[certificate.mask], left)
-        return Judged(candidates, reference, certificate, retracted, left, gold)
+        gold = gold_metrics(self.truth, probs, candidates[certificate.mask] if not kept_audit else candidates[:0],
+                            left)
+        if gold is not None and kept_audit:  # the labels the export writes are the audit model's, not this one's
+            gold = replace(gold, achieved_precision=_model_label_precision(self.truth, left))
+        return Judged(candidates, reference, certificate, recorded, figures, retracted, left, gold, kept_audit)
+
+    def _audit_to_beat(self) -> AuditCertificate | None:
+        """The certificate the final round competes with: the last finished round's, where that round was an
+        audit (it asked reference questions from a region) certified again on its answers at half the run's
+        delta. Read from the store, so a resumed run finds what an uninterrupted one does."""
+        finished = [r for r in self.store.rounds() if r.status == "finished"]
+        if not finished or not finished[-1].metrics or CERTIFICATE_METRIC not in finished[-1].metrics:
+            return None
+        last = finished[-1]
+        closed = self.store.answered_questions(strategy=REFERENCE) + self.store.dismissed_questions(strategy=REFERENCE)
+        if not any(q.round_id == last.id and q.reference_region is not None for q in closed):
+            return None
+        recorded = RoundCertificate.from_json(last.metrics, f"round {last.id}'s metrics")
+        return AuditCertificate(last.id, recorded) if recorded.delta <= self.options.delta / 2 else None
 
     # -- the project's own meta-learner
     def _continue_meta_learning(self, round_id: int, number: int, labels: LabelSnapshot,
@@ -570,6 +655,32 @@ class LabelingRun(ProjectView):
         """
         asked = self.store.open_questions() + self.store.answered_questions()
         return 1 + len({q.round_id for q in asked if q.round_id is not None})
+
+def _verdict(judged: Judged, rival: AuditCertificate) -> str:
+    """The round log's line on which of the final round's and the audit's certificates was kept, and why."""
+    audit = rival.recorded
+    mine = (f"this round's model (every answer learned, {len(judged.reference.positions)} uniform reference "
+            f"answers) certifies {judged.certificate.accepted} labels ({judged.certificate.coverage:.1%} of the "
+            f"candidates)")
+    theirs = f"the audit's (round {rival.round_id}) {audit.model_labels} ({audit.coverage:.1%})"
+    if judged.kept_audit:
+        outcome = "the audit's labels are kept, the larger certified set, and this round writes none"
+    elif judged.certificate.accepted == audit.model_labels:
+        outcome = "this round's labels replace the audit's: as many, from the model that learned from every answer"
+    else:
+        outcome = "this round's labels replace the audit's, the larger certified set"
+    return (f"final round against the audit, each certified at delta {audit.delta:g} (so both hold with "
+            f"probability >= {1 - 2 * audit.delta:g}): {mine}, {theirs}; {outcome}")
+
+
+def _model_label_precision(truth: np.ndarray | None, labels: ScoredLabels) -> float | None:
+    """Against the true labels, the precision of the active model labels (what the export writes)."""
+    if truth is None:
+        return None
+    model = np.array([LabelSource(label.source) is LabelSource.MODEL for label in labels.labels], dtype=bool)
+    known = model & (truth[labels.positions] >= 0)
+    return float((labels.classes[known] == truth[labels.positions][known]).mean()) if known.any() else None
+
 
 def _temperature(calibration: Calibration) -> float:
     temperature = calibration.calibrator.temperature if calibration.calibrator is not None else None
