@@ -76,6 +76,28 @@ def test_resumed_run_equals_uninterrupted_run(kanji, tmp_path, algo):
         assert torch.equal(a, b), name
 
 
+def test_a_run_killed_between_a_validation_and_its_checkpoint_resumes_with_each_validation_once(kanji, tmp_path):
+    import metalabel.meta.train as train
+
+    original_save, saves = train.save_learner, []
+
+    def killed_at_the_second_validations_save(*args, **kwargs):
+        saves.append(args[1].name)
+        if len(saves) == 3:  # step 2 saved best/ and last/; step 4's line is written, its checkpoint is not
+            raise RuntimeError("killed")
+        return original_save(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "save_learner", killed_at_the_second_validations_save)
+        with pytest.raises(RuntimeError, match="killed"):
+            meta_train(kanji, out=tmp_path / "run", steps=4, val_every=2, progress=False, **TINY)
+    with open(tmp_path / "run" / "history.jsonl", "a") as history:
+        history.write('{"step": 4, "lo')  # and a line torn by the kill
+    meta_train(kanji, out=tmp_path / "run", steps=4, val_every=2, progress=False, **TINY)
+    history = [json.loads(line)["step"] for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert history == [2, 4]
+
+
 def test_resume_refuses_other_options(kanji, tmp_path):
     meta_train(kanji, out=tmp_path / "run", steps=2, val_every=2, progress=False, **TINY)
     with pytest.raises(BadInputError, match="other options"):

@@ -356,6 +356,8 @@ def run_training(job: TrainingJob, collective: Collective | None = None) -> Task
         learner.load_state_dict(load_learner(run / "last", device=device).state_dict())
         state = _load_optimizer(optimizer, scheduler, run / "last")
         step, best_accuracy, elapsed = state["step"], state["best_accuracy"], state["elapsed_s"]
+        if writes:
+            _forget_validations_after(run / "history.jsonl", step)
         # "auto" picks vmap or the loop by timing; a resumed run keeps the first choice so it
         # continues bit for bit (the two agree only up to rounding)
         learner.runner.resolved = state.get("task_parallel") or learner.runner.resolved
@@ -430,6 +432,24 @@ def run_training(job: TrainingJob, collective: Collective | None = None) -> Task
     if best_state:
         learner.load_state_dict(best_state)
     return learner.eval()
+
+
+def _forget_validations_after(history: Path, step: int) -> None:
+    """Drop the history lines of validations after ``step``, the checkpoint a run resumes from: a kill between
+    writing a validation's line and its checkpoint left a line the resumed run writes again (a torn last line
+    goes too)."""
+    if not history.exists():
+        return
+    lines = history.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    if kept != lines:
+        write_atomically(history, "".join(kept))
 
 
 def evaluation_sampler(source: LabeledDataset | str, *, ways: int, shots: int, queries: int = 15,
