@@ -121,7 +121,7 @@ class Desk:
         self.budget = budget
         self._answered_in_project = answered_before
         self._lock = threading.Lock()
-        self._recorded = {"answered": 0, "dismissed": 0}
+        self._first_answers = self._first_skips = 0  # recorded by ``record``, for its summary
         self._queues = {Mode.QUESTIONS: _Queue(), Mode.REVIEW: _Queue()}
         self._actions: queue.Queue[_Action] = queue.Queue()
         self.stopped = False
@@ -281,7 +281,7 @@ class Desk:
         answers and skips recorded."""
         for _ in self.answers(store):  # puts nothing, so nothing is yielded
             pass
-        return RecordedAnswers(self._recorded["answered"], self._recorded["dismissed"], [])
+        return RecordedAnswers(self._first_answers, self._first_skips, [])
 
     def _act(self, store: ProjectStore, action: _Action, *, first_time_yielded: set[int],
              put: Collection[int]) -> Answer | None:
@@ -299,8 +299,8 @@ class Desk:
             self._record(action, _Done(label, task.id))
             with self._lock:
                 self._answered_in_project += 1
-                self._recorded["answered"] += recorded.answered
-                self._recorded["dismissed"] += recorded.dismissed
+                self._first_answers += recorded.answered
+                self._first_skips += recorded.dismissed
             return None
         if earlier is not None and earlier.label is not None:  # answered before, taken back: kept or changed
             assert label is not None  # a skip is refused (``submit``): an answer is changed, never withdrawn
