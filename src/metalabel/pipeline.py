@@ -622,7 +622,11 @@ class LabelingRun(ProjectView):
         if not any(q.round_id == last.id and q.reference_region is not None for q in closed):
             return None
         recorded = RoundCertificate.from_json(last.metrics, f"round {last.id}'s metrics")
-        return AuditCertificate(last.id, recorded) if recorded.delta <= self.options.delta / 2 else None
+        # an audit for a lower target (a run resumed with a higher one) certified less than this run asks: no rival
+        lower_target = float(last.config["target_precision"]) < self.options.target_precision
+        if recorded.delta > self.options.delta / 2 or lower_target:
+            return None
+        return AuditCertificate(last.id, recorded)
 
     # -- the project's own meta-learner
     def _continue_meta_learning(self, round_id: int, number: int, labels: LabelSnapshot,
