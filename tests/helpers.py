@@ -48,6 +48,6 @@ def random_images(count: int, *, seed: int = 0, shape: tuple[int, ...] = (28, 28
 
 
 def label_studio_user(email: str) -> dict:
-    """A Label Studio user object as an export carries it: each email its own user id, as in Label Studio
-    (where one id with two emails is one user who changed her email)."""
+    """A Label Studio user object as an export carries it: each email its own user id, as in one Label Studio
+    server (an id seen with two emails names no one for sure: ``ProjectStore.people``)."""
     return {"id": zlib.crc32(email.encode()) + 1, "email": email}

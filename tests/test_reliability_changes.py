@@ -264,3 +264,18 @@ def test_her_disagreement_under_her_user_id_is_settled_when_she_agrees_under_her
                                                                                  2),
                                         annotation("ann@x", "cat", "2026-12-05T12:00:00Z")), store=store)
         assert item_answers(store) == ([("cat", BOB, True)], set())
+
+
+def test_two_people_label_studio_gave_one_user_id_stay_two_people(tmp_path):
+    # two Label Studio servers (or a reset one) gave ann and bob the same user id: the id names no one for sure
+    store, tasks = make_project(tmp_path)
+    queue = LabelStudioQueue(tmp_path / "queue")
+    ann = {**annotation("ann@x", "cat", "2026-12-05T10:00:00Z"), "completed_by": {"id": 3, "email": "ann@x"}}
+    bob = {**annotation("bob@x", "dog", "2026-12-05T12:00:00Z", 2), "completed_by": {"id": 3, "email": "bob@x"}}
+    with store:
+        queue.import_annotations(export(tmp_path, "server-a.json", tasks, ann), store=store)
+        recorded = queue.import_annotations(export(tmp_path, "server-b.json", tasks, bob), store=store)
+        # bob's later answer is his, disputing hers; it never takes her answer's place
+        assert (recorded.changed, recorded.disagreements) == (0, 1)
+        assert item_answers(store) == ([("cat", ANN, True)], {("dog", BOB)})
+        assert not store.people().same(ANN, BOB)

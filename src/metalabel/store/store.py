@@ -18,6 +18,7 @@ import math
 import operator
 import sqlite3
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -717,7 +718,7 @@ class ProjectStore:
 
     def same_person(self, name: str, other: str) -> None:
         """Record that ``name`` and ``other`` are one person's names (a Label Studio user's id and email), for
-        good: their answers under either name are hers (``people``)."""
+        good: their answers under either name are hers (``people``), while neither name is paired with another."""
         _require_oracle(name)
         _require_oracle(other)
         if name != other:
@@ -726,11 +727,17 @@ class ProjectStore:
                                          tuple(sorted((name, other))))
 
     def people(self) -> People:
-        """Which answerers' names are one person's (every pair ``same_person`` recorded, and what follows)."""
+        """Which answerers' names are one person's: each pair ``same_person`` recorded whose names have no other.
+
+        A name paired with two (one Label Studio user id with two emails: two servers, or ids reused) may name
+        either person, so it joins neither: taking one person's answer for another's would write over it.
+        """
+        pairs = self._connection.execute("SELECT name, same_as FROM person_names").fetchall()
+        partners = Counter(name for pair in pairs for name in pair)
         groups: dict[str, frozenset[str]] = {}
-        for name, other in self._connection.execute("SELECT name, same_as FROM person_names ORDER BY rowid"):
-            joined = groups.get(name, frozenset((name,))) | groups.get(other, frozenset((other,)))
-            groups.update(dict.fromkeys(joined, joined))
+        for name, other in pairs:
+            if partners[name] == partners[other] == 1:
+                groups[name] = groups[other] = frozenset((name, other))
         return People(groups)
 
     def dismiss(self, question_id: int, *, oracle: str) -> None:
