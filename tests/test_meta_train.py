@@ -98,6 +98,25 @@ def test_a_run_killed_between_a_validation_and_its_checkpoint_resumes_with_each_
     assert history == [2, 4]
 
 
+def test_workers_restarted_before_the_first_checkpoint_write_each_validation_once(kanji, tmp_path):
+    """Ray Train restarts the workers of a fresh run killed between its first validation's line and that
+    checkpoint with the same job, not resuming (no checkpoint exists: ``distributed._ray_worker``)."""
+    import metalabel.meta.train as train
+
+    job = train.prepare_training(kanji, train.training_config(dict(steps=4, val_every=2, **TINY)),
+                                 out=tmp_path / "run", resume=True, device="cpu", progress=False, init=None)
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "save_learner", killed)
+        with pytest.raises(RuntimeError, match="killed"):
+            train.run_training(job)  # step 2's line is written, its checkpoint is not
+    train.run_training(job)
+    history = [json.loads(line)["step"] for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert history == [2, 4]
+
+
 def test_resume_refuses_other_options(kanji, tmp_path):
     meta_train(kanji, out=tmp_path / "run", steps=2, val_every=2, progress=False, **TINY)
     with pytest.raises(BadInputError, match="other options"):

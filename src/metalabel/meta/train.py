@@ -356,11 +356,11 @@ def run_training(job: TrainingJob, collective: Collective | None = None) -> Task
         learner.load_state_dict(load_learner(run / "last", device=device).state_dict())
         state = _load_optimizer(optimizer, scheduler, run / "last")
         step, best_accuracy, elapsed = state["step"], state["best_accuracy"], state["elapsed_s"]
-        if writes:
-            _forget_validations_after(run / "history.jsonl", step)
         # "auto" picks vmap or the loop by timing; a resumed run keeps the first choice so it
         # continues bit for bit (the two agree only up to rounding)
         learner.runner.resolved = state.get("task_parallel") or learner.runner.resolved
+    if run is not None and writes:  # resumed, or restarted by Ray Train before its first checkpoint (not resuming)
+        _forget_validations_after(run / "history.jsonl", step)
 
     best_state: dict[str, torch.Tensor] = {}  # the best weights, kept in memory when there is no run folder
 
