@@ -1,6 +1,6 @@
-"""``--audit`` then a final round, on real kanji images: the audit's certificate and the final round's plain one
-are each made at delta / 2 and the larger is kept; the audit's region draws never enter the plain certificate;
-a run stopped between the audit and the final round ends as an uninterrupted one."""
+"""``--audit`` then a final round, on real kanji images: the audit's certificate and the final round's are each
+made at delta / 2 and the larger is kept; the audit's region draws never count as uniform draws in the final
+certificate; a run stopped between the audit and the final round ends as an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from metalabel.store import LabelSource
 kanji_project = functools.partial(small_kanji_project, samples_per_class=40)
 OPTIONS = dict(budget=60, per_round=15, target_precision=0.8, reference_share=0.6, audit=True, generate=False,
                project_meta_steps=0)
-FINAL_WINS, AUDIT_WINS = 0, 3
+FINAL_WINS, AUDIT_WINS = 0, 6
 """Seeds of this pool where the final round's certificate is the larger (132 labels against the audit's 117),
-and where the audit's is (126 against 82)."""
+and where the audit's is (123 against 108)."""
 
 
 class WatchedRun(LabelingRun):
@@ -96,21 +96,25 @@ def test_both_certificates_are_made_at_half_delta_and_the_larger_is_exported(run
     assert last.gold is not None and last.gold.achieved_precision >= 0.8
 
 
-def test_the_final_certificate_rests_on_the_uniform_draws_alone_each_scored_out_of_fold(runs):
+def test_the_audit_s_draws_count_only_inside_their_region_and_every_draw_is_scored_out_of_fold(runs):
     run, _, project = runs[FINAL_WINS]
     position = run.index.position_of_item
     closed = project.store.answered_questions(strategy="reference") + project.store.dismissed_questions(
         strategy="reference")
-    from_region = {position[q.item_id] for q in closed if q.reference_region is not None}
+    region_of = {position[q.item_id]: q.reference_region for q in closed if q.reference_region is not None}
     uniform = {position[q.item_id] for q in closed if q.reference_region is None}
-    _, _, audited = run.accepted[-2]
     _, fit, final = run.accepted[-1]
-    # the audit's certificate rests on its region draws; the final round's never sees them
-    assert from_region and from_region <= set(audited.reference.positions.tolist())
-    assert set(final.reference.positions.tolist()) == uniform and (final.reference.region == -1).all()
+    assert region_of and uniform and set(final.reference.positions.tolist()) == set(region_of) | uniform
+    # each draw keeps where it was drawn from: the audit's as its region (counted only inside it), never as uniform
+    drawn_from = dict(zip(final.reference.positions.tolist(), final.reference.region.tolist()))
+    assert all(drawn_from[p] == region for p, region in region_of.items())
+    assert all(drawn_from[p] == -1 for p in uniform)
+    # and the certificate's population and design are the region's: the design names exactly the audit's draws
+    design = run.acceptance._region_design(final.candidates, final.reference)
+    assert design is not None and set(final.reference.positions[design.drawn_from >= 0].tolist()) == set(region_of)
     # every reference item is scored by the fold model that did not learn its answer (held out, calibrated)
     held_out = {int(p): row for p, row in zip(fit.calibration.positions, fit.calibration.probs)}
-    assert set(uniform) <= set(held_out)
+    assert set(region_of) | uniform <= set(held_out)
     for p, confidence, predicted in zip(final.reference.positions, final.reference.confidence,
                                         final.reference.predicted):
         assert confidence == pytest.approx(held_out[int(p)].max()) and predicted == held_out[int(p)].argmax()
