@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import io
 import os
+import platform
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -39,6 +41,21 @@ def full_pipe() -> tuple[int, int]:
     return read_end, write_end
 
 
+WRITE_SYSCALL = {"x86_64": 1, "aarch64": 64}.get(platform.machine())
+
+
+def main_thread_writing_to(fd: int) -> bool | None:
+    """Whether the main thread is blocked in ``write(fd)`` (Linux's /proc: the syscall number, then its first
+    argument); None where that cannot be seen."""
+    try:
+        fields = Path(f"/proc/self/task/{os.getpid()}/syscall").read_text().split()
+    except OSError:
+        return None
+    if WRITE_SYSCALL is None or len(fields) < 2:
+        return None
+    return fields[0] == str(WRITE_SYSCALL) and int(fields[1], 16) == fd
+
+
 def test_sigterm_while_the_prompt_cannot_be_written_stops_labeling(tmp_path, monkeypatch):
     pool_file = tmp_path / "reviews.csv"
     pool_file.write_text("text,label\ngreat phone,pos\nbroke in a day,neg\nbattery died,\n", encoding="utf-8")
@@ -57,7 +74,12 @@ def test_sigterm_while_the_prompt_cannot_be_written_stops_labeling(tmp_path, mon
             deadline = time.monotonic() + 60
             while signal.getsignal(signal.SIGTERM) == default and time.monotonic() < deadline:
                 time.sleep(0.01)  # the stop is sent only once labeling handles it (else it would end pytest)
-            time.sleep(0.3)  # the prompt's write is blocked by now
+            # the stop lands while the prompt's write is blocked: seen where Linux shows it, else after a while
+            while main_thread_writing_to(stdout) is False and time.monotonic() < deadline:
+                time.sleep(0.01)
+            blocked.append(main_thread_writing_to(stdout))
+            if blocked[0] is None:
+                time.sleep(0.3)
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.5)
             os.read(terminal, 1 << 20)  # the terminal's output resumes (Ctrl-Q)
@@ -65,6 +87,7 @@ def test_sigterm_while_the_prompt_cannot_be_written_stops_labeling(tmp_path, mon
             os.close(keyboard)  # the person leaves: the end of input ends labeling in any case
 
         stopped_by_signal = threading.Event()
+        blocked: list[bool | None] = []
         world = threading.Thread(target=outside_world, daemon=True)
         world.start()
         started = time.monotonic()
@@ -76,5 +99,6 @@ def test_sigterm_while_the_prompt_cannot_be_written_stops_labeling(tmp_path, mon
             world.join(timeout=30)
             sys.stdout.close()
             os.close(terminal)
+        assert blocked[0] is not False, "the prompt's write never blocked: the test did not reach its case"
         assert stopped.value.reason == "by SIGTERM", (stopped.value.reason, time.monotonic() - started)
         assert store.open_questions()[0].id == query.question_id  # nothing answered, the question still open
