@@ -141,25 +141,35 @@ def test_a_person_whose_answer_was_not_kept_changes_it_on_the_store(tmp_path):
         assert item_answers(store)[1] == {("bird", "labelstudio:cid@x")}
 
 
-def test_a_reviewer_who_changes_her_verdict_in_a_later_export_changes_her_answer(tmp_path):
+def review_project(tmp_path: Path) -> tuple[Project, int, dict]:
+    """A project whose model label of 'works fine' (pos) was exported for review: the project, the item, its task."""
     (tmp_path / "reviews.csv").write_text("text,label\ngreat phone,pos\nbroke in a day,neg\nworks fine,\n")
     pool = datasets.read_text(tmp_path / "reviews.csv")
-    with Project.create(tmp_path / "p", pool=pool) as project:
+    project = Project.create(tmp_path / "p", pool=pool)
+    store = project.store
+    [item_id] = store.item_ids([pool.uris[2]])
+    store.add_label(item_id, "pos", source="model", calibrated_confidence=0.9, round_id=store.start_round({}))
+    [task] = [task for task in json.loads((export_project(store, tmp_path / "review", format="labelstudio").path
+                                           / "tasks.json").read_text()) if task["data"]["uri"] == pool.uris[2]]
+    return project, item_id, task
+
+
+def reviewed(path: Path, task: dict, *verdicts: tuple[str, str, str]) -> Path:
+    """A "JSON" export of the reviewed task with each (reviewer, verdict, updated_at)."""
+    path.write_text(json.dumps([{**task, "id": 1, "project": 3, "annotations": [
+        {**annotation(who, verdict, updated_at, n), "completed_by": label_studio_user(who)}
+        for n, (who, verdict, updated_at) in enumerate(verdicts, start=1)]}]))
+    return path
+
+
+def test_a_reviewer_who_changes_her_verdict_in_a_later_export_changes_her_answer(tmp_path):
+    project, item_id, task = review_project(tmp_path)
+    with project:
         store = project.store
-        [item_id] = store.item_ids([pool.uris[2]])
-        store.add_label(item_id, "pos", source="model", calibrated_confidence=0.9, round_id=store.start_round({}))
-        [task] = [task for task in json.loads((export_project(store, tmp_path / "review", format="labelstudio").path
-                                               / "tasks.json").read_text()) if task["data"]["uri"] == pool.uris[2]]
-
-        def reviewed(name: str, verdict: str, updated_at: str) -> Path:
-            path = tmp_path / name
-            path.write_text(json.dumps([{**task, "id": 1, "project": 3, "annotations": [
-                {**annotation("rev@x", verdict, updated_at), "completed_by": label_studio_user("rev@x")}]}]))
-            return path
-
-        first = reviewed("monday.json", "neg", "2026-12-05T10:00:00Z")
+        first = reviewed(tmp_path / "monday.json", task, ("rev@x", "neg", "2026-12-05T10:00:00Z"))
         project.import_answers(first)
-        assert project.import_answers(reviewed("tuesday.json", "pos", "2026-12-06T10:00:00Z")).changed == 1
+        assert project.import_answers(reviewed(tmp_path / "tuesday.json", task,
+                                               ("rev@x", "pos", "2026-12-06T10:00:00Z"))).changed == 1
         project.import_answers(first)  # the older export again: her newer verdict stands
         history = [(label.class_name, label.source, label.oracle) for label in store.label_history(item_id)]
         assert history == [("pos", "model", None), ("neg", "human", "labelstudio:rev@x"),
@@ -182,24 +192,12 @@ def test_her_change_to_a_class_someone_listed_before_her_also_chose_is_her_chang
 
 
 def test_a_reviewers_change_to_a_class_another_reviewer_listed_before_her_chose_is_her_change(tmp_path):
-    (tmp_path / "reviews.csv").write_text("text,label\ngreat phone,pos\nbroke in a day,neg\nworks fine,\n")
-    pool = datasets.read_text(tmp_path / "reviews.csv")
-    with Project.create(tmp_path / "p", pool=pool) as project:
+    project, item_id, task = review_project(tmp_path)
+    with project:
         store = project.store
-        [item_id] = store.item_ids([pool.uris[2]])
-        store.add_label(item_id, "pos", source="model", calibrated_confidence=0.9, round_id=store.start_round({}))
-        [task] = [task for task in json.loads((export_project(store, tmp_path / "review", format="labelstudio").path
-                                               / "tasks.json").read_text()) if task["data"]["uri"] == pool.uris[2]]
 
-        def reviewed(name: str, *verdicts: tuple[str, str, str]) -> Path:
-            path = tmp_path / name
-            path.write_text(json.dumps([{**task, "id": 1, "project": 3, "annotations": [
-                {**annotation(who, verdict, updated_at, n), "completed_by": label_studio_user(who)}
-                for n, (who, verdict, updated_at) in enumerate(verdicts, start=1)]}]))
-            return path
-
-        project.import_answers(reviewed("monday.json", ("rev@x", "neg", "2026-12-05T10:00:00Z")))
-        later = reviewed("tuesday.json", ("oth@x", "pos", "2026-12-05T11:00:00Z"),
+        project.import_answers(reviewed(tmp_path / "monday.json", task, ("rev@x", "neg", "2026-12-05T10:00:00Z")))
+        later = reviewed(tmp_path / "tuesday.json", task, ("oth@x", "pos", "2026-12-05T11:00:00Z"),
                          ("rev@x", "pos", "2026-12-06T10:00:00Z"))
         assert project.import_answers(later).changed == 1
         history = [(label.class_name, label.source, label.oracle) for label in store.label_history(item_id)]
