@@ -277,3 +277,25 @@ def test_two_people_label_studio_gave_one_user_id_stay_two_people(tmp_path):
         assert (recorded.changed, recorded.disagreements) == (0, 1)
         assert item_answers(store) == ([("cat", ANN, True)], {("dog", BOB)})
         assert not store.people().same(ANN, BOB)
+
+
+def unnamed(annotation_id: int, choice: str, updated_at: str) -> dict:
+    """An annotation that names nobody (made through Label Studio's API, or written by hand)."""
+    return {key: value for key, value in annotation("nobody@x", choice, updated_at, annotation_id).items()
+            if key != "completed_by"}
+
+
+def test_two_annotations_that_name_nobody_stay_two_answers_and_each_keeps_its_changes(tmp_path):
+    store, tasks = make_project(tmp_path)
+    queue = LabelStudioQueue(tmp_path / "queue")
+    first, second = "labelstudio:annotation-1", "labelstudio:annotation-2"
+    with store:  # both unnamed: before, they were one person, the newer "her change", the other answer lost
+        both = export(tmp_path, "both.json", tasks, unnamed(1, "cat", "2026-12-05T10:00:00Z"),
+                      unnamed(2, "dog", "2026-12-05T11:00:00Z"))
+        recorded = queue.import_annotations(both, store=store)
+        assert (recorded.answered, recorded.disagreements) == (1, 1)
+        assert item_answers(store) == ([("cat", first, True)], {("dog", second)})
+        # annotation 2, edited later, agrees: its disagreement is settled as the change of that annotation
+        queue.import_annotations(export(tmp_path, "later.json", tasks, unnamed(1, "cat", "2026-12-05T10:00:00Z"),
+                                        unnamed(2, "cat", "2026-12-06T09:00:00Z")), store=store)
+        assert item_answers(store) == ([("cat", first, True)], set())

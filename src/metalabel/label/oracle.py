@@ -978,7 +978,7 @@ class LabelStudioQueue:
             if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
                 raise _TaskProblem("'annotations' is not a list of objects")
             for annotation in annotations:
-                annotator = self._annotator(annotation.get("completed_by"), export)
+                annotator = self._annotator(annotation.get("completed_by"), export, annotation.get("id"))
                 if annotation.get("was_cancelled", False) is True:
                     vote.skipped_by.append(annotator)
                     continue
@@ -996,18 +996,28 @@ class LabelStudioQueue:
                 vote.add(_one_choice(value.get("choices") if isinstance(value, dict) else None), annotator, index,
                          _annotation_time(annotation))
         elif CHOICES_NAME in task:  # "JSON-MIN": the choice sits under the control's name
-            vote.add(_one_choice(task[CHOICES_NAME]), self._annotator(task.get("annotator"), export), index,
+            vote.add(_one_choice(task[CHOICES_NAME]),
+                     self._annotator(task.get("annotator"), export, task.get("annotation_id")), index,
                      _annotation_time(task))
 
-    def _annotator(self, completed_by: Any, export: _Export) -> str:
+    def _annotator(self, completed_by: Any, export: _Export, annotation_id: Any) -> str:
         """``labelstudio:<email or user id>``: Label Studio writes either, or a user object, whose id and
-        email are then one person's names (webhooks name her by id)."""
+        email are then one person's names (webhooks name her by id).
+
+        An annotation that names nobody (made through the API, or written by hand) is its own person,
+        ``labelstudio:annotation-<id>``: its later versions keep its id and so replace it, while two such
+        annotations of one task stay two answers, so neither is taken for the other's change and lost.
+        """
         if isinstance(completed_by, dict):
             email, user_id = completed_by.get("email"), completed_by.get("id")
             if email not in (None, "") and user_id not in (None, ""):
                 export.same_people.add((f"{self.name}:{email}", f"{self.name}:{user_id}"))
             completed_by = email or user_id
-        return self.name if completed_by in (None, "") else f"{self.name}:{completed_by}"
+        if completed_by not in (None, ""):
+            return f"{self.name}:{completed_by}"
+        if isinstance(annotation_id, (int, str)) and not isinstance(annotation_id, bool) and annotation_id != "":
+            return f"{self.name}:annotation-{annotation_id}"
+        return self.name
 
 
 AUDIT = "audit"
