@@ -17,7 +17,7 @@ from metalabel import datasets
 from metalabel.export import export_project
 from metalabel.label.oracle import LabelStudioQueue, Query, put_questions
 from metalabel.project import Project
-from metalabel.store import ItemRecord, ProjectStore
+from metalabel.store import ItemRecord, ProjectStore, schema
 
 CLASSES = ("cat", "dog", "bird")
 ANN, BOB = "labelstudio:ann@x", "labelstudio:bob@x"
@@ -299,3 +299,24 @@ def test_two_annotations_that_name_nobody_stay_two_answers_and_each_keeps_its_ch
         queue.import_annotations(export(tmp_path, "later.json", tasks, unnamed(1, "cat", "2026-12-05T10:00:00Z"),
                                         unnamed(2, "cat", "2026-12-06T09:00:00Z")), store=store)
         assert item_answers(store) == ([("cat", first, True)], set())
+
+
+def test_answer_times_an_earlier_release_kept_in_the_import_record_still_keep_her_newer_answer(tmp_path,
+                                                                                               monkeypatch):
+    # schema 7 kept each import's answer times in its record's JSON; schema 8 moves them to a table
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:7])
+    store, tasks = make_project(tmp_path)
+    with store:
+        [question] = store.open_questions()
+        store.answer(question.id, "dog", oracle=ANN)  # her changed annotation, recorded as schema 7 did
+        later = export(tmp_path, "later.json", tasks, annotation("ann@x", "dog", "2026-12-05T12:00:00Z"))
+        store.add_artifact("answers-import", later, meta={"changed": False, "answer_times": {
+            str(question.id): {ANN: "2026-12-05T12:00:00+00:00"}}})
+    monkeypatch.undo()
+    with ProjectStore.open(tmp_path / "p") as store:
+        assert [artifact.meta for artifact in store.artifacts(kind="answers-import")] == [{"changed": False}]
+        # a kept webhook with her first annotation, replayed after the upgrade: her newer answer stands
+        kept = export(tmp_path, "kept-created.json", tasks, annotation("ann@x", "cat", "2026-12-05T10:00:00Z"))
+        recorded = LabelStudioQueue(tmp_path / "queue").import_annotations(kept, store=store)
+        assert (recorded.changed, recorded.disagreements) == (0, 0)
+        assert item_answers(store) == ([("dog", ANN, True)], set())

@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import mimetypes
+import os
 import re
 import secrets
 import signal
@@ -76,7 +77,7 @@ from metalabel.label.labelstudio import (
     choices_task,
     write_config,
 )
-from metalabel.store import Artifact, Label, LabelSource, People, ProjectStore, path_sha256
+from metalabel.store import AnswerTime, Label, LabelSource, People, ProjectStore, path_sha256
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ class _Tally:
     def __init__(self) -> None:
         self.answered = self.dismissed = self.disagreements = self.confirmed = self.corrected = self.changed = 0
         self.already_closed: list[int] = []
-        self.answer_times: dict[int, dict[str, str]] = {}  # an import's ANSWER_TIMES, by question id
+        self.answer_times: dict[int, dict[str, str]] = {}  # when each person answered, by question id
 
     def saw(self, question_id: int, vote: _Votes) -> None:
         """Keep when each person in ``vote`` answered ``question_id`` (where Label Studio said)."""
@@ -870,8 +871,7 @@ class LabelStudioQueue:
                 for name, other in sorted(export.same_people):
                     store.same_person(name, other)
                 people = store.people()  # a person is one, whichever name an export or a webhook gave her
-                imports = store.artifacts(kind=ANSWERS_IMPORT)
-                recorded_at = _recorded_answer_times(imports, people)
+                recorded_at = _RecordedAnswerTimes(store, people)
                 for question_id, vote in export.questions.items():
                     _record_votes(store, question_id, vote.named(people), tally, recorded_at, people,
                                   changed=changed)
@@ -881,10 +881,11 @@ class LabelStudioQueue:
                 # in the same transaction: the file is on record exactly when its answers are (once: a file
                 # imported again adds nothing)
                 digest = path_sha256(path)
-                if not any(artifact.path == path.resolve() and artifact.sha256 == digest
-                           for artifact in imports):
-                    store.add_artifact(ANSWERS_IMPORT, path, meta={"changed": changed, ANSWER_TIMES: {
-                        str(question_id): times for question_id, times in tally.answer_times.items()}})
+                if not any(artifact.sha256 == digest for artifact in store.artifacts(kind=ANSWERS_IMPORT, path=path)):
+                    artifact_id = store.add_artifact(ANSWERS_IMPORT, path, meta={"changed": changed})
+                    store.record_answer_times(artifact_id, (
+                        AnswerTime(question_id, who, when) for question_id, times in tally.answer_times.items()
+                        for who, when in times.items()))
         except BadInputError as error:
             raise BadInputError(
                 f"{error}; nothing was imported (an import is all or nothing)", path=path,
@@ -1065,10 +1066,17 @@ def _kept_order(path: Path) -> tuple[int, str]:
 def unrecorded_annotations(store: ProjectStore) -> list[Path]:
     """Annotations the ML backend kept but could not record (a run held the project, the store was busy, or
     they were refused), oldest first: answers people gave that are not in the project yet."""
-    recorded = {artifact.path for artifact in store.artifacts(kind=ANSWERS_IMPORT)}
-    kept = sorted((path for path in (store.folder / WEBHOOK_FOLDER).glob("*.json")
-                   if CREATED_MARK in path.name or UPDATED_MARK in path.name), key=_kept_order)
-    return [path for path in kept if path.resolve() not in recorded]
+    # by name, not path: the folder holds a file per annotation the backend ever received, and this runs at
+    # every webhook
+    folder = store.folder / WEBHOOK_FOLDER
+    recorded = store.artifact_names(ANSWERS_IMPORT, folder)
+    try:
+        with os.scandir(folder) as entries:
+            kept = [entry.name for entry in entries if entry.name.endswith(".json") and entry.name not in recorded
+                    and (CREATED_MARK in entry.name or UPDATED_MARK in entry.name)]
+    except FileNotFoundError:  # the backend never kept one
+        return []
+    return sorted((folder / name for name in kept), key=_kept_order)
 
 
 @dataclass(frozen=True)
@@ -1240,7 +1248,6 @@ def _check_against_store(votes: dict[int, _Votes], store: ProjectStore, path: Pa
     """Every task names a question of this project about the very item (uri and content) it showed."""
     project = project_identity(store)
     classes = set(store.classes())
-    hashes = {item.id: item.content_hash for item in store.items()}
 
     def refuse(task: _TaskIdentity, problem: str, hint: str) -> BadInputError:
         return BadInputError(
@@ -1269,7 +1276,8 @@ def _check_against_store(votes: dict[int, _Votes], store: ProjectStore, path: Pa
                 raise refuse(task, f"shows item {task.uri!r}, but question {question_id} is about item "
                              f"{question.uri!r}",
                              "the task was changed or belongs elsewhere; export the questions again")
-            if task.content_hash != hashes.get(question.item_id):
+            shown = store.item(question.item_id)
+            if shown is None or task.content_hash != shown.content_hash:
                 raise refuse(task, f"shows item {task.uri!r} with other content than the project holds "
                              "(its content hash differs)", "the item changed since the task was exported; export "
                              "the open questions again and label those")
@@ -1287,7 +1295,7 @@ def _check_classes(vote: _Votes, classes: set[str], path: Path) -> None:
 
 
 def _record_votes(store: ProjectStore, question_id: int, vote: _Votes, tally: _Tally,
-                  recorded_at: Mapping[tuple[int, str], datetime], people: People, *, changed: bool) -> None:
+                  recorded_at: _RecordedAnswerTimes, people: People, *, changed: bool) -> None:
     """One question's answers, inside the import's transaction. An answer from the person whose answer is on
     record is her change; one older than her answer recorded from an earlier file (a kept webhook replayed
     after an export with her later annotation), or as old and not an update (``changed``), is left out: her
@@ -1313,7 +1321,7 @@ def _record_votes(store: ProjectStore, question_id: int, vote: _Votes, tally: _T
         others = [(chosen, who) for chosen, who, _ in vote.labels]
     changes = 0
     for other, who in others:
-        if not _not_older(vote.answered_at[who], recorded_at.get((question_id, who)), equal=changed):
+        if not _not_older(vote.answered_at[who], recorded_at.get(question_id, who), equal=changed):
             continue
         if people.same(who, question.oracle):  # the person whose answer is on record changed it
             write = store.correct(question_id, other, oracle=who)
@@ -1326,8 +1334,6 @@ def _record_votes(store: ProjectStore, question_id: int, vote: _Votes, tally: _T
         tally.already_closed.append(question_id)
 
 
-ANSWER_TIMES = "answer_times"
-"""In an ``answers-import`` artifact's meta: ``{question id: {annotator: updated_at}}`` of the answers it held."""
 
 
 def _annotation_time(annotation: Mapping[str, Any]) -> datetime | None:
@@ -1353,18 +1359,24 @@ def _not_older(when: datetime | None, than: datetime | None, *, equal: bool = Tr
     return when >= than if equal else when > than
 
 
-def _recorded_answer_times(imports: Iterable[Artifact], people: People) -> dict[tuple[int, str], datetime]:
-    """The newest time of each person's answer to each question that earlier imports recorded (their
-    ``answers-import`` artifacts' meta; imports before this was kept recorded none), under her one name."""
-    newest: dict[tuple[int, str], datetime] = {}
-    for artifact in imports:
-        for question_id, times in artifact.meta.get(ANSWER_TIMES, {}).items():
-            for who, text in times.items():
-                when = datetime.fromisoformat(text)
-                key = (int(question_id), people.canonical(who))
-                if key not in newest or when > newest[key]:
-                    newest[key] = when
-    return newest
+class _RecordedAnswerTimes:
+    """The newest time of each person's answer to a question that earlier imports recorded (imports before
+    those times were kept recorded none), under her one name; read from the store a question at a time, as
+    an import meets it, so an import's cost does not grow with the answers on record."""
+
+    def __init__(self, store: ProjectStore, people: People) -> None:
+        self._store, self._people = store, people
+        self._newest: dict[int, dict[str, datetime]] = {}
+
+    def get(self, question_id: int, who: str) -> datetime | None:
+        if question_id not in self._newest:
+            newest: dict[str, datetime] = {}
+            for recorded in self._store.answer_times([question_id]):
+                when, name = datetime.fromisoformat(recorded.answered_at), self._people.canonical(recorded.person)
+                if name not in newest or when > newest[name]:
+                    newest[name] = when
+            self._newest[question_id] = newest
+        return self._newest[question_id].get(who)
 
 
 def _check_reviews(reviews: dict[int, _Votes], store: ProjectStore, path: Path) -> dict[int, Label]:
@@ -1372,8 +1384,6 @@ def _check_reviews(reviews: dict[int, _Votes], store: ProjectStore, path: Path) 
     returns the label each showed, by id."""
     project = project_identity(store)
     classes = set(store.classes())
-    items = {item.uri: item for item in store.items()}
-    open_questions = {question.item_id: question for question in store.open_questions()}
     shown: dict[int, Label] = {}
 
     def refuse(task: _TaskIdentity, problem: str, hint: str) -> BadInputError:
@@ -1387,7 +1397,7 @@ def _check_reviews(reviews: dict[int, _Votes], store: ProjectStore, path: Path) 
             if task.project != project:
                 raise refuse(task, f"comes from project {task.project!r}, not this one ({project!r})",
                              "import a reviewed export into the project that exported it")
-            item = items.get(task.uri) if task.uri is not None else None
+            item = store.item(uri=task.uri) if task.uri is not None else None
             if item is None:
                 raise refuse(task, f"shows item {task.uri!r}, which is not one of this project's items",
                              "import a reviewed export into the project that exported it")
@@ -1399,7 +1409,7 @@ def _check_reviews(reviews: dict[int, _Votes], store: ProjectStore, path: Path) 
                 raise refuse(task, f"label {label_id} is not a label of item {task.uri!r}",
                              "the task was changed or belongs elsewhere; export again")
             shown[label_id] = label
-            waiting = open_questions.get(item.id)
+            waiting = store.open_question(item.id)
             if waiting is not None and waiting.strategy == REFERENCE and _review_vote(label, vote).decision():
                 raise refuse(task, f"item {task.uri!r} waits on reference question {waiting.id}, whose answer "
                              "must come from a person who did not see the model's label",
@@ -1418,7 +1428,7 @@ def _review_vote(shown: Label, vote: _Votes) -> _Votes:
 
 
 def _record_review(store: ProjectStore, shown: Label, vote: _Votes, tally: _Tally,
-                   recorded_at: Mapping[tuple[int, str], datetime], people: People, *, changed: bool) -> None:
+                   recorded_at: _RecordedAnswerTimes, people: People, *, changed: bool) -> None:
     """One reviewed export label, inside the import's transaction (see ``import_annotations``). A reviewer's
     later verdict on the label that is her answer is her change, as ``_record_votes`` has it."""
     vote = _review_vote(shown, vote)
@@ -1430,14 +1440,14 @@ def _record_review(store: ProjectStore, shown: Label, vote: _Votes, tally: _Tall
     if active is not None and active.source == LabelSource.HUMAN and active.question_id is not None:
         tally.saw(active.question_id, vote)
         for other, who, _ in vote.labels:  # every reviewer, not only the first of each class
-            if not _not_older(vote.answered_at[who], recorded_at.get((active.question_id, who)), equal=changed):
+            if not _not_older(vote.answered_at[who], recorded_at.get(active.question_id, who), equal=changed):
                 continue
             if people.same(who, active.oracle):  # the reviewer changed their own verdict
                 tally.changed += store.correct(active.question_id, other, oracle=who).applied
             else:  # a person's answer is never written over: another class is a disagreement between people
                 tally.disagreements += store.add_human_disagreement(active.question_id, other, oracle=who) is not None
         return
-    waiting = next((question for question in store.open_questions() if question.item_id == shown.item_id), None)
+    waiting = store.open_question(shown.item_id)
     question_id = waiting.id if waiting is not None else store.ask(shown.item_id, strategy=AUDIT)
     tally.saw(question_id, vote)
     store.answer(question_id, label, oracle=annotator)

@@ -3,6 +3,7 @@
 from metalabel.store.hashing import content_hash, path_sha256
 from metalabel.store.records import (
     CERTIFICATE_METRIC,
+    AnswerTime,
     Artifact,
     Disagreement,
     Item,
@@ -22,6 +23,7 @@ from metalabel.store.store import DB_FILENAME, TRUST, ProjectStore
 
 __all__ = [
     "CERTIFICATE_METRIC",
+    "AnswerTime",
     "Artifact",
     "DB_FILENAME",
     "Disagreement",

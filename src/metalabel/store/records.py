@@ -184,6 +184,17 @@ class Artifact:
 
 
 @dataclass(frozen=True, slots=True)
+class AnswerTime:
+    """When a person gave an answer, as the file an import recorded it from says (Label Studio's ``updated_at``)."""
+
+    question_id: int
+    person: str
+    """The name the import gave the answerer (``People.canonical`` finds her one name)."""
+    answered_at: str
+    """ISO 8601, with its time zone."""
+
+
+@dataclass(frozen=True, slots=True)
 class SyntheticRecord:
     """A generated or augmented item to add; its content is row ``row_in_artifact`` of an artifact file."""
 

@@ -9,6 +9,7 @@ is spelled out literally for that reason, not built from Python constants that m
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -293,11 +294,42 @@ def _know_people_by_every_name(connection: sqlite3.Connection) -> None:
         )""")
 
 
+def _find_answer_times_by_question(connection: sqlite3.Connection) -> None:
+    """Version 8: when each person gave each answer an import recorded, a row each, found by question.
+
+    Label Studio says when an annotation last changed (``updated_at``); an import compares that with the answer
+    on record, so an older export never undoes a newer answer. Those times sat in each ``answers-import``
+    artifact's JSON meta, which every import (every webhook the ML backend records) read whole: its cost grew
+    with every answer on record. They move here, once, and the meta no longer carries them.
+    """
+    connection.execute(
+        """
+        CREATE TABLE answer_times (
+            artifact_id INTEGER NOT NULL REFERENCES artifacts (id),
+            question_id INTEGER NOT NULL REFERENCES questions (id),
+            person      TEXT NOT NULL,
+            answered_at TEXT NOT NULL
+        )""")
+    connection.execute("CREATE INDEX answer_times_by_question ON answer_times (question_id)")
+    # an import looks up its own file's record, to record a file once
+    connection.execute("CREATE INDEX artifacts_by_path ON artifacts (kind, path)")
+    questions = {row[0] for row in connection.execute("SELECT id FROM questions")}
+    imports = connection.execute("SELECT id, meta FROM artifacts WHERE kind = 'answers-import'").fetchall()
+    for artifact_id, meta in imports:
+        recorded = json.loads(meta)
+        for question_id, times in recorded.pop("answer_times", {}).items():
+            connection.executemany(
+                "INSERT INTO answer_times (artifact_id, question_id, person, answered_at) VALUES (?, ?, ?, ?)",
+                [(artifact_id, int(question_id), person, answered_at) for person, answered_at in times.items()
+                 if int(question_id) in questions])
+        connection.execute("UPDATE artifacts SET meta = ? WHERE id = ?", (json.dumps(recorded), artifact_id))
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: list[Migration] = [_create_tables, _add_synthetic_items, _add_certificates_and_retractions,
                                _add_reference_regions, _keep_every_answer, _name_who_disagreed,
-                               _know_people_by_every_name]
+                               _know_people_by_every_name, _find_answer_times_by_question]
 
 ACTIVE_LABEL = "labels.superseded_by IS NULL AND labels.retracted_at IS NULL"
 """SQL: the label is its item's active one (neither superseded nor retracted)."""

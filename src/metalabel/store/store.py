@@ -38,6 +38,7 @@ from metalabel.errors import (
 from metalabel.store import schema
 from metalabel.store.hashing import path_sha256
 from metalabel.store.records import (
+    AnswerTime,
     Artifact,
     Disagreement,
     Item,
@@ -285,6 +286,16 @@ class ProjectStore:
     def items(self) -> list[Item]:
         rows = self._connection.execute("SELECT * FROM items ORDER BY id").fetchall()
         return [Item(**row) for row in rows]
+
+    def item(self, item_id: int | None = None, *, uri: str | None = None) -> Item | None:
+        """The item with this id, or this uri (give one); None where the project has none."""
+        if (item_id is None) == (uri is None):
+            raise BadInputError("name an item by its id or by its uri, one of the two")
+        if item_id is not None:
+            row = self._connection.execute("SELECT * FROM items WHERE id = ?", (operator.index(item_id),)).fetchone()
+        else:
+            row = self._connection.execute("SELECT * FROM items WHERE uri = ?", (uri,)).fetchone()
+        return None if row is None else Item(**row)
 
     def item_ids(self, uris: Iterable[str]) -> list[int]:
         """The id of each uri, in order; an unknown uri is an error naming it."""
@@ -752,6 +763,31 @@ class ProjectStore:
         rows = self._connection.execute(_QUESTION_SELECT + " WHERE questions.answered_at IS NULL ORDER BY questions.id")
         return [Question(**row) for row in rows]
 
+    def open_question(self, item_id: int) -> Question | None:
+        """The question about this item still waiting for an answer (an item has at most one), if any."""
+        row = self._connection.execute(_QUESTION_SELECT + " WHERE questions.answered_at IS NULL AND "
+                                       "questions.item_id = ?", (operator.index(item_id),)).fetchone()
+        return None if row is None else Question(**row)
+
+    def record_answer_times(self, artifact_id: int, times: Iterable[AnswerTime]) -> None:
+        """Say when each person gave the answers the file ``artifact_id`` recorded (``answer_times``)."""
+        with self.batch():
+            self._connection.executemany(
+                "INSERT INTO answer_times (artifact_id, question_id, person, answered_at) VALUES (?, ?, ?, ?)",
+                [(operator.index(artifact_id), operator.index(time.question_id), time.person, time.answered_at)
+                 for time in times])
+
+    def answer_times(self, question_ids: Iterable[int]) -> list[AnswerTime]:
+        """Every time ``record_answer_times`` gave for these questions' answers, in the order recorded."""
+        wanted = sorted({operator.index(question_id) for question_id in question_ids})
+        found: list[AnswerTime] = []
+        for start in range(0, len(wanted), 500):  # SQLite caps a statement's parameters
+            chunk = wanted[start:start + 500]
+            found += [AnswerTime(**row) for row in self._connection.execute(
+                "SELECT question_id, person, answered_at FROM answer_times WHERE question_id IN "
+                f"({', '.join('?' * len(chunk))}) ORDER BY rowid", chunk)]
+        return found
+
     def answered_questions(self, *, strategy: str | None = None) -> list[Question]:
         """Questions the oracle answered with a class (not dismissed), oldest first; optionally of one strategy."""
         return self._closed_questions("questions.answer_class_id IS NOT NULL", strategy)
@@ -870,8 +906,7 @@ class ProjectStore:
             raise BadInputError("an artifact needs a kind", hint="e.g. kind='checkpoint'")
         path = Path(path).resolve()
         sha256 = path_sha256(path)
-        folder = self.folder.resolve()
-        stored_path = path.relative_to(folder).as_posix() if path.is_relative_to(folder) else str(path)
+        stored_path = self._stored_path(path)
         with self.batch():
             if round_id is not None:
                 self._require_round(operator.index(round_id))
@@ -881,9 +916,26 @@ class ProjectStore:
             )
             return _inserted_id(cursor)
 
-    def artifacts(self, *, kind: str | None = None) -> list[Artifact]:
+    def _stored_path(self, path: Path) -> str:
+        """How an artifact's path is stored: relative to the project folder when inside it."""
+        path, folder = path.resolve(), self.folder.resolve()
+        return path.relative_to(folder).as_posix() if path.is_relative_to(folder) else str(path)
+
+    def artifact_names(self, kind: str, folder: Path) -> set[str]:
+        """The names of the files right inside ``folder`` recorded as artifacts of ``kind``: what ``artifacts``
+        would say of them, without reading their records (the ML backend asks at every webhook)."""
+        prefix = self._stored_path(folder) + "/"
+        rows = self._connection.execute("SELECT path FROM artifacts WHERE kind = ? AND substr(path, 1, ?) = ?",
+                                        (kind, len(prefix), prefix))
+        names = (row["path"][len(prefix):] for row in rows)
+        return {name for name in names if "/" not in name}
+
+    def artifacts(self, *, kind: str | None = None, path: str | Path | None = None) -> list[Artifact]:
+        """The artifacts recorded, oldest first; optionally of one kind, or of one file."""
+        stored = None if path is None else self._stored_path(Path(path))
         rows = self._connection.execute(
-            "SELECT * FROM artifacts WHERE ? IS NULL OR kind = ? ORDER BY id", (kind, kind)
+            "SELECT * FROM artifacts WHERE (? IS NULL OR kind = ?) AND (? IS NULL OR path = ?) ORDER BY id",
+            (kind, kind, stored, stored),
         ).fetchall()
         folder = self.folder.resolve()  # once, not per row: the ML backend records a file per annotation
         return [Artifact(**{**row, "path": folder / row["path"], "meta": json.loads(row["meta"])})
