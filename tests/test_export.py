@@ -180,7 +180,10 @@ def test_a_human_label_beats_the_model_and_a_disagreement_is_flagged(text_projec
     assert overruled["disagreement"] is False
     contradicted = rows[pool.uris[1]]
     assert (contradicted["label"], contradicted["source"], contradicted["disagreement"]) == ("neg", "imported", True)
+    # what contradicts it, and whose: a reader of the file can weigh it without the project
+    assert (contradicted["disagreement_class"], contradicted["disagreement_by"]) == ("pos", MODEL_HASH)
     assert sum(row["disagreement"] for row in rows.values()) == 1
+    assert (overruled["disagreement_class"], overruled["disagreement_by"]) == (None, None)
 
 
 def test_filters_by_source_and_by_model_confidence(text_project, tmp_path):

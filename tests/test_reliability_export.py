@@ -71,6 +71,11 @@ def test_a_label_studio_export_names_the_person_whose_answer_disagrees(tmp_path)
         project.store.answer(asked, "pos", oracle="labelstudio:ann@x")
         project.store.add_human_disagreement(asked, "neg", oracle="labelstudio:bob@x")  # a second annotator
         result = project.export(tmp_path / "out", format="labelstudio")
+        table = project.export(tmp_path / "table", format="csv")
+    with (table.path / "labels.csv").open(encoding="utf-8") as rows:
+        [row] = [row for row in csv.DictReader(rows) if row["uri"] == pool.uris[2]]
+    assert (row["disagreement"], row["disagreement_class"], row["disagreement_by"]) == ("True", "neg",
+                                                                                        "labelstudio:bob@x")
     tasks = {task["data"]["uri"]: task for task in json.loads((result.path / "tasks.json").read_text())}
     disputed = tasks[pool.uris[2]]
     assert disputed["annotations"][0]["result"][0]["value"] == {"choices": ["pos"]}

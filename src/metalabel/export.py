@@ -139,7 +139,15 @@ PROVENANCE: tuple[ProvenanceColumn, ...] = (
                      "who answered the question that gave a human label (e.g. labelstudio:ann@example.com)"),
     ProvenanceColumn("created_at", "timestamp", lambda row: row.label.created_at, "when the label was written (UTC)"),
     ProvenanceColumn("disagreement", "bool", lambda row: row.disagreement is not None,
-                     "a less trusted source (a model) contradicts the item's label and no person has settled it"),
+                     "another person, or a less trusted source (a model), contradicts the item's label and no "
+                     "person has settled it"),
+    ProvenanceColumn("disagreement_class", "string",
+                     lambda row: None if row.disagreement is None else row.disagreement.proposed_class,
+                     "the class the item's latest open disagreement proposes"),
+    ProvenanceColumn("disagreement_by", "string",
+                     lambda row: None if row.disagreement is None else _proposer(row.disagreement),
+                     "who proposed it: the person (e.g. labelstudio:bob@example.com), else the model's checkpoint "
+                     "or the source"),
     ProvenanceColumn("retracted", "bool", lambda row: row.label.retracted_at is not None,
                      "the label was retracted (only in exports with include_retracted)"),
     ProvenanceColumn("retracted_at", "timestamp", lambda row: row.label.retracted_at, "when it was retracted (UTC)"),
@@ -325,6 +333,11 @@ class _Written:
 
     rows: list[_Row]
     sidecar: dict[str, Any] = field(default_factory=dict)
+
+
+def _proposer(disagreement: Disagreement) -> str:
+    """Who proposed a disagreement's class: the person, else the model's checkpoint, else the source."""
+    return disagreement.model_hash or disagreement.oracle or disagreement.source
 
 
 def _checked_sources(sources: Sequence[str] | str | None) -> tuple[str, ...] | None:
@@ -825,8 +838,7 @@ def _labelstudio_task(row: _Row, kind: str, value: str | dict[str, float], proje
     if row.disagreement is not None:
         # The contradicting label goes along as a prediction, so a reviewer sees both, and whose it is.
         disagreement = row.disagreement
-        suggestions.append(Suggestion(disagreement.proposed_class,
-                                      disagreement.model_hash or disagreement.oracle or disagreement.source,
+        suggestions.append(Suggestion(disagreement.proposed_class, _proposer(disagreement),
                                       disagreement.calibrated_confidence))
     # every provenance column rides along in the task's data (Label Studio shows it beside the item), and the
     # label's identity, so a reviewed export can be imported back (LabelStudioQueue.import_annotations)
