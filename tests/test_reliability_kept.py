@@ -168,3 +168,21 @@ def test_a_kept_annotation_the_store_refuses_for_good_does_not_hold_back_the_one
         assert [path for path, _ in result.recorded] == [kept[1]]
         assert unrecorded_annotations(store) == [kept[0]]  # still kept, and listed
     assert history(folder, 1) == [("bird", "labelstudio:8")]
+
+
+def test_a_kept_file_that_is_a_link_is_recorded_once_and_then_no_longer_listed(project, tmp_path):
+    # a kept annotation moved elsewhere (a fuller disk) and linked back: its record names the file it links to,
+    # as every file's record names the file itself; once recorded it is neither listed nor replayed again
+    folder, tasks = project
+    [kept] = kept_while_a_run_holds_the_project(folder, [webhook("ANNOTATION_CREATED", tasks[0], 7, "cat", 1)])
+    moved = tmp_path / "elsewhere" / kept.name
+    moved.parent.mkdir()
+    kept.rename(moved)
+    kept.symlink_to(moved)
+    with ProjectStore.open(folder) as store:
+        assert unrecorded_annotations(store) == [kept]
+    assert main(["import-answers", str(folder), "--kept"]) == 0
+    with ProjectStore.open(folder) as store:
+        assert unrecorded_annotations(store) == []
+        assert len(store.artifacts(kind="answers-import")) == 1
+    assert history(folder, 0) == [("cat", "labelstudio:7")]
