@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from helpers import label_studio_user
 from metalabel import datasets
+from metalabel.errors import BadInputError
 from metalabel.export import export_project
 from metalabel.label.oracle import LabelStudioQueue, Query, put_questions
 from metalabel.project import Project
@@ -299,6 +302,21 @@ def test_two_annotations_that_name_nobody_stay_two_answers_and_each_keeps_its_ch
         queue.import_annotations(export(tmp_path, "later.json", tasks, unnamed(1, "cat", "2026-12-05T10:00:00Z"),
                                         unnamed(2, "cat", "2026-12-06T09:00:00Z")), store=store)
         assert item_answers(store) == ([("cat", first, True)], set())
+
+
+def test_two_answers_to_one_question_that_name_nobody_and_carry_no_id_are_refused_not_merged(tmp_path):
+    # written by hand: neither says whose it is, so they cannot be told apart as one person's or two; taken as one
+    # person's, the older was silently dropped
+    store, tasks = make_project(tmp_path)
+    queue = LabelStudioQueue(tmp_path / "queue")
+    cat, dog = ({key: value for key, value in unnamed(n, choice, when).items() if key != "id"}
+                for n, choice, when in ((1, "cat", "2026-12-05T10:00:00Z"), (2, "dog", "2026-12-05T11:00:00Z")))
+    with store:
+        with pytest.raises(BadInputError, match="task 0.*name nobody and carry no id.*nothing was imported"):
+            queue.import_annotations(export(tmp_path, "both.json", tasks, cat, dog), store=store)
+        assert item_answers(store) == ([], set())
+        queue.import_annotations(export(tmp_path, "one.json", tasks, cat), store=store)  # one alone is its answer
+        assert item_answers(store) == ([("cat", "labelstudio", True)], set())
 
 
 def test_answer_times_an_earlier_release_kept_in_the_import_record_still_keep_her_newer_answer(tmp_path,

@@ -994,12 +994,21 @@ class LabelStudioQueue:
                     vote.skipped_by.append(annotator)
                     continue
                 value = choices[-1].get("value")
-                vote.add(_one_choice(value.get("choices") if isinstance(value, dict) else None), annotator, index,
-                         _annotation_time(annotation))
+                self._add(vote, _one_choice(value.get("choices") if isinstance(value, dict) else None), annotator,
+                          index, _annotation_time(annotation))
         elif CHOICES_NAME in task:  # "JSON-MIN": the choice sits under the control's name
-            vote.add(_one_choice(task[CHOICES_NAME]),
-                     self._annotator(task.get("annotator"), export, task.get("annotation_id")), index,
-                     _annotation_time(task))
+            self._add(vote, _one_choice(task[CHOICES_NAME]),
+                      self._annotator(task.get("annotator"), export, task.get("annotation_id")), index,
+                      _annotation_time(task))
+
+    def _add(self, vote: _Votes, label: str, annotator: str, index: int, when: datetime | None) -> None:
+        """``vote.add``, but two answers that name nobody and carry no id (written by hand) are refused: they
+        cannot be told apart as one person's or two, and taken as one person's the older would be dropped."""
+        if annotator == self.name and annotator in vote.answered_at:
+            raise _TaskProblem("two annotations of its question name nobody and carry no id, so they cannot be "
+                               "told apart as one person's answers or two people's; give each its completed_by "
+                               "(or its Label Studio id)")
+        vote.add(label, annotator, index, when)
 
     def _annotator(self, completed_by: Any, export: _Export, annotation_id: Any) -> str:
         """``labelstudio:<email or user id>``: Label Studio writes either, or a user object, whose id and
