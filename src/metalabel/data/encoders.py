@@ -121,10 +121,21 @@ class Encoder(ABC):
 
     def encode(self, items: Items, *, batch_size: int | None = None, progress: bool = True) -> np.ndarray:
         """Embed ``items`` (texts, or uint8 images ``[N, H, W]`` / ``[N, H, W, C]``) as float32 ``[N, dim]``."""
+        embeddings = np.empty((len(items), self.dim), dtype=np.float32)
+        for indices, batch in self.encode_batches(items, batch_size=batch_size, progress=progress):
+            embeddings[indices] = batch
+        return embeddings
+
+    def encode_batches(self, items: Items, *, batch_size: int | None = None,
+                       progress: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``encode``'s batches as they are made: the items' positions and their float32 embeddings.
+
+        The items are checked before the first batch; ``encode`` and a file written batch by batch
+        (``embed_dataset(..., mmap=True)``) get the same numbers.
+        """
         prepared = self._prepare(items)
-        embeddings = np.empty((len(prepared), self.dim), dtype=np.float32)
         if len(prepared) == 0:
-            return embeddings
+            return
         batch_size = batch_size or self.default_batch_size
         if batch_size < 1:
             raise BadInputError(f"batch_size must be at least 1, not {batch_size}")
@@ -133,9 +144,8 @@ class Encoder(ABC):
         with progress_bar(progress, f"embedding with {self.name}", total=len(prepared)) as advance:
             for start in range(0, len(order), batch_size):
                 batch_indices = order[start : start + batch_size]
-                embeddings[batch_indices] = self._encode_batch(prepared, batch_indices)
+                yield batch_indices, self._encode_batch(prepared, batch_indices)
                 advance(len(batch_indices))
-        return embeddings
 
     def __repr__(self) -> str:
         settings = [f"dim={self.dim}", f"device={str(self.device)!r}"]
@@ -428,6 +438,7 @@ def embed_dataset(
     cache: bool = True,
     progress: bool = True,
     device: str | torch.device = "cpu",
+    mmap: bool = False,
 ) -> np.ndarray:
     """Embeddings of every item of ``dataset`` as float32 ``[N, dim]``, in item order.
 
@@ -435,16 +446,31 @@ def embed_dataset(
     encoder (name, version, options) and a sha256 of the items, so a changed item, model or
     setting never reuses stale numbers. ``device`` is used when ``encoder`` is a name; an
     :class:`Encoder` keeps its own.
+
+    With ``mmap`` too, the result is the cache file mapped copy-on-write (``read_cached_embeddings``),
+    and embeddings made here go to the file batch by batch: the pool's ``[N, dim]`` is never in the
+    heap, only in pages the OS reads from the file and may drop again (a labeling round on a big pool).
     """
     encoder = encoder_for(dataset, encoder, device=device)
     if not cache:
         return _encode_dataset(dataset, encoder, progress=progress)
     path = embedding_cache_path(dataset.items, encoder)
-    cached = read_cached_embeddings(path, expected_shape=(len(dataset), encoder.dim))
+    shape = (len(dataset), encoder.dim)
+    cached = read_cached_embeddings(path, expected_shape=shape, mmap=mmap)
     if cached is not None:
         return cached
-    embeddings = _encode_dataset(dataset, encoder, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if mmap:
+        def write(file: Path) -> None:
+            with EmbeddingsFile(file, encoder.dim, rows=len(dataset)) as out, _naming_the_item(dataset.uris):
+                for positions, embeddings in encoder.encode_batches(dataset.items, progress=progress):
+                    out.write_at(positions, embeddings)
+
+        write_atomically(path, write)
+        written = read_cached_embeddings(path, expected_shape=shape, mmap=True)
+        assert written is not None, f"{path} was written with another shape than {shape}"
+        return written
+    embeddings = _encode_dataset(dataset, encoder, progress=progress)
     write_atomically(path, lambda file: np.save(file, embeddings, allow_pickle=False))
     return embeddings
 
@@ -554,6 +580,13 @@ class EmbeddingsFile:
         self.stream.seek(self.offset + start * 4 * self.dim)
         self.stream.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
         self.rows = max(self.rows, start + len(rows))
+
+    def write_at(self, positions: np.ndarray, rows: np.ndarray) -> None:
+        """``rows`` at ``positions``, in any order (a text encoder batches by length): each run of consecutive ones
+        at once."""
+        runs = np.flatnonzero(np.diff(positions) != 1) + 1
+        for run, run_rows in zip(np.split(positions, runs), np.split(rows, runs), strict=True):
+            self.write(int(run[0]), run_rows)
 
     def __enter__(self) -> EmbeddingsFile:
         return self
@@ -671,10 +704,12 @@ class _ItemsDigest:
 def read_cached_embeddings(path: Path, *, expected_shape: tuple[int, int], mmap: bool = False) -> np.ndarray | None:
     """The cached array, or ``None`` when there is none or it is unusable (it is then rebuilt).
 
-    With ``mmap`` the array stays on disk and is read as it is used (for checks and copies of big pools).
+    With ``mmap`` the array stays on disk and is read as it is used (a big pool's, for a round, checks and
+    copies), mapped copy-on-write: torch takes it as it is, and a write into it would stay private to this
+    process, in its heap, never reaching the file (what reads it must not write in place).
     """
     try:
-        embeddings = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+        embeddings = np.load(path, allow_pickle=False, mmap_mode="c" if mmap else None)
     except (OSError, ValueError, EOFError):  # absent, truncated or not an .npy array: a miss
         return None
     if embeddings.shape != expected_shape or embeddings.dtype != np.float32:

@@ -39,7 +39,8 @@ def pool_inputs(pool: LabeledDataset, learner: TaskLearner | None, *, encoder: s
 
     A learner with a convolutional backbone reads the images themselves; otherwise
     the items go through a frozen pretrained encoder (text: MiniLM; images:
-    EfficientNet-Lite0, or raw pixels for ``encoder="pixels"``; tables: the numbers).
+    EfficientNet-Lite0, or raw pixels for ``encoder="pixels"``; tables: the numbers), whose
+    embeddings come memory-mapped from the embedding cache.
     An ``encoder`` that is unknown or does not read the pool's items is refused, even
     where none is used, so a wrong option is never silently ignored.
     """
@@ -60,7 +61,10 @@ def pool_inputs(pool: LabeledDataset, learner: TaskLearner | None, *, encoder: s
         return (features - features.mean(0)) / features.std(0).clamp_min(1e-6)
     from metalabel.data.encoders import embed_dataset
 
-    return torch.from_numpy(embed_dataset(pool, feature_space(pool, learner, encoder=encoder), progress=progress))
+    # memory-mapped from the embedding cache, not a heap copy: a round's driver memory need not hold the pool's
+    # [N, d] (bench/results/scale.md); the round only reads it (a write would copy the pages it touches)
+    return torch.from_numpy(embed_dataset(pool, feature_space(pool, learner, encoder=encoder), progress=progress,
+                                          mmap=True))
 
 
 def feature_space(pool: LabeledDataset, learner: TaskLearner | None, *, encoder: str | None) -> str:

@@ -1,0 +1,95 @@
+"""A labeling round reads the pool's embeddings memory-mapped from the embedding cache, never a heap copy.
+
+On a big pool the round's driver memory was the embeddings held in the heap plus copies of them
+(bench/results/scale.md, issue 15). These tests fail if the round copies the pool's embeddings into the
+heap again, or writes into the mapped file's pages (copy-on-write would make them private, silently).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import metalabel.label.round_model as round_model
+from metalabel.data.dataset import LabeledDataset
+from metalabel.data.encoders import embed_dataset, embedding_cache_path, get_encoder
+from metalabel.datasets import gold_labels, seed_labels_from_pool
+from metalabel.label.oracle import SimulatedOracle
+from metalabel.project import Project
+
+LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+
+
+def blobs(items: int, ways: int = 4, seed: int = 0) -> LabeledDataset:
+    """28x28 grey images around one random image a class."""
+    rng = np.random.default_rng(seed)
+    centres = rng.integers(0, 256, size=(ways, 28, 28))
+    labels = np.arange(items) % ways
+    images = np.clip(centres[labels] + rng.integers(-40, 41, size=(items, 28, 28)), 0, 255).astype(np.uint8)
+    return LabeledDataset("blobs", "image", images, labels, [f"c{i}" for i in range(ways)],
+                          [f"blob/{i}" for i in range(items)])
+
+
+def mapping_of(address: int) -> tuple[str, dict[str, int]]:
+    """The file a mapping of this process holds ``address`` in, and its /proc/self/smaps counts (kB)."""
+    found: tuple[str, dict[str, int]] | None = None
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's first line: range perms ... path
+                low, high = (int(end, 16) for end in fields[0].split("-"))
+                found = (fields[5] if len(fields) > 5 else "", {}) if low <= address < high else None
+            elif found is not None and fields[-1] == "kB":
+                found[1][fields[0].rstrip(":")] = int(fields[1])
+            elif found is not None and found[1]:
+                return found
+    assert found is not None, f"no mapping holds address {address:#x}"
+    return found
+
+
+def test_embeddings_made_batch_by_batch_into_the_file_are_those_of_encode(cache, monkeypatch) -> None:
+    dataset = blobs(50)
+    encoder = get_encoder("pixels")
+    expected = encoder.encode(dataset.items, progress=False)
+    # batches in a scrambled order, as a text encoder's (by length): each row must still land at its place
+    monkeypatch.setattr(type(encoder), "_batch_order", lambda self, prepared: np.random.default_rng(1).permutation(
+        len(prepared)))
+    monkeypatch.setattr(type(encoder), "default_batch_size", 7)
+    made = embed_dataset(dataset, encoder, progress=False, mmap=True)
+    read = embed_dataset(dataset, encoder, progress=False, mmap=True)
+    for embeddings in (made, read):
+        assert isinstance(embeddings, np.memmap) and Path(embeddings.filename) == embedding_cache_path(
+            dataset.items, encoder)
+        np.testing.assert_array_equal(embeddings, expected)
+    np.testing.assert_array_equal(embed_dataset(dataset, encoder, progress=False), expected)  # the heap path
+
+
+@LINUX
+def test_a_round_reads_the_pool_from_the_cache_file_and_writes_nothing_into_it(cache, monkeypatch) -> None:
+    pool = blobs(600)
+    read: list[torch.Tensor] = []
+    make = round_model.RoundModel.__init__
+
+    def keeping_what_it_reads(self, learner, x, **options):  # type: ignore[no-untyped-def]
+        read.append(x)
+        make(self, learner, x, **options)
+
+    monkeypatch.setattr(round_model.RoundModel, "__init__", keeping_what_it_reads)
+    seeds = seed_labels_from_pool(pool, per_class=3, seed=0)
+    with Project.create(cache.parent / "project", pool=pool, labels=seeds) as p:
+        p.run(oracle=SimulatedOracle(gold_labels(pool)), encoder="pixels", budget=8, per_round=8, max_rounds=1,
+              project_meta_steps=0, generate=False, progress=False)
+    assert read
+    cache_file = embedding_cache_path(pool.items, get_encoder("pixels"))
+    for x in read:
+        path, counts = mapping_of(x.data_ptr())
+        assert Path(path) == cache_file, f"the round read a copy of the pool's embeddings ({path or 'the heap'})"
+        assert mapping_of(x.data_ptr() + x.nbytes - 1)[0] == path
+        # a page written in place becomes an anonymous copy in the mapping: the round must only read
+        assert counts["Anonymous"] == 0, f"the round wrote into the pool's embeddings ({counts})"
+
+
