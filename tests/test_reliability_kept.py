@@ -186,3 +186,15 @@ def test_a_kept_file_that_is_a_link_is_recorded_once_and_then_no_longer_listed(p
         assert unrecorded_annotations(store) == []
         assert len(store.artifacts(kind="answers-import")) == 1
     assert history(folder, 0) == [("cat", "labelstudio:7")]
+
+
+def test_a_kept_file_still_being_written_is_not_taken_for_a_kept_annotation(project):
+    # the backend writes each kept file under a temporary name beside it and renames it (write_atomically); a
+    # replay or `metalabel status` in another process that lists the folder meanwhile must not take that half-
+    # written file for an annotation (nor fail when the rename takes it away before its time is read)
+    folder, tasks = project
+    [kept] = kept_while_a_run_holds_the_project(folder, [webhook("ANNOTATION_CREATED", tasks[0], 7, "cat", 1)])
+    being_written = kept.with_name(f".{kept.stem}.4242-0a1b2c3d.tmp.json")
+    being_written.write_text(kept.read_text()[:20])
+    with ProjectStore.open(folder) as store:
+        assert unrecorded_annotations(store) == [kept]

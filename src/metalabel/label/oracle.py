@@ -1081,8 +1081,10 @@ def unrecorded_annotations(store: ProjectStore) -> list[Path]:
     recorded = store.artifact_names(ANSWERS_IMPORT, folder)
     try:
         with os.scandir(folder) as entries:
-            # a link's record names the file it links to (``add_artifact`` resolves), so a link is looked up by that
+            # a link's record names the file it links to (``add_artifact`` resolves), so a link is looked up by that;
+            # a name starting with "." is a file the backend is still writing (``write_atomically``'s temporary)
             kept = [entry.name for entry in entries if entry.name.endswith(".json") and entry.name not in recorded
+                    and not entry.name.startswith(".")
                     and (CREATED_MARK in entry.name or UPDATED_MARK in entry.name)
                     and not (entry.is_symlink() and store.artifacts(kind=ANSWERS_IMPORT, path=folder / entry.name))]
     except FileNotFoundError:  # the backend never kept one
