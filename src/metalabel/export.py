@@ -336,7 +336,8 @@ class _Written:
 
 
 def _proposer(disagreement: Disagreement) -> str:
-    """Who proposed a disagreement's class: the person, else the model's checkpoint, else the source."""
+    """Who proposed a disagreement's class: the model's checkpoint, else the person, else the source (a
+    disagreement has a checkpoint or a person, never both)."""
     return disagreement.model_hash or disagreement.oracle or disagreement.source
 
 

@@ -1347,8 +1347,6 @@ def _record_votes(store: ProjectStore, question_id: int, vote: _Votes, tally: _T
         tally.already_closed.append(question_id)
 
 
-
-
 def _annotation_time(annotation: Mapping[str, Any]) -> datetime | None:
     """When the annotation was last changed (``updated_at``, else ``created_at``), as an aware time; None where
     Label Studio wrote neither (then the order of the files and tasks decides)."""

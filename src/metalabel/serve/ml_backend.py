@@ -118,38 +118,40 @@ def predictions(store: ProjectStore, tasks: Any, *,
     """
     if not isinstance(tasks, list):
         raise BadInputError("'tasks' must be a list of Label Studio tasks")
-    suggested = suggested or {}
-    version = model_version(store)
-    project = project_identity(store)
-    classes = set(store.classes())
-    out = []
-    for task in tasks:
-        data = task.get("data") if isinstance(task, dict) else None
-        if not isinstance(data, dict):
-            raise BadInputError("a task has no 'data' object", hint="send Label Studio tasks as they are")
-        uri = data.get(URI_KEY)
-        # each task's own rows, not the project's: Label Studio asks as each task is opened
-        item = store.item(uri=uri) if isinstance(uri, str) and data.get(PROJECT_KEY) == project else None
-        kind = next((kind for kind in KINDS if kind in data), None)
-        waiting = None if item is None else store.open_question(item.id)
-        prediction = None
-        if item is not None and kind is not None and item.content_hash == data.get(HASH_KEY) \
-                and not awaiting_reference([waiting] if waiting else []):
-            label = next((label for label in store.label_history(item.id) if label.active), None)
-            asked = data.get(QUESTION_KEY)
-            question = waiting if waiting is not None and waiting.id == asked else None
-            chosen, score = suggested.get(asked, (None, None)) if isinstance(asked, int) else (None, None)
-            if label is not None and label.source == LabelSource.MODEL:
-                confidence = label.calibrated_confidence
-                prediction = Suggestion(label.class_name, version,
-                                        label.raw_confidence if confidence is None else confidence)
-            elif label is None and question is not None and chosen in classes:
-                assert chosen is not None
-                asked_in = version if question.round_id is None else f"metalabel-round-{question.round_id}"
-                prediction = Suggestion(chosen, asked_in, score)
-        out.append({"result": [], "model_version": version} if prediction is None or kind is None
-                   else prediction_json(prediction, kind))
-    return out
+    # one moment of the project: a task's label and its open question must come from the same commit
+    with store.reading():
+        suggested = suggested or {}
+        version = model_version(store)
+        project = project_identity(store)
+        classes = set(store.classes())
+        out = []
+        for task in tasks:
+            data = task.get("data") if isinstance(task, dict) else None
+            if not isinstance(data, dict):
+                raise BadInputError("a task has no 'data' object", hint="send Label Studio tasks as they are")
+            uri = data.get(URI_KEY)
+            # each task's own rows, not the project's: Label Studio asks as each task is opened
+            item = store.item(uri=uri) if isinstance(uri, str) and data.get(PROJECT_KEY) == project else None
+            kind = next((kind for kind in KINDS if kind in data), None)
+            waiting = None if item is None else store.open_question(item.id)
+            prediction = None
+            if item is not None and kind is not None and item.content_hash == data.get(HASH_KEY) \
+                    and not awaiting_reference([waiting] if waiting else []):
+                label = next((label for label in store.label_history(item.id) if label.active), None)
+                asked = data.get(QUESTION_KEY)
+                question = waiting if waiting is not None and waiting.id == asked else None
+                chosen, score = suggested.get(asked, (None, None)) if isinstance(asked, int) else (None, None)
+                if label is not None and label.source == LabelSource.MODEL:
+                    confidence = label.calibrated_confidence
+                    prediction = Suggestion(label.class_name, version,
+                                            label.raw_confidence if confidence is None else confidence)
+                elif label is None and question is not None and chosen in classes:
+                    assert chosen is not None
+                    asked_in = version if question.round_id is None else f"metalabel-round-{question.round_id}"
+                    prediction = Suggestion(chosen, asked_in, score)
+            out.append({"result": [], "model_version": version} if prediction is None or kind is None
+                       else prediction_json(prediction, kind))
+        return out
 
 
 class RunSuggestions:
