@@ -124,20 +124,21 @@ def status_mb(*fields: str) -> list[float]:
 
 
 class PeakSampler:
-    """The largest private (RssAnon) and shared (RssShmem: Ray's object store, mapped) resident memory, sampled.
+    """The largest private (RssAnon), shared (RssShmem: Ray's object store, mapped) and file-backed (RssFile:
+    memory-mapped files, such as the embedding cache a round reads) resident memory, sampled.
 
     The kernel keeps a peak only for the sum (VmHWM); the split says which part is the driver's own heap.
     """
 
     def __init__(self, every_s: float = 0.05) -> None:
-        self.every_s, self.anon, self.shmem = every_s, 0.0, 0.0
+        self.every_s, self.anon, self.shmem, self.file = every_s, 0.0, 0.0, 0.0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self.stop.is_set():
-            anon, shmem = status_mb("RssAnon", "RssShmem")
-            self.anon, self.shmem = max(self.anon, anon), max(self.shmem, shmem)
+            anon, shmem, file = status_mb("RssAnon", "RssShmem", "RssFile")
+            self.anon, self.shmem, self.file = max(self.anon, anon), max(self.shmem, shmem), max(self.file, file)
             self.stop.wait(self.every_s)
 
     def __enter__(self) -> PeakSampler:
@@ -190,6 +191,9 @@ class RoundCell:
     peak_rss_mb: float
     heap_growth_mb: float
     neighbours: str  # how the round's nearest-neighbour graph was searched: "exact" or "approximate (faiss)"
+    # sampled peak of file-backed resident memory (RssFile) over its value before the round: the pages of the
+    # memory-mapped embedding cache as the round reads them (counted in RSS, not the heap; the OS may drop them)
+    file_growth_mb: float = 0.0
 
 
 def run_round(items: int, exact_max: int | None = None) -> RoundCell:
@@ -211,7 +215,7 @@ def run_round(items: int, exact_max: int | None = None) -> RoundCell:
     gold, seeds = gold_labels(pool), seed_labels_from_pool(pool, per_class=5, seed=0)
     gc.collect()
     reset_peak()
-    pool_rss, anon_before = rss_mb(), status_mb("RssAnon")[0]
+    pool_rss, (anon_before, file_before) = rss_mb(), status_mb("RssAnon", "RssFile")
     with tempfile.TemporaryDirectory() as folder, PeakSampler() as sampled:
         began = time.perf_counter()
         with Project.create(Path(folder) / "p", pool=pool, labels=seeds) as project:
@@ -219,7 +223,7 @@ def run_round(items: int, exact_max: int | None = None) -> RoundCell:
                         project_meta_steps=0, generate=False, progress=False)
         seconds = time.perf_counter() - began
     return RoundCell(items, seconds, pool_rss, status_mb("VmHWM")[0], sampled.anon - anon_before,
-                     "approximate (faiss)" if approximate else "exact")
+                     "approximate (faiss)" if approximate else "exact", sampled.file - file_before)
 
 
 @dataclass(frozen=True)
@@ -441,12 +445,12 @@ def rounds_only(args: argparse.Namespace) -> None:
                                     "note": args.note, "load_before": load_before, "load_after": os.getloadavg(),
                                     "rounds": [asdict(cell) for cell in cells]}, indent=2))
     print("| items | neighbours | round s | items/s | driver RSS with the pool, MB | driver peak RSS, MB | "
-          "heap growth, MB | heap growth per item, KB |")
-    print("|---|---|---|---|---|---|---|---|")
+          "heap growth, MB | heap growth per item, KB | file-backed growth, MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for cell in cells:
         print(f"| {cell.items} | {cell.neighbours} | {cell.seconds:.1f} | {cell.items / cell.seconds:.0f} | "
               f"{cell.pool_rss_mb:.0f} | {cell.peak_rss_mb:.0f} | {cell.heap_growth_mb:.0f} | "
-              f"{cell.heap_growth_mb * 1024 / cell.items:.1f} |")
+              f"{cell.heap_growth_mb * 1024 / cell.items:.1f} | {cell.file_growth_mb:.0f} |")
 
 
 def write(args: argparse.Namespace, cells: list[Cell], load_before: tuple[float, ...],

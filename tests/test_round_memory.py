@@ -19,6 +19,8 @@ from metalabel.data.dataset import LabeledDataset
 from metalabel.data.encoders import embed_dataset, embedding_cache_path, get_encoder
 from metalabel.datasets import gold_labels, seed_labels_from_pool
 from metalabel.label.oracle import SimulatedOracle
+from metalabel.label.transductive import LOGIT_ROWS, prototype_logits
+from metalabel.meta.functional import squared_distances
 from metalabel.project import Project
 
 LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
@@ -93,3 +95,14 @@ def test_a_round_reads_the_pool_from_the_cache_file_and_writes_nothing_into_it(c
         assert counts["Anonymous"] == 0, f"the round wrote into the pool's embeddings ({counts})"
 
 
+
+def test_prototype_logits_by_blocks_are_the_logits_computed_whole() -> None:
+    """Soft k-means' distances over a big pool go by blocks (no [N, d] squared copy), bit for bit as whole.
+
+    A last block of a few rows alone was multiplied in other bits (5 of 3,077 rows here, 784-d): it joins the
+    block before it.
+    """
+    torch.manual_seed(0)
+    for rows, dims in ((3 * LOGIT_ROWS + 5, 784), (2 * LOGIT_ROWS + 5, 24), (5 * LOGIT_ROWS + 700, 384)):
+        pool, prototypes = torch.randn(rows, dims), torch.randn(10, dims)
+        assert torch.equal(prototype_logits(pool, prototypes), -squared_distances(pool, prototypes))

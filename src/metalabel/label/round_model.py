@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -247,31 +247,35 @@ class RoundModel:
         if self.head == "self-training":
             return self._self_trained_log_probs(support, support_emb.numpy(), y, weights, ways)[targets]
         if self.head in ("linear probe", "ensemble"):
-            probe = self._linear_probe_logits(support_emb.numpy(), y, weights, ways, self._rows(targets).numpy(),
+            probe = self._linear_probe_logits(support_emb.numpy(), y, weights, ways, targets,
                                               key=None if self.expand is not None else (support, y, weights))
             return probe if propagated is None else probe + propagated
         steps = self.refine_steps if self.head == "soft k-means" else 0
-        unlabeled = emb[:0]  # plain prototypes read no pool item: no [N, d] copy for them
-        if steps:
-            outside_support = torch.ones(len(emb), dtype=torch.bool)
-            outside_support[torch.as_tensor(support)] = False
-            unlabeled = emb[outside_support]
         with torch.no_grad():
-            prototypes = refine_prototypes(support_emb, label_tensor, unlabeled, ways=ways, steps=steps,
-                                           support_weights=weight_tensor)
-            return in_chunks(lambda rows: prototype_logits(rows, prototypes), self._rows(targets)).numpy()
+            prototypes = refine_prototypes(support_emb, label_tensor, self._unlabeled(support) if steps else emb[:0],
+                                           ways=ways, steps=steps, support_weights=weight_tensor)
+            return torch.cat([prototype_logits(rows, prototypes) for rows in self._rows(targets, 2048)]).numpy()
 
-    def _rows(self, targets: np.ndarray) -> Tensor:
-        """The pool embeddings of ``targets``: the pool's own tensor (no ``[N, d]`` copy) when they are all of it."""
+    def _unlabeled(self, support: np.ndarray) -> Tensor:
+        """The pool embeddings outside ``support``, copied: soft k-means sums over exactly these rows (a mask over
+        the whole pool would sum in another order and move its prototypes in the last bits)."""
+        outside_support = torch.ones(len(self.pool_embeddings), dtype=torch.bool)
+        outside_support[torch.as_tensor(support)] = False
+        return self.pool_embeddings[outside_support]
+
+    def _rows(self, targets: np.ndarray, size: int) -> Iterator[Tensor]:
+        """The pool embeddings of ``targets``, ``size`` at a time: slices of the pool's own tensor when they are all
+        of it, else gathered block by block (never an ``[N, d]`` copy)."""
         emb = self.pool_embeddings
-        if len(targets) == len(emb) and bool((targets == np.arange(len(emb))).all()):
-            return emb
-        return emb[torch.as_tensor(targets)]
+        whole = len(targets) == len(emb) and bool((targets == np.arange(len(emb))).all())
+        for start in range(0, len(targets), size):
+            yield emb[start:start + size] if whole else emb[torch.as_tensor(targets[start:start + size])]
 
     def _linear_probe_logits(self, support_emb: np.ndarray, y: np.ndarray, weights: np.ndarray, ways: int,
-                             target_emb: np.ndarray, *,
+                             targets: np.ndarray, *,
                              key: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-        """A logistic regression's log-probabilities; fitted once per ``key`` (pool positions, classes, weights)."""
+        """A logistic regression's log-probabilities of the pool items ``targets``; fitted once per ``key`` (pool
+        positions, classes, weights)."""
         cache_key = None if key is None else b"|".join(np.ascontiguousarray(part).tobytes() for part in key)
         probe = self._probe_fits.get(cache_key) if cache_key is not None else None
         if probe is None:
@@ -291,11 +295,12 @@ class RoundModel:
                 if len(self._probe_fits) >= 32:  # a round fits one per fold; older rounds' fits are stale
                     self._probe_fits.clear()
                 self._probe_fits[cache_key] = probe
-        logits = np.full((len(target_emb), ways), -1e4)  # a class the fold lacks gets (almost) no probability
+        logits = np.full((len(targets), ways), -1e4)  # a class the fold lacks gets (almost) no probability
         # by blocks of rows: the regression's float64 weights would make numpy cast a whole float32 pool to float64
-        for start in range(0, len(target_emb), PREDICT_ROWS):
+        for start, target_rows in zip(range(0, len(targets), PREDICT_ROWS), self._rows(targets, PREDICT_ROWS),
+                                      strict=True):
             with np.errstate(divide="ignore"):  # a probability that rounds to 0 is log 0: -inf, clipped below
-                block = probe.predict_log_proba(target_emb[start:start + PREDICT_ROWS])
+                block = probe.predict_log_proba(target_rows.numpy())
             logits[start:start + PREDICT_ROWS, probe.classes_] = np.maximum(block, -1e4)
         return logits
 
@@ -313,7 +318,8 @@ class RoundModel:
         candidate is.
         """
         emb = self.pool_embeddings.numpy()
-        log_probs = self._linear_probe_logits(support_emb, y, weights, ways, emb,
+        everything = np.arange(len(emb))
+        log_probs = self._linear_probe_logits(support_emb, y, weights, ways, everything,
                                               key=None if self.expand is not None else (support, y, weights))
         unlabeled = np.ones(len(emb), dtype=bool)
         unlabeled[support] = False
@@ -323,7 +329,7 @@ class RoundModel:
             rows = np.concatenate([support_emb, emb[pseudo]])
             labels = np.concatenate([y, pseudo_classes])
             log_probs = self._linear_probe_logits(rows, labels, np.concatenate([weights, np.ones(len(pseudo))]),
-                                                  ways, emb)
+                                                  ways, everything)
         return log_probs
 
     def _propagated_log_probs(self, support: np.ndarray, y: np.ndarray, weights: np.ndarray,

@@ -31,12 +31,25 @@ from torch import Tensor
 from metalabel.errors import BadInputError, EmptyClassError, check_whole_number
 from metalabel.meta.functional import squared_distances
 
+# Embeddings a block: the distances' [rows, d] temporaries stay small whatever the pool. Small enough for glibc to
+# reuse them: blocks of 8,192 rows (25 MB at 784-d) each stayed in a round's heap until the refinement ended.
+LOGIT_ROWS = 1024
+
 
 def prototype_logits(embeddings: Tensor, prototypes: Tensor) -> Tensor:
-    """``[n, k]`` logits: minus the squared Euclidean distance of each embedding to each prototype."""
+    """``[n, k]`` logits: minus the squared Euclidean distance of each embedding to each prototype.
+
+    By blocks of ``LOGIT_ROWS`` embeddings or more, so a big pool's ``[n, d]`` squared copy never exists
+    (soft k-means over the unlabeled pool). The last block takes the rows left over: a product of a few
+    rows is computed another way, in other last bits, while blocks this big give the bits of the whole
+    (tests/test_round_memory.py checks it).
+    """
     _check_matrix(embeddings, "embeddings", allow_empty=True)
     _check_matrix(prototypes, "prototypes", dims=embeddings.shape[1])
-    return -squared_distances(embeddings, prototypes)
+    bounds = [*range(0, len(embeddings) - LOGIT_ROWS + 1, LOGIT_ROWS), len(embeddings)]
+    if len(bounds) <= 2:
+        return -squared_distances(embeddings, prototypes)
+    return -torch.cat([squared_distances(embeddings[start:end], prototypes) for start, end in zip(bounds, bounds[1:])])
 
 
 def soft_assignments(
