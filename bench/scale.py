@@ -37,7 +37,8 @@ alone (``PoolGraph.build`` on random 784-d float32 pools), each size in a fresh 
 
 ``--round-sizes`` times one labeling round instead (``Project.run``, pixels, 5 seed labels a class,
 20 questions, no generators, no project meta-training): what follows the embedding, the same
-with or without Ray.
+with or without Ray. Its memory: the peak RSS, the heap's growth, and the file-backed pages it adds
+(the embedding cache the round reads memory-mapped: in RSS, not the heap, and the OS may drop them).
 
     nice -n 10 python bench/scale.py --note "..."     # what made bench/results/scale.md
     nice -n 10 python bench/scale.py --round-sizes 10000,30000 --out bench/results/scale_round.json
