@@ -932,10 +932,12 @@ class ProjectStore:
 
     def artifacts(self, *, kind: str | None = None, path: str | Path | None = None) -> list[Artifact]:
         """The artifacts recorded, oldest first; optionally of one kind, or of one file."""
-        stored = None if path is None else self._stored_path(Path(path))
+        # only the conditions given, so SQLite can search its (kind, path) index: an import asks at every webhook
+        given = {"kind": kind, "path": None if path is None else self._stored_path(Path(path))}
+        where = " AND ".join(f"{column} = ?" for column, value in given.items() if value is not None)
         rows = self._connection.execute(
-            "SELECT * FROM artifacts WHERE (? IS NULL OR kind = ?) AND (? IS NULL OR path = ?) ORDER BY id",
-            (kind, kind, stored, stored),
+            f"SELECT * FROM artifacts {'WHERE ' + where if where else ''} ORDER BY id",
+            [value for value in given.values() if value is not None],
         ).fetchall()
         folder = self.folder.resolve()  # once, not per row: the ML backend records a file per annotation
         return [Artifact(**{**row, "path": folder / row["path"], "meta": json.loads(row["meta"])})
