@@ -146,8 +146,8 @@ PROVENANCE: tuple[ProvenanceColumn, ...] = (
                      "the class the item's latest open disagreement proposes"),
     ProvenanceColumn("disagreement_by", "string",
                      lambda row: None if row.disagreement is None else _proposer(row.disagreement),
-                     "who proposed it: the person (e.g. labelstudio:bob@example.com), else the model's checkpoint "
-                     "or the source"),
+                     "who proposed it: the model's checkpoint or the person (e.g. labelstudio:bob@example.com), "
+                     "else the source"),
     ProvenanceColumn("retracted", "bool", lambda row: row.label.retracted_at is not None,
                      "the label was retracted (only in exports with include_retracted)"),
     ProvenanceColumn("retracted_at", "timestamp", lambda row: row.label.retracted_at, "when it was retracted (UTC)"),
