@@ -69,6 +69,7 @@ from metalabel.files import write_atomically
 from metalabel.generate.engine import JUDGE_DIMS, DataGenerator, GenerationStep
 from metalabel.generate.evidence import principal_components
 from metalabel.generate.rounds import (
+    GENERATED_ARTIFACT,
     generate,
     generators_resting,
     remove_unrecorded_generated,
@@ -89,8 +90,10 @@ from metalabel.label.fitting import (
     retired_learners,
 )
 from metalabel.label.learners import (
+    CHECKPOINT,
     GIVEN_LEARNER,
     PROJECT_LEARNER,
+    ROUND_MODEL,
     Candidates,
     continue_meta_learning,
     keep_round_model,
@@ -410,6 +413,7 @@ class LabelingRun(ProjectView):
                  oracle: Oracle | None, options: RunOptions,
                  encoder: str | None = None, gold: dict[str, str] | None = None, progress: bool = True,
                  on_round: Callable[[RoundReport], None] | None = None, rules: RuleVotes | None = None) -> None:
+        undo_unasked_rounds(store)  # before the candidates are read: a round undone may have kept a learner
         super().__init__(store, pool, learner, options=options, encoder=encoder, gold=gold, progress=progress,
                          rules=rules)
         self.oracle = oracle
@@ -470,9 +474,8 @@ class LabelingRun(ProjectView):
                 stop_reason = "another round no longer pays (coverage gain below min_gain twice)"
 
     def _recover(self) -> None:
-        """Close what a killed run left: rounds still 'running', unrecorded files, unanswered questions."""
-        for stale in (r for r in self.store.rounds() if r.status == "running"):
-            self.store.finish_round(stale.id, {"interrupted": True}, status="failed")
+        """Clean what a killed or interrupted run left (its rounds were closed or undone when this run began):
+        unrecorded files, unanswered questions."""
         remove_unrecorded_generated(self.store)  # their work is redone
         remove_unrecorded_checkpoints(self.store)
         self.asking.put_open_questions(None)  # questions a killed run asked but never got answers for
@@ -711,6 +714,27 @@ def generation_record(generation: GenerationStep) -> GenerationRecord:
 
 def _outcomes(generation: GenerationStep) -> dict[str, GeneratorOutcome]:
     return {b.generator: GeneratorOutcome(b.kept, int(len(b.y)), b.version, b.evidence) for b in generation.batches}
+
+
+UNDONE_ARTIFACTS = (CHECKPOINT, ROUND_MODEL, GENERATED_ARTIFACT)
+"""What an undone round recorded of its files: the project learner it continued, its round model, its generated
+content (the files, then unrecorded, are removed as a killed run's are)."""
+
+
+def undo_unasked_rounds(store: ProjectStore) -> None:
+    """Close the rounds a killed run left running, and undo the last failed rounds back to the first that asked.
+
+    A round killed or interrupted after it accepted labels and before it asked anything is redone by the next
+    run on the same answers, with the same round number (``LabelingRun._round_number``): undone, it starts from
+    the project as the round found it, so the resumed run labels, retracts and asks exactly what an
+    uninterrupted one does. A failed round that asked keeps everything: its questions were chosen from its
+    labels (and rounds before it that failed are left as they are, for the same reason).
+    """
+    for stale in (r for r in store.rounds() if r.status == "running"):
+        store.finish_round(stale.id, {"interrupted": True}, status="failed")
+    for past in reversed(store.rounds()):
+        if past.status == "finished" or store.undo_round(past.id, artifact_kinds=UNDONE_ARTIFACTS) is None:
+            break
 
 
 def run_labeling(store: ProjectStore, pool: LabeledDataset, learner: TaskLearner | None = None, *, oracle: Oracle,

@@ -31,6 +31,8 @@ from metalabel.store import ProjectStore
 
 GENERATED_FOLDER = "generated"
 """Where a round's generated content is kept, under the project folder: ``round-N.npz``."""
+GENERATED_ARTIFACT = "generated"
+"""Artifact kind: a round's generated and augmented content (an .npz under ``GENERATED_FOLDER``)."""
 
 
 def resume_generator(policy: Mapping[str, Any] | None, image_policy: Mapping[str, Any] | None, *, learn: bool,
@@ -156,7 +158,7 @@ def store_generated(store: ProjectStore, index: PoolIndex, classes: Sequence[str
         arrays[f"{key}.content"], arrays[f"{key}.features"], arrays[f"{key}.y"] = batch.content, batch.x, batch.y
     write_atomically(path, lambda file: np.savez_compressed(file, **arrays))
     with store.batch():
-        artifact = store.add_artifact("generated", path, round_id=round_id,
+        artifact = store.add_artifact(GENERATED_ARTIFACT, path, round_id=round_id,
                                       meta={"generators": [b.generator for b in generation.batches]})
         for batch in generation.batches:
             key = batch.generator.replace(" ", "_")

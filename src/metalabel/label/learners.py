@@ -37,6 +37,8 @@ from metalabel.store import ProjectStore
 PROJECT_LEARNER = "project meta-learned"
 GIVEN_LEARNER = "given"
 ENCODER_SPACE = "encoder space"
+CHECKPOINT = "checkpoint"
+"""Artifact kind: a learner's saved weights (a folder under ``PROJECT/models/``)."""
 ROUND_MODEL = "round-model"
 """Artifact kind: what a model label's ``model_hash`` names (learner checkpoint, head, feature space)."""
 LEARNER_HASH = re.compile(r"[0-9a-f]{16}")
@@ -161,7 +163,7 @@ def saved_project_learner(store: ProjectStore) -> TaskLearner | None:
     """The project meta-learner a previous run kept (the latest complete checkpoint), if any."""
     from metalabel.meta.checkpoint import checkpoint_is_complete, load_learner
 
-    saved = [a for a in store.artifacts(kind="checkpoint") if a.meta.get("learner") == PROJECT_LEARNER]
+    saved = [a for a in store.artifacts(kind=CHECKPOINT) if a.meta.get("learner") == PROJECT_LEARNER]
     complete = [a for a in saved if checkpoint_is_complete(a.path)]
     return load_learner(complete[-1].path) if complete else None
 
@@ -181,9 +183,9 @@ def save_checkpoint(store: ProjectStore, name: str, learner: TaskLearner, model_
     if not checkpoint_is_complete(folder):
         shutil.rmtree(folder, ignore_errors=True)  # left by an older metalabel killed mid-save
         save_learner(learner, folder)
-    recorded = {a.path.resolve() for a in store.artifacts(kind="checkpoint")}
+    recorded = {a.path.resolve() for a in store.artifacts(kind=CHECKPOINT)}
     if folder.resolve() not in recorded:
-        store.add_artifact("checkpoint", folder, round_id=round_id, meta={"learner": name, "model_hash": model_hash})
+        store.add_artifact(CHECKPOINT, folder, round_id=round_id, meta={"learner": name, "model_hash": model_hash})
 
 
 def keep_round_model(store: ProjectStore, name: str, checkpoint: str, *, head: str | None, feature_space: str,

@@ -3,6 +3,7 @@
 from metalabel.store.hashing import content_hash, path_sha256
 from metalabel.store.records import (
     CERTIFICATE_METRIC,
+    UNDONE_METRIC,
     AnswerTime,
     Artifact,
     Disagreement,
@@ -17,6 +18,7 @@ from metalabel.store.records import (
     Round,
     SyntheticItem,
     SyntheticRecord,
+    UndoneRound,
 )
 from metalabel.store.schema import MODALITIES, SOURCES
 from metalabel.store.store import DB_FILENAME, TRUST, ProjectStore
@@ -41,6 +43,8 @@ __all__ = [
     "SOURCES",
     "SyntheticItem",
     "SyntheticRecord",
+    "UNDONE_METRIC",
+    "UndoneRound",
     "TRUST",
     "content_hash",
     "path_sha256",

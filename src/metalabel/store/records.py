@@ -12,6 +12,9 @@ CERTIFICATE_METRIC = "certificate"
 """A round's metrics hold its certificate's one-line reason under this key once it accepted labels; the loop
 records it with the labels, so it survives whatever ends the round later."""
 
+UNDONE_METRIC = "undone"
+"""A failed round's metrics hold what ``ProjectStore.undo_round`` took back of it (``UndoneRound``) under this key."""
+
 
 class LabelSource(StrEnum):
     """Where a label came from, and how far it is trusted (``trust``: higher wins)."""
@@ -83,6 +86,29 @@ class LabelWrite:
     @property
     def applied(self) -> bool:
         return self.outcome is Outcome.WRITTEN
+
+
+@dataclass(frozen=True, slots=True)
+class UndoneRound:
+    """What ``ProjectStore.undo_round`` took back of a round that failed before it asked anything."""
+
+    labels: int
+    """Model labels it wrote, deleted: each label one of them had replaced is back where it was."""
+    retractions: int
+    """Labels it retracted, active again."""
+    disagreements: int
+    """Disagreements its model labels recorded against a person's or a seed's, deleted."""
+    synthetic_items: int
+    artifacts: int
+    """Its records of files of the kinds asked for (their files are then unrecorded, for the caller to remove)."""
+
+    @property
+    def anything(self) -> bool:
+        return any((self.labels, self.retractions, self.disagreements, self.synthetic_items, self.artifacts))
+
+    def to_json(self) -> dict[str, int]:
+        return {"labels": self.labels, "retractions": self.retractions, "disagreements": self.disagreements,
+                "synthetic_items": self.synthetic_items, "artifacts": self.artifacts}
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from metalabel.errors import (
 from metalabel.store import schema
 from metalabel.store.hashing import path_sha256
 from metalabel.store.records import (
+    UNDONE_METRIC,
     AnswerTime,
     Artifact,
     Disagreement,
@@ -52,6 +53,7 @@ from metalabel.store.records import (
     Round,
     SyntheticItem,
     SyntheticRecord,
+    UndoneRound,
 )
 
 DB_FILENAME = "project.db"
@@ -885,6 +887,54 @@ class ProjectStore:
             self._require_round(round_id)
             raise StoreError(f"round {round_id} is not running; it was already closed")
         return _from_json(row["metrics"]) or {}
+
+    def undo_round(self, round_id: int, *, artifact_kinds: Sequence[str]) -> UndoneRound | None:
+        """Take back, in one transaction, what a failed round recorded before it asked anything, so that the run
+        redoing it starts from the project as the round found it (its model labels, retractions, disagreements,
+        synthetic items, and its records of artifacts of ``artifact_kinds``). The round's row stays, failed, with
+        what was taken back in its metrics (``UNDONE_METRIC``).
+
+        None, and nothing changed, when the round asked a question or holds a label other than a model's: what
+        a person answered, and the labels and questions that follow from it, are never taken back.
+        StoreError for a round that is running or finished.
+        """
+        round_id = operator.index(round_id)
+        with self.batch():
+            self._require_round(round_id)
+            row = self._connection.execute("SELECT status, metrics FROM rounds WHERE id = ?", (round_id,)).fetchone()
+            if row["status"] != "failed":
+                raise StoreError(f"round {round_id} is {row['status']}; only a failed round can be undone "
+                                 "(close an interrupted one first: finish_round with status='failed')")
+            asked = self._connection.execute(
+                "SELECT 1 FROM questions WHERE round_id = ? UNION ALL "
+                "SELECT 1 FROM labels WHERE round_id = ? AND source != 'model' LIMIT 1", (round_id, round_id))
+            if asked.fetchone() is not None:
+                return None
+            disagreements = self._connection.execute(
+                "DELETE FROM disagreements WHERE round_id = ? AND source = 'model'", (round_id,)).rowcount
+            # newest first: a label the round wrote over its own earlier one hands that one's place back in turn
+            written = self._connection.execute(
+                "SELECT id, superseded_by FROM labels WHERE round_id = ? ORDER BY id DESC", (round_id,)).fetchall()
+            for label in written:
+                # deleted first, so the label it replaced may take back the item's one active place
+                self._connection.execute("DELETE FROM labels WHERE id = ?", (label["id"],))
+                self._connection.execute("UPDATE labels SET superseded_by = ? WHERE superseded_by = ?",
+                                         (label["superseded_by"], label["id"]))
+            retractions = self._connection.execute(
+                "UPDATE labels SET retracted_at = NULL, retracted_round = NULL, retraction_reason = NULL "
+                "WHERE retracted_round = ?", (round_id,)).rowcount
+            synthetic = self._connection.execute(
+                "DELETE FROM synthetic_items WHERE round_id = ?", (round_id,)).rowcount
+            kinds = list(artifact_kinds)
+            artifacts = self._connection.execute(
+                f"DELETE FROM artifacts WHERE round_id = ? AND kind IN ({', '.join('?' * len(kinds))})",
+                (round_id, *kinds)).rowcount if kinds else 0
+            undone = UndoneRound(len(written), retractions, disagreements, synthetic, artifacts)
+            if undone.anything:
+                metrics = (_from_json(row["metrics"]) or {}) | {UNDONE_METRIC: undone.to_json()}
+                self._connection.execute("UPDATE rounds SET metrics = ? WHERE id = ?",
+                                         (_to_json(metrics, "round metrics"), round_id))
+            return undone
 
     def rounds(self) -> list[Round]:
         rows = self._connection.execute("SELECT * FROM rounds ORDER BY id").fetchall()
