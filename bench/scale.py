@@ -40,20 +40,30 @@ alone (``PoolGraph.build`` on random 784-d float32 pools), each size in a fresh 
 with or without Ray. Its memory: the peak RSS, the heap's growth, and the file-backed pages it adds
 (the embedding cache the round reads memory-mapped: in RSS, not the heap, and the OS may drop them).
 
+``--pool-run-sizes`` measures a whole run over a pool the project reads from its files (what ``metalabel run``
+does): the synthetic images as PNG files in one flat folder, a project made from it (5 seed labels a class,
+not measured), then in a fresh process with an empty cache ``Project.open``, ``load_pool`` (the folder read
+and checked against the stored hashes) and the same one round as ``--round-sizes``. Its memory is counted from
+before the project is opened: the heap the loaded pool holds, and the heap's peak growth over the whole run.
+Each cell also records a hash of the questions asked and the labels made, to compare two commits by.
+
     nice -n 10 python bench/scale.py --note "..."     # what made bench/results/scale.md
     nice -n 10 python bench/scale.py --round-sizes 10000,30000 --out bench/results/scale_round.json
     nice -n 10 python bench/scale.py --read-sizes 10000,100000 --out bench/results/scale_read.json
     nice -n 10 python bench/scale.py --predict-ray 60000
     nice -n 10 python bench/scale.py --graph-memory 10000,30000
+    nice -n 10 python bench/scale.py --pool-run-sizes 10000,100000 --out bench/results/scale_pool_run.json
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -296,6 +306,105 @@ def reads_only(args: argparse.Namespace) -> None:
               f"{cell.start_rss_mb:.0f} | {cell.peak_rss_mb:.0f} | {cell.heap_growth_mb:.0f} |")
 
 
+@dataclass(frozen=True)
+class PoolRunCell:
+    items: int
+    load_s: float  # Project.open and load_pool: the folder read and checked against the stored hashes
+    run_s: float  # Project.run: one round, embedding included
+    start_rss_mb: float  # resident memory before the project is opened (imports done)
+    pool_heap_mb: float  # private memory (RssAnon) the loaded pool holds, over its value before the open
+    peak_rss_mb: float  # the kernel's peak (VmHWM) from the open on
+    heap_growth_mb: float  # sampled peak of private memory over its value before the open, through the run
+    file_growth_mb: float  # sampled peak of file-backed resident memory (mapped files) over its value before
+    behaviour: str  # sha256 of the questions asked (uri, strategy, answer) and the labels made, to compare commits
+
+
+def make_pool_project(items: int, scratch: Path) -> tuple[Path, Path]:
+    """The synthetic pool as a flat PNG folder, a project made from it (5 seed labels a class by uri) and the
+    gold labels by uri (a JSON file the measuring process reads)."""
+    import metalabel as ml
+    from metalabel.datasets import gold_labels, seed_labels_from_pool
+    from metalabel.project import Project
+
+    folder = scratch / f"pool{items}"
+    write_png_folder(items, folder)
+    labeled = synthetic_pool(items, labeled=True)
+    by_uri = {f"synthetic/{index}": str(folder / f"{index:07d}.png") for index in range(items)}
+    seeds = {by_uri[labeled.uris[index]]: name for index, name in
+             seed_labels_from_pool(labeled, per_class=5, seed=0).items()}
+    gold = {by_uri[uri]: name for uri, name in gold_labels(labeled).items()}
+    del labeled
+    project = scratch / f"project{items}"
+    Project.create(project, pool=ml.datasets.imagefolder(folder), labels=seeds).close()
+    gold_file = scratch / f"gold{items}.json"
+    gold_file.write_text(json.dumps(gold))
+    return project, gold_file
+
+
+def run_pool_project(project_folder: Path, gold_file: Path) -> PoolRunCell:
+    """Open the project, load its pool from the folder and run one round, in this process (a fresh child)."""
+    import gc
+
+    from metalabel.label.oracle import SimulatedOracle
+    from metalabel.project import Project
+
+    gold = json.loads(gold_file.read_text())
+    gc.collect()
+    reset_peak()
+    start_rss, (anon_before, file_before) = rss_mb(), status_mb("RssAnon", "RssFile")
+    with PeakSampler() as sampled:
+        began = time.perf_counter()
+        with Project.open(project_folder) as project:
+            pool = project.load_pool()
+            loaded = time.perf_counter()
+            gc.collect()
+            pool_heap = status_mb("RssAnon")[0] - anon_before
+            project.run(oracle=SimulatedOracle(gold), encoder="pixels", budget=20, per_round=20, max_rounds=1,
+                        project_meta_steps=0, generate=False, progress=False)
+            ran = time.perf_counter()
+            store = project.store
+            behaviour = hashlib.sha256(json.dumps(
+                [[(q.uri, q.strategy, q.answer) for q in store.answered_questions()],
+                 sorted((label.uri, label.class_name, label.source, label.calibrated_confidence)
+                        for label in store.active_labels())]).encode()).hexdigest()
+            assert len(pool) == len(gold)
+    return PoolRunCell(len(gold), loaded - began, ran - loaded, start_rss, pool_heap, status_mb("VmHWM")[0],
+                       sampled.anon - anon_before, sampled.file - file_before, behaviour)
+
+
+def pool_runs_only(args: argparse.Namespace) -> None:
+    """Per size, the PNG folder and its project made once, then one run in a fresh process with an empty cache."""
+    load_before = os.getloadavg()
+    cells = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for items in (int(size) for size in args.pool_run_sizes.split(",")):
+            project, gold_file = make_pool_project(items, Path(scratch))
+            run_copy = Path(scratch) / "run"
+            shutil.copytree(project, run_copy)  # the run writes answers: the made project stays as it was
+            with tempfile.TemporaryDirectory() as cache:
+                out = subprocess.run([sys.executable, __file__, "--pool-run-cell", str(run_copy), str(gold_file)],
+                                     env={**os.environ, "METALABEL_CACHE": cache}, check=True, capture_output=True,
+                                     text=True)
+            shutil.rmtree(run_copy)
+            cells.append(PoolRunCell(**json.loads(out.stdout.strip().splitlines()[-1])))
+            print(f"run over {items} items from files: load {cells[-1].load_s:.1f} s, run {cells[-1].run_s:.1f} s, "
+                  f"heap growth {cells[-1].heap_growth_mb:.0f} MB", flush=True)
+    args.out.write_text(json.dumps({"command": "python bench/scale.py " + shlex.join(sys.argv[1:]),
+                                    "note": args.note, "load_before": load_before, "load_after": os.getloadavg(),
+                                    "pool_runs": [asdict(cell) for cell in cells]}, indent=2))
+    print(pool_run_table(cells))
+
+
+def pool_run_table(cells: list[PoolRunCell], code: str = "") -> str:
+    rows = ["| items | code | load s | run s | driver RSS before, MB | heap the loaded pool holds, MB | "
+            "driver peak RSS, MB | heap growth, MB | file-backed growth, MB | behaviour (sha256) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows += [f"| {cell.items} | {code} | {cell.load_s:.1f} | {cell.run_s:.1f} | {cell.start_rss_mb:.0f} | "
+             f"{cell.pool_heap_mb:.0f} | {cell.peak_rss_mb:.0f} | {cell.heap_growth_mb:.0f} | "
+             f"{cell.file_growth_mb:.0f} | {cell.behaviour[:12]} |" for cell in cells]
+    return "\n".join(rows)
+
+
 def graph_memory(items: int) -> None:
     """The heap growth of building the pool graph alone on ``items`` random 784-d rows (printed)."""
     import gc
@@ -381,7 +490,16 @@ def main() -> None:
     parser.add_argument("--graph-cell", type=int, metavar="ITEMS", help=argparse.SUPPRESS)
     parser.add_argument("--predict-ray", type=int, metavar="ITEMS", help="time the pool's prediction, local and Ray")
     parser.add_argument("--read-cell", nargs=2, metavar=("HOW", "FOLDER"), help=argparse.SUPPRESS)
+    parser.add_argument("--pool-run-sizes", default="",
+                        help="pool sizes for a whole run over a project's PNG folder (load, check, one round)")
+    parser.add_argument("--pool-run-cell", nargs=2, metavar=("PROJECT", "GOLD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.pool_run_cell:
+        print(json.dumps(asdict(run_pool_project(Path(args.pool_run_cell[0]), Path(args.pool_run_cell[1])))))
+        return
+    if args.pool_run_sizes:
+        pool_runs_only(args)
+        return
     if args.cell:
         print(json.dumps(asdict(run_cell(args.cell[0], int(args.cell[1]), int(args.cell[2])))))
         return

@@ -64,12 +64,15 @@ def load(
     return dataset
 
 
-def _read_user_data(reader: str, path: str | Path, options: dict) -> LabeledDataset:
+_CHUNKED_READER = {"imagefolder": "chunked_imagefolder", "read_text": "chunked_text", "read_table": "chunked_table"}
+
+
+def _read_user_data(reader: str, path: str | Path, options: dict, *, mapped: bool = False) -> LabeledDataset:
     # imported on use so `import metalabel` stays light
     user = importlib.import_module("metalabel.data.sources.user")
-    read = getattr(user, reader)
+    read = getattr(user, _CHUNKED_READER[reader])  # what the reader itself reads through, joined by .dataset()
     _check_options(reader, read, path, options)
-    dataset = read(path, **options)
+    dataset = read(path, **options).dataset(mapped=mapped)
     dataset.reload_spec = {"reader": reader, "path": str(Path(path).resolve()), "options": options}
     return dataset
 
@@ -126,8 +129,7 @@ def chunked(path: str | Path, **options) -> ChunkedPool:
     if reader is None:
         raise DataNotFoundError("does not exist", path=path, hint="give a folder of images, or a CSV, JSONL or "
                                 "Parquet file, or a folder of Parquet files")
-    read = getattr(user, {"imagefolder": "chunked_imagefolder", "read_text": "chunked_text",
-                          "read_table": "chunked_table"}[reader])
+    read = getattr(user, _CHUNKED_READER[reader])
     _check_options(reader, read, path, options)
     return read(path, **options)
 
@@ -155,10 +157,15 @@ def _user_reader(spec: str | Path, options: dict) -> str | None:
     return None
 
 
-def reload(spec: dict) -> LabeledDataset:
-    """Load a data set again from its ``reload_spec`` (what a project records about its pool)."""
+def reload(spec: dict, *, mapped: bool = False) -> LabeledDataset:
+    """Load a data set again from its ``reload_spec`` (what a project records about its pool).
+
+    ``mapped``: the items of the user's own data (an image folder, a text file, a table) are read
+    a chunk at a time into a file and read from it as they are used (``ChunkedPool.dataset``), not
+    held in memory: how a project's run reads its pool. Built-in sources load as they always do.
+    """
     if "reader" in spec:
-        return _read_user_data(spec["reader"], spec["path"], spec.get("options", {}))
+        return _read_user_data(spec["reader"], spec["path"], spec.get("options", {}), mapped=mapped)
     return load(spec["source"], split=spec.get("split"), root=spec.get("root"), seed=spec.get("seed", 0),
                 **spec.get("options", {}))
 

@@ -9,6 +9,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from metalabel.data.mapped import MappedTexts
 from metalabel.errors import BadInputError
 
 Modality = Literal["image", "text", "tabular"]
@@ -24,7 +25,11 @@ class LabeledDataset:
     """Items with integer labels, class names and, where it exists, a group per class.
 
     ``items`` is a uint8 array ``[N, H, W]`` (grey) or ``[N, H, W, C]`` for images,
-    a list of ``str`` for text, and a float32 array ``[N, D]`` for tabular rows.
+    a list of ``str`` for text, and a float32 array ``[N, D]`` for tabular rows. A pool read
+    with ``mapped=True`` (a project's, reloaded for its run) keeps them in a file instead
+    (``metalabel.data.mapped``): the arrays are ``np.memmap`` views of it, the texts a
+    :class:`MappedTexts` sequence reading each text from it when indexed. Read items by
+    index, slice or iteration; an array's fancy index and a text slice give copies in memory.
     ``labels[i]`` indexes ``class_names``; ``UNLABELED`` (-1) marks pool items.
     ``uris`` says where each item came from (a file, or ``source:split/index``).
     ``skipped`` lists ``(where, why)`` for items left out when the caller asked to skip bad ones.
@@ -32,7 +37,7 @@ class LabeledDataset:
 
     name: str
     modality: Modality
-    items: np.ndarray | list[str]
+    items: np.ndarray | list[str] | MappedTexts
     labels: np.ndarray
     class_names: list[str]
     uris: list[str]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -289,8 +290,8 @@ def _encoder_space(encoder: str | None, modality: str, columns: int | None) -> E
     return EncoderSpace(name, model.dim, model.version + options)
 
 
-def _content(items: object, rows: np.ndarray) -> np.ndarray:
+def _content(items: np.ndarray | Sequence[str], rows: np.ndarray) -> np.ndarray:
     """The labeled items themselves: text as strings, images and table rows as their arrays."""
-    if isinstance(items, list):
+    if not isinstance(items, np.ndarray):  # texts: a list, or MappedTexts read from a file (a project's pool)
         return np.array([str(items[int(row)]) for row in rows])
-    return np.asarray(items)[rows]
+    return items[rows]

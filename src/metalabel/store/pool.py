@@ -25,7 +25,11 @@ def has_pool_spec(store: ProjectStore) -> bool:
 
 
 def reload_pool(store: ProjectStore) -> LabeledDataset:
-    """The pool loaded afresh from the recorded spec and checked (``check_pool``)."""
+    """The pool loaded afresh from the recorded spec and checked (``check_pool``).
+
+    The items of a pool the user's files hold stay in a file, read as they are used
+    (``metalabel.datasets.reload(..., mapped=True)``): a run never holds them all in its heap.
+    """
     spec = store.meta().get(POOL_SPEC_KEY)
     if spec is None:
         raise BadInputError(
@@ -34,7 +38,7 @@ def reload_pool(store: ProjectStore) -> LabeledDataset:
     from metalabel.datasets import reload
 
     try:
-        pool = reload(json.loads(spec))
+        pool = reload(json.loads(spec), mapped=True)
     except (BadInputError, UnknownDatasetError) as error:
         raise BadInputError(f"cannot reload the pool of project {store.name!r} ({error})",
                             hint="restore the pool where it was, or pass pool= to Project.open") from error
@@ -44,8 +48,9 @@ def reload_pool(store: ProjectStore) -> LabeledDataset:
 def check_pool(store: ProjectStore, pool: LabeledDataset) -> LabeledDataset:
     """``pool`` itself if every item ``store`` holds is in it with the content hash it had at init.
 
-    Each stored item is hashed once, and the lookups are by dict, so this is linear in the
-    pool. Items the pool has beyond the store's are allowed (``Project.add_new_items``).
+    Each stored item is read and hashed once, one at a time (a mapped pool's from its file, so
+    the check holds one item in memory, not the pool), and the lookups are by dict, so this is
+    linear in the pool. Items the pool has beyond the store's are allowed (``Project.add_new_items``).
     Raises ``PoolChangedError`` naming the first item that is gone or changed.
     """
     position = {uri: index for index, uri in enumerate(pool.uris)}

@@ -28,6 +28,7 @@ from typing import Any, SupportsFloat, SupportsIndex, overload
 import numpy as np
 
 from metalabel.data.dataset import UNLABELED, LabeledDataset, Modality
+from metalabel.data.mapped import MappedTexts, write_mapped
 from metalabel.data.sources._common import (
     IMAGE_SUFFIXES,
     ROW_IS_LINE,
@@ -126,19 +127,39 @@ class ChunkedPool:
         items, labels, uris = zip(*rows)
         return PoolChunk(start, self._stack(list(items)), list(labels), list(uris))
 
-    def dataset(self) -> LabeledDataset:
-        """The whole pool in memory: what ``imagefolder``, ``read_text`` and ``read_table`` return."""
-        chunks = list(self.chunks())
-        if self.modality == "text":
-            items: np.ndarray | list[str] = [text for chunk in chunks for text in chunk.items]
-        elif len(chunks) == 1:
-            items = chunks[0].items
+    def dataset(self, *, mapped: bool = False) -> LabeledDataset:
+        """The whole pool: what ``imagefolder``, ``read_text`` and ``read_table`` return.
+
+        ``mapped``: the items are written a chunk at a time to a file and read from it as they are used
+        (``metalabel.data.mapped``: a memory-mapped array, or ``MappedTexts``), not held in memory; the
+        labels and uris are. What a project's run reads its pool as.
+        """
+        if mapped:
+            labels_seen: list[str | None] = []
+            uris: list[str] = []
+
+            def items_of_chunks() -> Iterator[np.ndarray | list[str]]:
+                for chunk in self.chunks():
+                    labels_seen.extend(chunk.labels)
+                    uris.extend(chunk.uris)
+                    yield chunk.items
+
+            written = write_mapped(items_of_chunks())
+            items: np.ndarray | list[str] | MappedTexts = self._stack([]) if written is None else written
         else:
-            items = np.concatenate([chunk.items for chunk in chunks]) if chunks else self._stack([])
-        labels, class_names = self._classes.encode([label for chunk in chunks for label in chunk.labels])
+            chunks = list(self.chunks())
+            labels_seen = [label for chunk in chunks for label in chunk.labels]
+            uris = [uri for chunk in chunks for uri in chunk.uris]
+            if self.modality == "text":
+                items = [text for chunk in chunks for text in chunk.items]
+            elif len(chunks) == 1:
+                items = chunks[0].items
+            else:
+                items = np.concatenate([chunk.items for chunk in chunks]) if chunks else self._stack([])
+        labels, class_names = self._classes.encode(labels_seen)
         return LabeledDataset(name=self.name, modality=self.modality, items=items, labels=labels,
-                              class_names=class_names, uris=[uri for chunk in chunks for uri in chunk.uris],
-                              feature_names=self.feature_names, skipped=self.skipped)
+                              class_names=class_names, uris=uris, feature_names=self.feature_names,
+                              skipped=self.skipped)
 
 
 def imagefolder(
