@@ -14,7 +14,7 @@ from metalabel.errors import StoreError
 from metalabel.label.oracle import SimulatedOracle
 from metalabel.pipeline import LabelingRun
 from metalabel.project import Project
-from metalabel.store import ItemRecord, ProjectStore, content_hash
+from metalabel.store import ItemRecord, ProjectStore, SyntheticRecord, content_hash
 
 kanji_project = functools.partial(small_kanji_project, samples_per_class=40)
 OPTIONS = dict(encoder="pixels", progress=False, generate=False, project_meta_steps=0, budget=45, per_round=15,
@@ -87,9 +87,19 @@ def test_undo_round_splices_the_label_history_and_refuses_a_round_that_asked(tmp
         store.add_label(items[2], "a", source="model", round_id=second)  # disagrees with the seed
         store.add_label(items[3], "a", source="model", round_id=second)  # a first label
         store.add_label(items[0], "a", source="human")  # a person's answer after the kill, on the round's label
+        for name in ("generated.npz", "votes.json"):
+            (tmp_path / name).write_bytes(b"content")
+        generated = store.add_artifact("generated", tmp_path / "generated.npz", round_id=second)
+        store.add_artifact("rule-votes", tmp_path / "votes.json", round_id=second)
+        store.add_synthetic_items([SyntheticRecord(uri=f"generated/round-{second}/augment/00000", content_hash="0" * 64,
+                                                   kind="augmented", class_name="a", generator="augment",
+                                                   generator_version="v", row_in_artifact=0, parents=(items[0],))],
+                                  round_id=second, artifact_id=generated)
         store.finish_round(second, {"interrupted": True}, status="failed")
-        undone = store.undo_round(second, artifact_kinds=("checkpoint",))
+        undone = store.undo_round(second, artifact_kinds=("checkpoint", "generated"))
         assert undone is not None and (undone.labels, undone.retractions, undone.disagreements) == (2, 1, 1)
+        assert (undone.synthetic_items, undone.artifacts) == (1, 1) and not store.synthetic_items()
+        assert [a.kind for a in store.artifacts()] == ["rule-votes"]  # kinds not asked for stay
         after = {label.item_id: (label.class_name, label.source) for label in store.active_labels()}
         assert after == {items[0]: ("a", "human"), items[1]: ("a", "model"), items[2]: ("b", "imported")}
         assert [label.source for label in store.label_history(items[0])] == ["model", "human"]
