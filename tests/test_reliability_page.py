@@ -136,3 +136,18 @@ def test_a_busy_store_is_told_to_the_page_and_labeling_goes_on(project, page):
     status, state = call(page, "/api/answer", {"task": first, "label": "dog"})
     assert status == 200 and state["progress"]["done"] == 1
     assert answers(project) == [(first, "dog", "web:ann")]
+
+
+def test_an_answer_to_a_question_someone_else_answered_meanwhile_is_kept_and_the_page_hears_it(project, page):
+    """Another process (the ML backend recording a Label Studio annotation) answers the question on the page
+    before the person does: her other class is kept as a disagreement, never dropped, and the page says so
+    instead of "saved" (review11: it said saved, and wrote nothing)."""
+    first = call(page, "/api/state")[1]["task"]["id"]
+    with ProjectStore.open(project) as other:
+        other.answer(first, "cat", oracle="labelstudio:bob")
+    status, state = call(page, "/api/answer", {"task": first, "label": "dog"})
+    assert status == 200 and state["progress"]["done"] == 1, state
+    assert "labelstudio:bob" in state["notice"] and "disagreement" in state["notice"]
+    assert answers(project) == [(None, "dog", "web:ann"), (first, "cat", "labelstudio:bob")]
+    status, state = call(page, "/api/answer", {"task": state["task"]["id"], "label": "cat"})
+    assert status == 200 and state["notice"] is None  # her own question: just saved

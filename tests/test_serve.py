@@ -402,33 +402,39 @@ def test_serve_is_refused_while_another_process_writes_to_the_project(project, c
     assert "metalabel run (in this test)" in capsys.readouterr().err
 
 
-def test_a_runs_round_takes_its_answers_once_the_last_is_given():
+def test_a_runs_round_takes_its_answers_once_the_last_is_given(tmp_path):
     from metalabel.serve.desk import Desk, Mode, Task
+    from metalabel.store import ItemRecord, content_hash
 
+    store = ProjectStore.create(tmp_path / "p", name="p")
+    store.set_classes(["cat", "dog"])
+    items = store.add_items(ItemRecord(uri, content_hash(uri), "image") for uri in ("a.png", "b.png"))
+    assert [store.ask(item, strategy=why) for item, why in zip(items, ("margin", "reference"), strict=True)] == [1, 2]
     desk = Desk(["cat", "dog"], annotator="dana", run=True)
-    desk.set_questions([Task(7, 1, "a.png", None, "cat", 0.7, "margin"),
-                        Task(8, 2, "b.png", None, None, None, "reference")])
+    desk.set_questions([Task(1, 1, "a.png", None, "cat", 0.7, "margin"),
+                        Task(2, 2, "b.png", None, None, None, "reference")])
     seen = []
 
     def person() -> None:  # the page: each action waits until the store's side has taken the one before
-        desk.submit(Mode.QUESTIONS, "answer", task_id=7, label="dog").result(timeout=30)
+        desk.submit(Mode.QUESTIONS, "answer", task_id=1, label="dog").result(timeout=30)
         seen.append(desk.state(Mode.QUESTIONS)["can_undo"])
-        desk.submit(Mode.QUESTIONS, "answer", task_id=8, label=None).result(timeout=30)
+        desk.submit(Mode.QUESTIONS, "answer", task_id=2, label=None).result(timeout=30)
 
     clicking = threading.Thread(target=person)
     clicking.start()
-    # first answers are only yielded (the caller commits them), so no store is needed here
-    given = list(desk.answers(None, put={7, 8}, until_done=True))
+    # first answers are only yielded (the caller commits them; this one does not), the store only read
+    with store:
+        given = list(desk.answers(store, put={1, 2}, until_done=True))
     clicking.join(timeout=30)
     assert [(answer.question_id, answer.label, answer.oracle) for answer in given] == [
-        (7, "dog", "web:dana"), (8, None, "web:dana")]
+        (1, "dog", "web:dana"), (2, None, "web:dana")]
     assert seen == [True]  # an answer can be undone while its round waits for more
     state = desk.state(Mode.QUESTIONS)
     assert state["task"] is None and not state["can_undo"] and state["progress"]["done"] == 2
     with pytest.raises(BadInputError, match="no answer to undo"):
         desk.submit(Mode.QUESTIONS, "undo")
     with pytest.raises(BadInputError, match="not the one on the page"):
-        desk.submit(Mode.QUESTIONS, "answer", task_id=8, label="cat")
+        desk.submit(Mode.QUESTIONS, "answer", task_id=2, label="cat")
 
 
 def test_a_reference_question_is_shown_without_a_guess_whoever_built_the_query(project):

@@ -103,8 +103,9 @@ def create_app(desk: Desk, *, token: str) -> ASGIApp:
                 raise BadInputError('an answer is {"task": <id>, "label": <class name or null>}')
         async with one_at_a_time:
             done = desk.submit(mode, kind, task_id=body.get("task"), label=body.get("label"))
-            await asyncio.wrap_future(done)  # committed to the store (or refused) by the store's thread
-        return JSONResponse(desk.state(mode))
+            # committed to the store (or refused) by the store's thread; a notice is what to say instead of "saved"
+            notice = await asyncio.wrap_future(done)
+        return JSONResponse({**desk.state(mode), "notice": notice})
 
     async def answer(request: Request) -> Response:
         return await submit(request, "answer")

@@ -74,6 +74,9 @@ class _Done:
     label: str | None
     question_id: int | None = None
     """The question the answer (or skip) is recorded through: the task's, or a review's audit question."""
+    own: bool = True
+    """The question's answer is this page's; False where another person answered it first (another process, the
+    ML backend say), so this answer is on record as a disagreement with theirs and is changed as one."""
 
 
 @dataclass
@@ -94,13 +97,15 @@ class _Queue:
                      if task.id == task_id and position in self.done), None)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Action:
     mode: Mode
     kind: str  # "answer", "undo", "stop"
     position: int | None = None
     label: str | None = None
     result: Future = field(default_factory=Future, compare=False)
+    notice: str | None = None
+    """What the page must say instead of "saved" (set by the store's thread)."""
 
 
 class Desk:
@@ -139,7 +144,8 @@ class Desk:
             self._queues[Mode.REVIEW] = _Queue(list(tasks))
 
     def submit(self, mode: Mode, kind: str, *, task_id: int | None = None, label: str | None = None) -> Future:
-        """Queue an action; its future is done once the store holds it (or says why it could not)."""
+        """Queue an action; its future is done once the store holds it (or says why it could not). Its result
+        is None, or what the person must hear instead of "saved" (``_first_answer``)."""
         with self._lock:
             if self.stopped:
                 raise BadInputError("labeling has stopped; every answer given is saved")
@@ -255,10 +261,14 @@ class Desk:
                         pending = None
                         continue
                     yielded.add(answer.question_id)
-                    with self._lock:
-                        self._answered_in_project += 1
-                    self._record(pending, _Done(answer.label, answer.question_id))
-                pending.result.set_result(None)
+                    try:
+                        done, pending.notice = self._first_answer(store, answer.question_id, answer.label)
+                    except MetalabelError as error:  # her disagreement could not be written: she answers again
+                        pending.result.set_exception(error)
+                        pending = None
+                        continue
+                    self._record(pending, done)
+                pending.result.set_result(pending.notice)
                 pending = None
         except BaseException as error:
             if pending is not None and not pending.result.done():
@@ -296,26 +306,54 @@ class Desk:
             if task.id not in first_time_yielded and task.id in put:
                 return answer
             recorded = record_answers(store, [answer])
-            self._record(action, _Done(label, task.id))
             with self._lock:
-                self._answered_in_project += 1
                 self._first_answers += recorded.answered
                 self._first_skips += recorded.dismissed
+            done, action.notice = self._first_answer(store, task.id, label)
+            self._record(action, done)
             return None
         if earlier is not None and earlier.label is not None:  # answered before, taken back: kept or changed
             assert label is not None  # a skip is refused (``submit``): an answer is changed, never withdrawn
             if label != earlier.label:
                 assert earlier.question_id is not None
-                store.correct(earlier.question_id, label, oracle=self.oracle)
-            self._record(action, _Done(label, earlier.question_id))
+                if earlier.own:
+                    store.correct(earlier.question_id, label, oracle=self.oracle)
+                else:  # ``correct`` would write over the other person's answer: hers stays a disagreement
+                    store.add_human_disagreement(earlier.question_id, label, oracle=self.oracle)
+            self._record(action, _Done(label, earlier.question_id, earlier.own))
         elif label is None:  # skipped again, or a review skipped
             self._record(action, _Done(None))
         elif action.mode is Mode.QUESTIONS:  # a skip, answered now
             record_answers(store, [Answer(task.id, label, self.oracle)])
-            self._record(action, _Done(label, task.id))
+            done, action.notice = self._first_answer(store, task.id, label)
+            self._record(action, done)
         else:
             self._record(action, _Done(label, self._audit(store, task, label)))
         return None
+
+    def _first_answer(self, store: ProjectStore, question_id: int, label: str | None) -> tuple[_Done, str | None]:
+        """What became of this page's first answer (or skip) to a question once the store took it, and what the
+        person must hear instead of "saved", if anything.
+
+        The store leaves a question another person answered as it is (``record_answers`` counts the answer as
+        already closed and writes nothing): another process may have answered it since the page showed it (the
+        ML backend recording Label Studio, which takes no writer lock). Her class is then recorded here as her
+        disagreement with the answer that stands, as an import records another annotator's other class.
+        """
+        question = store.question(question_id)
+        if question.oracle == self.oracle or question.answer is None:  # hers, or dismissed by another as she did
+            if question.oracle == self.oracle:
+                with self._lock:
+                    self._answered_in_project += 1
+            return _Done(label, question_id), None
+        said = f"{question.uri!r} was answered meanwhile by {question.oracle} ({question.answer!r})"
+        if label is None:
+            return _Done(None, question_id, own=False), f"{said}; your skip changes nothing"
+        store.add_human_disagreement(question_id, label, oracle=self.oracle)
+        if label == question.answer:
+            return _Done(label, question_id, own=False), f"{said}, as you did"
+        return (_Done(label, question_id, own=False),
+                f"{said}; your {label!r} is recorded as a disagreement with it, not over it")
 
     def _audit(self, store: ProjectStore, task: Task, label: str) -> int:
         """A person's verdict on a model label: an audit question asked and answered in one transaction;

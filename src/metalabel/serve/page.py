@@ -181,7 +181,11 @@ function act(path, body) {
   busy = true;
   say("saving\\u2026");
   api(path + "?mode=" + mode, body)
-    .then((next) => { show(next); if (!next.task || !next.task.earlier) say("saved", "ok"); })
+    .then((next) => {
+      show(next);
+      if (next.notice) say(next.notice, "bad");  // e.g. someone else answered it first: not simply saved
+      else if (!next.task || !next.task.earlier) say("saved", "ok");
+    })
     .catch((e) => say("not saved: " + e.message, "bad"))
     .finally(() => { busy = false; });
 }
