@@ -913,13 +913,16 @@ class ProjectStore:
             disagreements = self._connection.execute(
                 "DELETE FROM disagreements WHERE round_id = ? AND source = 'model'", (round_id,)).rowcount
             # newest first: a label the round wrote over its own earlier one hands that one's place back in turn
-            written = self._connection.execute(
-                "SELECT id, superseded_by FROM labels WHERE round_id = ? ORDER BY id DESC", (round_id,)).fetchall()
-            for label in written:
+            written = [row[0] for row in self._connection.execute(
+                "SELECT id FROM labels WHERE round_id = ? ORDER BY id DESC", (round_id,))]
+            for label_id in written:
+                # read now: a later label of the round deleted before it may have handed this one its successor
+                (successor,) = self._connection.execute(
+                    "SELECT superseded_by FROM labels WHERE id = ?", (label_id,)).fetchone()
                 # deleted first, so the label it replaced may take back the item's one active place
-                self._connection.execute("DELETE FROM labels WHERE id = ?", (label["id"],))
+                self._connection.execute("DELETE FROM labels WHERE id = ?", (label_id,))
                 self._connection.execute("UPDATE labels SET superseded_by = ? WHERE superseded_by = ?",
-                                         (label["superseded_by"], label["id"]))
+                                         (successor, label_id))
             retractions = self._connection.execute(
                 "UPDATE labels SET retracted_at = NULL, retracted_round = NULL, retraction_reason = NULL "
                 "WHERE retracted_round = ?", (round_id,)).rowcount
