@@ -110,3 +110,31 @@ def test_a_runs_page_records_an_answer_to_a_question_answered_elsewhere_as_a_dis
         assert human_record(store, questions[1].item_id) == ([("cat", "web:alice")], [])
     assert "labelstudio:bob" in replies[0] and "disagreement" in replies[0]
     assert replies[1] is None
+
+
+def test_an_answer_the_run_saved_as_it_stopped_is_told_saved_and_the_page_stops(folder):
+    """Ctrl-C lands after the run committed the page's answer and before the page heard back (``put_questions``
+    then closes the page's generator): the answer is saved, so the page must not say it was not; the page then
+    says labeling stopped, refuses what comes after, and an action queued meanwhile is answered, not left
+    hanging (its request would hold the page's one-at-a-time lock until the process ends)."""
+    from metalabel.errors import BadInputError
+    from metalabel.label.oracle import record_answers
+
+    with ProjectStore.open(folder) as store:
+        desk = Desk(CLASSES, annotator="alice", run=True)
+        desk.set_questions(tasks(store))
+        first, second = store.open_questions()
+        asking = desk.answers(store, put={first.id, second.id}, until_done=True)
+        saved = desk.submit(Mode.QUESTIONS, "answer", task_id=first.id, label="cat")
+        record_answers(store, [next(asking)])  # the run commits it ...
+        queued = desk.submit(Mode.QUESTIONS, "answer", task_id=first.id, label="dog")  # a second tab's, say
+        asking.close()  # ... and Ctrl-C ends the run before the page's generator is resumed
+        assert saved.result(timeout=5) is None  # saved, and told so
+        with pytest.raises(BadInputError, match="stopped before this answer was saved"):
+            queued.result(timeout=5)
+        state = desk.state(Mode.QUESTIONS)
+        assert state["stopped"] and state["task"] is None
+        with pytest.raises(BadInputError, match="labeling has stopped"):
+            desk.submit(Mode.QUESTIONS, "answer", task_id=second.id, label="dog")
+        assert human_record(store, first.item_id) == ([("cat", "web:alice")], [])
+        assert store.question(second.id).answered_at is None

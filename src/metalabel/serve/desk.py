@@ -182,8 +182,8 @@ class Desk:
                                         hint="a run takes a round's answers once its last question is answered")
             elif kind != "stop":
                 raise BadInputError(f"unknown action {kind!r}")
-        action = _Action(mode, kind, position, label)
-        self._actions.put(action)
+            action = _Action(mode, kind, position, label)
+            self._actions.put(action)  # under the lock: a stop refuses every action queued before it (``_stop``)
         return action.result
 
     def state(self, mode: Mode) -> dict:
@@ -235,8 +235,7 @@ class Desk:
                     return
                 pending = self._next_action()
                 if pending.kind == "stop":
-                    with self._lock:
-                        self.stopped = True
+                    self._stop()
                     pending.result.set_result(None)
                     pending = None
                     if until_done:
@@ -270,11 +269,38 @@ class Desk:
                     self._record(pending, done)
                 pending.result.set_result(pending.notice)
                 pending = None
-        except BaseException as error:
+        except BaseException as error:  # the run stopped (Ctrl-C, or the store failed): so does the page
+            self._stop()
             if pending is not None and not pending.result.done():
-                pending.result.set_exception(error if isinstance(error, Exception) else
-                                             BadInputError("labeling stopped before this answer was saved"))
+                if self._holds(store, pending):  # the caller committed it before it stopped (Ctrl-C after the commit)
+                    pending.result.set_result(pending.notice)
+                else:
+                    pending.result.set_exception(error if isinstance(error, Exception) else
+                                                 BadInputError("labeling stopped before this answer was saved"))
             raise
+
+    def _stop(self) -> None:
+        """Labeling stops: the page says so and takes no more actions; any still queued is refused, not left
+        waiting (its request would hold the page's one-at-a-time lock)."""
+        with self._lock:
+            self.stopped = True
+            left = []
+            while not self._actions.empty():
+                left.append(self._actions.get_nowait())
+        for action in left:
+            action.result.set_exception(BadInputError(
+                "labeling stopped before this answer was saved" if action.kind == "answer" else "labeling stopped"))
+
+    def _holds(self, store: ProjectStore, action: _Action) -> bool:
+        """Whether the store holds this page's answer (or skip) as the question's answer: what an action cut off
+        by a stop may have got to."""
+        if action.kind != "answer" or action.mode is not Mode.QUESTIONS or action.position is None:
+            return False
+        try:
+            question = store.question(self._queues[Mode.QUESTIONS].tasks[action.position].id)
+        except Exception:  # the store is what failed: it cannot say, so the answer is not called saved
+            return False
+        return question.answered_at is not None and question.oracle == self.oracle and question.answer == action.label
 
     def _next_action(self) -> _Action:
         # a short timeout keeps the thread responsive to signals while it waits for a person
