@@ -252,6 +252,21 @@ def test_killing_the_server_mid_session_loses_no_committed_answer(project, serve
     expect(page.locator("#item img")).to_have_attribute("alt", re.compile(r"02-triangle\.png$"))
 
 
+def test_an_answer_to_a_question_answered_elsewhere_meanwhile_is_kept_and_the_page_says_so(project, served, page):
+    """The ML backend (no writer lock) records another person's answer to the question on the page first."""
+    server = served("serve", str(project), "--annotator", "alice", "--quiet")
+    page.goto(server.url)
+    expect(page.locator("#progress")).to_contain_text("0 / 4 answered")
+    with ProjectStore.open(project) as other:
+        other.answer(other.open_questions()[0].id, "square", oracle="labelstudio:bob")
+    press(page, "1", "1 / 4 answered")
+    expect(page.locator("#status")).to_contain_text("answered meanwhile by labelstudio:bob ('square')")
+    expect(page.locator("#status")).to_contain_text("recorded as a disagreement")
+    assert active_label(project, "00-circle") == ("square", "human")
+    assert rows(project, "SELECT c.name, d.oracle FROM disagreements d JOIN classes c ON c.id = d.class_id") == [
+        ("circle", "web:alice")]
+
+
 def get(url: str, data: bytes | None = None) -> tuple[int, dict]:
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
