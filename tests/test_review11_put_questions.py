@@ -1,0 +1,36 @@
+"""review11: ``put_questions`` drops an oracle's answer to a question another process answered meanwhile.
+
+A person at the terminal (``metalabel run --oracle terminal``) is shown a question; before she answers, the ML
+backend records another person's answer to it (it takes no writer lock). ``_Tally.record`` then counts hers as
+"already closed" and writes nothing: no label, no disagreement, and the terminal goes on as if it were saved.
+The labeling page no longer loses it (``Desk._first_answer`` records it as a disagreement); the terminal and any
+other oracle still do. ``oracle.py``'s shared part is not review11's to change: the fix is described in the
+report (record a class answer to a question another person answered as ``add_human_disagreement``, and count it
+in ``RecordedAnswers.disagreements``).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from metalabel.label.oracle import Answer, Query, put_questions
+from metalabel.store import ItemRecord, ProjectStore, content_hash
+
+
+@pytest.mark.xfail(strict=True, reason="review11: _Tally.record drops an answer to a question answered elsewhere "
+                                       "meanwhile (oracle.py's shared part: fix described in the report)")
+def test_an_answer_to_a_question_answered_elsewhere_meanwhile_is_kept(tmp_path):
+    with ProjectStore.create(tmp_path / "p", name="p") as store:
+        store.set_classes(["cat", "dog"])
+        (item,) = store.add_items([ItemRecord("pool/0.png", content_hash("image"), "image")])
+        question = store.ask(item, strategy="margin")
+
+        class Terminal:
+            def answer(self, queries):
+                with ProjectStore.open(tmp_path / "p") as other:  # while she looks at the item
+                    other.answer(question, "dog", oracle="labelstudio:bob")
+                return [Answer(queries[0].question_id, "cat", "terminal")]
+
+        recorded = put_questions(store, Terminal(), [Query(question, item, "pool/0.png", None, ["cat", "dog"])])
+        assert [(d.proposed_class, d.oracle) for d in store.disagreements()] == [("cat", "terminal")]
+        assert recorded.disagreements == 1
