@@ -1,24 +1,19 @@
 """review11: ``put_questions`` drops an oracle's answer to a question another process answered meanwhile.
 
 A person at the terminal (``metalabel run --oracle terminal``) is shown a question; before she answers, the ML
-backend records another person's answer to it (it takes no writer lock). ``_Tally.record`` then counts hers as
-"already closed" and writes nothing: no label, no disagreement, and the terminal goes on as if it were saved.
-The labeling page no longer loses it (``Desk._first_answer`` records it as a disagreement); the terminal and any
-other oracle still do. ``oracle.py``'s shared part is not review11's to change: the fix is described in the
-report (record a class answer to a question another person answered as ``add_human_disagreement``, and count it
-in ``RecordedAnswers.disagreements``).
+backend records another person's answer to it (it takes no writer lock). ``_Tally.record`` then counted hers as
+"already closed" and wrote nothing: no label, no disagreement, and the terminal goes on as if it were saved.
+The labeling page no longer loses it (``Desk._first_answer`` records it as a disagreement); the terminal and every
+other oracle did too. Fixed: a class answer to a question another person answered is recorded with
+``add_human_disagreement`` and counted in ``RecordedAnswers.disagreements``.
 """
 
 from __future__ import annotations
-
-import pytest
 
 from metalabel.label.oracle import Answer, Query, put_questions
 from metalabel.store import ItemRecord, ProjectStore, content_hash
 
 
-@pytest.mark.xfail(strict=True, reason="review11: _Tally.record drops an answer to a question answered elsewhere "
-                                       "meanwhile (oracle.py's shared part: fix described in the report)")
 def test_an_answer_to_a_question_answered_elsewhere_meanwhile_is_kept(tmp_path):
     with ProjectStore.create(tmp_path / "p", name="p") as store:
         store.set_classes(["cat", "dog"])

@@ -210,8 +210,13 @@ class _Tally:
                 return
             store.dismiss(answer.question_id, oracle=answer.oracle)
             self.dismissed += 1
-        elif question.answer is not None:  # answered before: left as it was
+        elif question.answer is not None and question.oracle == answer.oracle:  # hers, recorded before: as it was
             self.already_closed.append(answer.question_id)
+        elif question.answer is not None:
+            # another person answered it first (the ML backend writes while a run asks): hers is kept beside that
+            # answer, as a disagreement where the class differs, never over it and never dropped
+            self.disagreements += store.add_human_disagreement(answer.question_id, answer.label,
+                                                               oracle=answer.oracle) is not None
         else:  # open, or dismissed before and answered now
             write = store.answer(answer.question_id, answer.label, oracle=answer.oracle)
             self.answered += 1
@@ -223,7 +228,9 @@ def record_answers(store: ProjectStore, answers: Iterable[Answer]) -> RecordedAn
 
     Each answer is its own transaction, committed before the next one is taken from
     ``answers``, so an error (or a kill) on one keeps the ones before it. A question
-    dismissed before may still be answered; an answered one is left as it was.
+    dismissed before may still be answered; an answered one is left as it was: the same
+    person's answer again is already closed, another person's other class is recorded as
+    her disagreement with the answer on record.
     """
     tally = _Tally()
     for answer in answers:

@@ -361,10 +361,10 @@ class Desk:
         """What became of this page's first answer (or skip) to a question once the store took it, and what the
         person must hear instead of "saved", if anything.
 
-        The store leaves a question another person answered as it is (``record_answers`` counts the answer as
-        already closed and writes nothing): another process may have answered it since the page showed it (the
-        ML backend recording Label Studio, which takes no writer lock). Her class is then recorded here as her
-        disagreement with the answer that stands, as an import records another annotator's other class.
+        The store leaves a question another person answered as it is: another process may have answered it
+        since the page showed it (the ML backend recording Label Studio, which takes no writer lock).
+        ``record_answers`` then recorded her class as her disagreement with the answer that stands, as an import
+        records another annotator's other class; the page tells her so.
         """
         question = store.question(question_id)
         if question.oracle == self.oracle or question.answer is None:  # hers, or dismissed by another as she did
@@ -375,7 +375,6 @@ class Desk:
         said = f"{question.uri!r} was answered meanwhile by {question.oracle} ({question.answer!r})"
         if label is None:
             return _Done(None, question_id, own=False), f"{said}; your skip changes nothing"
-        store.add_human_disagreement(question_id, label, oracle=self.oracle)
         if label == question.answer:
             return _Done(label, question_id, own=False), f"{said}, as you did"
         return (_Done(label, question_id, own=False),
