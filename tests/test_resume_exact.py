@@ -116,3 +116,9 @@ def test_undo_round_splices_the_label_history_and_refuses_a_round_that_asked(tmp
         store.finish_round(third, {}, status="failed")
         assert store.undo_round(third, artifact_kinds=("checkpoint",)) is None  # it asked: its answers count
         assert [label.round_id for label in store.active_labels() if label.item_id == items[3]] == [third]
+        # an export made before an undo names the deleted labels by id: no later label takes one of their ids
+        fourth = store.start_round()
+        newest = store.add_label(items[1], "b", source="model", round_id=fourth).label_id
+        store.finish_round(fourth, {}, status="failed")
+        assert store.undo_round(fourth, artifact_kinds=()).labels == 1
+        assert store.add_label(items[1], "b", source="model", round_id=third).label_id == newest + 1

@@ -57,6 +57,8 @@ from metalabel.store.records import (
 )
 
 DB_FILENAME = "project.db"
+_UNDONE_LABEL_IDS = "undone_label_ids_up_to"
+"""Meta key: the highest id of a label ``undo_round`` deleted; a new label's id is above it."""
 
 TRUST = {source.value: source.trust for source in LabelSource}
 """Higher wins (``LabelSource.trust``). Human and imported (seed) labels are never replaced by a model."""
@@ -420,7 +422,10 @@ class ProjectStore:
 
         # The new id is taken up front (safe: we hold the write lock) so the old label can point
         # at it before it exists; the unique "one active label per item" index forbids the other order.
-        label_id = self._connection.execute("SELECT coalesce(max(id), 0) + 1 FROM labels").fetchone()[0]
+        # never an id an undone round's label had: an export made before the undo names labels by id
+        label_id = self._connection.execute(
+            "SELECT max(coalesce(max(id), 0), coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?), 0)) "
+            "+ 1 FROM labels", (_UNDONE_LABEL_IDS,)).fetchone()[0]
         if active is not None:
             self._connection.execute("UPDATE labels SET superseded_by = ? WHERE id = ?", (label_id, active["id"]))
         self._connection.execute(
@@ -915,6 +920,11 @@ class ProjectStore:
             # newest first: a label the round wrote over its own earlier one hands that one's place back in turn
             written = [row[0] for row in self._connection.execute(
                 "SELECT id FROM labels WHERE round_id = ? ORDER BY id DESC", (round_id,))]
+            if written:
+                self._connection.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) "
+                    "DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                    (_UNDONE_LABEL_IDS, str(written[0])))
             for label_id in written:
                 # read now: a later label of the round deleted before it may have handed this one its successor
                 (successor,) = self._connection.execute(
