@@ -16,6 +16,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -151,3 +152,35 @@ def test_an_answer_to_a_question_someone_else_answered_meanwhile_is_kept_and_the
     assert answers(project) == [(None, "dog", "web:ann"), (first, "cat", "labelstudio:bob")]
     status, state = call(page, "/api/answer", {"task": state["task"]["id"], "label": "cat"})
     assert status == 200 and state["notice"] is None  # her own question: just saved
+
+
+def test_a_run_on_the_page_that_ends_tells_the_page_labeling_stopped(tmp_path, capsys):
+    # before, the page went on saying "waiting for the next questions" until the process was gone
+    pet_image_folder(tmp_path / "pool", per_folder=3)
+    (tmp_path / "seed.csv").write_text("uri,label\ncat/0.png,cat\ndog/1.png,dog\n")
+    assert main(["init", str(tmp_path / "p"), "--pool", str(tmp_path / "pool"), "--labels",
+                 str(tmp_path / "seed.csv"), "--quiet"]) == 0
+    capsys.readouterr()
+    run = subprocess.Popen([sys.executable, "-m", "metalabel.cli", "run", str(tmp_path / "p"), "--oracle", "web",
+                            "--annotator", "ann", "--encoder", "pixels", "--budget", "2", "--per-round", "2",
+                            "--no-generate", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert run.stdout is not None
+    try:
+        url = next((found.group(0) for line in run.stdout if (found := re.search(r"http://\S+token=\S+", line))), "")
+        assert url, run.communicate(timeout=60)
+        states = []
+        while True:  # answer what is asked; once the budget is spent the page must hear that labeling stopped
+            try:
+                status, state = call(url, "/api/state")
+            except OSError:  # refused or reset: the run is over and its page gone
+                break
+            states.append(state)
+            if state["task"] is not None:
+                assert call(url, "/api/answer", {"task": state["task"]["id"], "label": "cat"})[0] == 200
+            time.sleep(0.05)
+    finally:
+        run.kill()
+        run.communicate(timeout=60)
+    assert sum(state["task"] is not None for state in states) >= 2
+    assert states[-1]["stopped"] and states[-1]["task"] is None

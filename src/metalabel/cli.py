@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sqlite3
 import sys
@@ -97,7 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from metalabel.pipeline import PROJECT_META_STEPS
     from metalabel.project import Project
 
-    with Project.open(args.project) as project:
+    with Project.open(args.project) as project, contextlib.ExitStack() as closing:
         pool = project.load_pool()
         gold = gold_labels(pool)
         oracle: Oracle
@@ -112,8 +113,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             from metalabel.serve.web import WebOracle
 
             _warn_if_remote(args)
-            oracle = WebOracle(project.store, annotator=args.annotator, host=args.host, port=args.port,
-                               allow_remote=args.allow_remote, budget=args.budget, on_ready=_announce_page)
+            # closed when the run ends: the page then says labeling stopped instead of waiting for questions
+            oracle = closing.enter_context(WebOracle(project.store, annotator=args.annotator, host=args.host,
+                                                     port=args.port, allow_remote=args.allow_remote,
+                                                     budget=args.budget, on_ready=_announce_page))
         else:
             oracle = LabelStudioQueue(project.folder / "labelstudio", feature_names=pool.feature_names)
         learner, encoder = _run_learner(args, modality=pool.modality)

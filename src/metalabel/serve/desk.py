@@ -235,7 +235,7 @@ class Desk:
                     return
                 pending = self._next_action()
                 if pending.kind == "stop":
-                    self._stop()
+                    self.stop()
                     pending.result.set_result(None)
                     pending = None
                     if until_done:
@@ -270,7 +270,7 @@ class Desk:
                 pending.result.set_result(pending.notice)
                 pending = None
         except BaseException as error:  # the run stopped (Ctrl-C, or the store failed): so does the page
-            self._stop()
+            self.stop()
             if pending is not None and not pending.result.done():
                 if self._holds(store, pending):  # the caller committed it before it stopped (Ctrl-C after the commit)
                     pending.result.set_result(pending.notice)
@@ -279,7 +279,7 @@ class Desk:
                                                  BadInputError("labeling stopped before this answer was saved"))
             raise
 
-    def _stop(self) -> None:
+    def stop(self) -> None:
         """Labeling stops: the page says so and takes no more actions; any still queued is refused, not left
         waiting (its request would hold the page's one-at-a-time lock)."""
         with self._lock:

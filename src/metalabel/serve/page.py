@@ -4,6 +4,9 @@ Everything from the data (uris, text, class names) is put on the page as text no
 (``textContent``), never as HTML, so an item cannot inject markup or script.
 """
 
+POLL_S = 1.0
+"""How often a page waiting for a run's next questions asks for them (``PAGE`` reads it)."""
+
 PAGE = """<!doctype html>
 <html lang="en">
 <head>
@@ -129,7 +132,7 @@ function show(next) {
       : mode === "review" ? "Nothing left to review."
       : state.run ? "Waiting for the next questions: the model is learning from your answers."
       : "No open questions. Every answer is saved; run `metalabel run` to learn from them.";
-    if (state.run && !state.stopped) pollTimer = setTimeout(load, 1000);
+    if (state.run && !state.stopped) pollTimer = setTimeout(load, POLL_MS);
     if (state.can_undo) { $("empty").append(document.createElement("br"), "Press U to undo the last answer."); }
     return;
   }
@@ -236,4 +239,4 @@ load();
 </script>
 </body>
 </html>
-"""
+""".replace("POLL_MS", str(round(POLL_S * 1000)))

@@ -7,12 +7,14 @@ loses at most the answer in flight.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 from metalabel.data.dataset import LabeledDataset
 from metalabel.label.oracle import Answer, Query, RecordedAnswers
 from metalabel.serve.app import PageServer
 from metalabel.serve.desk import Desk, open_question_tasks, question_tasks, review_tasks
+from metalabel.serve.page import POLL_S
 from metalabel.store import ProjectStore
 
 
@@ -70,6 +72,10 @@ class WebOracle:
         yield from self.desk.answers(self.store, put={query.question_id for query in questions}, until_done=True)
 
     def close(self) -> None:
+        """The page is told labeling stopped (its next poll says so), then no longer served."""
+        if self._started and not self.desk.stopped:
+            self.desk.stop()
+            time.sleep(POLL_S + 0.5)  # a page waiting between rounds asks again within POLL_S
         self._server.stop()
 
     def __enter__(self) -> WebOracle:
