@@ -1,11 +1,15 @@
 """Test-wide settings."""
 
-import pytest
-import torch
+import os
 
-# One intra-op thread: the tests' tensors are tiny, and on a busy 2-core machine a second
-# spinning OpenMP thread made some tests 50x slower.
-torch.set_num_threads(1)
+import pytest
+
+# One thread for OpenMP (torch's intra-op threads too), OpenBLAS and MKL, set before numpy, scipy or
+# torch is loaded and inherited by every process a test starts. The tests' arrays are tiny, and the
+# suite runs in one pytest-xdist worker per core (scripts/test.sh): on a busy 2-core machine a second
+# spinning OpenMP thread made some tests 50x slower, a second OpenBLAS thread a scikit-learn fit 15x.
+for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[variable] = "1"
 
 
 @pytest.fixture
