@@ -657,9 +657,11 @@ class LabelingRun(ProjectView):
 
         A round killed after asking is redone on the answers it asked for, as the next
         round of an uninterrupted run would be, so it takes that round's number: a resumed
-        run asks what an uninterrupted one asks, question for question.
+        run asks what an uninterrupted one asks, question for question. A skipped question
+        was asked too: after a round whose every question was skipped, nothing was learned,
+        and the same number would draw the same items again.
         """
-        asked = self.store.open_questions() + self.store.answered_questions()
+        asked = self.store.open_questions() + self.store.answered_questions() + self.store.dismissed_questions()
         return 1 + len({q.round_id for q in asked if q.round_id is not None})
 
 def _verdict(judged: Judged, rival: AuditCertificate) -> str:
