@@ -184,3 +184,12 @@ def test_a_run_on_the_page_that_ends_tells_the_page_labeling_stopped(tmp_path, c
         run.communicate(timeout=60)
     assert sum(state["task"] is not None for state in states) >= 2
     assert states[-1]["stopped"] and states[-1]["task"] is None
+
+
+def test_an_answer_whose_task_is_not_a_whole_number_is_refused_and_nothing_is_written(project, page):
+    first = call(page, "/api/state")[1]["task"]["id"]
+    for task in (True, 1.0, str(first), None):  # JSON true would be Python's 1, a task id
+        status, reply = call(page, "/api/answer", {"task": task, "label": "cat"})
+        assert status == 400 and "an answer is" in reply["error"], (task, reply)
+    assert answers(project) == []
+    assert call(page, "/api/answer", {"task": first, "label": "cat"})[0] == 200

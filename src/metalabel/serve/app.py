@@ -98,8 +98,9 @@ def create_app(desk: Desk, *, token: str) -> ASGIApp:
                 body = await request.json()
             except ValueError:
                 raise BadInputError("the answer is not JSON") from None
-            if not isinstance(body, dict) or not isinstance(body.get("task"), int) \
-                    or not isinstance(body.get("label"), str | None):
+            task = body.get("task") if isinstance(body, dict) else None
+            # JSON true is a Python int too: it must not name task 1
+            if not isinstance(task, int) or isinstance(task, bool) or not isinstance(body.get("label"), str | None):
                 raise BadInputError('an answer is {"task": <id>, "label": <class name or null>}')
         async with one_at_a_time:
             done = desk.submit(mode, kind, task_id=body.get("task"), label=body.get("label"))
