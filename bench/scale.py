@@ -312,6 +312,7 @@ class PoolRunCell:
     load_s: float  # Project.open and load_pool: the folder read and checked against the stored hashes
     run_s: float  # Project.run: one round, embedding included
     start_rss_mb: float  # resident memory before the project is opened (imports done)
+    pool_traced_mb: float  # what tracemalloc counts still allocated once the pool is loaded (Python objects, numpy)
     pool_heap_mb: float  # private memory (RssAnon) the loaded pool holds, over its value before the open
     peak_rss_mb: float  # the kernel's peak (VmHWM) from the open on
     heap_growth_mb: float  # sampled peak of private memory over its value before the open, through the run
@@ -344,6 +345,7 @@ def make_pool_project(items: int, scratch: Path) -> tuple[Path, Path]:
 def run_pool_project(project_folder: Path, gold_file: Path) -> PoolRunCell:
     """Open the project, load its pool from the folder and run one round, in this process (a fresh child)."""
     import gc
+    import tracemalloc
 
     from metalabel.label.oracle import SimulatedOracle
     from metalabel.project import Project
@@ -354,22 +356,26 @@ def run_pool_project(project_folder: Path, gold_file: Path) -> PoolRunCell:
     start_rss, (anon_before, file_before) = rss_mb(), status_mb("RssAnon", "RssFile")
     with PeakSampler() as sampled:
         began = time.perf_counter()
+        tracemalloc.start()  # for the open and the load only: what Python and numpy allocated and still hold
         with Project.open(project_folder) as project:
             pool = project.load_pool()
             loaded = time.perf_counter()
+            pool_traced = tracemalloc.get_traced_memory()[0] / 2**20
+            tracemalloc.stop()
             gc.collect()
             pool_heap = status_mb("RssAnon")[0] - anon_before
             project.run(oracle=SimulatedOracle(gold), encoder="pixels", budget=20, per_round=20, max_rounds=1,
                         project_meta_steps=0, generate=False, progress=False)
             ran = time.perf_counter()
             store = project.store
+            name = lambda uri: Path(uri).name  # noqa: E731 (the folder is a fresh scratch path each time)
             behaviour = hashlib.sha256(json.dumps(
-                [[(q.uri, q.strategy, q.answer) for q in store.answered_questions()],
-                 sorted((label.uri, label.class_name, label.source, label.calibrated_confidence)
+                [[(name(q.uri), q.strategy, q.answer) for q in store.answered_questions()],
+                 sorted((name(label.uri), label.class_name, label.source, label.calibrated_confidence)
                         for label in store.active_labels())]).encode()).hexdigest()
             assert len(pool) == len(gold)
-    return PoolRunCell(len(gold), loaded - began, ran - loaded, start_rss, pool_heap, status_mb("VmHWM")[0],
-                       sampled.anon - anon_before, sampled.file - file_before, behaviour)
+    return PoolRunCell(len(gold), loaded - began, ran - loaded, start_rss, pool_traced, pool_heap,
+                       status_mb("VmHWM")[0], sampled.anon - anon_before, sampled.file - file_before, behaviour)
 
 
 def pool_runs_only(args: argparse.Namespace) -> None:
@@ -396,12 +402,12 @@ def pool_runs_only(args: argparse.Namespace) -> None:
 
 
 def pool_run_table(cells: list[PoolRunCell], code: str = "") -> str:
-    rows = ["| items | code | load s | run s | driver RSS before, MB | heap the loaded pool holds, MB | "
+    rows = ["| items | code | load s | run s | driver RSS before, MB | loaded pool, traced MB | loaded pool, heap MB | "
             "driver peak RSS, MB | heap growth, MB | file-backed growth, MB | behaviour (sha256) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     rows += [f"| {cell.items} | {code} | {cell.load_s:.1f} | {cell.run_s:.1f} | {cell.start_rss_mb:.0f} | "
-             f"{cell.pool_heap_mb:.0f} | {cell.peak_rss_mb:.0f} | {cell.heap_growth_mb:.0f} | "
-             f"{cell.file_growth_mb:.0f} | {cell.behaviour[:12]} |" for cell in cells]
+             f"{cell.pool_traced_mb:.1f} | {cell.pool_heap_mb:.0f} | {cell.peak_rss_mb:.0f} | "
+             f"{cell.heap_growth_mb:.0f} | {cell.file_growth_mb:.0f} | {cell.behaviour[:12]} |" for cell in cells]
     return "\n".join(rows)
 
 

@@ -137,3 +137,14 @@ def test_no_chunks_map_nothing_and_texts_without_bytes_map_as_empty(cache) -> No
     assert write_mapped(iter([])) is None
     texts = write_mapped([["", ""], [""]])
     assert isinstance(texts, MappedTexts) and list(texts) == ["", "", ""]
+
+
+def test_mapped_texts_embed_as_their_list_does_without_being_copied_into_one(cache, posts) -> None:
+    from metalabel.data.encoders import get_encoder
+
+    texts = ml.datasets.read_text(posts).items
+    mapped = write_mapped([texts[:25], texts[25:]])
+    assert isinstance(mapped, MappedTexts)
+    encoder = get_encoder("minilm")
+    assert encoder._prepare(mapped) is mapped  # read text by text as batches are made, not listed whole
+    assert np.array_equal(encoder.encode(mapped, progress=False), encoder.encode(texts, progress=False))

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from metalabel.data.dataset import LabeledDataset, Modality
+from metalabel.data.mapped import MappedTexts
 from metalabel.data.paths import cache_dir
 from metalabel.data.sources.user import DEFAULT_CHUNK_SIZE, ChunkedPool, PoolChunk
 from metalabel.errors import BadInputError, MissingDependencyError
@@ -203,7 +204,7 @@ class MiniLMEncoder(Encoder):
     def options(self) -> dict[str, Any]:
         return {"max_seq_length": self.max_seq_length}
 
-    def _prepare(self, items: Items) -> list[str]:
+    def _prepare(self, items: Items) -> Sequence[str]:
         texts = _as_texts(items, encoder=self)
         for row, text in enumerate(texts):
             if not text.strip():
@@ -230,11 +231,11 @@ class MiniLMEncoder(Encoder):
         self._model = model = model.eval()
         return model
 
-    def _batch_order(self, prepared: list[str]) -> np.ndarray:
+    def _batch_order(self, prepared: Sequence[str]) -> np.ndarray:
         # Texts of similar length share a batch, so little time goes into padding.
         return np.argsort([-len(text) for text in prepared], kind="stable")
 
-    def _encode_batch(self, prepared: list[str], indices: np.ndarray) -> np.ndarray:
+    def _encode_batch(self, prepared: Sequence[str], indices: np.ndarray) -> np.ndarray:
         batch = [prepared[i] for i in indices]
         return self._loaded().encode(
             batch,
@@ -717,7 +718,7 @@ def read_cached_embeddings(path: Path, *, expected_shape: tuple[int, int], mmap:
     return embeddings
 
 
-def _as_texts(items: Items, *, encoder: Encoder) -> list[str]:
+def _as_texts(items: Items, *, encoder: Encoder) -> Sequence[str]:
     is_text_array = isinstance(items, np.ndarray) and items.dtype.kind in "UO"
     if isinstance(items, np.ndarray) and not is_text_array:
         modality = "image" if items.ndim in (3, 4) else "tabular"
@@ -727,6 +728,8 @@ def _as_texts(items: Items, *, encoder: Encoder) -> list[str]:
         )
     if isinstance(items, str):
         raise BadInputError("items must be a list of texts, not one string", hint="wrap it in a list: [text]")
+    if isinstance(items, MappedTexts):  # a project's pool read from its file: each text read when its batch is made
+        return items
     texts = list(items)
     for row, text in enumerate(texts):
         if not isinstance(text, str):
