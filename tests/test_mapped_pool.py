@@ -148,3 +148,23 @@ def test_mapped_texts_embed_as_their_list_does_without_being_copied_into_one(cac
     encoder = get_encoder("minilm")
     assert encoder._prepare(mapped) is mapped  # read text by text as batches are made, not listed whole
     assert np.array_equal(encoder.encode(mapped, progress=False), encoder.encode(texts, progress=False))
+
+
+def test_metalabel_init_reads_the_pool_mapped_and_stores_the_hashes_a_run_checks(tmp_path, monkeypatch, capsys):
+    from metalabel.cli import main
+
+    pool = ml.datasets.load("kanji", **{**KANJI_POOL, "max_classes": 2, "samples_per_class": 4})
+    _image_folder(tmp_path / "pool", pool)
+    created = []
+    create = Project.create.__func__  # type: ignore[attr-defined]
+
+    def recording(cls, folder, *, pool, **kwargs):
+        created.append(type(pool.items))
+        return create(cls, folder, pool=pool, **kwargs)
+
+    monkeypatch.setattr(Project, "create", classmethod(recording))
+    assert main(["init", str(tmp_path / "p"), "--pool", str(tmp_path / "pool"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert created == [np.memmap]  # the pool whole was never in the heap
+    with Project.open(tmp_path / "p") as project:
+        assert len(project.load_pool()) == len(pool)  # its items are checked against the hashes init stored

@@ -64,7 +64,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     from metalabel import datasets
     from metalabel.project import Project
 
-    pool = datasets.from_spec(args.pool, seed=args.seed, **_parse_options(args.source_option))
+    # mapped: a big pool is read and hashed a chunk at a time, never held whole
+    pool = datasets.from_spec(args.pool, seed=args.seed, mapped=True, **_parse_options(args.source_option))
     labels = args.labels
     if args.seed_per_class is not None:
         if labels is not None:

@@ -102,7 +102,7 @@ def read_table(path: str | Path, **options) -> LabeledDataset:
     return _read_user_data("read_table", path, options)
 
 
-def from_spec(spec: str | Path, *, seed: int = 0, **options) -> LabeledDataset:
+def from_spec(spec: str | Path, *, seed: int = 0, mapped: bool = False, **options) -> LabeledDataset:
     """Resolve what a user typed on the command line into a data set.
 
     A folder is an image folder, or a table if it holds Parquet files and no images (a Parquet
@@ -110,10 +110,11 @@ def from_spec(spec: str | Path, *, seed: int = 0, **options) -> LabeledDataset:
     key is text; Parquet and any other CSV/TSV/JSONL is a table; anything else is ``name[:split]``
     of a built-in source, e.g. ``fashion-mnist:test``.
     ``options`` go to the reader, e.g. ``encoding="cp1252"`` for a file not saved as UTF-8.
+    ``mapped``: the user's own data is kept in a file, not the heap, as ``reload`` keeps it.
     """
     reader = _user_reader(spec, options)
     if reader is not None:
-        return _read_user_data(reader, Path(spec), options)
+        return _read_user_data(reader, Path(spec), options, mapped=mapped)
     name, _, split = str(spec).partition(":")
     return load(name, split=split or None, seed=seed, **options)
 
