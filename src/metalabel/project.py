@@ -442,7 +442,8 @@ class _Seed:
 
 
 class _PoolIndex:
-    """Finds pool items by uri, or by a unique trailing part of one (``cat/1.png``)."""
+    """Finds pool items by uri, or by a unique trailing part of one (``cat/1.png``), or by the id a text file's
+    row was named by (``posts.csv#p17``: ``p17``)."""
 
     def __init__(self, uris: Sequence[str]) -> None:
         self.uris = uris
@@ -459,6 +460,8 @@ class _PoolIndex:
                 parts = uri.replace("\\", "/").split("/")
                 for start in range(1, len(parts)):
                     self._by_suffix.setdefault("/".join(parts[start:]), []).append(index)
+                if "#" in parts[-1]:
+                    self._by_suffix.setdefault(parts[-1].partition("#")[2], []).append(index)
         return self._by_suffix.get(written.replace("\\", "/").removeprefix("./"), [])
 
 

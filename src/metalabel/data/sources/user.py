@@ -288,6 +288,7 @@ def read_text(
     *,
     text_column: str = "text",
     label_column: str = "label",
+    id_column: str | None = None,
     classes: Sequence[str] | None = None,
     encoding: str = "utf-8",
     on_error: OnError = "raise",
@@ -298,9 +299,13 @@ def read_text(
     label column) is unlabeled. With ``classes``, a label outside them raises
     ``UnknownLabelError`` (or is skipped). ``encoding`` is the file's text encoding
     (e.g. ``"cp1252"`` for a CSV Excel saved on Windows); a UTF-8 byte-order mark is dropped.
+
+    An item's uri is ``path:line``; with ``id_column``, ``path#id``: the item keeps its name
+    when rows are added, removed or sorted, and a seed label or an export names it by its
+    id. A row without an id, or with one an earlier row has, is a bad item.
     """
-    return chunked_text(path, text_column=text_column, label_column=label_column, classes=classes,
-                        encoding=encoding, on_error=on_error).dataset()
+    return chunked_text(path, text_column=text_column, label_column=label_column, id_column=id_column,
+                        classes=classes, encoding=encoding, on_error=on_error).dataset()
 
 
 def chunked_text(
@@ -308,6 +313,7 @@ def chunked_text(
     *,
     text_column: str = "text",
     label_column: str = "label",
+    id_column: str | None = None,
     classes: Sequence[str] | None = None,
     encoding: str = "utf-8",
     on_error: OnError = "raise",
@@ -318,24 +324,46 @@ def chunked_text(
     jsonl = file.suffix.lower() in JSONL_SUFFIXES
     if not jsonl:
         header = read_csv_header(file, encoding=encoding)
-        if header and text_column not in header:
-            raise BadInputError(
-                f"has no column {text_column!r}",
-                path=file,
-                row=1,
-                hint=f"its columns are {', '.join(header)}; pass text_column=...",
-            )
+        for option, column in (("text_column", text_column), ("id_column", id_column)):
+            if header and column is not None and column not in header:
+                raise BadInputError(
+                    f"has no column {column!r}",
+                    path=file,
+                    row=1,
+                    hint=f"its columns are {', '.join(header)}; pass {option}=...",
+                )
 
     def rows(bad_items: BadItems) -> Iterator[Row]:
+        records: Iterator[tuple[int, Mapping[str, object]]]
         if jsonl:
-            raw = (TextRow(file, line, record.get(text_column), record.get(label_column))
-                   for line, record in _jsonl_records(file, encoding=encoding, bad_items=bad_items))
+            records = _jsonl_records(file, encoding=encoding, bad_items=bad_items)
         else:
             _, records = read_csv(file, encoding=encoding, bad_items=bad_items)
-            raw = (TextRow(file, line, cells.get(text_column), cells.get(label_column)) for line, cells in records)
+        raw: Iterator[TextRow] = (
+            (TextRow(file, line, cells.get(text_column), cells.get(label_column)) for line, cells in records)
+            if id_column is None else
+            _named_by_id(file, records, id_column, text_column=text_column, label_column=label_column,
+                         bad_items=bad_items))
         yield from text_items(raw, text_column=text_column, classes=class_names, bad_items=bad_items)
 
     return ChunkedPool(file.stem, "text", rows, list, on_error=on_error, classes=class_names)
+
+
+def _named_by_id(file: Path, records: Iterator[tuple[int, Mapping[str, object]]], id_column: str, *,
+                 text_column: str, label_column: str, bad_items: BadItems) -> Iterator[TextRow]:
+    """Text rows whose uri is ``file#id``; a row without an id, or with one an earlier row has, is a bad item."""
+    first_row: dict[str, int] = {}
+    for line, cells in records:
+        raw = cells.get(id_column)
+        item_id = str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
+        problem = (f"has no id (column {id_column!r} is missing or empty)" if not item_id else
+                   f"has the id {item_id!r} of row {first_row[item_id]}" if item_id in first_row else None)
+        if problem is not None:
+            bad_items.handle(UnreadableItemError(problem, path=file, row=line,
+                                                 hint="give every row its own id, or leave id_column out"))
+            continue
+        first_row[item_id] = line
+        yield TextRow(file, line, cells.get(text_column), cells.get(label_column), f"{file}#{item_id}")
 
 
 def columns_of(path: str | Path, *, encoding: str = "utf-8") -> list[str]:
