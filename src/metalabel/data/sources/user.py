@@ -324,14 +324,8 @@ def chunked_text(
     jsonl = file.suffix.lower() in JSONL_SUFFIXES
     if not jsonl:
         header = read_csv_header(file, encoding=encoding)
-        for option, column in (("text_column", text_column), ("id_column", id_column)):
-            if header and column is not None and column not in header:
-                raise BadInputError(
-                    f"has no column {column!r}",
-                    path=file,
-                    row=1,
-                    hint=f"its columns are {', '.join(header)}; pass {option}=...",
-                )
+        _require_column(file, header, text_column, "text_column")
+        _require_column(file, header, id_column, "id_column")
 
     def rows(bad_items: BadItems) -> Iterator[Row]:
         records: Iterator[tuple[int, Mapping[str, object]]]
@@ -339,31 +333,47 @@ def chunked_text(
             records = _jsonl_records(file, encoding=encoding, bad_items=bad_items)
         else:
             _, records = read_csv(file, encoding=encoding, bad_items=bad_items)
-        raw: Iterator[TextRow] = (
-            (TextRow(file, line, cells.get(text_column), cells.get(label_column)) for line, cells in records)
-            if id_column is None else
-            _named_by_id(file, records, id_column, text_column=text_column, label_column=label_column,
-                         bad_items=bad_items))
+        ids = None if id_column is None else _RowIds(file, id_column)  # afresh at every read of the file
+
+        def named(line: int, cells: Mapping[str, object]) -> TextRow | None:
+            try:
+                uri = None if ids is None else ids.uri(line, cells)
+            except UnreadableItemError as error:
+                bad_items.handle(error)
+                return None
+            return TextRow(file, line, cells.get(text_column), cells.get(label_column), uri)
+
+        raw = (row for line, cells in records if (row := named(line, cells)) is not None)
         yield from text_items(raw, text_column=text_column, classes=class_names, bad_items=bad_items)
 
     return ChunkedPool(file.stem, "text", rows, list, on_error=on_error, classes=class_names)
 
 
-def _named_by_id(file: Path, records: Iterator[tuple[int, Mapping[str, object]]], id_column: str, *,
-                 text_column: str, label_column: str, bad_items: BadItems) -> Iterator[TextRow]:
-    """Text rows whose uri is ``file#id``; a row without an id, or with one an earlier row has, is a bad item."""
-    first_row: dict[str, int] = {}
-    for line, cells in records:
-        raw = cells.get(id_column)
+class _RowIds:
+    """Names a file's rows ``file#id`` by their ``column``; a row without an id, or with one an earlier row
+    has, is a bad row (``UnreadableItemError``). One per read of the file."""
+
+    def __init__(self, file: Path, column: str) -> None:
+        self.file, self.column = file, column
+        self._first_row: dict[str, int] = {}
+
+    def uri(self, row: int, cells: Mapping[str, object]) -> str:
+        raw = cells.get(self.column)
         item_id = str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
-        problem = (f"has no id (column {id_column!r} is missing or empty)" if not item_id else
-                   f"has the id {item_id!r} of row {first_row[item_id]}" if item_id in first_row else None)
+        problem = (f"has no id (column {self.column!r} is missing or empty)" if not item_id else
+                   f"has the id {item_id!r} of row {self._first_row[item_id]}" if item_id in self._first_row
+                   else None)
         if problem is not None:
-            bad_items.handle(UnreadableItemError(problem, path=file, row=line,
-                                                 hint="give every row its own id, or leave id_column out"))
-            continue
-        first_row[item_id] = line
-        yield TextRow(file, line, cells.get(text_column), cells.get(label_column), f"{file}#{item_id}")
+            raise UnreadableItemError(problem, path=self.file, row=row,
+                                      hint="give every row its own id, or leave id_column out")
+        self._first_row[item_id] = row
+        return f"{self.file}#{item_id}"
+
+
+def _require_column(file: Path, columns: Sequence[str], column: str | None, option: str) -> None:
+    if columns and column is not None and column not in columns:
+        raise BadInputError(f"has no column {column!r}", path=file, row=1,
+                            hint=f"its columns are {', '.join(columns)}; pass {option}=...")
 
 
 def columns_of(path: str | Path, *, encoding: str = "utf-8") -> list[str]:
@@ -416,19 +426,21 @@ def read_table(
     path: str | Path,
     *,
     label_column: str = "label",
+    id_column: str | None = None,
     classes: Sequence[str] | None = None,
     encoding: str = "utf-8",
     on_error: OnError = "raise",
 ) -> LabeledDataset:
     """Numeric rows from a CSV/TSV (header row), JSONL or Parquet file as float32 ``[N, D]`` features.
 
-    Every column but ``label_column`` is a feature (``feature_names``; for JSONL the keys
+    Every column but ``label_column`` (and ``id_column``) is a feature (``feature_names``; for JSONL the keys
     in the order they first appear); each cell must be a finite number that float32
     holds, so NaN and inf are bad items. The label column is optional; rows without a
     label are unlabeled. ``encoding`` is a CSV or JSONL file's text encoding. Parquet
-    needs pyarrow (``pip install metalabel[tabular]``).
+    needs pyarrow (``pip install metalabel[tabular]``). A row's uri is ``path:row``, or with
+    ``id_column`` ``path#id`` (as ``read_text`` names rows).
     """
-    return chunked_table(path, label_column=label_column, classes=classes, encoding=encoding,
+    return chunked_table(path, label_column=label_column, id_column=id_column, classes=classes, encoding=encoding,
                          on_error=on_error).dataset()
 
 
@@ -436,6 +448,7 @@ def chunked_table(
     path: str | Path,
     *,
     label_column: str = "label",
+    id_column: str | None = None,
     classes: Sequence[str] | None = None,
     encoding: str = "utf-8",
     on_error: OnError = "raise",
@@ -465,20 +478,24 @@ def chunked_table(
     else:
         columns, _ = read_csv(file, encoding=encoding, bad_items=BadItems(on_error))
         records = lambda bad_items: read_csv(file, encoding=encoding, bad_items=bad_items)[1]  # noqa: E731
-    feature_names = [column for column in columns if column != label_column]
+    _require_column(file, columns, id_column, "id_column")
+    feature_names = [column for column in columns if column not in (label_column, id_column)]
     if not feature_names:
-        raise BadInputError("has no feature columns", path=file, hint=f"every column but {label_column!r} is a feature")
+        raise BadInputError("has no feature columns", path=file,
+                            hint=f"every column but {label_column!r} (and the id_column) is a feature")
 
     def rows(bad_items: BadItems) -> Iterator[Row]:
+        ids = None if id_column is None else _RowIds(file, id_column)  # afresh at every read of the file
         for row, cells in records(bad_items):
             label = label_name(cells.get(label_column))
             try:
+                uri = location(file, row) if ids is None else ids.uri(row, cells)
                 values = [_number(cells.get(column), file, row, column, row_meaning) for column in feature_names]
                 class_names.check(label, path=file, row=row)
             except (UnreadableItemError, UnknownLabelError) as error:
                 bad_items.handle(error)
                 continue
-            yield values, label, location(file, row)
+            yield values, label, uri
 
     def stack(values: list[Any]) -> np.ndarray:
         return np.array(values, dtype=np.float32).reshape(len(values), len(feature_names))

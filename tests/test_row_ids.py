@@ -1,5 +1,5 @@
-"""A text file's rows named by an id column: the uri is ``path#id``, a seed label names an item by its id, and
-the project keeps its items when the file's rows are sorted otherwise."""
+"""A text or table file's rows named by an id column: the uri is ``path#id``, a seed label names an item by its
+id, and the project keeps its items when the file's rows are sorted otherwise."""
 
 from __future__ import annotations
 
@@ -49,3 +49,16 @@ def test_a_project_names_items_by_id_in_its_seed_file_and_survives_its_rows_sort
         seeds = {label.uri: label.class_name for label in project.store.active_labels()}
     assert seeds == {f"{posts}#p7": "space", f"{posts}#p3": "cars"}
     assert pool.items[pool.uris.index(f"{posts}#p7")] == "the rocket reached orbit"
+
+
+def test_a_tables_id_column_names_its_rows_and_is_no_feature(tmp_path):
+    table = tmp_path / "rows.csv"
+    table.write_text("key,width,height,label\nr2,1.5,2.0,small\nr1,9.0,8.5,big\nr3,1.0,1.5,\n")
+    pool = ml.datasets.read_table(table, id_column="key")
+    assert pool.feature_names == ["width", "height"] and pool.items.shape == (3, 2)
+    assert pool.uris == [f"{table}#r2", f"{table}#r1", f"{table}#r3"]
+    with pytest.raises(BadInputError, match="has no column 'id'.*id_column"):
+        ml.datasets.read_table(table, id_column="id")
+    table.write_text("key,width,label\nr2,1.5,small\nr2,9.0,big\n")
+    with pytest.raises(BadInputError, match="row 3.*the id 'r2' of row 2"):
+        ml.datasets.read_table(table, id_column="key")
