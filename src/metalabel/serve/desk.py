@@ -260,9 +260,11 @@ class Desk:
                         pending = None
                         continue
                     yielded.add(answer.question_id)
+                    # the caller recorded her answer (a disagreement where another person's stands); a store that
+                    # cannot say whose answer it holds fails her request, and the same answer given again is known
                     try:
                         done, pending.notice = self._first_answer(store, answer.question_id, answer.label)
-                    except MetalabelError as error:  # her disagreement could not be written: she answers again
+                    except MetalabelError as error:
                         pending.result.set_exception(error)
                         pending = None
                         continue
