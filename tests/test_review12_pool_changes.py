@@ -50,7 +50,6 @@ def test_a_report_over_a_changed_pool_says_why_its_samples_show_no_item(cache, t
     assert re.search(r"the pool could not be reloaded \(item '.*#p3' changed since init", samples)
 
 
-@pytest.mark.xfail(strict=True, reason="review12: an items cache folder that cannot be written is a traceback")
 def test_an_items_cache_that_cannot_be_written_is_a_typed_error_naming_the_folder(cache, tmp_path, monkeypatch,
                                                                                   capsys):
     _project(tmp_path)
@@ -60,6 +59,7 @@ def test_an_items_cache_that_cannot_be_written_is_a_typed_error_naming_the_folde
     with Project.open(tmp_path / "p") as project, pytest.raises(BadInputError, match="METALABEL_CACHE") as refused:
         project.load_pool()
     assert str(blocked / "cache" / "items") in str(refused.value)
+    assert "restore the pool where it was" not in str(refused.value)  # it is where it was
     capsys.readouterr()
     assert main(["export", str(tmp_path / "p"), "--format", "csv", "--quiet"]) == 2
     assert "METALABEL_CACHE" in capsys.readouterr().err

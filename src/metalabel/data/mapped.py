@@ -17,12 +17,15 @@ from __future__ import annotations
 import tempfile
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from itertools import chain
+from pathlib import Path
 from typing import IO, overload
 
 import numpy as np
 
 from metalabel.data.paths import cache_dir
+from metalabel.errors import BadInputError
 
 
 class MappedTexts(Sequence[str]):
@@ -65,39 +68,62 @@ def write_mapped(chunks: Iterable[np.ndarray | Sequence[str]]) -> np.ndarray | M
     are no items (nothing to map).
     """
     folder = cache_dir() / "items"
-    folder.mkdir(parents=True, exist_ok=True)
-    # unnamed: unlinked at once on POSIX (deleted on close elsewhere); the mapping keeps it while it is used
-    with tempfile.TemporaryFile(dir=folder) as file:
+    with _in_cache(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        # unnamed: unlinked at once on POSIX (deleted on close elsewhere); the mapping keeps it while it is used
+        file = tempfile.TemporaryFile(dir=folder)
+    with file:
         iterator = iter(chunks)
         first = next(iterator, None)
         if first is None:
             return None
         if isinstance(first, np.ndarray):
-            return _write_array(file, first, iterator)
-        return _write_texts(file, first, iterator)
+            return _write_array(file, folder, first, iterator)
+        return _write_texts(file, folder, first, iterator)
 
 
-def _write_array(file: IO[bytes], first: np.ndarray, rest: Iterator[np.ndarray | Sequence[str]]) -> np.ndarray:
+@contextmanager
+def _in_cache(folder: Path) -> Iterator[None]:
+    """The cache folder's OSErrors (missing, not a folder, read-only, full) as a typed error naming it.
+
+    Only around the file's own operations: an error reading the pool's files is the reader's to name.
+    """
+    try:
+        yield
+    except OSError as error:
+        raise BadInputError(
+            f"cannot write the pool's items here ({error.strerror or error})", path=folder,
+            hint="a project reads its pool's items from a file in this folder: set METALABEL_CACHE to a writable "
+                 "folder with room for them") from error
+
+
+def _write_array(file: IO[bytes], folder: Path, first: np.ndarray,
+                 rest: Iterator[np.ndarray | Sequence[str]]) -> np.ndarray:
     dtype, row_shape, rows = first.dtype, first.shape[1:], 0
     for chunk in chain([first], rest):
         items = np.asarray(chunk)
         if items.dtype != dtype or items.shape[1:] != row_shape:  # the readers stack every chunk alike
             raise ValueError(f"a chunk of {items.dtype} {items.shape[1:]} after chunks of {dtype} {row_shape}")
-        file.write(np.ascontiguousarray(items).tobytes())
+        with _in_cache(folder):
+            file.write(np.ascontiguousarray(items).tobytes())
         rows += len(items)
-    file.flush()
-    # copy-on-write, as the embedding cache is mapped: writable for torch, a write stays in this process
-    return np.memmap(file, dtype=dtype, mode="c", shape=(rows, *row_shape))
+    with _in_cache(folder):
+        file.flush()
+        # copy-on-write, as the embedding cache is mapped: writable for torch, a write stays in this process
+        return np.memmap(file, dtype=dtype, mode="c", shape=(rows, *row_shape))
 
 
-def _write_texts(file: IO[bytes], first: Sequence[str], rest: Iterator[np.ndarray | Sequence[str]]) -> MappedTexts:
+def _write_texts(file: IO[bytes], folder: Path, first: Sequence[str],
+                 rest: Iterator[np.ndarray | Sequence[str]]) -> MappedTexts:
     starts, size = array("q", [0]), 0  # 8 bytes a text, not a Python int's 28
     for chunk in chain([first], rest):
-        for text in chunk:
-            data = str(text).encode("utf-8")
-            file.write(data)
-            size += len(data)
+        data = [str(text).encode("utf-8") for text in chunk]
+        for text in data:
+            size += len(text)
             starts.append(size)
-    file.flush()
-    mapped = np.memmap(file, dtype=np.uint8, mode="r", shape=(size,)) if size else np.zeros(0, dtype=np.uint8)
+        with _in_cache(folder):
+            file.write(b"".join(data))  # a chunk's texts at once: the chunk is in the heap anyway
+    with _in_cache(folder):
+        file.flush()
+        mapped = np.memmap(file, dtype=np.uint8, mode="r", shape=(size,)) if size else np.zeros(0, dtype=np.uint8)
     return MappedTexts(mapped, np.frombuffer(starts, dtype=np.int64))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from metalabel.data.dataset import LabeledDataset
-from metalabel.errors import BadInputError, PoolChangedError, UnknownDatasetError
+from metalabel.errors import BadInputError, DataNotFoundError, PoolChangedError, UnknownDatasetError
 from metalabel.store.hashing import content_hash
 from metalabel.store.store import ProjectStore
 
@@ -40,8 +40,11 @@ def reload_pool(store: ProjectStore) -> LabeledDataset:
     try:
         pool = reload(json.loads(spec), mapped=True)
     except (BadInputError, UnknownDatasetError) as error:
+        # a pool that is not where it was, or one that is there but cannot be read (a bad row, the items cache)
+        gone = isinstance(error, DataNotFoundError | UnknownDatasetError)
         raise BadInputError(f"cannot reload the pool of project {store.name!r} ({error})",
-                            hint="restore the pool where it was, or pass pool= to Project.open") from error
+                            hint="restore the pool where it was, or pass pool= to Project.open" if gone else
+                            "fix what it names, or restore the pool the project was made from") from error
     return check_pool(store, pool)
 
 
