@@ -36,8 +36,6 @@ def _project(tmp_path):
     return posts
 
 
-@pytest.mark.xfail(strict=True, reason="review12: the report shows 'no text' for every sample and never says the "
-                                       "pool changed since init")
 def test_a_report_over_a_changed_pool_says_why_its_samples_show_no_item(cache, tmp_path):
     posts = _project(tmp_path)
     _posts(posts, [(key, text + (" edited" if key == "p3" else ""), label) for key, text, label in POSTS])

@@ -76,8 +76,8 @@ def _collect(project) -> ReportData:
     why_missing = {}
     if card is not None and not card.label_issues:
         why_missing["label_issues"] = "none found: confident learning flags no human or seed label"
-    if pool is None:
-        why_missing["samples"] = f"the pool could not be reloaded ({pool_problem}), so its items cannot be shown"
+    if pool_problem is not None:  # a note, not why the section is empty: the samples' labels are still shown
+        notes["samples"].append(f"the pool could not be reloaded ({pool_problem}), so its items cannot be shown")
     if not finished:
         why_missing["rounds"] = "no round has finished yet: run `metalabel run`"
     return ReportData(
