@@ -63,8 +63,6 @@ def test_an_items_cache_that_cannot_be_written_is_a_typed_error_naming_the_folde
     assert "METALABEL_CACHE" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(strict=True, reason="review12: a float id (pandas writes an int column with a gap as float) is "
-                                       "called 'missing or empty'")
 def test_an_id_that_is_not_text_or_a_whole_number_is_named_as_it_is(tmp_path):
     posts = tmp_path / "posts.jsonl"
     posts.write_text('{"id": 1.0, "text": "the rocket reached orbit"}\n', encoding="utf-8")

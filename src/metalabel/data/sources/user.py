@@ -359,7 +359,13 @@ class _RowIds:
 
     def uri(self, row: int, cells: Mapping[str, object]) -> str:
         raw = cells.get(self.column)
-        item_id = str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
+        if raw is not None and (isinstance(raw, bool) or not isinstance(raw, str | int)):
+            # a float id is what pandas writes for an int column with a gap: say so, not "missing"
+            raise UnreadableItemError(
+                f"its id {reprlib.repr(raw)} in column {self.column!r} is a {type(raw).__name__}, not text or a "
+                "whole number", path=self.file, row=row,
+                hint="write the ids as text or whole numbers (pandas: .astype('Int64') keeps a column with gaps whole)")
+        item_id = "" if raw is None else str(raw).strip()
         problem = (f"has no id (column {self.column!r} is missing or empty)" if not item_id else
                    f"has the id {item_id!r} of row {self._first_row[item_id]}" if item_id in self._first_row
                    else None)
