@@ -70,8 +70,6 @@ def test_an_id_that_is_not_text_or_a_whole_number_is_named_as_it_is(tmp_path):
         ml.datasets.read_text(posts, id_column="id")
 
 
-@pytest.mark.xfail(strict=True, reason="review12: a row deleted from a line-named pool is reported as its last line "
-                                       "missing, and the hint does not say rows are named by line")
 def test_a_row_deleted_from_a_pool_named_by_line_is_named_where_it_was(cache, tmp_path, capsys):
     posts = _posts(tmp_path / "posts.csv")
     Project.create(tmp_path / "p", pool=ml.datasets.read_text(posts)).close()  # rows named posts.csv:LINE

@@ -54,17 +54,32 @@ def check_pool(store: ProjectStore, pool: LabeledDataset) -> LabeledDataset:
     Each stored item is read and hashed once, one at a time (a mapped pool's from its file, so
     the check holds one item in memory, not the pool), and the lookups are by dict, so this is
     linear in the pool. Items the pool has beyond the store's are allowed (``Project.add_new_items``).
-    Raises ``PoolChangedError`` naming the first item that is gone or changed.
+    Raises ``PoolChangedError`` naming the first item that changed, else the first that is gone: in a
+    file whose rows are named by line, a row deleted or inserted shows as the rows after it changed,
+    so the first changed one is where the file was edited (the last line is only the one now missing).
     """
     position = {uri: index for index, uri in enumerate(pool.uris)}
-    items = store.items()
-    missing = [item.uri for item in items if item.uri not in position]
-    if missing:
-        raise PoolChangedError(f"{len(missing)} items of project {store.name!r} are not in the pool any more "
-                               f"(first: {missing[0]})", hint="restore the pool the project was made from")
-    for item in items:
-        if content_hash(pool.items[position[item.uri]]) != item.content_hash:
+    missing = []
+    for item in store.items():
+        index = position.get(item.uri)
+        if index is None:
+            missing.append(item.uri)
+        elif content_hash(pool.items[index]) != item.content_hash:
             raise PoolChangedError(
                 f"item {item.uri!r} changed since init (its content no longer matches the hash stored when "
-                "the project was made)", hint="restore the original, or make a new project")
+                "the project was made)", hint=_restore_hint(store, "restore the original, or make a new project"))
+    if missing:
+        raise PoolChangedError(f"{len(missing)} items of project {store.name!r} are not in the pool any more "
+                               f"(first: {missing[0]})", hint=_restore_hint(store, "restore the pool the project "
+                                                                                   "was made from"))
     return pool
+
+
+def _restore_hint(store: ProjectStore, hint: str) -> str:
+    """``hint``, and for a file whose rows are named by their place in it, what that means for editing it."""
+    spec = json.loads(store.meta().get(POOL_SPEC_KEY) or "{}")
+    if spec.get("reader") not in ("read_text", "read_table") or spec.get("options", {}).get("id_column"):
+        return hint
+    return (f"{hint}; this pool's rows are named by their line (or record) in the file, so a row inserted, deleted "
+            "or moved renames every row after it: add rows only at the end, or name rows by an id column "
+            "(init --source-option id_column=...) in a new project")
