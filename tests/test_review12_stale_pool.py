@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 import metalabel as ml
@@ -50,8 +49,6 @@ def _pool_folder(root: Path) -> Path:
     return root
 
 
-@pytest.mark.xfail(strict=True, reason="review12: a run asks about an item another process added with the content "
-                                       "this Project read before, and records the answer on the added content")
 def test_a_pool_read_before_another_process_added_items_is_read_again_under_the_writer_lock(cache, tmp_path):
     pool_folder = _pool_folder(tmp_path / "pool")
     whole = ml.datasets.imagefolder(pool_folder)

@@ -61,6 +61,9 @@ class Project:
         """What ``create`` noticed but accepted (duplicate items, repeated seed labels, ...), and
         what ``run`` did on its own (pool items added since init)."""
         self._pool: LabeledDataset | None = None
+        self._pool_checked = 0
+        """How many of the store's items ``_pool`` was checked against. Items are only ever added: one another
+        process added since was hashed from the pool as that process read it, not as ``_pool`` holds it."""
         self._lock = WriterLock(store.folder)
 
     @classmethod
@@ -120,7 +123,7 @@ class Project:
                     # Provenance of the seed: which file, and its hash, in case it changes later.
                     store.add_artifact("seed-labels", seed_file, meta={"labels": len(seeds)})
         project = cls(ProjectStore.open(folder), warnings=warnings)
-        project._pool = pool
+        project._pool, project._pool_checked = pool, len(hashes)
         return project
 
     @classmethod
@@ -131,6 +134,7 @@ class Project:
         """
         project = cls(ProjectStore.open(folder))
         if pool is not None:
+            project._pool_checked = len(project.store.items())  # counted first: one added meanwhile is unchecked
             project._pool = check_pool(project.store, pool)
         return project
 
@@ -149,8 +153,22 @@ class Project:
         Items the pool gained since init are allowed (see ``add_new_items``).
         """
         if self._pool is None:
+            self._pool_checked = len(self.store.items())  # counted first: one added meanwhile is unchecked
             self._pool = reload_pool(self.store)
         return self._pool
+
+    def _check_held_pool(self) -> None:
+        """Just after taking the writer lock: a pool read before it is checked against the items the store
+        gained since (another process's ``add-items``), so no question shows content other than the stored."""
+        if self._pool is None:
+            return
+        items = len(self.store.items())
+        if items == self._pool_checked:
+            return
+        if has_pool_spec(self.store):
+            self._pool = None  # read again, as the files are now, on its next use
+        else:
+            self._pool, self._pool_checked = check_pool(self.store, self._pool), items
 
     def can_load_pool(self) -> bool:
         """Whether ``load_pool`` has a pool to load (one given or loaded already, or a recorded spec)."""
@@ -165,8 +183,11 @@ class Project:
         ``evaluate`` take it themselves; take it around any other job that writes (an
         import of answers). A killed holder's lock is free again by itself.
         """
+        taken = not self._lock.held
         self._lock.acquire(command=command)
         try:
+            if taken:
+                self._check_held_pool()
             yield
         finally:
             self._lock.release()
@@ -194,6 +215,7 @@ class Project:
                                        f"not {modality}", hint="restore the pool the project was made from")
             records = [ItemRecord(pool.uris[index], content_hash(pool.items[index]), pool.modality) for index in new]
             ids = self.store.add_items(records)
+            self._pool_checked += len(ids)  # hashed from the pool held, under the lock
             added = set(ids)
             return [item for item in self.store.items() if item.id in added]
 
