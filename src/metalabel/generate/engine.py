@@ -180,12 +180,23 @@ class DataGenerator:
         batches: list[SyntheticBatch] = []
         expanders: list[Expander] = []
 
+        # Scores by judge and the generators judged together. Each generator is scored against the kept ones
+        # alone, which are what the one before it was scored with (or it, once kept): a score judged again
+        # would be the same (every fold and generator is seeded), and in the full space it is 15 fits.
+        # The key holds the judge and the expanders themselves, so no id is reused while it is cached.
+        scores: dict[tuple[Callable[[Expander | None], float], tuple[Expander, ...]], float] = {}
+
         def with_kept(judge) -> Callable[[Expander | None], float] | None:
             """``judge`` of the generators kept so far plus another (None: just the kept ones)."""
             if judge is None:
                 return None
-            return lambda expander: judge(_combined([*expanders, *([expander] if expander else [])]) if expanders
-                                          or expander else None)
+
+            def score(expander: Expander | None) -> float:
+                together = (*expanders, *([expander] if expander else []))
+                if (judge, together) not in scores:
+                    scores[judge, together] = judge(_combined(list(together)) if together else None)
+                return scores[judge, together]
+            return score
 
         def consider(made) -> None:
             if made is None:
