@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import html
 import re
+import sqlite3
+from contextlib import closing
 
 import pytest
 
@@ -79,3 +81,46 @@ def test_a_row_deleted_from_a_pool_named_by_line_is_named_where_it_was(cache, tm
     refused = capsys.readouterr().err.replace("\n", "")
     assert f"item '{posts}:3' changed since init" in refused
     assert "named by their line" in refused and "id_column" in refused
+
+
+EDITS = {  # what a user does to posts.csv (rows named by id) after init, and whether the project takes it
+    "sorted otherwise": (lambda rows: rows[::-1], True),
+    "a row appended": (lambda rows: [*rows, ("p9", "a new post", "")], True),
+    "a row inserted on top": (lambda rows: [("p9", "a new post", ""), *rows], True),
+    "a text changed": (lambda rows: [(k, t + "!" if k == "p2" else t, c) for k, t, c in rows], False),
+    "an id changed": (lambda rows: [("p7" if k == "p2" else k, t, c) for k, t, c in rows], False),
+    "a row deleted": (lambda rows: [row for row in rows if row[0] != "p2"], False),
+    "an id repeated on top": (lambda rows: [("p2", "another post", ""), *rows], False),
+    "two texts swapped": (lambda rows: [(k, {"p1": POSTS[1][1], "p2": POSTS[0][1]}.get(k, t), c)
+                                        for k, t, c in rows], False),
+}
+
+
+def _dump(folder) -> str:
+    with closing(sqlite3.connect(folder / "project.db")) as connection:
+        return "\n".join(connection.iterdump())
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_an_edited_pool_file_is_refused_by_name_or_keeps_every_label_on_its_text(cache, tmp_path, capsys, edit):
+    posts = _project(tmp_path)
+    with Project.open(tmp_path / "p") as project:
+        for item in project.store.items():
+            project.store.add_label(item.id, "space" if item.uri.endswith(("#p1", "#p3")) else "cars", source="human")
+    before = _dump(tmp_path / "p")
+    change, kept = EDITS[edit]
+    _posts(posts, change(POSTS))
+    capsys.readouterr()
+    for command in (["export", str(tmp_path / "p"), "--format", "csv", "--quiet", "--overwrite"],
+                    ["add-items", str(tmp_path / "p"), "--quiet"]):
+        assert main(command) == (0 if kept else 2), capsys.readouterr()
+        refused = capsys.readouterr().err
+        assert kept or re.search(rf"{re.escape(str(posts))}(#p[12]\b|, row \d+: has the id 'p2')", refused), refused
+    labels = tmp_path / "p" / "exports" / "csv" / "labels.csv"
+    exported = list(csv.DictReader(labels.read_text(encoding="utf-8").splitlines())) if kept else []
+    assert kept or _dump(tmp_path / "p") == before  # a refused command wrote nothing
+    text = {key: words for key, words, _ in POSTS}
+    for row in exported:  # each label on the text it was given for
+        key = row["uri"].rpartition("#")[2]
+        assert (row["text"], row["label"]) == (text[key], "space" if key in ("p1", "p3") else "cars")
+    assert len(exported) == (4 if kept else 0)
