@@ -287,7 +287,8 @@ def test_a_dismissed_reference_question_counts_against_the_model(cache, tmp_path
 
 def test_a_run_stopped_after_accepting_keeps_the_certificate_on_record(cache, tmp_path):
     project, gold = kanji_project(tmp_path / "p")
-    sized = dict(reference_share=0.6, seed=1, **QUIET)
+    # a seed on which the next round accepts (seed 1 did until the graph's principal axes became exact ones)
+    sized = dict(reference_share=0.6, seed=0, **QUIET)
     with project:
         project.run(oracle=SimulatedOracle(gold), budget=45, per_round=15, target_precision=0.8, **sized)
         # the next round accepts, then the person quits at its first question
@@ -325,8 +326,9 @@ def test_the_planner_keeps_asking_reference_questions_while_no_coverage_looks_re
 def test_the_round_that_spends_the_budget_audits_what_it_exports_and_a_final_round_competes(cache, tmp_path):
     project, gold = kanji_project(tmp_path / "p")
     with project:
+        # on seed 0 the final round ties with the audit (below); seed 1 did until the graph's axes became exact
         result = project.run(oracle=SimulatedOracle(gold), budget=60, per_round=15, target_precision=0.8,
-                             reference_share=0.6, gold=gold, seed=1, audit=True, **QUIET)
+                             reference_share=0.6, gold=gold, seed=0, audit=True, **QUIET)
         store = project.store
         audit, last = result.rounds[-2], result.rounds[-1]
         asked_last = [q for q in store.answered_questions() if q.round_id == audit.round_id]

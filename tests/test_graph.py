@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from metalabel.data.components import leading_components
 from metalabel.errors import BadInputError
 from metalabel.label.graph import GRAPH_DIMENSIONS, PoolGraph
 from metalabel.label.round_model import RoundModel, default_learner, surest_per_class
@@ -58,6 +59,19 @@ def test_a_wide_space_is_projected_and_the_graph_is_reproducible():
     assert (first.affinity != second.affinity).nnz == 0
     labeled = np.array([0, 100, 200])
     assert (first.propagate(labeled, np.arange(3), np.ones(3), 3).argmax(1) == y).mean() > 0.95
+
+
+def test_the_leading_components_are_an_svds_whatever_the_block_and_their_signs_are_fixed(monkeypatch):
+    # summed by blocks of rows (no centred copy of the pool): the projection of the exact principal axes
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(500, 200)) * np.linspace(4, 0.5, 200) + 3).astype(np.float32)
+    centred = x - x.astype(np.float64).mean(0)
+    axes = np.linalg.svd(centred, full_matrices=False)[2][:GRAPH_DIMENSIONS].T
+    axes *= np.sign(axes[np.abs(axes).argmax(0), np.arange(GRAPH_DIMENSIONS)])
+    whole = leading_components(x, GRAPH_DIMENSIONS)
+    np.testing.assert_allclose(whole, centred @ axes, atol=2e-4 * np.abs(centred @ axes).max())
+    monkeypatch.setattr("metalabel.data.components.BLOCK_BYTES", 8 * 200 * 7)  # blocks of 7 rows
+    np.testing.assert_allclose(leading_components(x, GRAPH_DIMENSIONS), whole, atol=1e-4)
 
 
 def test_the_graph_does_not_depend_on_how_many_rows_a_distance_block_holds(monkeypatch):

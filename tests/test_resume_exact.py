@@ -17,8 +17,9 @@ from metalabel.project import Project
 from metalabel.store import ItemRecord, ProjectStore, SyntheticRecord, content_hash
 
 kanji_project = functools.partial(small_kanji_project, samples_per_class=40)
+# seed 0: a round accepts, then asks (seed 1 did until the graph's principal axes became exact ones)
 OPTIONS = dict(encoder="pixels", progress=False, generate=False, project_meta_steps=0, budget=45, per_round=15,
-               reference_share=0.6, target_precision=0.8, seed=1)
+               reference_share=0.6, target_precision=0.8, seed=0)
 
 
 def outcome(folder):

@@ -7,7 +7,11 @@ heap again, or writes into the mapped file's pages (copy-on-write would make the
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,8 @@ from metalabel.label.oracle import SimulatedOracle
 from metalabel.label.transductive import LOGIT_ROWS, prototype_logits
 from metalabel.meta.functional import squared_distances
 from metalabel.project import Project
+
+ROOT = Path(__file__).resolve().parents[1]
 
 LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
 
@@ -106,3 +112,46 @@ def test_prototype_logits_by_blocks_are_the_logits_computed_whole() -> None:
     for rows, dims in ((3 * LOGIT_ROWS + 5, 784), (2 * LOGIT_ROWS + 5, 24), (5 * LOGIT_ROWS + 700, 384)):
         pool, prototypes = torch.randn(rows, dims), torch.randn(10, dims)
         assert torch.equal(prototype_logits(pool, prototypes), -squared_distances(pool, prototypes))
+
+
+# One round model's heads over a pool of 12,288 items in 1,024 dimensions (48 MB), in a fresh process: the peak of
+# its resident memory over what it held before, in bytes. glibc's mmap threshold is fixed at 1 MiB, so a buffer
+# freed goes back to the kernel and the peak counts what the heads hold, not what the allocator keeps.
+PEAK_OF_A_ROUND = textwrap.dedent("""
+    import gc, json
+    import numpy as np, torch
+    import metalabel.label.graph as graph
+    from metalabel.label.round_model import RoundModel, default_learner
+
+    def resident(field):
+        with open("/proc/self/status") as status:
+            return int(dict(line.split(":", 1) for line in status)[field].split()[0]) * 1024
+
+    graph.BLOCK_BYTES = 8 * 2**20  # the distance blocks' fixed 64 MB would hide what grows with the pool
+    rng = np.random.default_rng(0)
+    items, dims, ways = 12288, 1024, 4
+    y = np.arange(items) % ways
+    pool = torch.from_numpy((rng.normal(size=(ways, dims))[y] + rng.normal(size=(items, dims))).astype(np.float32))
+    support = np.concatenate([np.flatnonzero(y == c)[:3] for c in range(ways)])
+    for x, labeled in ((pool[:500].clone(), np.arange(8)), (pool, support)):  # the first loads what heads load
+        gc.collect()
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")  # the kernel's peak (VmHWM) starts again from the resident memory now
+        before = resident("VmRSS")
+        for head in RoundModel(default_learner(), x, refine_steps=1).variants():
+            head.logits(labeled, y[labeled], np.ones(len(labeled)), ways)
+    print(json.dumps({"pool": pool.nbytes, "peak": resident("VmHWM") - before}))
+""")
+
+
+@LINUX
+def test_a_rounds_heads_never_hold_a_copy_of_the_pools_embeddings() -> None:
+    """The graph's principal axes and soft k-means read the pool in place: each copied it whole (the centred
+    embeddings, the unlabeled rows), which held 1.35 times the pool's bytes over the round's start here; now 0.6."""
+    environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(2**20),
+                   "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", PEAK_OF_A_ROUND], env=environment, capture_output=True,
+                          text=True, check=True)
+    measured = json.loads(done.stdout.splitlines()[-1])
+    assert measured["peak"] < measured["pool"], f"the round's heads held {measured['peak'] / measured['pool']:.2f} " \
+        "times the pool's embeddings at their peak"

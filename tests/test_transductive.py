@@ -76,6 +76,22 @@ def test_support_weights_and_steps() -> None:
     torch.testing.assert_close(refined, torch.tensor([[1.0, 0.0], [9.5, 9.5]]), atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("distractor_cluster", [False, True])
+def test_excluded_rows_of_a_pool_count_as_if_they_were_left_out(distractor_cluster) -> None:
+    # a round passes its whole pool and excludes the labeled rows, instead of copying the unlabeled ones
+    _, support, support_y, unlabeled, _, _, _ = gaussian_task(2, ways=3, dims=5, separation=2.0,
+                                                              unlabeled_per_class=40, distractor_classes=1)
+    labeled = torch.tensor([3, 50, 51, 97, 159])
+    kept = torch.ones(len(unlabeled), dtype=torch.bool)
+    kept[labeled] = False
+    options = dict(ways=3, steps=2, distractor_cluster=distractor_cluster)
+    torch.testing.assert_close(refine_prototypes(support, support_y, unlabeled, exclude=labeled, **options),
+                               refine_prototypes(support, support_y, unlabeled[kept], **options))
+    everything = torch.arange(len(unlabeled))
+    torch.testing.assert_close(refine_prototypes(support, support_y, unlabeled, exclude=everything, **options),
+                               refine_prototypes(support, support_y, unlabeled, steps=0, ways=3))
+
+
 def test_prototype_logits_are_minus_squared_distances() -> None:
     embeddings = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
     prototypes = torch.tensor([[0.0, 0.0], [0.0, 4.0]])
@@ -107,5 +123,9 @@ def test_bad_inputs_get_typed_errors() -> None:
         refine_prototypes(support, support_y, pool[:0], ways=2, temperature=0)
     with pytest.raises(BadInputError, match="1-D integer tensor"):
         refine_prototypes(support, support_y.numpy(), pool, ways=2)
+    with pytest.raises(BadInputError, match="exclude must be a 1-D integer tensor"):
+        refine_prototypes(support, support_y, pool, ways=2, exclude=torch.tensor([0.0]))
+    with pytest.raises(BadInputError, match=r"exclude must lie in 0\.\.4"):
+        refine_prototypes(support, support_y, pool, ways=2, exclude=torch.tensor([5]))
     with pytest.raises(BadInputError, match="2-D float tensor"):
         prototype_logits(pool.numpy(), support)

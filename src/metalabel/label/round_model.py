@@ -252,16 +252,10 @@ class RoundModel:
             return probe if propagated is None else probe + propagated
         steps = self.refine_steps if self.head == "soft k-means" else 0
         with torch.no_grad():
-            prototypes = refine_prototypes(support_emb, label_tensor, self._unlabeled(support) if steps else emb[:0],
-                                           ways=ways, steps=steps, support_weights=weight_tensor)
+            # over the whole pool with the support's rows excluded: a copy of the unlabeled rows was [N, d]
+            prototypes = refine_prototypes(support_emb, label_tensor, emb, ways=ways, steps=steps,
+                                           support_weights=weight_tensor, exclude=torch.as_tensor(support))
             return torch.cat([prototype_logits(rows, prototypes) for rows in self._rows(targets, 2048)]).numpy()
-
-    def _unlabeled(self, support: np.ndarray) -> Tensor:
-        """The pool embeddings outside ``support``, copied: soft k-means sums over exactly these rows (a mask over
-        the whole pool would sum in another order and move its prototypes in the last bits)."""
-        outside_support = torch.ones(len(self.pool_embeddings), dtype=torch.bool)
-        outside_support[torch.as_tensor(support)] = False
-        return self.pool_embeddings[outside_support]
 
     def _rows(self, targets: np.ndarray, size: int) -> Iterator[Tensor]:
         """The pool embeddings of ``targets``, ``size`` at a time: slices of the pool's own tensor when they are all

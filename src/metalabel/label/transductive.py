@@ -68,15 +68,19 @@ def soft_assignments(
     """
     _check_positive(temperature, "temperature")
     _check_positive(distractor_scale, "distractor_scale")
-    logits = prototype_logits(embeddings, prototypes) / temperature
+    return _assignments(prototype_logits(embeddings, prototypes) / temperature, distractor_cluster, distractor_scale)
+
+
+def _assignments(logits: Tensor, distractor_cluster: bool, distractor_scale: float,
+                 counted: Tensor | None = None) -> Tensor:
+    """``soft_assignments`` from the logits; the noise cluster's distance is the median over the ``counted`` rows
+    (a bool mask; all rows when None)."""
     if distractor_cluster:
+        nearest = (-logits).amin(dim=1).clamp_min(0)
+        nearest = nearest if counted is None else nearest[counted]
         # The median is a heuristic statistic of the pool, not something to learn through: keep it out of the graph.
-        noise_logit = (
-            -distractor_scale * (-logits).amin(dim=1).clamp_min(0).median().detach()
-            if len(embeddings)
-            else logits.new_zeros(())
-        )
-        logits = torch.cat([logits, noise_logit.expand(len(embeddings), 1)], dim=1)
+        noise_logit = -distractor_scale * nearest.median().detach() if len(nearest) else logits.new_zeros(())
+        logits = torch.cat([logits, noise_logit.expand(len(logits), 1)], dim=1)
     return logits.softmax(dim=1)
 
 
@@ -91,6 +95,7 @@ def refine_prototypes(
     temperature: float = 1.0,
     distractor_cluster: bool = False,
     distractor_scale: float = 2.0,
+    exclude: Tensor | None = None,
 ) -> Tensor:
     """``[ways, d]`` prototypes after ``steps`` rounds of soft k-means over the unlabeled embeddings.
 
@@ -102,6 +107,8 @@ def refine_prototypes(
     prototype logits, so the soft assignments are as confident as the calibrated
     predictions. With
     ``steps=0`` or an empty pool, the support means are returned unchanged.
+    ``exclude`` holds positions of ``unlabeled_emb`` rows left out: a whole pool is passed with its labeled
+    items' positions, and its unlabeled rows are never copied out of it.
     """
     _check_matrix(support_emb, "support_emb")
     dims = support_emb.shape[1]
@@ -122,6 +129,15 @@ def refine_prototypes(
     if len(support_y) and (support_y.min() < 0 or support_y.max() >= ways):
         raise BadInputError(f"support_y must lie in 0..{ways - 1}, got values {support_y.min()}..{support_y.max()}")
     weights = _support_weights(support_weights, len(support_emb), support_emb)
+    counted = None
+    if exclude is not None:
+        if not isinstance(exclude, Tensor) or exclude.ndim != 1 or exclude.is_floating_point():
+            raise BadInputError("exclude must be a 1-D integer tensor of row positions in unlabeled_emb")
+        if len(exclude) and (exclude.min() < 0 or exclude.max() >= len(unlabeled_emb)):
+            raise BadInputError(f"exclude must lie in 0..{len(unlabeled_emb) - 1}, got values "
+                                f"{exclude.min()}..{exclude.max()}")
+        counted = torch.ones(len(unlabeled_emb), dtype=torch.bool, device=unlabeled_emb.device)
+        counted[exclude] = False
 
     membership = F.one_hot(support_y.long(), ways).to(support_emb.dtype) * weights.unsqueeze(1)  # [S, ways]
     support_sums = membership.T @ support_emb
@@ -135,16 +151,14 @@ def refine_prototypes(
         )
 
     prototypes = support_sums / support_mass.unsqueeze(1)
-    if len(unlabeled_emb) == 0:
+    if len(unlabeled_emb) == 0 or (counted is not None and not counted.any()):
         return prototypes
     for _ in range(steps):
-        assignments = soft_assignments(
-            unlabeled_emb,
-            prototypes,
-            temperature=temperature,
-            distractor_cluster=distractor_cluster,
-            distractor_scale=distractor_scale,
-        )[:, :ways]  # the noise column has no centre to update
+        logits = prototype_logits(unlabeled_emb, prototypes) / temperature
+        # the noise column has no centre to update
+        assignments = _assignments(logits, distractor_cluster, distractor_scale, counted)[:, :ways]
+        if counted is not None:  # an excluded row weighs 0 in the sums below
+            assignments = assignments * counted.unsqueeze(1)
         prototypes = (support_sums + assignments.T @ unlabeled_emb) / (support_mass + assignments.sum(0)).unsqueeze(1)
     return prototypes
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from metalabel.data.components import leading_components
 from metalabel.data.dataset import LabeledDataset
 
 MAX_CLUSTERING_ITEMS = 20_000  # k-means on a sample keeps this quick on big pools; all items are then assigned
@@ -24,23 +25,13 @@ def cluster_pseudo_labels(features: np.ndarray, *, clusters: int, seed: int = 0)
     from sklearn.cluster import KMeans
 
     rng = np.random.default_rng(seed)
-    reduced = _leading_components(np.asarray(features, dtype=np.float32), CLUSTERING_DIMENSIONS, seed=seed)
+    reduced = np.asarray(features, dtype=np.float32)
+    if reduced.shape[1] > CLUSTERING_DIMENSIONS < len(reduced):
+        reduced = leading_components(reduced, CLUSTERING_DIMENSIONS)
     sample = reduced if len(reduced) <= MAX_CLUSTERING_ITEMS else reduced[
         rng.choice(len(reduced), MAX_CLUSTERING_ITEMS, replace=False)]
     kmeans = KMeans(n_clusters=clusters, n_init=1, random_state=seed).fit(sample)
     return kmeans.predict(reduced).astype(np.int64)
-
-
-def _leading_components(features: np.ndarray, dimensions: int, *, seed: int) -> np.ndarray:
-    """The rows projected on their ``dimensions`` leading principal components (unchanged if already that narrow)."""
-    if features.shape[1] <= dimensions or len(features) <= dimensions:
-        return features
-    import torch
-
-    centred = torch.from_numpy(features) - torch.from_numpy(features).mean(0)
-    torch.manual_seed(seed)  # pca_lowrank is randomized: the same pool gives the same clusters
-    _, _, components = torch.pca_lowrank(centred, q=dimensions, center=False)
-    return (centred @ components).numpy()
 
 
 def pseudo_task_dataset(
