@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import metalabel as ml
@@ -82,3 +83,18 @@ def test_a_pool_read_before_another_process_added_items_is_read_again_under_the_
     for row in rows:
         assert row["label"] == class_of_content[row["content_hash"]], row
     assert np.array_equal(np.asarray(Image.open(new)), np.asarray(Image.open(last)))
+
+
+@pytest.mark.xfail(strict=True, reason="review12: plan on a pool read before another process added items is a "
+                                       "KeyError naming the added item's uri")
+def test_plan_on_a_pool_read_before_another_process_added_items_reads_it_again(cache, tmp_path):
+    pool_folder = _pool_folder(tmp_path / "pool")
+    whole = ml.datasets.imagefolder(pool_folder)
+    Project.create(tmp_path / "p", pool=whole, labels=seed_labels_from_pool(whole, per_class=2, seed=0)).close()
+    with Project.open(tmp_path / "p") as notebook:
+        notebook.load_pool()
+        (pool_folder / "unlabeled").mkdir()
+        shutil.copy(whole.uris[0], pool_folder / "unlabeled" / "new.png")
+        with Project.open(tmp_path / "p") as terminal:
+            assert len(terminal.add_new_items()) == 1
+        assert notebook.plan(encoder="pixels", coverage=0.5) is not None
