@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 import metalabel as ml
@@ -85,8 +84,6 @@ def test_a_pool_read_before_another_process_added_items_is_read_again_under_the_
     assert np.array_equal(np.asarray(Image.open(new)), np.asarray(Image.open(last)))
 
 
-@pytest.mark.xfail(strict=True, reason="review12: plan on a pool read before another process added items is a "
-                                       "KeyError naming the added item's uri")
 def test_plan_on_a_pool_read_before_another_process_added_items_reads_it_again(cache, tmp_path):
     pool_folder = _pool_folder(tmp_path / "pool")
     whole = ml.datasets.imagefolder(pool_folder)

@@ -157,9 +157,10 @@ class Project:
             self._pool = reload_pool(self.store)
         return self._pool
 
-    def _check_held_pool(self) -> None:
-        """Just after taking the writer lock: a pool read before it is checked against the items the store
-        gained since (another process's ``add-items``), so no question shows content other than the stored."""
+    def _check_pool_against_store(self) -> None:
+        """A pool read earlier, checked against the items the store gained since (another process's ``add-items``),
+        so no question shows content other than the stored: on taking the writer lock, and in ``plan``, which
+        reads without it."""
         if self._pool is None:
             return
         items = len(self.store.items())
@@ -187,7 +188,7 @@ class Project:
         self._lock.acquire(command=command)
         try:
             if taken:
-                self._check_held_pool()
+                self._check_pool_against_store()
             yield
         finally:
             self._lock.release()
@@ -349,6 +350,7 @@ class Project:
         """
         from metalabel.pipeline import plan_project
 
+        self._check_pool_against_store()
         # the project's rules file, if it has one: the same heads compete as in its runs
         return plan_project(self.store, self.load_pool(), learner, coverage=coverage, rules=self._rule_votes(None),
                             **options)
