@@ -124,3 +124,16 @@ def test_an_edited_pool_file_is_refused_by_name_or_keeps_every_label_on_its_text
         key = row["uri"].rpartition("#")[2]
         assert (row["text"], row["label"]) == (text[key], "space" if key in ("p1", "p3") else "cars")
     assert len(exported) == (4 if kept else 0)
+
+
+@pytest.mark.xfail(strict=True, reason="review12: a seed naming an id that holds a '/' by the id alone is 'not in "
+                                       "the pool'")
+def test_a_seed_names_an_item_by_an_id_that_holds_a_slash(tmp_path, capsys):
+    posts = _posts(tmp_path / "posts.csv", [("2024/07", "the rocket reached orbit", ""),
+                                            ("2024/08", "new brakes and tyres", ""), ("x/9", "engine oil", "")])
+    (tmp_path / "seed.csv").write_text("uri,label\n2024/07,space\n2024/08,cars\n", encoding="utf-8")
+    assert main(["init", str(tmp_path / "p"), "--pool", str(posts), "--labels", str(tmp_path / "seed.csv"),
+                 "--source-option", "id_column=id", "--quiet"]) == 0, capsys.readouterr().err
+    with Project.open(tmp_path / "p") as project:
+        seeds = {label.uri: label.class_name for label in project.store.active_labels()}
+    assert seeds == {f"{posts}#2024/07": "space", f"{posts}#2024/08": "cars"}
