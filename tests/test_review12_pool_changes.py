@@ -126,8 +126,6 @@ def test_an_edited_pool_file_is_refused_by_name_or_keeps_every_label_on_its_text
     assert len(exported) == (4 if kept else 0)
 
 
-@pytest.mark.xfail(strict=True, reason="review12: a seed naming an id that holds a '/' by the id alone is 'not in "
-                                       "the pool'")
 def test_a_seed_names_an_item_by_an_id_that_holds_a_slash(tmp_path, capsys):
     posts = _posts(tmp_path / "posts.csv", [("2024/07", "the rocket reached orbit", ""),
                                             ("2024/08", "new brakes and tyres", ""), ("x/9", "engine oil", "")])

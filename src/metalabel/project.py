@@ -484,8 +484,11 @@ class _PoolIndex:
                 parts = uri.replace("\\", "/").split("/")
                 for start in range(1, len(parts)):
                     self._by_suffix.setdefault("/".join(parts[start:]), []).append(index)
-                if "#" in parts[-1]:
-                    self._by_suffix.setdefault(parts[-1].partition("#")[2], []).append(index)
+                # a row named by its id (path#id): the id alone, which may hold a "/" (2024/07)
+                for item_id in {parts[-1].partition("#")[2], "/".join(parts).partition("#")[2]} - {""}:
+                    found = self._by_suffix.setdefault(item_id, [])
+                    if found[-1:] != [index]:  # a key that is also a trailing part names the item once
+                        found.append(index)
         return self._by_suffix.get(written.replace("\\", "/").removeprefix("./"), [])
 
 
