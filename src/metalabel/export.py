@@ -899,9 +899,11 @@ class _ProjectFacts:
         from metalabel.evaluate.scorecard import not_certified, precision_summary, scorecard_rows
 
         rounds = store.rounds()
-        # the round that recorded a certificate last admitted the active labels, even if it ended early
+        # the round that recorded a certificate last admitted the active labels, even if it ended early;
+        # not one undone: its labels were taken back, and those it had replaced are the earlier round's again
         certified_rounds = [r for r in rounds
-                            if r.metrics and (r.status == "finished" or CERTIFICATE_METRIC in r.metrics)]
+                            if r.metrics and not r.undone
+                            and (r.status == "finished" or CERTIFICATE_METRIC in r.metrics)]
         last = certified_rounds[-1] if certified_rounds else None
         target = None if last is None else last.config.get("target_precision")
         if last is None:

@@ -409,9 +409,11 @@ class Project:
         from metalabel.evaluate.records import EarlyRound, RoundCertificate, recorded_before_certification
         from metalabel.evaluate.scorecard import precision_summary
 
-        # the round that recorded a certificate last admitted the active labels, even if it ended early
+        # the round that recorded a certificate last admitted the active labels, even if it ended early;
+        # not one undone: its labels were taken back, and those it had replaced are the earlier round's again
         finished = [r for r in self.store.rounds()
-                    if r.metrics and (r.status == "finished" or CERTIFICATE_METRIC in r.metrics)]
+                    if r.metrics and not r.undone
+                    and (r.status == "finished" or CERTIFICATE_METRIC in r.metrics)]
         if not finished:
             return None
         last = finished[-1]

@@ -137,7 +137,8 @@ def recorded_certificate(certificate: Certificate, *, reference_answers: int, re
 
 def figures_as_recorded(store: ProjectStore, *, coverage: float, delta: float, ways: int) -> CertifiedFigures:
     """The certificate the labels as they stand were admitted by: the last one a round recorded with them."""
-    last = next((r for r in reversed(store.rounds()) if r.metrics and CERTIFICATE_METRIC in r.metrics), None)
+    last = next((r for r in reversed(store.rounds())
+                 if r.metrics and CERTIFICATE_METRIC in r.metrics and not r.undone), None)
     if last is None:  # no round has certified anything yet
         return CertifiedFigures(None, None, coverage, delta, None)
     recorded = RoundCertificate.from_json(last.metrics, f"round {last.id}'s metrics")

@@ -196,6 +196,12 @@ class Round:
     config: dict[str, Any]
     metrics: dict[str, Any] | None
 
+    @property
+    def undone(self) -> bool:
+        """Whether ``ProjectStore.undo_round`` took back what this failed round wrote: the certificate it recorded
+        then admits no active label, and the labels it had replaced are back under their own rounds' certificates."""
+        return self.metrics is not None and UNDONE_METRIC in self.metrics
+
 
 @dataclass(frozen=True, slots=True)
 class Artifact:
