@@ -818,7 +818,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", default=None, help="comma list of human,model,imported,generated,augmented")
     p.add_argument("--include-retracted", action="store_true",
                    help="also write the model labels a round retracted, as rows marked retracted with "
-                        "retracted_round and retraction_reason (not for imagefolder)")
+                        "retracted_round and retraction_reason (not for imagefolder or hf: training data)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--test-split", action="store_true",
                    help="hf: put the people's answers to reference questions (random draws) in a test split")

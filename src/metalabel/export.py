@@ -33,8 +33,8 @@
 Only active labels are exported unless ``include_retracted=True``: then the model labels
 a round's certificate no longer covered come too, one row each, with ``retracted`` true,
 ``retracted_at``, ``retracted_round`` and ``retraction_reason`` (an audit trail; ImageFolder
-refuses it, since its class folders are training data). Every model label row carries
-``certified_precision``, the bound of the certificate that admitted it.
+and ``hf`` refuse it, since their class folders and ``train`` split are training data). Every model
+label row carries ``certified_precision``, the bound of the certificate that admitted it.
 
 Each export also holds ``export.json``: the project, its classes, the filters used, what
 each column means, counts by source and class (of active labels) and of retracted rows, so a
@@ -94,6 +94,9 @@ from metalabel.store.pool import POOL_SPEC_KEY, check_pool, has_pool_spec, reloa
 
 ExportFormat = Literal["parquet", "csv", "imagefolder", "labelstudio", "hf"]
 FORMATS: tuple[ExportFormat, ...] = ("parquet", "csv", "imagefolder", "labelstudio", "hf")
+_TRAINING_FORMATS: dict[str, str] = {"imagefolder": "an ImageFolder export's class folders are",
+                                     "hf": "an hf export's train split is"}
+"""Formats whose labels are training data as written (``datasets.load_dataset`` reads them): no retracted rows."""
 
 ColumnType = Literal["string", "float", "int", "bool", "timestamp"]
 
@@ -218,8 +221,8 @@ def export_project(
     sources; ``min_confidence`` drops model labels below that calibrated confidence (other
     sources always pass, see the module docstring). ``include_retracted=True`` adds the
     model labels a round retracted, as rows with ``retracted`` true, ``retracted_round`` and
-    ``retraction_reason`` (an audit trail; not for ImageFolder, whose class folders are the
-    training data); by default only active labels are written.
+    ``retraction_reason`` (an audit trail; not for ImageFolder or hf, whose class folders and train split
+    are training data); by default only active labels are written.
 
     The store keeps uris and content hashes, not items. Where an export needs an item's
     content (text, or an image that is no file on disk), it comes from ``pool`` or else
@@ -241,9 +244,10 @@ def export_project(
     _check_min_confidence(min_confidence)
     if not isinstance(include_retracted, bool):
         raise BadInputError(f"include_retracted must be True or False, got {include_retracted!r}")
-    if include_retracted and format == "imagefolder":
+    if include_retracted and format in _TRAINING_FORMATS:
         raise BadInputError(
-            "an ImageFolder export's class folders are training data, so retracted labels cannot go in them",
+            f"{_TRAINING_FORMATS[format]} training data, so retracted labels (no certificate covers them) "
+            "cannot go in them",
             hint="export the audit trail with format 'csv' or 'parquet' and include_retracted=True",
         )
     if not isinstance(test_split, bool):
