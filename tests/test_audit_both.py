@@ -18,9 +18,9 @@ from metalabel.store import LabelSource
 kanji_project = functools.partial(small_kanji_project, samples_per_class=40)
 OPTIONS = dict(budget=60, per_round=15, target_precision=0.8, reference_share=0.6, audit=True, generate=False,
                project_meta_steps=0)
-FINAL_WINS, AUDIT_WINS = 0, 6
-"""Seeds of this pool where the final round's certificate is the larger (132 labels against the audit's 117),
-and where the audit's is (123 against 108)."""
+FINAL_WINS, AUDIT_WINS = 15, 9
+"""Seeds of this pool where the final round's certificate is the larger (122 labels against the audit's 84),
+and where the audit's is (97 against 81). (0 and 6 were, until the graph's principal axes became exact ones.)"""
 
 
 class WatchedRun(LabelingRun):
