@@ -1421,6 +1421,10 @@ def _check_reviews(reviews: dict[int, _Votes], store: ProjectStore, path: Path) 
                 raise refuse(task, f"shows item {task.uri!r} with other content than the project holds "
                              "(its content hash differs)", "the item changed since the export; export again")
             label = next((old for old in store.label_history(item.id) if old.id == label_id), None)
+            if label is None and store.undone_label(label_id):
+                raise refuse(task, f"label {label_id} was taken back after the export: the round that wrote it failed "
+                             "before it asked anything, and was undone when the next run started, which redid it",
+                             "export again and review the new tasks (the redone round's labels)")
             if label is None:
                 raise refuse(task, f"label {label_id} is not a label of item {task.uri!r}",
                              "the task was changed or belongs elsewhere; export again")

@@ -498,6 +498,15 @@ class ProjectStore:
         )
         return [Label(**row) for row in rows]
 
+    def undone_label(self, label_id: int) -> bool:
+        """Whether ``label_id`` was a label of a round ``undo_round`` took back: it is gone, and no label takes its id
+        again (an export made before the undo names it)."""
+        label_id = operator.index(label_id)
+        row = self._connection.execute(
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = ? AND CAST(value AS INTEGER) >= ? "
+            "AND NOT EXISTS (SELECT 1 FROM labels WHERE id = ?)", (_UNDONE_LABEL_IDS, label_id, label_id)).fetchone()
+        return row is not None
+
     def label_counts(self) -> dict[str, int]:
         """Active labels per source (every source is a key)."""
         counts = dict.fromkeys(schema.SOURCES, 0)
