@@ -18,7 +18,6 @@ pytest.importorskip("starlette")
 from metalabel.serve.ml_backend import model_version  # noqa: E402
 
 
-@pytest.mark.xfail(strict=True, reason="the version names the last finished round, not a failed round's labels")
 def test_the_version_names_the_round_whose_labels_are_active(tmp_path):
     with ProjectStore.create(tmp_path / "p", name="p") as store:
         store.set_classes(["a", "b"])

@@ -76,7 +76,7 @@ from metalabel.label.oracle import (
     record_kept_annotations,
 )
 from metalabel.serve.app import Listener
-from metalabel.store import LabelSource, ProjectStore
+from metalabel.store import CERTIFICATE_METRIC, LabelSource, ProjectStore
 from metalabel.store.lock import WriterLock
 
 try:
@@ -103,9 +103,11 @@ def webhook_auth_header(password: str) -> str:
 
 
 def model_version(store: ProjectStore) -> str:
-    """The version Label Studio shows beside the predictions: the last finished round's labels."""
-    finished = [round_.id for round_ in store.rounds() if round_.status == "finished"]
-    return f"metalabel-round-{finished[-1] if finished else 0}"
+    """The version Label Studio shows beside the predictions: the round whose labels are active, the last finished
+    one or a later one that ended early after it accepted (its certificate on record), never one undone."""
+    judged = [round_.id for round_ in store.rounds() if not round_.undone and (
+        round_.status == "finished" or CERTIFICATE_METRIC in (round_.metrics or {}))]
+    return f"metalabel-round-{judged[-1] if judged else 0}"
 
 
 def predictions(store: ProjectStore, tasks: Any, *,
