@@ -19,10 +19,17 @@ from typing import Any
 import numpy as np
 
 from metalabel.errors import BadInputError, StoreError
-from metalabel.evaluate.records import EarlyRound, RoundReport, Scorecard, recorded_before_certification
-from metalabel.evaluate.scorecard import scorecard_rows
+from metalabel.evaluate.records import (
+    EarlyRound,
+    RoundCertificate,
+    RoundReport,
+    Scorecard,
+    recorded_before_certification,
+)
+from metalabel.evaluate.scorecard import precision_summary, scorecard_rows
 from metalabel.report.data import LabelIssue, ReportData, RetractedLabel, RoundPoint, Sample, ScorecardRow
 from metalabel.report.html import RETRACTED_SHOWN, write_report
+from metalabel.store import CERTIFICATE_METRIC, Round
 
 SAMPLES_PER_CLASS = 6
 GENERATED_SHOWN = 24
@@ -49,6 +56,7 @@ def _collect(project) -> ReportData:
     pool, pool_problem = _pool_or_problem(project)
     content = _Content(pool)
     finished = [r for r in store.rounds() if r.status == "finished" and r.metrics]
+    ended_early = _ended_early(store, finished)
     synthetic = store.synthetic_items()
     synthetic_by_round: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for item in synthetic:
@@ -90,9 +98,34 @@ def _collect(project) -> ReportData:
         retracted=_retracted(retracted_labels, content),
         scorecard=() if card is None else tuple(ScorecardRow(*row) for row in scorecard_rows(card)),
         parent_images=parent_images,
-        target_precision=(finished[-1].config.get("target_precision") if finished else None),
+        target_precision=(ended_early.config.get("target_precision") if ended_early is not None
+                          else finished[-1].config.get("target_precision") if finished else None),
         why_missing=why_missing, notes={key: tuple(lines) for key, lines in notes.items()},
+        ended_early=None if ended_early is None else _ended_early_sentence(ended_early),
     )
+
+
+def _ended_early(store, finished) -> Round | None:
+    """The round whose labels are active where it is no finished one: a later round that recorded its certificate
+    with the labels it accepted and then ended early (failed, and not undone)."""
+    after = finished[-1].id if finished else 0
+    early = [r for r in store.rounds() if r.id > after and r.status == "failed" and not r.undone
+             and r.metrics and CERTIFICATE_METRIC in r.metrics]
+    return early[-1] if early else None
+
+
+def _ended_early_sentence(early: Round) -> str:
+    what = f"round {early.id}'s metrics"
+    try:
+        certificate = RoundCertificate.from_json(early.metrics, what)
+    except StoreError as error:  # a damaged record: say so rather than fail the report
+        return (f"Round {early.id} ended early after it accepted the model labels; its certificate cannot be read "
+                f"({error}).")
+    return (f"Round {early.id} ended early after it accepted the model labels, which are its: " + precision_summary(
+        certified_precision=certificate.certified_precision, delta=certificate.delta,
+        estimated_precision=certificate.estimated_precision, coverage=certificate.coverage,
+        reference_answers=certificate.reference_answers, reference_needed=certificate.reference_needed,
+        target=early.config.get("target_precision")))
 
 
 def _pool_or_problem(project):

@@ -177,7 +177,12 @@ def verdict(data: ReportData) -> str:
                                           (model, "the model")) if n]
     sentences = [first + (": " + ", ".join(who) if who else "") + "."]
 
-    if last is not None and last.before_certification:
+    # where a later round ended early after it accepted, the labels counted are its: the last finished round's
+    # certificate, reference answers and gold figures describe labels no longer active
+    described = last if data.ended_early is None else None
+    if data.ended_early is not None:
+        sentences.append(data.ended_early)
+    elif last is not None and last.before_certification:
         sentences.append("The last round ran before certified acceptance, so no precision is certified; "
                          "run another round to certify it.")
     elif last is not None:
@@ -188,15 +193,17 @@ def verdict(data: ReportData) -> str:
             estimated_precision=last.estimated_precision, coverage=last.coverage,
             reference_answers=last.reference_answers, reference_needed=last.reference_needed,
             target=data.target_precision))
-    if last is not None and last.reference_in_accepted is not None:
-        sentences.append(f"Of the {last.reference_in_accepted_count:,} reference answers in the accepted region, "
-                         f"the model had {_pct(last.reference_in_accepted)} right{_ci(last.reference_in_accepted_ci)}.")
-    if last is not None and (last.gold_label_accuracy is not None or last.achieved_precision is not None):
+    if described is not None and described.reference_in_accepted is not None:
+        sentences.append(f"Of the {described.reference_in_accepted_count:,} reference answers in the accepted region, "
+                         f"the model had {_pct(described.reference_in_accepted)} right"
+                         f"{_ci(described.reference_in_accepted_ci)}.")
+    if described is not None and (described.gold_label_accuracy is not None
+                                  or described.achieved_precision is not None):
         parts = []
-        if last.achieved_precision is not None:
-            parts.append(f"the accepted model labels are {_pct(last.achieved_precision)} precise")
-        if last.gold_label_accuracy is not None:
-            parts.append(f"all labels {_pct(last.gold_label_accuracy)} right")
+        if described.achieved_precision is not None:
+            parts.append(f"the accepted model labels are {_pct(described.achieved_precision)} precise")
+        if described.gold_label_accuracy is not None:
+            parts.append(f"all labels {_pct(described.gold_label_accuracy)} right")
         sentences.append("Against gold labels " + " and ".join(parts) + ".")
     retracted = data.counts.get("retracted", sum(r.retracted for r in rounds))
     if retracted:
