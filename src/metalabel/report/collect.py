@@ -107,21 +107,22 @@ def _collect(project) -> ReportData:
 
 def _ended_early(store, finished) -> Round | None:
     """The round whose labels are active where it is no finished one: a later round that recorded its certificate
-    with the labels it accepted and then ended early (failed, and not undone)."""
+    with the labels it accepted and then ended early (failed, and not undone), or is still running."""
     after = finished[-1].id if finished else 0
-    early = [r for r in store.rounds() if r.id > after and r.status == "failed" and not r.undone
+    early = [r for r in store.rounds() if r.id > after and r.status != "finished" and not r.undone
              and r.metrics and CERTIFICATE_METRIC in r.metrics]
     return early[-1] if early else None
 
 
 def _ended_early_sentence(early: Round) -> str:
     what = f"round {early.id}'s metrics"
+    ended = "is still running" if early.status == "running" else "ended early"
     try:
         certificate = RoundCertificate.from_json(early.metrics, what)
     except StoreError as error:  # a damaged record: say so rather than fail the report
-        return (f"Round {early.id} ended early after it accepted the model labels; its certificate cannot be read "
+        return (f"Round {early.id} {ended} after it accepted the model labels; its certificate cannot be read "
                 f"({error}).")
-    return (f"Round {early.id} ended early after it accepted the model labels, which are its: " + precision_summary(
+    return (f"Round {early.id} {ended} after it accepted the model labels, which are its: " + precision_summary(
         certified_precision=certificate.certified_precision, delta=certificate.delta,
         estimated_precision=certificate.estimated_precision, coverage=certificate.coverage,
         reference_answers=certificate.reference_answers, reference_needed=certificate.reference_needed,

@@ -265,9 +265,9 @@ class ReportData:
     why_missing: dict[str, str] = field(default_factory=dict)
     notes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     ended_early: str | None = None
-    """Where a round after the last finished one ended early (stopped while it asked, or killed before) after it
-    accepted: its certificate in one sentence. The model labels counted are that round's, so the verdict states
-    this, not the last finished round's certificate."""
+    """Where a round after the last finished one ended early (stopped while it asked, or killed before) or still
+    runs, after it accepted: its certificate in one sentence. The model labels counted are that round's, so the
+    verdict states this, not the last finished round's certificate."""
 
     def __post_init__(self) -> None:
         where = f"report for {self.project!r}"
