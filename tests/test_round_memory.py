@@ -149,7 +149,7 @@ def test_a_rounds_heads_never_hold_a_copy_of_the_pools_embeddings() -> None:
     """The graph's principal axes and soft k-means read the pool in place: each copied it whole (the centred
     embeddings, the unlabeled rows), which held 1.35 times the pool's bytes over the round's start here; now 0.6."""
     environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(2**20),
-                   "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+                   "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-c", PEAK_OF_A_ROUND], env=environment, capture_output=True,
                           text=True, check=True)
     measured = json.loads(done.stdout.splitlines()[-1])
