@@ -388,7 +388,7 @@ def test_duplicate_content_is_counted_and_a_duplicate_uri_refused(store):
     assert store.summary()["duplicate_items"] == 1
     with pytest.raises(BadInputError, match="'pool/0.txt'.*already in the project"):
         store.add_items([ItemRecord("new.txt", "h", "text"), ItemRecord("pool/0.txt", "h", "text")])
-    assert len(store.items()) == 7  # the batch was all-or-nothing
+    assert len(store.items()) == store.item_count() == 7  # the batch was all-or-nothing
     assert store.item_ids(["pool/2.txt", "copy/0.txt"]) == [3, 7]
 
 

@@ -134,7 +134,7 @@ class Project:
         """
         project = cls(ProjectStore.open(folder))
         if pool is not None:
-            project._pool_checked = len(project.store.items())  # counted first: one added meanwhile is unchecked
+            project._pool_checked = project.store.item_count()  # counted first: one added meanwhile is unchecked
             project._pool = check_pool(project.store, pool)
         return project
 
@@ -153,7 +153,7 @@ class Project:
         Items the pool gained since init are allowed (see ``add_new_items``).
         """
         if self._pool is None:
-            self._pool_checked = len(self.store.items())  # counted first: one added meanwhile is unchecked
+            self._pool_checked = self.store.item_count()  # counted first: one added meanwhile is unchecked
             self._pool = reload_pool(self.store)
         return self._pool
 
@@ -163,7 +163,7 @@ class Project:
         reads without it."""
         if self._pool is None:
             return
-        items = len(self.store.items())
+        items = self.store.item_count()
         if items == self._pool_checked:
             return
         if has_pool_spec(self.store):
