@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 import metalabel as ml
+from metalabel.data.dataset import LabeledDataset
 from metalabel.datasets import gold_labels, seed_labels_from_pool
 from metalabel.project import Project
 
@@ -22,6 +23,16 @@ def kanji_project(folder: Path, *, per_class: int = 2, seed: int = 0, **pool_opt
     pool = ml.datasets.load("kanji", **{**KANJI_POOL, **pool_options})
     project = Project.create(folder, pool=pool, labels=seed_labels_from_pool(pool, per_class=per_class, seed=seed))
     return project, gold_labels(pool)
+
+
+def review_pool(folder: Path, *unlabeled: str) -> LabeledDataset:
+    """``folder/reviews.csv`` read as a text pool: two seed-labeled reviews (pos, neg), then two unlabeled ones
+    and ``unlabeled``'s texts."""
+    texts = ["love the screen", "battery died", *unlabeled]
+    pool_file = folder / "reviews.csv"
+    pool_file.write_text("text,label\ngreat phone,pos\nbroke in a day,neg\n" + "".join(f"{t},\n" for t in texts),
+                         encoding="utf-8")
+    return ml.datasets.read_text(pool_file)
 
 
 def answered(folder: Path) -> dict[int, str]:

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import pytest
 
-from metalabel import datasets
+from helpers import review_pool
 from metalabel.cli import main
 from metalabel.project import Project
 
 
 def test_an_hf_export_refuses_retracted_labels_as_imagefolder_does(tmp_path, capsys):
     pytest.importorskip("pyarrow")
-    pool_file = tmp_path / "reviews.csv"
-    pool_file.write_text("text,label\ngreat phone,pos\nbroke in a day,neg\nlove the screen,\nbattery died,\n",
-                         encoding="utf-8")
-    pool = datasets.read_text(pool_file)
+    pool = review_pool(tmp_path)
     with Project.create(tmp_path / "p", pool=pool) as project:
         store = project.store
         first = store.start_round({})

@@ -16,7 +16,7 @@ import json
 
 import pytest
 
-from metalabel import datasets
+from helpers import review_pool
 from metalabel.errors import BadInputError
 from metalabel.export import export_project
 from metalabel.project import Project
@@ -27,10 +27,7 @@ def choice(class_name: str) -> list[dict]:
 
 
 def test_a_review_of_a_label_an_undone_round_wrote_is_refused_saying_so(tmp_path):
-    pool_file = tmp_path / "reviews.csv"
-    pool_file.write_text("text,label\ngreat phone,pos\nbroke in a day,neg\nlove the screen,\nbattery died,\n",
-                         encoding="utf-8")
-    pool = datasets.read_text(pool_file)
+    pool = review_pool(tmp_path)
     with Project.create(tmp_path / "p", pool=pool) as project:
         store = project.store
         (item_id,) = store.item_ids([pool.uris[2]])

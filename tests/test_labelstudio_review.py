@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import review_pool
 from metalabel import datasets
 from metalabel.cli import main
 from metalabel.errors import BadInputError
@@ -67,10 +68,7 @@ def write(path: Path, content) -> Path:
 @pytest.fixture
 def project(tmp_path):
     """Six texts: two seed labels, three model labels, one unlabeled item."""
-    pool_file = tmp_path / "reviews.csv"
-    pool_file.write_text("text,label\ngreat phone,pos\nbroke in a day,neg\nlove the screen,\nbattery died,\n"
-                         "works fine,\nmeh,\n", encoding="utf-8")
-    pool = datasets.read_text(pool_file)
+    pool = review_pool(tmp_path, "works fine", "meh")
     project = Project.create(tmp_path / "reviews-project", pool=pool)
     round_id = project.store.start_round({})
     for uri, class_name, confidence in ((pool.uris[2], "pos", 0.97), (pool.uris[3], "neg", 0.91),

@@ -14,6 +14,7 @@ import json
 
 import pytest
 
+from helpers import review_pool
 from metalabel import datasets
 from metalabel.errors import StoreError
 from metalabel.project import Project
@@ -21,10 +22,7 @@ from metalabel.store import ProjectStore
 
 
 def test_an_answer_committed_while_an_export_reads_comes_whole_or_not_at_all(tmp_path, monkeypatch):
-    pool_file = tmp_path / "reviews.csv"
-    pool_file.write_text("text,label\ngreat phone,pos\nbroke in a day,neg\nlove the screen,\nbattery died,\n",
-                         encoding="utf-8")
-    pool = datasets.read_text(pool_file)
+    pool = review_pool(tmp_path)
     with Project.create(tmp_path / "reviews", pool=pool) as project:
         [first, second] = [store_item.id for store_item in project.store.items()][2:]
         answered = project.store.ask(first, strategy="margin")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from metalabel import datasets
+from helpers import review_pool
 from metalabel.project import Project
 from metalabel.report.collect import collect
 from metalabel.store import ProjectStore
@@ -19,10 +19,7 @@ from metalabel.store import ProjectStore
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """Two seed labels and two questions, one answered by ann; bob answers the other while the project is read."""
-    pool_file = tmp_path / "reviews.csv"
-    pool_file.write_text("text,label\ngreat phone,pos\nbroke in a day,neg\nlove the screen,\nbattery died,\n",
-                         encoding="utf-8")
-    with Project.create(tmp_path / "reviews", pool=datasets.read_text(pool_file)) as project:
+    with Project.create(tmp_path / "reviews", pool=review_pool(tmp_path)) as project:
         [first, second] = [item.id for item in project.store.items()][2:]
         project.store.answer(project.store.ask(first, strategy="margin"), "pos", oracle="web:ann")
         late = project.store.ask(second, strategy="margin")
