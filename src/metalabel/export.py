@@ -89,7 +89,7 @@ from metalabel.label.ask import REFERENCE, awaiting_reference
 from metalabel.label.labelstudio import CONFIG_FILE as LABELSTUDIO_CONFIG
 from metalabel.label.labelstudio import ReviewIdentity, Suggestion, choices_task, write_config
 from metalabel.label.oracle import project_identity
-from metalabel.store import CERTIFICATE_METRIC, SOURCES, Disagreement, Item, Label, LabelSource, ProjectStore
+from metalabel.store import SOURCES, Disagreement, Item, Label, LabelSource, ProjectStore
 from metalabel.store.pool import POOL_SPEC_KEY, check_pool, has_pool_spec, reload_pool
 
 ExportFormat = Literal["parquet", "csv", "imagefolder", "labelstudio", "hf"]
@@ -905,9 +905,7 @@ class _ProjectFacts:
         rounds = store.rounds()
         # the round that recorded a certificate last admitted the active labels, even if it ended early;
         # not one undone: its labels were taken back, and those it had replaced are the earlier round's again
-        certified_rounds = [r for r in rounds
-                            if r.metrics and not r.undone
-                            and (r.status == "finished" or CERTIFICATE_METRIC in r.metrics)]
+        certified_rounds = [r for r in rounds if r.metrics and r.may_hold_active_labels]
         last = certified_rounds[-1] if certified_rounds else None
         target = None if last is None else last.config.get("target_precision")
         if last is None:

@@ -29,7 +29,6 @@ from metalabel.errors import (
 )
 from metalabel.files import IfExists, staged_folder
 from metalabel.store import (
-    CERTIFICATE_METRIC,
     DB_FILENAME,
     Item,
     ItemRecord,
@@ -411,9 +410,7 @@ class Project:
 
         # the round that recorded a certificate last admitted the active labels, even if it ended early;
         # not one undone: its labels were taken back, and those it had replaced are the earlier round's again
-        finished = [r for r in self.store.rounds()
-                    if r.metrics and not r.undone
-                    and (r.status == "finished" or CERTIFICATE_METRIC in r.metrics)]
+        finished = [r for r in self.store.rounds() if r.metrics and r.may_hold_active_labels]
         if not finished:
             return None
         last = finished[-1]

@@ -29,7 +29,7 @@ from metalabel.evaluate.records import (
 from metalabel.evaluate.scorecard import precision_summary, scorecard_rows
 from metalabel.report.data import LabelIssue, ReportData, RetractedLabel, RoundPoint, Sample, ScorecardRow
 from metalabel.report.html import RETRACTED_SHOWN, write_report
-from metalabel.store import CERTIFICATE_METRIC, Round
+from metalabel.store import Round
 
 SAMPLES_PER_CLASS = 6
 GENERATED_SHOWN = 24
@@ -109,8 +109,7 @@ def _ended_early(store, finished) -> Round | None:
     """The round whose labels are active where it is no finished one: a later round that recorded its certificate
     with the labels it accepted and then ended early (failed, and not undone), or is still running."""
     after = finished[-1].id if finished else 0
-    early = [r for r in store.rounds() if r.id > after and r.status != "finished" and not r.undone
-             and r.metrics and CERTIFICATE_METRIC in r.metrics]
+    early = [r for r in store.rounds() if r.id > after and r.status != "finished" and r.may_hold_active_labels]
     return early[-1] if early else None
 
 

@@ -76,7 +76,7 @@ from metalabel.label.oracle import (
     record_kept_annotations,
 )
 from metalabel.serve.app import Listener
-from metalabel.store import CERTIFICATE_METRIC, LabelSource, ProjectStore
+from metalabel.store import LabelSource, ProjectStore
 from metalabel.store.lock import WriterLock
 
 try:
@@ -105,8 +105,7 @@ def webhook_auth_header(password: str) -> str:
 def model_version(store: ProjectStore) -> str:
     """The version Label Studio shows beside the predictions: the round whose labels are active, the last finished
     one or a later one that ended early after it accepted (its certificate on record), never one undone."""
-    judged = [round_.id for round_ in store.rounds() if not round_.undone and (
-        round_.status == "finished" or CERTIFICATE_METRIC in (round_.metrics or {}))]
+    judged = [round_.id for round_ in store.rounds() if round_.may_hold_active_labels]
     return f"metalabel-round-{judged[-1] if judged else 0}"
 
 

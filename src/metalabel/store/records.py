@@ -202,6 +202,13 @@ class Round:
         then admits no active label, and the labels it had replaced are back under their own rounds' certificates."""
         return self.metrics is not None and UNDONE_METRIC in self.metrics
 
+    @property
+    def may_hold_active_labels(self) -> bool:
+        """Whether the active model labels can be this round's: a finished round, or one that recorded its
+        certificate with the labels it accepted and then ended early (or is still running); never one undone.
+        The last such round is the one whose certificate status, exports, reports and the ML backend state."""
+        return not self.undone and (self.status == "finished" or CERTIFICATE_METRIC in (self.metrics or {}))
+
 
 @dataclass(frozen=True, slots=True)
 class Artifact:
