@@ -234,6 +234,16 @@ def test_a_case_variant_class_in_the_seed_labels_is_a_warning(tmp_path):
         assert "'A', 'a'" in warning and "differ only in case" in warning
 
 
+
+def test_items_skipped_while_reading_are_a_warning_naming_the_first_row_and_why(tmp_path):
+    from metalabel import datasets
+
+    pool_file = write_csv(tmp_path / "posts.csv", "text,label\ngreat,pos\n,neg\nbad,neg\nok,\n")
+    with Project.create(tmp_path / "p", pool=datasets.read_text(pool_file, on_error="skip")) as project:
+        [warning] = project.warnings
+        assert warning.startswith(f"1 items were skipped while reading the pool (first: {pool_file}:3: has no text")
+
+
 # ------------------------------------------- seed labels read by the data readers' CSV reader (issue 12)
 
 

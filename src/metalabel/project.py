@@ -93,7 +93,8 @@ class Project:
         _check_pool(pool)
         warnings: list[str] = []
         if pool.skipped:
-            warnings.append(f"{len(pool.skipped)} items were skipped while reading the pool (first: {pool.skipped[0]})")
+            where, why = pool.skipped[0]
+            warnings.append(f"{len(pool.skipped)} items were skipped while reading the pool (first: {where}: {why})")
 
         seed_file = Path(labels) if isinstance(labels, (str, Path)) else None
         seeds = _one_seed_per_item(_read_seeds(labels, pool), warnings)
