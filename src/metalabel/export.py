@@ -890,7 +890,7 @@ class _ProjectFacts:
     rounds: int
     target_precision: float | None
     certified: str
-    """The last certificate in one sentence (``precision_summary``)."""
+    """The last certificate in one sentence (``certificate_summary``)."""
     certificate_round: int | None
     scorecard: list[tuple[str, str, str, str]]
     """The last round's scorecard as table rows (``scorecard_rows``); empty before any round."""
@@ -900,7 +900,7 @@ class _ProjectFacts:
 
     @classmethod
     def of(cls, store: ProjectStore) -> _ProjectFacts:
-        from metalabel.evaluate.scorecard import not_certified, precision_summary, scorecard_rows
+        from metalabel.evaluate.scorecard import certificate_summary, not_certified, scorecard_rows
 
         rounds = store.rounds()
         # the round that recorded a certificate last admitted the active labels, even if it ended early;
@@ -918,11 +918,7 @@ class _ProjectFacts:
             except StoreError as error:  # a damaged record: the card says so rather than the export failing
                 sentence = f"Round {last.id}'s certificate could not be read ({error})."
             else:
-                sentence = precision_summary(
-                    certified_precision=certificate.certified_precision, delta=certificate.delta,
-                    estimated_precision=certificate.estimated_precision, coverage=certificate.coverage,
-                    reference_answers=certificate.reference_answers,
-                    reference_needed=certificate.reference_needed, target=target)
+                sentence = certificate_summary(certificate, target=target)
         scored = [r for r in rounds if r.metrics and "scorecard" in r.metrics
                   and not recorded_before_certification(r.metrics)]
         card_rows: list[tuple[str, str, str, str]] = []

@@ -407,7 +407,7 @@ class Project:
 
     def _last_certified(self) -> dict[str, Any] | None:
         from metalabel.evaluate.records import EarlyRound, RoundCertificate, recorded_before_certification
-        from metalabel.evaluate.scorecard import precision_summary
+        from metalabel.evaluate.scorecard import certificate_summary
 
         # the round that recorded a certificate last admitted the active labels, even if it ended early;
         # not one undone: its labels were taken back, and those it had replaced are the earlier round's again
@@ -433,11 +433,7 @@ class Project:
                 "threshold": certificate.threshold, "reference_answers": certificate.reference_answers,
                 "reference_needed": certificate.reference_needed, "model_labels": certificate.model_labels,
                 "retracted_in_round": certificate.retracted, "certificate": certificate.certificate,
-                "summary": precision_summary(
-                    certified_precision=certificate.certified_precision, delta=certificate.delta,
-                    estimated_precision=certificate.estimated_precision, coverage=certificate.coverage,
-                    reference_answers=certificate.reference_answers,
-                    reference_needed=certificate.reference_needed, target=target)}
+                "summary": certificate_summary(certificate, target=target)}
 
     def close(self) -> None:
         self._lock.release()

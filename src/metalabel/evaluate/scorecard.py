@@ -38,6 +38,7 @@ from metalabel.evaluate.records import (
     Interval,
     LabelQuality,
     Reliability,
+    RoundCertificate,
     Scorecard,
     Similarity,
     SuspectLabel,
@@ -274,6 +275,15 @@ def precision_summary(*, certified_precision: float | None, delta: float | None,
     if _number(coverage) is not None:
         sentence += f"; coverage {percent(coverage)} of the unlabeled pool"
     return sentence + "."
+
+
+def certificate_summary(certificate: RoundCertificate, *, target: float | None) -> str:
+    """``precision_summary`` of a round's recorded certificate (status, the dataset card and the report)."""
+    return precision_summary(
+        certified_precision=certificate.certified_precision, delta=certificate.delta,
+        estimated_precision=certificate.estimated_precision, coverage=certificate.coverage,
+        reference_answers=certificate.reference_answers, reference_needed=certificate.reference_needed,
+        target=target)
 
 
 def _fixed(value: Any, digits: int) -> str:

@@ -26,7 +26,7 @@ from metalabel.evaluate.records import (
     Scorecard,
     recorded_before_certification,
 )
-from metalabel.evaluate.scorecard import precision_summary, scorecard_rows
+from metalabel.evaluate.scorecard import certificate_summary, scorecard_rows
 from metalabel.report.data import LabelIssue, ReportData, RetractedLabel, RoundPoint, Sample, ScorecardRow
 from metalabel.report.html import RETRACTED_SHOWN, write_report
 from metalabel.store import Round
@@ -121,11 +121,8 @@ def _ended_early_sentence(early: Round) -> str:
     except StoreError as error:  # a damaged record: say so rather than fail the report
         return (f"Round {early.id} {ended} after it accepted the model labels; its certificate cannot be read "
                 f"({error}).")
-    return (f"Round {early.id} {ended} after it accepted the model labels, which are its: " + precision_summary(
-        certified_precision=certificate.certified_precision, delta=certificate.delta,
-        estimated_precision=certificate.estimated_precision, coverage=certificate.coverage,
-        reference_answers=certificate.reference_answers, reference_needed=certificate.reference_needed,
-        target=early.config.get("target_precision")))
+    return (f"Round {early.id} {ended} after it accepted the model labels, which are its: "
+            + certificate_summary(certificate, target=early.config.get("target_precision")))
 
 
 def _pool_or_problem(project):
