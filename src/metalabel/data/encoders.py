@@ -516,17 +516,19 @@ def embed_in_chunks(
     directory.mkdir(parents=True, exist_ok=True)
     staging = directory / f".{encoder.name}-{os.getpid()}-{secrets.token_hex(4)}.npy"
     digest = _ItemsDigest(pool.count or 0)
-    chunks = cached = 0
+    embedded: list[Path] = []  # each chunk's own cache file, keyed by the items embedded
+    cached = 0
     try:
         with progress_bar(progress, f"embedding with {encoder.name}", total=pool.count) as advance:
             def write(file: Path) -> None:
-                nonlocal chunks, cached
+                nonlocal cached
                 with EmbeddingsFile(file, encoder.dim) as out:
                     for chunk in pool.chunks(chunk_size):
                         digest.update(chunk.items)
-                        embeddings, was_cached = _chunk_embeddings(chunk, encoder)
+                        embeddings, chunk_path, was_cached = _chunk_embeddings(chunk, encoder)
                         out.write(chunk.start, embeddings)
-                        chunks, cached = chunks + 1, cached + was_cached
+                        embedded.append(chunk_path)
+                        cached += was_cached
                         advance(len(chunk))
 
             write_atomically(staging, write)
@@ -534,25 +536,39 @@ def embed_in_chunks(
             raise BadInputError(f"the pool {pool.name!r} holds no items to embed", hint="see the skipped items")
         if not digest.complete:  # an array's key begins with its shape: hash the items again, now counted
             digest = _ItemsDigest(digest.seen)
-            for chunk in pool.chunks(chunk_size):
+            for index, chunk in enumerate(pool.chunks(chunk_size)):
                 digest.update(chunk.items)
+                # the pool's key must be that of the items embedded, not of a file saved since they were read
+                if index >= len(embedded) or embedding_cache_path(chunk.items, encoder) != embedded[index]:
+                    raise _changed_while_embedded(pool, chunk)
+            if digest.seen != digest.count:
+                raise _changed_while_embedded(pool, None)
         path = _cache_path(digest.hexdigest(), encoder)
         os.replace(staging, path)
     finally:
         staging.unlink(missing_ok=True)
-    return ChunkedEmbedding(path, digest.seen, chunks, cached, time.perf_counter() - began)
+    return ChunkedEmbedding(path, digest.seen, len(embedded), cached, time.perf_counter() - began)
 
 
-def _chunk_embeddings(chunk: PoolChunk, encoder: Encoder) -> tuple[np.ndarray, bool]:
-    """A chunk's embeddings from its own cache file, or made and kept there; and whether they were cached."""
+def _chunk_embeddings(chunk: PoolChunk, encoder: Encoder) -> tuple[np.ndarray, Path, bool]:
+    """A chunk's embeddings from its own cache file, or made and kept there; the file, and whether they were cached."""
     path = embedding_cache_path(chunk.items, encoder)
     cached = read_cached_embeddings(path, expected_shape=(len(chunk), encoder.dim))
     if cached is not None:
-        return cached, True
+        return cached, path, True
     with _naming_the_item(chunk.uris, chunk.start):
         embeddings = encoder.encode(chunk.items, progress=False)
     write_atomically(path, lambda file: np.save(file, embeddings, allow_pickle=False))
-    return embeddings, False
+    return embeddings, path, False
+
+
+def _changed_while_embedded(pool: ChunkedPool, chunk: PoolChunk | None) -> BadInputError:
+    """The error for a pool, read again to key its file, that no longer holds the items embedded (``chunk``: the
+    first chunk that differs; ``None``: fewer items now)."""
+    which = ("it holds fewer items now" if chunk is None else f"items {chunk.start} to {chunk.start + len(chunk) - 1} "
+             f"({chunk.uris[0]} to {chunk.uris[-1]}) are not those embedded")
+    return BadInputError(f"the pool {pool.name!r} changed while it was embedded: {which}",
+                         hint="run again once its files stop changing; the chunks that did not change are cached")
 
 
 class EmbeddingsFile:
