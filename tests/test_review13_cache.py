@@ -36,7 +36,6 @@ class _EditsAnImage(PixelEncoder):
         return super()._encode_batch(prepared, indices)
 
 
-@pytest.mark.xfail(strict=True, reason="review13: the second pass hashes the pool as it is now, not as embedded")
 def test_an_image_edited_while_a_pool_with_a_skipped_file_embeds_never_files_old_embeddings_under_the_new_key(
         tmp_path, cache) -> None:
     folder = _noise_folder(tmp_path / "pool", 20)
