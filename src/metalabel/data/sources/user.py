@@ -474,9 +474,9 @@ def chunked_table(
     count = None
     records: Callable[[BadItems], Iterator[tuple[int, Mapping[str, object]]]]
     if parquet:
-        dataset = _parquet_dataset(file)
+        dataset = _parquet_dataset(file, label_column=label_column)
         columns, count = dataset.schema.names, dataset.count_rows()
-        records = lambda bad_items: _parquet_records(file, dataset)  # noqa: E731 (bad rows are the caller's)
+        records = lambda bad_items: _parquet_records(dataset)  # noqa: E731 (bad rows are the caller's)
     elif suffix in JSONL_SUFFIXES:
         keys = (record for _, record in _jsonl_records(file, encoding=encoding, bad_items=BadItems(on_error)))
         columns = list(dict.fromkeys(key for record in keys for key in record))
@@ -560,8 +560,11 @@ def is_parquet_dataset(path: Path) -> bool:
     return found
 
 
-def _parquet_dataset(path: Path) -> Any:
-    """A Parquet file or folder as a ``pyarrow.dataset.Dataset`` (read as it is iterated), its columns checked."""
+def _parquet_dataset(path: Path, *, label_column: str) -> Any:
+    """A Parquet file or folder as a ``pyarrow.dataset.Dataset`` (read as it is iterated), its columns checked.
+
+    A folder's files must agree on their columns (``_agreeing_files``); the dataset has them all.
+    """
     try:  # optional: only Parquet needs pyarrow
         import pyarrow as pa
         import pyarrow.dataset as ds
@@ -569,40 +572,99 @@ def _parquet_dataset(path: Path) -> Any:
         raise MissingDependencyError("reading Parquet needs pyarrow: pip install 'metalabel[tabular]'") from error
     try:
         dataset = ds.dataset(path, format="parquet")
+        if path.is_dir():
+            # the files checked, read with the columns of them all (replace_schema refuses to widen a type)
+            schema = _agreeing_files(dataset, label_column=label_column)
+            dataset = ds.FileSystemDataset(list(dataset.get_fragments()), schema, dataset.format, dataset.filesystem)
         names = dataset.schema.names
     # UnicodeDecodeError: a damaged file's column names are not UTF-8
     except (pa.ArrowException, OSError, UnicodeDecodeError) as error:
-        raise UnreadableItemError(
-            f"is not a readable Parquet file: {error}", path=path, hint="write the file again, or check it is Parquet"
-        ) from error
+        raise _unreadable_parquet(path, error) from error
     if len(set(names)) != len(names):
         raise BadInputError(f"names a column twice: {names}", path=path, hint="give each column its own name")
     return dataset
 
 
-def _parquet_records(path: Path, dataset: Any) -> Iterator[tuple[int, dict[str, object]]]:
-    """``(row, {column: value})`` per row of a Parquet ``dataset``, rows counted from 1, read a batch at a time."""
+def _agreeing_files(dataset: Any, *, label_column: str) -> Any:
+    """The schema of a Parquet dataset's files together, refused unless they agree, naming the file that does not.
+
+    pyarrow takes the first file's columns: a label column only later files hold would be dropped, and so would
+    another file's extra column, silently. Every file must hold the first one's columns, of types that widen
+    to one (int and float: float), except the label column, which a file of unlabeled rows may leave out.
+    """
+    import pyarrow as pa
+
+    merged = first = None
+    first_with: dict[str, Path] = {}  # column -> the first file holding it
+    for fragment in dataset.get_fragments():
+        file = Path(fragment.path)
+        try:
+            schema = fragment.physical_schema
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as error:  # an empty or broken file among them
+            raise _unreadable_parquet(file, error) from error
+        if merged is None or first is None:
+            merged, first = schema, (file, schema)
+            first_with = dict.fromkeys(schema.names, file)
+            continue
+        first_file, first_schema = first
+        hint = (f"write every file of the dataset with the same columns (a file of unlabeled rows may leave out "
+                f"{label_column!r}), or move the file out of the folder")
+        for column in schema.names:
+            if column not in first_schema.names and column != label_column:
+                raise BadInputError(f"has the column {column!r}, which {first_file.name} lacks", path=file, hint=hint)
+        for column in first_schema.names:
+            if column not in schema.names and column != label_column:
+                raise BadInputError(f"lacks the column {column!r}, which {first_file.name} has", path=file, hint=hint)
+        for field in schema:
+            if field.name in merged.names and not _widen_to_one(merged.field(field.name), field):
+                raise BadInputError(
+                    f"column {field.name!r} holds {field.type}, but {merged.field(field.name).type} in "
+                    f"{first_with[field.name].name}", path=file, hint="write the column with one type in every file")
+            first_with.setdefault(field.name, file)
+        merged = pa.unify_schemas([merged, schema], promote_options="permissive")
+    return merged
+
+
+def _widen_to_one(known: Any, field: Any) -> bool:
+    """Whether two files' fields of one column have types pyarrow widens to one (int64 and double: double)."""
+    import pyarrow as pa
+
+    try:
+        pa.unify_schemas([pa.schema([known]), pa.schema([field])], promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return False
+    return True
+
+
+def _unreadable_parquet(path: Path, error: Exception) -> UnreadableItemError:
+    return UnreadableItemError(f"is not a readable Parquet file: {error}", path=path,
+                               hint="write the file again, or check it is Parquet")
+
+
+def _parquet_records(dataset: Any) -> Iterator[tuple[int, dict[str, object]]]:
+    """``(row, {column: value})`` per row of a Parquet ``dataset``, rows counted from 1 across its files (in the
+    order of their paths), read a batch at a time; a file that fails is named."""
     import pyarrow as pa
 
     names = dataset.schema.names
     row = 0
-    try:
-        batches = iter(dataset.to_batches(batch_size=DEFAULT_CHUNK_SIZE))
-        while (batch := next(batches, None)) is not None:
-            columns = []
-            for name, column in zip(names, batch.columns):
-                try:
-                    columns.append(column.to_pylist())
-                # a damaged file can hold strings that are not UTF-8, or dates past year 9999
-                except (pa.ArrowException, ValueError, OverflowError) as error:
-                    raise UnreadableItemError(
-                        f"column {name!r} holds values Python cannot read: {error}", path=path,
-                        hint="fix the column in the program that wrote the file, or drop it",
-                    ) from error
-            for values in zip(*columns):
-                row += 1
-                yield row, dict(zip(names, values))
-    except (pa.ArrowException, OSError) as error:  # a damaged page surfaces only when its batch is read
-        raise UnreadableItemError(
-            f"is not a readable Parquet file: {error}", path=path, hint="write the file again, or check it is Parquet"
-        ) from error
+    for fragment in dataset.get_fragments():
+        file = Path(fragment.path)
+        try:
+            # the dataset's schema: a file without the label column reads it as empty, an int column as float
+            for batch in fragment.to_batches(schema=dataset.schema, batch_size=DEFAULT_CHUNK_SIZE):
+                columns = []
+                for name, column in zip(names, batch.columns):
+                    try:
+                        columns.append(column.to_pylist())
+                    # a damaged file can hold strings that are not UTF-8, or dates past year 9999
+                    except (pa.ArrowException, ValueError, OverflowError) as error:
+                        raise UnreadableItemError(
+                            f"column {name!r} holds values Python cannot read: {error}", path=file,
+                            hint="fix the column in the program that wrote the file, or drop it",
+                        ) from error
+                for values in zip(*columns):
+                    row += 1
+                    yield row, dict(zip(names, values))
+        except (pa.ArrowException, OSError) as error:  # a damaged page surfaces only when its batch is read
+            raise _unreadable_parquet(file, error) from error
