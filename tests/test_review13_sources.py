@@ -25,7 +25,6 @@ def _rows(a: list, b: list, **more) -> object:
     return pa.table({"a": a, "b": b, **more})
 
 
-@pytest.mark.xfail(strict=True, reason="review13: the dataset takes the first file's columns, which has no label")
 def test_labels_held_only_by_a_later_file_of_a_parquet_dataset_are_kept(tmp_path) -> None:
     folder = _parts(tmp_path / "t", _rows([1.0, 2.0], [3.0, 4.0]), _rows([5.0, 6.0], [7.0, 8.0], label=["x", "y"]))
     table = ml.datasets.read_table(folder)
@@ -33,8 +32,6 @@ def test_labels_held_only_by_a_later_file_of_a_parquet_dataset_are_kept(tmp_path
     assert table.feature_names == ["a", "b"]
 
 
-@pytest.mark.xfail(strict=True, reason="review13: a later file's extra column is dropped silently, a missing one "
-                                       "reads as empty cells of the folder")
 def test_a_file_of_a_parquet_dataset_with_other_feature_columns_is_refused_naming_it_and_the_column(
         tmp_path) -> None:
     first = _rows([1.0, 2.0], [3.0, 4.0], label=["x", "y"])
@@ -46,14 +43,12 @@ def test_a_file_of_a_parquet_dataset_with_other_feature_columns_is_refused_namin
         ml.datasets.chunked(missing)
 
 
-@pytest.mark.xfail(strict=True, reason="review13: a cast that fails names the folder and blames the file format")
 def test_a_column_of_another_type_in_one_file_of_a_parquet_dataset_is_refused_naming_both_files(tmp_path) -> None:
     folder = _parts(tmp_path / "t", _rows([1.0, 2.0], [3.0, 4.0]), _rows(["five", "6"], [7.0, 8.0]))
     with pytest.raises(BadInputError, match=r"part-1\.parquet: column 'a' holds string, but double in part-0\.parquet"):
         ml.datasets.read_table(folder)
 
 
-@pytest.mark.xfail(strict=True, reason="review13: pyarrow's ArrowInvalid escapes untyped from the row count")
 def test_an_empty_or_broken_file_in_a_parquet_dataset_is_named(tmp_path) -> None:
     folder = _parts(tmp_path / "t", _rows([1.0, 2.0], [3.0, 4.0]))
     (folder / "part-1.parquet").write_bytes(b"")
