@@ -47,12 +47,23 @@ def check_matrix(
         array = array.astype(dtype, copy=False)
     elif array.dtype.kind != "f":
         array = array.astype(np.float64)
-    bad_rows = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    bad_rows = _rows_not_finite(array)
     if bad_rows.size:
         raise BadInputError(
             f"NaN or infinity in {name} ({bad_rows.size} row(s) like this)", row=int(bad_rows[0]), hint=hint
         )
     return array
+
+
+FINITE_BLOCK_VALUES = 2**24  # values tested at a time: a whole pool's mask was a byte a value (784 MB at 1M x 784)
+
+
+def _rows_not_finite(array: np.ndarray) -> np.ndarray:
+    """Positions of the rows of a 2-D array that hold a NaN or an infinity, tested a block of rows at a time."""
+    block = max(FINITE_BLOCK_VALUES // max(array.shape[1], 1), 1)
+    found = [start + np.flatnonzero(~np.isfinite(array[start:start + block]).all(axis=1))
+             for start in range(0, len(array), block)]
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
 def check_class_ids(
