@@ -37,6 +37,10 @@ ASKED_BECAUSE_KEY = "metalabel_asked_because"
 or the query strategy's name."""
 CURRENT_LABEL_KEY = "metalabel_current_label"
 """The label the item has now (class and source), or why none is shown."""
+LINKED_FILE_KEY = "metalabel_linked_file"
+"""A question task that links a pool file (``/data/local-files/?d=``) keeps, in ``data``, what that file was
+when the task was made and checked: ``path``, ``sha256``, ``size``, ``mtime_ns``, and ``token``, the task's own
+random name. An answer is recorded only if the file is still that file when it is imported."""
 
 KINDS = ("text", "image", "table")
 """How an item is shown: the Label Studio object tag's name (``Text``, ``Image``, ``Table``)."""

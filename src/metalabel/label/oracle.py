@@ -62,6 +62,7 @@ from metalabel.errors import (
 )
 from metalabel.files import write_atomically
 from metalabel.label.ask import REFERENCE
+from metalabel.label.image_files import holds_stored_image, read_file
 from metalabel.label.labelstudio import (
     ASKED_BECAUSE_KEY,
     CHOICES_NAME,
@@ -69,6 +70,7 @@ from metalabel.label.labelstudio import (
     CURRENT_LABEL_KEY,
     HASH_KEY,
     LABEL_KEY,
+    LINKED_FILE_KEY,
     PROJECT_KEY,
     QUESTION_KEY,
     URI_KEY,
@@ -182,12 +184,28 @@ class RecordedAnswers:
     changed: int = 0
     """Answers their own annotator changed (an updated annotation): the new class is the label, the earlier
     answer stays in its history (``ProjectStore.correct``)."""
+    held: list[HeldAnswer] = field(default_factory=list)
+    """Answers given on a task whose linked pool file changed after the task was made: kept, not recorded."""
+
+
+@dataclass(frozen=True)
+class HeldAnswer:
+    """The annotations of one Label Studio task that showed a linked pool file which is no longer the file the
+    task was made with: the person may have seen other content than the project holds for the item, so they
+    are kept (``kept``, the task as the export had it) and never recorded; the question stays open, and the
+    queue writes it a new task."""
+
+    question_id: int
+    uri: str
+    reason: str
+    kept: Path
 
 
 class _Tally:
     def __init__(self) -> None:
         self.answered = self.dismissed = self.disagreements = self.confirmed = self.corrected = self.changed = 0
         self.already_closed: list[int] = []
+        self.held: list[HeldAnswer] = []
         self.answer_times: dict[int, dict[str, str]] = {}  # when each person answered, by question id
 
     def saw(self, question_id: int, vote: _Votes) -> None:
@@ -197,7 +215,7 @@ class _Tally:
 
     def result(self) -> RecordedAnswers:
         return RecordedAnswers(self.answered, self.dismissed, self.already_closed, self.disagreements,
-                               self.confirmed, self.corrected, self.changed)
+                               self.confirmed, self.corrected, self.changed, self.held)
 
     def record(self, store: ProjectStore, answer: Answer) -> None:
         """One answer, in its own transaction: a class becomes a human label, ``None`` dismisses."""
@@ -695,7 +713,11 @@ class LabelStudioQueue:
     ``local_files_root`` (Label Studio's ``LOCAL_FILES_DOCUMENT_ROOT``) as
     ``/data/local-files/?d=...`` links; anything else is embedded as a base64 data URI,
     which suits small images (28x28 is about 1 kB) but bloats big ones: serve those
-    as local files. A table row is shown as ``{column: value}`` under the names in
+    as local files. Label Studio shows a linked file as it is when the person looks, so a file is
+    linked only if its bytes decode to the item's stored content (else the stored pixels are
+    embedded), and the task keeps what the file was (``LINKED_FILE_KEY``): an answer given on a
+    task whose file changed since is held on import, never recorded (see ``import_annotations``).
+    A table row is shown as ``{column: value}`` under the names in
     ``feature_names`` (the pool's ``LabeledDataset.feature_names``; ``x0``, ``x1``, ... without them).
 
     ``import_annotations`` also reads back a reviewed ``metalabel export --format labelstudio``:
@@ -732,6 +754,7 @@ class LabelStudioQueue:
     def exported_question_ids(self) -> set[int]:
         """The question ids the task files in ``folder`` hold."""
         ids: set[int] = set()
+        held = self._held_tokens()
         for path in sorted(self.folder.glob(f"{TASK_FILE_PREFIX}*.json")):
             try:
                 tasks = json.loads(path.read_text(encoding="utf-8"))
@@ -743,9 +766,31 @@ class LabelStudioQueue:
             for task in tasks if isinstance(tasks, list) else []:
                 meta = task.get("meta") if isinstance(task, dict) else None
                 question_id = meta.get(QUESTION_KEY) if isinstance(meta, dict) else None
+                linked = task.get("data", {}).get(LINKED_FILE_KEY) if isinstance(task, dict) else None
+                if isinstance(linked, dict) and linked.get("token") in held:
+                    continue  # an answer on it was held: its file changed, so the question gets a new task
                 if isinstance(question_id, int) and not isinstance(question_id, bool):
                     ids.add(question_id)
         return ids
+
+    def _held_tokens(self) -> set[str]:
+        """The tokens of the tasks an answer was held on (``HELD_FOLDER``'s files are named by them)."""
+        try:
+            return {name.split("-", 1)[0] for name in os.listdir(self.folder / HELD_FOLDER) if name.endswith(".json")}
+        except FileNotFoundError:
+            return set()
+
+    def _keep_held(self, held: _HeldTask, export: Path) -> HeldAnswer:
+        """Write a held task's annotations under ``HELD_FOLDER`` (once: the same task from the same file again
+        is the same file); the import records them nowhere else."""
+        body = json.dumps({"question_id": held.question_id, "uri": held.uri, "reason": held.reason,
+                           "export": str(export), "task": held.task}, indent=1, ensure_ascii=False)
+        folder = self.folder / HELD_FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = folder / f"{held.token}-{hashlib.sha256(body.encode()).hexdigest()[:16]}.json"
+        if not kept.exists():
+            write_atomically(kept, body)
+        return HeldAnswer(held.question_id, held.uri, held.reason, kept)
 
     def export_tasks(self, questions: Sequence[Query], *, model_version: str | None = None) -> Path:
         """Write a Label Studio import file of the questions and the labeling config; returns the task file."""
@@ -780,8 +825,9 @@ class LabelStudioQueue:
 
     def _task(self, query: Query, identity: QuestionIdentity, kind: str, model_version: str) -> dict[str, Any]:
         content: str | dict[str, float]
+        linked: dict[str, Any] | None = None
         if kind == "image":
-            content = self._image_value(query)
+            content, linked = self._image_value(query)
         elif kind == "table":
             content = self._table_value(query)
         else:
@@ -794,7 +840,9 @@ class LabelStudioQueue:
             now = "not shown: a reference question is answered without the model's guess"
         else:
             now = "none"
-        context = {ASKED_BECAUSE_KEY: query.asked_because or "not recorded", CURRENT_LABEL_KEY: now}
+        context: dict[str, Any] = {ASKED_BECAUSE_KEY: query.asked_because or "not recorded", CURRENT_LABEL_KEY: now}
+        if linked is not None:
+            context[LINKED_FILE_KEY] = linked
         return choices_task(kind, content, data=context, question=identity, suggestions=suggestions)
 
     def _table_value(self, query: Query) -> dict[str, float]:
@@ -807,21 +855,30 @@ class LabelStudioQueue:
             )
         return {name: float(f"{value:.7g}") for name, value in zip(names, values)}
 
-    def _image_value(self, query: Query) -> str:
+    def _image_value(self, query: Query) -> tuple[str, dict[str, Any] | None]:
+        """What the task shows (a URL, a local-files link or a data URI), and for a link what the file was."""
         if urlparse(query.uri).scheme in _URL_SCHEMES:
-            return query.uri
+            return query.uri, None
         path = Path(query.uri)
+        pixels = query.item if isinstance(query.item, np.ndarray) else None
         if path.is_file():
             resolved = path.resolve()
             if self.local_files_root is not None and resolved.is_relative_to(self.local_files_root):
-                return "/data/local-files/?d=" + quote(resolved.relative_to(self.local_files_root).as_posix())
-            if not isinstance(query.item, np.ndarray):
+                # Label Studio shows the file as it is when the person looks: link it only while it holds the
+                # item's content, and keep what it was, so an answer given after it changed is held on import
+                data, status = read_file(resolved)
+                if pixels is None or holds_stored_image(data, pixels, query.content_hash or "", uri=query.uri):
+                    link = "/data/local-files/?d=" + quote(resolved.relative_to(self.local_files_root).as_posix())
+                    return link, {"path": str(resolved), "sha256": hashlib.sha256(data).hexdigest(),
+                                  "size": status.st_size, "mtime_ns": status.st_mtime_ns,
+                                  "token": secrets.token_hex(8)}
+            elif pixels is None:
                 mime = mimetypes.guess_type(path.name)[0] or "image/png"
-                return f"data:{mime};base64,{base64.b64encode(resolved.read_bytes()).decode()}"
-        if isinstance(query.item, np.ndarray):
+                return f"data:{mime};base64,{base64.b64encode(resolved.read_bytes()).decode()}", None
+        if pixels is not None:  # the stored content itself
             png = io.BytesIO()
-            Image.fromarray(as_rgb(query.item)).save(png, format="PNG")
-            return f"data:image/png;base64,{base64.b64encode(png.getvalue()).decode()}"
+            Image.fromarray(as_rgb(pixels)).save(png, format="PNG")
+            return f"data:image/png;base64,{base64.b64encode(png.getvalue()).decode()}", None
         raise DataNotFoundError(
             f"question {query.question_id}: the image is neither a file, a URL nor an array",
             path=query.uri,
@@ -867,12 +924,20 @@ class LabelStudioQueue:
 
         ``changed``: the annotations are ones their annotators changed (Label Studio's
         ``ANNOTATION_UPDATED``): one as old as the answer on record still changes it.
+
+        A task that links a pool file whose bytes, size or modification time are no longer those the task
+        was made with (or whose file is gone) may have shown other content than the item: its annotations
+        are held (``RecordedAnswers.held``): kept under ``HELD_FOLDER``, recorded nowhere, the rest of the
+        file imported. The task stays held in every later import, even once the file is put back, and its
+        question stays open: ``answer`` writes it a new task, which shows the content the project holds.
         """
         path = Path(path)
         export = self._read_export(path)
         _check_against_store(export.questions, store, path)
         shown = _check_reviews(export.reviews, store, path)
         tally = _Tally()
+        # kept before anything is recorded: an import stopped after this holds them again when it is repeated
+        tally.held = [self._keep_held(held, path) for held in export.held]
         try:
             with store.batch():
                 for name, other in sorted(export.same_people):
@@ -935,7 +1000,7 @@ class LabelStudioQueue:
                 "is not a Label Studio export: expected a list of tasks; nothing was imported", path=path,
                 hint="use the 'JSON' export format",
             )
-        export = _Export()
+        export = _Export(held_tokens=self._held_tokens())
         for index, task in enumerate(tasks):
             try:
                 self._read_task(task, index, export)
@@ -960,8 +1025,9 @@ class LabelStudioQueue:
         raw_label_id = _field(places(LABEL_KEY, LABEL_KEY), LABEL_KEY)
         if raw_question_id is not None and raw_label_id is not None:
             raise _TaskProblem(f"carries both a {QUESTION_KEY} and a {LABEL_KEY}; was it changed by hand?")
-        if raw_question_id is not None:
-            vote = export.questions.setdefault(_question_id(raw_question_id, QUESTION_KEY), _Votes())
+        question_id = None if raw_question_id is None else _question_id(raw_question_id, QUESTION_KEY)
+        if question_id is not None:
+            vote = export.questions.setdefault(question_id, _Votes())
         elif raw_label_id is not None:
             if "annotations" not in task:
                 # JSON-MIN puts the choice under "label", where the exported task's data has the label shown
@@ -972,15 +1038,20 @@ class LabelStudioQueue:
             raise _TaskProblem(
                 f"carries neither a {QUESTION_KEY} (a question `metalabel run --oracle labelstudio` asked) nor a "
                 f"{LABEL_KEY} (a label `metalabel export --format labelstudio` wrote); was it exported by metalabel?")
-        vote.tasks.append(
-            _TaskIdentity(
-                index=index,
-                label_studio_id=_task_id(task),
-                uri=_text_field(places("uri", URI_KEY), "uri"),
-                content_hash=_text_field(places("content_hash", HASH_KEY), "content hash"),
-                project=_text_field(places("project", PROJECT_KEY), "project"),
-            )
+        identity = _TaskIdentity(
+            index=index,
+            label_studio_id=_task_id(task),
+            uri=_text_field(places("uri", URI_KEY), "uri"),
+            content_hash=_text_field(places("content_hash", HASH_KEY), "content hash"),
+            project=_text_field(places("project", PROJECT_KEY), "project"),
         )
+        vote.tasks.append(identity)  # checked against the project, held or not
+        linked = _field(places(LINKED_FILE_KEY, LINKED_FILE_KEY), "linked file")
+        if question_id is not None and linked is not None and _annotated(task):
+            token, problem = _linked_file_problem(linked, export.held_tokens)
+            if problem is not None:
+                export.held.append(_HeldTask(question_id, identity.uri or "", token, problem, task))
+                vote = _Votes()  # its annotations are read (a malformed one refuses the file) but count nowhere
         if "annotations" in task:  # the full "JSON" export
             annotations = task["annotations"]
             if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
@@ -1039,6 +1110,9 @@ class LabelStudioQueue:
 
 AUDIT = "audit"
 """The strategy of the question a reviewed export label is recorded through (as the labeling page's review)."""
+
+HELD_FOLDER = "held"
+"""Under the queue's folder: each task whose answers were held (``HeldAnswer``), as ``<token>-<digest>.json``."""
 
 ANSWERS_IMPORT = "answers-import"
 """The artifact kind of a Label Studio export whose answers were recorded (``import_annotations``)."""
@@ -1203,6 +1277,53 @@ class _Export:
     questions: dict[int, _Votes] = field(default_factory=dict)
     reviews: dict[int, _Votes] = field(default_factory=dict)  # by the id of the label a reviewed task showed
     same_people: set[tuple[str, str]] = field(default_factory=set)  # (email name, id name) of one user
+    held: list[_HeldTask] = field(default_factory=list)
+    """Annotated tasks whose linked file is not the file the task was made with: kept, not recorded."""
+    held_tokens: set[str] = field(default_factory=set)
+    """The tokens of tasks an earlier import held (``LabelStudioQueue._held_tokens``)."""
+
+
+@dataclass(frozen=True)
+class _HeldTask:
+    question_id: int
+    uri: str
+    token: str
+    reason: str
+    task: dict[str, Any]
+
+
+def _annotated(task: dict[str, Any]) -> bool:
+    """Whether an exported task carries an annotation (full "JSON": any; "JSON-MIN": a choice)."""
+    annotations = task.get("annotations")
+    return bool(annotations) if "annotations" in task else CHOICES_NAME in task
+
+
+_LINK_FIELDS = {"path": str, "sha256": str, "size": int, "mtime_ns": int, "token": str}
+
+
+def _linked_file_problem(linked: Any, held_tokens: set[str]) -> tuple[str, str | None]:
+    """The task's token, and why an answer given on it cannot be taken as an answer about the item (None if it
+    can): its linked file is gone or is not the file the task was made with (other bytes, size or modification
+    time: a file replaced and put back may have been shown in between), or an answer on it was held before."""
+    if not isinstance(linked, dict) or any(not isinstance(linked.get(key), kind) or isinstance(linked.get(key), bool)
+                                           for key, kind in _LINK_FIELDS.items()):
+        raise _TaskProblem(f"its {LINKED_FILE_KEY} is {_brief(linked)}, not the record the queue wrote")
+    token, path = linked["token"], Path(linked["path"])
+    if not re.fullmatch(r"[0-9a-f]{1,64}", token):
+        raise _TaskProblem(f"its {LINKED_FILE_KEY} token is {_brief(token)}, not one the queue wrote")
+    if token in held_tokens:
+        return token, (f"an answer on this task was held before: the image file it links ({path}) changed after "
+                       "the task was made, so every answer on it may be about other content than the project holds")
+    try:
+        data, status = read_file(path)
+    except OSError as error:
+        return token, (f"the image file its task links ({path}) cannot be read now ({error.strerror}), so what the "
+                       "person saw cannot be told to be the item the project holds")
+    if ((status.st_size, status.st_mtime_ns) != (linked["size"], linked["mtime_ns"])
+            or hashlib.sha256(data).hexdigest() != linked["sha256"]):
+        return token, (f"the image file its task links ({path}) changed after the task was made (its bytes or its "
+                       "modification time differ), so the person may have seen other content than the project holds")
+    return token, None
 
 
 def _brief(value: Any, limit: int = 60) -> str:
