@@ -101,7 +101,6 @@ def test_an_unchanged_linked_file_is_linked_and_its_answer_recorded(project, tmp
     assert recorded.answered == 2 and [label.class_name for label in store.active_labels()] == ["dog", "dog"]
 
 
-@pytest.mark.xfail(strict=True, reason="live13: the task links the live file whatever it holds now")
 def test_a_file_replaced_before_the_task_is_made_is_not_shown_for_the_item(project):
     store, pool, root = project
     _replace(root / "pool" / "0.png", seed=7)  # after the pool was read and checked, before the task
@@ -111,7 +110,6 @@ def test_a_file_replaced_before_the_task_is_made_is_not_shown_for_the_item(proje
     assert np.array_equal(_decoded(_shown(first, root)), pool.items[0])
 
 
-@pytest.mark.xfail(strict=True, reason="live13: an answer given on a replaced linked file is recorded on the item")
 @pytest.mark.parametrize("restored", [False, True], ids=["replaced", "replaced-and-restored"])
 def test_an_answer_given_while_the_linked_file_held_other_content_is_held_not_recorded(project, tmp_path, restored):
     store, pool, root = project
