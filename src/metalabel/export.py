@@ -13,8 +13,9 @@
   a ``'`` in front, so opening the file in Excel or LibreOffice runs nothing
   (CSV/formula injection); ``export.json`` says so (``csv_formula_guard``). Parquet keeps
   every value as it is.
-- ``imagefolder``: ``<class>/<file>`` per labeled image (the original file copied, or a PNG
-  written from the pool's pixels), ``labels.csv``, the rows with a ``path`` column first, and
+- ``imagefolder``: ``<class>/<file>`` per labeled image (the original file's bytes, read once and
+  checked to decode to the item's stored content, else a PNG written from the pool's checked
+  pixels), ``labels.csv``, the rows with a ``path`` column first, and
   for Hugging Face ``datasets`` ``metadata.csv`` (``file_name`` first, values as they are)
   with a ``README.md`` dataset card whose features make ``label`` a ``ClassLabel``.
 - ``labelstudio``: ``tasks.json`` (Label Studio's import format, a choices task per item,
@@ -49,7 +50,10 @@ Content is checked: every export that can reach the pool (``pool=``, or the spec
 recorded) first checks each stored item against the content hash it had at init, once per item,
 and refuses (``PoolChangedError``, naming the item) if one changed or is gone, also for formats
 that write no content (parquet, csv), so labels are never exported for items that are no longer
-what was labeled. ``export.json`` says whether the pool was checked (``pool_checked``).
+what was labeled. ``export.json`` says whether the pool was checked (``pool_checked``). An image
+file is then read once, and its bytes are written only if they decode to the stored content: a
+file replaced after the check gives the pool's checked pixels instead (``images_from_pool_pixels``
+counts them, as it counts the files of a source that decodes them otherwise, such as Omniglot).
 
 The folder is written under a hidden name beside ``out`` and renamed into place at the
 end, so a crash never leaves a half export where ``out`` should be. ``out`` may not be the
@@ -66,8 +70,8 @@ import json
 import math
 import mimetypes
 import numbers
+import os
 import re
-import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -86,6 +90,7 @@ from metalabel.errors import BadInputError, MissingDependencyError, StoreError
 from metalabel.evaluate.records import RoundCertificate, Scorecard, recorded_before_certification
 from metalabel.files import IfExists, staged_folder
 from metalabel.label.ask import REFERENCE, awaiting_reference
+from metalabel.label.image_files import holds_stored_image, read_file
 from metalabel.label.labelstudio import CONFIG_FILE as LABELSTUDIO_CONFIG
 from metalabel.label.labelstudio import ReviewIdentity, Suggestion, choices_task, write_config
 from metalabel.label.oracle import project_identity
@@ -329,6 +334,8 @@ class _Job:
     """Label Studio's LOCAL_FILES_DOCUMENT_ROOT (absolute), which image links are relative to."""
     awaiting_reference: frozenset[int] = frozenset()
     """Items with an open reference question (format ``labelstudio``): their model labels are not put up for review."""
+    images_from_pixels: int = 0
+    """Image files on disk that did not decode to their item's stored content, so the pool's pixels were written."""
 
 
 @dataclass
@@ -497,25 +504,50 @@ class _PoolContent:
         return self._pool
 
 
-def _image_source(row: _Row, content: _PoolContent) -> Path | np.ndarray | None:
-    """The original file when it is still on disk, else the pool's pixels (None if neither).
+@dataclass(frozen=True)
+class _CheckedFile:
+    """An image file's bytes, read once and checked to decode to its item's stored content: what is written."""
 
-    The pool is checked first either way: a file that changed since init is refused
-    (``PoolChangedError``), never exported under the label its old content got.
+    data: bytes
+    name: Path
+    """The file's name (its stem and suffix name the exported file)."""
+    times_ns: tuple[int, int]
+    """Its access and modification times, kept on the copy as a copy keeps them."""
+
+
+def _image_source(row: _Row, job: _Job) -> _CheckedFile | np.ndarray | None:
+    """The original file's bytes when they hold the item's content, else the pool's pixels (None if neither).
+
+    The pool is checked first (a file that changed since init is refused, ``PoolChangedError``); the file is
+    then read once, and those bytes are written only if they decode to the stored content: one replaced
+    after the check is never exported under the label its old content got. A file that does not hold it
+    (changed during the export, or its source decodes it otherwise: Omniglot inverts its ink) gives the
+    pool's checked pixels as PNG, counted in ``export.json`` (``images_from_pool_pixels``).
     """
-    pixels = content.of(row.item)
+    pixels = job.content.of(row.item)
     if pixels is None:
         return None
+    pixels = np.asarray(pixels)
     path = Path(row.item.uri)
-    return path if path.is_file() else np.asarray(pixels)
+    if not path.is_file():
+        return pixels
+    try:
+        data, status = read_file(path)
+    except OSError:  # gone or unreadable since is_file: it holds nothing of the item's now
+        data = b""
+    if data and holds_stored_image(data, pixels, row.item.content_hash, uri=row.item.uri):
+        return _CheckedFile(data, Path(path.name), (status.st_atime_ns, status.st_mtime_ns))
+    job.images_from_pixels += 1
+    return pixels
 
 
-def _put_image(image: Path | np.ndarray, folder: Path, names: _UniqueNames, uri: str) -> str:
-    """Copy the file, or write the pixels as PNG, into ``folder``; returns the file name used."""
+def _put_image(image: _CheckedFile | np.ndarray, folder: Path, names: _UniqueNames, uri: str) -> str:
+    """Write the checked file's bytes, or the pixels as PNG, into ``folder``; returns the file name used."""
     folder.mkdir(exist_ok=True)
-    if isinstance(image, Path):
-        name = names.claim(image.stem, image.suffix)
-        shutil.copy2(image, folder / name)
+    if isinstance(image, _CheckedFile):
+        name = names.claim(image.name.stem, image.name.suffix)
+        (folder / name).write_bytes(image.data)
+        os.utime(folder / name, ns=image.times_ns)
         return name
     # A uri naming an image file keeps that file's name; "fashion-mnist:train/12" becomes one.
     stem = Path(uri).stem if Path(uri).suffix.lower() in IMAGE_SUFFIXES else uri
@@ -656,7 +688,7 @@ def _write_imagefolder(job: _Job, folder: Path) -> _Written:
     file_names = {class_folder: _UniqueNames() for class_folder in folder_of_class.values()}
     written, records = [], []
     for row in job.rows:
-        image = _image_source(row, job.content)
+        image = _image_source(row, job)
         if image is None:
             job.skipped["no_content"] += 1
             continue
@@ -689,6 +721,8 @@ def _write_imagefolder(job: _Job, folder: Path) -> _Written:
 
 HF_DATA = "data"
 _CARD_FORMATS = ("imagefolder", "hf")
+_IMAGE_FORMATS = ("imagefolder", "hf", "labelstudio")
+"""Formats that write an image project's images (checked file bytes, or the pool's pixels)."""
 _HF_ORDER = ("label", *(name for name in COLUMNS if name != "label"))
 """The label first, then the rest of the provenance: the column order of the hf and metadata.csv exports."""
 _HF_DTYPES = {"string": "string", "float": "float64", "float32": "float32", "int": "int64", "bool": "bool",
@@ -740,7 +774,7 @@ def _write_hf(job: _Job, folder: Path) -> _Written:
     image_names = _UniqueNames()
     for row in job.rows:
         if job.modality == "image":
-            image = _image_source(row, job.content)
+            image = _image_source(row, job)
             if image is None:
                 job.skipped["no_content"] += 1
                 continue
@@ -777,10 +811,10 @@ def _is_reference_answer(row: _Row) -> bool:
     return row.label.source == LabelSource.HUMAN and row.label.query_strategy == REFERENCE
 
 
-def _image_bytes(image: Path | np.ndarray, names: _UniqueNames, uri: str) -> dict[str, Any]:
-    """``datasets.Image``'s storage: the file's own bytes, or a PNG of the pool's pixels."""
-    if isinstance(image, Path):
-        return {"bytes": image.read_bytes(), "path": names.claim(image.stem, image.suffix)}
+def _image_bytes(image: _CheckedFile | np.ndarray, names: _UniqueNames, uri: str) -> dict[str, Any]:
+    """``datasets.Image``'s storage: the file's own (checked) bytes, or a PNG of the pool's pixels."""
+    if isinstance(image, _CheckedFile):
+        return {"bytes": image.data, "path": names.claim(image.name.stem, image.name.suffix)}
     buffer = io.BytesIO()
     _save_png(image, buffer)
     stem = Path(uri).stem if Path(uri).suffix.lower() in IMAGE_SUFFIXES else uri
@@ -798,7 +832,7 @@ def _write_labelstudio(job: _Job, folder: Path) -> _Written:
             continue
         value: str | dict[str, float] | None
         if kind == "image":
-            image = _image_source(row, job.content)
+            image = _image_source(row, job)
             value = None if image is None else _labelstudio_image(image, folder, job, image_names, row.item.uri)
         elif kind == "table":
             values = job.content.of(row.item)
@@ -819,11 +853,12 @@ def _write_labelstudio(job: _Job, folder: Path) -> _Written:
                               else None})
 
 
-def _labelstudio_image(image: Path | np.ndarray, folder: Path, job: _Job, names: _UniqueNames, uri: str) -> str:
+def _labelstudio_image(image: _CheckedFile | np.ndarray, folder: Path, job: _Job, names: _UniqueNames,
+                       uri: str) -> str:
     """A link Label Studio's local-files serving resolves (with ``local_files_root``), else a data URI."""
     if job.local_files_root is None:
-        if isinstance(image, Path):
-            data, mime = image.read_bytes(), mimetypes.guess_type(image.name)[0] or "image/png"
+        if isinstance(image, _CheckedFile):
+            data, mime = image.data, mimetypes.guess_type(image.name.name)[0] or "image/png"
         else:
             buffer = io.BytesIO()
             _save_png(image, buffer)
@@ -1072,6 +1107,8 @@ def _sidecar(
         # metadata.csv (imagefolder) is for datasets and written as it is; labels.csv is the guarded one
         "csv_formula_guard": format in ("csv", "imagefolder"),
         "feature_columns": job.feature_columns,
+        **({"images_from_pool_pixels": job.images_from_pixels} if job.modality == "image" and format in _IMAGE_FORMATS
+           else {}),
         "metalabel_version": __version__,
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         **written.sidecar,
