@@ -90,7 +90,6 @@ def test_unchanged_files_are_written_with_their_labels(project, tmp_path, format
         str(pool_folder / "unlabeled/c.png"): ("cat", 40)}
 
 
-@pytest.mark.xfail(strict=True, reason="live13: a file replaced after the pool check is exported under the old label")
 @pytest.mark.parametrize("format", FORMATS)
 def test_a_file_replaced_during_the_export_is_not_written_under_the_label_of_its_old_content(
         project, tmp_path, monkeypatch, format):
