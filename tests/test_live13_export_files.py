@@ -111,3 +111,23 @@ def test_a_file_replaced_during_the_export_is_not_written_under_the_label_of_its
     assert _shades(result.path, format)[str(pool_folder / "cat/a.png")] == ("cat", 10)
     sidecar = json.loads((result.path / "export.json").read_text())
     assert sidecar["images_from_pool_pixels"] == 1  # said, with why, in export.json
+
+
+@pytest.mark.parametrize("size", [None, (3, 5)], ids=["as-is", "resized"])
+def test_unchanged_files_of_a_mixed_colour_pool_are_copied_byte_for_byte(tmp_path, size):
+    """The check decodes as the pool did (size, grey files repeated to RGB beside colour ones), so no unchanged
+    file is taken for a changed one and replaced by pixels."""
+    folder = tmp_path / "pool"
+    for name in ("cat", "dog"):
+        (folder / name).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).save(folder / "cat" / "rgb.png")
+    Image.fromarray(rng.integers(0, 256, (6, 6), dtype=np.uint8)).save(folder / "dog" / "grey.png")
+    Image.fromarray(rng.integers(0, 65535, (6, 6), dtype=np.uint16)).save(folder / "dog" / "deep.png")  # I;16
+    Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).save(folder / "cat" / "photo.jpg")
+    project = Project.create(tmp_path / "project", pool=datasets.imagefolder(folder, size=size))
+    with project:
+        result = export_project(project.store, tmp_path / "out", format="imagefolder")
+    assert json.loads((result.path / "export.json").read_text())["images_from_pool_pixels"] == 0
+    for name in ("cat/rgb.png", "dog/grey.png", "dog/deep.png", "cat/photo.jpg"):
+        assert (result.path / name).read_bytes() == (folder / name).read_bytes(), name

@@ -156,3 +156,15 @@ def _project(store: ProjectStore) -> str:
     from metalabel.label.oracle import project_identity
 
     return project_identity(store)
+
+
+def test_a_json_min_export_of_a_replaced_linked_file_is_held_too(project, tmp_path):
+    store, pool, root = project
+    tasks = _ask(store, pool, root)
+    _replace(root / "pool" / "1.png", seed=9)
+    export = tmp_path / "min.json"
+    export.write_text(json.dumps([{"id": n + 1, **task["data"], "label": "cat", "annotator": "ann@example.com"}
+                                  for n, task in enumerate(tasks)]))
+    recorded = _queue(store, root).import_annotations(export, store=store)
+    assert recorded.answered == 1 and [held.uri for held in recorded.held] == [str(root / "pool" / "1.png")]
+    assert [label.uri for label in store.active_labels()] == [str(root / "pool" / "0.png")]

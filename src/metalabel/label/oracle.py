@@ -766,7 +766,8 @@ class LabelStudioQueue:
             for task in tasks if isinstance(tasks, list) else []:
                 meta = task.get("meta") if isinstance(task, dict) else None
                 question_id = meta.get(QUESTION_KEY) if isinstance(meta, dict) else None
-                linked = task.get("data", {}).get(LINKED_FILE_KEY) if isinstance(task, dict) else None
+                data = task.get("data") if isinstance(task, dict) else None
+                linked = data.get(LINKED_FILE_KEY) if isinstance(data, dict) else None
                 if isinstance(linked, dict) and linked.get("token") in held:
                     continue  # an answer on it was held: its file changed, so the question gets a new task
                 if isinstance(question_id, int) and not isinstance(question_id, bool):
