@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -243,6 +244,25 @@ def _quiet_logger(name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
+_START_A_CLUSTER = "start one with `ray start --head` and pass its address, or use --ray local"
+
+
+def _check_answers(address: str) -> None:
+    """Refuse a cluster's ``host:port`` (or ``ray://host:port``) at once if nothing takes a connection there.
+
+    Ray itself retries such an address for minutes, logging every try; ``auto`` and the forms this does not
+    read are left to Ray.
+    """
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=10):
+            pass
+    except OSError as error:  # refused, no route, a name that does not resolve, a timeout
+        raise ConnectionError(f"nothing answers there ({error.strerror or error})") from error
+
+
 @contextlib.contextmanager
 def _connected(address: str, workers: int | None) -> Iterator[int]:
     """Ray connected for the block; yields how many actors to run. Only a cluster started here is stopped here."""
@@ -260,11 +280,10 @@ def _connected(address: str, workers: int | None) -> Iterator[int]:
             if address == LOCAL:
                 ray.init(num_cpus=workers, **options)
             else:
+                _check_answers(address)
                 ray.init(address=address, **options)
         except (ConnectionError, ValueError, RuntimeError) as error:
-            raise BadInputError(f"cannot reach a Ray cluster at {address!r}: {error}",
-                                hint="start one with `ray start --head` and pass its address, or use --ray local")\
-                from error
+            raise BadInputError(f"cannot reach a Ray cluster at {address!r}: {error}", hint=_START_A_CLUSTER) from error
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         yield max(1, min(cpus, workers) if workers is not None else cpus)
