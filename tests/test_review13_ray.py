@@ -17,7 +17,6 @@ def _never_called(**options) -> None:
     raise AssertionError(f"ray.init was called with {options}")
 
 
-@pytest.mark.xfail(strict=True, reason="review13: Ray retries an unreachable address for minutes, logging each try")
 @pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1", "no-such-host.invalid:6379"])
 def test_an_address_where_no_cluster_answers_is_refused_by_name_before_ray_tries_it(
         address, monkeypatch, cache) -> None:
