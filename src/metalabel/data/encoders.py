@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from metalabel.data.dataset import LabeledDataset, Modality
-from metalabel.data.mapped import MappedTexts
+from metalabel.data.mapped import MappedTexts, in_cache
 from metalabel.data.paths import cache_dir
 from metalabel.data.sources.user import DEFAULT_CHUNK_SIZE, ChunkedPool, PoolChunk
 from metalabel.errors import BadInputError, MissingDependencyError
@@ -460,7 +460,8 @@ def embed_dataset(
     cached = read_cached_embeddings(path, expected_shape=shape, mmap=mmap)
     if cached is not None:
         return cached
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with in_cache(path.parent, _EMBEDDINGS):
+        path.parent.mkdir(parents=True, exist_ok=True)
     if mmap:
         def write(file: Path) -> None:
             with EmbeddingsFile(file, encoder.dim, rows=len(dataset)) as out, _naming_the_item(dataset.uris):
@@ -472,7 +473,8 @@ def embed_dataset(
         assert written is not None, f"{path} was written with another shape than {shape}"
         return written
     embeddings = _encode_dataset(dataset, encoder, progress=progress)
-    write_atomically(path, lambda file: np.save(file, embeddings, allow_pickle=False))
+    with in_cache(path.parent, _EMBEDDINGS):
+        write_atomically(path, lambda file: save_embeddings(file, embeddings))
     return embeddings
 
 
@@ -513,7 +515,8 @@ def embed_in_chunks(
     began = time.perf_counter()
     encoder = encoder_for(pool, encoder, device=device)
     directory = cache_dir() / "embeddings"
-    directory.mkdir(parents=True, exist_ok=True)
+    with in_cache(directory, _EMBEDDINGS):
+        directory.mkdir(parents=True, exist_ok=True)
     staging = directory / f".{encoder.name}-{os.getpid()}-{secrets.token_hex(4)}.npy"
     digest = _ItemsDigest(pool.count or 0)
     embedded: list[Path] = []  # each chunk's own cache file, keyed by the items embedded
@@ -558,7 +561,8 @@ def _chunk_embeddings(chunk: PoolChunk, encoder: Encoder) -> tuple[np.ndarray, P
         return cached, path, True
     with _naming_the_item(chunk.uris, chunk.start):
         embeddings = encoder.encode(chunk.items, progress=False)
-    write_atomically(path, lambda file: np.save(file, embeddings, allow_pickle=False))
+    with in_cache(path.parent, _EMBEDDINGS):
+        write_atomically(path, lambda file: save_embeddings(file, embeddings))
     return embeddings, path, False
 
 
@@ -571,6 +575,15 @@ def _changed_while_embedded(pool: ChunkedPool, chunk: PoolChunk | None) -> BadIn
                          hint="run again once its files stop changing; the chunks that did not change are cached")
 
 
+_EMBEDDINGS = "embeddings"
+
+
+def save_embeddings(file: Path, embeddings: np.ndarray) -> None:
+    """``embeddings`` ``[rows, dim]`` as the ``.npy`` at ``file`` (a cache file's content for ``write_atomically``)."""
+    with EmbeddingsFile(file, embeddings.shape[1], rows=len(embeddings)) as out:
+        out.write(0, embeddings)
+
+
 class EmbeddingsFile:
     """An ``.npy`` of float32 embeddings ``[rows, dim]`` written a chunk at a time, never whole in memory.
 
@@ -578,15 +591,21 @@ class EmbeddingsFile:
     the furthest (``rows``, when given, sizes it up front). Plain writes go through the page cache,
     so the writer's memory does not grow with the pool (a memory map's written pages would count as
     the writer's own until unmapped). numpy pads an ``.npy`` header so the row count can grow in it:
-    the header is written again, same length, when the file is closed.
+    the header is written again, same length, when the file is closed. The file is in the embedding
+    cache: a folder that cannot be written or is full is refused by name (``in_cache``).
     """
 
     def __init__(self, file: Path, dim: int, *, rows: int = 0) -> None:
-        self.stream = open(file, "wb")  # noqa: SIM115 (closed by __exit__)
-        self.dim, self.rows = dim, rows
-        self._header()
-        self.offset = self.stream.tell()
-        self.stream.truncate(self.offset + rows * 4 * dim)
+        self.folder, self.dim, self.rows = file.parent, dim, rows
+        with in_cache(self.folder, _EMBEDDINGS):
+            self.stream = open(file, "wb")  # noqa: SIM115 (closed by __exit__)
+            try:
+                self._header()
+                self.offset = self.stream.tell()
+                self.stream.truncate(self.offset + rows * 4 * dim)
+            except BaseException:
+                self.stream.close()
+                raise
 
     def _header(self) -> None:
         self.stream.seek(0)
@@ -594,8 +613,11 @@ class EmbeddingsFile:
             self.stream, {"descr": "<f4", "fortran_order": False, "shape": (self.rows, self.dim)})
 
     def write(self, start: int, rows: np.ndarray) -> None:
-        self.stream.seek(self.offset + start * 4 * self.dim)
-        self.stream.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
+        data = np.ascontiguousarray(rows, dtype="<f4")
+        if data.size:  # the memoryview of an empty array refuses the cast
+            with in_cache(self.folder, _EMBEDDINGS):
+                self.stream.seek(self.offset + start * 4 * self.dim)
+                self.stream.write(data.data.cast("B"))  # the rows' own bytes, not a copy: a whole pool's may come
         self.rows = max(self.rows, start + len(rows))
 
     def write_at(self, positions: np.ndarray, rows: np.ndarray) -> None:
@@ -608,13 +630,16 @@ class EmbeddingsFile:
     def __enter__(self) -> EmbeddingsFile:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        try:
-            self._header()
-            if self.stream.tell() != self.offset:  # never a file whose header overlaps its rows
-                raise RuntimeError(f"the .npy header of {self.rows} rows did not fit the space numpy left for it")
-        finally:
-            self.stream.close()
+    def __exit__(self, error_type: type[BaseException] | None, *exc_info: object) -> None:
+        with in_cache(self.folder, _EMBEDDINGS):
+            try:
+                if error_type is None:  # a file given up on is deleted by its writer, never read
+                    self._header()
+                    if self.stream.tell() != self.offset:  # never a file whose header overlaps its rows
+                        raise RuntimeError(f"the .npy header of {self.rows} rows did not fit the space numpy left for "
+                                           "it")
+            finally:
+                self.stream.close()
 
 
 def encoder_for(dataset: LabeledDataset | ChunkedPool, encoder: str | Encoder, *,

@@ -68,7 +68,7 @@ def write_mapped(chunks: Iterable[np.ndarray | Sequence[str]]) -> np.ndarray | M
     are no items (nothing to map).
     """
     folder = cache_dir() / "items"
-    with _in_cache(folder):
+    with in_cache(folder, _ITEMS):
         folder.mkdir(parents=True, exist_ok=True)
         # unnamed: unlinked at once on POSIX (deleted on close elsewhere); the mapping keeps it while it is used
         file = tempfile.TemporaryFile(dir=folder)
@@ -82,9 +82,13 @@ def write_mapped(chunks: Iterable[np.ndarray | Sequence[str]]) -> np.ndarray | M
         return _write_texts(file, folder, first, iterator)
 
 
+_ITEMS = "the pool's items"
+
+
 @contextmanager
-def _in_cache(folder: Path) -> Iterator[None]:
-    """The cache folder's OSErrors (missing, not a folder, read-only, full) as a typed error naming it.
+def in_cache(folder: Path, what: str) -> Iterator[None]:
+    """A cache folder's OSErrors (missing, not a folder, read-only, full) as a typed error naming it and ``what``
+    was written there (``"embeddings"``).
 
     Only around the file's own operations: an error reading the pool's files is the reader's to name.
     """
@@ -92,9 +96,9 @@ def _in_cache(folder: Path) -> Iterator[None]:
         yield
     except OSError as error:
         raise BadInputError(
-            f"cannot write the pool's items here ({error.strerror or error})", path=folder,
-            hint="a project reads its pool's items from a file in this folder: set METALABEL_CACHE to a writable "
-                 "folder with room for them") from error
+            f"cannot write {what} here ({error.strerror or error})", path=folder,
+            hint=f"metalabel keeps {what} in a file in this folder: set METALABEL_CACHE to a writable folder with "
+                 "room for them") from error
 
 
 def _write_array(file: IO[bytes], folder: Path, first: np.ndarray,
@@ -104,10 +108,10 @@ def _write_array(file: IO[bytes], folder: Path, first: np.ndarray,
         items = np.asarray(chunk)
         if items.dtype != dtype or items.shape[1:] != row_shape:  # the readers stack every chunk alike
             raise ValueError(f"a chunk of {items.dtype} {items.shape[1:]} after chunks of {dtype} {row_shape}")
-        with _in_cache(folder):
+        with in_cache(folder, _ITEMS):
             file.write(np.ascontiguousarray(items).tobytes())
         rows += len(items)
-    with _in_cache(folder):
+    with in_cache(folder, _ITEMS):
         file.flush()
         # copy-on-write, as the embedding cache is mapped: writable for torch, a write stays in this process
         return np.memmap(file, dtype=dtype, mode="c", shape=(rows, *row_shape))
@@ -121,9 +125,9 @@ def _write_texts(file: IO[bytes], folder: Path, first: Sequence[str],
         for text in data:
             size += len(text)
             starts.append(size)
-        with _in_cache(folder):
+        with in_cache(folder, _ITEMS):
             file.write(b"".join(data))  # a chunk's texts at once: the chunk is in the heap anyway
-    with _in_cache(folder):
+    with in_cache(folder, _ITEMS):
         file.flush()
         mapped = np.memmap(file, dtype=np.uint8, mode="r", shape=(size,)) if size else np.zeros(0, dtype=np.uint8)
     return MappedTexts(mapped, np.frombuffer(starts, dtype=np.int64))

@@ -42,7 +42,9 @@ from metalabel.data.encoders import (
     encoder_for,
     progress_bar,
     read_cached_embeddings,
+    save_embeddings,
 )
+from metalabel.data.mapped import in_cache
 from metalabel.data.sources.user import DEFAULT_CHUNK_SIZE
 from metalabel.errors import BadInputError, MissingDependencyError
 from metalabel.files import write_atomically
@@ -100,7 +102,8 @@ def embed_on_ray(dataset: LabeledDataset, encoder: str | Encoder, *, address: st
     cached = {chunk.start: embeddings for chunk in chunks if (embeddings := read_cached_embeddings(
         chunk.path, expected_shape=(chunk.stop - chunk.start, encoder.dim), mmap=True)) is not None}
     missing = [chunk for chunk in chunks if chunk.start not in cached]
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with in_cache(path.parent, "embeddings"):
+        path.parent.mkdir(parents=True, exist_ok=True)
     used_workers = 0
 
     def assemble(file: Path) -> None:
@@ -158,7 +161,8 @@ def _embed_missing(dataset: LabeledDataset, encoder: Encoder, missing: list[_Chu
                     continue
                 arriving.pop(start, None)
                 out.write(start, buffer)
-                write_atomically(chunk.path, functools.partial(np.save, arr=buffer, allow_pickle=False))
+                with in_cache(chunk.path.parent, "embeddings"):
+                    write_atomically(chunk.path, functools.partial(save_embeddings, embeddings=buffer))
                 chunk_of.pop(start)
             advance(len(index))
     if chunk_of:  # Ray reported success but rows are missing: never write a cache file with holes
