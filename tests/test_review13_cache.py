@@ -72,7 +72,6 @@ for embed in (lambda: embed_dataset(pool, "pixels", progress=False),
 """
 
 
-@pytest.mark.xfail(strict=True, reason="review13: a full cache folder surfaces as a bare OSError, no folder named")
 def test_a_cache_folder_too_full_for_the_embeddings_is_refused_by_name_and_keeps_no_part_of_them(
         tmp_path, cache) -> None:
     folder = _noise_folder(tmp_path / "pool", 40)
@@ -81,4 +80,5 @@ def test_a_cache_folder_too_full_for_the_embeddings_is_refused_by_name_and_keeps
     refused = f"BadInputError folder {cache / 'embeddings'}: cannot write embeddings here (File too large)"
     assert len(shown) == 3 and all(line.startswith(refused) for line in shown), shown
     assert "METALABEL_CACHE" in shown[0]
-    assert all(np.load(file).shape == (16, 784) for file in (cache / "embeddings").iterdir())  # whole chunks only
+    left = list((cache / "embeddings").iterdir())  # whole chunks' files only, no temporary one
+    assert left and all(not file.name.startswith(".") and np.load(file).shape in ((16, 784), (8, 784)) for file in left)
