@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 import metalabel as ml
+from metalabel.data.dataset import LabeledDataset
 from metalabel.data.encoders import PixelEncoder, embed_dataset, embed_in_chunks, embedding_cache_path
 from metalabel.errors import BadInputError
 
@@ -57,6 +58,7 @@ _FILL_THE_CACHE = """
 import resource, signal, sys
 import numpy as np
 import metalabel as ml
+from metalabel.data.dataset import LabeledDataset
 from metalabel.data.encoders import embed_dataset, embed_in_chunks
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file past the limit fails to grow (EFBIG), as on a full disk
@@ -82,3 +84,19 @@ def test_a_cache_folder_too_full_for_the_embeddings_is_refused_by_name_and_keeps
     assert "METALABEL_CACHE" in shown[0]
     left = list((cache / "embeddings").iterdir())  # whole chunks' files only, no temporary one
     assert left and all(not file.name.startswith(".") and np.load(file).shape in ((16, 784), (8, 784)) for file in left)
+
+
+@pytest.mark.xfail(strict=True, reason="review13: a cache file whose rows were damaged on disk is read as it is")
+@pytest.mark.parametrize("mmap", [False, True])
+def test_a_cache_file_damaged_on_disk_is_never_read_as_embeddings(mmap, cache) -> None:
+    rng = np.random.default_rng(0)
+    pool = LabeledDataset("p", "image", rng.integers(0, 256, (20, 28, 28), dtype=np.uint8), np.full(20, -1), ["a"],
+                          [f"{i}.png" for i in range(20)])
+    made = embed_dataset(pool, "pixels", progress=False, mmap=mmap)
+    right = np.array(made)
+    path = embedding_cache_path(pool.items, PixelEncoder())
+    data = bytearray(path.read_bytes())
+    data[1000] ^= 0x40  # one bit of one float, as a failing disk or a bad copy leaves it
+    path.write_bytes(bytes(data))
+    assert np.array_equal(embed_dataset(pool, "pixels", progress=False, mmap=mmap), right)  # made again
+    assert np.array_equal(embed_dataset(pool, "pixels", progress=False, mmap=mmap), right)  # and kept right
