@@ -34,6 +34,7 @@ import json
 import os
 import secrets
 import time
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -591,14 +592,15 @@ class EmbeddingsFile:
     the furthest (``rows``, when given, sizes it up front). Plain writes go through the page cache,
     so the writer's memory does not grow with the pool (a memory map's written pages would count as
     the writer's own until unmapped). numpy pads an ``.npy`` header so the row count can grow in it:
-    the header is written again, same length, when the file is closed. The file is in the embedding
-    cache: a folder that cannot be written or is full is refused by name (``in_cache``).
+    the header is written again, same length, when the file is closed, and a checksum of the rows after
+    them (``_checksum_trailer``), so a file damaged on disk is never read as embeddings. The file is in the
+    embedding cache: a folder that cannot be written or is full is refused by name (``in_cache``).
     """
 
     def __init__(self, file: Path, dim: int, *, rows: int = 0) -> None:
         self.folder, self.dim, self.rows = file.parent, dim, rows
         with in_cache(self.folder, _EMBEDDINGS):
-            self.stream = open(file, "wb")  # noqa: SIM115 (closed by __exit__)
+            self.stream = open(file, "w+b")  # noqa: SIM115 (closed by __exit__); read back for the checksum
             try:
                 self._header()
                 self.offset = self.stream.tell()
@@ -611,6 +613,16 @@ class EmbeddingsFile:
         self.stream.seek(0)
         np.lib.format.write_array_header_1_0(
             self.stream, {"descr": "<f4", "fortran_order": False, "shape": (self.rows, self.dim)})
+
+    def _checksum(self) -> None:
+        """The rows' CRC-32, read back from the file (written in any order), after the last row."""
+        end = self.offset + self.rows * 4 * self.dim
+        self.stream.seek(self.offset)
+        checksum = 0
+        while (left := end - self.stream.tell()) > 0:
+            checksum = zlib.crc32(self.stream.read(min(left, 1 << 18)), checksum)  # 256 kB: the heap stays flat
+        self.stream.write(_checksum_trailer(checksum))
+        self.stream.truncate()
 
     def write(self, start: int, rows: np.ndarray) -> None:
         data = np.ascontiguousarray(rows, dtype="<f4")
@@ -638,6 +650,7 @@ class EmbeddingsFile:
                     if self.stream.tell() != self.offset:  # never a file whose header overlaps its rows
                         raise RuntimeError(f"the .npy header of {self.rows} rows did not fit the space numpy left for "
                                            "it")
+                    self._checksum()
             finally:
                 self.stream.close()
 
@@ -744,7 +757,8 @@ class _ItemsDigest:
 
 
 def read_cached_embeddings(path: Path, *, expected_shape: tuple[int, int], mmap: bool = False) -> np.ndarray | None:
-    """The cached array, or ``None`` when there is none or it is unusable (it is then rebuilt).
+    """The cached array, or ``None`` when there is none or it is unusable (it is then rebuilt): absent, truncated,
+    of another shape, or its rows not those its checksum was made of (damaged on disk).
 
     With ``mmap`` the array stays on disk and is read as it is used (a big pool's, for a round, checks and
     copies), mapped copy-on-write: torch takes it as it is, and a write into it would stay private to this
@@ -752,11 +766,40 @@ def read_cached_embeddings(path: Path, *, expected_shape: tuple[int, int], mmap:
     """
     try:
         embeddings = np.load(path, allow_pickle=False, mmap_mode="c" if mmap else None)
+        if embeddings.shape != expected_shape or embeddings.dtype != np.float32 or not _rows_intact(path, embeddings):
+            return None
     except (OSError, ValueError, EOFError):  # absent, truncated or not an .npy array: a miss
         return None
-    if embeddings.shape != expected_shape or embeddings.dtype != np.float32:
-        return None
     return embeddings
+
+
+_TRAILER = b"\nmetalabel crc32 "
+"""What ``EmbeddingsFile`` writes after the rows, before their CRC-32 in hex and a newline; ``np.load`` reads
+the rows and leaves what follows them."""
+_TRAILER_SIZE = len(_TRAILER) + 9
+
+
+def _checksum_trailer(checksum: int) -> bytes:
+    return _TRAILER + b"%08x\n" % checksum
+
+
+def _rows_intact(path: Path, embeddings: np.ndarray) -> bool:
+    """Whether the rows of the cache file at ``path`` (``embeddings``, as read) are those its checksum was made of.
+
+    A file written before there were checksums has none (it ends with its rows): its rows are all there, and
+    it is taken as it is. The CRC-32 of a pool's file reads it whole, 2.5 GB a second here.
+    """
+    with open(path, "rb") as stream:
+        major, _ = np.lib.format.read_magic(stream)
+        (np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0)(stream)
+        end = stream.tell() + embeddings.nbytes
+        size = os.fstat(stream.fileno()).st_size
+        if size == end:
+            return True
+        stream.seek(end)
+        trailer = stream.read(_TRAILER_SIZE)
+    checksum = zlib.crc32(embeddings.data.cast("B")) if embeddings.size else 0
+    return size == end + _TRAILER_SIZE and trailer == _checksum_trailer(checksum)
 
 
 def _as_texts(items: Items, *, encoder: Encoder) -> Sequence[str]:
