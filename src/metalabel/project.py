@@ -37,7 +37,7 @@ from metalabel.store import (
     content_hash,
 )
 from metalabel.store.lock import WriterLock
-from metalabel.store.pool import POOL_SPEC_KEY, check_pool, has_pool_spec, reload_pool
+from metalabel.store.pool import POOL_SPEC_KEY, check_pool, has_pool_spec, reload_pool, stored_positions
 from metalabel.store.store import check_class_name
 
 if TYPE_CHECKING:
@@ -195,8 +195,12 @@ class Project:
 
     def new_pool_items(self) -> list[int]:
         """Positions in the pool of items the project does not hold yet (the pool grew since init)."""
-        stored = {item.uri for item in self.store.items()}
-        return [index for index, uri in enumerate(self.load_pool().uris) if uri not in stored]
+        pool = self.load_pool()
+        stored = np.zeros(len(pool), dtype=bool)  # not a set of the store's uris: a run checks this each time
+        for _, position in stored_positions(self.store, pool.uris):
+            if position is not None:
+                stored[position] = True
+        return np.flatnonzero(~stored).tolist()
 
     def add_new_items(self) -> list[Item]:
         """Add the items the pool gained since init (rows appended, images added); returns them.
@@ -218,7 +222,7 @@ class Project:
             ids = self.store.add_items(records)
             self._pool_checked += len(ids)  # hashed from the pool held, under the lock
             added = set(ids)
-            return [item for item in self.store.items() if item.id in added]
+            return [item for item in self.store.each_item() if item.id in added]
 
     def import_answers(self, path: str | Path, *, changed: bool = False):
         """Record the answers in a Label Studio export of the tasks this project's queue wrote.

@@ -9,10 +9,12 @@ under its old label.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 
 from metalabel.data.dataset import LabeledDataset
 from metalabel.errors import BadInputError, DataNotFoundError, PoolChangedError, UnknownDatasetError
 from metalabel.store.hashing import content_hash
+from metalabel.store.records import Item
 from metalabel.store.store import ProjectStore
 
 POOL_SPEC_KEY = "pool_spec"
@@ -52,16 +54,14 @@ def check_pool(store: ProjectStore, pool: LabeledDataset) -> LabeledDataset:
     """``pool`` itself if every item ``store`` holds is in it with the content hash it had at init.
 
     Each stored item is read and hashed once, one at a time (a mapped pool's from its file, so
-    the check holds one item in memory, not the pool), and the lookups are by dict, so this is
-    linear in the pool. Items the pool has beyond the store's are allowed (``Project.add_new_items``).
+    the check holds one item in memory, not the pool), and found as ``stored_positions`` finds it, so this
+    is linear in the pool. Items the pool has beyond the store's are allowed (``Project.add_new_items``).
     Raises ``PoolChangedError`` naming the first item that changed, else the first that is gone: in a
     file whose rows are named by line, a row deleted or inserted shows as the rows after it changed,
     so the first changed one is where the file was edited (the last line is only the one now missing).
     """
-    position = {uri: index for index, uri in enumerate(pool.uris)}
     missing = []
-    for item in store.items():
-        index = position.get(item.uri)
+    for item, index in stored_positions(store, pool.uris):
         if index is None:
             missing.append(item.uri)
         elif content_hash(pool.items[index]) != item.content_hash:
@@ -73,6 +73,24 @@ def check_pool(store: ProjectStore, pool: LabeledDataset) -> LabeledDataset:
                                f"(first: {missing[0]})", hint=_restore_hint(store, "restore the pool the project "
                                                                                    "was made from"))
     return pool
+
+
+def stored_positions(store: ProjectStore, uris: Sequence[str]) -> Iterator[tuple[Item, int | None]]:
+    """Each item ``store`` holds, in id order, with its position in ``uris`` (None: not among them).
+
+    Items are stored in the order of the pool they were added from, so each is first looked for at its own
+    place (the k-th stored at ``uris[k]``): a pool as it was made, or grown at its end, is matched without a
+    dict of its uris (about 100 bytes an item); the first item found elsewhere builds that dict, used for the
+    rest. The store's rows are read a block at a time (``ProjectStore.each_item``), not as a list.
+    """
+    position: dict[str, int] | None = None
+    for place, item in enumerate(store.each_item()):
+        if position is None:
+            if place < len(uris) and uris[place] == item.uri:
+                yield item, place
+                continue
+            position = {uri: index for index, uri in enumerate(uris)}
+        yield item, position.get(item.uri)
 
 
 def _restore_hint(store: ProjectStore, hint: str) -> str:

@@ -63,6 +63,9 @@ _UNDONE_LABEL_IDS = "undone_label_ids_up_to"
 TRUST = {source.value: source.trust for source in LabelSource}
 """Higher wins (``LabelSource.trust``). Human and imported (seed) labels are never replaced by a model."""
 
+_ROWS_A_BLOCK = 1024
+"""Rows ``each_item`` reads at a time."""
+
 _LABEL_SELECT = """
     SELECT labels.id, labels.item_id, items.uri, classes.name AS class_name, labels.source,
            labels.raw_confidence, labels.calibrated_confidence, labels.threshold, labels.round_id,
@@ -288,8 +291,17 @@ class ProjectStore:
         return ids
 
     def items(self) -> list[Item]:
-        rows = self._connection.execute("SELECT * FROM items ORDER BY id").fetchall()
-        return [Item(**row) for row in rows]
+        return list(self.each_item())
+
+    def each_item(self) -> Iterator[Item]:
+        """The items in id order, read a block of rows at a time: a pass over a large pool (its check, its index)
+        holds one block of them, not an ``Item`` a row (about 0.5 KB each)."""
+        cursor = self._connection.execute("SELECT * FROM items ORDER BY id")
+        try:
+            while rows := cursor.fetchmany(_ROWS_A_BLOCK):
+                yield from (Item(**row) for row in rows)
+        finally:
+            cursor.close()
 
     def item_count(self) -> int:
         """How many items the project holds (without reading them: a check at every lock taken stays cheap)."""
