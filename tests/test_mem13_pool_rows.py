@@ -17,6 +17,7 @@ import pytest
 
 from metalabel.data.dataset import UNLABELED, LabeledDataset
 from metalabel.errors import PoolChangedError
+from metalabel.label.positions import PoolIndex
 from metalabel.project import Project
 from metalabel.store import ItemRecord, ProjectStore, content_hash
 from metalabel.store.pool import check_pool, stored_positions
@@ -66,10 +67,28 @@ def test_the_pool_s_new_items_are_found_without_a_set_of_the_stored_uris(tmp_pat
     assert peak < 100  # a set of the store's uris, read as Items: about 600
 
 
+def test_the_index_holds_arrays_and_answers_as_the_dict_it_replaces(store) -> None:
+    pool = text_pool(ITEMS + 2)  # two items the store does not know yet
+    index, peak, held = traced(lambda: PoolIndex(pool, store))
+    assert isinstance(index, PoolIndex)
+    assert held < 40 and peak < 100  # three int64 arrays; a dict of ids and positions held about 110
+    ids = list(range(1, ITEMS + 1))  # the store's row ids, in the pool's order
+    assert index.item_ids.tolist() == [*ids, -1, -1] and index.registered.tolist() == list(range(ITEMS))
+    position = index.position_of_item
+    assert dict(position) == {item_id: item_id - 1 for item_id in ids}
+    assert len(position) == ITEMS and list(position)[:3] == [1, 2, 3]
+    assert position[np.int64(5)] == 4 and type(position[5]) is int and position.get(ITEMS + 1) is None
+    for unknown in (0, -1, ITEMS + 1, "1", None):
+        assert unknown not in position
+        with pytest.raises(KeyError):
+            position[unknown]  # type: ignore[index]
+
+
 def test_items_are_found_wherever_the_pool_holds_them(store) -> None:
     order = list(range(ITEMS - 1, -1, -1))  # the pool read in another order
     assert [(item.id, at) for item, at in stored_positions(store, text_pool(ITEMS, order=order).uris)][:2] == [
         (1, ITEMS - 1), (2, ITEMS - 2)]
+    assert PoolIndex(text_pool(ITEMS, order=order), store).item_ids[:2].tolist() == [ITEMS, ITEMS - 1]
     shifted = text_pool(ITEMS, order=[ITEMS, *range(1, ITEMS)])  # the first item gone, another in its place
     assert [at for _, at in stored_positions(store, shifted.uris)][:3] == [None, 1, 2]
     with pytest.raises(PoolChangedError, match="1 items .* not in the pool any more .first: pool/0.txt"):

@@ -308,7 +308,7 @@ class ProjectView:
         self.encoder = encoder
         self.classes = self.store.classes()
         self.class_index = {name: c for c, name in enumerate(self.classes)}
-        self.index = PoolIndex(self.pool, self.store.items())
+        self.index = PoolIndex(self.pool, self.store)
         self.gold = gold
 
     @property
