@@ -141,7 +141,7 @@ def _embed_missing(dataset: LabeledDataset, encoder: Encoder, missing: list[_Chu
     )
     chunk_of = {chunk.start: chunk for chunk in missing}
     starts = np.array(sorted(chunk_of))
-    arriving: dict[int, tuple[np.ndarray, int]] = {}  # chunk start -> (its rows so far, how many)
+    arriving: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # chunk start -> (its rows so far, which have come)
     with _quiet_logger("ray.data"), warnings.catch_warnings(), progress_bar(
             progress, f"embedding with {encoder.name} on Ray", total=sum(c.stop - c.start for c in missing)) as advance:
         # a read task carries its chunk's items by design (a few MB): Ray's advice against that is not for users
@@ -149,15 +149,19 @@ def _embed_missing(dataset: LabeledDataset, encoder: Encoder, missing: list[_Chu
         for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
             index, rows = batch["index"], batch["embedding"]
             owners = starts[np.searchsorted(starts, index, side="right") - 1]
-            # a block may reach the driver split or merged: gather rows per chunk, write a chunk once it is whole
+            # a block may reach the driver split or merged: gather rows per chunk, write a chunk once every row of
+            # it has come (counted by position: a row that came twice never stands in for one that did not)
             for start in np.unique(owners).tolist():
+                if start not in chunk_of:  # written already: rows that came again bring nothing new
+                    continue
                 chunk = chunk_of[start]
                 mine = owners == start
-                buffer, count = arriving.get(start) or (np.empty((chunk.stop - start, encoder.dim), np.float32), 0)
+                buffer, come = arriving.get(start) or (np.empty((chunk.stop - start, encoder.dim), np.float32),
+                                                       np.zeros(chunk.stop - start, bool))
                 buffer[index[mine] - start] = rows[mine]
-                count += int(mine.sum())
-                if count < chunk.stop - start:
-                    arriving[start] = (buffer, count)
+                come[index[mine] - start] = True
+                if not come.all():
+                    arriving[start] = (buffer, come)
                     continue
                 arriving.pop(start, None)
                 out.write(start, buffer)
