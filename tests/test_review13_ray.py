@@ -31,7 +31,6 @@ def test_an_address_where_no_cluster_answers_is_refused_by_name_before_ray_tries
         embed_on_ray(pool, "pixels", address=address, progress=False)
 
 
-@pytest.mark.xfail(strict=True, reason="review13: a chunk counts the rows arriving, so a row twice hides one missing")
 def test_a_block_that_reaches_the_driver_twice_never_stands_in_for_one_that_never_came(monkeypatch, cache) -> None:
     iter_batches = ray.data.Dataset.iter_batches
 
