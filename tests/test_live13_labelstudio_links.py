@@ -168,3 +168,33 @@ def test_a_json_min_export_of_a_replaced_linked_file_is_held_too(project, tmp_pa
     recorded = _queue(store, root).import_annotations(export, store=store)
     assert recorded.answered == 1 and [held.uri for held in recorded.held] == [str(root / "pool" / "1.png")]
     assert [label.uri for label in store.active_labels()] == [str(root / "pool" / "0.png")]
+
+
+def test_import_answers_says_which_answer_is_held_and_where_it_is_kept(tmp_path, capsys):
+    from metalabel.cli import main
+
+    root = tmp_path / "root"
+    (root / "pool").mkdir(parents=True)
+    for n in range(4):
+        _png(root / "pool" / f"{n}.png", seed=n)
+    seeds = tmp_path / "seeds.csv"
+    seeds.write_text(f"uri,label\n{root / 'pool' / '2.png'},cat\n{root / 'pool' / '3.png'},dog\n")
+    assert main(["init", str(tmp_path / "pets"), "--pool", str(root / "pool"), "--labels", str(seeds)]) == 0
+    store = ProjectStore.open(tmp_path / "pets")
+    try:
+        pool = imagefolder(root / "pool")
+        queries = [Query(store.ask(item.id, strategy="margin"), item.id, item.uri, pool.items[n], CLASSES)
+                   for n, item in enumerate(store.items()) if n < 2]
+        put_questions(store, _queue(store, root), queries)
+        [tasks_file] = sorted((store.folder / "labelstudio").glob("tasks-*.json"))
+        tasks = json.loads(tasks_file.read_text())
+    finally:
+        store.close()
+    _replace(root / "pool" / "0.png", seed=7)
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(_labeled(tasks, "dog")))
+    capsys.readouterr()
+    assert main(["import-answers", str(tmp_path / "pets"), str(export)]) == 0
+    said = capsys.readouterr()
+    assert said.out.startswith("1 answers recorded")
+    assert "held, not recorded" in said.err and "0.png" in said.err and "labelstudio/held/" in said.err

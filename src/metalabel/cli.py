@@ -377,6 +377,11 @@ def cmd_import_answers(args: argparse.Namespace) -> int:
     if recorded.disagreements:
         console.print(f"{recorded.disagreements} disagreements between annotators recorded (the most chosen class "
                       "is the label; see `metalabel status`)", highlight=False)
+    for held in recorded.held:
+        err_console.print(f"[yellow]held, not recorded:[/] question {held.question_id} ({escape(held.uri)}): "
+                          f"{escape(held.reason)}; the answer is kept in {escape(str(held.kept))}. The question stays "
+                          "open: the next Label Studio export of open questions gives it a new task showing the "
+                          "project's content", highlight=False, soft_wrap=True)
     return 0
 
 

@@ -252,6 +252,9 @@ def record_annotation(store: ProjectStore, payload: Any, *, told: set[Path] | No
             raise StoreError(f"{kept.stopped[1]}; {len(kept.left)} annotations kept earlier wait to be recorded "
                              f"first")
         recorded = LabelStudioQueue(store.folder / "labelstudio").import_annotations(path, store=store, changed=changed)
+        for held in [held for _, earlier in kept.recorded for held in earlier.held] + recorded.held:
+            log.warning("metalabel ml-backend: the answer to question %d (%s) is held, not recorded: %s; it is kept "
+                        "in %s and the question stays open", held.question_id, held.uri, held.reason, held.kept)
     except StoreError as error:  # the store could not take it now (busy, disk): the file can be recorded later
         raise StoreError(f"{error}; {later}") from error
     finally:
@@ -259,7 +262,7 @@ def record_annotation(store: ProjectStore, payload: Any, *, told: set[Path] | No
     return {"status": "ok", "answered": recorded.answered, "dismissed": recorded.dismissed,
             "already_answered": len(recorded.already_closed), "disagreements": recorded.disagreements,
             "changed": recorded.changed, "confirmed": recorded.confirmed, "corrected": recorded.corrected,
-            "kept_in": str(path)}
+            "held": len(recorded.held), "kept_in": str(path)}
 
 
 def _safe_id(value: Any) -> str:
