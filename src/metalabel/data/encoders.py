@@ -765,12 +765,25 @@ def read_cached_embeddings(path: Path, *, expected_shape: tuple[int, int], mmap:
     process, in its heap, never reaching the file (what reads it must not write in place).
     """
     try:
-        embeddings = np.load(path, allow_pickle=False, mmap_mode="c" if mmap else None)
-        if embeddings.shape != expected_shape or embeddings.dtype != np.float32 or not _rows_intact(path, embeddings):
-            return None
-    except (OSError, ValueError, EOFError):  # absent, truncated or not an .npy array: a miss
+        # one open file for the rows and their checksum: a writer renaming another file in meanwhile changes neither
+        with open(path, "rb") as stream:
+            major, _ = np.lib.format.read_magic(stream)
+            shape, fortran_order, dtype = (np.lib.format.read_array_header_1_0 if major == 1
+                                           else np.lib.format.read_array_header_2_0)(stream)
+            if shape != expected_shape or fortran_order or dtype != np.dtype("<f4"):
+                return None
+            offset, size = stream.tell(), os.fstat(stream.fileno()).st_size
+            end = offset + 4 * expected_shape[0] * expected_shape[1]
+            if size not in (end, end + _TRAILER_SIZE):  # truncated, or more than rows and checksum
+                return None
+            embeddings = (np.memmap(stream, dtype="<f4", mode="c", offset=offset, shape=shape) if mmap
+                          else np.fromfile(stream, dtype="<f4", count=shape[0] * shape[1]).reshape(shape))
+            stream.seek(end)
+            trailer = stream.read(_TRAILER_SIZE)
+    except (OSError, ValueError, EOFError):  # absent, or not an .npy array: a miss
         return None
-    return embeddings
+    # a file written before there were checksums ends with its rows: they are all there, taken as they are
+    return embeddings if not trailer or trailer == _checksum_trailer(_crc32(embeddings)) else None
 
 
 _TRAILER = b"\nmetalabel crc32 "
@@ -783,23 +796,9 @@ def _checksum_trailer(checksum: int) -> bytes:
     return _TRAILER + b"%08x\n" % checksum
 
 
-def _rows_intact(path: Path, embeddings: np.ndarray) -> bool:
-    """Whether the rows of the cache file at ``path`` (``embeddings``, as read) are those its checksum was made of.
-
-    A file written before there were checksums has none (it ends with its rows): its rows are all there, and
-    it is taken as it is. The CRC-32 of a pool's file reads it whole, 2.5 GB a second here.
-    """
-    with open(path, "rb") as stream:
-        major, _ = np.lib.format.read_magic(stream)
-        (np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0)(stream)
-        end = stream.tell() + embeddings.nbytes
-        size = os.fstat(stream.fileno()).st_size
-        if size == end:
-            return True
-        stream.seek(end)
-        trailer = stream.read(_TRAILER_SIZE)
-    checksum = zlib.crc32(embeddings.data.cast("B")) if embeddings.size else 0
-    return size == end + _TRAILER_SIZE and trailer == _checksum_trailer(checksum)
+def _crc32(rows: np.ndarray) -> int:
+    """The CRC-32 of an array's bytes (2.5 GB a second here: a pool's file is read whole to check it)."""
+    return zlib.crc32(rows.data.cast("B")) if rows.size else 0
 
 
 def _as_texts(items: Items, *, encoder: Encoder) -> Sequence[str]:
