@@ -563,7 +563,8 @@ def is_parquet_dataset(path: Path) -> bool:
 def _parquet_dataset(path: Path, *, label_column: str) -> Any:
     """A Parquet file or folder as a ``pyarrow.dataset.Dataset`` (read as it is iterated), its columns checked.
 
-    A folder's files must agree on their columns (``_agreeing_files``); the dataset has them all.
+    A folder's files must agree on their columns (``_agreeing_files``); the dataset has them all, and the label
+    of the rows of a folder named ``LABEL_COLUMN=value`` (a dataset partitioned by label).
     """
     try:  # optional: only Parquet needs pyarrow
         import pyarrow as pa
@@ -571,10 +572,10 @@ def _parquet_dataset(path: Path, *, label_column: str) -> Any:
     except ImportError as error:
         raise MissingDependencyError("reading Parquet needs pyarrow: pip install 'metalabel[tabular]'") from error
     try:
-        dataset = ds.dataset(path, format="parquet")
+        dataset = ds.dataset(path, format="parquet", partitioning="hive" if path.is_dir() else None)
         if path.is_dir():
             # the files checked, read with the columns of them all (replace_schema refuses to widen a type)
-            schema = _agreeing_files(dataset, label_column=label_column)
+            schema = _agreeing_files(path, dataset, label_column=label_column)
             dataset = ds.FileSystemDataset(list(dataset.get_fragments()), schema, dataset.format, dataset.filesystem)
         names = dataset.schema.names
     # UnicodeDecodeError: a damaged file's column names are not UTF-8
@@ -585,14 +586,16 @@ def _parquet_dataset(path: Path, *, label_column: str) -> Any:
     return dataset
 
 
-def _agreeing_files(dataset: Any, *, label_column: str) -> Any:
+def _agreeing_files(folder: Path, dataset: Any, *, label_column: str) -> Any:
     """The schema of a Parquet dataset's files together, refused unless they agree, naming the file that does not.
 
     pyarrow takes the first file's columns: a label column only later files hold would be dropped, and so would
     another file's extra column, silently. Every file must hold the first one's columns, of types that widen
-    to one (int and float: float), except the label column, which a file of unlabeled rows may leave out.
+    to one (int and float: float), except the label column, which a file of unlabeled rows may leave out. A
+    folder ``label=x`` (pandas' ``partition_cols``) gives its rows' label; other partition keys stay out, as ever.
     """
     import pyarrow as pa
+    import pyarrow.dataset as ds
 
     merged = first = None
     first_with: dict[str, Path] = {}  # column -> the first file holding it
@@ -602,6 +605,9 @@ def _agreeing_files(dataset: Any, *, label_column: str) -> Any:
             schema = fragment.physical_schema
         except (pa.ArrowException, OSError, UnicodeDecodeError) as error:  # an empty or broken file among them
             raise _unreadable_parquet(file, error) from error
+        if label_column in schema.names and label_column in ds.get_partition_keys(fragment.partition_expression):
+            raise BadInputError(f"holds a column {label_column!r}, which its folder names too", path=file,
+                                hint="keep the label in the file or in the folder's name, not both")
         if merged is None or first is None:
             merged, first = schema, (file, schema)
             first_with = dict.fromkeys(schema.names, file)
@@ -622,6 +628,11 @@ def _agreeing_files(dataset: Any, *, label_column: str) -> Any:
                     f"{first_with[field.name].name}", path=file, hint="write the column with one type in every file")
             first_with.setdefault(field.name, file)
         merged = pa.unify_schemas([merged, schema], promote_options="permissive")
+    if merged is None:  # pyarrow skips files named _... or .... (never a dataset without a schema: it crashes)
+        raise BadInputError("holds no Parquet file to read", path=folder,
+                            hint="pyarrow skips files whose names begin with _ or .; rename them")
+    if label_column not in merged.names and label_column in dataset.schema.names:
+        merged = merged.append(dataset.schema.field(label_column))  # the label only folders name
     return merged
 
 
