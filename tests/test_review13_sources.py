@@ -59,7 +59,6 @@ def test_an_empty_or_broken_file_in_a_parquet_dataset_is_named(tmp_path) -> None
         ml.datasets.read_table(folder)
 
 
-@pytest.mark.xfail(strict=True, reason="review13: the folders' label=... is not read: every row comes unlabeled")
 def test_a_parquet_dataset_partitioned_by_label_keeps_the_labels_its_folders_name(tmp_path) -> None:
     folder = tmp_path / "t"
     pq.write_to_dataset(_rows([1.0, 2.0, 3.0], [4.0, 5.0, 6.0], label=["x", "y", "x"], year=[2020, 2021, 2020]),
@@ -75,3 +74,11 @@ def test_a_parquet_dataset_partitioned_by_label_keeps_the_labels_its_folders_nam
     (both / "part-0.parquet").rename(both / "label=z" / "part-0.parquet")
     with pytest.raises(BadInputError, match=r"part-0\.parquet: holds a column 'label', which its folder names too"):
         ml.datasets.read_table(both)
+
+
+def test_a_folder_whose_only_parquet_file_pyarrow_skips_is_refused_by_name(tmp_path) -> None:
+    folder = tmp_path / "t"
+    folder.mkdir()
+    pq.write_table(_rows([1.0], [2.0]), folder / "_part-0.parquet")  # pyarrow skips names beginning with _ or .
+    with pytest.raises(BadInputError, match=r"folder .*t: holds no Parquet file to read"):
+        ml.datasets.read_table(folder)
