@@ -20,6 +20,7 @@ import json
 import math
 import os
 import reprlib
+import urllib.parse
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -572,11 +573,13 @@ def _parquet_dataset(path: Path, *, label_column: str) -> Any:
     except ImportError as error:
         raise MissingDependencyError("reading Parquet needs pyarrow: pip install 'metalabel[tabular]'") from error
     try:
-        dataset = ds.dataset(path, format="parquet", partitioning="hive" if path.is_dir() else None)
+        dataset = ds.dataset(path, format="parquet")
         if path.is_dir():
+            fragments = [_labelled_by_folder(path, dataset, fragment, label_column) for fragment in
+                         dataset.get_fragments()]
             # the files checked, read with the columns of them all (replace_schema refuses to widen a type)
-            schema = _agreeing_files(path, dataset, label_column=label_column)
-            dataset = ds.FileSystemDataset(list(dataset.get_fragments()), schema, dataset.format, dataset.filesystem)
+            schema = _agreeing_files(path, fragments, label_column=label_column)
+            dataset = ds.FileSystemDataset(fragments, schema, dataset.format, dataset.filesystem)
         names = dataset.schema.names
     # UnicodeDecodeError: a damaged file's column names are not UTF-8
     except (pa.ArrowException, OSError, UnicodeDecodeError) as error:
@@ -586,7 +589,25 @@ def _parquet_dataset(path: Path, *, label_column: str) -> Any:
     return dataset
 
 
-def _agreeing_files(folder: Path, dataset: Any, *, label_column: str) -> Any:
+def _labelled_by_folder(folder: Path, dataset: Any, fragment: Any, label_column: str) -> Any:
+    """``fragment`` (one file of the dataset in ``folder``), its rows labelled ``x`` if a folder above it is named
+    ``LABEL_COLUMN=x``, as pandas' ``partition_cols`` writes a dataset partitioned by label.
+
+    Read here, not by pyarrow's hive partitioning, so the label is text as written (``01`` stays ``01``) and other
+    partition keys stay out of the features, as they always were.
+    """
+    import pyarrow.dataset as ds
+
+    key = f"{label_column}="
+    named = [part[len(key):] for part in Path(fragment.path).relative_to(folder).parts[:-1] if part.startswith(key)]
+    if not named:
+        return fragment
+    label = urllib.parse.unquote(named[-1])  # pyarrow writes a folder's name %-encoded
+    return dataset.format.make_fragment(fragment.path, dataset.filesystem,
+                                        partition_expression=ds.field(label_column) == label)
+
+
+def _agreeing_files(folder: Path, fragments: list[Any], *, label_column: str) -> Any:
     """The schema of a Parquet dataset's files together, refused unless they agree, naming the file that does not.
 
     pyarrow takes the first file's columns: a label column only later files hold would be dropped, and so would
@@ -599,7 +620,7 @@ def _agreeing_files(folder: Path, dataset: Any, *, label_column: str) -> Any:
 
     merged = first = None
     first_with: dict[str, Path] = {}  # column -> the first file holding it
-    for fragment in dataset.get_fragments():
+    for fragment in fragments:
         file = Path(fragment.path)
         try:
             schema = fragment.physical_schema
@@ -631,8 +652,9 @@ def _agreeing_files(folder: Path, dataset: Any, *, label_column: str) -> Any:
     if merged is None:  # pyarrow skips files named _... or .... (never a dataset without a schema: it crashes)
         raise BadInputError("holds no Parquet file to read", path=folder,
                             hint="pyarrow skips files whose names begin with _ or .; rename them")
-    if label_column not in merged.names and label_column in dataset.schema.names:
-        merged = merged.append(dataset.schema.field(label_column))  # the label only folders name
+    if label_column not in merged.names and any(ds.get_partition_keys(fragment.partition_expression)
+                                                for fragment in fragments):
+        merged = merged.append(pa.field(label_column, pa.string()))  # the label only folders name
     return merged
 
 
