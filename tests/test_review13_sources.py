@@ -82,3 +82,11 @@ def test_a_folder_whose_only_parquet_file_pyarrow_skips_is_refused_by_name(tmp_p
     pq.write_table(_rows([1.0], [2.0]), folder / "_part-0.parquet")  # pyarrow skips names beginning with _ or .
     with pytest.raises(BadInputError, match=r"folder .*t: holds no Parquet file to read"):
         ml.datasets.read_table(folder)
+
+
+def test_labels_a_parquet_dataset_holds_as_integers_or_folders_name_as_digits_read_as_written(tmp_path) -> None:
+    numbers = _parts(tmp_path / "numbers", _rows([1.0], [2.0], label=[3]), _rows([4.0], [5.0], label=[4]))
+    assert ml.datasets.read_table(numbers).class_names == ["3", "4"]
+    digits = tmp_path / "digits"
+    pq.write_to_dataset(_rows([1.0, 2.0], [3.0, 4.0], label=["01", "02"]), digits, partition_cols=["label"])
+    assert ml.datasets.read_table(digits).class_names == ["01", "02"]  # not 1 and 2
