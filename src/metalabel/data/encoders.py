@@ -537,7 +537,9 @@ def embed_in_chunks(
 
             write_atomically(staging, write)
         if not digest.seen:
-            raise BadInputError(f"the pool {pool.name!r} holds no items to embed", hint="see the skipped items")
+            where, why = pool.skipped[0] if pool.skipped else (None, None)
+            raise BadInputError(f"the pool {pool.name!r} holds no items to embed",
+                                hint=f"every item was skipped (first: {where}: {why})" if where else "add items to it")
         if not digest.complete:  # an array's key begins with its shape: hash the items again, now counted
             digest = _ItemsDigest(digest.seen)
             for index, chunk in enumerate(pool.chunks(chunk_size)):
