@@ -1,5 +1,6 @@
 """The content-keyed embedding cache under attack (review13): a pool that changes while it is embedded in chunks
-never leaves embeddings of its old items filed under its new items' key."""
+never leaves embeddings of its old items filed under its new items' key; a full cache folder is refused by name,
+leaving no part of a file; a file damaged on disk is never read as embeddings; an empty pool says why."""
 
 from __future__ import annotations
 

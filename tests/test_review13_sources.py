@@ -1,5 +1,5 @@
 """A Parquet dataset (a folder of Parquet files) whose files disagree (review13): no label or column is dropped
-silently, and a file that breaks the pool is named, not only its folder."""
+silently (labels a folder label=x names included), and a file that breaks the pool is named, not only its folder."""
 
 from __future__ import annotations
 
