@@ -62,10 +62,11 @@ class BadItems:
 
 
 def sorted_class_names(names: Iterable[str]) -> list[str]:
-    """Unique names sorted; numerically when every name is an integer, so class "10" follows "9"."""
+    """Unique names sorted; numerically when every name is an integer, so class "10" follows "9" (names of one
+    number, "1" and "01", by their text: a set's order differs between processes)."""
     unique = set(names)
     try:
-        return sorted(unique, key=int)
+        return sorted(unique, key=lambda name: (int(name), name))
     except ValueError:
         return sorted(unique)
 
