@@ -95,7 +95,6 @@ def test_labels_a_parquet_dataset_holds_as_integers_or_folders_name_as_digits_re
     assert ml.datasets.read_table(digits).class_names == ["01", "02"]  # not 1 and 2
 
 
-@pytest.mark.xfail(strict=True, reason="review13: names of one number keep the set's order, which the hash seed sets")
 def test_class_names_of_one_number_are_ordered_alike_in_every_process() -> None:
     code = ("from metalabel.data.sources._common import sorted_class_names; "
             "print(sorted_class_names(['1', '01', '2', '001']))")
