@@ -147,3 +147,49 @@ def test_self_training_on_the_pool_beats_the_probe_it_starts_from_on_real_digits
 def test_wide_spaces_skip_self_training():
     wide = RoundModel(default_learner(), torch.zeros(20, RoundModel.SELF_TRAINING_MAX_DIMENSIONS + 1))
     assert "self-training" not in {variant.head for variant in wide.variants()}
+
+
+def _same(first: PoolGraph, second: PoolGraph) -> bool:
+    a, b = first.affinity, second.affinity
+    return bool((a.indptr == b.indptr).all() and (a.indices == b.indices).all() and (a.data == b.data).all())
+
+
+def test_a_big_pools_graph_is_kept_by_its_content_and_read_back_the_same(cache, monkeypatch):
+    import metalabel.label.graph as graph
+
+    monkeypatch.setattr(graph, "CACHED_FROM", 100)  # 300 items count as big
+    x, _ = two_moons(300)
+    built = PoolGraph.build(x)
+    [kept] = (cache / "graphs").glob("graph-*.npz")
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("the graph was searched again")
+
+    with monkeypatch.context() as searching:
+        searching.setattr(graph, "_exact_neighbours", no_search)
+        assert _same(PoolGraph.build(x.copy()), built)  # the same bytes: read back, not searched
+        with pytest.raises(AssertionError, match="searched again"):
+            PoolGraph.build(x[::-1].copy())  # other embeddings (the same rows in another order): another graph
+        with pytest.raises(AssertionError, match="searched again"):
+            PoolGraph.build(x, seed=1)  # another seed: another graph
+
+    # a damaged file is a miss: made again, the same graph, and kept whole again
+    damaged = bytearray(kept.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    kept.write_bytes(bytes(damaged))
+    assert _same(PoolGraph.build(x), built)
+    assert graph._read_cached(kept, len(x)) is not None
+
+
+def test_a_cache_folder_that_cannot_keep_the_graph_leaves_the_graph_as_built(tmp_path, monkeypatch):
+    import metalabel.label.graph as graph
+
+    monkeypatch.setattr(graph, "CACHED_FROM", 100)
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("METALABEL_CACHE", str(blocked))
+    x, _ = two_moons(300)
+    monkeypatch.setattr(graph, "CACHED_FROM", 10**9)
+    expected = PoolGraph.build(x)
+    monkeypatch.setattr(graph, "CACHED_FROM", 100)
+    assert _same(PoolGraph.build(x), expected)

@@ -19,7 +19,12 @@ against 73% at 250 labels) and, unlike cosine, also suit tables and low-dimensio
 
 from __future__ import annotations
 
+import hashlib
+import json
+import sys
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,6 +33,8 @@ from torch import Tensor
 
 from metalabel.data.arrays import check_matrix
 from metalabel.data.components import leading_components, principal_axes
+from metalabel.data.paths import cache_dir
+from metalabel.files import write_atomically
 
 GRAPH_DIMENSIONS = 128
 NEIGHBOURS = 10
@@ -39,6 +46,9 @@ BLOCK_BYTES = 64 * 2**20
 EXACT_NEIGHBOURS_MAX = 200_000
 # Rows an approximate search projects and searches at a time, as float64 bytes of the unprojected rows.
 SEARCH_BYTES = 64 * 2**20
+# Pools from this many items keep their graph in the cache folder: a smaller pool's takes seconds to build, a
+# 100k pool's minutes (the exact search), a 1M pool's most of its first round (bench/results/scale.md).
+CACHED_FROM = 50_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,35 +59,23 @@ class PoolGraph:
 
     @classmethod
     def build(cls, embeddings: np.ndarray, *, neighbours: int = NEIGHBOURS, seed: int = 0) -> PoolGraph:
+        """The graph of ``embeddings`` (``[N, d]``); a big pool's is kept in the cache folder by its content
+        (``CACHED_FROM`` items and more), so the next run over the same embeddings reads it instead."""
         x = check_matrix(embeddings, name="the pool's embeddings", columns="dimensions", dtype=np.float32,
                          hint="check the encoder's output for those items")
         n = len(x)
         k = min(neighbours, n - 1)
         if k < 1:
             return cls(sp.csr_matrix((n, n), dtype=np.float64))
-        if n > EXACT_NEIGHBOURS_MAX and faiss_installed():
-            columns, squared_distance = _approximate_neighbours(x, k, seed=seed)
-        else:
-            columns, squared_distance = _exact_neighbours(_centred_projection(x), k)
-        # each row's neighbours in their search order (an approximate search may find fewer than k: -1)
-        found = columns >= 0
-        indptr = np.concatenate([[0], np.cumsum(found.sum(1))])
-        columns, squared_distance = columns[found], squared_distance[found]
-        # a Gaussian kernel whose width is the typical neighbour distance: the space's unit does not matter
-        width = max(float(squared_distance.mean()), 1e-12)
-        weights = sp.csr_matrix((np.exp(-squared_distance / width), columns, indptr), shape=(n, n))
-        del columns, squared_distance
-        weights.sum_duplicates()  # sorted within each row, as scipy orders a matrix built from coordinates
-        weights = (weights + weights.T).tocsr()  # symmetric: a neighbour relation counts both ways
-        degree = np.asarray(weights.sum(axis=1)).ravel()
-        scale = 1.0 / np.sqrt(np.where(degree > 0, degree, 1.0))
-        # D^-1/2 W D^-1/2 in place, each weight scaled by its row's factor, then its column's (the order of
-        # the product of diagonal matrices it replaces: the same bits, without two more copies of the graph)
-        weights.data *= scale[np.repeat(np.arange(n, dtype=np.int32), np.diff(weights.indptr))]
-        weights.data *= scale[weights.indices]
-        weights.eliminate_zeros()
-        # the sum's arrays were sized for both terms' entries; only those in use are kept
-        return cls(sp.csr_matrix((weights.data.copy(), weights.indices.copy(), weights.indptr), shape=(n, n)))
+        if n < CACHED_FROM:
+            return cls(_affinity(x, k, seed=seed))
+        path = _cache_path(x, k, seed=seed)
+        cached = _read_cached(path, n)
+        if cached is not None:
+            return cls(cached)
+        affinity = _affinity(x, k, seed=seed)
+        _write_cached(path, affinity)
+        return cls(affinity)
 
     def propagate(self, positions: np.ndarray, classes: np.ndarray, weights: np.ndarray, ways: int, *,
                   alpha: float = 0.99, iterations: int = 30) -> np.ndarray:
@@ -102,6 +100,34 @@ class PoolGraph:
             scores = alpha * (self.affinity @ scores) + (1 - alpha) * seeds
         scores += 1e-12 * (mass > 0)  # ties and unreached items: equal shares of the labeled classes
         return scores / scores.sum(axis=1, keepdims=True)
+
+
+def _affinity(x: np.ndarray, k: int, *, seed: int) -> sp.csr_matrix:
+    """``D^-1/2 W D^-1/2`` of the k-nearest-neighbour graph of ``x``'s rows, Gaussian-weighted."""
+    n = len(x)
+    if n > EXACT_NEIGHBOURS_MAX and faiss_installed():
+        columns, squared_distance = _approximate_neighbours(x, k, seed=seed)
+    else:
+        columns, squared_distance = _exact_neighbours(_centred_projection(x), k)
+    # each row's neighbours in their search order (an approximate search may find fewer than k: -1)
+    found = columns >= 0
+    indptr = np.concatenate([[0], np.cumsum(found.sum(1))])
+    columns, squared_distance = columns[found], squared_distance[found]
+    # a Gaussian kernel whose width is the typical neighbour distance: the space's unit does not matter
+    width = max(float(squared_distance.mean()), 1e-12)
+    weights = sp.csr_matrix((np.exp(-squared_distance / width), columns, indptr), shape=(n, n))
+    del columns, squared_distance
+    weights.sum_duplicates()  # sorted within each row, as scipy orders a matrix built from coordinates
+    weights = (weights + weights.T).tocsr()  # symmetric: a neighbour relation counts both ways
+    degree = np.asarray(weights.sum(axis=1)).ravel()
+    scale = 1.0 / np.sqrt(np.where(degree > 0, degree, 1.0))
+    # D^-1/2 W D^-1/2 in place, each weight scaled by its row's factor, then its column's (the order of
+    # the product of diagonal matrices it replaces: the same bits, without two more copies of the graph)
+    weights.data *= scale[np.repeat(np.arange(n, dtype=np.int32), np.diff(weights.indptr))]
+    weights.data *= scale[weights.indices]
+    weights.eliminate_zeros()
+    # the sum's arrays were sized for both terms' entries; only those in use are kept
+    return sp.csr_matrix((weights.data.copy(), weights.indices.copy(), weights.indptr), shape=(n, n))
 
 
 def _exact_neighbours(z: Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -177,6 +203,54 @@ def _approximate_neighbours(x: np.ndarray, k: int, *, seed: int) -> tuple[np.nda
         columns[start:start + len(rows)] = found[keep].reshape(-1, k)
         distances[start:start + len(rows)] = np.maximum(block_distances[keep].reshape(-1, k), 0.0)
     return columns, distances
+
+
+def _cache_path(x: np.ndarray, k: int, *, seed: int) -> Path:
+    """Where the graph of ``x`` is kept: named by the embeddings' bytes, the graph's settings and this code's own
+    source (a change to how graphs are built never reads an older graph)."""
+    digest = hashlib.sha256()
+    rows = max(HASH_BYTES // max(x.shape[1] * 4, 1), 1)
+    for start in range(0, len(x), rows):  # by blocks: a memory-mapped pool is read, never copied whole
+        digest.update(np.ascontiguousarray(x[start:start + rows]).data)
+    from metalabel.data import components
+
+    settings = {"shape": list(x.shape), "neighbours": k, "seed": seed, "dimensions": GRAPH_DIMENSIONS,
+                "approximate": len(x) > EXACT_NEIGHBOURS_MAX and faiss_installed(), "embeddings": digest.hexdigest(),
+                "code": [hashlib.sha256(Path(module.__file__ or "").read_bytes()).hexdigest()
+                         for module in (sys.modules[__name__], components)]}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()
+    return cache_dir() / "graphs" / f"graph-{key}.npz"
+
+
+HASH_BYTES = 16 * 2**20  # the embeddings hashed a block at a time
+
+
+def _read_cached(path: Path, n: int) -> sp.csr_matrix | None:
+    """The graph kept at ``path``, or None where there is none or it is not whole (a zip member's CRC-32 is checked
+    as it is read, so a damaged file is a miss and is made again)."""
+    try:
+        with np.load(path, allow_pickle=False) as kept:
+            data, indices, indptr = kept["data"], kept["indices"], kept["indptr"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        return None
+    if len(indptr) != n + 1 or indptr[0] != 0 or indptr[-1] != len(data) or len(indices) != len(data) \
+            or (len(indices) and (indices.min() < 0 or indices.max() >= n)):
+        return None
+    return sp.csr_matrix((data, indices, indptr), shape=(n, n))
+
+
+def _write_cached(path: Path, affinity: sp.csr_matrix) -> None:
+    """Keep the graph for the next run; a cache folder that cannot take it leaves the run as it is (the graph is
+    made again next time)."""
+    def save(file: Path) -> None:
+        with open(file, "xb") as out:
+            np.savez(out, data=affinity.data, indices=affinity.indices, indptr=affinity.indptr)
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, save)
+    except OSError:
+        return
 
 
 def faiss_installed() -> bool:
