@@ -236,3 +236,41 @@ def test_a_kill_between_the_two_renames_leaves_the_old_folder_whole_and_cleanup_
     removed = remove_stale_staging(folder)
     assert [path.name.endswith("-new") for path in removed] == [True]
     assert contents(folder) == {"a.txt": "old a", "b.txt": "old b"} and os.listdir(tmp_path) == ["out"]
+
+
+def test_a_killed_writers_temporary_files_are_removed_and_a_live_or_recent_ones_kept(tmp_path, cache):
+    import signal
+    import time
+
+    from metalabel.data.encoders import embed_dataset
+    from metalabel.datasets import load
+    from metalabel.files import STALE_AFTER_S, remove_stale_temporaries
+
+    folder = cache / "embeddings"
+    folder.mkdir(parents=True)
+    # a real writer, killed in the middle of write_atomically: its temporary file stays behind
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from metalabel.files import write_atomically\n"
+        "def write(file):\n"
+        "    file.write_bytes(b'half an embedding file')\n"
+        "    print('written', flush=True)\n"
+        "    time.sleep(60)\n"
+        f"write_atomically({str(folder / 'pixels-abc.npy')!r}, write)\n")], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout is not None and writer.stdout.readline().strip() == "written"
+    [left] = list(folder.iterdir())
+    assert remove_stale_temporaries(folder) == [] and left.exists()  # its writer still runs
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    assert remove_stale_temporaries(folder) == [] and left.exists()  # changed a moment ago: maybe another machine's
+    old = time.time() - STALE_AFTER_S - 1
+    os.utime(left, (old, old))
+    kept = folder / "pixels-abc.npy"  # a cache file, and a hidden file of someone else's naming, are never removed
+    kept.write_bytes(b"x")
+    other = folder / ".notes"
+    other.write_bytes(b"x")
+    os.utime(kept, (old, old))
+    os.utime(other, (old, old))
+    # the next embedding into the folder removes what the killed writer left, and only that
+    embed_dataset(load("kanji", split="evaluation", max_classes=2), "pixels", progress=False, mmap=True)
+    assert not left.exists() and kept.exists() and other.exists()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import secrets
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -128,6 +130,38 @@ def remove_stale_staging(folder: str | Path) -> list[Path]:
             continue
         _remove(candidate)
         removed.append(candidate)
+    return removed
+
+
+# A temporary file's name ends with its writer's pid and a random token: write_atomically's, and a caller's own
+# staging file (``.<name>-<pid>-<token>.npy``); a file beside it is kept whatever its name
+_TEMPORARY = re.compile(r"^\..*[.-](?P<pid>\d+)-[0-9a-f]{8}(?:\.tmp)?(?:\.[A-Za-z0-9]+)?$")
+STALE_AFTER_S = 600  # a temporary file unchanged this long whose writer is gone was left by a killed writer
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files a killed writer left in ``folder`` (a cache's: an embedding's is as big as the
+    pool's embeddings); returns them. A file is left alone while its writer (the pid in its name) runs, or
+    while it changed in the last ``STALE_AFTER_S`` seconds (a writer on another machine, or in another pid
+    namespace, sharing the folder)."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    for entry in entries:
+        found = _TEMPORARY.match(entry.name)
+        if found is None or not entry.is_file(follow_symlinks=False):
+            continue
+        pid = int(found["pid"])
+        try:
+            if (pid == os.getpid() or _process_alive(pid)
+                    or time.time() - entry.stat(follow_symlinks=False).st_mtime < STALE_AFTER_S):
+                continue
+            os.unlink(entry.path)
+        except OSError:  # gone meanwhile, or not ours to remove: nothing to clean
+            continue
+        removed.append(Path(entry.path))
     return removed
 
 

@@ -50,7 +50,7 @@ from metalabel.data.mapped import MappedTexts, in_cache
 from metalabel.data.paths import cache_dir
 from metalabel.data.sources.user import DEFAULT_CHUNK_SIZE, ChunkedPool, PoolChunk
 from metalabel.errors import BadInputError, MissingDependencyError
-from metalabel.files import write_atomically
+from metalabel.files import remove_stale_temporaries, write_atomically
 
 Items = Sequence[str] | np.ndarray
 _ITEMS_OF: dict[str, str] = {"image": "images", "text": "text", "tabular": "table rows"}
@@ -461,8 +461,7 @@ def embed_dataset(
     cached = read_cached_embeddings(path, expected_shape=shape, mmap=mmap)
     if cached is not None:
         return cached
-    with in_cache(path.parent, _EMBEDDINGS):
-        path.parent.mkdir(parents=True, exist_ok=True)
+    open_embeddings_folder(path.parent)
     if mmap:
         def write(file: Path) -> None:
             with EmbeddingsFile(file, encoder.dim, rows=len(dataset)) as out, _naming_the_item(dataset.uris):
@@ -516,8 +515,7 @@ def embed_in_chunks(
     began = time.perf_counter()
     encoder = encoder_for(pool, encoder, device=device)
     directory = cache_dir() / "embeddings"
-    with in_cache(directory, _EMBEDDINGS):
-        directory.mkdir(parents=True, exist_ok=True)
+    open_embeddings_folder(directory)
     staging = directory / f".{encoder.name}-{os.getpid()}-{secrets.token_hex(4)}.npy"
     digest = _ItemsDigest(pool.count or 0)
     embedded: list[Path] = []  # each chunk's own cache file, keyed by the items embedded
@@ -554,6 +552,14 @@ def embed_in_chunks(
     finally:
         staging.unlink(missing_ok=True)
     return ChunkedEmbedding(path, digest.seen, len(embedded), cached, time.perf_counter() - began)
+
+
+def open_embeddings_folder(directory: Path) -> None:
+    """The embedding cache's folder, made if missing, without what killed writers left in it (a killed run's
+    temporary file is as big as what it had written, up to the whole pool's embeddings)."""
+    with in_cache(directory, _EMBEDDINGS):
+        directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(directory)
 
 
 def _chunk_embeddings(chunk: PoolChunk, encoder: Encoder) -> tuple[np.ndarray, Path, bool]:

@@ -34,7 +34,7 @@ from torch import Tensor
 from metalabel.data.arrays import check_matrix
 from metalabel.data.components import leading_components, principal_axes
 from metalabel.data.paths import cache_dir
-from metalabel.files import write_atomically
+from metalabel.files import remove_stale_temporaries, write_atomically
 
 GRAPH_DIMENSIONS = 128
 NEIGHBOURS = 10
@@ -248,6 +248,7 @@ def _write_cached(path: Path, affinity: sp.csr_matrix) -> None:
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent)
         write_atomically(path, save)
     except OSError:
         return

@@ -40,6 +40,7 @@ from metalabel.data.encoders import (
     check_items,
     embedding_cache_path,
     encoder_for,
+    open_embeddings_folder,
     progress_bar,
     read_cached_embeddings,
     save_embeddings,
@@ -102,8 +103,7 @@ def embed_on_ray(dataset: LabeledDataset, encoder: str | Encoder, *, address: st
     cached = {chunk.start: embeddings for chunk in chunks if (embeddings := read_cached_embeddings(
         chunk.path, expected_shape=(chunk.stop - chunk.start, encoder.dim), mmap=True)) is not None}
     missing = [chunk for chunk in chunks if chunk.start not in cached]
-    with in_cache(path.parent, "embeddings"):
-        path.parent.mkdir(parents=True, exist_ok=True)
+    open_embeddings_folder(path.parent)
     used_workers = 0
 
     def assemble(file: Path) -> None:
