@@ -238,3 +238,12 @@ def test_parquet_with_values_python_cannot_convert_names_the_column(tmp_path):
     parquet_file.write_bytes(data.replace("x\N{LATIN SMALL LETTER E WITH ACUTE}".encode(), b"x\xff\xfe"))
     with pytest.raises(UnreadableItemError, match=r"is not a readable Parquet file"):
         ml.datasets.read_table(parquet_file)
+
+
+@pytest.mark.parametrize("content", ["", "\n\n"], ids=["empty", "blank-lines"])
+def test_read_table_jsonl_with_no_record_says_so(tmp_path, content):
+    path = tmp_path / "rows.jsonl"
+    path.write_text(content)
+    with pytest.raises(BadInputError, match="holds no records") as caught:
+        ml.datasets.read_table(path)
+    assert str(path) in str(caught.value)

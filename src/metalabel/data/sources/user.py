@@ -481,6 +481,9 @@ def chunked_table(
     elif suffix in JSONL_SUFFIXES:
         keys = (record for _, record in _jsonl_records(file, encoding=encoding, bad_items=BadItems(on_error)))
         columns = list(dict.fromkeys(key for record in keys for key in record))
+        if not columns:  # no record at all (the CSV reader says so of a file without its header line)
+            raise BadInputError("holds no records", path=file, hint="write one JSON object a line, its keys the "
+                                "columns (the features and, for labeled rows, 'label')")
         records = lambda bad_items: _jsonl_records(file, encoding=encoding, bad_items=bad_items)  # noqa: E731
     else:
         columns, _ = read_csv(file, encoding=encoding, bad_items=BadItems(on_error))
