@@ -675,7 +675,7 @@ def test_a_retracted_model_label_stays_on_record_and_stops_being_active(store):
     assert label.certified_precision == 0.95 and label.active
     later = store.start_round()
     store.retract_label(written.label_id, round_id=later, reason="confidence 0.80 below the certified threshold 0.90")
-    assert store.active_labels() == [] and store.label_counts()["model"] == 0
+    assert store.active_labels() == [] and store.label_counts()["model"] == 0 and store.active_label(1) is None
     assert store.summary()["labeled_items"] == 0
     (retracted,) = store.retracted_labels()
     assert not retracted.active and retracted.retracted_round == later
@@ -683,6 +683,7 @@ def test_a_retracted_model_label_stays_on_record_and_stops_being_active(store):
     # a later certificate may admit the item again: the new label supersedes the retracted one
     again = store.add_label(1, "cat", source="model", calibrated_confidence=0.99, round_id=later)
     assert again.applied and [x.id for x in store.active_labels()] == [again.label_id]
+    assert store.active_label(1) == store.active_labels()[0] and store.active_label(2) is None
     assert store.label_history(1)[0].superseded_by == again.label_id
 
 

@@ -481,6 +481,12 @@ class ProjectStore:
         rows = self._connection.execute(_LABEL_SELECT + f" WHERE {schema.ACTIVE_LABEL} ORDER BY labels.item_id")
         return [Label(**row) for row in rows]
 
+    def active_label(self, item_id: int) -> Label | None:
+        """The item's active label, or None where it has none."""
+        row = self._connection.execute(_LABEL_SELECT + f" WHERE {schema.ACTIVE_LABEL} AND labels.item_id = ?",
+                                       (operator.index(item_id),)).fetchone()
+        return None if row is None else Label(**row)
+
     def retracted_labels(self) -> list[Label]:
         """Model labels a later round's certificate no longer covered, with when and why, by item id."""
         rows = self._connection.execute(
