@@ -66,6 +66,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import itertools
 import json
 import math
 import mimetypes
@@ -397,7 +398,7 @@ def _select_rows(
     store: ProjectStore, *, sources: tuple[str, ...] | None, min_confidence: float | None,
     include_retracted: bool = False,
 ) -> tuple[list[_Row], Counter[str]]:
-    items = {item.id: item for item in store.items()}
+    items = {item.id: item for item in store.each_item()}
     # Ordered by id, so an item's latest open disagreement is the one kept.
     open_disagreements = {disagreement.item_id: disagreement for disagreement in store.disagreements()}
     annotators = {question.id: question.oracle for question in store.answered_questions()}
@@ -427,7 +428,7 @@ def _confident_enough(label: Label, min_confidence: float | None) -> bool:
 def _modality(store: ProjectStore) -> str:
     modality = store.meta().get("modality")
     if modality is None:
-        modalities = {item.modality for item in store.items()}
+        modalities = {item.modality for item in store.each_item()}
         modality = modalities.pop() if len(modalities) == 1 else "no items"
     return modality
 
@@ -1199,7 +1200,8 @@ def _refuse_to_delete_project_data(out: Path, store: ProjectStore) -> None:
     """Replacing ``out`` must not delete the pool's files (the very images an export copies)."""
     target = out.resolve()
     spec = json.loads(store.meta().get(POOL_SPEC_KEY) or "{}")
-    paths = [Path(item.uri) for item in store.items()] + ([Path(spec["path"])] if "path" in spec else [])
+    paths = itertools.chain((Path(item.uri) for item in store.each_item()),
+                            [Path(spec["path"])] if "path" in spec else [])
     for path in paths:
         # A uri that is no path ("fashion-mnist:train/3") is relative and does not exist: skipped.
         if (path.is_absolute() or path.exists()) and path.resolve().is_relative_to(target):

@@ -148,7 +148,7 @@ class Library:
         labels = [label for label in project.store.active_labels()
                   if LabelSource(label.source) in KEPT_SOURCES and label.uri in position]
         rows = np.array([position[label.uri] for label in labels], dtype=np.int64)
-        hashes = {item.uri: item.content_hash for item in project.store.items()}
+        hashes = {item.uri: item.content_hash for item in project.store.each_item()}
         rounds = project.store.rounds()
         embeddings = np.zeros((0, space.dim), dtype=np.float32)
         if labels:  # embedding is the slow part: only once the project has something to keep

@@ -289,7 +289,7 @@ def _generated_samples(project, synthetic, content: _Content, notes: dict[str, l
     An artifact that cannot be read (or holds rows that are no picture) is left out, with a note.
     """
     artifacts = {a.id: a for a in project.store.artifacts(kind="generated")}
-    uri_of_item = {item.id: item.uri for item in project.store.items()}
+    uri_of_item = {item.id: item.uri for item in project.store.each_item()}
     loaded: dict[int, dict[str, np.ndarray] | None] = {}
     shown: list[Sample] = []
     parents: dict[str, np.ndarray] = {}
