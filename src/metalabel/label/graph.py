@@ -174,7 +174,7 @@ def _approximate_neighbours(x: np.ndarray, k: int, *, seed: int) -> tuple[np.nda
 
     n, dims = x.shape
     axes = principal_axes(x, GRAPH_DIMENSIONS) if dims > GRAPH_DIMENSIONS else None
-    mean = None if axes is not None else x.astype(np.float64).mean(0)
+    mean = None if axes is not None else x.mean(axis=0, dtype=np.float64)  # summed in float64, x not copied
 
     def projected(rows: np.ndarray) -> np.ndarray:
         if axes is not None:
