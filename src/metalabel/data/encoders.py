@@ -541,6 +541,7 @@ def embed_in_chunks(
         if not digest.complete:  # an array's key begins with its shape: hash the items again, now counted
             digest = _ItemsDigest(digest.seen)
             for index, chunk in enumerate(pool.chunks(chunk_size)):
+                os.utime(staging)  # still in use: a cleanup that cannot see this process goes by its age
                 digest.update(chunk.items)
                 # the pool's key must be that of the items embedded, not of a file saved since they were read
                 if index >= len(embedded) or embedding_cache_path(chunk.items, encoder) != embedded[index]:
