@@ -38,8 +38,6 @@ def _age(folder: Path, seconds: float) -> None:
             os.utime(entry, ns=(status.st_atime_ns, status.st_mtime_ns - int(seconds * 1e9)))
 
 
-@pytest.mark.xfail(strict=True, raises=FileNotFoundError,
-                   reason="the finished file is left unchanged while the pool is read again (check13)")
 def test_a_pool_read_again_to_key_its_file_keeps_its_finished_embeddings_from_a_foreign_cleanup(
         tmp_path, cache, monkeypatch) -> None:
     folder = tmp_path / "pool"
