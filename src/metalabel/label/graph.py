@@ -206,18 +206,25 @@ def _approximate_neighbours(x: np.ndarray, k: int, *, seed: int) -> tuple[np.nda
 
 
 def _cache_path(x: np.ndarray, k: int, *, seed: int) -> Path:
-    """Where the graph of ``x`` is kept: named by the embeddings' bytes, the graph's settings and this code's own
-    source (a change to how graphs are built never reads an older graph)."""
+    """Where the graph of ``x`` is kept: named by the embeddings' bytes, the graph's settings, this code's own
+    source and the versions of the libraries it calls (a change to how graphs are built never reads an older
+    graph)."""
     digest = hashlib.sha256()
     rows = max(HASH_BYTES // max(x.shape[1] * 4, 1), 1)
     for start in range(0, len(x), rows):  # by blocks: a memory-mapped pool is read, never copied whole
         digest.update(np.ascontiguousarray(x[start:start + rows]).data)
+    import scipy
+
     from metalabel.data import components
 
+    approximate = len(x) > EXACT_NEIGHBOURS_MAX and faiss_installed()
+    # the libraries that compute it too: another version may break a near tie otherwise
+    libraries = [np, scipy, torch, *([sys.modules["faiss"]] if approximate else [])]
     settings = {"shape": list(x.shape), "neighbours": k, "seed": seed, "dimensions": GRAPH_DIMENSIONS,
-                "approximate": len(x) > EXACT_NEIGHBOURS_MAX and faiss_installed(), "embeddings": digest.hexdigest(),
+                "approximate": approximate, "embeddings": digest.hexdigest(),
                 "code": [hashlib.sha256(Path(module.__file__ or "").read_bytes()).hexdigest()
-                         for module in (sys.modules[__name__], components)]}
+                         for module in (sys.modules[__name__], components)],
+                "libraries": {library.__name__: str(library.__version__) for library in libraries}}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()
     return cache_dir() / "graphs" / f"graph-{key}.npz"
 
