@@ -10,7 +10,6 @@ import torch
 from metalabel.label import graph
 
 
-@pytest.mark.xfail(strict=True, reason="the key names the code's source, not the libraries that compute the graph")
 @pytest.mark.parametrize("library", [np, scipy, torch])
 def test_a_graph_kept_by_other_versions_of_the_libraries_that_build_it_is_not_read(cache, monkeypatch,
                                                                                    library) -> None:
