@@ -187,8 +187,11 @@ def _approximate_neighbours(x: np.ndarray, k: int, *, seed: int) -> tuple[np.nda
     index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatL2(width), width, cells, faiss.ScalarQuantizer.QT_fp16)
     index.cp.seed = seed
     training = np.sort(np.random.default_rng(seed).choice(n, min(n, 64 * cells), replace=False))
-    index.train(np.concatenate([projected(x[training[start:start + block]])
-                                for start in range(0, len(training), block)]))
+    sample = np.empty((len(training), width), dtype=np.float32)  # filled in place: held once, not also as blocks
+    for start in range(0, len(training), block):
+        sample[start:start + block] = projected(x[training[start:start + block]])
+    index.train(sample)
+    del sample
     for start in range(0, n, block):
         index.add(projected(x[start:start + block]))
     index.nprobe = 16
