@@ -19,7 +19,6 @@ def test_a_graph_kept_by_other_versions_of_the_libraries_that_build_it_is_not_re
     assert graph._cache_path(x, 5, seed=0) != before
 
 
-@pytest.mark.xfail(strict=True, reason="the k-means sample is held twice: its projected blocks and their concatenation")
 def test_the_approximate_search_of_a_narrow_pool_holds_its_k_means_sample_once(monkeypatch) -> None:
     pytest.importorskip("faiss")  # imported before the count: a first import's own allocations are not the search's
     import tracemalloc
