@@ -868,8 +868,12 @@ class LabelStudioQueue:
             if self.local_files_root is not None and resolved.is_relative_to(self.local_files_root):
                 # Label Studio shows the file as it is when the person looks: link it only while it holds the
                 # item's content, and keep what it was, so an answer given after it changed is held on import
-                data, status = read_file(resolved)
-                if pixels is None or holds_stored_image(data, pixels, query.content_hash or "", uri=query.uri):
+                try:
+                    data, status = read_file(resolved)
+                    holds = pixels is None or holds_stored_image(data, pixels, query.content_hash or "", uri=query.uri)
+                except OSError:  # gone or unreadable since is_file: the stored pixels are shown
+                    holds = False
+                if holds:
                     link = "/data/local-files/?d=" + quote(resolved.relative_to(self.local_files_root).as_posix())
                     return link, {"path": str(resolved), "sha256": hashlib.sha256(data).hexdigest(),
                                   "size": status.st_size, "mtime_ns": status.st_mtime_ns,
