@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from metalabel.data.sources.user import imagefolder
@@ -16,7 +15,6 @@ from metalabel.store import ItemRecord, ProjectStore, content_hash
 CLASSES = ("cat", "dog")
 
 
-@pytest.mark.xfail(strict=True, raises=FileNotFoundError, reason="the read's OSError reaches the run (check13)")
 def test_a_linked_file_removed_as_its_task_is_made_is_shown_as_the_stored_pixels(tmp_path, monkeypatch) -> None:
     root = tmp_path / "root"
     (root / "pool").mkdir(parents=True)
