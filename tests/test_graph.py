@@ -193,3 +193,19 @@ def test_a_cache_folder_that_cannot_keep_the_graph_leaves_the_graph_as_built(tmp
     expected = PoolGraph.build(x)
     monkeypatch.setattr(graph, "CACHED_FROM", 100)
     assert _same(PoolGraph.build(x), expected)
+
+
+@pytest.mark.parametrize("scale", [1e5, 1e-5])
+def test_a_big_pool_far_from_unit_scale_gets_the_same_approximate_neighbours(monkeypatch, scale):
+    # faiss keeps the rows in 16-bit floats (at most 65504): coordinates of 1e5 were clipped and 21% of the true
+    # neighbours found (check13); measured in the sample's largest coordinate, any scale finds what scale 1 finds
+    pytest.importorskip("faiss")
+    import metalabel.label.graph as graph
+
+    rng = np.random.default_rng(2)
+    centres = rng.normal(0, 4, size=(20, 32))
+    x = (centres[rng.integers(0, 20, 3000)] + rng.normal(size=(3000, 32))).astype(np.float32)
+    monkeypatch.setattr(graph, "EXACT_NEIGHBOURS_MAX", 1000)
+    unit = PoolGraph.build(x).affinity
+    scaled = PoolGraph.build(x * np.float32(scale)).affinity
+    assert unit.multiply(scaled > 0).nnz / unit.nnz > 0.99 and abs(scaled - unit).max() < 1e-4

@@ -176,10 +176,13 @@ def _approximate_neighbours(x: np.ndarray, k: int, *, seed: int) -> tuple[np.nda
     axes = principal_axes(x, GRAPH_DIMENSIONS) if dims > GRAPH_DIMENSIONS else None
     mean = None if axes is not None else x.mean(axis=0, dtype=np.float64)  # summed in float64, x not copied
 
+    unit = 1.0
+
     def projected(rows: np.ndarray) -> np.ndarray:
-        if axes is not None:
-            return np.ascontiguousarray(axes.project(rows))
-        return np.ascontiguousarray(rows - mean, dtype=np.float32)
+        block = np.ascontiguousarray(axes.project(rows) if axes is not None else np.asarray(rows - mean,
+                                                                                           dtype=np.float32))
+        block /= unit
+        return block
 
     block = max(SEARCH_BYTES // (8 * dims), 1)
     width = min(dims, GRAPH_DIMENSIONS)
@@ -190,6 +193,10 @@ def _approximate_neighbours(x: np.ndarray, k: int, *, seed: int) -> tuple[np.nda
     sample = np.empty((len(training), width), dtype=np.float32)  # filled in place: held once, not also as blocks
     for start in range(0, len(training), block):
         sample[start:start + block] = projected(x[training[start:start + block]])
+    # 16-bit floats end at 65504: the rows are measured in the sample's largest coordinate, so a pool of any
+    # scale fits (16 bits keep 3 digits whatever the unit; distances are given back in the rows' own unit)
+    unit = max(float(sample.max(initial=0.0)), -float(sample.min(initial=0.0))) or 1.0  # no |sample| copy
+    sample /= unit
     index.train(sample)
     del sample
     for start in range(0, n, block):
@@ -205,7 +212,7 @@ def _approximate_neighbours(x: np.ndarray, k: int, *, seed: int) -> tuple[np.nda
         keep = ~drop
         columns[start:start + len(rows)] = found[keep].reshape(-1, k)
         distances[start:start + len(rows)] = np.maximum(block_distances[keep].reshape(-1, k), 0.0)
-    return columns, distances
+    return columns, distances * unit**2
 
 
 def _cache_path(x: np.ndarray, k: int, *, seed: int) -> Path:
