@@ -54,8 +54,9 @@ LOCAL = "local"
 """The address that starts a Ray cluster on this machine for the run (and stops it after)."""
 
 BLOCK_ROWS = 256
-"""Items per actor call: chunks are the unit of caching, blocks of work, so a pool of a few thousand items
-(one chunk) still keeps every worker busy."""
+"""Items per actor call: chunks are the unit of caching, blocks of work. Actors number at most the chunks to embed,
+so a pool of one chunk embeds on one actor: two measured no faster on 3,000 images (EfficientNet-Lite0, two
+cores: 15-17 s either way), each actor's start outweighing its share."""
 
 
 @dataclass(frozen=True)
